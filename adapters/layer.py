@@ -1,0 +1,158 @@
+"""The SVD-LoRA linear layer with the preference as extra singular values (ALGORITHMS.md).
+
+    y = W0 x + scaling · B (d ⊙ (A · dropout(x))),   d = concat(σ, s · λ)
+
+The layer owns A, B, σ and s. It does not own λ: every layer of a model reads the same
+`PreferenceState`, so switching the preference writes one tensor and touches no layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .config import PanaceaConfig
+
+SUPPORTED_LAYERS = (nn.Linear, Conv1D)
+
+
+class PreferenceState:
+    """The preference shared by all Panacea layers of one model, and the model-wide adapter switches."""
+
+    __slots__ = ("preference", "disabled", "merged_preference")
+
+    def __init__(self) -> None:
+        self.preference: torch.Tensor | None = None  # (m,) or (batch, m)
+        self.disabled = False  # True inside `disable_adapter()`: layers return W0 x only
+        self.merged_preference: torch.Tensor | None = None  # λ folded into W0 by `merge`, else None
+
+    @property
+    def bypass(self) -> bool:
+        """Whether layers skip the adapter path (adapter disabled, or already merged into W0)."""
+        return self.disabled or self.merged_preference is not None
+
+    def require_preference(self) -> torch.Tensor:
+        if self.preference is None:
+            raise RuntimeError(
+                "No preference is set: call model.set_preference(λ), use `with model.preference(λ):`, "
+                "or pass preference=λ to forward/generate."
+            )
+        return self.preference
+
+
+class PanaceaLinear(nn.Module):
+    """Wraps a frozen `nn.Linear` (or transformers `Conv1D`) with the Panacea SVD-LoRA update."""
+
+    def __init__(
+        self, base_layer: nn.Module, config: PanaceaConfig, state: PreferenceState, *, initialize: bool = True
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_layer, SUPPORTED_LAYERS):
+            raise TypeError(
+                f"Panacea adapts nn.Linear and transformers Conv1D layers, got {type(base_layer).__name__}; "
+                "leave it out of target_modules."
+            )
+        self.base_layer = base_layer
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)  # Conv1D stores its weight as (in, out)
+        out_features, in_features = self._base_weight().shape
+        self.in_features, self.out_features = in_features, out_features
+        self.svd_rank, self.num_preferences = config.svd_rank, config.num_preferences
+        self.scaling = config.scaling
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.preference_state = state
+
+        weight = base_layer.weight
+        factory = {"device": weight.device, "dtype": _adapter_dtype(weight.dtype)}
+        self.lora_A = nn.Parameter(torch.empty(config.rank, in_features, **factory))
+        self.lora_B = nn.Parameter(torch.empty(out_features, config.rank, **factory))
+        self.singular_values = nn.Parameter(torch.zeros(config.svd_rank, **factory))
+        self.preference_scale = nn.Parameter(torch.empty((), **factory))
+        if initialize:  # skipped when weights are about to be loaded (the 'svd' init costs an SVD per layer)
+            self.reset_parameters(config)
+
+    @torch.no_grad()
+    def reset_parameters(self, config: PanaceaConfig) -> None:
+        """Initialise A and B by `config.init`; σ = 0 and s = `config.init_preference_scale`."""
+        if config.init == "gaussian":
+            nn.init.normal_(self.lora_A, std=config.init_std)
+            nn.init.normal_(self.lora_B, std=config.init_std)
+        elif config.init == "orthogonal":
+            nn.init.orthogonal_(self.lora_A)
+            nn.init.orthogonal_(self.lora_B)
+        elif config.init == "svd":
+            rank = config.rank
+            if rank > min(self.in_features, self.out_features):
+                raise ValueError(
+                    f"init='svd' needs k + m = {rank} <= min(in, out) = {min(self.in_features, self.out_features)}; "
+                    "use a smaller svd_rank or init='orthogonal'."
+                )
+            left, _, right = torch.linalg.svd(self._base_weight().float(), full_matrices=False)
+            self.lora_B.copy_(left[:, :rank])
+            self.lora_A.copy_(right[:rank])
+        else:
+            raise ValueError(f"unknown init {config.init!r}")
+        self.singular_values.zero_()
+        self.preference_scale.fill_(config.init_preference_scale)
+
+    def diagonal(self, preference: torch.Tensor) -> torch.Tensor:
+        """scaling · [σ, s·λ]: shape (k+m,) for λ of shape (m,), (batch, k+m) for λ of shape (batch, m)."""
+        preference = preference.to(self.lora_A)
+        singular_values = self.singular_values.expand(*preference.shape[:-1], self.svd_rank)
+        return torch.cat([singular_values, self.preference_scale * preference], dim=-1) * self.scaling
+
+    def delta_weight(self, preference: torch.Tensor) -> torch.Tensor:
+        """scaling · B diag(d) A for one preference of shape (m,), laid out like the base weight."""
+        delta = (self.lora_B * self.diagonal(preference)) @ self.lora_A
+        return delta.T if self.fan_in_fan_out else delta
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """x: (batch, ..., in) -> (batch, ..., out)."""
+        result = self.base_layer(x, *args, **kwargs)
+        state = self.preference_state
+        if state.bypass:
+            return result
+        diagonal = self.diagonal(state.require_preference())
+        if diagonal.ndim == 2:  # one preference per sample: broadcast (batch, r) over the sequence dims
+            if diagonal.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"per-sample preference has {diagonal.shape[0]} rows but the input batch has {x.shape[0]} "
+                    "samples; pass one row per sample, or a single preference of shape (m,)."
+                )
+            diagonal = diagonal.view(diagonal.shape[0], *([1] * (x.ndim - 2)), diagonal.shape[1])
+        hidden = F.linear(self.dropout(x.to(self.lora_A.dtype)), self.lora_A)
+        return result + F.linear(hidden * diagonal, self.lora_B).to(result.dtype)
+
+    @torch.no_grad()
+    def merge(self, preference: torch.Tensor) -> None:
+        """W0 ← W0 + scaling · B diag(d) A for one preference of shape (m,)."""
+        weight = self.base_layer.weight
+        weight += self.delta_weight(preference).to(weight.dtype)
+
+    @torch.no_grad()
+    def unmerge(self, preference: torch.Tensor) -> None:
+        """Undo `merge(preference)` (exact up to float round-off)."""
+        weight = self.base_layer.weight
+        weight -= self.delta_weight(preference).to(weight.dtype)
+
+    def orthogonality_penalty(self) -> torch.Tensor:
+        """‖AAᵀ − I‖²_F + ‖BᵀB − I‖²_F, the AdaLoRA regulariser (a scalar tensor)."""
+        eye = torch.eye(self.lora_A.shape[0], device=self.lora_A.device, dtype=self.lora_A.dtype)
+        return (self.lora_A @ self.lora_A.T - eye).square().sum() + (self.lora_B.T @ self.lora_B - eye).square().sum()
+
+    def _base_weight(self) -> torch.Tensor:
+        """The base weight as (out, in), whatever the layer's storage layout."""
+        weight = self.base_layer.weight
+        return weight.T if self.fan_in_fan_out else weight
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, svd_rank={self.svd_rank}, "
+            f"num_preferences={self.num_preferences}, scaling={self.scaling:g}"
+        )
+
+
+def _adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
+    """Adapter weights stay in float32 when the base is half precision, as peft does by default."""
+    return torch.float32 if base_dtype in (torch.float16, torch.bfloat16) else base_dtype

