@@ -88,7 +88,7 @@ class PanaceaLinear(nn.Module):
                     f"init='svd' needs k + m = {rank} <= min(in, out) = {min(self.in_features, self.out_features)}; "
                     "use a smaller svd_rank or init='orthogonal'."
                 )
-            left, _, right = torch.linalg.svd(self._base_weight().float(), full_matrices=False)
+            left, _, right = torch.linalg.svd(self._base_weight().to(self.lora_A.dtype), full_matrices=False)
             self.lora_B.copy_(left[:, :rank])
             self.lora_A.copy_(right[:rank])
         else:

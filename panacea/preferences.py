@@ -95,4 +95,5 @@ def simplex_grid(num_preferences: int, num_points: int = 11) -> torch.Tensor:
 
 
 def _describe(tensor: torch.Tensor) -> str:
-    return str(tensor.detach().cpu().tolist())
+    """Values rounded to 6 decimals, so float32 noise does not clutter error messages."""
+    return str(tensor.detach().double().cpu().numpy().round(6).tolist())

@@ -1,0 +1,263 @@
+"""PanaceaModel on tiny random models: dense whole-model reference, preference API, merging, gradients."""
+
+import copy
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from panacea import PanaceaConfig, get_panacea_model
+from panacea.adapters import PanaceaLinear, find_target_modules
+from tests.conftest import VOCAB_SIZE, panacea_llama, randomize_adapter, tiny_gpt2, tiny_llama
+
+LLAMA_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def input_ids(batch=3, length=6, seed=0):
+    return torch.randint(3, VOCAB_SIZE, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def dense_reference(model, preference):
+    """A plain copy of the base model whose adapted weights are W0 + scaling · B diag(d) A."""
+    reference = copy.deepcopy(model.base_model)
+    for name, layer in list(model.adapter_layers()):
+        parent_name, _, child_name = name.rpartition(".")
+        plain = copy.deepcopy(layer.base_layer)
+        with torch.no_grad():
+            d = torch.cat([layer.singular_values, layer.preference_scale * preference.to(layer.lora_A.dtype)])
+            delta = layer.scaling * layer.lora_B @ torch.diag(d) @ layer.lora_A
+            plain.weight += delta.T if layer.fan_in_fan_out else delta
+        setattr(reference.get_submodule(parent_name), child_name, plain)
+    return reference
+
+
+@pytest.mark.parametrize("make_base", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2-conv1d"])
+def test_whole_model_matches_dense_reference(make_base):
+    model = get_panacea_model(make_base().double(), PanaceaConfig(svd_rank=3, num_preferences=2))
+    randomize_adapter(model)
+    preference = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    ids = input_ids()
+    with torch.no_grad():
+        logits = model(ids, preference=preference).logits
+        expected = dense_reference(model, preference)(ids).logits
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-10)
+    with torch.no_grad(), model.disable_adapter():
+        assert (logits - model(ids).logits).abs().max() > 0.1  # the adapter really changes the output
+
+
+def test_all_linear_targets_every_block_linear_but_not_the_head():
+    model = panacea_llama()
+    names = [name for name, _ in model.adapter_layers()]
+    assert len(names) == 2 * 7
+    assert {name.rsplit(".", 1)[-1] for name in names} == LLAMA_LINEARS
+    assert isinstance(model.base_model.lm_head, nn.Linear) and not isinstance(model.base_model.lm_head, PanaceaLinear)
+
+
+def test_target_and_exclude_modules_follow_peft_matching():
+    base = tiny_llama()
+    names = find_target_modules(base, PanaceaConfig(target_modules=["q_proj", "v_proj"], exclude_modules=["model.layers.1.self_attn.v_proj"]))
+    assert names == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                     "model.layers.1.self_attn.q_proj"]
+    assert find_target_modules(base, PanaceaConfig(target_modules=r".*\.0\.mlp\.up_proj")) == ["model.layers.0.mlp.up_proj"]
+
+
+def test_bad_targets_raise_clear_errors():
+    with pytest.raises(ValueError, match=r"matched no module of LlamaForCausalLM; its linear layers are named \[.*'q_proj'"):
+        get_panacea_model(tiny_llama(), PanaceaConfig(target_modules=["query"]))
+    with pytest.raises(ValueError, match="selects 'model.layers.0.mlp', a LlamaMLP"):
+        get_panacea_model(tiny_llama(), PanaceaConfig(target_modules=["mlp"]))
+    model = panacea_llama()
+    with pytest.raises(ValueError, match="already has Panacea layers"):
+        get_panacea_model(model.base_model, PanaceaConfig())
+
+
+def test_only_adapter_parameters_are_trainable_and_receive_gradients():
+    model = panacea_llama()
+    model.set_preference([0.4, 0.6])
+    model(input_ids(), labels=input_ids()).loss.backward()
+    for name, parameter in model.named_parameters():
+        is_adapter = name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "singular_values", "preference_scale")
+        assert parameter.requires_grad == is_adapter, name
+        if is_adapter:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        else:
+            assert parameter.grad is None, name
+
+
+def test_fresh_adapter_is_the_base_model_and_gradients_reach_sigma_and_s_first():
+    model = panacea_llama(randomize=False)  # ALGORITHMS.md init: A, B ~ N(0, 0.02²), σ = 0, s = 0
+    ids = input_ids()
+    with torch.no_grad(), model.disable_adapter():
+        base_logits = model(ids).logits
+    model.set_preference([0.5, 0.5])
+    output = model(ids, labels=ids)
+    assert torch.equal(output.logits, base_logits)
+    output.loss.backward()
+    for _, layer in model.adapter_layers():
+        assert layer.singular_values.grad.abs().sum() > 0 and layer.preference_scale.grad.abs() > 0
+        assert layer.lora_A.grad.abs().sum() == 0 and layer.lora_B.grad.abs().sum() == 0
+
+
+def test_per_sample_preferences_equal_one_sample_at_a_time():
+    model = panacea_llama(dtype=torch.float64)
+    preferences = torch.tensor([[1.0, 0.0], [0.25, 0.75], [0.5, 0.5]], dtype=torch.float64)
+    ids = input_ids()
+    with torch.no_grad():
+        batched = model(ids, preference=preferences).logits
+        for row in range(3):
+            alone = model(ids[row : row + 1], preference=preferences[row]).logits
+            torch.testing.assert_close(batched[row : row + 1], alone, rtol=0, atol=1e-12)
+    assert (batched[0] - batched[1]).abs().max() > 0.01
+
+
+def _count_calls(function):
+    calls = 0
+
+    def profiler(frame, event, arg):
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(profiler)
+    try:
+        function()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_switching_preference_is_o1_and_touches_no_weight():
+    small, large = panacea_llama(), panacea_llama(base_overrides={"num_hidden_layers": 6})
+    assert len(list(large.adapter_layers())) == 3 * len(list(small.adapter_layers()))
+    small.set_preference([0.5, 0.5])
+    large.set_preference([0.5, 0.5])
+    # The same number of Python and C calls whatever the number of layers: no loop over layers.
+    assert _count_calls(lambda: small.set_preference([0.2, 0.8])) == _count_calls(lambda: large.set_preference([0.2, 0.8]))
+    before = {name: (p.data_ptr(), p._version, p.detach().clone()) for name, p in large.state_dict(keep_vars=True).items()}
+    large.set_preference([0.9, 0.1])
+    after = large.state_dict(keep_vars=True)
+    for name, (pointer, version, value) in before.items():
+        assert after[name].data_ptr() == pointer and after[name]._version == version, name
+        assert torch.equal(after[name], value), name
+    # Every layer reads the same state object, which now holds the new preference.
+    states = {id(layer.preference_state) for _, layer in large.adapter_layers()}
+    assert states == {id(large._preference_state)}
+    assert large.active_preference.tolist() == pytest.approx([0.9, 0.1])
+
+
+def test_preference_context_restores_the_previous_preference():
+    model = panacea_llama()
+    assert model.active_preference is None
+    with model.preference([0.2, 0.8]):
+        assert model.active_preference.tolist() == pytest.approx([0.2, 0.8])
+        with model.preference([1.0, 0.0]):
+            assert model.active_preference.tolist() == [1.0, 0.0]
+        assert model.active_preference.tolist() == pytest.approx([0.2, 0.8])
+    assert model.active_preference is None
+    with pytest.raises(RuntimeError, match="No preference is set"):
+        model(input_ids())
+
+
+def test_preference_argument_to_forward_is_scoped_to_the_call():
+    model = panacea_llama()
+    model.set_preference([1.0, 0.0])
+    ids = input_ids()
+    with torch.no_grad():
+        other = model(ids, preference=[0.0, 1.0]).logits
+        assert model.active_preference.tolist() == [1.0, 0.0]
+        with model.preference([0.0, 1.0]):
+            assert torch.equal(model(ids).logits, other)
+
+
+def test_disable_adapter_gives_the_base_model_and_restores():
+    model = panacea_llama()
+    reference = tiny_llama()  # same seed: the untouched base model
+    ids = input_ids()
+    model.set_preference([0.5, 0.5])
+    with torch.no_grad():
+        adapted = model(ids).logits
+        with model.disable_adapter():
+            torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
+        assert torch.equal(model(ids).logits, adapted)
+
+
+@pytest.mark.parametrize(
+    ("preference", "message"),
+    [([0.5, 0.3, 0.2], "shape"), ([-0.1, 1.1], "non-negative"), ([float("nan"), 1.0], "NaN"), ([0.3, 0.3], "sum to 1")],
+)
+def test_set_preference_rejects_bad_input(preference, message):
+    model = panacea_llama()
+    with pytest.raises(ValueError, match=message):
+        model.set_preference(preference)
+    assert model.active_preference is None  # nothing half-set
+
+
+def test_merge_matches_unmerged_forward_and_unmerge_restores_weights():
+    model = panacea_llama()
+    ids = input_ids()
+    originals = {name: layer.base_layer.weight.clone() for name, layer in model.adapter_layers()}
+    with torch.no_grad():
+        expected = model(ids, preference=[0.3, 0.7]).logits
+        model.merge([0.3, 0.7])
+        torch.testing.assert_close(model(ids).logits, expected, rtol=0, atol=1e-5)
+        model.unmerge()
+        for name, layer in model.adapter_layers():
+            torch.testing.assert_close(layer.base_layer.weight, originals[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(ids, preference=[0.3, 0.7]).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_merge_misuse_raises():
+    model = panacea_llama()
+    with pytest.raises(ValueError, match=r"merge needs one preference of shape \(m,\)"):
+        model.merge([[0.5, 0.5], [1.0, 0.0]])
+    with pytest.raises(RuntimeError, match="not merged"):
+        model.unmerge()
+    model.merge([0.5, 0.5])
+    with pytest.raises(RuntimeError, match="already merged"):
+        model.merge([0.5, 0.5])
+    with pytest.raises(RuntimeError, match="unmerge"):
+        model.set_preference([1.0, 0.0])
+    with pytest.raises(RuntimeError, match="unmerge"):
+        with model.disable_adapter():
+            pass
+
+
+def test_merge_and_unload_returns_a_plain_model_with_the_same_output():
+    model = panacea_llama()
+    ids = input_ids()
+    with torch.no_grad():
+        expected = model(ids, preference=[0.6, 0.4]).logits
+        plain = model.merge_and_unload([0.6, 0.4])
+        assert not any(isinstance(module, PanaceaLinear) for module in plain.modules())
+        torch.testing.assert_close(plain(ids).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_generate_per_sample_preference_equals_one_at_a_time():
+    model = panacea_llama()
+    randomize_adapter(model, scale=0.6)
+    ids = input_ids(batch=2, length=4)
+    preferences = [[1.0, 0.0], [0.0, 1.0]]
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    batched = model.generate(ids, preference=preferences, **settings)
+    for row in range(2):
+        alone = model.generate(ids[row : row + 1], preference=preferences[row], **settings)
+        assert torch.equal(batched[row], alone[0])
+    # Beam search expands every input num_beams times; the preference rows follow.
+    beams = model.generate(ids, preference=preferences, num_beams=2, num_return_sequences=2, **settings)
+    for row in range(2):
+        alone = model.generate(ids[row : row + 1], preference=preferences[row], num_beams=2, num_return_sequences=2,
+                               **settings)
+        assert torch.equal(beams[2 * row : 2 * row + 2], alone)
+    assert model.active_preference is None
+
+
+def test_orthogonality_penalty_sums_over_layers():
+    model = panacea_llama()
+    total = sum(layer.orthogonality_penalty() for _, layer in model.adapter_layers())
+    torch.testing.assert_close(model.orthogonality_penalty(), total)
+
+
+def test_attribute_access_falls_through_to_the_base_model():
+    model = panacea_llama()
+    assert model.config is model.base_model.config
+    assert model.get_input_embeddings() is model.base_model.get_input_embeddings()
