@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -114,15 +115,19 @@ class PanaceaLinear(nn.Module):
         if state.bypass:
             return result
         diagonal = self.diagonal(state.require_preference())
-        if diagonal.ndim == 2:  # one preference per sample: broadcast (batch, r) over the sequence dims
+        hidden = F.linear(self.dropout(x.to(self.lora_A.dtype)), self.lora_A)  # (batch, ..., r)
+        if diagonal.ndim == 1:
+            # d scales B's columns, so this is exactly a peft LoRA with lora_B = B·diag(d): see export_lora.
+            update = F.linear(hidden, self.lora_B * diagonal)
+        else:  # one preference per sample: a (out, r) matrix B·diag(d_b) per sample b
             if diagonal.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"per-sample preference has {diagonal.shape[0]} rows but the input batch has {x.shape[0]} "
                     "samples; pass one row per sample, or a single preference of shape (m,)."
                 )
-            diagonal = diagonal.view(diagonal.shape[0], *([1] * (x.ndim - 2)), diagonal.shape[1])
-        hidden = F.linear(self.dropout(x.to(self.lora_A.dtype)), self.lora_A)
-        return result + F.linear(hidden * diagonal, self.lora_B).to(result.dtype)
+            per_sample_b = self.lora_B * rearrange(diagonal, "batch r -> batch 1 r")
+            update = torch.einsum("b...r,bor->b...o", hidden, per_sample_b)
+        return result + update.to(result.dtype)
 
     @torch.no_grad()
     def merge(self, preference: torch.Tensor) -> None:

@@ -111,6 +111,14 @@ def test_per_sample_preferences_equal_one_sample_at_a_time():
     assert (batched[0] - batched[1]).abs().max() > 0.01
 
 
+def test_per_sample_rows_run_the_same_arithmetic_as_a_shared_preference():
+    model = panacea_llama()
+    ids = input_ids()
+    with torch.no_grad():
+        shared = model(ids, preference=[0.3, 0.7]).logits
+        assert torch.equal(model(ids, preference=[[0.3, 0.7]] * 3).logits, shared)
+
+
 def _count_calls(function):
     calls = 0
 
