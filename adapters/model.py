@@ -136,11 +136,11 @@ class PanaceaModel(nn.Module):
         A per-sample preference (batch, m) is repeated for each beam or returned sequence, the way
         `generate` expands its inputs.
         """
-        if preference is None:
-            preference = self._preference_state.preference
-            if preference is None or preference.ndim == 1 or self._preference_state.bypass:
-                return self.base_model.generate(*args, **kwargs)
-        preference = validate_preference(preference, self.panacea_config.num_preferences)
+        state = self._preference_state
+        if preference is None and (state.preference is None or state.preference.ndim == 1 or state.bypass):
+            return self.base_model.generate(*args, **kwargs)  # the layers read the current state as it is
+        preference = validate_preference(state.preference if preference is None else preference,
+                                         self.panacea_config.num_preferences)
         if preference.ndim == 2:
             preference = preference.repeat_interleave(self._generation_expand_size(kwargs), dim=0)
         with self.preference(preference):
@@ -273,6 +273,14 @@ class PanaceaModel(nn.Module):
         if preference.ndim != 1:
             raise ValueError(f"{operation} needs one preference of shape (m,), got shape {tuple(preference.shape)}.")
         return preference
+
+    def _apply(self, fn, *args: Any, **kwargs: Any) -> "PanaceaModel":
+        """Move or cast the shared preference with the model (`.to()`, `.cuda()`, `.double()`), as a buffer would."""
+        super()._apply(fn, *args, **kwargs)
+        state = self._preference_state
+        if state.preference is not None:
+            state.preference = fn(state.preference)
+        return self
 
     def __getattr__(self, name: str) -> Any:
         """Fall back to the base model for attributes the wrapper does not define, as peft does."""

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
+from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+from panacea._io import read_json
 from panacea.adapters import PanaceaModel
 from panacea.adapters.serialization import CONFIG_NAME
-from panacea._io import read_json
+from panacea.base_model import load_base_model
+from panacea.demo import DemoConfig, run_demo
+from panacea.generation import generate_text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    transformers_logging.disable_progress_bar()  # keep the output to what panacea says
+    # peft 0.21 reads a transformers 5 property that transformers has renamed; nothing a user can act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -61,22 +71,17 @@ def _parse_preference(text: str) -> list[float]:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from panacea.demo import DemoConfig, run_demo
-
     run_demo(DemoConfig.from_yaml(args.config) if args.config else DemoConfig())
 
 
-def _load_adapter(args: argparse.Namespace):
-    from panacea.base_model import load_base_model
-
+def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTokenizerBase]:
+    """The saved adapter on its base model: --model, else the name recorded in the adapter's fingerprint."""
     model_name = args.model or read_json(f"{args.adapter}/{CONFIG_NAME}").get("base_model", {}).get("name_or_path")
     base_model, tokenizer = load_base_model(model_name, dtype=args.dtype, device=args.device)
     return PanaceaModel.from_pretrained(base_model, args.adapter), tokenizer
 
 
 def _run_generate(args: argparse.Namespace) -> None:
-    from panacea.generation import generate_text
-
     model, tokenizer = _load_adapter(args)
     print(generate_text(model, tokenizer, args.prompt, args.preference, args.max_new_tokens))
 

@@ -153,6 +153,16 @@ def test_switching_preference_is_o1_and_touches_no_weight():
     assert large.active_preference.tolist() == pytest.approx([0.9, 0.1])
 
 
+def test_preference_moves_and_casts_with_the_model():
+    model = panacea_llama()
+    model.set_preference([0.25, 0.75])
+    model.double()
+    assert model.active_preference.dtype == torch.float64
+    assert model.base_model.model.layers[0].self_attn.q_proj.lora_A.dtype == torch.float64
+    with torch.no_grad():
+        assert model(input_ids()).logits.dtype == torch.float64
+
+
 def test_preference_context_restores_the_previous_preference():
     model = panacea_llama()
     assert model.active_preference is None
