@@ -50,28 +50,41 @@ class PanaceaLinear(nn.Module):
         self, base_layer: nn.Module, config: PanaceaConfig, state: PreferenceState, *, initialize: bool = True
     ) -> None:
         super().__init__()
+        self.base_layer = base_layer
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)  # Conv1D stores its weight as (in, out)
+        shapes = self.parameter_shapes(base_layer, config)
+        self.out_features, self.in_features = shapes["lora_B"][0], shapes["lora_A"][1]
+        self.svd_rank, self.num_preferences = config.svd_rank, config.num_preferences
+        self.scaling = config.scaling
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.preference_state = state
+        self._merged_factors: tuple[torch.Tensor, torch.Tensor] | None = None  # (A, B·diag(d)) while merged
+
+        factory = {"device": base_layer.weight.device, "dtype": _adapter_dtype(base_layer.weight.dtype)}
+        self.lora_A = nn.Parameter(torch.empty(shapes["lora_A"], **factory))
+        self.lora_B = nn.Parameter(torch.empty(shapes["lora_B"], **factory))
+        self.singular_values = nn.Parameter(torch.empty(shapes["singular_values"], **factory))
+        self.preference_scale = nn.Parameter(torch.empty(shapes["preference_scale"], **factory))
+        if initialize:  # skipped when weights are about to be loaded (the 'svd' init costs an SVD per layer)
+            self.reset_parameters(config)
+
+    @staticmethod
+    def parameter_shapes(base_layer: nn.Module, config: PanaceaConfig) -> dict[str, tuple[int, ...]]:
+        """Shapes of A (k+m, in), B (out, k+m), σ (k,) and s () for an adapter on `base_layer`."""
         if not isinstance(base_layer, SUPPORTED_LAYERS):
             raise TypeError(
                 f"Panacea adapts nn.Linear and transformers Conv1D layers, got {type(base_layer).__name__}; "
                 "leave it out of target_modules."
             )
-        self.base_layer = base_layer
-        self.fan_in_fan_out = isinstance(base_layer, Conv1D)  # Conv1D stores its weight as (in, out)
-        out_features, in_features = self._base_weight().shape
-        self.in_features, self.out_features = in_features, out_features
-        self.svd_rank, self.num_preferences = config.svd_rank, config.num_preferences
-        self.scaling = config.scaling
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.preference_state = state
-
-        weight = base_layer.weight
-        factory = {"device": weight.device, "dtype": _adapter_dtype(weight.dtype)}
-        self.lora_A = nn.Parameter(torch.empty(config.rank, in_features, **factory))
-        self.lora_B = nn.Parameter(torch.empty(out_features, config.rank, **factory))
-        self.singular_values = nn.Parameter(torch.zeros(config.svd_rank, **factory))
-        self.preference_scale = nn.Parameter(torch.empty((), **factory))
-        if initialize:  # skipped when weights are about to be loaded (the 'svd' init costs an SVD per layer)
-            self.reset_parameters(config)
+        out_features, in_features = base_layer.weight.shape
+        if isinstance(base_layer, Conv1D):
+            out_features, in_features = in_features, out_features
+        return {
+            "lora_A": (config.rank, in_features),
+            "lora_B": (out_features, config.rank),
+            "singular_values": (config.svd_rank,),
+            "preference_scale": (),
+        }
 
     @torch.no_grad()
     def reset_parameters(self, config: PanaceaConfig) -> None:
@@ -103,11 +116,6 @@ class PanaceaLinear(nn.Module):
         singular_values = self.singular_values.expand(*preference.shape[:-1], self.svd_rank)
         return torch.cat([singular_values, self.preference_scale * preference], dim=-1) * self.scaling
 
-    def delta_weight(self, preference: torch.Tensor) -> torch.Tensor:
-        """scaling · B diag(d) A for one preference of shape (m,), laid out like the base weight."""
-        delta = (self.lora_B * self.diagonal(preference)) @ self.lora_A
-        return delta.T if self.fan_in_fan_out else delta
-
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """x: (batch, ..., in) -> (batch, ..., out)."""
         result = self.base_layer(x, *args, **kwargs)
@@ -127,19 +135,32 @@ class PanaceaLinear(nn.Module):
                 )
             per_sample_b = self.lora_B * rearrange(diagonal, "batch r -> batch 1 r")
             update = torch.einsum("b...r,bor->b...o", hidden, per_sample_b)
-        return result + update.to(result.dtype)
+        # Add in the wider dtype and round once, as peft does: a bf16 base gets the same logits as the export.
+        return (result + update).to(result.dtype)
 
     @torch.no_grad()
     def merge(self, preference: torch.Tensor) -> None:
         """W0 ← W0 + scaling · B diag(d) A for one preference of shape (m,)."""
+        self._merged_factors = (self.lora_A.clone(), self.lora_B * self.diagonal(preference))
         weight = self.base_layer.weight
-        weight += self.delta_weight(preference).to(weight.dtype)
+        weight += self._delta(*self._merged_factors).to(weight.dtype)
 
     @torch.no_grad()
-    def unmerge(self, preference: torch.Tensor) -> None:
-        """Undo `merge(preference)` (exact up to float round-off)."""
+    def unmerge(self) -> None:
+        """Subtract exactly what `merge` added, even if A, B, σ or s changed since (float round-off remains)."""
+        if self._merged_factors is None:
+            raise RuntimeError("this layer is not merged; nothing to unmerge.")
         weight = self.base_layer.weight
-        weight -= self.delta_weight(preference).to(weight.dtype)
+        weight -= self._delta(*self._merged_factors).to(weight)
+        self._merged_factors = None
+
+    def delta_weight(self, preference: torch.Tensor) -> torch.Tensor:
+        """scaling · B diag(d) A for one preference of shape (m,), laid out like the base weight."""
+        return self._delta(self.lora_A, self.lora_B * self.diagonal(preference))
+
+    def _delta(self, lora_a: torch.Tensor, scaled_b: torch.Tensor) -> torch.Tensor:
+        delta = scaled_b @ lora_a
+        return delta.T if self.fan_in_fan_out else delta
 
     def orthogonality_penalty(self) -> torch.Tensor:
         """‖AAᵀ − I‖²_F + ‖BᵀB − I‖²_F, the AdaLoRA regulariser (a scalar tensor)."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,9 +27,6 @@ from .serialization import (
     save_adapter,
     save_peft_lora,
 )
-
-ADAPTER_PARAMETERS = ("lora_A", "lora_B", "singular_values", "preference_scale")
-
 
 def find_target_modules(model: nn.Module, config: PanaceaConfig) -> list[str]:
     """Names of the modules `config` selects, with peft's matching rules ('all-linear' skips the output head)."""
@@ -86,11 +82,7 @@ class PanaceaModel(nn.Module):
 
     def set_preference(self, preference: PreferenceLike) -> None:
         """Use λ from now on: shape (m,) for the whole batch or (batch, m) per sample. O(1): one tensor write."""
-        if self._preference_state.merged_preference is not None:
-            raise RuntimeError("the adapter is merged for a fixed preference; call unmerge() before set_preference().")
-        anchor = self.base_model.get_submodule(self._first_layer_name).lora_A
-        preference = validate_preference(preference, self.panacea_config.num_preferences)
-        self._preference_state.preference = preference.to(device=anchor.device, dtype=anchor.dtype)
+        self._preference_state.preference = self._placed(self._validated(preference))
 
     @property
     def active_preference(self) -> torch.Tensor | None:
@@ -100,25 +92,38 @@ class PanaceaModel(nn.Module):
     @contextmanager
     def preference(self, preference: PreferenceLike) -> Iterator["PanaceaModel"]:
         """`with model.preference(λ):` run with λ, then restore the previous preference."""
-        previous = self._preference_state.preference
-        self.set_preference(preference)
-        try:
+        preference = self._placed(self._validated(preference))
+        with self._temporary_state(preference, self._preference_state.disabled):
             yield self
-        finally:
-            self._preference_state.preference = previous
 
     @contextmanager
     def disable_adapter(self) -> Iterator["PanaceaModel"]:
         """`with model.disable_adapter():` run the frozen base model (e.g. as the DPO reference)."""
-        state = self._preference_state
-        if state.merged_preference is not None:
+        if self._preference_state.merged_preference is not None:
             raise RuntimeError("the adapter is merged into the base weights; call unmerge() before disable_adapter().")
-        previous = state.disabled
-        state.disabled = True
-        try:
+        with self._temporary_state(self._preference_state.preference, disabled=True):
             yield self
+
+    @contextmanager
+    def _temporary_state(self, preference: torch.Tensor | None, disabled: bool) -> Iterator[None]:
+        """Set what the layers read, and put back what was there on the way out, even on error."""
+        state = self._preference_state
+        saved = state.preference, state.disabled
+        state.preference, state.disabled = preference, disabled
+        try:
+            yield
         finally:
-            state.disabled = previous
+            state.preference, state.disabled = saved
+
+    def _validated(self, preference: PreferenceLike) -> torch.Tensor:
+        if self._preference_state.merged_preference is not None:
+            raise RuntimeError("the adapter is merged for a fixed preference; call unmerge() before setting another.")
+        return validate_preference(preference, self.panacea_config.num_preferences)
+
+    def _placed(self, preference: torch.Tensor) -> torch.Tensor:
+        """`preference` on the adapter's device and in its dtype, so no layer has to move it."""
+        anchor = self.base_model.get_submodule(self._first_layer_name).lora_A
+        return preference.to(device=anchor.device, dtype=anchor.dtype)
 
     # ----------------------------------------------------------------------------------------------
     # Running the model
@@ -133,17 +138,19 @@ class PanaceaModel(nn.Module):
     def generate(self, *args: Any, preference: PreferenceLike | None = None, **kwargs: Any) -> Any:
         """The base model's `generate`; `preference=` sets λ for this call only.
 
-        A per-sample preference (batch, m) is repeated for each beam or returned sequence, the way
-        `generate` expands its inputs.
+        A per-sample preference (batch, m), given here or set before, is repeated for each beam or
+        returned sequence, the way `generate` expands its inputs.
         """
         state = self._preference_state
-        if preference is None and (state.preference is None or state.preference.ndim == 1 or state.bypass):
+        if preference is not None:
+            preference = self._placed(self._validated(preference))
+        elif state.preference is None or state.preference.ndim == 1 or state.bypass:
             return self.base_model.generate(*args, **kwargs)  # the layers read the current state as it is
-        preference = validate_preference(state.preference if preference is None else preference,
-                                         self.panacea_config.num_preferences)
+        else:
+            preference = state.preference  # validated when it was set
         if preference.ndim == 2:
             preference = preference.repeat_interleave(self._generation_expand_size(kwargs), dim=0)
-        with self.preference(preference):
+        with self._temporary_state(preference, state.disabled):
             return self.base_model.generate(*args, **kwargs)
 
     def _generation_expand_size(self, kwargs: dict[str, Any]) -> int:
@@ -152,6 +159,35 @@ class PanaceaModel(nn.Module):
         num_beams = kwargs.get("num_beams", generation_config.num_beams) or 1
         num_return_sequences = kwargs.get("num_return_sequences", generation_config.num_return_sequences) or 1
         return num_beams if num_beams > 1 else num_return_sequences
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs: Any) -> None:
+        """Checkpoint the base model's layers; their re-run in backward sees the preference of the forward.
+
+        Without this, a layer re-run after `forward(preference=...)` or a `preference(...)` block has
+        ended would read whatever preference is current then. Non-reentrant checkpointing only: its
+        `context_fn` restores the forward's preference and adapter switch for the re-run.
+        """
+        checkpoint_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        if checkpoint_kwargs["use_reentrant"] or "context_fn" in checkpoint_kwargs:
+            raise ValueError(
+                "Panacea needs non-reentrant checkpointing and sets its own context_fn; drop use_reentrant=True "
+                f"and context_fn from gradient_checkpointing_kwargs (got {sorted(checkpoint_kwargs)})."
+            )
+        checkpoint_kwargs["context_fn"] = self._checkpoint_contexts
+        enable = getattr(self.base_model, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
+        else:
+            self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kwargs: Any) -> None:
+        """transformers' newer name for `gradient_checkpointing_enable`."""
+        self.gradient_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+
+    def _checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """torch.utils.checkpoint context_fn: nothing around the forward; the forward's state around the re-run."""
+        state = self._preference_state
+        return nullcontext(), self._temporary_state(state.preference, state.disabled)
 
     # ----------------------------------------------------------------------------------------------
     # Layers, merging, regularisation
@@ -168,6 +204,8 @@ class PanaceaModel(nn.Module):
         state = self._preference_state
         if state.merged_preference is not None:
             raise RuntimeError("the adapter is already merged; call unmerge() first.")
+        if state.disabled:
+            raise RuntimeError("merge() inside disable_adapter() would change the base model it promises; leave it first.")
         preference = self._single_preference(preference, "merge")
         for _, layer in self.adapter_layers():
             layer.merge(preference)
@@ -175,18 +213,27 @@ class PanaceaModel(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Undo `merge`: subtract the same update (exact up to float round-off, ~1e-7)."""
+        """Undo `merge`: subtract the same update (exact up to the base dtype's round-off: ~1e-7 in fp32)."""
         state = self._preference_state
         if state.merged_preference is None:
             raise RuntimeError("the adapter is not merged; nothing to unmerge.")
         for _, layer in self.adapter_layers():
-            layer.unmerge(state.merged_preference)
+            layer.unmerge()
         state.merged_preference = None
 
     @torch.no_grad()
     def merge_and_unload(self, preference: PreferenceLike) -> nn.Module:
         """Merge λ into the base weights and return the plain base model with the Panacea layers removed."""
         self.merge(preference)
+        return self._remove_layers()
+
+    def unload(self) -> nn.Module:
+        """Return the base model as it was, with the Panacea layers removed (unmerging first if merged)."""
+        if self._preference_state.merged_preference is not None:
+            self.unmerge()
+        return self._remove_layers()
+
+    def _remove_layers(self) -> nn.Module:
         for name, layer in list(self.adapter_layers()):
             parent_name, _, child_name = name.rpartition(".")
             setattr(self.base_model.get_submodule(parent_name), child_name, layer.base_layer)
@@ -208,8 +255,8 @@ class PanaceaModel(nn.Module):
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """{'<module>.lora_A' | '.lora_B' | '.singular_values' | '.preference_scale': tensor} for every layer."""
-        return {f"{name}.{key}": getattr(layer, key) for name, layer in self.adapter_layers()
-                for key in ADAPTER_PARAMETERS}
+        return {f"{name}.{key}": parameter for name, layer in self.adapter_layers()
+                for key, parameter in layer.named_parameters(recurse=False)}
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write `adapter_config.json` + `adapter_model.safetensors` atomically, with the base-model fingerprint."""
@@ -222,30 +269,15 @@ class PanaceaModel(nn.Module):
         """Load a saved adapter onto `model` (the base model it was trained on); eval mode unless `is_trainable`."""
         config, state_dict, fingerprint = load_adapter(directory)
         check_fingerprint(fingerprint, model, directory)
+        _check_weights_fit(model, config, state_dict, directory)  # before the model is touched
         panacea = cls(model, config, initialize=False)
-        panacea._load_adapter_state_dict(state_dict, Path(directory))
+        with torch.no_grad():
+            for key, parameter in panacea.adapter_state_dict().items():
+                parameter.copy_(state_dict[key])
         if not is_trainable:
             panacea.eval()
             panacea.requires_grad_(False)
         return panacea
-
-    @torch.no_grad()
-    def _load_adapter_state_dict(self, state_dict: dict[str, torch.Tensor], where: Path) -> None:
-        own = self.adapter_state_dict()
-        missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
-        if missing or unexpected:
-            raise ValueError(
-                f"{where}: the adapter's weights do not fit this base model ({len(missing)} missing, e.g. "
-                f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}). Load it onto the base model "
-                "it was saved from."
-            )
-        for key, parameter in own.items():
-            if state_dict[key].shape != parameter.shape:
-                raise ValueError(
-                    f"{where}: weight {key!r} has shape {tuple(state_dict[key].shape)}, the model expects "
-                    f"{tuple(parameter.shape)}; load it onto the base model it was saved from."
-                )
-            parameter.copy_(state_dict[key])
 
     @torch.no_grad()
     def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike) -> None:
@@ -278,8 +310,8 @@ class PanaceaModel(nn.Module):
         """Move or cast the shared preference with the model (`.to()`, `.cuda()`, `.double()`), as a buffer would."""
         super()._apply(fn, *args, **kwargs)
         state = self._preference_state
-        if state.preference is not None:
-            state.preference = fn(state.preference)
+        if state.preference is not None:  # follow the adapter (not `fn`: to_empty() would wipe the values)
+            state.preference = self._placed(state.preference)
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -290,6 +322,27 @@ class PanaceaModel(nn.Module):
             if name == "base_model":  # not initialised yet: avoid infinite recursion
                 raise
             return getattr(self.base_model, name)
+
+
+def _check_weights_fit(
+    model: nn.Module, config: PanaceaConfig, state_dict: dict[str, torch.Tensor], where: str | os.PathLike
+) -> None:
+    """One clear error if the saved weights are not exactly those an adapter on `model` has."""
+    expected = {f"{name}.{key}": shape for name in find_target_modules(model, config)
+                for key, shape in PanaceaLinear.parameter_shapes(model.get_submodule(name), config).items()}
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{where}: the adapter's weights do not fit this base model ({len(missing)} missing, e.g. "
+            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}). Load it onto the base model "
+            "it was saved from."
+        )
+    for key, shape in expected.items():
+        if tuple(state_dict[key].shape) != shape:
+            raise ValueError(
+                f"{where}: weight {key!r} has shape {tuple(state_dict[key].shape)}, the model expects {shape}; "
+                "load it onto the base model it was saved from."
+            )
 
 
 def get_panacea_model(model: nn.Module, config: PanaceaConfig) -> PanaceaModel:

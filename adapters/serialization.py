@@ -102,7 +102,18 @@ def load_adapter(directory: str | os.PathLike) -> tuple[PanaceaConfig, dict[str,
         state_dict = load_file(weights_path)
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{weights_path} is corrupt or not a safetensors file ({error}); save it again.") from None
-    return config, state_dict, dict(data.get("base_model") or {})
+    return config, state_dict, _read_fingerprint(data.get("base_model"), config_path)
+
+
+def _read_fingerprint(fingerprint: Any, config_path: Path) -> dict[str, Any]:
+    expected = {*FINGERPRINT_FIELDS, "name_or_path"}
+    if not isinstance(fingerprint, dict) or set(fingerprint) != expected:
+        found = sorted(fingerprint) if isinstance(fingerprint, dict) else type(fingerprint).__name__
+        raise ValueError(
+            f"{config_path}: 'base_model' must be the base-model fingerprint with keys {sorted(expected)}, "
+            f"found {found}; the file is damaged, save the adapter again."
+        )
+    return fingerprint
 
 
 def save_peft_lora(

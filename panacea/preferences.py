@@ -19,10 +19,11 @@ SUM_TOLERANCE = 1e-6
 
 
 def validate_preference(preference: PreferenceLike, num_preferences: int) -> torch.Tensor:
-    """Check that `preference` lies on the simplex and return it as a float tensor.
+    """Check that `preference` lies on the simplex and return it as a new float tensor (float32 or float64).
 
     Accepts a list, tuple, numpy array or tensor of shape (m,) or (batch, m). Raises `ValueError`
-    naming the problem (shape, non-finite, negative, wrong sum) and how to fix it.
+    naming the problem (shape, non-finite, negative, wrong sum) and how to fix it. The sum must be 1
+    within 1e-6, or within m · eps for half-precision input, which cannot represent 1e-6.
     """
     try:
         tensor = torch.as_tensor(preference)
@@ -31,10 +32,13 @@ def validate_preference(preference: PreferenceLike, num_preferences: int) -> tor
             f"preference must be a list, tuple, numpy array or tensor of {num_preferences} numbers; "
             f"could not read {preference!r} ({error})."
         ) from None
-    if not tensor.is_floating_point():
-        if tensor.dtype == torch.bool or tensor.is_complex():
-            raise ValueError(f"preference must hold real numbers, got dtype {tensor.dtype}.")
-        tensor = tensor.float()
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise ValueError(f"preference must hold real numbers, got dtype {tensor.dtype}.")
+    tolerance = SUM_TOLERANCE
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tolerance = max(SUM_TOLERANCE, num_preferences * torch.finfo(tensor.dtype).eps)
+    # Always a copy: the caller may edit its own tensor later; a model must not see that.
+    tensor = tensor.to(torch.float64 if tensor.dtype == torch.float64 else torch.float32, copy=True)
     if tensor.ndim not in (1, 2) or tensor.shape[-1] != num_preferences or tensor.numel() == 0:
         raise ValueError(
             f"preference must have shape ({num_preferences},) or (batch, {num_preferences}), one weight per "
@@ -45,9 +49,9 @@ def validate_preference(preference: PreferenceLike, num_preferences: int) -> tor
     if (tensor < 0).any():
         raise ValueError(f"preference weights must be non-negative, got {_describe(tensor)}.")
     sums = tensor.sum(-1, dtype=torch.float64)
-    if ((sums - 1).abs() > SUM_TOLERANCE).any():
+    if ((sums - 1).abs() > tolerance).any():
         raise ValueError(
-            f"preference weights must sum to 1 (within {SUM_TOLERANCE}), got sum {_describe(sums)} for "
+            f"preference weights must sum to 1 (within {tolerance:.3g}), got sum {_describe(sums)} for "
             f"{_describe(tensor)}; normalise it first, e.g. p / p.sum(-1, keepdim=True)."
         )
     return tensor

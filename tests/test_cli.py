@@ -76,3 +76,25 @@ def test_bad_preference_gives_one_clear_error(demo_config, tmp_path, capsys):
 def test_missing_adapter_folder_is_named(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "nope"), "--preference", "1,0", "hi"]) == 2
     assert "nope/adapter_config.json not found" in capsys.readouterr().err
+
+
+def test_unreadable_inputs_give_one_line_errors(demo_config, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("prompt: [unclosed\n")
+    assert main(["demo", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "panacea demo: error:" in capsys.readouterr().err
+    main(["demo", "--config", str(demo_config)])
+    capsys.readouterr()
+    adapter = str(tmp_path / "run" / "adapter")
+    assert main(["generate", adapter, "--preference", "1,0", "--model", str(tmp_path / "no-such-model"), "hi"]) == 2
+    assert "panacea generate: error:" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x")
+    assert main(["export", adapter, "--preference", "1,0", str(tmp_path / "a-file")]) == 2
+    assert "a-file exists and is not a directory" in capsys.readouterr().err
+
+
+def test_adapter_without_a_recorded_base_model_asks_for_model(tmp_path, capsys):
+    from tests.conftest import panacea_llama
+
+    panacea_llama().save_pretrained(tmp_path / "adapter")  # built from a config: no name or path
+    assert main(["generate", str(tmp_path / "adapter"), "--preference", "1,0", "hi"]) == 2
+    assert "does not record which base model" in capsys.readouterr().err

@@ -33,20 +33,66 @@ def test_failure_leaves_target_untouched_and_no_staging(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_racing_writer_that_finished_first_is_not_an_error(tmp_path, monkeypatch):
+def _rename_after_another_writer(monkeypatch):
+    """Make the final rename meet a folder that another writer completed in the meantime."""
+    real_rename = os.rename
+    calls = []
+
+    def rename(source, destination):
+        if not calls:
+            os.makedirs(destination, exist_ok=True)
+            (destination / "a.txt").write_text("theirs")
+            (destination / "b.txt").write_text("theirs")
+        calls.append(destination)
+        real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def test_a_racing_writer_is_replaced_whole(tmp_path, monkeypatch):
+    _rename_after_another_writer(monkeypatch)
+    with atomic_directory(tmp_path / "out") as staging:
+        (staging / "a.txt").write_text("ours")
+    assert (tmp_path / "out" / "a.txt").read_text() == "ours"
+    assert (tmp_path / "out" / "b.txt").read_text() == "theirs"  # not ours to delete
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+
+
+def test_keep_existing_lets_the_first_complete_writer_win(tmp_path, monkeypatch):
+    _rename_after_another_writer(monkeypatch)
+    with atomic_directory(tmp_path / "out", keep_existing=True) as staging:
+        (staging / "a.txt").write_text("ours")
+    assert (tmp_path / "out" / "a.txt").read_text() == "theirs"
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+
+
+def test_replacing_never_shows_a_mix_of_old_and_new_files(tmp_path, monkeypatch):
+    """Each rename leaves either the whole old folder or the whole new one at the path."""
     target = tmp_path / "out"
+    target.mkdir()
+    (target / "config.json").write_text("old")
+    (target / "weights").write_text("old")
+    seen = []
     real_rename = os.rename
 
-    def rename_after_someone_else_won(source, destination):
-        os.makedirs(destination, exist_ok=True)
-        (destination / "a.txt").write_text("theirs")
-        (destination / "b.txt").write_text("theirs")
-        real_rename(source, destination)  # fails: destination is a non-empty folder
+    def rename(source, destination):
+        real_rename(source, destination)
+        if target.is_dir():
+            seen.append({path.name: path.read_text() for path in target.iterdir()})
 
-    monkeypatch.setattr(os, "rename", rename_after_someone_else_won)
+    monkeypatch.setattr(os, "rename", rename)
     with atomic_directory(target) as staging:
-        (staging / "a.txt").write_text("ours")
-    assert (target / "a.txt").read_text() == "ours" and (target / "b.txt").read_text() == "theirs"
+        (staging / "config.json").write_text("new")
+        (staging / "weights").write_text("new")
+    assert all(set(files.values()) == {"new"} for files in seen) and seen
+
+
+def test_new_folder_has_the_usual_permissions(tmp_path):
+    with atomic_directory(tmp_path / "out") as staging:
+        (staging / "a.txt").write_text("a")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_target_that_is_a_file_is_rejected(tmp_path):

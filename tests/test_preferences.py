@@ -83,3 +83,20 @@ def test_sample_preferences_concentration_controls_spread():
     assert peaked[:, 0].std() < 0.1 < spread[:, 0].std()
     with pytest.raises(ValueError, match="concentration"):
         sample_preferences(2, concentration=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_preferences_are_judged_at_their_own_precision(dtype):
+    for values in ([0.3, 0.7], [0.1, 0.2, 0.7]):
+        raw = torch.tensor(values, dtype=dtype)
+        result = validate_preference(raw / raw.sum(), len(values))
+        assert result.dtype == torch.float32
+    with pytest.raises(ValueError, match="sum to 1"):
+        validate_preference(torch.tensor([0.5, 0.6], dtype=dtype), 2)
+
+
+def test_validate_returns_a_copy_the_caller_cannot_edit():
+    preference = torch.tensor([0.5, 0.5])
+    result = validate_preference(preference, 2)
+    preference.copy_(torch.tensor([5.0, -7.0]))
+    assert result.tolist() == [0.5, 0.5]

@@ -72,8 +72,35 @@ def test_merge_then_unmerge(base):
     layer.merge(preference)
     merged = base.weight.T if isinstance(base, Conv1D) else base.weight
     torch.testing.assert_close(merged, dense_weight_from(original, layer, preference, base), rtol=0, atol=1e-12)
-    layer.unmerge(preference)
+    layer.unmerge()
     torch.testing.assert_close(base.weight, original, rtol=0, atol=1e-12)
+
+
+def test_unmerge_subtracts_what_merge_added_even_after_the_adapter_changed():
+    layer, _ = make_layer()
+    original = layer.base_layer.weight.clone()
+    layer.merge(torch.tensor([0.3, 0.7], dtype=torch.float64))
+    with torch.no_grad():
+        layer.lora_B.mul_(3.0)  # e.g. new weights loaded, or an optimizer step, while merged
+        layer.preference_scale.add_(1.0)
+    layer.unmerge()
+    torch.testing.assert_close(layer.base_layer.weight, original, rtol=0, atol=1e-12)
+    with pytest.raises(RuntimeError, match="not merged"):
+        layer.unmerge()
+
+
+def test_dropout_applies_to_the_adapter_input_only():
+    layer, state = make_layer(dropout=0.5)
+    state.preference = torch.tensor([0.4, 0.6], dtype=torch.float64)
+    layer.train()
+    x = torch.randn(6, IN, dtype=torch.float64)
+    torch.manual_seed(123)
+    output = layer(x)
+    torch.manual_seed(123)
+    dropped = torch.nn.functional.dropout(x, 0.5, training=True)  # the same mask
+    d = torch.cat([layer.singular_values, layer.preference_scale * state.preference]) * layer.scaling
+    expected = layer.base_layer(x) + (dropped @ layer.lora_A.T) @ (layer.lora_B * d).T
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-12)
 
 
 def dense_weight_from(original, layer, preference, base):

@@ -163,6 +163,26 @@ def test_preference_moves_and_casts_with_the_model():
         assert model(input_ids()).logits.dtype == torch.float64
 
 
+def test_contexts_restore_the_state_when_the_body_raises():
+    model = panacea_llama()
+    model.set_preference([1.0, 0.0])
+    with pytest.raises(KeyError):
+        with model.preference([0.0, 1.0]):
+            raise KeyError("boom")
+    assert model.active_preference.tolist() == [1.0, 0.0]
+    with pytest.raises(KeyError):
+        with model.disable_adapter():
+            raise KeyError("boom")
+    assert not model._preference_state.disabled
+
+
+def test_to_empty_keeps_the_preference_values():
+    model = panacea_llama()
+    model.set_preference([0.25, 0.75])
+    model.to_empty(device="cpu")
+    assert model.active_preference.tolist() == [0.25, 0.75]
+
+
 def test_preference_context_restores_the_previous_preference():
     model = panacea_llama()
     assert model.active_preference is None
@@ -240,6 +260,47 @@ def test_merge_misuse_raises():
             pass
 
 
+def test_merge_inside_disable_adapter_is_refused():
+    model = panacea_llama()
+    with model.disable_adapter(), pytest.raises(RuntimeError, match="inside disable_adapter"):
+        model.merge([0.5, 0.5])
+    assert model._preference_state.merged_preference is None
+
+
+def test_unload_gives_back_the_original_model():
+    model = panacea_llama()
+    model.merge([0.5, 0.5])
+    plain = model.unload()
+    reference = tiny_llama()
+    assert not any(isinstance(module, PanaceaLinear) for module in plain.modules())
+    ids = input_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_gradient_checkpointing_recomputes_with_the_forward_preference():
+    """Backward after the preference scope ended must still use the preference the forward used."""
+    ids = input_ids()
+
+    def gradients(checkpointing):
+        model = panacea_llama()
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.set_preference([1.0, 0.0])
+        loss = model(ids, labels=ids, preference=[0.0, 1.0]).loss
+        with model.preference([0.5, 0.5]):
+            pass
+        loss.backward()  # the active preference is [1, 0] now
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="non-reentrant"):
+        panacea_llama().gradient_checkpointing_enable({"use_reentrant": True})
+
+
 def test_merge_and_unload_returns_a_plain_model_with_the_same_output():
     model = panacea_llama()
     ids = input_ids()
@@ -260,13 +321,34 @@ def test_generate_per_sample_preference_equals_one_at_a_time():
     for row in range(2):
         alone = model.generate(ids[row : row + 1], preference=preferences[row], **settings)
         assert torch.equal(batched[row], alone[0])
-    # Beam search expands every input num_beams times; the preference rows follow.
-    beams = model.generate(ids, preference=preferences, num_beams=2, num_return_sequences=2, **settings)
+    # Beam search expands every input num_beams times (3 here, returning 1 each); the preference rows follow.
+    beams = model.generate(ids, preference=preferences, num_beams=3, **settings)
     for row in range(2):
-        alone = model.generate(ids[row : row + 1], preference=preferences[row], num_beams=2, num_return_sequences=2,
-                               **settings)
-        assert torch.equal(beams[2 * row : 2 * row + 2], alone)
+        assert torch.equal(beams[row], model.generate(ids[row : row + 1], preference=preferences[row], num_beams=3,
+                                                      **settings)[0])
+    # Sampling with several returned sequences expands by num_return_sequences.
+    torch.manual_seed(0)
+    sampled = model.generate(ids, preference=preferences, num_return_sequences=3, **{**settings, "do_sample": True})
+    assert sampled.shape[0] == 6
     assert model.active_preference is None
+
+
+def test_generate_on_a_bfloat16_model_with_a_stored_per_sample_preference():
+    model = panacea_llama().to(torch.bfloat16)
+    model.set_preference([[0.1, 0.9], [0.2, 0.8]])  # stored in bf16, where the rows no longer sum to 1 exactly
+    output = model.generate(input_ids(batch=2, length=4), max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert output.shape == (2, 7)
+
+
+def test_generate_uses_a_per_sample_preference_set_before():
+    model = panacea_llama()
+    randomize_adapter(model, scale=0.6)
+    ids = input_ids(batch=2, length=4)
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0, "eos_token_id": None, "num_beams": 3}
+    expected = model.generate(ids, preference=[[1.0, 0.0], [0.0, 1.0]], **settings)
+    model.set_preference([[1.0, 0.0], [0.0, 1.0]])
+    assert torch.equal(model.generate(ids, **settings), expected)
+    assert model.active_preference.shape == (2, 2)  # the expansion was for that call only
 
 
 def test_orthogonality_penalty_sums_over_layers():

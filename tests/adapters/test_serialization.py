@@ -9,7 +9,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
-from panacea.adapters import serialization
+from panacea.adapters import PanaceaLinear, serialization
 from tests.adapters.test_model import input_ids
 from tests.conftest import panacea_llama, randomize_adapter, tiny_gpt2, tiny_llama
 
@@ -78,6 +78,19 @@ def test_failed_save_leaves_nothing_half_written(saved, monkeypatch):
     assert sorted(path.name for path in directory.parent.iterdir()) == ["adapter"]  # no staging folders left
 
 
+def test_failed_load_leaves_the_base_model_untouched(saved):
+    _, directory = saved
+    weights_path = directory / "adapter_model.safetensors"
+    weights = load_file(weights_path)
+    del weights["model.layers.1.mlp.up_proj.lora_B"]
+    save_file(weights, weights_path)
+    base = tiny_llama()
+    with pytest.raises(ValueError, match="1 missing"):
+        PanaceaModel.from_pretrained(base, directory)
+    assert not any(isinstance(module, PanaceaLinear) for module in base.modules())
+    assert all(parameter.requires_grad for parameter in base.parameters())
+
+
 def test_wrong_base_model_is_named(saved):
     _, directory = saved
     with pytest.raises(ValueError, match=r"different base model \(hidden_size: adapter 32, model 48"):
@@ -142,6 +155,9 @@ def _edit_config(directory, edit):
         (lambda data: data["adapter"].update(svd_rank=-2), r"PanaceaConfig.svd_rank must be"),
         (lambda data: data.update(format_version=99), "format_version 99 is not supported"),
         (lambda data: data.update(peft_type="LORA"), "load it with peft.PeftModel.from_pretrained"),
+        (lambda data: data.update(base_model=[1, 2]), r"'base_model' must be the base-model fingerprint.*found list"),
+        (lambda data: data["base_model"].update(seed=3), r"'base_model' must be .*found \['architecture'.*'seed'"),
+        (lambda data: data.pop("base_model"), r"'base_model' must be .*found NoneType"),
     ],
 )
 def test_bad_config_contents_raise_one_clear_error(saved, edit, message):
@@ -167,6 +183,18 @@ def test_export_loads_in_plain_peft_and_reproduces_logits(tmp_path, make_base, p
         assert torch.equal(exported(ids).logits, expected)
     config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 5, 5)
+
+
+def test_export_of_a_bfloat16_model_reproduces_its_logits(tmp_path):
+    model = get_panacea_model(tiny_llama().to(torch.bfloat16), PanaceaConfig(svd_rank=3, num_preferences=2, dropout=0.1))
+    randomize_adapter(model)
+    model.eval()
+    model.export_lora([0.3, 0.7], tmp_path / "lora")
+    exported = PeftModel.from_pretrained(tiny_llama().to(torch.bfloat16), tmp_path / "lora").eval()
+    ids = input_ids()
+    with torch.no_grad():
+        assert torch.equal(exported(ids).logits, model(ids, preference=[0.3, 0.7]).logits)
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["lora_dropout"] == 0.1
 
 
 def test_export_target_modules_are_short_names_when_exact_else_full_names(tmp_path):
