@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from panacea._config import dataclass_from_dict
 
@@ -21,17 +21,17 @@ class PanaceaConfig:
 
     svd_rank: int = field(default=8, metadata={"help": "k, the number of free learned singular values."})
     num_preferences: int = field(default=2, metadata={"help": "m, the number of objectives (length of λ)."})
-    target_modules: Union[str, list[str]] = field(
+    target_modules: str | list[str] = field(
         default="all-linear",
         metadata={
             "help": "Modules to adapt, matched as in peft: 'all-linear' (every nn.Linear/Conv1D except the "
             "output head), a list of name suffixes such as ['q_proj', 'v_proj'], or a regex on full names."
         },
     )
-    exclude_modules: Optional[Union[str, list[str]]] = field(
+    exclude_modules: str | list[str] | None = field(
         default=None, metadata={"help": "Modules never adapted: a list of name suffixes or a regex, as in peft."}
     )
-    alpha: Optional[float] = field(
+    alpha: float | None = field(
         default=None, metadata={"help": "scaling = alpha / (k + m); None means alpha = k + m (scaling 1)."}
     )
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input, as peft's lora_dropout."})
@@ -64,19 +64,39 @@ class PanaceaConfig:
             self.num_preferences,
             "an integer >= 1 (one per objective)",
         )
-        _require(_is_module_spec(self.target_modules), "target_modules", self.target_modules,
-                 "'all-linear', a regex string or a non-empty list of module names")
-        _require(self.exclude_modules is None or _is_module_spec(self.exclude_modules), "exclude_modules",
-                 self.exclude_modules, "None, a regex string or a list of module names")
-        _require(self.alpha is None or (_is_number(self.alpha) and self.alpha > 0), "alpha", self.alpha,
-                 "None or a positive number")
+        _require(
+            _is_module_spec(self.target_modules),
+            "target_modules",
+            self.target_modules,
+            "'all-linear', a regex string or a non-empty list of module names",
+        )
+        _require(
+            self.exclude_modules is None or _is_module_spec(self.exclude_modules),
+            "exclude_modules",
+            self.exclude_modules,
+            "None, a regex string or a list of module names",
+        )
+        _require(
+            self.alpha is None or (_is_number(self.alpha) and self.alpha > 0),
+            "alpha",
+            self.alpha,
+            "None or a positive number",
+        )
         _require(_is_number(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "a number in [0, 1)")
         _require(self.init in INIT_SCHEMES, "init", self.init, f"one of {INIT_SCHEMES}")
         _require(_is_number(self.init_std) and self.init_std > 0, "init_std", self.init_std, "a positive number")
-        _require(_is_number(self.init_preference_scale), "init_preference_scale", self.init_preference_scale,
-                 "a finite number")
-        _require(_is_number(self.orthogonality_weight) and self.orthogonality_weight >= 0, "orthogonality_weight",
-                 self.orthogonality_weight, "a number >= 0")
+        _require(
+            _is_number(self.init_preference_scale),
+            "init_preference_scale",
+            self.init_preference_scale,
+            "a finite number",
+        )
+        _require(
+            _is_number(self.orthogonality_weight) and self.orthogonality_weight >= 0,
+            "orthogonality_weight",
+            self.orthogonality_weight,
+            "a number >= 0",
+        )
 
     @property
     def rank(self) -> int:
@@ -91,7 +111,7 @@ class PanaceaConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "PanaceaConfig") -> "PanaceaConfig":
+    def from_dict(cls, data: Any, where: str = "PanaceaConfig") -> PanaceaConfig:
         """Build a config from a mapping; unknown keys and bad values raise one `ValueError` naming `where`."""
         return dataclass_from_dict(cls, data, where)
 
@@ -106,7 +126,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
+        and abs(value) != float("inf")
+    )
 
 
 def _is_module_spec(value: Any) -> bool:

@@ -28,13 +28,17 @@ from .serialization import (
     save_peft_lora,
 )
 
+
 def find_target_modules(model: nn.Module, config: PanaceaConfig) -> list[str]:
     """Names of the modules `config` selects, with peft's matching rules ('all-linear' skips the output head)."""
     if any(isinstance(module, PanaceaLinear) for module in model.modules()):
         raise ValueError("the model already has Panacea layers; wrap the original base model only once.")
     output_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    linear_names = [name for name, module in model.named_modules()
-                    if isinstance(module, SUPPORTED_LAYERS) and module is not output_head]
+    linear_names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, SUPPORTED_LAYERS) and module is not output_head
+    ]
     matcher = config
     if config.target_modules == "all-linear":
         matcher = SimpleNamespace(target_modules=linear_names, exclude_modules=config.exclude_modules)
@@ -90,14 +94,14 @@ class PanaceaModel(nn.Module):
         return self._preference_state.preference
 
     @contextmanager
-    def preference(self, preference: PreferenceLike) -> Iterator["PanaceaModel"]:
+    def preference(self, preference: PreferenceLike) -> Iterator[PanaceaModel]:
         """`with model.preference(λ):` run with λ, then restore the previous preference."""
         preference = self._placed(self._validated(preference))
         with self._temporary_state(preference, self._preference_state.disabled):
             yield self
 
     @contextmanager
-    def disable_adapter(self) -> Iterator["PanaceaModel"]:
+    def disable_adapter(self) -> Iterator[PanaceaModel]:
         """`with model.disable_adapter():` run the frozen base model (e.g. as the DPO reference)."""
         if self._preference_state.merged_preference is not None:
             raise RuntimeError("the adapter is merged into the base weights; call unmerge() before disable_adapter().")
@@ -180,7 +184,9 @@ class PanaceaModel(nn.Module):
         else:
             self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
 
-    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kwargs: Any) -> None:
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, **kwargs: Any
+    ) -> None:
         """transformers' newer name for `gradient_checkpointing_enable`."""
         self.gradient_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
 
@@ -205,7 +211,9 @@ class PanaceaModel(nn.Module):
         if state.merged_preference is not None:
             raise RuntimeError("the adapter is already merged; call unmerge() first.")
         if state.disabled:
-            raise RuntimeError("merge() inside disable_adapter() would change the base model it promises; leave it first.")
+            raise RuntimeError(
+                "merge() inside disable_adapter() would change the base model it promises; leave it first."
+            )
         preference = self._single_preference(preference, "merge")
         for _, layer in self.adapter_layers():
             layer.merge(preference)
@@ -255,8 +263,11 @@ class PanaceaModel(nn.Module):
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """{'<module>.lora_A' | '.lora_B' | '.singular_values' | '.preference_scale': tensor} for every layer."""
-        return {f"{name}.{key}": parameter for name, layer in self.adapter_layers()
-                for key, parameter in layer.named_parameters(recurse=False)}
+        return {
+            f"{name}.{key}": parameter
+            for name, layer in self.adapter_layers()
+            for key, parameter in layer.named_parameters(recurse=False)
+        }
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write `adapter_config.json` + `adapter_model.safetensors` atomically, with the base-model fingerprint."""
@@ -265,7 +276,7 @@ class PanaceaModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls, model: nn.Module, directory: str | os.PathLike, *, is_trainable: bool = False
-    ) -> "PanaceaModel":
+    ) -> PanaceaModel:
         """Load a saved adapter onto `model` (the base model it was trained on); eval mode unless `is_trainable`."""
         config, state_dict, fingerprint = load_adapter(directory)
         check_fingerprint(fingerprint, model, directory)
@@ -306,7 +317,7 @@ class PanaceaModel(nn.Module):
             raise ValueError(f"{operation} needs one preference of shape (m,), got shape {tuple(preference.shape)}.")
         return preference
 
-    def _apply(self, fn, *args: Any, **kwargs: Any) -> "PanaceaModel":
+    def _apply(self, fn, *args: Any, **kwargs: Any) -> PanaceaModel:
         """Move or cast the shared preference with the model (`.to()`, `.cuda()`, `.double()`), as a buffer would."""
         super()._apply(fn, *args, **kwargs)
         state = self._preference_state
@@ -328,8 +339,11 @@ def _check_weights_fit(
     model: nn.Module, config: PanaceaConfig, state_dict: dict[str, torch.Tensor], where: str | os.PathLike
 ) -> None:
     """One clear error if the saved weights are not exactly those an adapter on `model` has."""
-    expected = {f"{name}.{key}": shape for name in find_target_modules(model, config)
-                for key, shape in PanaceaLinear.parameter_shapes(model.get_submodule(name), config).items()}
+    expected = {
+        f"{name}.{key}": shape
+        for name in find_target_modules(model, config)
+        for key, shape in PanaceaLinear.parameter_shapes(model.get_submodule(name), config).items()
+    }
     missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise ValueError(
@@ -353,6 +367,9 @@ def get_panacea_model(model: nn.Module, config: PanaceaConfig) -> PanaceaModel:
 def _shortest_target_modules(model: nn.Module, names: list[str]) -> list[str]:
     """The layers' last name parts (e.g. ['q_proj', 'v_proj']) when they select exactly `names`, else the full names."""
     suffixes = sorted({name.rsplit(".", 1)[-1] for name in names})
-    selected = [name for name, _ in model.named_modules()
-                if name and any(name == suffix or name.endswith(f".{suffix}") for suffix in suffixes)]
+    selected = [
+        name
+        for name, _ in model.named_modules()
+        if name and any(name == suffix or name.endswith(f".{suffix}") for suffix in suffixes)
+    ]
     return suffixes if sorted(selected) == sorted(names) else sorted(names)

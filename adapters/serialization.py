@@ -46,8 +46,11 @@ def base_model_fingerprint(model: nn.Module) -> dict[str, Any]:
 def check_fingerprint(saved: dict[str, Any], model: nn.Module, where: str | os.PathLike) -> None:
     """Raise one `ValueError` listing every structural difference between `saved` and `model`."""
     given = base_model_fingerprint(model)
-    mismatches = [f"{key}: adapter {saved.get(key)!r}, model {given[key]!r}"
-                  for key in FINGERPRINT_FIELDS if saved.get(key) != given[key]]
+    mismatches = [
+        f"{key}: adapter {saved.get(key)!r}, model {given[key]!r}"
+        for key in FINGERPRINT_FIELDS
+        if saved.get(key) != given[key]
+    ]
     if mismatches:
         raise ValueError(
             f"{where} was saved for a different base model ({'; '.join(mismatches)}). Load it onto the base "
@@ -56,7 +59,9 @@ def check_fingerprint(saved: dict[str, Any], model: nn.Module, where: str | os.P
     if saved.get("name_or_path") != given["name_or_path"]:
         logger.warning(
             "%s was saved for base model %r; loading onto %r, which has the same architecture and sizes.",
-            where, saved.get("name_or_path"), given["name_or_path"],
+            where,
+            saved.get("name_or_path"),
+            given["name_or_path"],
         )
 
 
@@ -69,11 +74,14 @@ def save_adapter(
     """Write the adapter folder atomically: both files appear complete, or nothing changes."""
     with atomic_directory(directory) as staging:
         save_file(_to_cpu(state_dict), staging / WEIGHTS_NAME, metadata={"format": "pt"})
-        write_json(staging / CONFIG_NAME, {
-            "format_version": FORMAT_VERSION,
-            "adapter": config.to_dict(),
-            "base_model": fingerprint,
-        })
+        write_json(
+            staging / CONFIG_NAME,
+            {
+                "format_version": FORMAT_VERSION,
+                "adapter": config.to_dict(),
+                "base_model": fingerprint,
+            },
+        )
 
 
 def load_adapter(directory: str | os.PathLike) -> tuple[PanaceaConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -87,7 +95,11 @@ def load_adapter(directory: str | os.PathLike) -> tuple[PanaceaConfig, dict[str,
     if unknown or "adapter" not in data:
         raise ValueError(
             f"{config_path}: not a Panacea adapter config (unknown keys {unknown}, expected {sorted(_TOP_LEVEL_KEYS)})."
-            + (" It looks like a peft config: load it with peft.PeftModel.from_pretrained." if "peft_type" in data else "")
+            + (
+                " It looks like a peft config: load it with peft.PeftModel.from_pretrained."
+                if "peft_type" in data
+                else ""
+            )
         )
     if data.get("format_version") != FORMAT_VERSION:
         raise ValueError(

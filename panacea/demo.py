@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import yaml
@@ -25,12 +25,17 @@ from panacea.generation import generate_text
 class DemoConfig:
     """What `panacea demo` runs; configs/demo.yaml holds the same values."""
 
-    model: Optional[str] = field(default=None, metadata={"help": "HF id or path; None is the embedded SmolLM2."})
+    model: str | None = field(default=None, metadata={"help": "HF id or path; None is the embedded SmolLM2."})
     dtype: str = field(default="float32", metadata={"help": "Base-model dtype."})
     device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'auto'."})
     seed: int = field(default=0, metadata={"help": "Seeds the adapter initialisation."})
     adapter: dict[str, Any] = field(
-        default_factory=lambda: {"svd_rank": 8, "num_preferences": 2, "init": "orthogonal", "init_preference_scale": 8.0},
+        default_factory=lambda: {
+            "svd_rank": 8,
+            "num_preferences": 2,
+            "init": "orthogonal",
+            "init_preference_scale": 8.0,
+        },
         metadata={"help": "PanaceaConfig fields; a non-zero init_preference_scale makes λ matter before training."},
     )
     prompt: str = field(default="Give me one tip for staying focused while studying.", metadata={"help": "User turn."})
@@ -42,7 +47,7 @@ class DemoConfig:
     output_dir: str = field(default="runs/demo", metadata={"help": "Where the adapter and the export are written."})
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "DemoConfig":
+    def from_yaml(cls, path: str | os.PathLike) -> DemoConfig:
         with open(path) as handle:
             return dataclass_from_dict(cls, yaml.safe_load(handle) or {}, where=str(path))
 
@@ -52,8 +57,10 @@ def run_demo(config: DemoConfig) -> None:
     base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=config.device)
     adapter_config = PanaceaConfig.from_dict(config.adapter, where="demo config ['adapter']")
     model = get_panacea_model(base_model, adapter_config).eval()
-    print(f"base model: {base_model.config.name_or_path}; adapted layers: {len(list(model.adapter_layers()))}, "
-          f"k={adapter_config.svd_rank}, m={adapter_config.num_preferences}")
+    print(
+        f"base model: {base_model.config.name_or_path}; adapted layers: {len(list(model.adapter_layers()))}, "
+        f"k={adapter_config.svd_rank}, m={adapter_config.num_preferences}"
+    )
     model.print_trainable_parameters()
     print(f"\nprompt: {config.prompt}")
     for preference in config.preferences:
@@ -75,7 +82,8 @@ def run_demo(config: DemoConfig) -> None:
         fresh_base, _ = load_base_model(config.model, dtype=config.dtype, device=config.device)
         exported = PeftModel.from_pretrained(fresh_base, export_dir).eval()
         actual = exported(**inputs).logits
-    print(f"reloaded with peft.PeftModel.from_pretrained: max |Δ logit| vs Panacea = {(actual - expected).abs().max():.2e}")
+    difference = (actual - expected).abs().max().item()
+    print(f"reloaded with peft.PeftModel.from_pretrained: max |Δ logit| vs Panacea = {difference:.2e}")
 
 
 def _label(preference: list[float]) -> str:

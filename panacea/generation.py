@@ -32,4 +32,4 @@ def generate_text(
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()

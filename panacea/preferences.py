@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 import torch
 
-PreferenceLike = Union[Sequence[float], Sequence[Sequence[float]], np.ndarray, torch.Tensor]
+PreferenceLike = Sequence[float] | Sequence[Sequence[float]] | np.ndarray | torch.Tensor
 
 SUM_TOLERANCE = 1e-6
 
@@ -93,7 +92,7 @@ def simplex_grid(num_preferences: int, num_points: int = 11) -> torch.Tensor:
     rows = []  # stars and bars: m − 1 bars among `slots` positions split `steps` units into m counts
     for bars in itertools.combinations(range(slots), num_preferences - 1):
         edges = (-1, *bars, slots)
-        rows.append([right - left - 1 for left, right in zip(edges, edges[1:])])
+        rows.append([right - left - 1 for left, right in zip(edges, edges[1:], strict=False)])
     rows.reverse()
     return torch.tensor(rows, dtype=torch.float64).div(steps).float()
 

