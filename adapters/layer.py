@@ -116,32 +116,41 @@ class PanaceaLinear(nn.Module):
         singular_values = self.singular_values.expand(*preference.shape[:-1], self.svd_rank)
         return torch.cat([singular_values, self.preference_scale * preference], dim=-1) * self.scaling
 
+    def scaled_lora_B(self, preference: torch.Tensor) -> torch.Tensor:
+        """B·diag(d): (out, r) for λ of shape (m,), (batch, out, r) for λ of shape (batch, m).
+
+        At a fixed λ this is the exported peft `lora_B`; forward, merge and export all use it, so they agree bit
+        for bit.
+        """
+        diagonal = self.diagonal(preference)
+        if diagonal.ndim == 2:
+            diagonal = rearrange(diagonal, "batch r -> batch 1 r")
+        return self.lora_B * diagonal
+
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """x: (batch, ..., in) -> (batch, ..., out)."""
         result = self.base_layer(x, *args, **kwargs)
         state = self.preference_state
         if state.bypass:
             return result
-        diagonal = self.diagonal(state.require_preference())
+        scaled_b = self.scaled_lora_B(state.require_preference())
         hidden = F.linear(self.dropout(x.to(self.lora_A.dtype)), self.lora_A)  # (batch, ..., r)
-        if diagonal.ndim == 1:
-            # d scales B's columns, so this is exactly a peft LoRA with lora_B = B·diag(d): see export_lora.
-            update = F.linear(hidden, self.lora_B * diagonal)
-        else:  # one preference per sample: a (out, r) matrix B·diag(d_b) per sample b
-            if diagonal.shape[0] != x.shape[0]:
+        if scaled_b.ndim == 2:  # one preference for the batch: exactly a peft LoRA with lora_B = B·diag(d)
+            update = F.linear(hidden, scaled_b)
+        else:  # one preference per sample
+            if scaled_b.shape[0] != x.shape[0]:
                 raise ValueError(
-                    f"per-sample preference has {diagonal.shape[0]} rows but the input batch has {x.shape[0]} "
+                    f"per-sample preference has {scaled_b.shape[0]} rows but the input batch has {x.shape[0]} "
                     "samples; pass one row per sample, or a single preference of shape (m,)."
                 )
-            per_sample_b = self.lora_B * rearrange(diagonal, "batch r -> batch 1 r")
-            update = torch.einsum("b...r,bor->b...o", hidden, per_sample_b)
+            update = torch.einsum("b...r,bor->b...o", hidden, scaled_b)
         # Add in the wider dtype and round once, as peft does: a bf16 base gets the same logits as the export.
         return (result + update).to(result.dtype)
 
     @torch.no_grad()
     def merge(self, preference: torch.Tensor) -> None:
         """W0 ← W0 + scaling · B diag(d) A for one preference of shape (m,)."""
-        self._merged_factors = (self.lora_A.clone(), self.lora_B * self.diagonal(preference))
+        self._merged_factors = (self.lora_A.clone(), self.scaled_lora_B(preference))
         weight = self.base_layer.weight
         weight += self._delta(*self._merged_factors).to(weight.dtype)
 
@@ -154,11 +163,8 @@ class PanaceaLinear(nn.Module):
         weight -= self._delta(*self._merged_factors).to(weight)
         self._merged_factors = None
 
-    def delta_weight(self, preference: torch.Tensor) -> torch.Tensor:
-        """scaling · B diag(d) A for one preference of shape (m,), laid out like the base weight."""
-        return self._delta(self.lora_A, self.lora_B * self.diagonal(preference))
-
     def _delta(self, lora_a: torch.Tensor, scaled_b: torch.Tensor) -> torch.Tensor:
+        """B·diag(d)·A laid out like the base weight ((in, out) for Conv1D)."""
         delta = scaled_b @ lora_a
         return delta.T if self.fan_in_fan_out else delta
 

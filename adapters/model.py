@@ -303,7 +303,7 @@ class PanaceaModel(nn.Module):
             raise ValueError("cannot export one peft LoRA for a mix of nn.Linear and Conv1D layers.")
         save_peft_lora(
             directory,
-            {name: (layer.lora_A, layer.lora_B * layer.diagonal(preference)) for name, layer in layers.items()},
+            {name: (layer.lora_A, layer.scaled_lora_B(preference)) for name, layer in layers.items()},
             target_modules=_shortest_target_modules(self.base_model, list(layers)),
             rank=self.panacea_config.rank,
             dropout=self.panacea_config.dropout,
