@@ -76,9 +76,7 @@ class PanaceaLinear(nn.Module):
                 f"Panacea adapts nn.Linear and transformers Conv1D layers, got {type(base_layer).__name__}; "
                 "leave it out of target_modules."
             )
-        out_features, in_features = base_layer.weight.shape
-        if isinstance(base_layer, Conv1D):
-            out_features, in_features = in_features, out_features
+        out_features, in_features = _out_in_weight(base_layer).shape
         return {
             "lora_A": (config.rank, in_features),
             "lora_B": (out_features, config.rank),
@@ -102,7 +100,9 @@ class PanaceaLinear(nn.Module):
                     f"init='svd' needs k + m = {rank} <= min(in, out) = {min(self.in_features, self.out_features)}; "
                     "use a smaller svd_rank or init='orthogonal'."
                 )
-            left, _, right = torch.linalg.svd(self._base_weight().to(self.lora_A.dtype), full_matrices=False)
+            left, _, right = torch.linalg.svd(
+                _out_in_weight(self.base_layer).to(self.lora_A.dtype), full_matrices=False
+            )
             self.lora_B.copy_(left[:, :rank])
             self.lora_A.copy_(right[:rank])
         else:
@@ -173,11 +173,6 @@ class PanaceaLinear(nn.Module):
         eye = torch.eye(self.lora_A.shape[0], device=self.lora_A.device, dtype=self.lora_A.dtype)
         return (self.lora_A @ self.lora_A.T - eye).square().sum() + (self.lora_B.T @ self.lora_B - eye).square().sum()
 
-    def _base_weight(self) -> torch.Tensor:
-        """The base weight as (out, in), whatever the layer's storage layout."""
-        weight = self.base_layer.weight
-        return weight.T if self.fan_in_fan_out else weight
-
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, svd_rank={self.svd_rank}, "
@@ -188,3 +183,9 @@ class PanaceaLinear(nn.Module):
 def _adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
     """Adapter weights stay in float32 when the base is half precision, as peft does by default."""
     return torch.float32 if base_dtype in (torch.float16, torch.bfloat16) else base_dtype
+
+
+def _out_in_weight(base_layer: nn.Module) -> torch.Tensor:
+    """The base weight as (out, in), whatever the layer's storage layout (Conv1D keeps (in, out))."""
+    weight = base_layer.weight
+    return weight.T if isinstance(base_layer, Conv1D) else weight

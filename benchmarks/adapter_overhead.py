@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers.utils import logging as transformers_logging
 
 from panacea import PanaceaConfig, get_panacea_model, load_base_model, sample_preferences
+from panacea.cli import quiet_third_party_output
 
 
 def main() -> None:
@@ -35,8 +34,7 @@ def main() -> None:
     parser.add_argument("--soup-switches", type=int, default=10, help="Timed peft re-combinations.")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    quiet_third_party_output()
     torch.manual_seed(0)
 
     config = PanaceaConfig(

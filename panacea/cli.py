@@ -22,15 +22,20 @@ from panacea.generation import generate_text
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    transformers_logging.disable_progress_bar()  # keep the output to what panacea says
-    # peft 0.21 reads a transformers 5 property that transformers has renamed; nothing a user can act on.
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    quiet_third_party_output()
     try:
         args.run(args)
     except (ValueError, OSError, RuntimeError, yaml.YAMLError) as error:
         print(f"panacea {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def quiet_third_party_output() -> None:
+    """Keep a command's output to what panacea says: no loading bars, no warnings a user cannot act on."""
+    transformers_logging.disable_progress_bar()
+    # peft 0.21 reads a transformers 5 property that transformers has renamed.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _build_parser() -> argparse.ArgumentParser:
