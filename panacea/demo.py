@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from peft import PeftModel
 
-from panacea._config import dataclass_from_dict
+from panacea._config import load_config
 from panacea.adapters import PanaceaConfig, get_panacea_model
 from panacea.base_model import load_base_model
 from panacea.generation import generate_text
@@ -48,8 +47,7 @@ class DemoConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> DemoConfig:
-        with open(path) as handle:
-            return dataclass_from_dict(cls, yaml.safe_load(handle) or {}, where=str(path))
+        return load_config(cls, path)
 
 
 def run_demo(config: DemoConfig) -> None:
