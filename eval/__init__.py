@@ -1,4 +1,6 @@
-"""Evaluation (front metrics, per-dimension scorers, λ sweeps, the rewarded-soups baseline, reports).
+"""Evaluation: per-dimension scorers over a λ grid and front metrics (more arrives with the evaluation issue)."""
 
-Empty until the evaluation issue lands; the namespace exists so the package layout of DESIGN.md is installable.
-"""
+from .metrics import spearman
+from .scorers import PairSet, score_pairs
+
+__all__ = ["PairSet", "score_pairs", "spearman"]

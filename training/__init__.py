@@ -1,4 +1,20 @@
-"""Training (objectives, LS/Tchebycheff scalarisation, gradient aggregators, the accelerate trainer).
+"""Training: DPO/SFT objectives, LS/Tchebycheff scalarisation, and the accelerate trainer."""
 
-Empty until the training issue lands; the namespace exists so the package layout of DESIGN.md is installable.
-"""
+from .config import DimensionConfig, TrainConfig
+from .objectives import dpo_loss, implicit_rewards, sft_loss
+from .scalarisation import LinearScalarization, Scalarizer, Tchebycheff
+from .trainer import TrainingError, TrainResult, train
+
+__all__ = [
+    "DimensionConfig",
+    "LinearScalarization",
+    "Scalarizer",
+    "Tchebycheff",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "dpo_loss",
+    "implicit_rewards",
+    "sft_loss",
+    "train",
+]

@@ -1,0 +1,242 @@
+"""`TrainConfig`: everything `panacea train` needs, read from YAML with `--set key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from panacea.adapters import PanaceaConfig
+
+from panacea._config import load_config
+from panacea.data import PairSource
+
+from .objectives import OBJECTIVES
+
+SAMPLING = ("per_step", "per_sample", "groups")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass
+class DimensionConfig:
+    """One dimension of the trade-off: its name, objective and data."""
+
+    name: str = field(metadata={"help": "The dimension's name (e.g. 'helpful'); it names λ's weight and the logs."})
+    train: list[PairSource] = field(metadata={"help": "Training pairs, concatenated in order."})
+    eval: list[PairSource] = field(
+        default_factory=list, metadata={"help": "Held-out pairs scored after training (one table column per source)."}
+    )
+    objective: Literal["dpo", "sft"] = field(default="dpo", metadata={"help": "'dpo' (sigmoid) or 'sft'."})
+    beta: float = field(default=0.1, metadata={"help": "DPO β (TRL's default); also scales the implicit reward."})
+    ideal: float | Literal["auto", "running_min"] = field(
+        default="auto",
+        metadata={
+            "help": "Tchebycheff ideal point ẑ_i: a number, 'running_min' (lowest loss so far − ε), or 'auto' "
+            "(0 for DPO, whose loss tends to 0; running_min for SFT, ours)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and self.name.strip() != "", "name", self.name, "a non-empty string")
+        _require(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
+        _require(_positive(self.beta), "beta", self.beta, "a positive number")
+        _require(bool(self.train), "train", self.train, "at least one PairSource")
+        _require(
+            self.ideal in ("auto", "running_min") or _finite(self.ideal),
+            "ideal",
+            self.ideal,
+            "'auto', 'running_min' or a number",
+        )
+
+    @property
+    def ideal_rule(self) -> float | str:
+        if self.ideal == "auto":
+            return 0.0 if self.objective == "dpo" else "running_min"
+        return self.ideal
+
+
+@dataclass
+class TrainConfig:
+    """A training run: base model, adapter, dimensions and their data, preference sampling, optimisation."""
+
+    # --- run ---
+    output_dir: str = field(default="runs/panacea", metadata={"help": "Run folder: adapter/, checkpoints/, logs."})
+    seed: int = field(default=0, metadata={"help": "Seeds the adapter init, data order, λ draws and dropout."})
+    # --- model ---
+    model: str | None = field(default=None, metadata={"help": "HF id or local path; None = embedded SmolLM2-135M."})
+    dtype: str = field(default="float32", metadata={"help": "Base-model weights dtype ('float32', 'bfloat16')."})
+    device: str = field(default="auto", metadata={"help": "'cpu', 'cuda' or 'auto' (CUDA when available)."})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(
+        default="no", metadata={"help": "accelerate autocast: 'bf16' on CUDA; 'no' on CPU (bf16 matmul is slow)."}
+    )
+    adapter: dict[str, Any] = field(
+        default_factory=lambda: {"init": "lora"},
+        metadata={
+            "help": "PanaceaConfig fields. num_preferences and preference_names come from `dimensions`; "
+            "init 'lora' trains in a CPU budget (docs/algorithms.md)."
+        },
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Zero the base model's dropout, as TRL does, so that the policy starts at the reference."},
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
+    # --- data ---
+    dimensions: list[DimensionConfig] = field(
+        default_factory=list, metadata={"help": "The dimensions, in λ order: λ_i weights dimensions[i]."}
+    )
+    max_length: int = field(default=256, metadata={"help": "Prompt + response tokens; responses keep their start."})
+    max_prompt_length: int = field(default=128, metadata={"help": "Prompt tokens; prompts keep their end."})
+    # --- preferences ---
+    scalarization: Literal["ls", "tche"] = field(
+        default="ls", metadata={"help": "'ls' (Σ λ_i L_i) or 'tche' (Tchebycheff, max_i λ_i (L_i − ẑ_i))."}
+    )
+    preference_sampling: Literal["per_step", "per_sample", "groups"] = field(
+        default="per_step",
+        metadata={
+            "help": "'per_step': one λ per step (Panacea); 'per_sample': one λ per pair (LS only, ours); "
+            "'groups': `preference_groups` λs per step, each with a slice of every dimension's batch (ours)."
+        },
+    )
+    preference_groups: int = field(default=1, metadata={"help": "G, the λ-groups per step ('groups' sampling)."})
+    dirichlet_alpha: float = field(default=1.0, metadata={"help": "λ ~ Dirichlet(α·1); 1 is uniform on the simplex."})
+    tchebycheff_epsilon: float = field(default=1e-3, metadata={"help": "ε of the 'running_min' ideal point."})
+    # --- optimisation ---
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per dimension per optimizer step, all processes."})
+    micro_batch_size: int = field(
+        default=4, metadata={"help": "Pairs per dimension per forward on one process; the rest is accumulation."}
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate (peak)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW (β1, β2)."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε."})
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = field(
+        default="cosine", metadata={"help": "Learning-rate schedule after warm-up (transformers.get_scheduler)."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the update's norm; None: no clipping."})
+    # --- output ---
+    logging_steps: int = field(default=1, metadata={"help": "Log every N steps (log.jsonl, TensorBoard if present)."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (and at the end)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the newest N checkpoints; None: all."})
+    # --- evaluation after training ---
+    eval_grid: int = field(default=11, metadata={"help": "Points per simplex edge of the λ grid (11: step 0.1)."})
+    eval_batch_size: int = field(default=8, metadata={"help": "Pairs per forward when scoring held-out pairs."})
+
+    def __post_init__(self) -> None:
+        names = [dimension.name for dimension in self.dimensions]
+        _require(bool(names), "dimensions", names, "at least one dimension")
+        _require(len(set(names)) == len(names), "dimensions", names, "unique dimension names")
+        for name in ("max_steps", "batch_size", "micro_batch_size", "logging_steps", "save_steps", "eval_grid"):
+            _require(_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
+        _require(_positive_int(self.eval_batch_size), "eval_batch_size", self.eval_batch_size, "a positive integer")
+        _require(_positive_int(self.preference_groups), "preference_groups", self.preference_groups, "an integer >= 1")
+        _require(
+            self.save_total_limit is None or _positive_int(self.save_total_limit),
+            "save_total_limit",
+            self.save_total_limit,
+            "None or a positive integer",
+        )
+        _require(_nonnegative_int(self.warmup_steps), "warmup_steps", self.warmup_steps, "an integer >= 0")
+        _require(
+            _positive_int(self.max_prompt_length) and _positive_int(self.max_length),
+            "max_length",
+            (self.max_prompt_length, self.max_length),
+            "positive integers with max_prompt_length < max_length",
+        )
+        _require(self.max_prompt_length < self.max_length, "max_prompt_length", self.max_prompt_length, "< max_length")
+        _require(self.scalarization in ("ls", "tche"), "scalarization", self.scalarization, "'ls' or 'tche'")
+        _require(self.preference_sampling in SAMPLING, "preference_sampling", self.preference_sampling, str(SAMPLING))
+        _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
+        _require(self.lr_scheduler in SCHEDULERS, "lr_scheduler", self.lr_scheduler, str(SCHEDULERS))
+        _require(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number")
+        _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        _require(
+            isinstance(self.adam_betas, list)
+            and len(self.adam_betas) == 2
+            and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas",
+            self.adam_betas,
+            "two numbers in [0, 1)",
+        )
+        _require(_positive(self.adam_epsilon), "adam_epsilon", self.adam_epsilon, "a positive number")
+        _require(
+            self.max_grad_norm is None or _positive(self.max_grad_norm),
+            "max_grad_norm",
+            self.max_grad_norm,
+            "None or a positive number",
+        )
+        _require(_positive(self.dirichlet_alpha), "dirichlet_alpha", self.dirichlet_alpha, "a positive number")
+        _require(_positive(self.tchebycheff_epsilon), "tchebycheff_epsilon", self.tchebycheff_epsilon, "> 0")
+        _require(
+            self.batch_size % self.micro_batch_size == 0,
+            "batch_size",
+            self.batch_size,
+            f"a multiple of micro_batch_size ({self.micro_batch_size})",
+        )
+        if self.scalarization == "tche" and self.preference_sampling == "per_sample":
+            raise ValueError(
+                "TrainConfig: Tchebycheff is not defined per sample (a sample has only its own dimension's loss); "
+                "use preference_sampling 'per_step' (Panacea) or 'groups' with preference_groups > 1."
+            )
+        if self.preference_sampling != "groups" and self.preference_groups != 1:
+            raise ValueError(
+                f"TrainConfig.preference_groups is {self.preference_groups}, but only 'groups' sampling uses it; "
+                "set preference_sampling: groups, or preference_groups: 1."
+            )
+        self.adapter_config()  # refuse a bad adapter section now, before any model or data loads
+
+    @property
+    def dimension_names(self) -> list[str]:
+        return [dimension.name for dimension in self.dimensions]
+
+    @property
+    def num_groups(self) -> int:
+        """G, the number of λ-groups a step's batch is split into (1 unless 'groups' sampling)."""
+        return self.preference_groups if self.preference_sampling == "groups" else 1
+
+    def adapter_config(self) -> PanaceaConfig:
+        """The PanaceaConfig, with num_preferences and preference_names taken from `dimensions`."""
+        names = self.dimension_names
+        given = dict(self.adapter)
+        for key, value in (("num_preferences", len(names)), ("preference_names", names)):
+            if key in given and given[key] != value:
+                raise ValueError(
+                    f"TrainConfig.adapter.{key} is {given[key]!r} but the dimensions give {value!r}; "
+                    f"drop {key} from the adapter section (it follows `dimensions`)."
+                )
+            given[key] = value
+        return PanaceaConfig.from_dict(given, where="TrainConfig.adapter")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
+        """Read a YAML config and apply `--set key=value` overrides; one clear error for anything wrong."""
+        return load_config(cls, path, overrides)
+
+
+def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}.")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < float("inf")
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _nonnegative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -1,0 +1,116 @@
+"""Linear scalarisation and Tchebycheff (Panacea §3; docs/algorithms.md, "Scalarisation").
+
+The trainer forwards each dimension's batch on its own and back-propagates it into a gradient
+buffer of its own, one per *unit*: a (λ-group g, dimension i) pair. A scalariser decides two
+things and nothing else:
+
+- `sample_weights`: a weight per sample, applied inside the unit's loss before backward (linear
+  scalarisation puts λ_{b,i} here, which is what makes per-sample λ possible);
+- `coefficients`: a weight per unit gradient, from the units' losses (Tchebycheff's arg max).
+
+The update is d = Σ_{g,i} c_{g,i} ∇L_{g,i}. Gradient aggregators (MGDA, CAGrad, …) plug into the
+same seam: they also map unit gradients to coefficients, from the Gram matrix of the gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+TIE_TOLERANCE = 1e-6  # relative: Tchebycheff terms this close to the maximum count as tied
+
+
+class Scalarizer(ABC):
+    """Maps per-unit losses L (G, m) and preferences λ (G, m) to coefficients on the unit gradients."""
+
+    name: str
+    supports_per_sample: bool = False
+
+    def sample_weights(self, preferences: Tensor, dimension: int) -> Tensor:
+        """Weights (batch,) on the per-sample losses of `dimension`, from their preferences (batch, m)."""
+        return torch.ones(preferences.shape[0], dtype=preferences.dtype, device=preferences.device)
+
+    @abstractmethod
+    def coefficients(self, losses: Tensor, preferences: Tensor) -> tuple[Tensor, float]:
+        """(c (G, m), the scalarised loss value) from unit losses L (G, m) and group preferences λ (G, m)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state, but the checkpoint holds {sorted(state)}.")
+
+
+class LinearScalarization(Scalarizer):
+    """L = Σ_i λ_i L_i; with per-sample λ, L = Σ_i (1/B_i) Σ_b λ_{b,i} ℓ_i(b) (per-sample λ is ours)."""
+
+    name = "ls"
+    supports_per_sample = True
+
+    def sample_weights(self, preferences: Tensor, dimension: int) -> Tensor:
+        return preferences[:, dimension]
+
+    def coefficients(self, losses: Tensor, preferences: Tensor) -> tuple[Tensor, float]:
+        # λ is already inside each unit's loss (sample_weights), so the units are summed, averaged over groups.
+        groups = losses.shape[0]
+        return torch.full_like(losses, 1 / groups), float(losses.sum() / groups)
+
+
+class Tchebycheff(Scalarizer):
+    """L = (1/G) Σ_g max_i λ_{g,i} (L_{g,i} − ẑ_i); the gradient flows through the arg max only.
+
+    Ideal point ẑ (ours): 0 for DPO (the loss's infimum); `running_min` keeps the lowest loss seen so
+    far minus ε (as MOEA/D does), for objectives such as SFT that never approach 0; or fixed values.
+    Ties (ours): terms within a relative 1e-6 of the maximum share the gradient equally (at step 0
+    every DPO loss is ln 2).
+    """
+
+    name = "tche"
+
+    def __init__(self, ideal: Sequence[float | str], epsilon: float = 1e-3) -> None:
+        """`ideal`: per dimension a number (a fixed ẑ_i) or "running_min"."""
+        self.ideal = list(ideal)
+        self.epsilon = epsilon
+        self.running_min: list[float | None] = [None] * len(self.ideal)
+
+    def current_ideal(self, losses: Tensor) -> Tensor:
+        """ẑ (m,) after updating the running minima with this step's losses (G, m)."""
+        values = []
+        for i, rule in enumerate(self.ideal):
+            if rule == "running_min":
+                lowest = float(losses[:, i].min())
+                self.running_min[i] = lowest if self.running_min[i] is None else min(self.running_min[i], lowest)
+                values.append(self.running_min[i] - self.epsilon)
+            else:
+                values.append(float(rule))
+        return torch.tensor(values, dtype=losses.dtype, device=losses.device)
+
+    def coefficients(self, losses: Tensor, preferences: Tensor) -> tuple[Tensor, float]:
+        terms = preferences * (losses - self.current_ideal(losses))  # (G, m)
+        top = terms.max(dim=1, keepdim=True).values
+        tied = terms >= top - TIE_TOLERANCE * top.abs().clamp(min=1)
+        groups = losses.shape[0]
+        coefficients = preferences * tied / (tied.sum(dim=1, keepdim=True) * groups)
+        return coefficients, float(top.sum() / groups)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"running_min": list(self.running_min)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        running_min = state.get("running_min")
+        if not isinstance(running_min, list) or len(running_min) != len(self.ideal):
+            raise ValueError(
+                f"Tchebycheff state needs 'running_min' with {len(self.ideal)} entries, got {running_min!r}."
+            )
+        self.running_min = [None if value is None else float(value) for value in running_min]
+        if any(value is not None and not math.isfinite(value) for value in self.running_min):
+            raise ValueError(f"Tchebycheff state 'running_min' must be finite, got {running_min!r}.")
+
+
+SCALARIZERS = {"ls": LinearScalarization, "tche": Tchebycheff}

@@ -1,0 +1,463 @@
+"""The training loop: sample λ, forward each dimension under it, combine, clip, step, log, checkpoint.
+
+One process by default; `accelerate launch --num_processes N` splits every dimension's batch across
+processes. The model is not wrapped in DDP: each (λ-group, dimension) unit is back-propagated into a
+flat gradient buffer of its own, the buffers are all-reduced (summed) once per step, and the
+scalariser's coefficients combine them into `.grad`. That is DDP's arithmetic, plus the separate
+per-dimension gradients that Tchebycheff (and the gradient aggregators) need.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from panacea.adapters import PanaceaModel, get_panacea_model
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_scheduler
+
+from panacea._config import config_to_dict, dump_yaml, load_yaml
+from panacea.base_model import load_base_model
+from panacea.data import TokenizedPair, load_dimension
+from panacea.preferences import sample_preferences
+
+from .checkpoint import (
+    ADAPTER,
+    TrainState,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .logprobs import collate_pairs, response_log_probs
+from .objectives import dpo_loss, implicit_rewards, sft_loss
+from .reference import reference_log_probs
+from .scalarisation import LinearScalarization, Scalarizer, Tchebycheff
+from .tracking import JSONLTracker
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss or gradient); the last checkpoint is left as it was."""
+
+
+@dataclass
+class DimensionData:
+    """One dimension's training pairs, their reference log-probs (DPO), and its deterministic data order."""
+
+    name: str
+    index: int  # position in TrainConfig.dimensions (and in λ)
+    pairs: list[TokenizedPair]
+    reference: Tensor | None  # (pairs, 2): log π_ref of chosen, rejected; None for SFT
+    seed: int
+    _order: tuple[int, Tensor] | None = None  # (epoch, permutation) of the last epoch used
+
+    def indices(self, positions: Tensor) -> Tensor:
+        """Pair indices at stream `positions` (a 1-D run of consecutive positions): epoch-wise seeded shuffles."""
+        result = torch.empty_like(positions)
+        for slot, position in enumerate(positions.tolist()):
+            epoch, offset = divmod(position, len(self.pairs))
+            if self._order is None or self._order[0] != epoch:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._order = (epoch, torch.randperm(len(self.pairs), generator=generator))
+            result[slot] = self._order[1][offset]
+        return result
+
+
+@dataclass
+class TrainResult:
+    """The run folder, the final state, and the trained model with its tokenizer (ready for evaluation)."""
+
+    output_dir: Path
+    state: TrainState
+    model: PanaceaModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Train a Panacea adapter as `config` says; with `resume`, continue from the last complete checkpoint."""
+    output_dir = Path(config.output_dir)
+    tracker = JSONLTracker(output_dir)
+    accelerator = Accelerator(
+        cpu=config.device == "cpu",
+        mixed_precision=config.mixed_precision,
+        log_with=[tracker, "tensorboard"],  # TensorBoard only where it is installed (accelerate filters it)
+        project_dir=output_dir,
+    )
+    if config.device.startswith("cuda") and accelerator.device.type != "cuda":
+        raise ValueError(f"TrainConfig.device is {config.device!r} but CUDA is not available; use 'cpu' or 'auto'.")
+    _check_output_dir(config, output_dir, resume, accelerator)
+    set_seed(config.seed)
+
+    # --- model (seeded: the adapter's initialisation is part of the run) ---
+    base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=accelerator.device)
+    if config.disable_dropout:
+        for module in base_model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    model = get_panacea_model(base_model, config.adapter_config()).train()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+    # --- data and reference log-probs: every data error surfaces before the first step ---
+    dimensions = _load_dimensions(config, model, tokenizer, accelerator)
+
+    # --- optimisation state, fresh or from the last checkpoint ---
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=config.learning_rate,
+        betas=tuple(config.adam_betas),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = get_scheduler(
+        config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
+    )
+    scalarizer = build_scalarizer(config)
+    buffers = GradientBuffers(parameters, units=config.num_groups * len(dimensions))
+    state = TrainState(pairs_seen={dimension.name: 0 for dimension in dimensions})
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if checkpoint is not None:
+        state, rng_states = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        scalarizer.load_state_dict(state.scalarizer)
+        _restore_rng(rng_states, accelerator)
+        tracker.resume_step = state.step
+        accelerator.print(f"resuming from {checkpoint} (step {state.step})")
+    elif resume:
+        accelerator.print(f"no complete checkpoint in {output_dir / 'checkpoints'}; starting from step 0")
+    accelerator.init_trackers("panacea")
+
+    # --- the loop ---
+    progress = tqdm(total=config.max_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process)
+    for step in range(state.step, config.max_steps):
+        started = time.perf_counter()
+        preferences = draw_preferences(config, step)
+        metrics, unit_losses = _accumulate(
+            config, step, model, tokenizer.pad_token_id, dimensions, preferences, scalarizer, buffers, accelerator
+        )
+        _check_finite(unit_losses, step, config)
+        coefficients, metrics["loss"] = scalarizer.coefficients(unit_losses, preferences.groups)
+        grad_norm = buffers.combine(coefficients.flatten(), config.max_grad_norm)
+        if not math.isfinite(grad_norm):
+            raise TrainingError(
+                f"step {step}: the update's norm is {grad_norm}; stopped, the last checkpoint is intact."
+            )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        elapsed = time.perf_counter() - started
+        state.step = step + 1
+        state.scalarizer = scalarizer.state_dict()
+        state.train_seconds += elapsed
+        state.tokens_seen += int(metrics["tokens"])
+        for dimension in dimensions:
+            state.pairs_seen[dimension.name] += config.batch_size
+        metrics.update(
+            grad_norm=grad_norm, lr=scheduler.get_last_lr()[0], tokens_per_second=metrics["tokens"] / elapsed
+        )
+        if state.step % config.logging_steps == 0 or state.step == config.max_steps:
+            accelerator.log(metrics, step=state.step)
+        progress.set_postfix(_postfix(metrics, config), refresh=False)
+        progress.update()
+        if state.step % config.save_steps == 0 or state.step == config.max_steps:
+            _save_checkpoint(config, output_dir, model, optimizer, scheduler, state, accelerator)
+    progress.close()
+
+    if accelerator.is_main_process:
+        model.save_pretrained(output_dir / ADAPTER)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(output_dir, state, model, tokenizer)
+
+
+# ------------------------------------------------------------------------------------------------
+# One step
+
+
+@dataclass
+class StepPreferences:
+    """The λs of one step. groups: (G, m), one per λ-group; per_sample: (m, batch, m) or None."""
+
+    groups: Tensor
+    per_sample: Tensor | None = None
+
+    def rows(self, dimension: int, positions: Tensor, group_size: int) -> Tensor:
+        """λ of the samples at batch `positions` of `dimension`: (len(positions), m)."""
+        if self.per_sample is not None:
+            return self.per_sample[dimension, positions]
+        return self.groups[positions // group_size]
+
+
+def draw_preferences(config: TrainConfig, step: int) -> StepPreferences:
+    """λ ~ Dirichlet(α·1) for `step`, from a generator seeded by (seed, step): resuming needs no RNG state."""
+    rng = np.random.default_rng([config.seed, step])
+    m, alpha = len(config.dimensions), config.dirichlet_alpha
+    if config.preference_sampling == "per_sample":  # one λ per pair of every dimension (LS only; ours)
+        draws = sample_preferences(m, m * config.batch_size, concentration=alpha, rng=rng)
+        per_sample = draws.view(m, config.batch_size, m)  # (dimension, pair, m)
+        # LS, the only scalariser that allows per-sample λ, ignores the group λ: keep the step's mean for logs.
+        return StepPreferences(groups=per_sample.mean(dim=(0, 1)).unsqueeze(0), per_sample=per_sample)
+    return StepPreferences(groups=sample_preferences(m, config.num_groups, concentration=alpha, rng=rng))
+
+
+def _accumulate(
+    config: TrainConfig,
+    step: int,
+    model: PanaceaModel,
+    pad_token_id: int,
+    dimensions: list[DimensionData],
+    preferences: StepPreferences,
+    scalarizer: Scalarizer,
+    buffers: GradientBuffers,
+    accelerator: Accelerator,
+) -> tuple[dict[str, float], Tensor]:
+    """Forward and backward every micro-batch of every dimension into its unit's buffer; return metrics and L (G, m).
+
+    A dimension's global batch of `batch_size` pairs is laid out as G λ-groups of consecutive pairs;
+    each accumulation round takes `micro_batch_size` pairs per process, so a round lies in one group.
+    """
+    m, groups = len(dimensions), config.num_groups
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro, group_size = config.micro_batch_size, config.batch_size // groups
+    rounds = config.batch_size // (micro * world)
+    # Per unit (g, i): Σ w·ℓ (the unit's loss before division); per dimension: Σ ℓ, Σ correct, Σ margin; tokens.
+    sums = torch.zeros(groups, m, dtype=torch.float64)
+    stats = torch.zeros(m, 3, dtype=torch.float64)
+    tokens = torch.zeros((), dtype=torch.float64)
+    buffers.zero()
+    for round_index in range(rounds):
+        positions = round_index * micro * world + rank * micro + torch.arange(micro)  # in the global batch
+        group = int(positions[0]) // group_size
+        for i, dimension in enumerate(dimensions):
+            indices = dimension.indices(step * config.batch_size + positions)  # each step draws batch_size pairs
+            rows = preferences.rows(i, positions, group_size)  # (micro, m)
+            losses, correct, margins, batch_tokens = _pair_losses(
+                config, model, pad_token_id, dimension, indices, rows, accelerator
+            )
+            weights = scalarizer.sample_weights(rows, i).to(losses)
+            unit_loss = (weights * losses).sum() / group_size
+            with buffers.accumulating(group * m + i):
+                unit_loss.backward()
+            sums[group, i] += float(unit_loss.detach()) * group_size
+            stats[i] += torch.tensor([float(losses.detach().sum()), correct, margins])
+            tokens += batch_tokens
+    if world > 1:
+        buffers.all_reduce()
+        for tensor in (sums, stats, tokens):
+            dist.all_reduce(tensor)
+    metrics = {"tokens": float(tokens)}
+    for i, dimension in enumerate(dimensions):
+        metrics[f"loss/{dimension.name}"] = float(stats[i, 0]) / config.batch_size
+        if config.dimensions[i].objective == "dpo":
+            metrics[f"accuracy/{dimension.name}"] = float(stats[i, 1]) / config.batch_size
+            metrics[f"margin/{dimension.name}"] = float(stats[i, 2]) / config.batch_size
+    return metrics, (sums / group_size).float()
+
+
+def _pair_losses(
+    config: TrainConfig,
+    model: PanaceaModel,
+    pad_token_id: int,
+    dimension: DimensionData,
+    indices: Tensor,
+    preferences: Tensor,
+    accelerator: Accelerator,
+) -> tuple[Tensor, float, float, int]:
+    """Per-pair losses (micro,) of one micro-batch at per-pair preferences (micro, m); plus DPO stats and tokens."""
+    objective = config.dimensions[dimension.index].objective
+    pairs = [dimension.pairs[index] for index in indices.tolist()]
+    batch = collate_pairs(pairs, pad_token_id, with_rejected=objective == "dpo").to(accelerator.device)
+    shared = bool((preferences == preferences[0]).all())  # one λ for the whole micro-batch: the cheaper shape
+    rows = preferences if objective == "sft" else preferences.repeat(2, 1)  # chosen rows, then rejected rows
+    with accelerator.autocast():
+        logps = response_log_probs(model, batch, preference=preferences[0] if shared else rows)
+    if objective == "sft":
+        return sft_loss(logps, batch.response_tokens.to(logps.device)), 0.0, 0.0, batch.num_tokens
+    chosen, rejected = logps.view(2, len(pairs))
+    reference = dimension.reference[indices].to(logps.device)  # (micro, 2)
+    beta = config.dimensions[dimension.index].beta
+    losses = dpo_loss(chosen, rejected, reference[:, 0], reference[:, 1], beta)
+    margins = (
+        implicit_rewards(chosen, reference[:, 0], beta) - implicit_rewards(rejected, reference[:, 1], beta)
+    ).detach()
+    return losses, float((margins > 0).sum()), float(margins.sum()), batch.num_tokens
+
+
+def _check_finite(unit_losses: Tensor, step: int, config: TrainConfig) -> None:
+    for group, i in (~torch.isfinite(unit_losses)).nonzero().tolist():
+        raise TrainingError(
+            f"step {step}: the {config.dimensions[i].name!r} loss is {float(unit_losses[group, i])} (λ-group {group}); "
+            "stopped before the update, the last checkpoint is intact. Lower the learning rate or check the data."
+        )
+
+
+class GradientBuffers:
+    """One flat gradient buffer per unit, with every parameter's `.grad` a view into it while that unit runs.
+
+    Backward accumulates into the active unit's buffer in place (no copy); one all-reduce per unit
+    syncs processes; `combine` writes Σ_u c_u g_u into a final buffer that the optimizer reads.
+    Memory: (units + 1) × trainable parameters.
+    """
+
+    def __init__(self, parameters: list[nn.Parameter], units: int) -> None:
+        self.parameters = parameters
+        size = sum(parameter.numel() for parameter in parameters)
+        anchor = parameters[0]
+        self.flat = torch.zeros(units + 1, size, dtype=anchor.dtype, device=anchor.device)  # last row: the update
+        self._views = [self._split(row) for row in self.flat]
+
+    def _split(self, row: Tensor) -> list[Tensor]:
+        views, offset = [], 0
+        for parameter in self.parameters:
+            views.append(row[offset : offset + parameter.numel()].view_as(parameter))
+            offset += parameter.numel()
+        return views
+
+    def zero(self) -> None:
+        self.flat.zero_()
+
+    @contextmanager
+    def accumulating(self, unit: int) -> Iterator[None]:
+        """Within the block, backward adds into unit `unit`'s buffer."""
+        for parameter, view in zip(self.parameters, self._views[unit], strict=True):
+            parameter.grad = view
+        try:
+            yield
+        finally:
+            for parameter in self.parameters:
+                parameter.grad = None
+
+    def all_reduce(self) -> None:
+        dist.all_reduce(self.flat[:-1])
+
+    def combine(self, coefficients: Tensor, max_norm: float | None) -> float:
+        """`.grad` ← Σ_u c_u g_u, clipped to `max_norm`; returns the norm before clipping."""
+        update = self.flat[-1]
+        torch.mv(self.flat[:-1].T, coefficients.to(self.flat), out=update)  # (P,) = Σ_u c_u g_u
+        norm = float(update.norm())
+        if max_norm is not None and norm > max_norm:
+            update.mul_(max_norm / (norm + 1e-6))  # torch.nn.utils.clip_grad_norm_'s rule
+        for parameter, view in zip(self.parameters, self._views[-1], strict=True):
+            parameter.grad = view
+        return norm
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up, checkpoints, logging
+
+
+def _check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator: Accelerator) -> None:
+    """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config."""
+    saved = output_dir / CONFIG_FILE
+    resolved = config_to_dict(config)
+    if saved.is_file():
+        if not resume:
+            raise ValueError(
+                f"{output_dir} already holds a run; pass --resume to continue it, or choose another output_dir."
+            )
+        previous = load_yaml(saved)
+        changed = sorted(key for key in set(previous) | set(resolved) if previous.get(key) != resolved.get(key))
+        if changed:
+            raise ValueError(f"--resume: the config differs from {saved} in {changed}; resume with the same config.")
+    elif accelerator.is_main_process:
+        dump_yaml(resolved, saved)
+    accelerator.wait_for_everyone()
+
+
+def _load_dimensions(
+    config: TrainConfig, model: PanaceaModel, tokenizer, accelerator: Accelerator
+) -> list[DimensionData]:
+    """Tokenized training pairs per dimension, with reference log-probs computed once (main process first)."""
+    result = []
+    for index, dimension in enumerate(config.dimensions):
+        pairs, stats = load_dimension(
+            dimension.train,
+            dimension.name,
+            config.dimension_names,
+            tokenizer,
+            config.max_length,
+            config.max_prompt_length,
+        )
+        accelerator.print(f"{dimension.name}: {len(pairs)} training pairs; {stats}")
+        reference = None
+        if dimension.objective == "dpo":
+            with accelerator.main_process_first():  # the first computes and caches; the others then read the cache
+                reference = reference_log_probs(
+                    model,
+                    pairs,
+                    pad_token_id=tokenizer.pad_token_id,
+                    batch_size=config.eval_batch_size,
+                    settings=reference_settings(config),
+                    autocast=accelerator.autocast,
+                )
+        result.append(DimensionData(dimension.name, index, pairs, reference, seed=config.seed * 1000 + index))
+    return result
+
+
+def reference_settings(config: TrainConfig) -> dict:
+    """What reference log-probs depend on besides the model and the token ids (part of the cache key)."""
+    return {"dtype": config.dtype, "mixed_precision": config.mixed_precision, "format": 1}
+
+
+def build_scalarizer(config: TrainConfig) -> Scalarizer:
+    if config.scalarization == "tche":
+        return Tchebycheff([dimension.ideal_rule for dimension in config.dimensions], config.tchebycheff_epsilon)
+    return LinearScalarization()
+
+
+def _save_checkpoint(config, output_dir, model, optimizer, scheduler, state, accelerator: Accelerator) -> None:
+    rng_states = _gather_rng(accelerator)
+    if accelerator.is_main_process:
+        save_checkpoint(checkpoint_path(output_dir, state.step), model, optimizer, scheduler, state, rng_states)
+        prune_checkpoints(output_dir, config.save_total_limit)
+    accelerator.wait_for_everyone()
+
+
+def _gather_rng(accelerator: Accelerator) -> dict[str, Tensor]:
+    """Every process's torch RNG states (dropout is their only user), gathered to the main process."""
+    local = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        local["cuda"] = torch.cuda.get_rng_state(accelerator.device)
+    if accelerator.num_processes == 1:
+        return {f"{key}.0": value for key, value in local.items()}
+    states = {}
+    for key, value in local.items():
+        gathered = [torch.empty_like(value) for _ in range(accelerator.num_processes)]
+        dist.all_gather(gathered, value)
+        states.update({f"{key}.{rank}": tensor for rank, tensor in enumerate(gathered)})
+    return states
+
+
+def _restore_rng(states: dict[str, Tensor], accelerator: Accelerator) -> None:
+    rank = accelerator.process_index
+    if f"cpu.{rank}" not in states:
+        raise ValueError(
+            f"the checkpoint has no RNG state for process {rank}; resume with the same number of processes."
+        )
+    torch.set_rng_state(states[f"cpu.{rank}"])
+    if torch.cuda.is_available() and f"cuda.{rank}" in states:
+        torch.cuda.set_rng_state(states[f"cuda.{rank}"], accelerator.device)
+
+
+def _postfix(metrics: dict[str, float], config: TrainConfig) -> dict[str, str]:
+    postfix = {name: f"{metrics[f'loss/{name}']:.3f}" for name in config.dimension_names}
+    postfix["tok/s"] = f"{metrics['tokens_per_second']:.0f}"
+    return postfix
