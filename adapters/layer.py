@@ -8,6 +8,8 @@ The layer owns A, B, σ and s. It does not own λ: every layer of a model reads 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -86,8 +88,11 @@ class PanaceaLinear(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, config: PanaceaConfig) -> None:
-        """Initialise A and B by `config.init`; σ = 0 and s = `config.init_preference_scale`."""
-        if config.init == "gaussian":
+        """Initialise A and B by `config.init`, and σ and s by `config.initial_diagonal()`."""
+        if config.init == "lora":  # exactly peft's LoraLayer.reset_lora_parameters(init_lora_weights=True)
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B)
+        elif config.init == "gaussian":
             nn.init.normal_(self.lora_A, std=config.init_std)
             nn.init.normal_(self.lora_B, std=config.init_std)
         elif config.init == "orthogonal":
@@ -107,8 +112,9 @@ class PanaceaLinear(nn.Module):
             self.lora_A.copy_(right[:rank])
         else:
             raise ValueError(f"unknown init {config.init!r}")
-        self.singular_values.zero_()
-        self.preference_scale.fill_(config.init_preference_scale)
+        singular_value, preference_scale = config.initial_diagonal()
+        self.singular_values.fill_(singular_value)
+        self.preference_scale.fill_(preference_scale)
 
     def diagonal(self, preference: torch.Tensor) -> torch.Tensor:
         """scaling · [σ, s·λ]: shape (k+m,) for λ of shape (m,), (batch, k+m) for λ of shape (batch, m)."""

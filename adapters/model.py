@@ -16,7 +16,7 @@ import torch
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 
-from panacea.preferences import PreferenceLike, validate_preference
+from panacea.preferences import PreferenceLike, preference_as_json, validate_preference
 
 from .config import PanaceaConfig
 from .layer import SUPPORTED_LAYERS, PanaceaLinear, PreferenceState
@@ -85,7 +85,10 @@ class PanaceaModel(nn.Module):
     # Preference
 
     def set_preference(self, preference: PreferenceLike) -> None:
-        """Use λ from now on: shape (m,) for the whole batch or (batch, m) per sample. O(1): one tensor write."""
+        """Use λ from now on: shape (m,) for the whole batch or (batch, m) per sample. O(1): one tensor write.
+
+        With `preference_names` in the config, λ may also be {name: weight} or a list of such mappings.
+        """
         self._preference_state.preference = self._placed(self._validated(preference))
 
     @property
@@ -122,7 +125,12 @@ class PanaceaModel(nn.Module):
     def _validated(self, preference: PreferenceLike) -> torch.Tensor:
         if self._preference_state.merged_preference is not None:
             raise RuntimeError("the adapter is merged for a fixed preference; call unmerge() before setting another.")
-        return validate_preference(preference, self.panacea_config.num_preferences)
+        return self._as_tensor(preference)
+
+    def _as_tensor(self, preference: PreferenceLike) -> torch.Tensor:
+        """Every preference the model accepts passes here: vectors, or mappings by the config's names."""
+        config = self.panacea_config
+        return validate_preference(preference, config.num_preferences, names=config.preference_names)
 
     def _placed(self, preference: torch.Tensor) -> torch.Tensor:
         """`preference` on the adapter's device and in its dtype, so no layer has to move it."""
@@ -295,6 +303,8 @@ class PanaceaModel(nn.Module):
         """Write a plain peft LoRA (r = k + m) that reproduces this model at the fixed preference λ.
 
         lora_A = A, lora_B = scaling · B diag(d), lora_alpha = r; load it with `peft.PeftModel.from_pretrained`.
+        The folder also holds a README.md, and the safetensors metadata records λ ({name: weight} when the
+        config names the dimensions) under 'panacea_preference'.
         """
         preference = self._single_preference(preference, "export_lora")
         layers = dict(self.adapter_layers())
@@ -309,10 +319,11 @@ class PanaceaModel(nn.Module):
             dropout=self.panacea_config.dropout,
             fan_in_fan_out=layouts.pop(),
             base_model_name_or_path=getattr(self.base_model.config, "name_or_path", None),
+            preference=preference_as_json(preference, self.panacea_config.preference_names),
         )
 
     def _single_preference(self, preference: PreferenceLike, operation: str) -> torch.Tensor:
-        preference = validate_preference(preference, self.panacea_config.num_preferences)
+        preference = self._as_tensor(preference)
         if preference.ndim != 1:
             raise ValueError(f"{operation} needs one preference of shape (m,), got shape {tuple(preference.shape)}.")
         return preference

@@ -1,11 +1,12 @@
 """Files on disk: the Panacea adapter format, the base-model fingerprint, and export to a plain peft LoRA.
 
 A Panacea adapter folder holds `adapter_config.json` and `adapter_model.safetensors` (no pickle);
-an exported LoRA folder holds the same two file names in peft's own format.
+an exported LoRA folder holds the same two file names in peft's own format, plus a README.md.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+README_NAME = "README.md"
+PREFERENCE_METADATA_KEY = (
+    "panacea_preference"  # in an export's safetensors metadata: json of {name: weight} or [weights]
+)
 FORMAT_VERSION = 1
 FINGERPRINT_FIELDS = ("architecture", "model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 _TOP_LEVEL_KEYS = {"format_version", "adapter", "base_model"}
@@ -136,8 +141,13 @@ def save_peft_lora(
     dropout: float,
     fan_in_fan_out: bool,
     base_model_name_or_path: str | None,
+    preference: dict[str, float] | list[float],
 ) -> None:
-    """Write a plain peft LoRA adapter with lora_alpha = r (scaling 1) from {module name: (lora_A, lora_B)}."""
+    """Write a plain peft LoRA adapter with lora_alpha = r (scaling 1) from {module name: (lora_A, lora_B)}.
+
+    `preference` is the λ it was exported at, {name: weight} or the list of weights: it goes into the
+    safetensors metadata under 'panacea_preference' (as JSON) and into the folder's README.md.
+    """
     config = LoraConfig(
         r=rank,
         lora_alpha=rank,
@@ -153,9 +163,50 @@ def save_peft_lora(
     for name, (lora_a, lora_b) in lora_weights.items():
         state_dict[f"base_model.model.{name}.lora_A.weight"] = lora_a
         state_dict[f"base_model.model.{name}.lora_B.weight"] = lora_b
+    metadata = {"format": "pt", PREFERENCE_METADATA_KEY: json.dumps(preference)}
     with atomic_directory(directory) as staging:
-        save_file(_to_cpu(state_dict), staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        save_file(_to_cpu(state_dict), staging / WEIGHTS_NAME, metadata=metadata)
         config.save_pretrained(staging)
+        (staging / README_NAME).write_text(_export_readme(Path(directory), base_model_name_or_path, preference, rank))
+
+
+def _export_readme(
+    directory: Path, base_model_name_or_path: str | None, preference: dict[str, float] | list[float], rank: int
+) -> str:
+    """A short model card for an exported trade-off: what it is, and how to load it with peft."""
+    if isinstance(preference, dict):
+        trade_off = ", ".join(f"{name}={weight:g}" for name, weight in preference.items())
+    else:
+        trade_off = "λ = (" + ", ".join(f"{weight:g}" for weight in preference) + ") (unnamed dimensions, in order)"
+    if not base_model_name_or_path:
+        import_base = "from transformers import AutoModelForCausalLM"
+        load_base = 'base = AutoModelForCausalLM.from_pretrained("...")  # the base model it was exported from'
+    elif base_model_name_or_path.startswith("embedded:"):  # only panacea resolves its embedded model's name
+        import_base = "import panacea"
+        load_base = f"base, _ = panacea.load_base_model({base_model_name_or_path!r})"
+    else:
+        import_base = "from transformers import AutoModelForCausalLM"
+        load_base = f"base = AutoModelForCausalLM.from_pretrained({base_model_name_or_path!r})"
+    return f"""# A Panacea trade-off as a plain peft LoRA
+
+Exported by panacea from a Panacea SVD-LoRA adapter (Zhong et al., arXiv 2402.02030) at one fixed preference.
+
+- Base model: `{base_model_name_or_path or "(not recorded)"}`
+- Preference: {trade_off}
+- LoRA rank: r = {rank} (lora_alpha = {rank}, scaling 1)
+
+The safetensors metadata holds the preference as JSON under `{PREFERENCE_METADATA_KEY}`.
+
+## Load it
+
+```python
+{import_base}
+from peft import PeftModel
+
+{load_base}
+model = PeftModel.from_pretrained(base, {str(directory)!r})
+```
+"""
 
 
 def _to_cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

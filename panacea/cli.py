@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 from transformers import PreTrainedTokenizerBase
@@ -17,6 +18,8 @@ from panacea.adapters.serialization import CONFIG_NAME
 from panacea.base_model import load_base_model
 from panacea.demo import DemoConfig, run_demo
 from panacea.generation import generate_text
+
+RUN_ADAPTER_DIR = "adapter"  # a training run keeps its final adapter in RUN/adapter/
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,37 +67,75 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("adapter", help="A folder written by PanaceaModel.save_pretrained.")
+    parser.add_argument(
+        "adapter",
+        help=f"An adapter folder (written by PanaceaModel.save_pretrained), or a training run folder that holds "
+        f"{RUN_ADAPTER_DIR}/.",
+    )
     parser.add_argument(
         "--preference",
         required=True,
         type=_parse_preference,
-        help="Comma-separated weights on the simplex, e.g. 0.8,0.2.",
+        help="Weights on the simplex, in order (0.8,0.2) or by the adapter's preference names "
+        "(helpful=0.8,harmless=0.2).",
     )
     parser.add_argument("--model", help="Base model (HF id or path); default: the one the adapter was saved from.")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
 
 
-def _parse_preference(text: str) -> list[float]:
+def _parse_preference(text: str) -> list[float] | dict[str, float]:
+    """'0.8,0.2' -> [0.8, 0.2]; 'helpful=0.8,harmless=0.2' -> {'helpful': 0.8, 'harmless': 0.2}."""
+    items = [item.strip() for item in text.split(",")]
+    named = ["=" in item for item in items]
+    if any(named) and not all(named):
+        raise argparse.ArgumentTypeError(
+            f"give every weight by name (helpful=0.8,harmless=0.2) or none (0.8,0.2), not a mix; got {text!r}"
+        )
     try:
-        return [float(weight) for weight in text.split(",")]
+        if not any(named):
+            return [float(item) for item in items]
+        pairs = [item.split("=", 1) for item in items]
+        weights = {name.strip(): float(weight) for name, weight in pairs}
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.8,0.2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.8,0.2 or name=weight pairs such as "
+            f"helpful=0.8,harmless=0.2, got {text!r}"
+        ) from None
+    if len(weights) != len(pairs):
+        names = [name.strip() for name, _ in pairs]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        raise argparse.ArgumentTypeError(f"each name once, got {repeated} more than once in {text!r}")
+    return weights
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     run_demo(DemoConfig.from_yaml(args.config) if args.config else DemoConfig())
 
 
+def _adapter_folder(path: str | Path) -> Path:
+    """`path` if it is an adapter folder, else `path/adapter` of a training run; one error naming both if neither."""
+    path = Path(path)
+    candidates = [path, path / RUN_ADAPTER_DIR]
+    for folder in candidates:
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no Panacea adapter at {path}: neither {candidates[0] / CONFIG_NAME} nor {candidates[1] / CONFIG_NAME} "
+        "exists. Pass a folder written by PanaceaModel.save_pretrained, or a training run folder that holds "
+        f"{RUN_ADAPTER_DIR}/."
+    )
+
+
 def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTokenizerBase]:
     """The saved adapter on its base model: --model, else the name recorded in the adapter's fingerprint."""
-    fingerprint = read_json(f"{args.adapter}/{CONFIG_NAME}").get("base_model") or {}
+    folder = _adapter_folder(args.adapter)
+    fingerprint = read_json(folder / CONFIG_NAME).get("base_model") or {}
     model_name = args.model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
     if not model_name:
-        raise ValueError(f"{args.adapter} does not record which base model it was saved from; pass --model.")
+        raise ValueError(f"{folder} does not record which base model it was saved from; pass --model.")
     base_model, tokenizer = load_base_model(model_name, dtype=args.dtype, device=args.device)
-    return PanaceaModel.from_pretrained(base_model, args.adapter), tokenizer
+    return PanaceaModel.from_pretrained(base_model, folder), tokenizer
 
 
 def _run_generate(args: argparse.Namespace) -> None:
@@ -105,7 +146,14 @@ def _run_generate(args: argparse.Namespace) -> None:
 def _run_export(args: argparse.Namespace) -> None:
     model, _ = _load_adapter(args)
     model.export_lora(args.preference, args.output_dir)
-    print(f"wrote a peft LoRA for λ = {args.preference} to {args.output_dir}")
+    print(f"wrote a peft LoRA for λ = {_format_preference(args.preference)} to {args.output_dir}")
+
+
+def _format_preference(preference: list[float] | dict[str, float]) -> str:
+    """As the user wrote it: '0.8,0.2' or 'helpful=0.8,harmless=0.2'."""
+    if isinstance(preference, dict):
+        return ",".join(f"{name}={weight:g}" for name, weight in preference.items())
+    return ",".join(f"{weight:g}" for weight in preference)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ def generate_text(
     preference: PreferenceLike,
     max_new_tokens: int = 64,
 ) -> str:
-    """Answer `prompt` (wrapped in the tokenizer's chat template when it has one) greedily at preference λ."""
+    """Answer `prompt` (wrapped in the tokenizer's chat template when it has one) greedily at preference λ.
+
+    λ is a vector, or {name: weight} when the adapter has preference names.
+    """
     if tokenizer.chat_template:
         inputs = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True

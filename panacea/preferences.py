@@ -1,29 +1,42 @@
 """Preference vectors on the simplex: validation, sampling and evaluation grids.
 
-A preference λ has one non-negative weight per objective and sums to 1. It is either one vector of
-shape (m,) for the whole batch or one row per sample, shape (batch, m).
+A preference λ has one non-negative weight per dimension and sums to 1. It is either one vector of
+shape (m,) for the whole batch or one row per sample, shape (batch, m). When the adapter names its
+dimensions, a mapping {name: weight} stands for one vector and a list of mappings for one row per sample.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-PreferenceLike = Sequence[float] | Sequence[Sequence[float]] | np.ndarray | torch.Tensor
+PreferenceLike = (
+    Sequence[float]
+    | Sequence[Sequence[float]]
+    | np.ndarray
+    | torch.Tensor
+    | Mapping[str, float]
+    | Sequence[Mapping[str, float]]
+)
 
 SUM_TOLERANCE = 1e-6
 
 
-def validate_preference(preference: PreferenceLike, num_preferences: int) -> torch.Tensor:
+def validate_preference(
+    preference: PreferenceLike, num_preferences: int, names: Sequence[str] | None = None
+) -> torch.Tensor:
     """Check that `preference` lies on the simplex and return it as a new float tensor (float32 or float64).
 
-    Accepts a list, tuple, numpy array or tensor of shape (m,) or (batch, m). Raises `ValueError`
-    naming the problem (shape, non-finite, negative, wrong sum) and how to fix it. The sum must be 1
-    within 1e-6, or within m · eps for half-precision input, which cannot represent 1e-6.
+    Accepts a list, tuple, numpy array or tensor of shape (m,) or (batch, m); with `names` (one per
+    dimension, in order) also a mapping {name: weight}, shape (m,), or a list of them, shape (batch, m).
+    Raises `ValueError` naming the problem (unknown or missing name, shape, non-finite, negative, wrong
+    sum) and how to fix it. The sum must be 1 within 1e-6, or within m · eps for half-precision input,
+    which cannot represent 1e-6.
     """
+    preference = _weights_in_order(preference, num_preferences, names)
     try:
         tensor = torch.as_tensor(preference)
     except (TypeError, ValueError, RuntimeError) as error:
@@ -54,6 +67,15 @@ def validate_preference(preference: PreferenceLike, num_preferences: int) -> tor
             f"{_describe(tensor)}; normalise it first, e.g. p / p.sum(-1, keepdim=True)."
         )
     return tensor
+
+
+def preference_as_json(preference: torch.Tensor, names: Sequence[str] | None) -> dict[str, float] | list[float]:
+    """JSON-ready: {name: weight} for one preference of shape (m,), or the list of weights when there are no names.
+
+    Weights are the shortest decimals that round-trip in the tensor's dtype (0.8, not 0.800000011920929).
+    """
+    weights = [float(str(weight)) for weight in preference.detach().cpu().numpy()]
+    return weights if names is None else dict(zip(names, weights, strict=True))
 
 
 def sample_preferences(
@@ -100,3 +122,47 @@ def simplex_grid(num_preferences: int, num_points: int = 11) -> torch.Tensor:
 def _describe(tensor: torch.Tensor) -> str:
     """Values rounded to 6 decimals, so float32 noise does not clutter error messages."""
     return str(tensor.detach().double().cpu().numpy().round(6).tolist())
+
+
+def _weights_in_order(preference: PreferenceLike, num_preferences: int, names: Sequence[str] | None) -> PreferenceLike:
+    """A mapping {name: weight} as its weights in `names` order, a list of mappings as one such row each.
+
+    Anything else is returned as it is, for `validate_preference` to read as a vector.
+    """
+    if isinstance(preference, Mapping):
+        return _named_row(preference, num_preferences, names)
+    if isinstance(preference, (list, tuple)) and any(isinstance(row, Mapping) for row in preference):
+        if not all(isinstance(row, Mapping) for row in preference):
+            raise ValueError(
+                "a per-sample preference must be all mappings {name: weight} or all vectors, not a mix; got "
+                f"{preference!r}."
+            )
+        return [_named_row(row, num_preferences, names) for row in preference]
+    return preference
+
+
+def _named_row(row: Mapping, num_preferences: int, names: Sequence[str] | None) -> list[float]:
+    if names is None:
+        raise ValueError(
+            f"preference {dict(row)!r} gives weights by name, but the adapter has no preference names "
+            f"(PanaceaConfig.preference_names is None); pass a vector of {num_preferences} weights in the order "
+            "of its dimensions instead."
+        )
+    unknown = [key for key in row if key not in names]
+    missing = [name for name in names if name not in row]
+    if unknown or missing:
+        problems = [f"{kind} name(s) {keys}" for kind, keys in (("unknown", unknown), ("missing", missing)) if keys]
+        raise ValueError(
+            f"preference {dict(row)!r} has {' and '.join(problems)}; the preference names are {list(names)} "
+            "(in order): give one weight for each."
+        )
+    weights = []
+    for name in names:
+        value = row[name]
+        if isinstance(value, (bool, np.bool_, str, bytes)) or np.ndim(value) != 0:
+            raise ValueError(f"preference weight {name!r} must be one number, got {value!r}.")
+        try:
+            weights.append(float(value))
+        except (TypeError, ValueError):
+            raise ValueError(f"preference weight {name!r} must be one number, got {value!r}.") from None
+    return weights

@@ -7,7 +7,7 @@ import torch
 import yaml
 from peft import PeftModel
 
-from panacea import PanaceaModel, load_base_model
+from panacea import PanaceaConfig, PanaceaModel, get_panacea_model, load_base_model
 from panacea.cli import main
 from tests.adapters.test_model import input_ids
 
@@ -71,11 +71,31 @@ def test_bad_preference_gives_one_clear_error(demo_config, tmp_path, capsys):
         main(["generate", adapter, "--preference", "half,half", "hi"])
     assert exit_info.value.code == 2
     assert "expected comma-separated numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", adapter, "--preference", "helpful=0.5,0.5", "hi"])
+    assert exit_info.value.code == 2
+    assert (
+        "give every weight by name (helpful=0.8,harmless=0.2) or none (0.8,0.2), not a mix" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["generate", adapter, "--preference", "helpful=0.5,helpful=0.5", "hi"])
+    assert "got ['helpful'] more than once" in capsys.readouterr().err
+    assert main(["generate", adapter, "--preference", "helpful=0.5,harmless=0.5", "hi"]) == 2
+    assert "the adapter has no preference names" in capsys.readouterr().err  # the demo adapter names none
 
 
-def test_missing_adapter_folder_is_named(tmp_path, capsys):
-    assert main(["generate", str(tmp_path / "nope"), "--preference", "1,0", "hi"]) == 2
-    assert "nope/adapter_config.json not found" in capsys.readouterr().err
+def test_missing_adapter_folder_names_both_paths_tried(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    tried = f"neither {missing / 'adapter_config.json'} nor {missing / 'adapter' / 'adapter_config.json'} exists"
+    for command in (
+        ["generate", str(missing), "--preference", "1,0", "hi"],
+        ["export", str(missing), "--preference", "1,0", str(tmp_path / "out")],
+    ):
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"panacea {command[0]}: error: no Panacea adapter at {missing}: {tried}")
+        assert error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_unreadable_inputs_give_one_line_errors(demo_config, tmp_path, capsys):
@@ -98,3 +118,53 @@ def test_adapter_without_a_recorded_base_model_asks_for_model(tmp_path, capsys):
     panacea_llama().save_pretrained(tmp_path / "adapter")  # built from a config: no name or path
     assert main(["generate", str(tmp_path / "adapter"), "--preference", "1,0", "hi"]) == 2
     assert "does not record which base model" in capsys.readouterr().err
+
+
+@pytest.fixture
+def named_run(tmp_path, tiny_model_dir):
+    """A training run folder laid out as RUN/adapter/, RUN/checkpoints/, RUN/config.yaml, with named dimensions."""
+    torch.manual_seed(0)
+    config = PanaceaConfig(
+        svd_rank=2,
+        num_preferences=2,
+        preference_names=["helpful", "harmless"],
+        init="orthogonal",
+        init_preference_scale=8.0,
+    )
+    model = get_panacea_model(load_base_model(tiny_model_dir)[0], config)
+    run = tmp_path / "run"
+    model.save_pretrained(run / "adapter")
+    (run / "checkpoints").mkdir()
+    (run / "config.yaml").write_text("adapter: {}\n")
+    return run
+
+
+def test_generate_and_export_by_name_from_a_run_folder(named_run, tmp_path, tiny_model_dir, capsys):
+    by_name = ["--preference", "harmless=0.75,helpful=0.25", "--max-new-tokens", "4", "w8 w9"]
+    assert main(["generate", str(named_run), *by_name]) == 0
+    answer = capsys.readouterr().out
+    assert answer.strip()
+    assert (
+        main(["generate", str(named_run / "adapter"), "--preference", "0.25,0.75", "--max-new-tokens", "4", "w8 w9"])
+        == 0
+    )
+    assert capsys.readouterr().out == answer  # the run folder, its adapter/ and a vector all say the same
+
+    assert main(["export", str(named_run), "--preference", "helpful=0.25,harmless=0.75", str(tmp_path / "lora")]) == 0
+    assert "harmless=0.75" in capsys.readouterr().out
+    assert "Preference: helpful=0.25, harmless=0.75" in (tmp_path / "lora" / "README.md").read_text()
+    exported = PeftModel.from_pretrained(load_base_model(tiny_model_dir)[0], tmp_path / "lora").eval()
+    panacea_model = PanaceaModel.from_pretrained(load_base_model(tiny_model_dir)[0], named_run / "adapter")
+    ids = input_ids()
+    with torch.no_grad():
+        assert torch.equal(exported(ids).logits, panacea_model(ids, preference=[0.25, 0.75]).logits)
+
+
+def test_unknown_preference_name_lists_the_adapter_names(named_run, tmp_path, capsys):
+    assert main(["export", str(named_run), "--preference", "helpful=0.5,honest=0.5", str(tmp_path / "lora")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "panacea export: error: preference {'helpful': 0.5, 'honest': 0.5} has unknown name(s) ['honest']"
+    )
+    assert "the preference names are ['helpful', 'harmless'] (in order)" in error
+    assert not (tmp_path / "lora").exists()

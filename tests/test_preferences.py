@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from panacea.preferences import sample_preferences, simplex_grid, validate_preference
+from panacea.preferences import preference_as_json, sample_preferences, simplex_grid, validate_preference
 
 
 @pytest.mark.parametrize("preference", [[0.25, 0.75], (0.25, 0.75), np.array([0.25, 0.75]), torch.tensor([0.25, 0.75])])
@@ -100,3 +100,55 @@ def test_validate_returns_a_copy_the_caller_cannot_edit():
     result = validate_preference(preference, 2)
     preference.copy_(torch.tensor([5.0, -7.0]))
     assert result.tolist() == [0.5, 0.5]
+
+
+NAMES = ["helpful", "harmless", "concise"]
+
+
+def test_a_mapping_by_name_is_the_vector_in_name_order():
+    named = validate_preference({"concise": 0.5, "helpful": 0.2, "harmless": 0.3}, 3, names=NAMES)
+    assert torch.equal(named, validate_preference([0.2, 0.3, 0.5], 3))
+    rows = [
+        {"helpful": 1, "harmless": 0, "concise": 0},
+        {"helpful": np.float64(0.5), "harmless": torch.tensor(0.5), "concise": 0.0},
+    ]
+    assert validate_preference(rows, 3, names=NAMES).tolist() == [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]]
+    assert torch.equal(validate_preference([0.2, 0.3, 0.5], 3, names=NAMES), named)  # vectors still work
+
+
+@pytest.mark.parametrize(
+    ("preference", "message"),
+    [
+        (
+            {"helpful": 0.5, "harmles": 0.5, "concise": 0.0},
+            r"unknown name\(s\) \['harmles'\] and missing name\(s\) \['harmless'\]; the preference names are "
+            r"\['helpful', 'harmless', 'concise'\] \(in order\)",
+        ),
+        ({"helpful": 1.0}, r"missing name\(s\) \['harmless', 'concise'\]"),
+        ({"helpful": 0.5, "harmless": 0.5, "concise": 0.0, "brief": 0.0}, r"unknown name\(s\) \['brief'\]"),
+        ({"helpful": [0.5, 0.5], "harmless": 0.5, "concise": 0.0}, "'helpful' must be one number, got \\[0.5, 0.5\\]"),
+        ({"helpful": "0.5", "harmless": 0.5, "concise": 0.0}, "'helpful' must be one number"),
+        ({"helpful": True, "harmless": False, "concise": False}, "'helpful' must be one number"),
+        ([{"helpful": 1.0, "harmless": 0.0, "concise": 0.0}, [1.0, 0.0, 0.0]], "all mappings .* or all vectors"),
+        ({"helpful": 0.5, "harmless": 0.6, "concise": 0.0}, "sum to 1"),
+        ({"helpful": -0.5, "harmless": 1.5, "concise": 0.0}, "non-negative"),
+        ({"helpful": float("nan"), "harmless": 1.0, "concise": 0.0}, "NaN"),
+    ],
+)
+def test_bad_named_preferences_say_what_is_wrong(preference, message):
+    with pytest.raises(ValueError, match=message):
+        validate_preference(preference, 3, names=NAMES)
+
+
+def test_a_mapping_without_names_asks_for_a_vector():
+    with pytest.raises(ValueError, match="has no preference names .*pass a vector of 2 weights"):
+        validate_preference({"helpful": 0.5, "harmless": 0.5}, 2)
+    with pytest.raises(ValueError, match="has no preference names"):
+        validate_preference([{"helpful": 0.5, "harmless": 0.5}], 2)
+
+
+def test_preference_as_json_names_the_weights_in_their_shortest_form():
+    preference = validate_preference([0.8, 0.2], 2)  # float32: 0.800000011920929 as a Python float
+    assert preference_as_json(preference, ["helpful", "harmless"]) == {"helpful": 0.8, "harmless": 0.2}
+    assert preference_as_json(preference, None) == [0.8, 0.2]
+    assert preference_as_json(validate_preference(torch.tensor([0.1, 0.9], dtype=torch.float64), 2), None) == [0.1, 0.9]

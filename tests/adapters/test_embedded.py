@@ -27,12 +27,13 @@ def test_every_block_linear_is_adapted(embedded):
     assert model.num_parameters(only_trainable=True) == expected
 
 
-def test_fresh_default_adapter_reproduces_the_base_model():
+@pytest.mark.parametrize("init", ["gaussian", "lora"])
+def test_fresh_adapter_reproduces_the_base_model(init):
     base, tokenizer = load_base_model()
     ids = tokenizer("Hello, how are you?", return_tensors="pt").input_ids
     with torch.no_grad():
         expected = base(ids).logits
-        model = get_panacea_model(base, PanaceaConfig())
+        model = get_panacea_model(base, PanaceaConfig(init=init))
         assert torch.equal(model(ids, preference=[0.3, 0.7]).logits, expected)
 
 

@@ -3,6 +3,8 @@
 import pytest
 import torch
 from panacea.adapters import PanaceaLinear, PreferenceState
+from peft import LoraConfig
+from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -150,6 +152,35 @@ def test_gaussian_init_starts_at_the_base_layer():
     layer.preference_state.preference = torch.tensor([0.5, 0.5])
     x = torch.randn(3, 256)
     assert torch.equal(layer(x), base(x))  # ΔW = 0 at step 0
+
+
+def test_lora_init_is_peft_lora_init_and_starts_at_the_base_layer():
+    config = PanaceaConfig(svd_rank=3, num_preferences=2, init="lora")
+    reference = LoraLinear(nn.Linear(IN, OUT), "default", LoraConfig(r=5, lora_alpha=5), r=5, lora_alpha=5)
+    torch.manual_seed(7)
+    reference.reset_lora_parameters("default", True)  # what peft does for init_lora_weights=True
+    torch.manual_seed(0)
+    base = nn.Linear(IN, OUT)
+    layer = PanaceaLinear(base, config, PreferenceState(), initialize=False)
+    torch.manual_seed(7)
+    layer.reset_parameters(config)
+    assert torch.equal(layer.lora_A, reference.lora_A["default"].weight)  # Kaiming-uniform, bit for bit
+    assert torch.equal(layer.lora_B, torch.zeros(OUT, 5))
+    assert torch.equal(layer.singular_values, torch.ones(3)) and layer.preference_scale.item() == 1.0
+    layer.preference_state.preference = torch.tensor([0.5, 0.5])
+    x = torch.randn(3, IN)
+    assert torch.equal(layer(x), base(x))  # B = 0: ΔW = 0 at step 0
+
+
+def test_explicit_initial_sigma_and_s_override_the_scheme_defaults():
+    for init in ("lora", "gaussian"):
+        config = PanaceaConfig(svd_rank=3, num_preferences=2, init=init, init_singular_value=0.25)
+        layer = PanaceaLinear(nn.Linear(IN, OUT), config, PreferenceState())
+        assert torch.equal(layer.singular_values, torch.full((3,), 0.25))
+        assert layer.preference_scale.item() == (1.0 if init == "lora" else 0.0)
+    config = PanaceaConfig(svd_rank=3, num_preferences=2, init="lora", init_preference_scale=0.5)
+    layer = PanaceaLinear(nn.Linear(IN, OUT), config, PreferenceState())
+    assert torch.equal(layer.singular_values, torch.ones(3)) and layer.preference_scale.item() == 0.5
 
 
 def test_orthogonal_init_and_preference_scale():

@@ -108,6 +108,26 @@ def test_fresh_adapter_is_the_base_model_and_gradients_reach_sigma_and_s_first()
         assert layer.lora_A.grad.abs().sum() == 0 and layer.lora_B.grad.abs().sum() == 0
 
 
+def test_fresh_lora_init_is_the_base_model_and_every_lora_b_gets_a_gradient_at_step_0():
+    """init='lora' (A Kaiming-uniform, B = 0, σ = s = 1): ΔW = 0, yet ∂L/∂B ∝ d ⊙ A x ≠ 0 from the first step."""
+    ids = input_ids()
+    for init in ("lora", "gaussian"):
+        model = panacea_llama(randomize=False, init=init)
+        with torch.no_grad(), model.disable_adapter():
+            base_logits = model(ids).logits
+        model.set_preference([0.5, 0.5])
+        output = model(ids, labels=ids)
+        assert torch.equal(output.logits, base_logits), init
+        output.loss.backward()
+        for name, layer in model.adapter_layers():
+            if init == "lora":
+                assert layer.lora_B.grad.abs().sum() > 0, name
+                # B = 0 blocks every other gradient for this one step (∂L/∂A, ∂L/∂σ, ∂L/∂s all carry a factor B).
+                assert layer.lora_A.grad.abs().sum() == 0 and layer.singular_values.grad.abs().sum() == 0, name
+            else:  # the contrast: with σ = s = 0, d = 0 and B gets exactly no gradient at step 0
+                assert layer.lora_B.grad.abs().sum() == 0, name
+
+
 def test_per_sample_preferences_equal_one_sample_at_a_time():
     model = panacea_llama(dtype=torch.float64)
     preferences = torch.tensor([[1.0, 0.0], [0.25, 0.75], [0.5, 0.5]], dtype=torch.float64)
@@ -375,3 +395,67 @@ def test_attribute_access_falls_through_to_the_base_model():
     model = panacea_llama()
     assert model.config is model.base_model.config
     assert model.get_input_embeddings() is model.base_model.get_input_embeddings()
+
+
+NAMES = ["helpful", "harmless"]
+
+
+def test_preferences_by_name_are_the_vector_in_name_order_everywhere():
+    model = panacea_llama(preference_names=NAMES)
+    ids = input_ids()
+    named, vector = {"harmless": 0.7, "helpful": 0.3}, [0.3, 0.7]  # dict order does not matter
+    with torch.no_grad():
+        expected = model(ids, preference=vector).logits
+        assert torch.equal(model(ids, preference=named).logits, expected)  # forward(preference=)
+        model.set_preference(named)
+        assert model.active_preference.tolist() == pytest.approx(vector)
+        with model.preference({"helpful": 1.0, "harmless": 0.0}):
+            assert model.active_preference.tolist() == [1.0, 0.0]
+        rows = [{"helpful": 1.0, "harmless": 0.0}, named, {"helpful": 0.5, "harmless": 0.5}]
+        assert torch.equal(
+            model(ids, preference=rows).logits, model(ids, preference=[[1.0, 0.0], vector, [0.5, 0.5]]).logits
+        )
+        settings = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+        assert torch.equal(
+            model.generate(ids, preference=named, **settings), model.generate(ids, preference=vector, **settings)
+        )
+        assert torch.equal(
+            model.generate(ids, preference=rows, **settings),
+            model.generate(ids, preference=[[1.0, 0.0], vector, [0.5, 0.5]], **settings),
+        )
+        model.merge(named)
+        assert model._preference_state.merged_preference.tolist() == pytest.approx(vector)
+        torch.testing.assert_close(model(ids).logits, expected, rtol=0, atol=1e-5)
+        model.unmerge()
+        plain = model.merge_and_unload(named)
+        torch.testing.assert_close(plain(ids).logits, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model, preference, folder: model.set_preference(preference),
+        lambda model, preference, folder: model.preference(preference).__enter__(),
+        lambda model, preference, folder: model(input_ids(), preference=preference),
+        lambda model, preference, folder: model.generate(input_ids(), preference=preference, max_new_tokens=1),
+        lambda model, preference, folder: model.merge(preference),
+        lambda model, preference, folder: model.merge_and_unload(preference),
+        lambda model, preference, folder: model.export_lora(preference, folder),
+    ],
+    ids=["set_preference", "preference", "forward", "generate", "merge", "merge_and_unload", "export_lora"],
+)
+def test_every_entry_point_names_the_valid_preference_names(call, tmp_path):
+    model = panacea_llama(preference_names=NAMES)
+    with pytest.raises(
+        ValueError, match=r"unknown name\(s\) \['helpfull'\].*names are \['helpful', 'harmless'\] \(in order\)"
+    ):
+        call(model, {"helpfull": 0.5, "harmless": 0.5}, tmp_path / "lora")
+    with pytest.raises(ValueError, match=r"missing name\(s\) \['harmless'\]"):
+        call(model, {"helpful": 1.0}, tmp_path / "lora")
+    with pytest.raises(ValueError, match="sum to 1"):  # the simplex checks still apply after the names
+        call(model, {"helpful": 0.5, "harmless": 0.6}, tmp_path / "lora")
+    unnamed = panacea_llama()
+    with pytest.raises(ValueError, match="the adapter has no preference names.*pass a vector of 2 weights"):
+        call(unnamed, {"helpful": 0.5, "harmless": 0.5}, tmp_path / "lora")
+    assert model.active_preference is None and unnamed.active_preference is None
+    assert model._preference_state.merged_preference is None and not (tmp_path / "lora").exists()

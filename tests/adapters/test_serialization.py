@@ -7,6 +7,7 @@ import pytest
 import torch
 from panacea.adapters import PanaceaLinear, serialization
 from peft import PeftModel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
@@ -230,3 +231,65 @@ def test_export_rejects_per_sample_and_invalid_preferences(tmp_path):
     with pytest.raises(ValueError, match="sum to 1"):
         model.export_lora([0.5, 0.6], tmp_path / "lora")
     assert not (tmp_path / "lora").exists()
+
+
+def test_preference_names_are_saved_and_an_adapter_saved_before_them_still_loads(tmp_path):
+    model = panacea_llama(preference_names=["helpful", "harmless"])
+    model.save_pretrained(tmp_path / "named")
+    data = json.loads((tmp_path / "named" / "adapter_config.json").read_text())
+    assert data["adapter"]["preference_names"] == ["helpful", "harmless"]
+    loaded = PanaceaModel.from_pretrained(tiny_llama(), tmp_path / "named")
+    assert loaded.panacea_config.preference_names == ["helpful", "harmless"]
+    ids = input_ids()
+    with torch.no_grad():
+        expected = model(ids, preference=[0.2, 0.8]).logits
+        assert torch.equal(loaded(ids, preference={"helpful": 0.2, "harmless": 0.8}).logits, expected)
+
+    def as_written_before(adapter):  # no preference_names, no init_singular_value, s as a number
+        del adapter["preference_names"], adapter["init_singular_value"]
+        adapter["init_preference_scale"] = 0.0
+
+    _edit_config(tmp_path / "named", lambda data: as_written_before(data["adapter"]))
+    old = PanaceaModel.from_pretrained(tiny_llama(), tmp_path / "named")
+    assert old.panacea_config.preference_names is None and old.panacea_config.init_singular_value is None
+    with torch.no_grad():
+        assert torch.equal(old(ids, preference=[0.2, 0.8]).logits, expected)
+
+
+def _export_preference(directory):
+    with safe_open(directory / "adapter_model.safetensors", framework="pt") as weights:
+        return json.loads(weights.metadata()["panacea_preference"])
+
+
+def test_export_records_the_named_preference_in_metadata_and_readme(tmp_path):
+    model = panacea_llama(preference_names=["helpful", "harmless"])
+    model.base_model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model.export_lora({"harmless": 0.2, "helpful": 0.8}, tmp_path / "lora")
+    assert sorted(path.name for path in (tmp_path / "lora").iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert list(_export_preference(tmp_path / "lora").items()) == [("helpful", 0.8), ("harmless", 0.2)]  # in order
+    readme = (tmp_path / "lora" / "README.md").read_text()
+    assert "Base model: `HuggingFaceTB/SmolLM2-135M-Instruct`" in readme
+    assert "Preference: helpful=0.8, harmless=0.2" in readme
+    assert "LoRA rank: r = 5" in readme
+    assert "AutoModelForCausalLM.from_pretrained('HuggingFaceTB/SmolLM2-135M-Instruct')" in readme
+    assert f"PeftModel.from_pretrained(base, {str(tmp_path / 'lora')!r})" in readme
+    assert not list(tmp_path.glob(".*tmp*"))  # written through the staging folder, which is gone
+
+
+def test_export_without_names_records_the_vector(tmp_path):
+    model = panacea_llama()
+    model.export_lora(torch.tensor([1 / 3, 2 / 3]), tmp_path / "lora")
+    assert _export_preference(tmp_path / "lora") == [0.33333334, 0.6666667]  # float32, shortest round-trip form
+    readme = (tmp_path / "lora" / "README.md").read_text()
+    assert "Preference: λ = (0.333333, 0.666667)" in readme
+    assert 'from_pretrained("...")' in readme  # this tiny base records no name
+    embedded = panacea_llama()
+    embedded.base_model.config.name_or_path = "embedded:SmolLM2-135M-Instruct"
+    embedded.export_lora([0.5, 0.5], tmp_path / "embedded")
+    assert (
+        "panacea.load_base_model('embedded:SmolLM2-135M-Instruct')" in (tmp_path / "embedded" / "README.md").read_text()
+    )
