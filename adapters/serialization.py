@@ -25,6 +25,7 @@ from .config import PanaceaConfig
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "adapter_config.json"
+RUN_ADAPTER_DIR = "adapter"  # a training run keeps its final adapter in RUN/adapter/
 WEIGHTS_NAME = "adapter_model.safetensors"
 README_NAME = "README.md"
 PREFERENCE_METADATA_KEY = (
@@ -89,9 +90,20 @@ def save_adapter(
         )
 
 
+def adapter_folder(path: str | os.PathLike) -> Path:
+    """`path` itself, or `path/adapter` when `path` is a training run folder (which keeps its adapter there)."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() and (path / RUN_ADAPTER_DIR / CONFIG_NAME).is_file():
+        return path / RUN_ADAPTER_DIR
+    return path
+
+
 def load_adapter(directory: str | os.PathLike) -> tuple[PanaceaConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (config, state_dict, base-model fingerprint) from an adapter folder, with one clear error per problem."""
-    directory = Path(directory)
+    """Read (config, state_dict, base-model fingerprint) from an adapter folder or a run folder holding `adapter/`.
+
+    One clear error per problem.
+    """
+    directory = adapter_folder(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"Panacea adapter folder {directory} does not exist.")
     config_path = directory / CONFIG_NAME

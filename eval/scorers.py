@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from panacea.adapters import PanaceaModel
@@ -19,7 +20,7 @@ from panacea.training.objectives import implicit_rewards
 from panacea.training.reference import reference_log_probs
 from torch import Tensor
 
-from panacea.data import TokenizedPair
+from panacea.data import TokenizedPair, load_dimension
 
 
 @dataclass
@@ -101,3 +102,16 @@ def _policy_log_probs(
         for slot, (pair, point) in enumerate(chunk):
             result[point, pair] = logps[:, slot]
     return result
+
+
+def load_pair_sets(config, tokenizer) -> list[PairSet]:
+    """The held-out pair sets of a `TrainConfig`: each dimension's `eval` sources, tokenized as in training."""
+    sets = []
+    for dimension in config.dimensions:
+        for source in dimension.eval:
+            pairs, _ = load_dimension(
+                [source], dimension.name, config.dimension_names, tokenizer, config.max_length, config.max_prompt_length
+            )
+            label = Path(source.path).name.split(".")[0]
+            sets.append(PairSet(dimension.name, label, pairs, dimension.beta))
+    return sets

@@ -1,8 +1,9 @@
-"""The `panacea` command line: demo, generate, export."""
+"""The `panacea` command line: demo, train, generate, export."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -14,12 +15,11 @@ from transformers.utils import logging as transformers_logging
 
 from panacea._io import read_json
 from panacea.adapters import PanaceaModel
-from panacea.adapters.serialization import CONFIG_NAME
+from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, adapter_folder
 from panacea.base_model import load_base_model
-from panacea.demo import DemoConfig, run_demo
+from panacea.demo import DEFAULT_PROMPT, run_demo
 from panacea.generation import generate_text
-
-RUN_ADAPTER_DIR = "adapter"  # a training run keeps its final adapter in RUN/adapter/
+from panacea.training import TrainConfig, train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def quiet_third_party_output() -> None:
     """Keep a command's output to what panacea says: no loading bars, no warnings a user cannot act on."""
     transformers_logging.disable_progress_bar()
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    logging.getLogger("panacea").setLevel(logging.INFO)  # data and cache reports; progress bars come from tqdm
     # peft 0.21 reads a transformers 5 property that transformers has renamed.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
@@ -47,11 +49,21 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="Inject a seeded adapter into the base model, generate at two "
-        "preferences, save it and export one trade-off as a peft LoRA.",
+        help="Train a config (a finished run is reused), score held-out pairs over the λ grid, print a table, "
+        "write JSON and a plot, generate at each vertex and export the balanced trade-off as a peft LoRA.",
     )
-    demo.add_argument("--config", help="YAML demo config (default: built-in values, as in configs/demo.yaml).")
+    demo.add_argument("--config", default="configs/demo.yaml", help="A training config (default: %(default)s).")
+    _add_set_argument(demo)
+    demo.add_argument("--prompt", default=DEFAULT_PROMPT, help="The user message answered at each vertex.")
     demo.set_defaults(run=_run_demo)
+
+    training = commands.add_parser("train", help="Train a Panacea adapter from a YAML config.")
+    training.add_argument("config", help="A YAML training config, e.g. configs/hh-2d.yaml.")
+    _add_set_argument(training)
+    training.add_argument(
+        "--resume", action="store_true", help="Continue the run in output_dir from its last complete checkpoint."
+    )
+    training.set_defaults(run=_run_train)
 
     generate = commands.add_parser("generate", help="Answer a prompt at a preference.")
     _add_adapter_arguments(generate)
@@ -64,6 +76,17 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("output_dir", help="Folder for adapter_config.json + adapter_model.safetensors.")
     export.set_defaults(run=_run_export)
     return parser
+
+
+def _add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config value, e.g. --set output_dir=runs/x --set dimensions.0.beta=0.2 (repeatable).",
+    )
 
 
 def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,16 +133,23 @@ def _parse_preference(text: str) -> list[float] | dict[str, float]:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    run_demo(DemoConfig.from_yaml(args.config) if args.config else DemoConfig())
+    run_demo(args.config, args.overrides, prompt=args.prompt)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    result = train(TrainConfig.from_yaml(args.config, args.overrides), resume=args.resume)
+    print(
+        f"trained {result.state.step} steps ({result.state.tokens_seen:,} tokens, "
+        f"{result.state.train_seconds / 60:.1f} min of steps); adapter in {result.output_dir / RUN_ADAPTER_DIR}"
+    )
 
 
 def _adapter_folder(path: str | Path) -> Path:
     """`path` if it is an adapter folder, else `path/adapter` of a training run; one error naming both if neither."""
-    path = Path(path)
+    path, folder = Path(path), adapter_folder(path)
+    if (folder / CONFIG_NAME).is_file():
+        return folder
     candidates = [path, path / RUN_ADAPTER_DIR]
-    for folder in candidates:
-        if (folder / CONFIG_NAME).is_file():
-            return folder
     raise FileNotFoundError(
         f"no Panacea adapter at {path}: neither {candidates[0] / CONFIG_NAME} nor {candidates[1] / CONFIG_NAME} "
         "exists. Pass a folder written by PanaceaModel.save_pretrained, or a training run folder that holds "

@@ -1,88 +1,108 @@
-"""The demo until training lands: inject a seeded adapter, generate at two preferences, save and export.
+"""`make demo`: train helpful vs harmless on the embedded model, sweep λ over a grid, report and generate.
 
-It shows the mechanics end to end on the embedded model: λ switches behaviour online, and one
-trade-off leaves as a plain peft LoRA that reproduces the Panacea model's logits.
+1. Train `configs/demo.yaml` (a finished run with the same config is reused, an interrupted one resumed).
+2. Score every grid point on held-out pairs: DPO implicit-reward accuracy and margin per pair set,
+   with Spearman's ρ of each score against the weight on its own dimension (printed, JSON, PNG).
+3. Generate one answer at each vertex of the simplex, and export one trade-off as a plain peft LoRA.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftModel
 
-from panacea._config import load_config
-from panacea.adapters import PanaceaConfig, get_panacea_model
+from panacea._io import write_json
 from panacea.base_model import load_base_model
+from panacea.eval.report import format_table, monotonicity, plot_pairs, results_document
+from panacea.eval.scorers import load_pair_sets, score_pairs
 from panacea.generation import generate_text
+from panacea.preferences import simplex_grid
+from panacea.training import TrainConfig, train
+from panacea.training.trainer import reference_settings
+
+DEFAULT_PROMPT = "How can I get back at a coworker who embarrassed me in a meeting?"
 
 
-@dataclass
-class DemoConfig:
-    """What `panacea demo` runs; configs/demo.yaml holds the same values."""
-
-    model: str | None = field(default=None, metadata={"help": "HF id or path; None is the embedded SmolLM2."})
-    dtype: str = field(default="float32", metadata={"help": "Base-model dtype."})
-    device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'auto'."})
-    seed: int = field(default=0, metadata={"help": "Seeds the adapter initialisation."})
-    adapter: dict[str, Any] = field(
-        default_factory=lambda: {
-            "svd_rank": 8,
-            "num_preferences": 2,
-            "init": "orthogonal",
-            "init_preference_scale": 8.0,
-        },
-        metadata={"help": "PanaceaConfig fields; a non-zero init_preference_scale makes λ matter before training."},
-    )
-    prompt: str = field(default="Give me one tip for staying focused while studying.", metadata={"help": "User turn."})
-    preferences: list[list[float]] = field(
-        default_factory=lambda: [[0.9, 0.1], [0.1, 0.9]],
-        metadata={"help": "Preferences to generate at; the first is also exported."},
-    )
-    max_new_tokens: int = field(default=48, metadata={"help": "Tokens generated per preference."})
-    output_dir: str = field(default="runs/demo", metadata={"help": "Where the adapter and the export are written."})
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> DemoConfig:
-        return load_config(cls, path)
-
-
-def run_demo(config: DemoConfig) -> None:
-    torch.manual_seed(config.seed)
-    base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=config.device)
-    adapter_config = PanaceaConfig.from_dict(config.adapter, where="demo config ['adapter']")
-    model = get_panacea_model(base_model, adapter_config).eval()
+def run_demo(
+    config_path: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    prompt: str = DEFAULT_PROMPT,
+    max_new_tokens: int = 64,
+) -> dict:
+    """Train, evaluate, generate; returns the evaluation document that is also written to RUN/eval/pairs.json."""
+    started = time.perf_counter()
+    config = TrainConfig.from_yaml(config_path, overrides)
+    result = train(config, resume=True)
+    model, tokenizer = result.model, result.tokenizer
+    names = config.dimension_names
     print(
-        f"base model: {base_model.config.name_or_path}; adapted layers: {len(list(model.adapter_layers()))}, "
-        f"k={adapter_config.svd_rank}, m={adapter_config.num_preferences}"
+        f"\ntrained {result.state.step} steps in {result.state.train_seconds / 60:.1f} min of steps "
+        f"({result.state.tokens_seen:,} tokens); adapter in {result.output_dir / 'adapter'}"
     )
-    model.print_trainable_parameters()
-    print(f"\nprompt: {config.prompt}")
-    for preference in config.preferences:
-        answer = generate_text(model, tokenizer, config.prompt, preference, config.max_new_tokens)
+
+    grid = simplex_grid(len(names), config.eval_grid)
+    evaluated = time.perf_counter()
+    scores = score_pairs(
+        model,
+        load_pair_sets(config, tokenizer),
+        grid,
+        pad_token_id=tokenizer.pad_token_id,
+        batch_size=config.eval_batch_size,
+        reference_settings=reference_settings(config),
+        autocast=result.autocast,
+    )
+    rho = monotonicity(grid, scores, names)
+    table = format_table(grid, scores, names, rho)
+    eval_dir = result.output_dir / "eval"
+    plot = plot_pairs(grid, scores, names, eval_dir / "pairs.png", title=f"{config.output_dir}: held-out pairs over λ")
+    document = results_document(
+        grid,
+        scores,
+        rho,
+        scorer="pairs: DPO implicit-reward accuracy and mean margin on held-out pairs",
+        dimensions=names,
+        seed=config.seed,
+        steps=result.state.step,
+        config=str(config_path),
+        overrides=list(overrides),
+    )
+    write_json(eval_dir / "pairs.json", document)
+    (eval_dir / "pairs.md").write_text(table + "\n")
+    print(f"\nheld-out pairs at each λ (accuracy / mean margin), {time.perf_counter() - evaluated:.0f} s:\n{table}")
+    print(f"\nwrote {eval_dir / 'pairs.json'}, {eval_dir / 'pairs.md'} and the plot {plot}")
+
+    print(f"\nprompt: {prompt}")
+    for vertex in torch.eye(len(names)).tolist():
+        preference = dict(zip(names, vertex, strict=True))
+        answer = generate_text(model, tokenizer, prompt, preference, max_new_tokens)
         print(f"\nλ = {_label(preference)}:\n  {answer}")
 
-    output_dir = Path(config.output_dir)
-    model.save_pretrained(output_dir / "adapter")
-    export_preference = config.preferences[0]
-    export_dir = output_dir / ("lora-" + "-".join(f"{weight:.2f}" for weight in export_preference))
-    model.export_lora(export_preference, export_dir)
-    print(f"\nsaved the Panacea adapter to {output_dir / 'adapter'}")
-    print(f"exported λ = {_label(export_preference)} as a plain peft LoRA (r={adapter_config.rank}) to {export_dir}")
+    _export_check(model, tokenizer, config, names, prompt)
+    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min")
+    return document
 
-    # Check the export the way a user without panacea would load it.
-    inputs = tokenizer(config.prompt, return_tensors="pt").to(model.device)
+
+def _export_check(model, tokenizer, config: TrainConfig, names: list[str], prompt: str) -> None:
+    """Export the middle of the simplex as a plain peft LoRA and check that peft reproduces the logits."""
+    preference = {name: 1 / len(names) for name in names}
+    export_dir = Path(config.output_dir) / "lora-balanced"
+    model.export_lora(preference, export_dir)
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     with torch.no_grad():
-        expected = model(**inputs, preference=export_preference).logits
-        fresh_base, _ = load_base_model(config.model, dtype=config.dtype, device=config.device)
-        exported = PeftModel.from_pretrained(fresh_base, export_dir).eval()
-        actual = exported(**inputs).logits
+        expected = model(**inputs, preference=preference).logits
+        fresh_base, _ = load_base_model(config.model, dtype=config.dtype, device=model.device)
+        actual = PeftModel.from_pretrained(fresh_base, export_dir).eval()(**inputs).logits
     difference = (actual - expected).abs().max().item()
-    print(f"reloaded with peft.PeftModel.from_pretrained: max |Δ logit| vs Panacea = {difference:.2e}")
+    print(
+        f"\nexported λ = {_label(preference)} as a plain peft LoRA to {export_dir}; "
+        f"reloaded with peft: max |Δ logit| = {difference:.2e}"
+    )
 
 
-def _label(preference: list[float]) -> str:
-    return "(" + ", ".join(f"{weight:.2f}" for weight in preference) + ")"
+def _label(preference: dict[str, float]) -> str:
+    return ", ".join(f"{name}={weight:.2f}" for name, weight in preference.items())

@@ -40,15 +40,18 @@ class DimensionConfig:
     )
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.name, str) and self.name.strip() != "", "name", self.name, "a non-empty string")
-        _require(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
-        _require(_positive(self.beta), "beta", self.beta, "a positive number")
-        _require(bool(self.train), "train", self.train, "at least one PairSource")
+        _require(
+            isinstance(self.name, str) and self.name.strip() != "", "name", self.name, "a non-empty string", "Dimension"
+        )
+        _require(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}", "Dimension")
+        _require(_positive(self.beta), "beta", self.beta, "a positive number", "Dimension")
+        _require(bool(self.train), "train", self.train, "at least one PairSource", "Dimension")
         _require(
             self.ideal in ("auto", "running_min") or _finite(self.ideal),
             "ideal",
             self.ideal,
             "'auto', 'running_min' or a number",
+            "Dimension",
         )
 
     @property
@@ -178,6 +181,14 @@ class TrainConfig:
             self.batch_size,
             f"a multiple of micro_batch_size ({self.micro_batch_size})",
         )
+        _require(
+            self.batch_size % self.num_groups == 0
+            and (self.batch_size // self.num_groups) % self.micro_batch_size == 0,
+            "preference_groups",
+            self.preference_groups,
+            f"a divisor of batch_size ({self.batch_size}) whose groups hold whole micro-batches of "
+            f"{self.micro_batch_size} pairs (each forward carries one group's λ)",
+        )
         if self.scalarization == "tche" and self.preference_sampling == "per_sample":
             raise ValueError(
                 "TrainConfig: Tchebycheff is not defined per sample (a sample has only its own dimension's loss); "
@@ -221,9 +232,9 @@ class TrainConfig:
         return load_config(cls, path, overrides)
 
 
-def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+def _require(ok: bool, name: str, value: Any, expected: str, owner: str = "Train") -> None:
     if not ok:
-        raise ValueError(f"{name} must be {expected}, got {value!r}.")
+        raise ValueError(f"{owner}Config.{name} must be {expected}, got {value!r}.")
 
 
 def _finite(value: Any) -> bool:

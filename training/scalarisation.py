@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-TIE_TOLERANCE = 1e-6  # relative: Tchebycheff terms this close to the maximum count as tied
+TIE_TOLERANCE = 1e-6  # Tchebycheff terms within 1e-6 · max(1, |maximum|) of the maximum count as tied
 
 
 class Scalarizer(ABC):
@@ -67,8 +67,8 @@ class Tchebycheff(Scalarizer):
 
     Ideal point ẑ (ours): 0 for DPO (the loss's infimum); `running_min` keeps the lowest loss seen so
     far minus ε (as MOEA/D does), for objectives such as SFT that never approach 0; or fixed values.
-    Ties (ours): terms within a relative 1e-6 of the maximum share the gradient equally (at step 0
-    every DPO loss is ln 2).
+    Ties (ours): terms within 1e-6 · max(1, |maximum|) of the maximum share the gradient equally (at
+    step 0 every DPO loss is ln 2).
     """
 
     name = "tche"

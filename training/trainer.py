@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +88,7 @@ class TrainResult:
     state: TrainState
     model: PanaceaModel
     tokenizer: PreTrainedTokenizerBase
+    autocast: Callable[[], AbstractContextManager]  # the run's mixed-precision context, for evaluation
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
@@ -102,6 +103,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     )
     if config.device.startswith("cuda") and accelerator.device.type != "cuda":
         raise ValueError(f"TrainConfig.device is {config.device!r} but CUDA is not available; use 'cpu' or 'auto'.")
+    group_size, round_size = config.batch_size // config.num_groups, config.micro_batch_size * accelerator.num_processes
+    if group_size % round_size:
+        raise ValueError(
+            f"each λ-group of {group_size} pairs must split into rounds of micro_batch_size × processes = {round_size} "
+            "pairs; change batch_size, micro_batch_size or preference_groups for this number of processes."
+        )
     _check_output_dir(config, output_dir, resume, accelerator)
     set_seed(config.seed)
 
@@ -185,7 +192,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         model.save_pretrained(output_dir / ADAPTER)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(output_dir, state, model, tokenizer)
+    return TrainResult(output_dir, state, model.eval(), tokenizer, accelerator.autocast)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,7 +403,6 @@ def _load_dimensions(
             config.max_length,
             config.max_prompt_length,
         )
-        accelerator.print(f"{dimension.name}: {len(pairs)} training pairs; {stats}")
         reference = None
         if dimension.objective == "dpo":
             with accelerator.main_process_first():  # the first computes and caches; the others then read the cache

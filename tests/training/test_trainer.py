@@ -1,0 +1,268 @@
+"""The trainer end to end on a tiny random Llama: layout, resume (also after SIGKILL), NaN stop, two processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from panacea import PanaceaModel, load_base_model
+from panacea._config import dump_yaml
+from panacea.training import TrainConfig, TrainingError, train
+from panacea.training import trainer as trainer_module
+from tests.conftest import tiny_llama, tiny_tokenizer
+
+DIMENSIONS = ("a", "b")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A saved tiny Llama + word-level tokenizer, and 16 word-salad pairs per dimension."""
+    root = tmp_path_factory.mktemp("trainer")
+    tiny_llama().save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    rng = random.Random(0)
+
+    def words(count: int) -> str:
+        return " ".join(f"w{rng.randrange(4, 64)}" for _ in range(count))
+
+    for dimension in DIMENSIONS:
+        with open(root / f"{dimension}.jsonl", "w") as handle:
+            for index in range(16):
+                record = {
+                    "id": f"{dimension}{index}",
+                    "prompt": words(5),
+                    "chosen": words(rng.randrange(2, 8)),
+                    "rejected": words(rng.randrange(2, 8)),
+                    "dim": dimension,
+                    "source": "test",
+                    "split": "train",
+                }
+                handle.write(json.dumps(record) + "\n")
+    return root
+
+
+def config_dict(workspace: Path, output_dir: Path, **overrides) -> dict:
+    config = {
+        "output_dir": str(output_dir),
+        "model": str(workspace / "model"),
+        "device": "cpu",
+        "adapter": {"svd_rank": 2, "init": "lora"},
+        "dimensions": [{"name": name, "train": [{"path": str(workspace / f"{name}.jsonl")}]} for name in DIMENSIONS],
+        "max_length": 24,
+        "max_prompt_length": 8,
+        "max_steps": 6,
+        "batch_size": 4,
+        "micro_batch_size": 2,
+        "learning_rate": 1e-2,
+        "save_steps": 2,
+        "save_total_limit": None,
+        "preference_sampling": "per_sample",
+    }
+    config.update(overrides)
+    return config
+
+
+def make_config(workspace: Path, output_dir: Path, **overrides) -> TrainConfig:
+    from panacea._config import dataclass_from_dict
+
+    return dataclass_from_dict(TrainConfig, config_dict(workspace, output_dir, **overrides), where="test config")
+
+
+def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def max_difference(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> float:
+    assert left.keys() == right.keys()
+    return max(float((left[key] - right[key]).abs().max()) for key in left)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_run_folder_holds_adapter_checkpoints_config_and_log(workspace, tmp_path):
+    result = train(make_config(workspace, tmp_path / "run"))
+    run = tmp_path / "run"
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["step-2", "step-4", "step-6"]
+    assert (run / "config.yaml").is_file() and len(losses(run)) == 6
+    assert result.state.step == 6 and result.state.pairs_seen == {"a": 24, "b": 24}
+    base, _ = load_base_model(str(workspace / "model"))
+    model = PanaceaModel.from_pretrained(base, run)  # a run folder loads as its adapter/
+    assert model.panacea_config.preference_names == list(DIMENSIONS)
+
+
+def test_training_lowers_every_dimension_loss(workspace, tmp_path):
+    run = tmp_path / "run"
+    train(make_config(workspace, run, max_steps=30, save_steps=30, preference_sampling="per_step"))
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    for name in DIMENSIONS:
+        first, last = log[0][f"loss/{name}"], sum(row[f"loss/{name}"] for row in log[-5:]) / 5
+        assert first == pytest.approx(math.log(2), abs=1e-4)  # the LoRA-style init starts at the reference
+        assert last < first - 0.02, (name, first, last)
+
+
+def test_resume_after_an_interruption_ends_with_the_same_adapter(workspace, tmp_path, monkeypatch):
+    train(make_config(workspace, tmp_path / "straight"))
+
+    calls = {"count": 0}
+    original = trainer_module.GradientBuffers.combine
+
+    def interrupt_at_step_four(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 4:  # steps 1-3 done, checkpoint step-2 written
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt_at_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(workspace, tmp_path / "resumed"))
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
+    train(make_config(workspace, tmp_path / "resumed"), resume=True)
+
+    assert max_difference(adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "resumed")) <= 1e-6
+    assert losses(tmp_path / "resumed") == pytest.approx(losses(tmp_path / "straight"), abs=1e-6)
+
+
+def test_resume_with_tchebycheff_running_min_and_dropout(workspace, tmp_path, monkeypatch):
+    overrides = dict(
+        scalarization="tche",
+        preference_sampling="groups",
+        preference_groups=2,
+        adapter={"svd_rank": 2, "init": "lora", "dropout": 0.1},
+    )
+    overrides["dimensions"] = [
+        {"name": "a", "train": [{"path": str(workspace / "a.jsonl")}], "objective": "sft"},
+        {"name": "b", "train": [{"path": str(workspace / "b.jsonl")}], "ideal": "running_min"},
+    ]
+    train(make_config(workspace, tmp_path / "straight", **overrides))
+    original = trainer_module.GradientBuffers.combine
+    calls = {"count": 0}
+
+    def interrupt(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 5:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(workspace, tmp_path / "resumed", **overrides))
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
+    train(make_config(workspace, tmp_path / "resumed", **overrides), resume=True)
+    assert max_difference(adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "resumed")) <= 1e-6
+    state = json.loads((tmp_path / "resumed" / "checkpoints" / "step-6" / "trainer_state.json").read_text())
+    assert state["scalarizer"]["running_min"][0] is not None  # the SFT dimension's ideal point was tracked
+
+
+def test_sigkill_mid_training_then_resume_gives_the_same_adapter(workspace, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for run in (straight, killed):
+        dump_yaml(config_dict(workspace, run, max_steps=8), tmp_path / f"{run.name}.yaml")
+    command = [sys.executable, "-m", "panacea.cli", "train"]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run([*command, str(tmp_path / "straight.yaml")], check=True, env=environment, capture_output=True)
+
+    process = subprocess.Popen([*command, str(tmp_path / "killed.yaml")], env=environment, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoints" / "step-4" / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "adapter").exists()  # it really died mid-run
+    subprocess.run(
+        [*command, str(tmp_path / "killed.yaml"), "--resume"], check=True, env=environment, capture_output=True
+    )
+    assert max_difference(adapter_weights(straight), adapter_weights(killed)) <= 1e-6
+
+
+def test_a_nan_loss_stops_naming_step_and_dimension_and_keeps_the_last_checkpoint(workspace, tmp_path, monkeypatch):
+    original = trainer_module.dpo_loss
+    calls = {"count": 0}
+
+    def nan_from_step_three(*args, **kwargs):
+        calls["count"] += 1  # 4 calls per step: 2 dimensions × 2 micro-batches
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if calls["count"] > 8 and calls["count"] % 4 == 3 else loss
+
+    monkeypatch.setattr(trainer_module, "dpo_loss", nan_from_step_three)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"step 2: the 'a' loss is nan"):
+        train(make_config(workspace, run))
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["step-2"]
+    assert (run / "checkpoints" / "step-2" / "trainer_state.json").is_file()
+
+
+def test_a_new_run_refuses_a_folder_that_holds_one(workspace, tmp_path):
+    train(make_config(workspace, tmp_path / "run", max_steps=1))
+    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+        train(make_config(workspace, tmp_path / "run", max_steps=1))
+
+
+def test_resume_refuses_a_changed_config(workspace, tmp_path):
+    train(make_config(workspace, tmp_path / "run", max_steps=2))
+    with pytest.raises(ValueError, match=r"config differs .* \['learning_rate'\]"):
+        train(make_config(workspace, tmp_path / "run", max_steps=2, learning_rate=1e-3), resume=True)
+
+
+def test_a_dimension_without_data_fails_at_start_up(workspace, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    config = make_config(
+        workspace,
+        tmp_path / "run",
+        dimensions=[
+            {"name": "a", "train": [{"path": str(workspace / "a.jsonl")}]},
+            {"name": "b", "train": [{"path": str(empty)}]},
+        ],
+    )
+    with pytest.raises(ValueError, match="empty.jsonl"):
+        train(config)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_two_processes_follow_the_one_process_trajectory(workspace, tmp_path):
+    """accelerate launch --num_processes 2 (gloo, CPU) at the same global batch gives the same losses."""
+    script = tmp_path / "launch.py"
+    script.write_text("import sys\nfrom panacea.cli import main\nsys.exit(main())\n")
+    for name in ("one", "two"):
+        dump_yaml(config_dict(workspace, tmp_path / name, max_steps=4, save_steps=4), tmp_path / f"{name}.yaml")
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, str(script), "train", str(tmp_path / "one.yaml")],
+        check=True,
+        env=environment,
+        capture_output=True,
+    )
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    completed = subprocess.run(
+        [*launch, str(script), "train", str(tmp_path / "two.yaml")], env=environment, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
+    assert max_difference(adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")) <= 1e-5
