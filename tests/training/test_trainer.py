@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from panacea.training import TrainConfig, TrainingError, train
+from panacea.training import trainer as trainer_module
 from safetensors.torch import load_file
 
 from panacea import PanaceaModel, load_base_model
 from panacea._config import dump_yaml
-from panacea.training import TrainConfig, TrainingError, train
-from panacea.training import trainer as trainer_module
 from tests.conftest import tiny_llama, tiny_tokenizer
 
 DIMENSIONS = ("a", "b")
