@@ -14,7 +14,7 @@ INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)  # the one list of names; h
 
 @dataclass
 class PanaceaConfig:
-    """Configuration of a Panacea adapter (ALGORITHMS.md, "SVD-LoRA with the preference as singular values").
+    """Configuration of a Panacea adapter (docs/algorithms.md, "The SVD-LoRA adapter").
 
     Every targeted linear layer W0 gets `W0 + scaling · B diag([σ, s·λ]) A` with A: (k+m, in),
     B: (out, k+m), σ: (k,) and one scalar s per layer.
@@ -46,7 +46,7 @@ class PanaceaConfig:
     init: InitScheme = field(
         default="gaussian",
         metadata={
-            "help": "How A and B start: 'gaussian' N(0, init_std²) (ALGORITHMS.md); 'orthogonal' random "
+            "help": "How A and B start: 'gaussian' N(0, init_std²) (docs/algorithms.md); 'orthogonal' random "
             "orthonormal rows of A and columns of B; 'svd' the top k+m singular vectors of W0; 'lora' A "
             "Kaiming-uniform exactly as peft's lora_A, B = 0, σ = s = 1 (trains at once, as a peft LoRA). "
             "With their default σ and s, all start exactly at the base model."

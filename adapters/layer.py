@@ -1,4 +1,4 @@
-"""The SVD-LoRA linear layer with the preference as extra singular values (ALGORITHMS.md).
+"""The SVD-LoRA linear layer with the preference as extra singular values (docs/algorithms.md).
 
     y = W0 x + scaling · B (d ⊙ (A · dropout(x))),   d = concat(σ, s · λ)
 

@@ -4,49 +4,69 @@ import json
 
 import pytest
 import torch
-import yaml
 from peft import PeftModel
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model, load_base_model
+from panacea._config import dump_yaml
 from panacea.cli import main
-from tests.adapters.test_model import input_ids
+from tests.helpers import config_dict, input_ids, make_workspace
 
 
 @pytest.fixture
-def demo_config(tmp_path, tiny_model_dir):
-    config = {
-        "model": str(tiny_model_dir),
-        "adapter": {"svd_rank": 2, "num_preferences": 2, "init": "orthogonal", "init_preference_scale": 8.0},
-        "prompt": "w5 w6 w7",
-        "preferences": [[0.9, 0.1], [0.1, 0.9]],
-        "max_new_tokens": 5,
-        "output_dir": str(tmp_path / "run"),
-    }
-    path = tmp_path / "demo.yaml"
-    path.write_text(yaml.safe_dump(config))
+def saved_adapter(tmp_path, tiny_model_dir):
+    """An unnamed adapter on the saved tiny Llama, in tmp_path/run/adapter (s = 8: λ changes the output)."""
+    base, _ = load_base_model(tiny_model_dir)
+    torch.manual_seed(0)
+    config = PanaceaConfig(svd_rank=2, num_preferences=2, init="orthogonal", init_preference_scale=8.0)
+    get_panacea_model(base, config).save_pretrained(tmp_path / "run" / "adapter")
+    return tmp_path / "run" / "adapter"
+
+
+@pytest.fixture
+def training_config(tmp_path):
+    """A tiny-Llama training config with held-out pairs for both dimensions, as a YAML file."""
+    workspace = make_workspace(tmp_path / "workspace")
+    config = config_dict(workspace, tmp_path / "trained", max_steps=2, save_steps=2)
+    for dimension in config["dimensions"]:
+        dimension["eval"] = [{"path": dimension["train"][0]["path"], "max_pairs": 3}]
+    config["eval_grid"] = 3
+    path = tmp_path / "train.yaml"
+    dump_yaml(config, path)
     return path
 
 
-def test_demo_generates_saves_and_exports(demo_config, tmp_path, capsys):
-    assert main(["demo", "--config", str(demo_config)]) == 0
+def test_train_writes_a_run_folder(training_config, tmp_path, capsys):
+    assert main(["train", str(training_config), "--set", "max_steps=1"]) == 0
+    assert "trained 1 steps" in capsys.readouterr().out
+    assert (tmp_path / "trained" / "adapter" / "adapter_config.json").is_file()
+    assert main(["train", str(training_config), "--set", "max_steps=1"]) == 2  # the folder holds a run now
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+
+
+def test_train_config_with_unknown_key_is_named(tmp_path, capsys):
+    path = tmp_path / "train.yaml"
+    path.write_text("learning_rat: 1e-4\n")
+    assert main(["train", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "train.yaml: unknown TrainConfig key(s) ['learning_rat']" in error and error.count("\n") == 1
+
+
+def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_path, capsys):
+    assert main(["demo", "--config", str(training_config), "--prompt", "w5 w6 w7"]) == 0
     output = capsys.readouterr().out
-    assert "λ = (0.90, 0.10):" in output and "λ = (0.10, 0.90):" in output
-    assert "max |Δ logit| vs Panacea" in output
-    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
-    assert json.loads((tmp_path / "run" / "lora-0.90-0.10" / "adapter_config.json").read_text())["r"] == 4
+    assert "| λ (a, b) |" in output and "| (0.5, 0.5) |" in output and "Spearman ρ" in output
+    assert "λ = a=1.00, b=0.00:" in output and "λ = a=0.00, b=1.00:" in output
+    assert "reloaded with peft: max |Δ logit| = 0.00e+00" in output
+    document = json.loads((tmp_path / "trained" / "eval" / "pairs.json").read_text())
+    assert [point["preference"] for point in document["points"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    assert set(document["points"][0]["scores"]) == {"a/a", "b/b"}
+    assert (tmp_path / "trained" / "eval" / "pairs.png").stat().st_size > 0
+    assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
+    assert "trained 2 steps" in capsys.readouterr().out
 
 
-def test_demo_config_with_unknown_key_is_named(tmp_path, capsys):
-    path = tmp_path / "demo.yaml"
-    path.write_text("promt: hi\n")
-    assert main(["demo", "--config", str(path)]) == 2
-    assert "demo.yaml: unknown DemoConfig key(s) ['promt']" in capsys.readouterr().err
-
-
-def test_generate_and_export_from_a_saved_adapter(demo_config, tmp_path, tiny_model_dir, capsys):
-    main(["demo", "--config", str(demo_config)])
-    capsys.readouterr()
-    adapter = str(tmp_path / "run" / "adapter")
+def test_generate_and_export_from_a_saved_adapter(saved_adapter, tmp_path, tiny_model_dir, capsys):
+    adapter = str(saved_adapter)
     assert main(["generate", adapter, "--preference", "0.5,0.5", "--max-new-tokens", "4", "w8 w9"]) == 0
     assert capsys.readouterr().out.strip()  # some words
 
@@ -60,10 +80,8 @@ def test_generate_and_export_from_a_saved_adapter(demo_config, tmp_path, tiny_mo
         torch.testing.assert_close(exported(ids).logits, expected, rtol=0, atol=1e-5)
 
 
-def test_bad_preference_gives_one_clear_error(demo_config, tmp_path, capsys):
-    main(["demo", "--config", str(demo_config)])
-    capsys.readouterr()
-    adapter = str(tmp_path / "run" / "adapter")
+def test_bad_preference_gives_one_clear_error(saved_adapter, tmp_path, capsys):
+    adapter = str(saved_adapter)
     assert main(["export", adapter, "--preference", "0.5,0.6", str(tmp_path / "lora")]) == 2
     assert "panacea export: error: preference weights must sum to 1" in capsys.readouterr().err
     assert not (tmp_path / "lora").exists()
@@ -98,13 +116,11 @@ def test_missing_adapter_folder_names_both_paths_tried(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_unreadable_inputs_give_one_line_errors(demo_config, tmp_path, capsys):
-    (tmp_path / "bad.yaml").write_text("prompt: [unclosed\n")
-    assert main(["demo", "--config", str(tmp_path / "bad.yaml")]) == 2
-    assert "panacea demo: error:" in capsys.readouterr().err
-    main(["demo", "--config", str(demo_config)])
-    capsys.readouterr()
-    adapter = str(tmp_path / "run" / "adapter")
+def test_unreadable_inputs_give_one_line_errors(saved_adapter, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("output_dir: [unclosed\n")
+    assert main(["train", str(tmp_path / "bad.yaml")]) == 2
+    assert "panacea train: error:" in capsys.readouterr().err
+    adapter = str(saved_adapter)
     assert main(["generate", adapter, "--preference", "1,0", "--model", str(tmp_path / "no-such-model"), "hi"]) == 2
     assert "panacea generate: error:" in capsys.readouterr().err
     (tmp_path / "a-file").write_text("x")

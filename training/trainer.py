@@ -109,6 +109,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             f"each λ-group of {group_size} pairs must split into rounds of micro_batch_size × processes = {round_size} "
             "pairs; change batch_size, micro_batch_size or preference_groups for this number of processes."
         )
+    resuming = resume and (output_dir / CONFIG_FILE).is_file()  # --resume on an empty folder starts a new run
     _check_output_dir(config, output_dir, resume, accelerator)
     set_seed(config.seed)
 
@@ -140,14 +141,14 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     scalarizer = build_scalarizer(config)
     buffers = GradientBuffers(parameters, units=config.num_groups * len(dimensions))
     state = TrainState(pairs_seen={dimension.name: 0 for dimension in dimensions})
-    checkpoint = latest_checkpoint(output_dir) if resume else None
+    checkpoint = latest_checkpoint(output_dir) if resuming else None
     if checkpoint is not None:
         state, rng_states = load_checkpoint(checkpoint, model, optimizer, scheduler)
         scalarizer.load_state_dict(state.scalarizer)
         _restore_rng(rng_states, accelerator)
         tracker.resume_step = state.step
         accelerator.print(f"resuming from {checkpoint} (step {state.step})")
-    elif resume:
+    elif resuming:
         accelerator.print(f"no complete checkpoint in {output_dir / 'checkpoints'}; starting from step 0")
     accelerator.init_trackers("panacea")
 

@@ -9,13 +9,10 @@ from panacea.adapters import PanaceaLinear, find_target_modules
 from torch import nn
 
 from panacea import PanaceaConfig, get_panacea_model
-from tests.conftest import VOCAB_SIZE, panacea_llama, randomize_adapter, tiny_gpt2, tiny_llama
+from tests.conftest import panacea_llama, randomize_adapter, tiny_gpt2, tiny_llama
+from tests.helpers import input_ids
 
 LLAMA_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-
-
-def input_ids(batch=3, length=6, seed=0):
-    return torch.randint(3, VOCAB_SIZE, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 def dense_reference(model, preference):
@@ -95,7 +92,7 @@ def test_only_adapter_parameters_are_trainable_and_receive_gradients():
 
 
 def test_fresh_adapter_is_the_base_model_and_gradients_reach_sigma_and_s_first():
-    model = panacea_llama(randomize=False)  # ALGORITHMS.md init: A, B ~ N(0, 0.02²), σ = 0, s = 0
+    model = panacea_llama(randomize=False)  # docs/algorithms.md init: A, B ~ N(0, 0.02²), σ = 0, s = 0
     ids = input_ids()
     with torch.no_grad(), model.disable_adapter():
         base_logits = model(ids).logits

@@ -11,8 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
-from tests.adapters.test_model import input_ids
 from tests.conftest import panacea_llama, randomize_adapter, tiny_gpt2, tiny_llama
+from tests.helpers import input_ids
 
 
 @pytest.fixture

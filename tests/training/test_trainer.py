@@ -5,91 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
-from panacea.training import TrainConfig, TrainingError, train
+from panacea.training import TrainingError, train
 from panacea.training import trainer as trainer_module
-from safetensors.torch import load_file
 
 from panacea import PanaceaModel, load_base_model
 from panacea._config import dump_yaml
-from tests.conftest import tiny_llama, tiny_tokenizer
-
-DIMENSIONS = ("a", "b")
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """A saved tiny Llama + word-level tokenizer, and 16 word-salad pairs per dimension."""
-    root = tmp_path_factory.mktemp("trainer")
-    tiny_llama().save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    rng = random.Random(0)
-
-    def words(count: int) -> str:
-        return " ".join(f"w{rng.randrange(4, 64)}" for _ in range(count))
-
-    for dimension in DIMENSIONS:
-        with open(root / f"{dimension}.jsonl", "w") as handle:
-            for index in range(16):
-                record = {
-                    "id": f"{dimension}{index}",
-                    "prompt": words(5),
-                    "chosen": words(rng.randrange(2, 8)),
-                    "rejected": words(rng.randrange(2, 8)),
-                    "dim": dimension,
-                    "source": "test",
-                    "split": "train",
-                }
-                handle.write(json.dumps(record) + "\n")
-    return root
-
-
-def config_dict(workspace: Path, output_dir: Path, **overrides) -> dict:
-    config = {
-        "output_dir": str(output_dir),
-        "model": str(workspace / "model"),
-        "device": "cpu",
-        "adapter": {"svd_rank": 2, "init": "lora"},
-        "dimensions": [{"name": name, "train": [{"path": str(workspace / f"{name}.jsonl")}]} for name in DIMENSIONS],
-        "max_length": 24,
-        "max_prompt_length": 8,
-        "max_steps": 6,
-        "batch_size": 4,
-        "micro_batch_size": 2,
-        "learning_rate": 1e-2,
-        "save_steps": 2,
-        "save_total_limit": None,
-        "preference_sampling": "per_sample",
-    }
-    config.update(overrides)
-    return config
-
-
-def make_config(workspace: Path, output_dir: Path, **overrides) -> TrainConfig:
-    from panacea._config import dataclass_from_dict
-
-    return dataclass_from_dict(TrainConfig, config_dict(workspace, output_dir, **overrides), where="test config")
-
-
-def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(run / "adapter" / "adapter_model.safetensors")
-
-
-def max_difference(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> float:
-    assert left.keys() == right.keys()
-    return max(float((left[key] - right[key]).abs().max()) for key in left)
-
-
-def losses(run: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+from tests.helpers import adapter_weights, config_dict, losses, make_config, max_difference
 
 
 def test_a_run_folder_holds_adapter_checkpoints_config_and_log(workspace, tmp_path):
@@ -100,14 +27,14 @@ def test_a_run_folder_holds_adapter_checkpoints_config_and_log(workspace, tmp_pa
     assert result.state.step == 6 and result.state.pairs_seen == {"a": 24, "b": 24}
     base, _ = load_base_model(str(workspace / "model"))
     model = PanaceaModel.from_pretrained(base, run)  # a run folder loads as its adapter/
-    assert model.panacea_config.preference_names == list(DIMENSIONS)
+    assert model.panacea_config.preference_names == ["a", "b"]
 
 
 def test_training_lowers_every_dimension_loss(workspace, tmp_path):
     run = tmp_path / "run"
     train(make_config(workspace, run, max_steps=30, save_steps=30, preference_sampling="per_step"))
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    for name in DIMENSIONS:
+    for name in ("a", "b"):
         first, last = log[0][f"loss/{name}"], sum(row[f"loss/{name}"] for row in log[-5:]) / 5
         assert first == pytest.approx(math.log(2), abs=1e-4)  # the LoRA-style init starts at the reference
         assert last < first - 0.02, (name, first, last)
@@ -266,3 +193,11 @@ def test_two_processes_follow_the_one_process_trajectory(workspace, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
     assert max_difference(adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")) <= 1e-5
+
+
+def test_gradient_checkpointing_follows_the_same_trajectory(workspace, tmp_path):
+    """The Panacea model's own checkpointing re-runs each layer under its forward's per-sample λ."""
+    train(make_config(workspace, tmp_path / "plain", max_steps=3, save_steps=3))
+    train(make_config(workspace, tmp_path / "checkpointed", max_steps=3, save_steps=3, gradient_checkpointing=True))
+    assert losses(tmp_path / "checkpointed") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
+    assert max_difference(adapter_weights(tmp_path / "plain"), adapter_weights(tmp_path / "checkpointed")) <= 1e-6

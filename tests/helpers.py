@@ -1,0 +1,84 @@
+"""Builders shared by several test modules (tests never import each other)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from panacea.training import TrainConfig
+from safetensors.torch import load_file
+
+from panacea._config import dataclass_from_dict
+from tests.conftest import VOCAB_SIZE, tiny_llama, tiny_tokenizer
+
+DIMENSIONS = ("a", "b")
+
+
+def input_ids(batch=3, length=6, seed=0):
+    """Random token ids (batch, length) for the tiny models, seeded."""
+    return torch.randint(3, VOCAB_SIZE, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def make_workspace(root: Path) -> Path:
+    """Save a tiny Llama + word-level tokenizer in `root`/model and 16 word-salad pairs per dimension."""
+    tiny_llama().save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    rng = random.Random(0)
+
+    def words(count: int) -> str:
+        return " ".join(f"w{rng.randrange(4, 64)}" for _ in range(count))
+
+    for dimension in DIMENSIONS:
+        with open(root / f"{dimension}.jsonl", "w") as handle:
+            for index in range(16):
+                record = {
+                    "id": f"{dimension}{index}",
+                    "prompt": words(5),
+                    "chosen": words(rng.randrange(2, 8)),
+                    "rejected": words(rng.randrange(2, 8)),
+                    "dim": dimension,
+                    "source": "test",
+                    "split": "train",
+                }
+                handle.write(json.dumps(record) + "\n")
+    return root
+
+
+def config_dict(workspace: Path, output_dir: Path, **overrides) -> dict:
+    config = {
+        "output_dir": str(output_dir),
+        "model": str(workspace / "model"),
+        "device": "cpu",
+        "adapter": {"svd_rank": 2, "init": "lora"},
+        "dimensions": [{"name": name, "train": [{"path": str(workspace / f"{name}.jsonl")}]} for name in DIMENSIONS],
+        "max_length": 24,
+        "max_prompt_length": 8,
+        "max_steps": 6,
+        "batch_size": 4,
+        "micro_batch_size": 2,
+        "learning_rate": 1e-2,
+        "save_steps": 2,
+        "save_total_limit": None,
+        "preference_sampling": "per_sample",
+    }
+    config.update(overrides)
+    return config
+
+
+def make_config(workspace: Path, output_dir: Path, **overrides) -> TrainConfig:
+    return dataclass_from_dict(TrainConfig, config_dict(workspace, output_dir, **overrides), where="test config")
+
+
+def adapter_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def max_difference(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> float:
+    assert left.keys() == right.keys()
+    return max(float((left[key] - right[key]).abs().max()) for key in left)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
