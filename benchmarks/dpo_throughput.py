@@ -17,10 +17,13 @@ lora_alpha = r, on q/k/v/o/gate/up/down_proj. Each contender runs in a fresh chi
 
 TRL 1.16 has no max_prompt_length: it cuts prompt + response to max_length keeping the start. So the pool is
 drawn from pairs whose chat-templated prompt fits max_prompt_length; then both cut exactly the same tokens,
-and the TRL child checks that its token ids equal ours, pair by pair.
+and the TRL child checks that its token ids equal ours, pair by pair. Step times: ours from its log.jsonl
+(collating the batch included), TRL's from a callback's on_step_begin to on_step_end (its Trainer collates
+the step's batches before on_step_begin). Every process runs --threads torch/OpenMP threads, with
+OMP_WAIT_POLICY=PASSIVE unless it is set (see `run_in_child`).
 
     pip install -e .[bench]
-    python benchmarks/dpo_throughput.py [--steps 12] [--batch-size 4] [--max-length 256] [--repeats 2]
+    python benchmarks/dpo_throughput.py [--steps 6] [--batch-size 4] [--max-length 256] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/helpful.jsonl.gz", help="Pair file; its 'train' split is used.")
     parser.add_argument("--dimension", default="helpful")
     parser.add_argument("--svd-rank", type=int, default=8, help="k; both adapters have rank k + 1.")
-    parser.add_argument("--steps", type=int, default=12, help="Optimizer steps per run (the first is not timed).")
+    parser.add_argument("--steps", type=int, default=6, help="Optimizer steps per run (the first is not timed).")
     parser.add_argument("--batch-size", type=int, default=4, help="Pairs per optimizer step.")
     parser.add_argument("--micro-batch-size", type=int, default=None, help="Pairs per forward (default: batch).")
     parser.add_argument("--max-length", type=int, default=256)
@@ -85,13 +88,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dpo-throughput-") as folder:
         workdir = Path(folder)
         plan = write_plan(args, workdir)
-        peak = matmul_peak(args.matmul_size)
+        peak, load = 0.0, os.getloadavg()[0]
         results: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
         for repeat in range(args.repeats):
+            peak = max(peak, matmul_peak(args.matmul_size))  # the best of the run: the least disturbed
             for name in CONTENDERS:  # ours, TRL, ours, TRL, …
                 print(f"[{name} {repeat + 1}/{args.repeats}]", file=sys.stderr, flush=True)
                 results[name].append(run_in_child(name, plan, workdir / f"{name}-{repeat}"))
-        report(args, json.loads(plan.read_text()), results, peak)
+        load = (load, os.getloadavg()[0])
+        report(args, json.loads(plan.read_text()), results, peak, load)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -169,6 +174,11 @@ def matmul_peak(size: int, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
+def omp_wait_policy() -> str:
+    """The children's OpenMP wait policy: the caller's OMP_WAIT_POLICY, else PASSIVE."""
+    return os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def run_in_child(name: str, plan: Path, folder: Path) -> dict:
     """Run one contender in a fresh interpreter; its output goes to a log, shown only if it fails."""
     folder.mkdir()
@@ -177,6 +187,10 @@ def run_in_child(name: str, plan: Path, folder: Path) -> dict:
         **os.environ,
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
+        # On a busy machine a spinning OpenMP worker loses its time slice, and every parallel op then waits for
+        # it: ~8 ms per element-wise op here at 2 threads, vs 0.1 ms when idle workers sleep. Both contenders get
+        # the same policy; set OMP_WAIT_POLICY yourself to override it.
+        "OMP_WAIT_POLICY": omp_wait_policy(),
         "TOKENIZERS_PARALLELISM": "false",
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "TQDM_DISABLE": "1",
@@ -403,7 +417,7 @@ def throughput(result: dict, plan: dict) -> tuple[float, float]:
     return tokens / seconds, tokens / (seconds + reference)
 
 
-def report(args, plan: dict, results: dict[str, list[dict]], peak: float) -> None:
+def report(args, plan: dict, results: dict[str, list[dict]], peak: float, load: tuple[float, float]) -> None:
     ours, theirs = results["ours"], results["trl"]
     steady = {name: [throughput(result, plan)[0] for result in runs] for name, runs in results.items()}
     whole = {name: [throughput(result, plan)[1] for result in runs] for name, runs in results.items()}
@@ -435,31 +449,37 @@ def report(args, plan: dict, results: dict[str, list[dict]], peak: float) -> Non
         f"| **{med(steady['ours']) / limit:.0%}** (target ≥ {TARGETS['share']:.0%}) |"
     )
 
-    print("\n| repeat | ours tok/s (end to end) | TRL tok/s | ratio | ours RSS | TRL RSS | RSS ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| repeat | ours s/step | TRL s/step | ours tok/s (end to end) | TRL tok/s | ratio | ours RSS | TRL RSS "
+        "| RSS ratio |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for repeat in range(args.repeats):
+        seconds = {name: med(results[name][repeat]["step_seconds"][1:]) for name in CONTENDERS}
         print(
-            f"| {repeat + 1} | {steady['ours'][repeat]:,.0f} ({whole['ours'][repeat]:,.0f}) | "
-            f"{steady['trl'][repeat]:,.0f} | {speed[repeat]:.2f}× | {rss['ours'][repeat]:.2f} GiB | "
-            f"{rss['trl'][repeat]:.2f} GiB | {memory[repeat]:.2f} |"
+            f"| {repeat + 1} | {seconds['ours']:.1f} | {seconds['trl']:.1f} | {steady['ours'][repeat]:,.0f} "
+            f"({whole['ours'][repeat]:,.0f}) | {steady['trl'][repeat]:,.0f} | {speed[repeat]:.2f}× | "
+            f"{rss['ours'][repeat]:.2f} GiB | {rss['trl'][repeat]:.2f} GiB | {memory[repeat]:.2f} |"
         )
 
     print(
-        f"\nSettings: {ours[0]['threads']} torch threads (TRL: {theirs[0]['threads']}), fp32 CPU, torch "
+        f"\n- Settings: {ours[0]['threads']} torch threads (TRL: {theirs[0]['threads']}), OMP_WAIT_POLICY "
+        f"{omp_wait_policy()}, load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs; fp32 CPU, torch "
         f"{torch.__version__}; {args.steps} optimizer steps (step 1 not timed) × {args.batch_size} pairs "
         f"(micro-batch {args.micro_batch_size}), max_length {args.max_length}, max_prompt_length "
         f"{args.max_prompt_length}, k = {args.svd_rank} (rank {args.svd_rank + 1}), β {args.beta}, lr "
-        f"{args.learning_rate:g} cosine; {args.repeats} repeats, ours and TRL alternately, one process each. "
+        f"{args.learning_rate:g} cosine; repeats: {args.repeats}, ours and TRL alternately, one process each. "
         f"Pairs: {len(plan['order'])} of the {plan['fitting']} (of {plan['available']}) {args.dimension} train pairs "
         f"in {args.data} whose templated prompt fits {args.max_prompt_length} tokens; "
         f"{sum(plan['tokens'][1:]):,} tokens in the timed steps."
     )
     print(
-        f"Limit: P = {peak / 1e9:.1f} GFLOP/s ({args.matmul_size}² fp32 matmul, {args.threads} threads, best of 5), "
+        f"- Limit: P = {peak / 1e9:.1f} GFLOP/s ({args.matmul_size}² fp32 matmul, {args.threads} threads, best of "
+        f"{5 * args.repeats} in this run), "
         f"N = {parameters / 1e6:.1f} M non-embedding parameters → P/(4·N) = {limit:,.0f} tokens/s."
     )
     print(
-        f"Ours' reference pass (once, cold cache): {med([r['reference_seconds'] for r in ours]):.1f} s; "
+        f"- Ours' reference pass (once, cold cache): {med([r['reference_seconds'] for r in ours]):.1f} s; "
         f"TRL runs it in every step."
     )
     checks(plan, ours, theirs)
@@ -470,7 +490,7 @@ def checks(plan: dict, ours: list[dict], theirs: list[dict]) -> None:
     same_tokens = all(result["tokens"] == plan["tokens"] for result in ours + theirs)
     different = max(result["different_token_ids"] for result in theirs)
     print(
-        f"Checks: token ids identical in both: {'yes' if different == 0 else f'NO ({different} pairs differ)'}; "
+        f"- Checks: token ids identical in both: {'yes' if different == 0 else f'NO ({different} pairs differ)'}; "
         f"tokens per step identical: {'yes' if same_tokens else 'NO'}; "
         f"loss at step 1 (ln 2 = 0.6931): ours {ours[0]['loss'][0]:.4f}, TRL {theirs[0]['loss'][0]:.4f}; "
         f"at step {plan['steps']}: ours {ours[0]['loss'][-1]:.4f}, TRL {theirs[0]['loss'][-1]:.4f}."

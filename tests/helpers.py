@@ -82,3 +82,45 @@ def max_difference(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]
 
 def losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def train_interrupted_then_resumed(config: TrainConfig, monkeypatch, stop_at_step: int) -> None:
+    """Train `config` until step `stop_at_step` begins its update (KeyboardInterrupt there), then resume to the end."""
+    from panacea.training import train, trainer
+
+    original, calls = trainer.GradientBuffers.combine, {"count": 0}
+
+    def interrupt(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == stop_at_step:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.GradientBuffers, "combine", interrupt)
+    try:
+        train(config)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError(f"the run finished before step {stop_at_step}")
+    monkeypatch.setattr(trainer.GradientBuffers, "combine", original)
+    train(config, resume=True)
+
+
+def kill_when_checkpointed(command: list[str], checkpoint: Path, timeout: float = 300) -> None:
+    """Run `command`, SIGKILL it as soon as `checkpoint` is complete, and check that it died mid-run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(
+        command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout
+    while not (checkpoint / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before the checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (checkpoint.parents[1] / "adapter").exists(), "the run finished before it was killed"

@@ -14,14 +14,12 @@ from panacea.training.reference import compute_log_probs
 
 from panacea import load_base_model
 from panacea.data import PairSource, load_dimension
-from tests.helpers import adapter_weights, losses, make_config, max_difference
+from tests.helpers import adapter_weights, losses, make_config, max_difference, train_interrupted_then_resumed
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_bf16_autocast_run_trains_on_the_gpu_and_resumes(workspace, tmp_path, monkeypatch):
-    from panacea.training import trainer as trainer_module
-
     settings = dict(device="cuda", mixed_precision="bf16", max_steps=6, save_steps=2)
     result = train(make_config(workspace, tmp_path / "straight", **settings))
     assert all(
@@ -31,19 +29,7 @@ def test_bf16_autocast_run_trains_on_the_gpu_and_resumes(workspace, tmp_path, mo
     )
     assert all(torch.isfinite(torch.tensor(losses(tmp_path / "straight"))))
 
-    original, calls = trainer_module.GradientBuffers.combine, {"count": 0}
-
-    def interrupt(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_config(workspace, tmp_path / "resumed", **settings))
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
-    train(make_config(workspace, tmp_path / "resumed", **settings), resume=True)
+    train_interrupted_then_resumed(make_config(workspace, tmp_path / "resumed", **settings), monkeypatch, 4)
     # index_add and matmul reductions on CUDA are not bitwise deterministic: allow float noise.
     assert max_difference(adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "resumed")) <= 1e-4
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from panacea.training import TrainConfig, dpo_loss, train
 from panacea.training.reference import compute_log_probs
 
 from panacea.data import load_dimension
-from tests.helpers import adapter_weights, max_difference
+from tests.helpers import adapter_weights, kill_when_checkpointed, max_difference
 
 pytestmark = pytest.mark.integration
 CI_CONFIG = Path(__file__).parents[2] / "configs" / "ci.yaml"
@@ -72,24 +69,8 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_adapter(tmp_path):
         "--set",
         "save_steps=2",
     ]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run([*command, "--set", f"output_dir={straight}"], check=True, env=environment, capture_output=True)
-
-    process = subprocess.Popen(
-        [*command, "--set", f"output_dir={killed}"],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "step-2" / "trainer_state.json").exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "adapter").exists()
-    subprocess.run(
-        [*command, "--set", f"output_dir={killed}", "--resume"], check=True, env=environment, capture_output=True
-    )
+    subprocess.run([*command, "--set", f"output_dir={straight}"], check=True, capture_output=True)
+    kill_when_checkpointed([*command, "--set", f"output_dir={killed}"], killed / "checkpoints" / "step-2")
+    subprocess.run([*command, "--set", f"output_dir={killed}", "--resume"], check=True, capture_output=True)
     assert max_difference(adapter_weights(straight), adapter_weights(killed)) <= 1e-6

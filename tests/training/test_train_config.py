@@ -1,5 +1,7 @@
 """TrainConfig: one ValueError naming the field for each bad input, the adapter section, YAML and --set."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 from panacea.training.config import DimensionConfig, TrainConfig
@@ -204,3 +206,12 @@ def test_set_with_a_bad_value_names_the_field(tmp_path):
 def test_groups_that_micro_batches_would_straddle_are_refused(groups):
     with pytest.raises(ValueError, match="preference_groups"):
         config(batch_size=8, micro_batch_size=4, preference_sampling="groups", preference_groups=groups)
+
+
+@pytest.mark.parametrize("name", ["ci", "demo", "hh-2d", "hhc-3d"])
+def test_shipped_configs_load_and_their_data_exists(name):
+    root = Path(__file__).parents[2]
+    config = TrainConfig.from_yaml(root / "configs" / f"{name}.yaml")
+    sources = [source for dimension in config.dimensions for source in (*dimension.train, *dimension.eval)]
+    assert sources and all((root / source.path).is_file() for source in sources)
+    assert config.adapter_config().preference_names == config.dimension_names

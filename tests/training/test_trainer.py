@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from panacea.training import TrainingError, train
@@ -16,7 +14,15 @@ from panacea.training import trainer as trainer_module
 
 from panacea import PanaceaModel, load_base_model
 from panacea._config import dump_yaml
-from tests.helpers import adapter_weights, config_dict, losses, make_config, max_difference
+from tests.helpers import (
+    adapter_weights,
+    config_dict,
+    kill_when_checkpointed,
+    losses,
+    make_config,
+    max_difference,
+    train_interrupted_then_resumed,
+)
 
 
 def test_a_run_folder_holds_adapter_checkpoints_config_and_log(workspace, tmp_path):
@@ -42,22 +48,7 @@ def test_training_lowers_every_dimension_loss(workspace, tmp_path):
 
 def test_resume_after_an_interruption_ends_with_the_same_adapter(workspace, tmp_path, monkeypatch):
     train(make_config(workspace, tmp_path / "straight"))
-
-    calls = {"count": 0}
-    original = trainer_module.GradientBuffers.combine
-
-    def interrupt_at_step_four(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:  # steps 1-3 done, checkpoint step-2 written
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt_at_step_four)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_config(workspace, tmp_path / "resumed"))
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
-    train(make_config(workspace, tmp_path / "resumed"), resume=True)
-
+    train_interrupted_then_resumed(make_config(workspace, tmp_path / "resumed"), monkeypatch, stop_at_step=4)
     assert max_difference(adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "resumed")) <= 1e-6
     assert losses(tmp_path / "resumed") == pytest.approx(losses(tmp_path / "straight"), abs=1e-6)
 
@@ -74,20 +65,7 @@ def test_resume_with_tchebycheff_running_min_and_dropout(workspace, tmp_path, mo
         {"name": "b", "train": [{"path": str(workspace / "b.jsonl")}], "ideal": "running_min"},
     ]
     train(make_config(workspace, tmp_path / "straight", **overrides))
-    original = trainer_module.GradientBuffers.combine
-    calls = {"count": 0}
-
-    def interrupt(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 5:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_config(workspace, tmp_path / "resumed", **overrides))
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
-    train(make_config(workspace, tmp_path / "resumed", **overrides), resume=True)
+    train_interrupted_then_resumed(make_config(workspace, tmp_path / "resumed", **overrides), monkeypatch, 5)
     assert max_difference(adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "resumed")) <= 1e-6
     state = json.loads((tmp_path / "resumed" / "checkpoints" / "step-6" / "trainer_state.json").read_text())
     assert state["scalarizer"]["running_min"][0] is not None  # the SFT dimension's ideal point was tracked
@@ -98,20 +76,9 @@ def test_sigkill_mid_training_then_resume_gives_the_same_adapter(workspace, tmp_
     for run in (straight, killed):
         dump_yaml(config_dict(workspace, run, max_steps=8), tmp_path / f"{run.name}.yaml")
     command = [sys.executable, "-m", "panacea.cli", "train"]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run([*command, str(tmp_path / "straight.yaml")], check=True, env=environment, capture_output=True)
-
-    process = subprocess.Popen([*command, str(tmp_path / "killed.yaml")], env=environment, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (killed / "checkpoints" / "step-4" / "trainer_state.json").exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its checkpoint"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "adapter").exists()  # it really died mid-run
-    subprocess.run(
-        [*command, str(tmp_path / "killed.yaml"), "--resume"], check=True, env=environment, capture_output=True
-    )
+    subprocess.run([*command, str(tmp_path / "straight.yaml")], check=True, capture_output=True)
+    kill_when_checkpointed([*command, str(tmp_path / "killed.yaml")], killed / "checkpoints" / "step-4")
+    subprocess.run([*command, str(tmp_path / "killed.yaml"), "--resume"], check=True, capture_output=True)
     assert max_difference(adapter_weights(straight), adapter_weights(killed)) <= 1e-6
 
 
