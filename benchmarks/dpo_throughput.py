@@ -305,8 +305,8 @@ def run_trl(plan: dict, folder: Path) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = load_base_model(plan["model"], device="cpu")
-    records = [load_pairs(PairSource(plan["pool"]), plan["dimension"], [plan["dimension"]])[i] for i in plan["order"]]
-    dataset = Dataset.from_list([conversation(record) for record in records])  # TRL applies the chat template
+    records = load_pairs(PairSource(plan["pool"]), plan["dimension"], [plan["dimension"]])
+    dataset = Dataset.from_list([conversation(records[i]) for i in plan["order"]])  # TRL applies the chat template
     args = DPOConfig(
         output_dir=str(folder / "run"),
         seed=plan["seed"],
