@@ -10,6 +10,7 @@ from typing import Literal
 
 import pytest
 import yaml
+from panacea.training import TrainConfig
 
 from panacea import PanaceaConfig
 from panacea._config import (
@@ -21,7 +22,6 @@ from panacea._config import (
     load_yaml,
     parse_yaml_value,
 )
-from panacea.demo import DemoConfig
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -362,13 +362,14 @@ def test_panacea_config_reads_exponent_floats_from_yaml(tmp_path):
     assert PanaceaConfig.from_dict(load_yaml(path), where=str(path)) == config
 
 
-def test_demo_config_file_holds_the_defaults():
-    assert DemoConfig.from_yaml(REPOSITORY / "configs" / "demo.yaml") == DemoConfig()
-
-
-def test_demo_config_reads_exponent_floats_and_rejects_unknown_keys(tmp_path):
-    config = DemoConfig.from_yaml(write(tmp_path, "adapter: {svd_rank: 2, init_std: 2e-2}\n", "demo.yaml"))
-    assert PanaceaConfig.from_dict(config.adapter).init_std == 0.02
+def test_train_config_reads_exponent_floats_in_nested_sections(tmp_path):
+    text = (
+        "adapter: {svd_rank: 2, init_std: 2e-2}\n"
+        "learning_rate: 5e-6\n"
+        "dimensions: [{name: helpful, train: [{path: data/helpful.jsonl.gz}]}]\n"
+    )
+    config = TrainConfig.from_yaml(write(tmp_path, text, "train.yaml"))
+    assert config.learning_rate == 5e-6 and config.adapter_config().init_std == 0.02
     path = write(tmp_path, "promt: hi\n", "typo.yaml")
-    with pytest.raises(ValueError, match=re.escape(f"{path}: unknown DemoConfig key(s) ['promt']")):
-        DemoConfig.from_yaml(path)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: unknown TrainConfig key(s) ['promt']")):
+        TrainConfig.from_yaml(path)
