@@ -23,8 +23,6 @@ from panacea._config import (
     parse_yaml_value,
 )
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class PairSource:
