@@ -14,6 +14,7 @@ from panacea._config import load_config
 from panacea.data import PairSource
 
 from .objectives import OBJECTIVES
+from .scalarisation import SCALARIZERS
 
 SAMPLING = ("per_step", "per_sample", "groups")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
@@ -152,7 +153,9 @@ class TrainConfig:
             "positive integers with max_prompt_length < max_length",
         )
         _require(self.max_prompt_length < self.max_length, "max_prompt_length", self.max_prompt_length, "< max_length")
-        _require(self.scalarization in ("ls", "tche"), "scalarization", self.scalarization, "'ls' or 'tche'")
+        _require(
+            self.scalarization in SCALARIZERS, "scalarization", self.scalarization, f"one of {sorted(SCALARIZERS)}"
+        )
         _require(self.preference_sampling in SAMPLING, "preference_sampling", self.preference_sampling, str(SAMPLING))
         _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
         _require(self.lr_scheduler in SCHEDULERS, "lr_scheduler", self.lr_scheduler, str(SCHEDULERS))

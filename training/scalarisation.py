@@ -31,6 +31,11 @@ class Scalarizer(ABC):
     name: str
     supports_per_sample: bool = False
 
+    @classmethod
+    def from_config(cls, config: Any) -> Scalarizer:
+        """Build from a `TrainConfig` (its dimensions and scalarisation settings)."""
+        return cls()
+
     def sample_weights(self, preferences: Tensor, dimension: int) -> Tensor:
         """Weights (batch,) on the per-sample losses of `dimension`, from their preferences (batch, m)."""
         return torch.ones(preferences.shape[0], dtype=preferences.dtype, device=preferences.device)
@@ -73,6 +78,10 @@ class Tchebycheff(Scalarizer):
 
     name = "tche"
 
+    @classmethod
+    def from_config(cls, config: Any) -> Tchebycheff:
+        return cls([dimension.ideal_rule for dimension in config.dimensions], config.tchebycheff_epsilon)
+
     def __init__(self, ideal: Sequence[float | str], epsilon: float = 1e-3) -> None:
         """`ideal`: per dimension a number (a fixed ẑ_i) or "running_min"."""
         self.ideal = list(ideal)
@@ -113,4 +122,4 @@ class Tchebycheff(Scalarizer):
             raise ValueError(f"Tchebycheff state 'running_min' must be finite, got {running_min!r}.")
 
 
-SCALARIZERS = {"ls": LinearScalarization, "tche": Tchebycheff}
+SCALARIZERS: dict[str, type[Scalarizer]] = {"ls": LinearScalarization, "tche": Tchebycheff}  # the only list

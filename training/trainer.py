@@ -45,7 +45,7 @@ from .config import TrainConfig
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, implicit_rewards, sft_loss
 from .reference import reference_log_probs
-from .scalarisation import LinearScalarization, Scalarizer, Tchebycheff
+from .scalarisation import SCALARIZERS, Scalarizer
 from .tracking import JSONLTracker
 
 logger = logging.getLogger(__name__)
@@ -425,9 +425,7 @@ def reference_settings(config: TrainConfig) -> dict:
 
 
 def build_scalarizer(config: TrainConfig) -> Scalarizer:
-    if config.scalarization == "tche":
-        return Tchebycheff([dimension.ideal_rule for dimension in config.dimensions], config.tchebycheff_epsilon)
-    return LinearScalarization()
+    return SCALARIZERS[config.scalarization].from_config(config)
 
 
 def _save_checkpoint(config, output_dir, model, optimizer, scheduler, state, accelerator: Accelerator) -> None:
