@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from panacea.adapters import PanaceaModel, get_panacea_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -51,6 +51,9 @@ from .tracking import JSONLTracker
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+# Data parallelism only: every process holds the whole adapter and the buffers are all-reduced. Sharded
+# training (FSDP, DeepSpeed) would need each shard's partial Gram matrix; it is refused at start-up.
+SUPPORTED_DISTRIBUTED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 class TrainingError(RuntimeError):
@@ -101,6 +104,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         log_with=[tracker, "tensorboard"],  # TensorBoard only where it is installed (accelerate filters it)
         project_dir=output_dir,
     )
+    if accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
+        raise ValueError(
+            f"accelerate launched this run as {accelerator.distributed_type.value}; panacea's trainer supports one "
+            "process or data parallelism (MULTI_CPU, MULTI_GPU) so far. Launch without FSDP/DeepSpeed/XLA options."
+        )
     if config.device.startswith("cuda") and accelerator.device.type != "cuda":
         raise ValueError(f"TrainConfig.device is {config.device!r} but CUDA is not available; use 'cpu' or 'auto'.")
     group_size, round_size = config.batch_size // config.num_groups, config.micro_batch_size * accelerator.num_processes

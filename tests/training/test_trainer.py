@@ -168,3 +168,12 @@ def test_gradient_checkpointing_follows_the_same_trajectory(workspace, tmp_path)
     train(make_config(workspace, tmp_path / "checkpointed", max_steps=3, save_steps=3, gradient_checkpointing=True))
     assert losses(tmp_path / "checkpointed") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
     assert max_difference(adapter_weights(tmp_path / "plain"), adapter_weights(tmp_path / "checkpointed")) <= 1e-6
+
+
+def test_a_sharded_launch_is_refused_at_start_up(workspace, tmp_path, monkeypatch):
+    from panacea.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "SUPPORTED_DISTRIBUTED", ())  # as if launched with FSDP or DeepSpeed
+    with pytest.raises(ValueError, match="supports one process or data parallelism"):
+        train(make_config(workspace, tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.yaml").exists()
