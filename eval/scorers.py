@@ -113,5 +113,8 @@ def load_pair_sets(config, tokenizer) -> list[PairSet]:
                 [source], dimension.name, config.dimension_names, tokenizer, config.max_length, config.max_prompt_length
             )
             label = Path(source.path).name.split(".")[0]
+            taken = {pair_set.name for pair_set in sets}
+            if f"{dimension.name}/{label}" in taken:  # two sources with one file stem: keep both columns apart
+                label = f"{label}-{sum(name.startswith(f'{dimension.name}/{label}') for name in taken) + 1}"
             sets.append(PairSet(dimension.name, label, pairs, dimension.beta))
     return sets
