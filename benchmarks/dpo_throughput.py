@@ -153,7 +153,7 @@ def our_draw_order(pairs: list[TokenizedPair], seed: int) -> list[int]:
     """
     from panacea.training.trainer import DimensionData
 
-    dimension = DimensionData("order", 0, pairs, None, seed=seed * 1000)
+    dimension = DimensionData(None, pairs, None, seed=seed * 1000)  # only its data order is used here
     return dimension.indices(torch.arange(len(pairs))).tolist()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from panacea.adapters import PanaceaModel
 from panacea.training.logprobs import collate_pairs, response_log_probs
-from panacea.training.objectives import implicit_rewards
+from panacea.training.objectives import reward_margin
 from panacea.training.reference import reference_log_probs
 from torch import Tensor
 
@@ -66,8 +66,8 @@ def score_pairs(
                 autocast=autocast,
             )
             policy = _policy_log_probs(model, pair_set.pairs, preferences, pad_token_id, batch_size, autocast)
-            margins = implicit_rewards(policy[..., 0], reference[:, 0], pair_set.beta) - implicit_rewards(
-                policy[..., 1], reference[:, 1], pair_set.beta
+            margins = reward_margin(
+                policy[..., 0], policy[..., 1], reference[:, 0], reference[:, 1], pair_set.beta
             )  # (n, pairs)
             for point, row in enumerate(margins):
                 results[point][pair_set.name] = {

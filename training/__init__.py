@@ -1,7 +1,7 @@
 """Training: DPO/SFT objectives, LS/Tchebycheff scalarisation, and the accelerate trainer."""
 
 from .config import DimensionConfig, TrainConfig
-from .objectives import dpo_loss, implicit_rewards, sft_loss
+from .objectives import dpo_loss, implicit_rewards, reward_margin, sft_loss
 from .scalarisation import LinearScalarization, Scalarizer, Tchebycheff
 from .trainer import TrainingError, TrainResult, train
 
@@ -15,6 +15,7 @@ __all__ = [
     "TrainingError",
     "dpo_loss",
     "implicit_rewards",
+    "reward_margin",
     "sft_loss",
     "train",
 ]

@@ -20,18 +20,24 @@ def implicit_rewards(policy_logps: Tensor, reference_logps: Tensor, beta: float)
     return beta * (policy_logps - reference_logps)
 
 
+def reward_margin(
+    policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float
+) -> Tensor:
+    """z = r̂(y_w) − r̂(y_l) = β [(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))], shape (batch,).
+
+    DPO's logit, and the held-out margin (the pair counts as correct when z > 0); inputs are summed
+    response log-probs of shape (batch,).
+    """
+    return implicit_rewards(policy_chosen, reference_chosen, beta) - implicit_rewards(
+        policy_rejected, reference_rejected, beta
+    )
+
+
 def dpo_loss(
     policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: Tensor, reference_rejected: Tensor, beta: float
 ) -> Tensor:
-    """Per-pair DPO loss softplus(−z) = −log σ(z) (Rafailov et al. 2023, arXiv 2305.18290), shape (batch,).
-
-    z = β [(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))]; inputs are summed
-    response log-probs of shape (batch,).
-    """
-    z = implicit_rewards(policy_chosen, reference_chosen, beta) - implicit_rewards(
-        policy_rejected, reference_rejected, beta
-    )
-    return F.softplus(-z)
+    """Per-pair DPO loss softplus(−z) = −log σ(z) (Rafailov et al. 2023, arXiv 2305.18290), shape (batch,)."""
+    return F.softplus(-reward_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta))
 
 
 def sft_loss(policy_chosen: Tensor, chosen_tokens: Tensor) -> Tensor:

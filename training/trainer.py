@@ -41,9 +41,9 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import DimensionConfig, TrainConfig
 from .logprobs import collate_pairs, response_log_probs
-from .objectives import dpo_loss, implicit_rewards, sft_loss
+from .objectives import dpo_loss, reward_margin, sft_loss
 from .reference import reference_log_probs
 from .scalarisation import SCALARIZERS, Scalarizer
 from .tracking import JSONLTracker
@@ -64,12 +64,15 @@ class TrainingError(RuntimeError):
 class DimensionData:
     """One dimension's training pairs, their reference log-probs (DPO), and its deterministic data order."""
 
-    name: str
-    index: int  # position in TrainConfig.dimensions (and in λ)
+    config: DimensionConfig  # name, objective, β
     pairs: list[TokenizedPair]
     reference: Tensor | None  # (pairs, 2): log π_ref of chosen, rejected; None for SFT
     seed: int
     _order: tuple[int, Tensor] | None = None  # (epoch, permutation) of the last epoch used
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
     def indices(self, positions: Tensor) -> Tensor:
         """Pair indices at stream `positions` (a 1-D run of consecutive positions): epoch-wise seeded shuffles."""
@@ -282,7 +285,7 @@ def _accumulate(
     metrics = {"tokens": float(tokens)}
     for i, dimension in enumerate(dimensions):
         metrics[f"loss/{dimension.name}"] = float(stats[i, 0]) / config.batch_size
-        if config.dimensions[i].objective == "dpo":
+        if dimension.config.objective == "dpo":
             metrics[f"accuracy/{dimension.name}"] = float(stats[i, 1]) / config.batch_size
             metrics[f"margin/{dimension.name}"] = float(stats[i, 2]) / config.batch_size
     return metrics, (sums / group_size).float()
@@ -298,7 +301,7 @@ def _pair_losses(
     accelerator: Accelerator,
 ) -> tuple[Tensor, float, float, int]:
     """Per-pair losses (micro,) of one micro-batch at per-pair preferences (micro, m); plus DPO stats and tokens."""
-    objective = config.dimensions[dimension.index].objective
+    objective = dimension.config.objective
     pairs = [dimension.pairs[index] for index in indices.tolist()]
     batch = collate_pairs(pairs, pad_token_id, with_rejected=objective == "dpo").to(accelerator.device)
     shared = bool((preferences == preferences[0]).all())  # one λ for the whole micro-batch: the cheaper shape
@@ -309,11 +312,9 @@ def _pair_losses(
         return sft_loss(logps, batch.response_tokens.to(logps.device)), 0.0, 0.0, batch.num_tokens
     chosen, rejected = logps.view(2, len(pairs))
     reference = dimension.reference[indices].to(logps.device)  # (micro, 2)
-    beta = config.dimensions[dimension.index].beta
+    beta = dimension.config.beta
     losses = dpo_loss(chosen, rejected, reference[:, 0], reference[:, 1], beta)
-    margins = (
-        implicit_rewards(chosen, reference[:, 0], beta) - implicit_rewards(rejected, reference[:, 1], beta)
-    ).detach()
+    margins = reward_margin(chosen, rejected, reference[:, 0], reference[:, 1], beta).detach()
     return losses, float((margins > 0).sum()), float(margins.sum()), batch.num_tokens
 
 
@@ -423,7 +424,7 @@ def _load_dimensions(
                     settings=reference_settings(config),
                     autocast=accelerator.autocast,
                 )
-        result.append(DimensionData(dimension.name, index, pairs, reference, seed=config.seed * 1000 + index))
+        result.append(DimensionData(dimension, pairs, reference, seed=config.seed * 1000 + index))
     return result
 
 
