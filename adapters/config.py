@@ -17,11 +17,19 @@ class PanaceaConfig:
     """Configuration of a Panacea adapter (docs/algorithms.md, "The SVD-LoRA adapter").
 
     Every targeted linear layer W0 gets `W0 + scaling · B diag([σ, s·λ]) A` with A: (k+m, in),
-    B: (out, k+m), σ: (k,) and one scalar s per layer.
+    B: (out, k+m), σ: (k,) and one scalar s per layer. With `preference_rank` r > 1 each λ_i scales
+    r directions (ours): d = [σ, s·λ_1 (r times), …, s·λ_m (r times)] and the rank is k + m·r.
     """
 
     svd_rank: int = field(default=8, metadata={"help": "k, the number of free learned singular values."})
     num_preferences: int = field(default=2, metadata={"help": "m, the number of objectives (length of λ)."})
+    preference_rank: int = field(
+        default=1,
+        metadata={
+            "help": "r, the singular directions each preference weight scales in every layer: 1 in Panacea; "
+            "r > 1 (ours) gives each dimension a rank-r subspace of its own. The adapter's rank is k + m·r."
+        },
+    )
     preference_names: list[str] | None = field(
         default=None,
         metadata={
@@ -40,14 +48,14 @@ class PanaceaConfig:
         default=None, metadata={"help": "Modules never adapted: a list of name suffixes or a regex, as in peft."}
     )
     alpha: float | None = field(
-        default=None, metadata={"help": "scaling = alpha / (k + m); None means alpha = k + m (scaling 1)."}
+        default=None, metadata={"help": "scaling = alpha / rank (rank = k + m·r); None means alpha = rank (scaling 1)."}
     )
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input, as peft's lora_dropout."})
     init: InitScheme = field(
         default="gaussian",
         metadata={
             "help": "How A and B start: 'gaussian' N(0, init_std²) (docs/algorithms.md); 'orthogonal' random "
-            "orthonormal rows of A and columns of B; 'svd' the top k+m singular vectors of W0; 'lora' A "
+            "orthonormal rows of A and columns of B; 'svd' the top k+m·r singular vectors of W0; 'lora' A "
             "Kaiming-uniform exactly as peft's lora_A, B = 0, σ = s = 1 (trains at once, as a peft LoRA). "
             "With their default σ and s, all start exactly at the base model."
         },
@@ -81,6 +89,12 @@ class PanaceaConfig:
         if isinstance(self.preference_names, tuple):
             self.preference_names = list(self.preference_names)
         _require(_is_int(self.svd_rank) and self.svd_rank >= 0, "svd_rank", self.svd_rank, "an integer >= 0")
+        _require(
+            _is_int(self.preference_rank) and self.preference_rank >= 1,
+            "preference_rank",
+            self.preference_rank,
+            "an integer >= 1",
+        )
         _require(
             _is_int(self.num_preferences) and self.num_preferences >= 1,
             "num_preferences",
@@ -161,8 +175,8 @@ class PanaceaConfig:
 
     @property
     def rank(self) -> int:
-        """k + m, the rank of the adapter (and of an exported LoRA)."""
-        return self.svd_rank + self.num_preferences
+        """k + m·r, the rank of the adapter (and of an exported LoRA)."""
+        return self.svd_rank + self.num_preferences * self.preference_rank
 
     @property
     def scaling(self) -> float:

@@ -57,6 +57,7 @@ class PanaceaLinear(nn.Module):
         shapes = self.parameter_shapes(base_layer, config)
         self.out_features, self.in_features = shapes["lora_B"][0], shapes["lora_A"][1]
         self.svd_rank, self.num_preferences = config.svd_rank, config.num_preferences
+        self.preference_rank = config.preference_rank
         self.scaling = config.scaling
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.preference_state = state
@@ -72,7 +73,7 @@ class PanaceaLinear(nn.Module):
 
     @staticmethod
     def parameter_shapes(base_layer: nn.Module, config: PanaceaConfig) -> dict[str, tuple[int, ...]]:
-        """Shapes of A (k+m, in), B (out, k+m), σ (k,) and s () for an adapter on `base_layer`."""
+        """Shapes of A (k+m·r, in), B (out, k+m·r), σ (k,) and s () for an adapter on `base_layer`."""
         if not isinstance(base_layer, SUPPORTED_LAYERS):
             raise TypeError(
                 f"Panacea adapts nn.Linear and transformers Conv1D layers, got {type(base_layer).__name__}; "
@@ -102,7 +103,7 @@ class PanaceaLinear(nn.Module):
             rank = config.rank
             if rank > min(self.in_features, self.out_features):
                 raise ValueError(
-                    f"init='svd' needs k + m = {rank} <= min(in, out) = {min(self.in_features, self.out_features)}; "
+                    f"init='svd' needs k + m·r = {rank} <= min(in, out) = {min(self.in_features, self.out_features)}; "
                     "use a smaller svd_rank or init='orthogonal'."
                 )
             left, _, right = torch.linalg.svd(
@@ -117,8 +118,13 @@ class PanaceaLinear(nn.Module):
         self.preference_scale.fill_(preference_scale)
 
     def diagonal(self, preference: torch.Tensor) -> torch.Tensor:
-        """scaling · [σ, s·λ]: shape (k+m,) for λ of shape (m,), (batch, k+m) for λ of shape (batch, m)."""
+        """scaling · [σ, s·λ]: shape (k+m·r,) for λ of shape (m,), (batch, k+m·r) for λ of shape (batch, m).
+
+        With r = preference_rank > 1, every λ_i is repeated r times: dimension i scales columns k+i·r … k+i·r+r−1.
+        """
         preference = preference.to(self.lora_A)
+        if self.preference_rank > 1:
+            preference = preference.repeat_interleave(self.preference_rank, dim=-1)
         singular_values = self.singular_values.expand(*preference.shape[:-1], self.svd_rank)
         return torch.cat([singular_values, self.preference_scale * preference], dim=-1) * self.scaling
 
@@ -182,7 +188,7 @@ class PanaceaLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, svd_rank={self.svd_rank}, "
-            f"num_preferences={self.num_preferences}, scaling={self.scaling:g}"
+            f"num_preferences={self.num_preferences}, preference_rank={self.preference_rank}, scaling={self.scaling:g}"
         )
 
 

@@ -300,7 +300,7 @@ class PanaceaModel(nn.Module):
 
     @torch.no_grad()
     def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike) -> None:
-        """Write a plain peft LoRA (r = k + m) that reproduces this model at the fixed preference λ.
+        """Write a plain peft LoRA (rank k + m·r) that reproduces this model at the fixed preference λ.
 
         lora_A = A, lora_B = scaling · B diag(d), lora_alpha = r; load it with `peft.PeftModel.from_pretrained`.
         The folder also holds a README.md, and the safetensors metadata records λ ({name: weight} when the

@@ -55,6 +55,26 @@ def test_per_sample_preference_matches_dense_reference_row_by_row():
         torch.testing.assert_close(output[row], expected, rtol=0, atol=1e-12)
 
 
+def test_preference_rank_gives_each_weight_r_directions_of_its_own():
+    layer, state = make_layer(preference_rank=3)
+    assert layer.lora_A.shape == (3 + 2 * 3, IN) and layer.lora_B.shape == (OUT, 9)
+    preferences = torch.tensor([[0.3, 0.7], [1.0, 0.0]], dtype=torch.float64)
+    state.preference = preferences
+    x = torch.randn(2, 4, IN, dtype=torch.float64)
+    output = layer(x)
+    for row, preference in enumerate(preferences):  # d = [σ, s λ1, s λ1, s λ1, s λ2, s λ2, s λ2], written out
+        lam1, lam2 = preference.tolist()
+        weights = torch.tensor([lam1] * 3 + [lam2] * 3, dtype=torch.float64)
+        d = torch.cat([layer.singular_values, layer.preference_scale * weights])
+        weight = layer.base_layer.weight + layer.scaling * layer.lora_B @ torch.diag(d) @ layer.lora_A
+        torch.testing.assert_close(output[row], x[row] @ weight.T + layer.base_layer.bias, rtol=0, atol=1e-12)
+    state.preference = preferences[1]  # at the vertex, dimension 2's three directions contribute nothing
+    before = layer(x)
+    with torch.no_grad():
+        layer.lora_B[:, 6:].normal_()
+    torch.testing.assert_close(layer(x), before, rtol=0, atol=0)
+
+
 def test_conv1d_layer_matches_dense_reference():
     torch.manual_seed(0)
     base = Conv1D(OUT, IN).double()  # weight stored as (in, out)
@@ -200,7 +220,7 @@ def test_svd_init_uses_the_top_singular_vectors_of_w0():
     singular_values = torch.linalg.svdvals(base.weight)[:5]
     # W0 v_i = σ_i u_i for the top five right/left singular vector pairs.
     torch.testing.assert_close(base.weight @ layer.lora_A.T, layer.lora_B * singular_values, atol=1e-10, rtol=0)
-    with pytest.raises(ValueError, match="init='svd' needs k \\+ m = 20 <= min\\(in, out\\) = 16"):
+    with pytest.raises(ValueError, match="init='svd' needs k \\+ m·r = 20 <= min\\(in, out\\) = 16"):
         PanaceaLinear(base, PanaceaConfig(svd_rank=18, num_preferences=2, init="svd"), PreferenceState())
 
 

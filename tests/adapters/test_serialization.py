@@ -187,6 +187,21 @@ def test_export_loads_in_plain_peft_and_reproduces_logits(tmp_path, make_base, p
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 5, 5)
 
 
+def test_preference_rank_saves_loads_and_exports_at_rank_k_plus_m_times_r(tmp_path):
+    model = panacea_llama(preference_rank=2)
+    model.save_pretrained(tmp_path / "adapter")
+    loaded = PanaceaModel.from_pretrained(tiny_llama(), tmp_path / "adapter")
+    model.export_lora([0.4, 0.6], tmp_path / "lora")
+    exported = PeftModel.from_pretrained(tiny_llama(), tmp_path / "lora").eval()
+    ids = input_ids()
+    with torch.no_grad():
+        expected = model(ids, preference=[0.4, 0.6]).logits
+        assert torch.equal(loaded(ids, preference=[0.4, 0.6]).logits, expected)
+        assert torch.equal(exported(ids).logits, expected)
+    assert loaded.panacea_config.preference_rank == 2
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["r"] == 3 + 2 * 2
+
+
 def test_export_of_a_bfloat16_model_reproduces_its_logits(tmp_path):
     model = get_panacea_model(
         tiny_llama().to(torch.bfloat16), PanaceaConfig(svd_rank=3, num_preferences=2, dropout=0.1)
