@@ -3,6 +3,8 @@
 1. Train `configs/demo.yaml` (a finished run with the same config is reused, an interrupted one resumed).
 2. Score every grid point on held-out pairs: DPO implicit-reward accuracy and margin per pair set,
    with Spearman's ρ of each score against the weight on its own dimension (printed, JSON, PNG).
+   Then train one single-objective model per dimension (λ fixed to its vertex, same budget) and report
+   the range ratio R_i: how far λ moves the model compared with how far those models lie apart.
 3. Generate one answer at each vertex of the simplex, and export one trade-off as a plain peft LoRA.
 """
 
@@ -20,6 +22,7 @@ from panacea._io import write_json
 from panacea.base_model import load_base_model
 from panacea.eval.report import format_table, monotonicity, plot_pairs, results_document
 from panacea.eval.scorers import load_pair_sets, score_pairs
+from panacea.eval.steering import format_steering, range_ratios, single_objective_scores
 from panacea.generation import generate_text
 from panacea.preferences import simplex_grid
 from panacea.training import TrainConfig, train
@@ -47,9 +50,10 @@ def run_demo(
 
     grid = simplex_grid(len(names), config.eval_grid)
     evaluated = time.perf_counter()
+    pair_sets = load_pair_sets(config, tokenizer)
     scores = score_pairs(
         model,
-        load_pair_sets(config, tokenizer),
+        pair_sets,
         grid,
         pad_token_id=tokenizer.pad_token_id,
         batch_size=config.eval_batch_size,
@@ -58,12 +62,22 @@ def run_demo(
     )
     rho = monotonicity(grid, scores, names)
     table = format_table(grid, scores, names, rho)
+    print(f"\nheld-out pairs at each λ (accuracy / mean margin), {time.perf_counter() - evaluated:.0f} s:\n{table}")
+
+    # How far λ steers: the same budget spent on each dimension alone gives the yardstick R_i divides by.
+    single = single_objective_scores(config, pair_sets, tokenizer.pad_token_id)
+    ratios = range_ratios(grid, scores, names, single)
+    steering = format_steering(rho, ratios, single)
+    print(f"\nsteering: Spearman ρ of each score with its own weight, and the range ratio R_i\n{steering}")
+
     eval_dir = result.output_dir / "eval"
     plot = plot_pairs(grid, scores, names, eval_dir / "pairs.png", title=f"{config.output_dir}: held-out pairs over λ")
     document = results_document(
         grid,
         scores,
         rho,
+        single_objective=single,
+        range_ratio=ratios,
         scorer="pairs: DPO implicit-reward accuracy and mean margin on held-out pairs",
         dimensions=names,
         seed=config.seed,
@@ -72,8 +86,7 @@ def run_demo(
         overrides=list(overrides),
     )
     write_json(eval_dir / "pairs.json", document)
-    (eval_dir / "pairs.md").write_text(table + "\n")
-    print(f"\nheld-out pairs at each λ (accuracy / mean margin), {time.perf_counter() - evaluated:.0f} s:\n{table}")
+    (eval_dir / "pairs.md").write_text(f"{table}\n\n{steering}\n")
     print(f"\nwrote {eval_dir / 'pairs.json'}, {eval_dir / 'pairs.md'} and the plot {plot}")
 
     print(f"\nprompt: {prompt}")

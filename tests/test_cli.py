@@ -61,6 +61,11 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert [point["preference"] for point in document["points"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     assert set(document["points"][0]["scores"]) == {"a/a", "b/b"}
     assert (tmp_path / "trained" / "eval" / "pairs.png").stat().st_size > 0
+    # the steering yardstick: one single-objective model per dimension, and R_i beside Spearman's ρ
+    assert "range ratio R" in output and "| a/a |" in output
+    assert set(document["single_objective"]) == {"a", "b"} and set(document["range_ratio"]) == {"a/a", "b/b"}
+    for name in ("a", "b"):
+        assert (tmp_path / "trained" / "single-objective" / name / "adapter").is_dir()
     assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
     assert "trained 2 steps" in capsys.readouterr().out
 

@@ -12,11 +12,12 @@ from panacea.adapters import PanaceaConfig
 
 from panacea._config import load_config
 from panacea.data import PairSource
+from panacea.preferences import validate_preference
 
 from .objectives import OBJECTIVES
 from .scalarisation import SCALARIZERS
 
-SAMPLING = ("per_step", "per_sample", "groups")
+SAMPLING = ("per_step", "per_sample", "groups", "fixed")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -98,11 +99,19 @@ class TrainConfig:
     scalarization: Literal["ls", "tche"] = field(
         default="ls", metadata={"help": "'ls' (Σ λ_i L_i) or 'tche' (Tchebycheff, max_i λ_i (L_i − ẑ_i))."}
     )
-    preference_sampling: Literal["per_step", "per_sample", "groups"] = field(
+    preference_sampling: Literal["per_step", "per_sample", "groups", "fixed"] = field(
         default="per_step",
         metadata={
             "help": "'per_step': one λ per step (Panacea); 'per_sample': one λ per pair (LS only, ours); "
-            "'groups': `preference_groups` λs per step, each with a slice of every dimension's batch (ours)."
+            "'groups': `preference_groups` λs per step, each with a slice of every dimension's batch (ours); "
+            "'fixed': always `fixed_preference` (a single-objective model at a vertex, for the range ratio)."
+        },
+    )
+    fixed_preference: list[float] | dict[str, float] | None = field(
+        default=None,
+        metadata={
+            "help": "λ of 'fixed' sampling, as a list in `dimensions` order or {name: weight}. Dimensions "
+            "with weight 0 are neither forwarded nor given reference log-probs."
         },
     )
     preference_groups: int = field(default=1, metadata={"help": "G, the λ-groups per step ('groups' sampling)."})
@@ -202,11 +211,31 @@ class TrainConfig:
                 f"TrainConfig.preference_groups is {self.preference_groups}, but only 'groups' sampling uses it; "
                 "set preference_sampling: groups, or preference_groups: 1."
             )
+        if (self.preference_sampling == "fixed") != (self.fixed_preference is not None):
+            raise ValueError(
+                "TrainConfig: preference_sampling 'fixed' and fixed_preference go together; got "
+                f"preference_sampling {self.preference_sampling!r} with fixed_preference {self.fixed_preference!r}."
+            )
+        if self.fixed_preference is not None:
+            try:
+                fixed = validate_preference(self.fixed_preference, len(names), names)
+            except ValueError as error:
+                raise ValueError(f"TrainConfig.fixed_preference: {error}") from None
+            if fixed.ndim != 1:
+                raise ValueError(f"TrainConfig.fixed_preference must be one λ, got shape {tuple(fixed.shape)}.")
+            self.fixed_preference = fixed.tolist()
         self.adapter_config()  # refuse a bad adapter section now, before any model or data loads
 
     @property
     def dimension_names(self) -> list[str]:
         return [dimension.name for dimension in self.dimensions]
+
+    @property
+    def trained_dimensions(self) -> list[bool]:
+        """Which dimensions are forwarded: all, except those with weight 0 under 'fixed' sampling."""
+        if self.fixed_preference is None:
+            return [True] * len(self.dimensions)
+        return [weight > 0 for weight in self.fixed_preference]
 
     @property
     def num_groups(self) -> int:

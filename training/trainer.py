@@ -187,8 +187,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         state.scalarizer = scalarizer.state_dict()
         state.train_seconds += elapsed
         state.tokens_seen += int(metrics["tokens"])
-        for dimension in dimensions:
-            state.pairs_seen[dimension.name] += config.batch_size
+        for dimension, trained in zip(dimensions, config.trained_dimensions, strict=True):
+            state.pairs_seen[dimension.name] += config.batch_size if trained else 0
         metrics.update(
             grad_norm=grad_norm, lr=scheduler.get_last_lr()[0], tokens_per_second=metrics["tokens"] / elapsed
         )
@@ -226,9 +226,14 @@ class StepPreferences:
 
 
 def draw_preferences(config: TrainConfig, step: int) -> StepPreferences:
-    """λ ~ Dirichlet(α·1) for `step`, from a generator seeded by (seed, step): resuming needs no RNG state."""
+    """λ ~ Dirichlet(α·1) for `step`, from a generator seeded by (seed, step): resuming needs no RNG state.
+
+    Under 'fixed' sampling, always `fixed_preference`.
+    """
     rng = np.random.default_rng([config.seed, step])
     m, alpha = len(config.dimensions), config.dirichlet_alpha
+    if config.fixed_preference is not None:  # a single-objective (or any fixed-trade-off) model
+        return StepPreferences(groups=torch.tensor([config.fixed_preference]))
     if config.preference_sampling == "per_sample":  # one λ per pair of every dimension (LS only; ours)
         draws = sample_preferences(m, m * config.batch_size, concentration=alpha, rng=rng)
         per_sample = draws.view(m, config.batch_size, m)  # (dimension, pair, m)
@@ -257,6 +262,7 @@ def _accumulate(
     world, rank = accelerator.num_processes, accelerator.process_index
     micro, group_size = config.micro_batch_size, config.batch_size // groups
     rounds = config.batch_size // (micro * world)
+    trained = config.trained_dimensions
     # Per unit (g, i): Σ w·ℓ (the unit's loss before division); per dimension: Σ ℓ, Σ correct, Σ margin; tokens.
     sums = torch.zeros(groups, m, dtype=torch.float64)
     stats = torch.zeros(m, 3, dtype=torch.float64)
@@ -266,6 +272,8 @@ def _accumulate(
         positions = round_index * micro * world + rank * micro + torch.arange(micro)  # in the global batch
         group = int(positions[0]) // group_size
         for i, dimension in enumerate(dimensions):
+            if not trained[i]:  # weight 0 under 'fixed' sampling: its loss cannot move the update
+                continue
             indices = dimension.indices(step * config.batch_size + positions)  # each step draws batch_size pairs
             rows = preferences.rows(i, positions, group_size)  # (micro, m)
             losses, correct, margins, batch_tokens = _pair_losses(
@@ -284,6 +292,8 @@ def _accumulate(
             dist.all_reduce(tensor)
     metrics = {"tokens": float(tokens)}
     for i, dimension in enumerate(dimensions):
+        if not trained[i]:
+            continue
         metrics[f"loss/{dimension.name}"] = float(stats[i, 0]) / config.batch_size
         if dimension.config.objective == "dpo":
             metrics[f"accuracy/{dimension.name}"] = float(stats[i, 1]) / config.batch_size
@@ -414,7 +424,7 @@ def _load_dimensions(
             config.max_prompt_length,
         )
         reference = None
-        if dimension.objective == "dpo":
+        if dimension.objective == "dpo" and config.trained_dimensions[index]:
             with accelerator.main_process_first():  # the first computes and caches; the others then read the cache
                 reference = reference_log_probs(
                     model,
@@ -472,6 +482,6 @@ def _restore_rng(states: dict[str, Tensor], accelerator: Accelerator) -> None:
 
 
 def _postfix(metrics: dict[str, float], config: TrainConfig) -> dict[str, str]:
-    postfix = {name: f"{metrics[f'loss/{name}']:.3f}" for name in config.dimension_names}
+    postfix = {name: f"{metrics[f'loss/{name}']:.3f}" for name in config.dimension_names if f"loss/{name}" in metrics}
     postfix["tok/s"] = f"{metrics['tokens_per_second']:.0f}"
     return postfix

@@ -92,6 +92,29 @@ def test_preference_groups_without_groups_sampling_is_refused():
         config(preference_groups=2)
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"preference_sampling": "fixed"}, "preference_sampling 'fixed' and fixed_preference go together"),
+        ({"fixed_preference": [1.0, 0.0]}, "preference_sampling 'fixed' and fixed_preference go together"),
+        ({"preference_sampling": "fixed", "fixed_preference": [1.0]}, r"fixed_preference: .*shape \(2,\)"),
+        ({"preference_sampling": "fixed", "fixed_preference": [0.5, 0.6]}, "fixed_preference: .*sum to 1"),
+        ({"preference_sampling": "fixed", "fixed_preference": [1.5, -0.5]}, "fixed_preference: .*non-negative"),
+        ({"preference_sampling": "fixed", "fixed_preference": {"concise": 1.0}}, "fixed_preference: .*concise"),
+        ({"preference_sampling": "fixed", "fixed_preference": [[1.0, 0.0]]}, "fixed_preference must be one λ"),
+    ],
+)
+def test_a_bad_fixed_preference_is_refused_by_name(fields, message):
+    with pytest.raises(ValueError, match=message):
+        config(**fields)
+
+
+def test_fixed_preference_by_name_becomes_the_vector_and_skips_zero_weights():
+    fixed = config(preference_sampling="fixed", fixed_preference={"harmless": 1.0, "helpful": 0.0})
+    assert fixed.fixed_preference == [0.0, 1.0] and fixed.trained_dimensions == [False, True]
+    assert config().trained_dimensions == [True, True]
+
+
 def test_adapter_num_preferences_conflicting_with_the_dimensions_is_refused():
     with pytest.raises(ValueError, match=r"adapter\.num_preferences is 3 but the dimensions give 2"):
         config(adapter={"num_preferences": 3})

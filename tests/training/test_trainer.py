@@ -46,6 +46,21 @@ def test_training_lowers_every_dimension_loss(workspace, tmp_path):
         assert last < first - 0.02, (name, first, last)
 
 
+def test_fixed_preference_trains_only_the_dimensions_it_weights(workspace, tmp_path):
+    run = tmp_path / "run"
+    config = make_config(workspace, run, preference_sampling="fixed", fixed_preference={"a": 1.0, "b": 0.0})
+    assert config.fixed_preference == [1.0, 0.0] and config.trained_dimensions == [True, False]
+    result = train(config)
+    assert result.state.pairs_seen == {"a": 24, "b": 0}
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all("loss/a" in row and "loss/b" not in row for row in log)
+    # k = 2: column 2 of every B belongs to λ_a and column 3 to λ_b, which is 0, so B's column 3 never moves from 0
+    weights = adapter_weights(run)
+    lora_b = [tensor for name, tensor in weights.items() if name.endswith("lora_B")]
+    assert lora_b and all(bool((tensor[:, 3] == 0).all()) for tensor in lora_b)
+    assert any(bool((tensor[:, 2] != 0).any()) for tensor in lora_b)
+
+
 def test_resume_after_an_interruption_ends_with_the_same_adapter(workspace, tmp_path, monkeypatch):
     train(make_config(workspace, tmp_path / "straight"))
     train_interrupted_then_resumed(make_config(workspace, tmp_path / "resumed"), monkeypatch, stop_at_step=4)

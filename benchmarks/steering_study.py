@@ -1,0 +1,146 @@
+"""The steering study: which settings make λ move the model as far as single-objective models lie apart.
+
+Every setting is `configs/demo.yaml` (helpful vs harmless, the demo budget, seed 0) plus a few
+`--set` overrides. For each: train Panacea, score the 11-point λ grid on the held-out pairs, and
+report per pair set Spearman's ρ with its own weight, the range ratio R_i (eval/steering.py),
+the accuracy at its own vertex and at the opposite one, and the wall time.
+
+The yardstick R_i divides by is fixed per budget: one single-objective model per dimension trained
+with the demo's settings and the setting's budget overrides (steps, pairs) only, so rows differ only
+in what Panacea does. (`make demo` instead trains single-objective models with its own full config.)
+
+Resumable: a finished setting (its study.json) is skipped and an interrupted training resumes.
+
+    nohup python benchmarks/steering_study.py > runs/steering-study.log 2>&1 &
+    python benchmarks/steering_study.py --table        # the Markdown table of what has finished
+    python benchmarks/steering_study.py --only k4 beta0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+from panacea.eval.report import monotonicity
+from panacea.eval.scorers import load_pair_sets, score_pairs
+from panacea.eval.steering import range_ratios, single_objective_scores, vertex_index
+from panacea.training import TrainConfig, train
+from panacea.training.trainer import reference_settings
+
+from panacea._io import write_json
+from panacea.preferences import simplex_grid
+
+BASE_CONFIG = "configs/demo.yaml"
+OUTPUT = Path("runs/steering-study")
+
+# name: (what it varies, Panacea's overrides, budget overrides that the single-objective yardstick shares)
+SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
+    "demo": ("the demo: k=0, init lora (σ=s=1), lr 2e-3 constant, β 0.1, per-sample λ, α 1", [], []),
+    "per_step": ("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"], []),
+    "k4": ("k = 4 shared singular values", ["adapter.svd_rank=4"], []),
+    "beta0.5": ("DPO β = 0.5", ["dimensions.0.beta=0.5", "dimensions.1.beta=0.5"], []),
+    "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
+    "s0.5": ("initial preference scale s = 0.5", ["adapter.init_preference_scale=0.5"], []),
+    "k8": ("k = 8 shared singular values", ["adapter.svd_rank=8"], []),
+    "k2": ("k = 2 shared singular values", ["adapter.svd_rank=2"], []),
+    "steps80": ("twice the steps (80 × 4 pairs per dimension, two epochs)", ["max_steps=80"], ["max_steps=80"]),
+}
+
+
+def run_setting(name: str) -> dict:
+    description, overrides, budget = SETTINGS[name]
+    folder = OUTPUT / name
+    config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={folder / 'run'}"])
+    started = time.perf_counter()
+    result = train(config, resume=True)
+    names = config.dimension_names
+    grid = simplex_grid(len(names), config.eval_grid)
+    pair_sets = load_pair_sets(config, result.tokenizer)
+    scores = score_pairs(
+        result.model,
+        pair_sets,
+        grid,
+        pad_token_id=result.tokenizer.pad_token_id,
+        batch_size=config.eval_batch_size,
+        reference_settings=reference_settings(config),
+        autocast=result.autocast,
+    )
+    state, tokenizer = result.state, result.tokenizer
+    del result
+    gc.collect()
+
+    yardstick = TrainConfig.from_yaml(BASE_CONFIG, [*budget, f"output_dir={OUTPUT / 'yardstick'}"])
+    root = OUTPUT / "yardstick" / ("-".join(budget).replace("=", "") or "demo")
+    single = single_objective_scores(yardstick, pair_sets, tokenizer.pad_token_id, root=root)
+    rho = monotonicity(grid, scores, names)
+    ratios = range_ratios(grid, scores, names, single)
+    vertices = {set_name: {} for set_name in rho}
+    for set_name in rho:
+        own = names.index(set_name.split("/", 1)[0])
+        for label, index in (("own", own), ("other", 1 - own)):
+            vertices[set_name][label] = scores[vertex_index(grid, index)][set_name]
+    record = {
+        "setting": name,
+        "description": description,
+        "command": f"python benchmarks/steering_study.py --only {name}",
+        "config": BASE_CONFIG,
+        "overrides": overrides,
+        "yardstick_overrides": budget,
+        "seed": config.seed,
+        "train_minutes": state.train_seconds / 60,
+        "tokens": state.tokens_seen,
+        "wall_minutes": (time.perf_counter() - started) / 60,
+        "spearman": rho,
+        "range_ratio": ratios,
+        "vertices": vertices,
+        "single_objective": single,
+        "points": [{"preference": p, "scores": s} for p, s in zip(grid.tolist(), scores, strict=True)],
+    }
+    write_json(folder / "study.json", record)
+    return record
+
+
+def table(records: list[dict]) -> str:
+    """One row per setting: per pair set ρ and R (margin, then accuracy), accuracy at own/other vertex; time."""
+    sets = list(records[0]["spearman"])
+    header = ["setting"] + [f"{s}: ρ m / R m / R acc / acc own→other" for s in sets] + ["train min"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for record in records:
+        cells = [f"`{record['setting']}`"]
+        for s in sets:
+            rho, ratio, vertex = record["spearman"][s], record["range_ratio"][s], record["vertices"][s]
+            cells.append(
+                f"{rho['margin']:+.2f} / {ratio['margin']:+.2f} / {ratio['accuracy']:+.2f} / "
+                f"{vertex['own']['accuracy']:.2f}→{vertex['other']['accuracy']:.2f}"
+            )
+        cells.append(f"{record['train_minutes']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(SETTINGS), help="run these settings (default: all)")
+    parser.add_argument("--table", action="store_true", help="print the table of finished settings and exit")
+    args = parser.parse_args(argv)
+    if not args.table:
+        for name in args.only or SETTINGS:
+            if (OUTPUT / name / "study.json").is_file():
+                print(f"{name}: done, skipped")
+                continue
+            print(f"\n=== {name}: {SETTINGS[name][0]}", flush=True)
+            record = run_setting(name)
+            print(json.dumps({"setting": name, "range_ratio": record["range_ratio"], "spearman": record["spearman"]}))
+    done = [OUTPUT / name / "study.json" for name in SETTINGS if (OUTPUT / name / "study.json").is_file()]
+    finished = [json.loads(path.read_text()) for path in done]
+    if finished:
+        print(table(finished))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
