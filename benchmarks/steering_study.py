@@ -44,6 +44,8 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     "k4": ("k = 4 shared singular values", ["adapter.svd_rank=4"], []),
     "beta0.5": ("DPO β = 0.5", ["dimensions.0.beta=0.5", "dimensions.1.beta=0.5"], []),
     "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
+    "r2": ("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"], []),
+    "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_learning_rate=2e-2"], []),
     "s0.5": ("initial preference scale s = 0.5", ["adapter.init_preference_scale=0.5"], []),
     "k8": ("k = 8 shared singular values", ["adapter.svd_rank=8"], []),
     "k2": ("k = 2 shared singular values", ["adapter.svd_rank=2"], []),

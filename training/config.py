@@ -124,6 +124,13 @@ class TrainConfig:
         default=4, metadata={"help": "Pairs per dimension per forward on one process; the rest is accumulation."}
     )
     learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate (peak)."})
+    diagonal_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "AdamW learning rate (peak) of σ and s, the adapter's singular values; None: learning_rate. "
+            "s is one scalar per layer that sets how far λ reaches, so it may want a larger rate (ours)."
+        },
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW (β1, β2)."})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε."})
@@ -169,6 +176,12 @@ class TrainConfig:
         _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
         _require(self.lr_scheduler in SCHEDULERS, "lr_scheduler", self.lr_scheduler, str(SCHEDULERS))
         _require(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number")
+        _require(
+            self.diagonal_learning_rate is None or _positive(self.diagonal_learning_rate),
+            "diagonal_learning_rate",
+            self.diagonal_learning_rate,
+            "None or a positive number",
+        )
         _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         _require(
             isinstance(self.adam_betas, list)

@@ -140,7 +140,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
 
     # --- optimisation state, fresh or from the last checkpoint ---
     optimizer = torch.optim.AdamW(
-        parameters,
+        parameter_groups(model, config),
         lr=config.learning_rate,
         betas=tuple(config.adam_betas),
         eps=config.adam_epsilon,
@@ -436,6 +436,19 @@ def _load_dimensions(
                 )
         result.append(DimensionData(dimension, pairs, reference, seed=config.seed * 1000 + index))
     return result
+
+
+DIAGONAL = ("singular_values", "preference_scale")  # σ and s of every PanaceaLinear
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """AdamW groups: A and B at learning_rate; σ and s at diagonal_learning_rate when it is set."""
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    if config.diagonal_learning_rate is None:
+        return [{"params": [parameter for _, parameter in trainable]}]
+    diagonal = [parameter for name, parameter in trainable if name.rsplit(".", 1)[-1] in DIAGONAL]
+    factors = [parameter for name, parameter in trainable if name.rsplit(".", 1)[-1] not in DIAGONAL]
+    return [{"params": factors}, {"params": diagonal, "lr": config.diagonal_learning_rate}]
 
 
 def reference_settings(config: TrainConfig) -> dict:

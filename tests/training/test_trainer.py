@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from panacea.training import TrainingError, train
 from panacea.training import trainer as trainer_module
 
-from panacea import PanaceaModel, load_base_model
+from panacea import PanaceaModel, get_panacea_model, load_base_model
 from panacea._config import dump_yaml
 from tests.helpers import (
     adapter_weights,
@@ -59,6 +60,26 @@ def test_fixed_preference_trains_only_the_dimensions_it_weights(workspace, tmp_p
     lora_b = [tensor for name, tensor in weights.items() if name.endswith("lora_B")]
     assert lora_b and all(bool((tensor[:, 3] == 0).all()) for tensor in lora_b)
     assert any(bool((tensor[:, 2] != 0).any()) for tensor in lora_b)
+
+
+def test_diagonal_learning_rate_moves_sigma_and_s_at_their_own_rate(workspace, tmp_path):
+    # B = 0 at step 0 gives σ and s no gradient; step 1 moves A and B alike in both runs, and at step 2 σ and s
+    # get the same gradients in both, so Adam moves them by amounts in the ratio of their learning rates.
+    same = adapter_weights(train(make_config(workspace, tmp_path / "same", max_steps=2)).output_dir)
+    config = make_config(workspace, tmp_path / "faster", max_steps=2, diagonal_learning_rate=1.0)  # 100 × 1e-2
+    faster = adapter_weights(train(config).output_dir)
+    for name in same:
+        if name.endswith(trainer_module.DIAGONAL):
+            torch.testing.assert_close(faster[name] - 1, 100 * (same[name] - 1), rtol=1e-4, atol=0)
+            assert float((same[name] - 1).abs().max()) > 0
+        else:
+            assert torch.equal(faster[name], same[name]), name
+    config = make_config(workspace, tmp_path / "unused", diagonal_learning_rate=0.5)
+    model = get_panacea_model(load_base_model(str(workspace / "model"))[0], config.adapter_config())
+    factors, diagonal = trainer_module.parameter_groups(model, config)
+    assert "lr" not in factors and diagonal["lr"] == 0.5
+    layers = len(list(model.adapter_layers()))  # every layer: A and B at the base rate, σ and s at their own
+    assert len(factors["params"]) == len(diagonal["params"]) == 2 * layers > 0
 
 
 def test_resume_after_an_interruption_ends_with_the_same_adapter(workspace, tmp_path, monkeypatch):
