@@ -14,6 +14,7 @@ from panacea._config import load_config
 from panacea.data import PairSource
 from panacea.preferences import validate_preference
 
+from .aggregators import build_aggregator
 from .objectives import OBJECTIVES
 from .scalarisation import SCALARIZERS
 
@@ -115,6 +116,18 @@ class TrainConfig:
         },
     )
     preference_groups: int = field(default=1, metadata={"help": "G, the λ-groups per step ('groups' sampling)."})
+    aggregator: str = field(
+        default="none",
+        metadata={
+            "help": "Per-step gradient aggregation: 'none' (the scalarisation alone), 'mgda', 'pcgrad', 'cagrad', "
+            "'clipped_cagrad' or 'plc' (docs/aggregators.md). Replaces the scalarisation; needs one λ per step "
+            "or per λ-group."
+        },
+    )
+    aggregator_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "The aggregator's settings, e.g. {c: 0.5} for CAGrad or {tau: 2} for PLC."},
+    )
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "λ ~ Dirichlet(α·1); 1 is uniform on the simplex."})
     tchebycheff_epsilon: float = field(default=1e-3, metadata={"help": "ε of the 'running_min' ideal point."})
     # --- optimisation ---
@@ -218,6 +231,30 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: Tchebycheff is not defined per sample (a sample has only its own dimension's loss); "
                 "use preference_sampling 'per_step' (Panacea) or 'groups' with preference_groups > 1."
+            )
+        if self.aggregator != "none":
+            if self.scalarization != "ls":
+                raise ValueError(
+                    f"TrainConfig: aggregator {self.aggregator!r} replaces the scalarisation, so it cannot be "
+                    f"combined with scalarization {self.scalarization!r}; leave scalarization 'ls'."
+                )
+            if self.preference_sampling not in ("per_step", "groups"):
+                why = {
+                    "per_sample": "per-sample λ gives every pair its own",
+                    "fixed": "'fixed' sampling leaves zero-weight dimensions without a gradient",
+                }[self.preference_sampling]
+                raise ValueError(
+                    f"TrainConfig: aggregator {self.aggregator!r} combines one gradient per dimension under one λ, "
+                    f"but {why}; use preference_sampling 'per_step' or 'groups'."
+                )
+            try:
+                build_aggregator(self.aggregator, self.aggregator_kwargs, self.seed)
+            except ValueError as error:
+                raise ValueError(f"TrainConfig.aggregator: {error}") from None
+        elif self.aggregator_kwargs:
+            raise ValueError(
+                f"TrainConfig.aggregator_kwargs is {self.aggregator_kwargs!r}, but aggregator is 'none'; "
+                "choose an aggregator or drop the kwargs."
             )
         if self.preference_sampling != "groups" and self.preference_groups != 1:
             raise ValueError(

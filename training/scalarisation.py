@@ -30,6 +30,7 @@ class Scalarizer(ABC):
 
     name: str
     supports_per_sample: bool = False
+    needs_gram: bool = False  # whether `coefficients` needs the Gram matrix of the unit gradients
 
     @classmethod
     def from_config(cls, config: Any) -> Scalarizer:
@@ -41,8 +42,15 @@ class Scalarizer(ABC):
         return torch.ones(preferences.shape[0], dtype=preferences.dtype, device=preferences.device)
 
     @abstractmethod
-    def coefficients(self, losses: Tensor, preferences: Tensor) -> tuple[Tensor, float]:
-        """(c (G, m), the scalarised loss value) from unit losses L (G, m) and group preferences λ (G, m)."""
+    def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
+        """(c (G, m), the scalarised loss value) from unit losses L (G, m) and group preferences λ (G, m).
+
+        `gram` (G·m, G·m), the unit gradients' Gram matrix, is passed when `needs_gram` is set.
+        """
+
+    def metrics(self) -> dict[str, float]:
+        """Extra numbers for the step's log (e.g. how often an aggregator's veto fired)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -61,7 +69,7 @@ class LinearScalarization(Scalarizer):
     def sample_weights(self, preferences: Tensor, dimension: int) -> Tensor:
         return preferences[:, dimension]
 
-    def coefficients(self, losses: Tensor, preferences: Tensor) -> tuple[Tensor, float]:
+    def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
         # λ is already inside each unit's loss (sample_weights), so the units are summed, averaged over groups.
         groups = losses.shape[0]
         return torch.full_like(losses, 1 / groups), float(losses.sum() / groups)
@@ -100,7 +108,7 @@ class Tchebycheff(Scalarizer):
                 values.append(float(rule))
         return torch.tensor(values, dtype=losses.dtype, device=losses.device)
 
-    def coefficients(self, losses: Tensor, preferences: Tensor) -> tuple[Tensor, float]:
+    def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
         terms = preferences * (losses - self.current_ideal(losses))  # (G, m)
         top = terms.max(dim=1, keepdim=True).values
         tied = terms >= top - TIE_TOLERANCE * top.abs().clamp(min=1)
@@ -120,6 +128,44 @@ class Tchebycheff(Scalarizer):
         self.running_min = [None if value is None else float(value) for value in running_min]
         if any(value is not None and not math.isfinite(value) for value in self.running_min):
             raise ValueError(f"Tchebycheff state 'running_min' must be finite, got {running_min!r}.")
+
+
+class GradientAggregation(Scalarizer):
+    """A gradient aggregator (MGDA, PCGrad, CAGrad, …) in the scalariser seam; it replaces LS and Tchebycheff.
+
+    Each unit is back-propagated unweighted (g_i = ∇L_i; the aggregator applies λ itself), and within
+    every λ-group the aggregator maps the m × m block of the Gram matrix, λ and the losses to
+    coefficients c, so the update is d = (1/G) Σ_g Σ_i c_{g,i} g_{g,i}. The logged loss is Σ λ_i L_i.
+    """
+
+    name = "aggregator"
+    needs_gram = True
+
+    def __init__(self, aggregator: Any) -> None:
+        self.aggregator = aggregator
+
+    def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
+        if gram is None:
+            raise ValueError(f"{self.aggregator.name} needs the Gram matrix of the unit gradients.")
+        groups, m = losses.shape
+        coefficients = torch.stack(
+            [
+                self.aggregator.coefficients(
+                    gram[g * m : (g + 1) * m, g * m : (g + 1) * m], preferences[g], losses[g]
+                ).to(losses)
+                for g in range(groups)
+            ]
+        )
+        return coefficients / groups, float((preferences * losses).sum() / groups)
+
+    def metrics(self) -> dict[str, float]:
+        return {f"aggregator/{key}": value for key, value in self.aggregator.metrics().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.aggregator.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.aggregator.load_state_dict(state)
 
 
 SCALARIZERS: dict[str, type[Scalarizer]] = {"ls": LinearScalarization, "tche": Tchebycheff}  # the only list

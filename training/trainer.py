@@ -32,6 +32,7 @@ from panacea.base_model import load_base_model
 from panacea.data import TokenizedPair, load_dimension
 from panacea.preferences import sample_preferences
 
+from .aggregators import build_aggregator
 from .checkpoint import (
     ADAPTER,
     TrainState,
@@ -45,7 +46,7 @@ from .config import DimensionConfig, TrainConfig
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
 from .reference import reference_log_probs
-from .scalarisation import SCALARIZERS, Scalarizer
+from .scalarisation import SCALARIZERS, GradientAggregation, Scalarizer
 from .tracking import JSONLTracker
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             config, step, model, tokenizer.pad_token_id, dimensions, preferences, scalarizer, buffers, accelerator
         )
         _check_finite(unit_losses, step, config)
-        coefficients, metrics["loss"] = scalarizer.coefficients(unit_losses, preferences.groups)
+        gram = buffers.gram() if scalarizer.needs_gram else None
+        coefficients, metrics["loss"] = scalarizer.coefficients(unit_losses, preferences.groups, gram)
+        metrics.update(scalarizer.metrics())
+        if scalarizer.name != "ls":  # the weight each dimension's gradient got (LS puts λ inside the losses)
+            for i, name in enumerate(config.dimension_names):
+                metrics[f"coefficient/{name}"] = float(coefficients[:, i].sum())
         grad_norm = buffers.combine(coefficients.flatten(), config.max_grad_norm)
         if not math.isfinite(grad_norm):
             raise TrainingError(
@@ -375,6 +381,11 @@ class GradientBuffers:
     def all_reduce(self) -> None:
         dist.all_reduce(self.flat[:-1])
 
+    def gram(self) -> Tensor:
+        """M = G Gᵀ of the unit gradients (units × units), float64 for the aggregators' small solvers."""
+        units = self.flat[:-1]
+        return (units @ units.T).double()
+
     def combine(self, coefficients: Tensor, max_norm: float | None) -> float:
         """`.grad` ← Σ_u c_u g_u, clipped to `max_norm`; returns the norm before clipping."""
         update = self.flat[-1]
@@ -457,6 +468,9 @@ def reference_settings(config: TrainConfig) -> dict:
 
 
 def build_scalarizer(config: TrainConfig) -> Scalarizer:
+    """The scalariser of `config`, or its gradient aggregator in the scalariser seam."""
+    if config.aggregator != "none":
+        return GradientAggregation(build_aggregator(config.aggregator, config.aggregator_kwargs, config.seed))
     return SCALARIZERS[config.scalarization].from_config(config)
 
 

@@ -1,0 +1,77 @@
+"""The aggregator interface: per-step coefficients on the per-dimension gradients (docs/aggregators.md)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+
+class Aggregator(ABC):
+    """Maps the Gram matrix M = G Gᵀ (m, m), the preference λ (m,) and the losses (m,) to c (m,).
+
+    The update is d = Σ_i c_i g_i over the original per-dimension gradients g_i, so only M is needed:
+    MGDA and CAGrad solve for weights on M, and PCGrad and PLC track the coefficient vectors of the
+    vectors they project. Settings arrive as keyword arguments (`aggregator_kwargs` in the config);
+    `defaults` lists every allowed key, and `validate` refuses bad values where they enter.
+    """
+
+    name: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key in kwargs:
+            if key not in self.defaults:
+                allowed = ", ".join(self.defaults) or "none"
+                raise ValueError(f"aggregator_kwargs: unknown key {key!r} for {self.name}; allowed: {allowed}.")
+        for key, value in {**self.defaults, **kwargs}.items():
+            setattr(self, key, value)
+        self.validate()
+
+    @abstractmethod
+    def validate(self) -> None:
+        """Refuse bad settings (see `require`)."""
+
+    def require(self, ok: bool, key: str, allowed: str) -> None:
+        """Raise `aggregator_kwargs.<key> for <name> must be <allowed>, got <value>.` unless ok."""
+        if not ok:
+            raise ValueError(f"aggregator_kwargs.{key} for {self.name} must be {allowed}, got {getattr(self, key)!r}.")
+
+    def coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
+        """c (m,) float64 on gram's device, from M (m, m), λ (m,) on the simplex and the losses (m,).
+
+        The small solvers run in float64 on the CPU (m is the number of dimensions, a handful).
+        """
+        m = gram.shape[0]
+        if gram.shape != (m, m) or preference.shape != (m,) or losses.shape != (m,):
+            raise ValueError(
+                f"{self.name}: expected gram (m, m), preference (m,) and losses (m,), got "
+                f"{tuple(gram.shape)}, {tuple(preference.shape)} and {tuple(losses.shape)}."
+            )
+        cpu = dict(device="cpu", dtype=torch.float64)
+        c = self._coefficients(gram.detach().to(**cpu), preference.detach().to(**cpu), losses.detach().to(**cpu))
+        return c.to(gram.device)
+
+    @abstractmethod
+    def _coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
+        """The method's rule; float64 CPU tensors in and out."""
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for the step's log (e.g. solver iterations, how often a veto fired)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint, JSON-able (plain numbers, strings and lists)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state, but the checkpoint holds {sorted(state)}.")
+
+
+def is_number(value: Any) -> bool:
+    """A real number (int or float, not bool, not NaN); infinities pass, callers bound them."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

@@ -1,0 +1,50 @@
+"""MGDA (Sener & Koltun, NeurIPS 2018, arXiv 1810.04650); ported from isl-org/MultiObjectiveOptimization.
+
+    w* = argmin_{w ∈ Δ} ‖Σ_i w_i ĝ_i‖²,   ĝ_i = g_i / n_i,   d = Σ_i w*_i ĝ_i = Σ_i (w*_i / n_i) g_i
+
+d = 0 exactly when the point is Pareto-stationary. MGDA ignores λ: it finds *a* common descent
+direction, not the one the preference asks for, so it is a baseline, not a way to follow λ (λ still
+reaches the model through the adapter).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ._base import Aggregator
+from ._simplex import min_norm_weights
+
+NORMALIZATIONS = ("none", "l2", "loss", "loss+")  # n_i = 1, ‖g_i‖, L_i, L_i ‖g_i‖ (the reference's options)
+
+
+class MGDA(Aggregator):
+    """MGDA-UB's min-norm weights on the Gram matrix; `normalization` rescales each gradient first."""
+
+    name: ClassVar[str] = "mgda"
+    defaults: ClassVar[dict[str, Any]] = {"normalization": "none"}
+    normalization: str
+    iterations: int = 0  # the last solve's iterations (0 for the closed form, m ≤ 2)
+
+    def validate(self) -> None:
+        self.require(self.normalization in NORMALIZATIONS, "normalization", f"one of {list(NORMALIZATIONS)}")
+
+    def _normalizers(self, gram: Tensor, losses: Tensor) -> Tensor:
+        norms = gram.diagonal().clamp(min=0).sqrt()
+        if self.normalization in ("loss", "loss+") and bool((losses < 0).any()):
+            raise ValueError(f"mgda: normalization {self.normalization!r} needs losses ≥ 0, got {losses.tolist()}.")
+        return {"none": torch.ones_like(losses), "l2": norms, "loss": losses, "loss+": losses * norms}[
+            self.normalization
+        ]
+
+    def _coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
+        n = self._normalizers(gram, losses)
+        # n_i = 0 (a zero gradient or loss): ĝ_i = 0 (ours), so it gets coefficient 0 on g_i.
+        inverse = torch.where(n > 0, 1 / n, torch.zeros_like(n))
+        w, self.iterations = min_norm_weights(gram * inverse[:, None] * inverse[None, :])
+        return w * inverse
+
+    def metrics(self) -> dict[str, float]:
+        return {"solver_iterations": float(self.iterations)}
