@@ -9,6 +9,7 @@ per-dimension gradients that Tchebycheff (and the gradient aggregators) need.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -412,12 +413,22 @@ def _check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accel
                 f"{output_dir} already holds a run; pass --resume to continue it, or choose another output_dir."
             )
         previous = load_yaml(saved)
+        # A field added after the run was saved counts as unchanged when it holds its default (older runs resume).
+        for item in dataclasses.fields(TrainConfig):
+            if item.name not in previous and item.name in resolved and resolved[item.name] == _default(item):
+                previous[item.name] = resolved[item.name]
         changed = sorted(key for key in set(previous) | set(resolved) if previous.get(key) != resolved.get(key))
         if changed:
             raise ValueError(f"--resume: the config differs from {saved} in {changed}; resume with the same config.")
     elif accelerator.is_main_process:
         dump_yaml(resolved, saved)
     accelerator.wait_for_everyone()
+
+
+def _default(item: dataclasses.Field):
+    if item.default is not dataclasses.MISSING:
+        return item.default
+    return item.default_factory() if item.default_factory is not dataclasses.MISSING else dataclasses.MISSING
 
 
 def _load_dimensions(

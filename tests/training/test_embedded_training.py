@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from panacea.training import TrainConfig, dpo_loss, train
+from panacea.training.aggregators import AGGREGATORS
 from panacea.training.reference import compute_log_probs
 
 from panacea.data import load_dimension
@@ -24,7 +25,8 @@ def _run_from_the_repository_root(monkeypatch):
     monkeypatch.chdir(CI_CONFIG.parents[1])  # the config's data paths are relative to the repository
 
 
-def test_a_short_run_lowers_every_dimension_training_loss(tmp_path):
+@pytest.mark.parametrize("aggregator", ["none", *sorted(AGGREGATORS)])
+def test_a_short_run_lowers_every_dimension_training_loss(tmp_path, aggregator):
     config = TrainConfig.from_yaml(
         CI_CONFIG,
         [
@@ -36,6 +38,7 @@ def test_a_short_run_lowers_every_dimension_training_loss(tmp_path):
             "dimensions.0.train.0.max_pairs=8",
             "dimensions.1.train.0.max_pairs=8",
             "preference_sampling=per_step",
+            f"aggregator={aggregator}",
         ],
     )
     result = train(config)

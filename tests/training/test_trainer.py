@@ -147,6 +147,19 @@ def test_resume_refuses_a_changed_config(workspace, tmp_path):
         train(make_config(workspace, tmp_path / "run", max_steps=2, learning_rate=1e-3), resume=True)
 
 
+def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_default(workspace, tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    train(make_config(workspace, run, max_steps=2))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["diagonal_learning_rate"], saved["aggregator_kwargs"]  # as written by an older panacea
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
+    with pytest.raises(ValueError, match=r"config differs .* \['diagonal_learning_rate'\]"):
+        train(make_config(workspace, run, max_steps=2, diagonal_learning_rate=0.1), resume=True)
+
+
 def test_a_dimension_without_data_fails_at_start_up(workspace, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -163,12 +176,20 @@ def test_a_dimension_without_data_fails_at_start_up(workspace, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_two_processes_follow_the_one_process_trajectory(workspace, tmp_path):
-    """accelerate launch --num_processes 2 (gloo, CPU) at the same global batch gives the same losses."""
+@pytest.mark.parametrize(
+    "overrides", [{}, {"aggregator": "cagrad", "preference_sampling": "per_step"}], ids=["ls", "cagrad"]
+)
+def test_two_processes_follow_the_one_process_trajectory(workspace, tmp_path, overrides):
+    """accelerate launch --num_processes 2 (gloo, CPU) at the same global batch gives the same losses.
+
+    With an aggregator, each process all-reduces the per-dimension buffers before the Gram matrix is formed,
+    so both compute the one-process coefficients.
+    """
     script = tmp_path / "launch.py"
     script.write_text("import sys\nfrom panacea.cli import main\nsys.exit(main())\n")
     for name in ("one", "two"):
-        dump_yaml(config_dict(workspace, tmp_path / name, max_steps=4, save_steps=4), tmp_path / f"{name}.yaml")
+        config = config_dict(workspace, tmp_path / name, max_steps=4, save_steps=4, **overrides)
+        dump_yaml(config, tmp_path / f"{name}.yaml")
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [sys.executable, str(script), "train", str(tmp_path / "one.yaml")],
