@@ -19,19 +19,23 @@ Resumable: a finished setting (its study.json) is skipped and an interrupted tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
 import time
 from pathlib import Path
 
+import torch
 from panacea.eval.report import monotonicity
-from panacea.eval.scorers import load_pair_sets, score_pairs
-from panacea.eval.steering import range_ratios, single_objective_scores, vertex_index
+from panacea.eval.scorers import PairSet, load_pair_sets, score_pairs
+from panacea.eval.steering import range_ratios, single_objective_config, single_objective_scores, vertex_index
 from panacea.training import TrainConfig, train
 from panacea.training.trainer import reference_settings
 
+from panacea import PanaceaModel, load_base_model
 from panacea._io import write_json
+from panacea.data import load_dimension
 from panacea.preferences import simplex_grid
 
 BASE_CONFIG = "configs/demo.yaml"
@@ -41,15 +45,15 @@ OUTPUT = Path("runs/steering-study")
 SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     "demo": ("the demo: k=0, init lora (σ=s=1), lr 2e-3 constant, β 0.1, per-sample λ, α 1", [], []),
     "per_step": ("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"], []),
+    "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_learning_rate=2e-2"], []),
+    "r2": ("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"], []),
+    "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
+    "s2": ("initial preference scale s = 2", ["adapter.init_preference_scale=2.0"], []),
     "k4": ("k = 4 shared singular values", ["adapter.svd_rank=4"], []),
     "beta0.5": ("DPO β = 0.5", ["dimensions.0.beta=0.5", "dimensions.1.beta=0.5"], []),
-    "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
-    "r2": ("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"], []),
-    "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_learning_rate=2e-2"], []),
-    "s0.5": ("initial preference scale s = 0.5", ["adapter.init_preference_scale=0.5"], []),
     "k8": ("k = 8 shared singular values", ["adapter.svd_rank=8"], []),
-    "k2": ("k = 2 shared singular values", ["adapter.svd_rank=2"], []),
     "steps80": ("twice the steps (80 × 4 pairs per dimension, two epochs)", ["max_steps=80"], ["max_steps=80"]),
+    "k2": ("k = 2 shared singular values", ["adapter.svd_rank=2"], []),
 }
 
 
@@ -106,20 +110,81 @@ def run_setting(name: str) -> dict:
     return record
 
 
+def generalisation(name: str, pairs: int) -> dict:
+    """Seen vs held-out: accuracy and margin on `pairs` training pairs (seen in training) and `pairs` test pairs
+    per dimension, plus XSTest, for Panacea at each vertex and for each single-objective model (issue 7, item 5)."""
+    description, overrides, budget = SETTINGS[name]
+    config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={OUTPUT / name / 'run'}"])
+    base, tokenizer = load_base_model(config.model, dtype=config.dtype, device="cpu")
+    names, pair_sets, truncation = config.dimension_names, [], {}
+    for dimension in config.dimensions:
+        seen, stats = load_dimension(
+            dimension.train, dimension.name, names, tokenizer, config.max_length, config.max_prompt_length
+        )
+        truncation[dimension.name] = str(stats)
+        pair_sets.append(PairSet(dimension.name, "seen", seen[:pairs], dimension.beta))
+        for source in dimension.eval:
+            source = dataclasses.replace(source, max_pairs=pairs)
+            held_out, _ = load_dimension(
+                [source], dimension.name, names, tokenizer, config.max_length, config.max_prompt_length
+            )
+            pair_sets.append(PairSet(dimension.name, Path(source.path).name.split(".")[0], held_out, dimension.beta))
+    root = OUTPUT / "yardstick" / ("-".join(budget).replace("=", "") or "demo")
+    models = {"panacea": (OUTPUT / name / "run", simplex_grid(len(names), 2))}
+    for dimension in names:
+        models[f"only {dimension}"] = (
+            root / dimension,
+            torch.tensor([single_objective_config(config, dimension).fixed_preference]),
+        )
+    rows = {}
+    for label, (folder, preferences) in models.items():
+        model = PanaceaModel.from_pretrained(base, folder)
+        results = score_pairs(
+            model,
+            pair_sets,
+            preferences,
+            pad_token_id=tokenizer.pad_token_id,
+            batch_size=config.eval_batch_size,
+            reference_settings=reference_settings(config),
+        )
+        base = model.unload()
+        for preference, result in zip(preferences.tolist(), results, strict=True):
+            rows[f"{label} at {preference}"] = result
+    record = {"setting": name, "pairs": pairs, "truncation": truncation, "scores": rows}
+    write_json(OUTPUT / name / "generalisation.json", record)
+    sets = [pair_set.name for pair_set in pair_sets]
+    lines = ["| model | " + " | ".join(f"{s} (n={len(p.pairs)})" for s, p in zip(sets, pair_sets, strict=True)) + " |"]
+    lines.append("|" + "---|" * (len(sets) + 1))
+    for label, result in rows.items():
+        cells = [f"{result[s]['accuracy']:.3f} / {result[s]['margin']:+.3f}" for s in sets]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    return record
+
+
 def table(records: list[dict]) -> str:
-    """One row per setting: per pair set ρ and R (margin, then accuracy), accuracy at own/other vertex; time."""
-    sets = list(records[0]["spearman"])
-    header = ["setting"] + [f"{s}: ρ m / R m / R acc / acc own→other" for s in sets] + ["train min"]
+    """One row per setting: R (margin, then accuracy) per pair set, the smallest ρ, accuracy at the own vertex, time."""
+    sets = sorted(records[0]["spearman"], key=lambda name: (name.split("/")[0] != "helpful", name))
+    short = " / ".join(sets)
+    header = [
+        "setting",
+        f"R margin ({short})",
+        "R accuracy (same order)",
+        "min ρ margin / accuracy",
+        "accuracy at own vertex (same order)",
+        "train min",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in records:
-        cells = [f"`{record['setting']}`"]
-        for s in sets:
-            rho, ratio, vertex = record["spearman"][s], record["range_ratio"][s], record["vertices"][s]
-            cells.append(
-                f"{rho['margin']:+.2f} / {ratio['margin']:+.2f} / {ratio['accuracy']:+.2f} / "
-                f"{vertex['own']['accuracy']:.2f}→{vertex['other']['accuracy']:.2f}"
-            )
-        cells.append(f"{record['train_minutes']:.1f}")
+        ratio, rho, vertex = record["range_ratio"], record["spearman"], record["vertices"]
+        cells = [
+            f"`{record['setting']}`",
+            " / ".join(f"{ratio[s]['margin']:+.2f}" for s in sets),
+            " / ".join(f"{ratio[s]['accuracy']:+.2f}" for s in sets),
+            f"{min(rho[s]['margin'] for s in sets):+.2f} / {min(rho[s]['accuracy'] for s in sets):+.2f}",
+            " / ".join(f"{vertex[s]['own']['accuracy']:.2f}" for s in sets),
+            f"{record['train_minutes']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -128,7 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(SETTINGS), help="run these settings (default: all)")
     parser.add_argument("--table", action="store_true", help="print the table of finished settings and exit")
+    parser.add_argument(
+        "--generalisation",
+        type=int,
+        metavar="N",
+        help="for each --only setting (default: demo): score N seen and N held-out pairs per dimension at the vertices",
+    )
     args = parser.parse_args(argv)
+    if args.generalisation:
+        for name in args.only or ["demo"]:
+            generalisation(name, args.generalisation)
+        return 0
     if not args.table:
         for name in args.only or SETTINGS:
             if (OUTPUT / name / "study.json").is_file():
