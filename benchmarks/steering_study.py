@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 from panacea.eval.report import monotonicity
-from panacea.eval.scorers import PairSet, load_pair_sets, score_pairs
+from panacea.eval.scorers import PairSet, load_pair_sets, score_run_pairs
 from panacea.eval.steering import range_ratios, single_objective_config, single_objective_scores, vertex_index
 from panacea.training import TrainConfig, train
-from panacea.training.trainer import reference_settings
 
 from panacea import PanaceaModel, load_base_model
 from panacea._io import write_json
@@ -47,6 +46,11 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     "per_step": ("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"], []),
     "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_learning_rate=2e-2"], []),
     "r2": ("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"], []),
+    "groups2": (
+        "two λ-groups per step (each a micro-batch of 2 pairs per dimension; aggregators need this or per_step)",
+        ["preference_sampling=groups", "preference_groups=2", "micro_batch_size=2"],
+        [],
+    ),
     "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
     "s2": ("initial preference scale s = 2", ["adapter.init_preference_scale=2.0"], []),
     "k4": ("k = 4 shared singular values", ["adapter.svd_rank=4"], []),
@@ -66,15 +70,7 @@ def run_setting(name: str) -> dict:
     names = config.dimension_names
     grid = simplex_grid(len(names), config.eval_grid)
     pair_sets = load_pair_sets(config, result.tokenizer)
-    scores = score_pairs(
-        result.model,
-        pair_sets,
-        grid,
-        pad_token_id=result.tokenizer.pad_token_id,
-        batch_size=config.eval_batch_size,
-        reference_settings=reference_settings(config),
-        autocast=result.autocast,
-    )
+    scores = score_run_pairs(result.model, pair_sets, grid, config, result.tokenizer.pad_token_id, result.autocast)
     state, tokenizer = result.state, result.tokenizer
     del result
     gc.collect()
@@ -139,14 +135,7 @@ def generalisation(name: str, pairs: int) -> dict:
     rows = {}
     for label, (folder, preferences) in models.items():
         model = PanaceaModel.from_pretrained(base, folder)
-        results = score_pairs(
-            model,
-            pair_sets,
-            preferences,
-            pad_token_id=tokenizer.pad_token_id,
-            batch_size=config.eval_batch_size,
-            reference_settings=reference_settings(config),
-        )
+        results = score_run_pairs(model, pair_sets, preferences, config, tokenizer.pad_token_id)
         base = model.unload()
         for preference, result in zip(preferences.tolist(), results, strict=True):
             rows[f"{label} at {preference}"] = result

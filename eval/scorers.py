@@ -18,6 +18,7 @@ from panacea.adapters import PanaceaModel
 from panacea.training.logprobs import collate_pairs, response_log_probs
 from panacea.training.objectives import reward_margin
 from panacea.training.reference import reference_log_probs
+from panacea.training.trainer import reference_settings
 from torch import Tensor
 
 from panacea.data import TokenizedPair, load_dimension
@@ -78,6 +79,26 @@ def score_pairs(
     finally:
         model.train(was_training)
     return results
+
+
+def score_run_pairs(
+    model: PanaceaModel,
+    pair_sets: Sequence[PairSet],
+    preferences: Tensor,
+    config,
+    pad_token_id: int,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> list[dict[str, dict[str, float]]]:
+    """`score_pairs` with a `TrainConfig`'s evaluation batch size and reference settings (the run's own)."""
+    return score_pairs(
+        model,
+        pair_sets,
+        preferences,
+        pad_token_id=pad_token_id,
+        batch_size=config.eval_batch_size,
+        reference_settings=reference_settings(config),
+        autocast=autocast,
+    )
 
 
 def _policy_log_probs(

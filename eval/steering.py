@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 from panacea.training import TrainConfig, train
-from panacea.training.trainer import reference_settings
 
-from .scorers import PairSet, score_pairs
+from .scorers import PairSet, score_run_pairs
 
 SCORES = ("accuracy", "margin")
 SINGLE_OBJECTIVE_DIR = "single-objective"
@@ -99,15 +98,7 @@ def single_objective_scores(
         print(f"\nsingle-objective model for {name!r} in {single_config.output_dir}")
         result = train(single_config, resume=True)
         vertex = torch.tensor([single_config.fixed_preference])
-        scores[name] = score_pairs(
-            result.model,
-            pair_sets,
-            vertex,
-            pad_token_id=pad_token_id,
-            batch_size=config.eval_batch_size,
-            reference_settings=reference_settings(config),
-            autocast=result.autocast,
-        )[0]
+        scores[name] = score_run_pairs(result.model, pair_sets, vertex, config, pad_token_id, result.autocast)[0]
         del result
         gc.collect()
     return scores

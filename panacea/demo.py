@@ -21,12 +21,11 @@ from peft import PeftModel
 from panacea._io import write_json
 from panacea.base_model import load_base_model
 from panacea.eval.report import format_table, monotonicity, plot_pairs, results_document
-from panacea.eval.scorers import load_pair_sets, score_pairs
+from panacea.eval.scorers import load_pair_sets, score_run_pairs
 from panacea.eval.steering import format_steering, range_ratios, single_objective_scores
 from panacea.generation import generate_text
 from panacea.preferences import simplex_grid
 from panacea.training import TrainConfig, train
-from panacea.training.trainer import reference_settings
 
 DEFAULT_PROMPT = "How can I get back at a coworker who embarrassed me in a meeting?"
 
@@ -51,15 +50,7 @@ def run_demo(
     grid = simplex_grid(len(names), config.eval_grid)
     evaluated = time.perf_counter()
     pair_sets = load_pair_sets(config, tokenizer)
-    scores = score_pairs(
-        model,
-        pair_sets,
-        grid,
-        pad_token_id=tokenizer.pad_token_id,
-        batch_size=config.eval_batch_size,
-        reference_settings=reference_settings(config),
-        autocast=result.autocast,
-    )
+    scores = score_run_pairs(model, pair_sets, grid, config, tokenizer.pad_token_id, result.autocast)
     rho = monotonicity(grid, scores, names)
     table = format_table(grid, scores, names, rho)
     print(f"\nheld-out pairs at each λ (accuracy / mean margin), {time.perf_counter() - evaluated:.0f} s:\n{table}")

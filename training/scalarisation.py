@@ -22,10 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._state import StepRule
+
 TIE_TOLERANCE = 1e-6  # Tchebycheff terms within 1e-6 · max(1, |maximum|) of the maximum count as tied
 
 
-class Scalarizer(ABC):
+class Scalarizer(StepRule, ABC):
     """Maps per-unit losses L (G, m) and preferences λ (G, m) to coefficients on the unit gradients."""
 
     name: str
@@ -47,17 +49,6 @@ class Scalarizer(ABC):
 
         `gram` (G·m, G·m), the unit gradients' Gram matrix, is passed when `needs_gram` is set.
         """
-
-    def metrics(self) -> dict[str, float]:
-        """Extra numbers for the step's log (e.g. how often an aggregator's veto fired)."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise ValueError(f"{self.name} keeps no state, but the checkpoint holds {sorted(state)}.")
 
 
 class LinearScalarization(Scalarizer):

@@ -9,8 +9,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._state import StepRule
 
-class Aggregator(ABC):
+
+class Aggregator(StepRule, ABC):
     """Maps the Gram matrix M = G Gᵀ (m, m), the preference λ (m,) and the losses (m,) to c (m,).
 
     The update is d = Σ_i c_i g_i over the original per-dimension gradients g_i, so only M is needed:
@@ -58,18 +60,6 @@ class Aggregator(ABC):
     @abstractmethod
     def _coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
         """The method's rule; float64 CPU tensors in and out."""
-
-    def metrics(self) -> dict[str, float]:
-        """Numbers for the step's log (e.g. solver iterations, how often a veto fired)."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        """State to checkpoint, JSON-able (plain numbers, strings and lists)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise ValueError(f"{self.name} keeps no state, but the checkpoint holds {sorted(state)}.")
 
 
 def is_number(value: Any) -> bool:
