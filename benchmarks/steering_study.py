@@ -44,13 +44,14 @@ OUTPUT = Path("runs/steering-study")
 SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     "demo": ("the demo: k=0, init lora (σ=s=1), lr 2e-3 constant, β 0.1, per-sample λ, α 1", [], []),
     "per_step": ("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"], []),
-    "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_learning_rate=2e-2"], []),
+    "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_lr_ratio=10"], []),
     "r2": ("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"], []),
     "groups2": (
         "two λ-groups per step (each a micro-batch of 2 pairs per dimension; aggregators need this or per_step)",
         ["preference_sampling=groups", "preference_groups=2", "micro_batch_size=2"],
         [],
     ),
+    "diag_lr_6e-2": ("σ and s at a 30× learning rate (6e-2)", ["diagonal_lr_ratio=30"], []),
     "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
     "s2": ("initial preference scale s = 2", ["adapter.init_preference_scale=2.0"], []),
     "k4": ("k = 4 shared singular values", ["adapter.svd_rank=4"], []),

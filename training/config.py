@@ -137,11 +137,11 @@ class TrainConfig:
         default=4, metadata={"help": "Pairs per dimension per forward on one process; the rest is accumulation."}
     )
     learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate (peak)."})
-    diagonal_learning_rate: float | None = field(
-        default=None,
+    diagonal_lr_ratio: float = field(
+        default=1.0,
         metadata={
-            "help": "AdamW learning rate (peak) of σ and s, the adapter's singular values; None: learning_rate. "
-            "s is one scalar per layer that sets how far λ reaches, so it may want a larger rate (ours)."
+            "help": "σ and s (the adapter's singular values) learn at learning_rate × this ratio, as peft's LoRA+ "
+            "`loraplus_lr_ratio` does for B. s is one scalar per layer that sets how far λ reaches (ours)."
         },
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -189,12 +189,7 @@ class TrainConfig:
         _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
         _require(self.lr_scheduler in SCHEDULERS, "lr_scheduler", self.lr_scheduler, str(SCHEDULERS))
         _require(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number")
-        _require(
-            self.diagonal_learning_rate is None or _positive(self.diagonal_learning_rate),
-            "diagonal_learning_rate",
-            self.diagonal_learning_rate,
-            "None or a positive number",
-        )
+        _require(_positive(self.diagonal_lr_ratio), "diagonal_lr_ratio", self.diagonal_lr_ratio, "a positive number")
         _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         _require(
             isinstance(self.adam_betas, list)

@@ -464,13 +464,13 @@ DIAGONAL = ("singular_values", "preference_scale")  # σ and s of every PanaceaL
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups: A and B at learning_rate; σ and s at diagonal_learning_rate when it is set."""
+    """AdamW groups: A and B at learning_rate; σ and s at learning_rate × diagonal_lr_ratio when the ratio is not 1."""
     trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
-    if config.diagonal_learning_rate is None:
+    if config.diagonal_lr_ratio == 1:
         return [{"params": [parameter for _, parameter in trainable]}]
     diagonal = [parameter for name, parameter in trainable if name.rsplit(".", 1)[-1] in DIAGONAL]
     factors = [parameter for name, parameter in trainable if name.rsplit(".", 1)[-1] not in DIAGONAL]
-    return [{"params": factors}, {"params": diagonal, "lr": config.diagonal_learning_rate}]
+    return [{"params": factors}, {"params": diagonal, "lr": config.learning_rate * config.diagonal_lr_ratio}]
 
 
 def reference_settings(config: TrainConfig) -> dict:

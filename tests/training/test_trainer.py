@@ -62,11 +62,11 @@ def test_fixed_preference_trains_only_the_dimensions_it_weights(workspace, tmp_p
     assert any(bool((tensor[:, 2] != 0).any()) for tensor in lora_b)
 
 
-def test_diagonal_learning_rate_moves_sigma_and_s_at_their_own_rate(workspace, tmp_path):
+def test_diagonal_lr_ratio_moves_sigma_and_s_at_their_own_rate(workspace, tmp_path):
     # B = 0 at step 0 gives σ and s no gradient; step 1 moves A and B alike in both runs, and at step 2 σ and s
     # get the same gradients in both, so Adam moves them by amounts in the ratio of their learning rates.
     same = adapter_weights(train(make_config(workspace, tmp_path / "same", max_steps=2)).output_dir)
-    config = make_config(workspace, tmp_path / "faster", max_steps=2, diagonal_learning_rate=1.0)  # 100 × 1e-2
+    config = make_config(workspace, tmp_path / "faster", max_steps=2, diagonal_lr_ratio=100.0)  # 100 × 1e-2
     faster = adapter_weights(train(config).output_dir)
     for name in same:
         if name.endswith(trainer_module.DIAGONAL):
@@ -74,10 +74,10 @@ def test_diagonal_learning_rate_moves_sigma_and_s_at_their_own_rate(workspace, t
             assert float((same[name] - 1).abs().max()) > 0
         else:
             assert torch.equal(faster[name], same[name]), name
-    config = make_config(workspace, tmp_path / "unused", diagonal_learning_rate=0.5)
+    config = make_config(workspace, tmp_path / "unused", diagonal_lr_ratio=50.0)
     model = get_panacea_model(load_base_model(str(workspace / "model"))[0], config.adapter_config())
     factors, diagonal = trainer_module.parameter_groups(model, config)
-    assert "lr" not in factors and diagonal["lr"] == 0.5
+    assert "lr" not in factors and diagonal["lr"] == pytest.approx(0.5)  # 1e-2 × 50
     layers = len(list(model.adapter_layers()))  # every layer: A and B at the base rate, σ and s at their own
     assert len(factors["params"]) == len(diagonal["params"]) == 2 * layers > 0
 
@@ -153,11 +153,11 @@ def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_defau
     run = tmp_path / "run"
     train(make_config(workspace, run, max_steps=2))
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    del saved["diagonal_learning_rate"], saved["aggregator_kwargs"]  # as written by an older panacea
+    del saved["diagonal_lr_ratio"], saved["aggregator_kwargs"]  # as written by an older panacea
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
-    with pytest.raises(ValueError, match=r"config differs .* \['diagonal_learning_rate'\]"):
-        train(make_config(workspace, run, max_steps=2, diagonal_learning_rate=0.1), resume=True)
+    with pytest.raises(ValueError, match=r"config differs .* \['diagonal_lr_ratio'\]"):
+        train(make_config(workspace, run, max_steps=2, diagonal_lr_ratio=10.0), resume=True)
 
 
 def test_a_dimension_without_data_fails_at_start_up(workspace, tmp_path):
