@@ -51,6 +51,11 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
         ["preference_sampling=groups", "preference_groups=2", "micro_batch_size=2"],
         [],
     ),
+    "r2_diag_lr": (
+        "preference_rank 2 and σ, s at 10× the learning rate (the two best single changes)",
+        ["adapter.preference_rank=2", "diagonal_lr_ratio=10"],
+        [],
+    ),
     "diag_lr_6e-2": ("σ and s at a 30× learning rate (6e-2)", ["diagonal_lr_ratio=30"], []),
     "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
     "s2": ("initial preference scale s = 2", ["adapter.init_preference_scale=2.0"], []),

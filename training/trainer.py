@@ -419,7 +419,10 @@ def _check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accel
                 previous[item.name] = resolved[item.name]
         changed = sorted(key for key in set(previous) | set(resolved) if previous.get(key) != resolved.get(key))
         if changed:
-            raise ValueError(f"--resume: the config differs from {saved} in {changed}; resume with the same config.")
+            raise ValueError(
+                f"--resume: the config differs from {saved} in {changed}; resume with the same config, or start "
+                f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
+            )
     elif accelerator.is_main_process:
         dump_yaml(resolved, saved)
     accelerator.wait_for_everyone()
