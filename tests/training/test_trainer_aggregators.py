@@ -101,7 +101,16 @@ def test_a_bad_aggregator_config_is_one_clear_error_before_anything_loads(worksp
 
 
 def test_configs_select_an_aggregator_by_set(tmp_path):
+    """hh-2d draws λ per pair (the steering study's best); an aggregator needs one λ per step and says so."""
+    with pytest.raises(ValueError, match="use preference_sampling 'per_step' or 'groups'"):
+        TrainConfig.from_yaml(CONFIGS / "hh-2d.yaml", ["aggregator=plc", f"output_dir={tmp_path}"])
     config = TrainConfig.from_yaml(
-        CONFIGS / "hh-2d.yaml", ["aggregator=clipped_cagrad", "aggregator_kwargs.kappa=0.5", f"output_dir={tmp_path}"]
+        CONFIGS / "hh-2d.yaml",
+        [
+            "aggregator=clipped_cagrad",
+            "aggregator_kwargs.kappa=0.5",
+            "preference_sampling=per_step",
+            f"output_dir={tmp_path}",
+        ],
     )
     assert (config.aggregator, config.aggregator_kwargs) == ("clipped_cagrad", {"kappa": 0.5})
