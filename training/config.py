@@ -79,10 +79,10 @@ class TrainConfig:
         default="no", metadata={"help": "accelerate autocast: 'bf16' on CUDA; 'no' on CPU (bf16 matmul is slow)."}
     )
     adapter: dict[str, Any] = field(
-        default_factory=lambda: {"init": "lora"},
+        default_factory=lambda: {"init": "lora", "svd_rank": 0, "preference_rank": 2},
         metadata={
-            "help": "PanaceaConfig fields. num_preferences and preference_names come from `dimensions`; "
-            "init 'lora' trains in a CPU budget (docs/algorithms.md)."
+            "help": "PanaceaConfig fields. num_preferences and preference_names come from `dimensions`. The "
+            "default is the steering study's best (docs/steering.md): init 'lora', k = 0, 2 directions per λ_i."
         },
     )
     disable_dropout: bool = field(
@@ -136,19 +136,23 @@ class TrainConfig:
     micro_batch_size: int = field(
         default=4, metadata={"help": "Pairs per dimension per forward on one process; the rest is accumulation."}
     )
-    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate (peak)."})
+    learning_rate: float = field(
+        default=2e-3, metadata={"help": "AdamW learning rate (peak); 2e-3 constant is the steering study's best."}
+    )
     diagonal_lr_ratio: float = field(
-        default=1.0,
+        default=10.0,
         metadata={
             "help": "σ and s (the adapter's singular values) learn at learning_rate × this ratio, as peft's LoRA+ "
-            "`loraplus_lr_ratio` does for B. s is one scalar per layer that sets how far λ reaches (ours)."
+            "`loraplus_lr_ratio` does for B. s is one scalar per layer that sets how far λ reaches (ours; 10 is "
+            "the steering study's best, docs/steering.md)."
         },
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW (β1, β2)."})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε."})
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = field(
-        default="cosine", metadata={"help": "Learning-rate schedule after warm-up (transformers.get_scheduler)."}
+        default="constant_with_warmup",
+        metadata={"help": "Learning-rate schedule after warm-up (transformers.get_scheduler)."},
     )
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the update's norm; None: no clipping."})
