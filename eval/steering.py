@@ -61,8 +61,8 @@ def range_ratios(
         others = [name for name in dimensions if name != own]
         ratios[set_name] = {}
         for score in SCORES:
-            steered = vertices[own][set_name][score] - _mean(vertices[name][set_name][score] for name in others)
-            apart = single[own][set_name][score] - _mean(single[name][set_name][score] for name in others)
+            steered = _spread(vertices, own, others, set_name, score)
+            apart = _spread(single, own, others, set_name, score)
             ratios[set_name][score] = steered / apart if apart != 0 else math.nan
     return ratios
 
@@ -116,7 +116,7 @@ def format_steering(
     for name in ratios:
         own = name.split("/", 1)[0]
         others = [dimension for dimension in single if dimension != own]
-        apart = [single[own][name][score] - _mean(single[other][name][score] for other in others) for score in SCORES]
+        apart = [_spread(single, own, others, name, score) for score in SCORES]
         lines.append(
             f"| {name} | {rho[name]['accuracy']:+.2f} / {rho[name]['margin']:+.2f} | "
             f"{ratios[name]['accuracy']:+.2f} / {ratios[name]['margin']:+.2f} | {apart[0]:+.3f} / {apart[1]:+.3f} |"
@@ -124,6 +124,9 @@ def format_steering(
     return "\n".join(lines)
 
 
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
+def _spread(
+    scores: dict[str, dict[str, dict[str, float]]], own: str, others: list[str], set_name: str, score: str
+) -> float:
+    """scores[own] − mean of scores[other] over `others`, for one set and score: R's numerator or denominator."""
+    rest = [scores[other][set_name][score] for other in others]
+    return scores[own][set_name][score] - sum(rest) / len(rest)

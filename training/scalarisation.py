@@ -47,7 +47,7 @@ class Scalarizer(StepRule, ABC):
     def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
         """(c (G, m), the scalarised loss value) from unit losses L (G, m) and group preferences λ (G, m).
 
-        `gram` (G·m, G·m), the unit gradients' Gram matrix, is passed when `needs_gram` is set.
+        `gram` (G, m, m), each λ-group's Gram matrix of its unit gradients, is passed when `needs_gram` is set.
         """
 
 
@@ -125,7 +125,7 @@ class GradientAggregation(Scalarizer):
     """A gradient aggregator (MGDA, PCGrad, CAGrad, …) in the scalariser seam; it replaces LS and Tchebycheff.
 
     Each unit is back-propagated unweighted (g_i = ∇L_i; the aggregator applies λ itself), and within
-    every λ-group the aggregator maps the m × m block of the Gram matrix, λ and the losses to
+    every λ-group the aggregator maps its own m × m Gram matrix, λ and the losses to
     coefficients c, so the update is d = (1/G) Σ_g Σ_i c_{g,i} g_{g,i}. The logged loss is Σ λ_i L_i.
     """
 
@@ -138,14 +138,9 @@ class GradientAggregation(Scalarizer):
     def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
         if gram is None:
             raise ValueError(f"{self.aggregator.name} needs the Gram matrix of the unit gradients.")
-        groups, m = losses.shape
+        groups = losses.shape[0]
         coefficients = torch.stack(
-            [
-                self.aggregator.coefficients(
-                    gram[g * m : (g + 1) * m, g * m : (g + 1) * m], preferences[g], losses[g]
-                ).to(losses)
-                for g in range(groups)
-            ]
+            [self.aggregator.coefficients(gram[g], preferences[g], losses[g]).to(losses) for g in range(groups)]
         )
         return coefficients / groups, float((preferences * losses).sum() / groups)
 

@@ -174,7 +174,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             config, step, model, tokenizer.pad_token_id, dimensions, preferences, scalarizer, buffers, accelerator
         )
         _check_finite(unit_losses, step, config)
-        gram = buffers.gram() if scalarizer.needs_gram else None
+        gram = buffers.gram(config.num_groups) if scalarizer.needs_gram else None
         coefficients, metrics["loss"] = scalarizer.coefficients(unit_losses, preferences.groups, gram)
         metrics.update(scalarizer.metrics())
         if scalarizer.name != "ls":  # the weight each dimension's gradient got (LS puts λ inside the losses)
@@ -237,10 +237,10 @@ def draw_preferences(config: TrainConfig, step: int) -> StepPreferences:
 
     Under 'fixed' sampling, always `fixed_preference`.
     """
-    rng = np.random.default_rng([config.seed, step])
-    m, alpha = len(config.dimensions), config.dirichlet_alpha
     if config.fixed_preference is not None:  # a single-objective (or any fixed-trade-off) model
         return StepPreferences(groups=torch.tensor([config.fixed_preference]))
+    rng = np.random.default_rng([config.seed, step])
+    m, alpha = len(config.dimensions), config.dirichlet_alpha
     if config.preference_sampling == "per_sample":  # one λ per pair of every dimension (LS only; ours)
         draws = sample_preferences(m, m * config.batch_size, concentration=alpha, rng=rng)
         per_sample = draws.view(m, config.batch_size, m)  # (dimension, pair, m)
@@ -382,10 +382,14 @@ class GradientBuffers:
     def all_reduce(self) -> None:
         dist.all_reduce(self.flat[:-1])
 
-    def gram(self) -> Tensor:
-        """M = G Gᵀ of the unit gradients (units × units), float64 for the aggregators' small solvers."""
-        units = self.flat[:-1]
-        return (units @ units.T).double()
+    def gram(self, groups: int) -> Tensor:
+        """Each λ-group's M = G Gᵀ of its m unit gradients, (groups, m, m), float64 for the small solvers.
+
+        Units are laid out group-major (unit g·m + i), so the blocks across groups, which no rule uses,
+        are never computed.
+        """
+        units = self.flat[:-1].view(groups, -1, self.flat.shape[1])
+        return torch.bmm(units, units.transpose(1, 2)).double()
 
     def combine(self, coefficients: Tensor, max_norm: float | None) -> float:
         """`.grad` ← Σ_u c_u g_u, clipped to `max_norm`; returns the norm before clipping."""
