@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,3 +97,129 @@ def results_document(
         ],
         "spearman": rho,
     }
+
+
+def format_front(document: dict[str, Any]) -> str:
+    """results.md of a sweep: per scorer, the per-λ objectives and details, the front metrics, monotonicity."""
+    dimensions, grid = document["dimensions"], document["grid"]
+    lines = [f"# {document['run']}: {len(grid)} points of the λ grid, seed {document['seed']}"]
+    for name, scored in document["scorers"].items():
+        metrics = scored["metrics"]
+        lines += ["", f"## {name}", "", f"Objective per dimension: {scored['objective']}.", ""]
+        lines.append(format_sets_table(grid, scored["points"], dimensions))
+        lines += ["", format_metrics_table(metrics), "", format_monotonicity(metrics["monotonicity"], dimensions)]
+        for key, value in scored.items():
+            if key not in ("settings", "objective", "points", "metrics"):
+                lines += ["", f"{key}: {json.dumps(value)}"]
+    return "\n".join(lines)
+
+
+def format_sets_table(grid: Sequence[Sequence[float]], points: Sequence[dict], dimensions: Sequence[str]) -> str:
+    """One row per λ: each dimension's objective, then every set's scores joined by ' / '."""
+    sets = list(points[0].get("sets", {}))
+    keys = {name: list(points[0]["sets"][name]) for name in sets}
+    shown = {name: [key for key in keys[name] if key != "pairs" and key != "prompts"] for name in sets}
+    header = ["λ (" + ", ".join(dimensions) + ")", *(f"{name} objective" for name in dimensions)]
+    header += [f"{name} ({' / '.join(shown[name])})" for name in sets]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for preference, point in zip(grid, points, strict=True):
+        cells = ["(" + ", ".join(f"{weight:.2f}" for weight in preference) + ")"]
+        cells += [f"{point['objectives'][name]:+.3f}" for name in dimensions]
+        cells += [" / ".join(_number(point["sets"][name][key]) for key in shown[name]) for name in sets]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_metrics_table(metrics: dict[str, Any]) -> str:
+    reference = "(" + ", ".join(f"{value:+.4f}" for value in metrics["reference"]) + ")"
+    return (
+        "| hypervolume ↑ | inner product ↑ | sparsity ↓ | spacing ↓ | non-dominated points | reference point |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {metrics['hypervolume']:.4g} | {metrics['inner_product']:+.4f} | {metrics['sparsity']:.4g} | "
+        f"{metrics['spacing']:.4g} | {metrics['num_nondominated']} of {metrics['num_points']} | {reference} |"
+    )
+
+
+MONOTONE_RHO = 0.9  # a dimension whose objective has Spearman ρ below this with its own weight is flagged
+
+
+def format_monotonicity(rho: Sequence[float], dimensions: Sequence[str]) -> str:
+    """Per dimension: Spearman's ρ of its objective with its own weight, flagged when below MONOTONE_RHO."""
+    cells = []
+    for name, value in zip(dimensions, rho, strict=True):
+        flag = "" if value >= MONOTONE_RHO else f" **non-monotone (ρ < {MONOTONE_RHO})**"
+        cells.append(f"{name}: ρ = {value:+.2f}{flag}")
+    return "Does each objective rise with its own weight? " + "; ".join(cells) + "."
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def plot_fronts(
+    panels: Sequence[tuple[str, Sequence[tuple[str, Sequence[Sequence[float]], Sequence[Sequence[float]]]]]],
+    dimensions: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
+    """A PNG with one row per panel (title, fronts); each front (label, grid λ (n, m), objectives (n, m)).
+
+    Fronts of one panel share its axes. m = 2: one scatter per row, points joined in grid order and
+    labelled with their weight on the first dimension. m ≥ 3: the pairwise projections of the first three
+    objectives and a 3-D view.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = len(dimensions)
+    projections = [(0, 1)] if m == 2 else [(0, 1), (0, 2), (1, 2)]
+    columns = len(projections) + (m >= 3)
+    figure = plt.figure(figsize=(5.2 * columns, 4.6 * len(panels)))
+    for row, (panel, fronts) in enumerate(panels):
+        for slot, (i, j) in enumerate(projections):
+            axis = figure.add_subplot(len(panels), columns, row * columns + slot + 1)
+            for label, grid, objectives in fronts:
+                x, y = [point[i] for point in objectives], [point[j] for point in objectives]
+                axis.plot(x, y, marker="o", markersize=4, linewidth=0.8, label=label)
+                if m == 2:
+                    for weights, xi, yi in zip(grid, x, y, strict=True):
+                        axis.annotate(
+                            f"{weights[0]:.1f}", (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                        )
+            axis.set_xlabel(dimensions[i])
+            axis.set_ylabel(dimensions[j])
+            axis.grid(alpha=0.3)
+            if slot == 0:
+                axis.set_title(panel + (f" (labels: weight on {dimensions[0]})" if m == 2 else ""), fontsize=9)
+                axis.legend(fontsize=8)
+        if m >= 3:
+            axis = figure.add_subplot(len(panels), columns, (row + 1) * columns, projection="3d")
+            for label, _, objectives in fronts:
+                axis.scatter(*[[point[k] for point in objectives] for k in range(3)], s=8, label=label)
+            axis.set_xlabel(dimensions[0])
+            axis.set_ylabel(dimensions[1])
+            axis.set_zlabel(dimensions[2])
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_front(document: dict[str, Any], path: str | os.PathLike) -> Path:
+    """front.png of a sweep: one row per scorer, the front of its per-dimension objectives."""
+    dimensions = document["dimensions"]
+    panels = [
+        (f"{name}: {scored['objective']}", [(document["run"], document["grid"], _objectives(scored, dimensions))])
+        for name, scored in document["scorers"].items()
+    ]
+    return plot_fronts(panels, dimensions, path, title=f"{document['run']}: front over the λ grid")
+
+
+def _objectives(scored: dict[str, Any], dimensions: Sequence[str]) -> list[list[float]]:
+    return [[point["objectives"][name] for name in dimensions] for point in scored["points"]]

@@ -9,6 +9,8 @@ its own λ, so one forward covers several grid points.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,3 +141,87 @@ def load_pair_sets(config, tokenizer) -> list[PairSet]:
                 label = f"{label}-{sum(name.startswith(f'{dimension.name}/{label}') for name in taken) + 1}"
             sets.append(PairSet(dimension.name, label, pairs, dimension.beta))
     return sets
+
+
+class PairsScorer:
+    """The *pairs* scorer for a sweep: per dimension, the mean implicit-reward margin over its held-out pairs.
+
+    A dimension's objective pools all of its pair sets (e.g. the test split and XSTest), each pair counted
+    once; every set's accuracy and margin are kept beside it. Deterministic, and fast: one forward per
+    (pair, λ) row, all λs of a call in mixed-preference batches.
+    """
+
+    name = "pairs"
+    points_per_call = 4  # λs per call: each is cached as soon as its call returns
+    objective = "mean DPO implicit-reward margin over the dimension's held-out pairs (all its sets pooled)"
+
+    def __init__(
+        self,
+        pair_sets: Sequence[PairSet],
+        dimensions: Sequence[str],
+        *,
+        pad_token_id: int,
+        batch_size: int,
+        reference_settings: dict,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        missing = [name for name in dimensions if not any(pair_set.dimension == name for pair_set in pair_sets)]
+        if missing:
+            raise ValueError(f"the pairs scorer has no held-out pairs for dimension(s) {missing}: add `eval` sources.")
+        self.pair_sets, self.dimensions = list(pair_sets), list(dimensions)
+        self.pad_token_id, self.batch_size = pad_token_id, batch_size
+        self.reference_settings, self.autocast = reference_settings, autocast
+
+    @classmethod
+    def from_run(cls, run, limit: int | None = None) -> PairsScorer:
+        """The run's own held-out pair sets (its config's `eval` sources), the first `limit` pairs of each."""
+        pair_sets = load_pair_sets(run.config, run.tokenizer)
+        if limit is not None:
+            pair_sets = [PairSet(s.dimension, s.label, s.pairs[:limit], s.beta) for s in pair_sets]
+        return cls(
+            pair_sets,
+            run.dimensions,
+            pad_token_id=run.tokenizer.pad_token_id,
+            batch_size=run.config.eval_batch_size,
+            reference_settings=reference_settings(run.config),
+            autocast=run.autocast,
+        )
+
+    def settings(self) -> dict:
+        """What the numbers depend on besides the adapter: every set's pairs (as a hash of their ids) and β."""
+        return {
+            "sets": {
+                s.name: {"pairs": len(s.pairs), "beta": s.beta, "ids": _pairs_digest(s.pairs)} for s in self.pair_sets
+            },
+            "reference": self.reference_settings,
+        }
+
+    def score(self, model: PanaceaModel, preferences: Tensor) -> list[dict]:
+        """Per λ: {"objectives": {dimension: pooled margin}, "sets": {set: {accuracy, margin, pairs}}}."""
+        results = score_pairs(
+            model,
+            self.pair_sets,
+            preferences,
+            pad_token_id=self.pad_token_id,
+            batch_size=self.batch_size,
+            reference_settings=self.reference_settings,
+            autocast=self.autocast,
+        )
+        return [{"objectives": self._pooled(point), "sets": point} for point in results]
+
+    def _pooled(self, point: dict[str, dict[str, float]]) -> dict[str, float]:
+        pooled = {}
+        for name in self.dimensions:
+            sets = [point[s.name] for s in self.pair_sets if s.dimension == name]
+            pooled[name] = sum(s["margin"] * s["pairs"] for s in sets) / sum(s["pairs"] for s in sets)
+        return pooled
+
+    def summary(self) -> dict:
+        return {}
+
+
+def _pairs_digest(pairs: Sequence[TokenizedPair]) -> str:
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(json.dumps([pair.prompt_ids, pair.chosen_ids, pair.rejected_ids]).encode())
+    return digest.hexdigest()[:16]

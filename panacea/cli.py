@@ -18,6 +18,8 @@ from panacea.adapters import PanaceaModel
 from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, adapter_folder
 from panacea.base_model import load_base_model
 from panacea.demo import DEFAULT_PROMPT, run_demo
+from panacea.eval.report import format_front
+from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, SCORERS, evaluate_path
 from panacea.generation import generate_text
 from panacea.training import TrainConfig, train
 
@@ -70,6 +72,27 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", help="The user message.")
     generate.add_argument("--max-new-tokens", type=int, default=64)
     generate.set_defaults(run=_run_generate)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="Score a trained run over the λ grid (cached per point, resumable), print the per-λ table and the "
+        "front metrics, and write RUN/eval/results.json, results.md and front.png.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN", help="A training run folder (output_dir of `panacea train`).")
+    evaluate.add_argument(
+        "--grid", type=int, default=11, help="Points per simplex edge: 11 → 11 λs for m = 2, 66 for m = 3."
+    )
+    evaluate.add_argument(
+        "--scorers",
+        default="pairs",
+        type=_parse_scorers,
+        help=f"Comma-separated, from {', '.join(SCORERS)} (default: %(default)s).",
+    )
+    evaluate.add_argument("--limit", type=int, help="At most this many pairs / prompts per evaluation set.")
+    evaluate.add_argument("--max-new-tokens", type=int, default=96, help="Generations scorer: greedy decoding length.")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="Generations scorer: rows per generate call.")
+    evaluate.add_argument("--device", help="Default: the run's device.")
+    evaluate.set_defaults(run=_run_eval)
 
     export = commands.add_parser("export", help="Write one trade-off as a plain peft LoRA adapter.")
     _add_adapter_arguments(export)
@@ -134,6 +157,31 @@ def _parse_preference(text: str) -> list[float] | dict[str, float]:
 
 def _run_demo(args: argparse.Namespace) -> None:
     run_demo(args.config, args.overrides, prompt=args.prompt)
+
+
+def _parse_scorers(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCORERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown scorer(s) {unknown or text!r}; choose from {', '.join(SCORERS)}")
+    return names
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number of pairs / prompts, got {args.limit}.")
+    document = evaluate_path(
+        args.run_dir,
+        grid_points=args.grid,
+        scorers=args.scorers,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    eval_dir = Path(args.run_dir) / "eval"
+    print(format_front(document))
+    print(f"\nwrote {eval_dir / RESULTS_JSON}, {eval_dir / RESULTS_MD} and the plot {eval_dir / FRONT_PNG}")
 
 
 def _run_train(args: argparse.Namespace) -> None:

@@ -189,3 +189,27 @@ def test_unknown_preference_name_lists_the_adapter_names(named_run, tmp_path, ca
     )
     assert "the preference names are ['helpful', 'harmless'] (in order)" in error
     assert not (tmp_path / "lora").exists()
+
+
+def test_eval_prints_the_table_and_front_metrics_and_writes_the_plot(training_config, tmp_path, capsys):
+    assert main(["train", str(training_config)]) == 0
+    run = tmp_path / "trained"
+    assert main(["eval", str(run), "--grid", "3"]) == 0
+    output = capsys.readouterr().out
+    assert "| (0.50, 0.50) |" in output and "hypervolume" in output and "ρ = " in output
+    assert f"the plot {run / 'eval' / 'front.png'}" in output and (run / "eval" / "front.png").is_file()
+
+
+def test_eval_bad_input_gives_one_line_errors(training_config, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "no run folder at" in capsys.readouterr().err
+    assert main(["train", str(training_config)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "trained"), "--grid", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "--grid 2 gives no interior point for 2 dimensions" in error and error.count("\n") == 1
+    assert main(["eval", str(tmp_path / "trained"), "--limit", "0"]) == 2
+    assert "--limit must be a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", str(tmp_path / "trained"), "--scorers", "pairs,votes"])
+    assert "unknown scorer(s) ['votes']" in capsys.readouterr().err

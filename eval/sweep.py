@@ -1,0 +1,230 @@
+"""`panacea eval RUN`: score a trained run over the simplex-lattice grid, cache every point, measure the front.
+
+For each scorer (`pairs`, `generations`; panacea.eval.scorers) the sweep asks for the points of the grid
+not yet in the run's cache, a few at a time (each call scores them together in mixed-preference batches),
+writes each point's result to `RUN/eval/cache/<scorer>-<key>/<λ>.json` as soon as it has it, and then
+computes the front metrics of the scorer's per-dimension objectives (panacea.eval.metrics). A rerun after
+an interrupt finds the finished points and scores only the rest. The cache key hashes the adapter's
+weights and everything the scorer's numbers depend on, so a retrained run or changed settings never read
+stale results.
+
+Outputs, in RUN/eval/: `results.json` (every point, the metrics with their reference point, the decoding
+settings and seeds), `results.md` (the per-λ tables and the metrics) and `front.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from panacea.adapters import PanaceaModel
+from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, WEIGHTS_NAME
+from panacea.training import TrainConfig
+from panacea.training.trainer import CONFIG_FILE
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from panacea._io import read_json, write_json
+from panacea.base_model import load_base_model
+from panacea.preferences import simplex_grid
+
+from .metrics import front_metrics, reference_point
+from .report import format_front, plot_front
+from .scorers import PairsScorer
+
+RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
+
+
+@dataclass
+class LoadedRun:
+    """A run folder's model at any λ: its config, the base model with the trained adapter, the tokenizer."""
+
+    path: Path
+    config: TrainConfig
+    model: PanaceaModel
+    tokenizer: Any
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    weights_digest: str  # sha256 of the adapter weights: part of every cache key
+
+    @property
+    def dimensions(self) -> list[str]:
+        return self.config.dimension_names
+
+
+def load_run(path: str | Path, *, device: str | None = None) -> LoadedRun:
+    """The run in `path` (a `panacea train` output folder); one clear error if it is not a finished run."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no run folder at {path}.")
+    config_file, adapter = path / CONFIG_FILE, path / RUN_ADAPTER_DIR
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} is not a training run: {config_file} is missing.")
+    if not (adapter / CONFIG_NAME).is_file() or not (adapter / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(
+            f"{path} holds no trained adapter ({adapter / WEIGHTS_NAME} is missing): the run has not finished; "
+            f"resume it with `panacea train {config_file} --resume`."
+        )
+    config = TrainConfig.from_yaml(config_file)
+    base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=device or config.device)
+    model = PanaceaModel.from_pretrained(base_model, adapter).eval()
+    return LoadedRun(
+        path,
+        config,
+        model,
+        tokenizer,
+        mixed_precision_context(config, model.device),
+        _file_digest(adapter / WEIGHTS_NAME),
+    )
+
+
+def mixed_precision_context(
+    config: TrainConfig, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """The run's autocast for evaluation (bf16/fp16 when it trained so), as `accelerator.autocast` gives it."""
+    if config.mixed_precision == "no":
+        return contextlib.nullcontext
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[config.mixed_precision]
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def evaluation_grid(num_dimensions: int, num_points: int) -> Tensor:
+    """The simplex-lattice grid, refused when it has no interior point (only vertices and edges say little)."""
+    if num_points - 1 < num_dimensions:
+        raise ValueError(
+            f"--grid {num_points} gives no interior point for {num_dimensions} dimensions (its step is "
+            f"1/{num_points - 1}); use --grid {num_dimensions + 1} or more (11 is the default)."
+        )
+    return simplex_grid(num_dimensions, num_points)
+
+
+class PointCache:
+    """One JSON file per grid point in `folder`, written atomically; a damaged file counts as missing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, preference: Sequence[float]) -> Path:
+        return self.folder / ("-".join(f"{weight:.4f}" for weight in preference) + ".json")
+
+    def get(self, preference: Sequence[float]) -> dict | None:
+        file = self.path(preference)
+        try:
+            return read_json(file) if file.is_file() else None
+        except (ValueError, OSError):
+            return None
+
+    def put(self, preference: Sequence[float], result: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.path(preference), result)
+
+
+def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> list[dict]:
+    """Every grid point's result from `scorer`, read from the cache or computed (and cached) now."""
+    key = cache_key(scorer.settings(), run.weights_digest)
+    cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-{key[:16]}")
+    points = grid.tolist()
+    todo = [index for index, point in enumerate(points) if cache.get(point) is None]
+    with tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar:
+        for start in range(0, len(todo), scorer.points_per_call):
+            chunk = todo[start : start + scorer.points_per_call]
+            for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
+                cache.put(points[index], result)
+                bar.update()
+    return [cache.get(point) for point in points]
+
+
+def cache_key(settings: dict, weights_digest: str) -> str:
+    return hashlib.sha256(
+        json.dumps({"settings": settings, "adapter": weights_digest}, sort_keys=True).encode()
+    ).hexdigest()
+
+
+def evaluate_run(
+    run: LoadedRun,
+    scorers: Sequence,
+    *,
+    grid_points: int = 11,
+    reference: dict[str, Sequence[float]] | None = None,
+    progress: bool = True,
+    extra: dict | None = None,
+) -> dict:
+    """Sweep every scorer over the grid, measure each front, write results.json / results.md / front.png."""
+    started = time.perf_counter()
+    grid = evaluation_grid(len(run.dimensions), grid_points)
+    document: dict[str, Any] = {
+        "run": str(run.path),
+        "dimensions": run.dimensions,
+        "grid": grid.tolist(),
+        "seed": run.config.seed,
+        "reference_policy": "per objective: the minimum over every evaluated point minus 1 % of its range "
+        "(panacea.eval.metrics.reference_point), unless given",
+        **(extra or {}),
+        "scorers": {},
+    }
+    for scorer in scorers:
+        results = sweep(scorer, run, grid, progress=progress)
+        objectives = torch.tensor([[point["objectives"][name] for name in run.dimensions] for point in results])
+        given = (reference or {}).get(scorer.name)
+        r = torch.tensor(given, dtype=torch.float64) if given is not None else reference_point([objectives])
+        document["scorers"][scorer.name] = {
+            "settings": scorer.settings(),
+            "objective": scorer.objective,
+            "points": results,
+            "metrics": front_metrics(grid, objectives, r),
+            **scorer.summary(),
+        }
+    document["seconds"] = round(time.perf_counter() - started, 1)
+    eval_dir = run.path / "eval"
+    write_json(eval_dir / RESULTS_JSON, document)
+    (eval_dir / RESULTS_MD).write_text(format_front(document) + "\n")
+    plot_front(document, eval_dir / FRONT_PNG)
+    return document
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+SCORERS = ("pairs", "generations")
+
+
+def evaluate_path(
+    path: str | Path,
+    *,
+    grid_points: int = 11,
+    scorers: Sequence[str] = ("pairs",),
+    limit: int | None = None,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """`panacea eval`: load the run in `path`, build the named scorers, and `evaluate_run`."""
+    unknown = [name for name in scorers if name not in SCORERS]
+    if unknown:
+        raise ValueError(f"unknown scorer(s) {unknown}; choose from {list(SCORERS)}.")
+    run = load_run(path, device=device)
+    evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
+    built = []
+    for name in scorers:
+        if name == "pairs":
+            built.append(PairsScorer.from_run(run, limit=limit))
+        else:
+            from .generations import GenerationsScorer
+
+            built.append(
+                GenerationsScorer.from_run(run, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            )
+    return evaluate_run(run, built, grid_points=grid_points, progress=progress)

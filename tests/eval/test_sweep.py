@@ -1,0 +1,111 @@
+"""`panacea eval`'s sweep on a tiny trained run: outputs, the per-point cache and resume, and bad input."""
+
+import json
+import shutil
+
+import pytest
+from panacea.eval import sweep as sweep_module
+from panacea.eval.scorers import PairsScorer
+from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
+from panacea.training import TrainConfig, train
+
+from panacea._config import dataclass_from_dict
+from tests.helpers import config_dict, make_workspace
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    workspace = make_workspace(root)
+    data = config_dict(workspace, root / "run", max_steps=4, save_steps=4)
+    for dimension in data["dimensions"]:
+        dimension["eval"] = [{"path": dimension["train"][0]["path"], "max_pairs": 4}]
+    train(dataclass_from_dict(TrainConfig, data, where="test"))
+    return root / "run"
+
+
+def test_eval_writes_results_markdown_and_plot(run_dir):
+    document = evaluate_path(run_dir, grid_points=3, progress=False)
+    assert document["grid"] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    pairs = document["scorers"]["pairs"]
+    assert len(pairs["points"]) == 3 and set(pairs["points"][0]["objectives"]) == {"a", "b"}
+    metrics = pairs["metrics"]
+    assert metrics["num_points"] == 3 and len(metrics["reference"]) == 2 and metrics["hypervolume"] > 0
+    for name in ("results.json", "results.md", "front.png"):
+        assert (run_dir / "eval" / name).stat().st_size > 0
+    assert json.loads((run_dir / "eval" / "results.json").read_text())["scorers"]["pairs"]["metrics"] == metrics
+    assert "hypervolume" in (run_dir / "eval" / "results.md").read_text()
+
+
+def test_the_objective_pools_every_set_of_its_dimension(run_dir):
+    document = evaluate_path(run_dir, grid_points=3, progress=False)
+    for point in document["scorers"]["pairs"]["points"]:
+        assert point["objectives"]["a"] == pytest.approx(point["sets"]["a/a"]["margin"])  # one set per dimension here
+
+
+def test_a_rerun_reads_every_point_from_the_cache(run_dir, monkeypatch):
+    first = evaluate_path(run_dir, grid_points=3, progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached point was scored again")
+
+    monkeypatch.setattr(PairsScorer, "score", refuse)
+    again = evaluate_path(run_dir, grid_points=3, progress=False)
+    assert again["scorers"]["pairs"]["points"] == first["scorers"]["pairs"]["points"]
+
+
+def test_an_interrupted_sweep_resumes_with_the_points_it_lacks(run_dir, monkeypatch):
+    scored, original = [], PairsScorer.score
+
+    def interrupt_after_first_call(self, model, preferences):
+        if scored:
+            raise KeyboardInterrupt
+        scored.append(preferences.tolist())
+        return original(self, model, preferences)
+
+    shutil.rmtree(run_dir / "eval" / "cache", ignore_errors=True)  # earlier tests cached some of these points
+    monkeypatch.setattr(PairsScorer, "points_per_call", 2)
+    monkeypatch.setattr(PairsScorer, "score", interrupt_after_first_call)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_path(run_dir, grid_points=5, progress=False)
+    resumed = []
+
+    def record(self, model, preferences):
+        resumed.extend(preferences.tolist())
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    document = evaluate_path(run_dir, grid_points=5, progress=False)
+    assert scored == [[[1.0, 0.0], [0.75, 0.25]]] and resumed == [[0.5, 0.5], [0.25, 0.75], [0.0, 1.0]]
+    assert len(document["scorers"]["pairs"]["points"]) == 5
+
+
+def test_cached_points_are_not_read_for_another_adapter(run_dir, monkeypatch):
+    evaluate_path(run_dir, grid_points=3, progress=False)
+    key = sweep_module.cache_key({"x": 1}, "digest-1")
+    assert key != sweep_module.cache_key({"x": 1}, "digest-2") and key != sweep_module.cache_key({"x": 2}, "digest-1")
+
+
+def test_a_grid_without_an_interior_point_is_refused():
+    with pytest.raises(ValueError, match=r"--grid 2 gives no interior point for 2 dimensions"):
+        evaluation_grid(2, 2)
+    with pytest.raises(ValueError, match=r"--grid 3 gives no interior point for 3 dimensions"):
+        evaluation_grid(3, 3)
+    assert (evaluation_grid(3, 4) > 0).all(dim=1).sum() == 1  # (1/3, 1/3, 1/3)
+
+
+def test_a_run_folder_without_an_adapter_is_refused(tmp_path, run_dir):
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        load_run(tmp_path / "missing")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    with pytest.raises(FileNotFoundError, match="holds no trained adapter"):
+        load_run(unfinished)
+    with pytest.raises(FileNotFoundError, match="is not a training run"):
+        load_run(run_dir / "adapter")
+
+
+def test_an_unknown_scorer_is_refused(run_dir):
+    with pytest.raises(ValueError, match=r"unknown scorer\(s\) \['votes'\]"):
+        evaluate_path(run_dir, scorers=["votes"])

@@ -1,0 +1,45 @@
+"""Grid generation in mixed-preference batches: the same greedy answers as one λ at a time, and as one prompt alone."""
+
+import pytest
+import torch
+
+from panacea.generation import generate_grid, generate_text
+from panacea.preferences import simplex_grid
+from tests.conftest import panacea_llama, tiny_tokenizer
+
+PROMPTS = ["w5 w9 w11", "w7", "w20 w21 w22 w23 w24", "w30 w31"]  # different lengths: rows are left-padded
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+    return panacea_llama(), tiny_tokenizer()
+
+
+def test_mixed_batches_give_the_answers_of_one_preference_at_a_time(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    grid = simplex_grid(2, 5)
+    mixed = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=6, batch_size=8)
+    one_at_a_time = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=6, batch_size=8, mixed=False)
+    assert mixed == one_at_a_time
+    assert len(mixed) == len(grid) and all(len(answers) == len(PROMPTS) for answers in mixed)
+
+
+def test_grid_answers_equal_each_prompt_answered_alone(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    grid = simplex_grid(2, 3)
+    answers = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=6, batch_size=4)
+    for point, preference in enumerate(grid):
+        for index, prompt in enumerate(PROMPTS):
+            assert answers[point][index] == generate_text(model, tokenizer, prompt, preference, max_new_tokens=6)
+
+
+def test_the_preference_changes_the_answers(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    answers = generate_grid(model, tokenizer, PROMPTS, torch.eye(2), max_new_tokens=6)
+    assert answers[0] != answers[1]  # the adapter is random and non-trivial: the vertices must differ
+
+
+def test_a_preference_matrix_of_the_wrong_shape_is_refused(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ValueError, match=r"non-empty \(points, m\) tensor"):
+        generate_grid(model, tokenizer, PROMPTS, torch.tensor([0.5, 0.5]))
