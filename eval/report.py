@@ -82,23 +82,6 @@ def plot_pairs(
     return path
 
 
-def results_document(
-    preferences: torch.Tensor,
-    results: Sequence[dict[str, dict[str, float]]],
-    rho: dict[str, dict[str, float]],
-    **extra: Any,
-) -> dict[str, Any]:
-    """The JSON-able record of a sweep: every λ with its scores, the monotonicity, and `extra` (settings, seeds)."""
-    return {
-        **extra,
-        "points": [
-            {"preference": preference, "scores": point}
-            for preference, point in zip(preferences.tolist(), results, strict=True)
-        ],
-        "spearman": rho,
-    }
-
-
 def format_front(document: dict[str, Any]) -> str:
     """results.md of a sweep: per scorer, the per-λ objectives and details, the front metrics, monotonicity."""
     dimensions, grid = document["dimensions"], document["grid"]

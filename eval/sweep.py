@@ -58,6 +58,12 @@ class LoadedRun:
     def dimensions(self) -> list[str]:
         return self.config.dimension_names
 
+    @classmethod
+    def from_training(cls, result, config: TrainConfig) -> LoadedRun:
+        """The run `train` just finished (its `TrainResult`), without loading it again."""
+        weights = result.output_dir / RUN_ADAPTER_DIR / WEIGHTS_NAME
+        return cls(result.output_dir, config, result.model, result.tokenizer, result.autocast, _file_digest(weights))
+
 
 def load_run(path: str | Path, *, device: str | None = None) -> LoadedRun:
     """The run in `path` (a `panacea train` output folder); one clear error if it is not a finished run."""
@@ -126,8 +132,8 @@ class PointCache:
         write_json(self.path(preference), result)
 
 
-def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> list[dict]:
-    """Every grid point's result from `scorer`, read from the cache or computed (and cached) now."""
+def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tuple[list[dict], Path]:
+    """Every grid point's result from `scorer`, read from the cache or computed (and cached) now; the cache folder."""
     key = cache_key(scorer.settings(), run.weights_digest)
     cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-{key[:16]}")
     points = grid.tolist()
@@ -138,7 +144,7 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> lis
             for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
                 cache.put(points[index], result)
                 bar.update()
-    return [cache.get(point) for point in points]
+    return [cache.get(point) for point in points], cache.folder
 
 
 def cache_key(settings: dict, weights_digest: str) -> str:
@@ -170,14 +176,15 @@ def evaluate_run(
         "scorers": {},
     }
     for scorer in scorers:
-        results = sweep(scorer, run, grid, progress=progress)
+        results, cached_in = sweep(scorer, run, grid, progress=progress)
         objectives = torch.tensor([[point["objectives"][name] for name in run.dimensions] for point in results])
         given = (reference or {}).get(scorer.name)
         r = torch.tensor(given, dtype=torch.float64) if given is not None else reference_point([objectives])
         document["scorers"][scorer.name] = {
             "settings": scorer.settings(),
             "objective": scorer.objective,
-            "points": results,
+            "cache": str(cached_in),  # each point's file there also holds what it was scored on (e.g. the answers)
+            "points": [{key: value for key, value in point.items() if key != "responses"} for point in results],
             "metrics": front_metrics(grid, objectives, r),
             **scorer.summary(),
         }

@@ -1,8 +1,9 @@
 """`make demo`: train helpful vs harmless on the embedded model, sweep λ over a grid, report and generate.
 
 1. Train `configs/demo.yaml` (a finished run with the same config is reused, an interrupted one resumed).
-2. Score every grid point on held-out pairs: DPO implicit-reward accuracy and margin per pair set,
-   with Spearman's ρ of each score against the weight on its own dimension (printed, JSON, PNG).
+2. Score every grid point on held-out pairs with `panacea eval`'s pairs scorer (DPO implicit-reward
+   accuracy and margin per pair set), with Spearman's ρ of each score against the weight on its own
+   dimension and the front metrics (printed; RUN/eval/results.json, results.md, front.png, pairs.png).
    Then train one single-objective model per dimension (λ fixed to its vertex, same budget) and report
    the range ratio R_i: how far λ moves the model compared with how far those models lie apart.
 3. Generate one answer at each vertex of the simplex, and export one trade-off as a plain peft LoRA.
@@ -20,11 +21,11 @@ from peft import PeftModel
 
 from panacea._io import write_json
 from panacea.base_model import load_base_model
-from panacea.eval.report import format_table, monotonicity, plot_pairs, results_document
-from panacea.eval.scorers import load_pair_sets, score_run_pairs
+from panacea.eval.report import format_metrics_table, format_monotonicity, format_table, monotonicity, plot_pairs
+from panacea.eval.scorers import PairsScorer
 from panacea.eval.steering import format_steering, range_ratios, single_objective_scores
+from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, evaluate_run
 from panacea.generation import generate_text
-from panacea.preferences import simplex_grid
 from panacea.training import TrainConfig, train
 
 DEFAULT_PROMPT = "How can I get back at a coworker who embarrassed me in a meeting?"
@@ -36,7 +37,7 @@ def run_demo(
     prompt: str = DEFAULT_PROMPT,
     max_new_tokens: int = 64,
 ) -> dict:
-    """Train, evaluate, generate; returns the evaluation document that is also written to RUN/eval/pairs.json."""
+    """Train, evaluate, generate; returns the evaluation document that is also written to RUN/eval/results.json."""
     started = time.perf_counter()
     config = TrainConfig.from_yaml(config_path, overrides)
     result = train(config, resume=True)
@@ -47,38 +48,35 @@ def run_demo(
         f"({result.state.tokens_seen:,} tokens); adapter in {result.output_dir / 'adapter'}"
     )
 
-    grid = simplex_grid(len(names), config.eval_grid)
+    # The evaluation `panacea eval` runs: the pairs scorer over the grid (cached per point), the front metrics.
+    run = LoadedRun.from_training(result, config)
     evaluated = time.perf_counter()
-    pair_sets = load_pair_sets(config, tokenizer)
-    scores = score_run_pairs(model, pair_sets, grid, config, tokenizer.pad_token_id, result.autocast)
+    scorer = PairsScorer.from_run(run)
+    document = evaluate_run(run, [scorer], grid_points=config.eval_grid, progress=False)
+    pairs = document["scorers"]["pairs"]
+    grid = torch.tensor(document["grid"])
+    scores = [point["sets"] for point in pairs["points"]]
     rho = monotonicity(grid, scores, names)
     table = format_table(grid, scores, names, rho)
     print(f"\nheld-out pairs at each λ (accuracy / mean margin), {time.perf_counter() - evaluated:.0f} s:\n{table}")
+    front = (
+        f"{format_metrics_table(pairs['metrics'])}\n\n{format_monotonicity(pairs['metrics']['monotonicity'], names)}"
+    )
+    print(f"\nthe front (objective per dimension: {pairs['objective']}):\n{front}")
 
     # How far λ steers: the same budget spent on each dimension alone gives the yardstick R_i divides by.
-    single = single_objective_scores(config, pair_sets, tokenizer.pad_token_id)
+    single = single_objective_scores(config, scorer.pair_sets, tokenizer.pad_token_id)
     ratios = range_ratios(grid, scores, names, single)
     steering = format_steering(rho, ratios, single)
     print(f"\nsteering: Spearman ρ of each score with its own weight, and the range ratio R_i\n{steering}")
 
     eval_dir = result.output_dir / "eval"
+    document["steering"] = {"spearman": rho, "single_objective": single, "range_ratio": ratios}
+    document.update(config=str(config_path), overrides=list(overrides), steps=result.state.step)
+    write_json(eval_dir / RESULTS_JSON, document)
+    with open(eval_dir / RESULTS_MD, "a") as handle:
+        handle.write(f"\n## Steering (pairs)\n\n{steering}\n")
     plot = plot_pairs(grid, scores, names, eval_dir / "pairs.png", title=f"{config.output_dir}: held-out pairs over λ")
-    document = results_document(
-        grid,
-        scores,
-        rho,
-        single_objective=single,
-        range_ratio=ratios,
-        scorer="pairs: DPO implicit-reward accuracy and mean margin on held-out pairs",
-        dimensions=names,
-        seed=config.seed,
-        steps=result.state.step,
-        config=str(config_path),
-        overrides=list(overrides),
-    )
-    write_json(eval_dir / "pairs.json", document)
-    (eval_dir / "pairs.md").write_text(f"{table}\n\n{steering}\n")
-    print(f"\nwrote {eval_dir / 'pairs.json'}, {eval_dir / 'pairs.md'} and the plot {plot}")
 
     print(f"\nprompt: {prompt}")
     for vertex in torch.eye(len(names)).tolist():
@@ -87,6 +85,10 @@ def run_demo(
         print(f"\nλ = {_label(preference)}:\n  {answer}")
 
     _export_check(model, tokenizer, config, names, prompt)
+    print(
+        f"\nwrote {eval_dir / RESULTS_JSON} and {eval_dir / RESULTS_MD}; plots: the front {eval_dir / FRONT_PNG}, "
+        f"each set against its own weight {plot}"
+    )
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min")
     return document
 

@@ -57,13 +57,16 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert "| λ (a, b) |" in output and "| (0.5, 0.5) |" in output and "Spearman ρ" in output
     assert "λ = a=1.00, b=0.00:" in output and "λ = a=0.00, b=1.00:" in output
     assert "reloaded with peft: max |Δ logit| = 0.00e+00" in output
-    document = json.loads((tmp_path / "trained" / "eval" / "pairs.json").read_text())
-    assert [point["preference"] for point in document["points"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
-    assert set(document["points"][0]["scores"]) == {"a/a", "b/b"}
-    assert (tmp_path / "trained" / "eval" / "pairs.png").stat().st_size > 0
+    document = json.loads((tmp_path / "trained" / "eval" / "results.json").read_text())
+    assert document["grid"] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    assert set(document["scorers"]["pairs"]["points"][0]["sets"]) == {"a/a", "b/b"}
+    assert "hypervolume" in output and f"the front {tmp_path / 'trained' / 'eval' / 'front.png'}" in output
+    for plot in ("pairs.png", "front.png"):
+        assert (tmp_path / "trained" / "eval" / plot).stat().st_size > 0
     # the steering yardstick: one single-objective model per dimension, and R_i beside Spearman's ρ
     assert "range ratio R" in output and "| a/a |" in output
-    assert set(document["single_objective"]) == {"a", "b"} and set(document["range_ratio"]) == {"a/a", "b/b"}
+    steering = document["steering"]
+    assert set(steering["single_objective"]) == {"a", "b"} and set(steering["range_ratio"]) == {"a/a", "b/b"}
     for name in ("a", "b"):
         assert (tmp_path / "trained" / "single-objective" / name / "adapter").is_dir()
     assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
