@@ -59,7 +59,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", default=DEFAULT_PROMPT, help="The user message answered at each vertex.")
     demo.set_defaults(run=_run_demo)
 
-    training = commands.add_parser("train", help="Train a Panacea adapter from a YAML config.")
+    training = commands.add_parser(
+        "train",
+        help="Train a Panacea adapter from a YAML config (with method: soups, the rewarded-soups baseline: one "
+        "plain LoRA per dimension).",
+    )
     training.add_argument("config", help="A YAML training config, e.g. configs/hh-2d.yaml.")
     _add_set_argument(training)
     training.add_argument(
@@ -185,7 +189,19 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    result = train(TrainConfig.from_yaml(args.config, args.overrides), resume=args.resume)
+    config = TrainConfig.from_yaml(args.config, args.overrides)
+    if config.method == "soups":  # the rewarded-soups baseline: one plain LoRA per dimension
+        from panacea.training.soups import train_soups
+
+        manifest = train_soups(config, resume=args.resume).manifest
+        total = manifest["total"]
+        print(
+            f"trained {len(manifest['runs'])} rewarded-soups LoRAs ({manifest['budget']} budget: {total['steps']} "
+            f"steps, {total['tokens']:,} tokens, {total['train_seconds'] / 60:.1f} min of steps); "
+            f"manifest in {Path(config.output_dir) / 'manifest.json'}"
+        )
+        return
+    result = train(config, resume=args.resume)
     print(
         f"trained {result.state.step} steps ({result.state.tokens_seen:,} tokens, "
         f"{result.state.train_seconds / 60:.1f} min of steps); adapter in {result.output_dir / RUN_ADAPTER_DIR}"

@@ -3,12 +3,14 @@
 from .config import DimensionConfig, TrainConfig
 from .objectives import dpo_loss, implicit_rewards, reward_margin, sft_loss
 from .scalarisation import LinearScalarization, Scalarizer, Tchebycheff
+from .soups import SoupsResult, train_soups
 from .trainer import TrainingError, TrainResult, train
 
 __all__ = [
     "DimensionConfig",
     "LinearScalarization",
     "Scalarizer",
+    "SoupsResult",
     "Tchebycheff",
     "TrainConfig",
     "TrainResult",
@@ -18,4 +20,5 @@ __all__ = [
     "reward_margin",
     "sft_loss",
     "train",
+    "train_soups",
 ]

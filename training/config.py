@@ -18,6 +18,8 @@ from .aggregators import build_aggregator
 from .objectives import OBJECTIVES
 from .scalarisation import SCALARIZERS
 
+METHODS = ("panacea", "soups", "lora")
+SOUPS_BUDGETS = ("split", "full")
 SAMPLING = ("per_step", "per_sample", "groups", "fixed")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -71,6 +73,23 @@ class TrainConfig:
     # --- run ---
     output_dir: str = field(default="runs/panacea", metadata={"help": "Run folder: adapter/, checkpoints/, logs."})
     seed: int = field(default=0, metadata={"help": "Seeds the adapter init, data order, λ draws and dropout."})
+    method: Literal["panacea", "soups", "lora"] = field(
+        default="panacea",
+        metadata={
+            "help": "'panacea': one preference-conditioned adapter. 'soups': the rewarded-soups baseline (Ramé et al. "
+            "2023), one plain peft LoRA per dimension trained on that dimension alone, mixed at λ when evaluated "
+            "(`panacea.training.soups.train_soups`; docs/algorithms.md §7). 'lora': one plain peft LoRA of the "
+            "adapter's rank, modules, alpha and dropout, trained at `fixed_preference` (a soups member)."
+        },
+    )
+    soups_budget: Literal["split", "full"] = field(
+        default="split",
+        metadata={
+            "help": "Method 'soups' only (ours). 'split': each of the m runs trains max_steps/m steps of "
+            "m·batch_size pairs of its dimension, so the m runs together match the Panacea run's optimizer steps, "
+            "pairs and tokens. 'full': each run trains max_steps steps of m·batch_size pairs (m× the budget)."
+        },
+    )
     # --- model ---
     model: str | None = field(default=None, metadata={"help": "HF id or local path; None = embedded SmolLM2-135M."})
     dtype: str = field(default="float32", metadata={"help": "Base-model weights dtype ('float32', 'bfloat16')."})
@@ -273,7 +292,29 @@ class TrainConfig:
             if fixed.ndim != 1:
                 raise ValueError(f"TrainConfig.fixed_preference must be one λ, got shape {tuple(fixed.shape)}.")
             self.fixed_preference = fixed.tolist()
+        self._check_method()
         self.adapter_config()  # refuse a bad adapter section now, before any model or data loads
+
+    def _check_method(self) -> None:
+        """Method 'soups' needs max_steps divisible by m under the split budget; 'lora' needs a fixed λ."""
+        _require(self.method in METHODS, "method", self.method, f"one of {METHODS}")
+        _require(self.soups_budget in SOUPS_BUDGETS, "soups_budget", self.soups_budget, f"one of {SOUPS_BUDGETS}")
+        m = len(self.dimensions)
+        if self.method != "soups" and self.soups_budget != "split":
+            raise ValueError(
+                f"TrainConfig.soups_budget is {self.soups_budget!r}, but only method 'soups' uses it; "
+                "set method: soups, or drop soups_budget."
+            )
+        if self.method == "soups" and self.soups_budget == "split" and self.max_steps % m:
+            raise ValueError(
+                f"TrainConfig.max_steps must be a multiple of the number of dimensions ({m}) for method 'soups' with "
+                f"soups_budget 'split' (each of the {m} runs trains max_steps/{m} steps), got {self.max_steps}."
+            )
+        if self.method == "lora" and self.preference_sampling != "fixed":
+            raise ValueError(
+                f"TrainConfig.method 'lora' trains one plain LoRA, which has no λ input, so it needs "
+                f"preference_sampling 'fixed' with fixed_preference (e.g. a vertex); got {self.preference_sampling!r}."
+            )
 
     @property
     def dimension_names(self) -> list[str]:

@@ -38,12 +38,16 @@ _DIGEST_SAMPLES = 4096  # values read from each base weight for the cache key
 
 
 def reference_cache_key(model: PanaceaModel, pairs: Sequence[TokenizedPair], settings: dict) -> str:
-    """sha256 of the base model (fingerprint + strided weight sample), every pair's token ids and `settings`."""
+    """sha256 of the base model (fingerprint + strided weight sample), every pair's token ids and `settings`.
+
+    Adapter weights are left out (Panacea's and peft's, whose names hold 'lora_'): a PanaceaModel, a
+    rewarded-soups LoRA and a SoupModel on the same base model share their reference log-probs.
+    """
     digest = hashlib.sha256()
     digest.update(json.dumps(base_model_fingerprint(model.base_model), sort_keys=True).encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for name, parameter in model.base_model.named_parameters():
-        if name.rsplit(".", 1)[-1] in ADAPTER_KEYS:
+        if "lora_" in name or name.rsplit(".", 1)[-1] in ADAPTER_KEYS:  # Panacea's and peft's adapter weights
             continue
         flat = parameter.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // _DIGEST_SAMPLES)].float().cpu().numpy()

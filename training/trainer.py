@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from panacea.adapters import PanaceaModel, get_panacea_model
+from panacea.adapters import PanaceaModel, PlainLoraModel, get_lora_model, get_panacea_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
@@ -94,13 +94,22 @@ class TrainResult:
 
     output_dir: Path
     state: TrainState
-    model: PanaceaModel
+    model: PanaceaModel | PlainLoraModel  # PlainLoraModel for method 'lora' (a rewarded-soups member)
     tokenizer: PreTrainedTokenizerBase
     autocast: Callable[[], AbstractContextManager]  # the run's mixed-precision context, for evaluation
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
-    """Train a Panacea adapter as `config` says; with `resume`, continue from the last complete checkpoint."""
+    """Train a Panacea adapter as `config` says; with `resume`, continue from the last complete checkpoint.
+
+    Method 'lora' trains one plain peft LoRA instead (a rewarded-soups member); method 'soups' is m such
+    runs, which `panacea.training.soups.train_soups` drives.
+    """
+    if config.method == "soups":
+        raise ValueError(
+            "TrainConfig.method 'soups' trains one LoRA per dimension: call panacea.training.soups.train_soups(config) "
+            "(`panacea train` does), not train()."
+        )
     output_dir = Path(config.output_dir)
     tracker = JSONLTracker(output_dir)
     accelerator = Accelerator(
@@ -123,7 +132,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             "pairs; change batch_size, micro_batch_size or preference_groups for this number of processes."
         )
     resuming = resume and (output_dir / CONFIG_FILE).is_file()  # --resume on an empty folder starts a new run
-    _check_output_dir(config, output_dir, resume, accelerator)
+    check_output_dir(config, output_dir, resume, accelerator)
     set_seed(config.seed)
 
     # --- model (seeded: the adapter's initialisation is part of the run) ---
@@ -132,7 +141,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         for module in base_model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
-    model = get_panacea_model(base_model, config.adapter_config()).train()
+    model = build_model(base_model, config).train()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -407,8 +416,22 @@ class GradientBuffers:
 # Start-up, checkpoints, logging
 
 
-def _check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator: Accelerator) -> None:
-    """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config."""
+def build_model(base_model: nn.Module, config: TrainConfig) -> PanaceaModel | PlainLoraModel:
+    """The model to train on `base_model` (frozen): a Panacea adapter, or for method 'lora' a plain peft LoRA.
+
+    The LoRA has the adapter's rank k + m·r, modules, alpha and dropout, and is created right after
+    seeding the global RNG with `config.seed`, so every member of a rewarded soup starts alike.
+    """
+    if config.method == "lora":
+        return get_lora_model(base_model, config.adapter_config(), seed=config.seed)
+    return get_panacea_model(base_model, config.adapter_config())
+
+
+def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator) -> None:
+    """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config.
+
+    `accelerator`: anything with `is_main_process` and `wait_for_everyone()` (an Accelerator, a PartialState).
+    """
     saved = output_dir / CONFIG_FILE
     resolved = config_to_dict(config)
     if saved.is_file():

@@ -1,0 +1,158 @@
+"""The rewarded-soups baseline (Ramé et al. 2023, arXiv 2306.04488; code alexrame/rewardedsoups): train m LoRAs.
+
+Each member is the Panacea trainer run with `method: lora` at the vertex e_i (`preference_sampling:
+fixed`, so only dimension i is forwarded and gets reference log-probs): a plain peft LoRA of the Panacea
+adapter's rank and modules, with the same data, objective, optimiser and schedule, seeded alike. The run
+folder holds RUN/config.yaml, RUN/soups/<dimension>/ (each a normal run folder whose adapter/ is a
+plain peft LoRA) and RUN/manifest.json; `panacea.adapters.SoupModel.from_run` serves λ from it.
+
+Budgets (ours; docs/algorithms.md §7). Panacea trains S = max_steps steps of B = batch_size pairs per
+dimension. 'split': each member trains S/m steps of m·B pairs of its own dimension (micro-batches
+unchanged, so accumulation grows m-fold): the m members together take S optimizer steps and exactly the
+m·S·B pairs (and tokens) Panacea saw, each member the very pairs Panacea drew of its dimension.
+warmup_steps shrink the same way (warmup/m, rounded half up). 'full': each member trains S steps of
+m·B pairs, m× the budget. save_steps are clipped to a member's steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+from panacea.adapters.serialization import WEIGHTS_NAME, base_model_fingerprint
+from panacea.adapters.soups import MANIFEST_FORMAT, MANIFEST_NAME
+
+from panacea._io import read_json, write_json
+
+from .checkpoint import ADAPTER, TrainState
+from .config import TrainConfig
+from .trainer import check_output_dir, train
+
+SOUPS_DIR = "soups"  # RUN/soups/<dimension>/: one member run per dimension
+
+
+@dataclass
+class SoupsResult:
+    """The run folder and its manifest (per-member steps, pairs, tokens, seconds; totals once complete)."""
+
+    output_dir: Path
+    manifest: dict[str, Any]
+
+
+def member_config(config: TrainConfig, dimension: str) -> TrainConfig:
+    """The config of the member trained on `dimension` alone: method 'lora' at its vertex, with its budget."""
+    names = config.dimension_names
+    if dimension not in names:
+        raise ValueError(f"no dimension {dimension!r} in the config; it has {names}.")
+    m = len(names)
+    split = config.soups_budget == "split"
+    steps = config.max_steps // m if split else config.max_steps
+    warmup = math.floor(config.warmup_steps / m + 0.5) if split else config.warmup_steps
+    return dataclasses.replace(
+        config,
+        output_dir=str(Path(config.output_dir) / SOUPS_DIR / dimension),
+        method="lora",
+        soups_budget="split",
+        preference_sampling="fixed",
+        fixed_preference=[float(name == dimension) for name in names],
+        preference_groups=1,
+        scalarization="ls",  # one dimension at weight 1: every scalarisation is its loss alone
+        aggregator="none",
+        aggregator_kwargs={},
+        max_steps=steps,
+        batch_size=m * config.batch_size,
+        warmup_steps=warmup,
+        save_steps=min(config.save_steps, steps),
+    )
+
+
+def train_soups(config: TrainConfig, *, resume: bool = False) -> SoupsResult:
+    """Train the m members into RUN/soups/<dimension>/ and keep RUN/manifest.json up to date after each.
+
+    With `resume`, members already in the manifest (adapter saved) are skipped and an interrupted one
+    continues from its last checkpoint; the config must be the one the run was started with.
+    """
+    if config.method != "soups":
+        raise ValueError(f"train_soups needs TrainConfig.method 'soups', got {config.method!r}; use train().")
+    output_dir, state = Path(config.output_dir), PartialState()
+    resuming = resume and (output_dir / MANIFEST_NAME).is_file()
+    check_output_dir(config, output_dir, resume, state)  # writes RUN/config.yaml, or checks it on --resume
+    manifest = read_json(output_dir / MANIFEST_NAME) if resuming else _new_manifest(config)
+    for name in config.dimension_names:
+        member = member_config(config, name)
+        if name in manifest["runs"] and (Path(member.output_dir) / ADAPTER / WEIGHTS_NAME).is_file():
+            state.print(f"rewarded soups: {name!r} is trained already ({member.output_dir}); skipping it")
+            continue
+        state.print(f"\nrewarded soups: training the LoRA of {name!r} in {member.output_dir}")
+        result = train(member, resume=resume)
+        manifest["base_model"] = base_model_fingerprint(result.model.base_model)
+        manifest["target_modules"] = sorted(result.model.peft_model.peft_config["default"].target_modules)
+        manifest["runs"][name] = _member_entry(member, result.state, output_dir)
+        _write_manifest(output_dir, manifest, state)
+        del result
+        gc.collect()
+    manifest["complete"] = True
+    manifest["total"] = {
+        key: sum(run[key] for run in manifest["runs"].values()) for key in ("steps", "pairs", "tokens", "train_seconds")
+    }
+    _write_manifest(output_dir, manifest, state)
+    return SoupsResult(output_dir, manifest)
+
+
+def _new_manifest(config: TrainConfig) -> dict[str, Any]:
+    m, adapter = len(config.dimensions), config.adapter_config()
+    return {
+        "format_version": MANIFEST_FORMAT,
+        "method": "soups",
+        "mode": "ab",  # how SoupModel mixes by default: the authors' entry-wise interpolation of A and B
+        "dimensions": config.dimension_names,
+        "budget": config.soups_budget,
+        "rank": adapter.rank,
+        "lora_alpha": adapter.rank if adapter.alpha is None else adapter.alpha,
+        "seed": config.seed,
+        "panacea_budget": {  # what the Panacea run of this config trains, for comparison
+            "steps": config.max_steps,
+            "batch_size": config.batch_size,
+            "pairs": m * config.max_steps * config.batch_size,
+        },
+        "runs": {},
+        "complete": False,
+    }
+
+
+def _member_entry(member: TrainConfig, state: TrainState, output_dir: Path) -> dict[str, Any]:
+    """One member's budget and what it used; paths relative to the run folder."""
+    folder = Path(member.output_dir).relative_to(output_dir)
+    return {
+        "path": str(folder),
+        "adapter": str(folder / ADAPTER),
+        "max_steps": member.max_steps,
+        "batch_size": member.batch_size,
+        "warmup_steps": member.warmup_steps,
+        "steps": state.step,
+        "pairs": sum(state.pairs_seen.values()),
+        "tokens": state.tokens_seen,
+        "train_seconds": state.train_seconds,
+    }
+
+
+def _write_manifest(output_dir: Path, manifest: dict[str, Any], state: PartialState) -> None:
+    """Write RUN/manifest.json atomically (temporary file + rename), on the main process only."""
+    if state.is_main_process:
+        handle, temporary = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", dir=output_dir)
+        os.close(handle)
+        try:
+            os.chmod(temporary, 0o644)  # mkstemp makes it private
+            write_json(temporary, manifest)
+            os.replace(temporary, output_dir / MANIFEST_NAME)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    state.wait_for_everyone()
