@@ -85,7 +85,7 @@ def plot_pairs(
 def format_front(document: dict[str, Any]) -> str:
     """results.md of a sweep: per scorer, the per-λ objectives and details, the front metrics, monotonicity."""
     dimensions, grid = document["dimensions"], document["grid"]
-    lines = [f"# {document['run']}: {len(grid)} points of the λ grid, seed {document['seed']}"]
+    lines = [f"# {document.get('label', document['run'])}: {len(grid)} points of the λ grid, seed {document['seed']}"]
     for name, scored in document["scorers"].items():
         metrics = scored["metrics"]
         lines += ["", f"## {name}", "", f"Objective per dimension: {scored['objective']}.", ""]

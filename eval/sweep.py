@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from panacea.adapters import PanaceaModel
+from panacea.adapters import PanaceaModel, SoupModel, read_soups_manifest
 from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, WEIGHTS_NAME
+from panacea.adapters.soups import MANIFEST_NAME as SOUPS_MANIFEST
 from panacea.training import TrainConfig
+from panacea.training.checkpoint import STATE_FILE, latest_checkpoint
 from panacea.training.trainer import CONFIG_FILE
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -45,18 +47,38 @@ RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
 
 @dataclass
 class LoadedRun:
-    """A run folder's model at any λ: its config, the base model with the trained adapter, the tokenizer."""
+    """A run folder's model at any λ: its config, the base model with what it trained, the tokenizer.
+
+    `kind` is "panacea" (one adapter, any mix of λs in a batch) or "soups" (the rewarded-soups baseline,
+    its LoRAs interpolated in `mode` "ab" or "delta": one λ per call).
+    """
 
     path: Path
     config: TrainConfig
-    model: PanaceaModel
+    model: Any  # PanaceaModel, or SoupModel for a soups run
     tokenizer: Any
     autocast: Callable[[], contextlib.AbstractContextManager]
-    weights_digest: str  # sha256 of the adapter weights: part of every cache key
+    weights_digest: str  # sha256 of the adapter weights (and the soup mode): part of every cache key
+    kind: str = "panacea"
+    mode: str | None = None
 
     @property
     def dimensions(self) -> list[str]:
         return self.config.dimension_names
+
+    @property
+    def mixed(self) -> bool:
+        """Whether one batch may hold rows at different λs (Panacea: yes; a soup serves one λ at a time)."""
+        return self.kind == "panacea"
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name} ({self.kind}{', ' + self.mode if self.mode else ''})"
+
+    @property
+    def eval_dir(self) -> Path:
+        """RUN/eval, or RUN/eval/<mode> for each interpolation mode of a soups run."""
+        return self.path / "eval" / self.mode if self.mode else self.path / "eval"
 
     @classmethod
     def from_training(cls, result, config: TrainConfig) -> LoadedRun:
@@ -65,20 +87,35 @@ class LoadedRun:
         return cls(result.output_dir, config, result.model, result.tokenizer, result.autocast, _file_digest(weights))
 
 
-def load_run(path: str | Path, *, device: str | None = None) -> LoadedRun:
-    """The run in `path` (a `panacea train` output folder); one clear error if it is not a finished run."""
+def is_soups_run(path: str | Path) -> bool:
+    return (Path(path) / SOUPS_MANIFEST).is_file()
+
+
+def load_run(path: str | Path, *, device: str | None = None, mode: str = "ab") -> LoadedRun:
+    """The run in `path` (a `panacea train` output folder); one clear error if it is not a finished run.
+
+    A rewarded-soups run (it holds manifest.json) loads as a SoupModel interpolating in `mode`.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no run folder at {path}.")
     config_file, adapter = path / CONFIG_FILE, path / RUN_ADAPTER_DIR
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a training run: {config_file} is missing.")
+    config = TrainConfig.from_yaml(config_file)
+    if is_soups_run(path):
+        manifest = read_soups_manifest(path)  # refuses an unfinished or damaged run
+        base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=device or config.device)
+        model = SoupModel.from_run(base_model, path, mode, dimensions=config.dimension_names)
+        members = [path / manifest["runs"][name]["adapter"] / WEIGHTS_NAME for name in config.dimension_names]
+        digest = hashlib.sha256(("".join(_file_digest(file) for file in members) + mode).encode()).hexdigest()
+        autocast = mixed_precision_context(config, model.device)
+        return LoadedRun(path, config, model, tokenizer, autocast, digest, kind="soups", mode=mode)
     if not (adapter / CONFIG_NAME).is_file() or not (adapter / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(
             f"{path} holds no trained adapter ({adapter / WEIGHTS_NAME} is missing): the run has not finished; "
             f"resume it with `panacea train {config_file} --resume`."
         )
-    config = TrainConfig.from_yaml(config_file)
     base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=device or config.device)
     model = PanaceaModel.from_pretrained(base_model, adapter).eval()
     return LoadedRun(
@@ -89,6 +126,35 @@ def load_run(path: str | Path, *, device: str | None = None) -> LoadedRun:
         mixed_precision_context(config, model.device),
         _file_digest(adapter / WEIGHTS_NAME),
     )
+
+
+def training_summary(run: LoadedRun) -> dict:
+    """What the run cost and weighs: optimizer steps, tokens, minutes of steps, adapter bytes on disk."""
+    if run.kind == "soups":
+        manifest = read_soups_manifest(run.path)
+        total = manifest["total"]
+        folders = [run.path / entry["adapter"] for entry in manifest["runs"].values()]
+        steps, tokens, seconds = total["steps"], total["tokens"], total["train_seconds"]
+        budget = manifest.get("budget")
+    else:
+        checkpoint = latest_checkpoint(run.path)
+        state = read_json(checkpoint / STATE_FILE) if checkpoint else {}
+        folders = [run.path / RUN_ADAPTER_DIR]
+        steps, tokens, seconds, budget = state.get("step"), state.get("tokens_seen"), state.get("train_seconds"), None
+    size = sum(file.stat().st_size for folder in folders for file in folder.iterdir() if file.is_file())
+    return {"steps": steps, "tokens": tokens, "train_seconds": seconds, "adapter_bytes": size, "budget": budget}
+
+
+def switch_seconds(model, grid: Tensor) -> float:
+    """Median wall time of setting each λ of `grid` in turn: what serving a new trade-off costs before a forward."""
+    times = []
+    for preference in grid:
+        started = time.perf_counter()
+        model.set_preference(preference)
+        if preference.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return float(torch.tensor(times).median())
 
 
 def mixed_precision_context(
@@ -135,12 +201,13 @@ class PointCache:
 def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tuple[list[dict], Path]:
     """Every grid point's result from `scorer`, read from the cache or computed (and cached) now; the cache folder."""
     key = cache_key(scorer.settings(), run.weights_digest)
-    cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-{key[:16]}")
+    cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     points = grid.tolist()
     todo = [index for index, point in enumerate(points) if cache.get(point) is None]
+    per_call = scorer.points_per_call if run.mixed else 1  # a soup serves one λ per call
     with tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar:
-        for start in range(0, len(todo), scorer.points_per_call):
-            chunk = todo[start : start + scorer.points_per_call]
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
             for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
                 cache.put(points[index], result)
                 bar.update()
@@ -167,6 +234,9 @@ def evaluate_run(
     grid = evaluation_grid(len(run.dimensions), grid_points)
     document: dict[str, Any] = {
         "run": str(run.path),
+        "label": run.label,
+        "kind": run.kind,
+        "mode": run.mode,
         "dimensions": run.dimensions,
         "grid": grid.tolist(),
         "seed": run.config.seed,
@@ -188,8 +258,10 @@ def evaluate_run(
             "metrics": front_metrics(grid, objectives, r),
             **scorer.summary(),
         }
+    document["training"] = training_summary(run)
+    document["switch_seconds"] = switch_seconds(run.model, grid)
     document["seconds"] = round(time.perf_counter() - started, 1)
-    eval_dir = run.path / "eval"
+    eval_dir = run.eval_dir
     write_json(eval_dir / RESULTS_JSON, document)
     (eval_dir / RESULTS_MD).write_text(format_front(document) + "\n")
     plot_front(document, eval_dir / FRONT_PNG)
@@ -216,13 +288,14 @@ def evaluate_path(
     max_new_tokens: int = 96,
     batch_size: int = 32,
     device: str | None = None,
+    mode: str = "ab",
     progress: bool = True,
 ) -> dict:
-    """`panacea eval`: load the run in `path`, build the named scorers, and `evaluate_run`."""
+    """`panacea eval`: load the run in `path` (a soups run interpolating in `mode`), build the scorers, evaluate."""
     unknown = [name for name in scorers if name not in SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer(s) {unknown}; choose from {list(SCORERS)}.")
-    run = load_run(path, device=device)
+    run = load_run(path, device=device, mode=mode)
     evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
     built = []
     for name in scorers:

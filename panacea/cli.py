@@ -18,8 +18,9 @@ from panacea.adapters import PanaceaModel
 from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, adapter_folder
 from panacea.base_model import load_base_model
 from panacea.demo import DEFAULT_PROMPT, run_demo
+from panacea.eval.compare import compare_paths, format_comparison
 from panacea.eval.report import format_front
-from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, SCORERS, evaluate_path
+from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, SCORERS, evaluate_path, is_soups_run
 from panacea.generation import generate_text
 from panacea.training import TrainConfig, train
 
@@ -96,7 +97,24 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=96, help="Generations scorer: greedy decoding length.")
     evaluate.add_argument("--batch-size", type=int, default=32, help="Generations scorer: rows per generate call.")
     evaluate.add_argument("--device", help="Default: the run's device.")
+    evaluate.add_argument(
+        "--soups-mode",
+        choices=("ab", "delta", "both"),
+        default="both",
+        help="A rewarded-soups run only: interpolate A and B (ab, the authors' recipe), the updates (delta), or "
+        "evaluate both (default), each into RUN/eval/<mode>/.",
+    )
     evaluate.set_defaults(run=_run_eval)
+
+    comparison = commands.add_parser(
+        "compare",
+        help="Compare evaluated runs (Panacea, rewarded soups, …): one table of front metrics against one shared "
+        "reference point, training cost, adapter size and switch time, and one plot with every front.",
+    )
+    comparison.add_argument("runs", nargs="+", metavar="RUN", help="Run folders, each evaluated with `panacea eval`.")
+    comparison.add_argument("--scorer", default="pairs", choices=SCORERS, help="Whose objectives to compare.")
+    comparison.add_argument("--out", default="runs/compare", help="Folder for compare.json/.md/.png (%(default)s).")
+    comparison.set_defaults(run=_run_compare)
 
     export = commands.add_parser("export", help="Write one trade-off as a plain peft LoRA adapter.")
     _add_adapter_arguments(export)
@@ -174,18 +192,30 @@ def _parse_scorers(text: str) -> list[str]:
 def _run_eval(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive number of pairs / prompts, got {args.limit}.")
-    document = evaluate_path(
-        args.run_dir,
-        grid_points=args.grid,
-        scorers=args.scorers,
-        limit=args.limit,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
-    eval_dir = Path(args.run_dir) / "eval"
-    print(format_front(document))
-    print(f"\nwrote {eval_dir / RESULTS_JSON}, {eval_dir / RESULTS_MD} and the plot {eval_dir / FRONT_PNG}")
+    modes = [None]
+    if is_soups_run(args.run_dir):
+        modes = ["ab", "delta"] if args.soups_mode == "both" else [args.soups_mode]
+    for mode in modes:
+        document = evaluate_path(
+            args.run_dir,
+            grid_points=args.grid,
+            scorers=args.scorers,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            device=args.device,
+            mode=mode or "ab",
+        )
+        eval_dir = Path(args.run_dir) / "eval" / (mode or "")
+        print(format_front(document))
+        print(f"\nwrote {eval_dir / RESULTS_JSON}, {eval_dir / RESULTS_MD} and the plot {eval_dir / FRONT_PNG}\n")
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    comparison = compare_paths(args.runs, scorer=args.scorer, output_dir=args.out)
+    out = Path(args.out)
+    print(format_comparison(comparison))
+    print(f"\nwrote {out / 'compare.json'}, {out / 'compare.md'} and the plot {out / 'compare.png'}")
 
 
 def _run_train(args: argparse.Namespace) -> None:

@@ -1,0 +1,76 @@
+"""`panacea eval` on a rewarded-soups run and `panacea compare` on tiny runs: one table, one reference, clear errors."""
+
+import json
+
+import pytest
+import yaml
+from panacea.eval.compare import compare, run_results
+
+from panacea.cli import main
+from tests.helpers import config_dict, make_workspace
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A Panacea run and a soups run (same data and budget) on a tiny Llama, each evaluated on a 3-point grid."""
+    root = tmp_path_factory.mktemp("compare")
+    workspace = make_workspace(root)
+    runs = {}
+    for method in ("panacea", "soups"):
+        data = config_dict(workspace, root / method, max_steps=4, save_steps=4, method=method)
+        for dimension in data["dimensions"]:
+            dimension["eval"] = [{"path": dimension["train"][0]["path"], "max_pairs": 4}]
+        path = root / f"{method}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        assert main(["train", str(path)]) == 0
+        assert main(["eval", str(root / method), "--grid", "3"]) == 0
+        runs[method] = root / method
+    return runs
+
+
+def test_a_soups_run_is_evaluated_in_both_modes(evaluated):
+    documents = run_results(evaluated["soups"])
+    assert [document["mode"] for document in documents] == ["ab", "delta"]
+    ab, delta = (document["scorers"]["pairs"]["points"] for document in documents)
+    for vertex in (0, 2):  # at a vertex both modes serve that dimension's own LoRA
+        for name in ("a", "b"):
+            assert ab[vertex]["objectives"][name] == pytest.approx(delta[vertex]["objectives"][name], abs=1e-5)
+    assert documents[0]["training"]["budget"] == "split" and documents[0]["switch_seconds"] > 0
+
+
+def test_compare_prints_one_table_against_one_reference(evaluated, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", str(evaluated["panacea"]), str(evaluated["soups"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| panacea (panacea) |" in printed and "| soups (soups, ab) |" in printed and "(soups, delta)" in printed
+    comparison = json.loads((out / "compare.json").read_text())
+    assert len(comparison["rows"]) == 3 and (out / "compare.png").stat().st_size > 0
+    assert all(row["metrics"]["reference"] == comparison["reference"] for row in comparison["rows"])
+    panacea, soups = comparison["rows"][0]["training"], comparison["rows"][1]["training"]
+    assert soups["steps"] == panacea["steps"] and soups["tokens"] == panacea["tokens"]  # the split budget
+    reference = comparison["reference"]
+    for row in comparison["rows"]:  # the shared reference lies below every point of every run
+        assert all(all(v > r for v, r in zip(point, reference, strict=True)) for point in row["objectives"])
+
+
+def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
+    documents = run_results(evaluated["panacea"]) + run_results(evaluated["soups"])
+    other = json.loads(json.dumps(documents[1]))
+    other["dimensions"] = ["a", "c"]
+    with pytest.raises(ValueError, match="differ in their dimensions"):
+        compare([documents[0], other])
+    other = json.loads(json.dumps(documents[1]))
+    other["grid"] = other["grid"][:2]
+    with pytest.raises(ValueError, match="differ in their λ grid"):
+        compare([documents[0], other])
+    other = json.loads(json.dumps(documents[1]))
+    other["scorers"]["pairs"]["settings"]["sets"]["a/a"]["pairs"] = 3
+    with pytest.raises(ValueError, match="different 'pairs' settings"):
+        compare([documents[0], other])
+    with pytest.raises(ValueError, match="at least two evaluated runs"):
+        compare(documents[:1])
+    assert main(["compare", str(evaluated["panacea"]), str(tmp_path / "missing")]) == 2
+    assert "no run folder at" in capsys.readouterr().err
+    (tmp_path / "fresh").mkdir()
+    assert main(["compare", str(evaluated["panacea"]), str(tmp_path / "fresh")]) == 2
+    assert "has not been evaluated" in capsys.readouterr().err
