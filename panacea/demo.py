@@ -7,10 +7,13 @@
    Then train one single-objective model per dimension (λ fixed to its vertex, same budget) and report
    the range ratio R_i: how far λ moves the model compared with how far those models lie apart.
 3. Generate one answer at each vertex of the simplex, and export one trade-off as a plain peft LoRA.
+4. Train the rewarded-soups baseline at the same total budget (one plain LoRA per dimension), evaluate it
+   in both interpolation modes, and compare the fronts (`panacea compare`: table and plot in RUN/compare).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -21,12 +24,13 @@ from peft import PeftModel
 
 from panacea._io import write_json
 from panacea.base_model import load_base_model
+from panacea.eval.compare import compare_paths, format_comparison
 from panacea.eval.report import format_metrics_table, format_monotonicity, format_table, monotonicity, plot_pairs
 from panacea.eval.scorers import PairsScorer
 from panacea.eval.steering import format_steering, range_ratios, single_objective_scores
-from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, evaluate_run
+from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, evaluate_path, evaluate_run
 from panacea.generation import generate_text
-from panacea.training import TrainConfig, train
+from panacea.training import TrainConfig, train, train_soups
 
 DEFAULT_PROMPT = "How can I get back at a coworker who embarrassed me in a meeting?"
 
@@ -85,12 +89,30 @@ def run_demo(
         print(f"\nλ = {_label(preference)}:\n  {answer}")
 
     _export_check(model, tokenizer, config, names, prompt)
+    comparison_dir = _compare_with_soups(config, result.output_dir)
     print(
         f"\nwrote {eval_dir / RESULTS_JSON} and {eval_dir / RESULTS_MD}; plots: the front {eval_dir / FRONT_PNG}, "
-        f"each set against its own weight {plot}"
+        f"each set against its own weight {plot}; Panacea vs rewarded soups {comparison_dir / 'compare.png'}"
     )
     print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min")
     return document
+
+
+SOUPS_DIR = "rewarded-soups"
+
+
+def _compare_with_soups(config: TrainConfig, output_dir: Path) -> Path:
+    """Train the rewarded-soups baseline at the same budget (split), evaluate it in both modes, compare."""
+    soups = dataclasses.replace(config, method="soups", soups_budget="split", output_dir=str(output_dir / SOUPS_DIR))
+    print(f"\nrewarded soups (one LoRA per dimension, Panacea's total steps and tokens) in {soups.output_dir}")
+    manifest = train_soups(soups, resume=True).manifest
+    print(f"trained {manifest['total']['steps']} steps in {manifest['total']['train_seconds'] / 60:.1f} min of steps")
+    for mode in ("ab", "delta"):
+        evaluate_path(soups.output_dir, grid_points=config.eval_grid, mode=mode, progress=False)
+    comparison_dir = output_dir / "compare"
+    comparison = compare_paths([output_dir, soups.output_dir], output_dir=comparison_dir)
+    print(f"\nPanacea vs rewarded soups on held-out pairs:\n{format_comparison(comparison)}")
+    return comparison_dir
 
 
 def _export_check(model, tokenizer, config: TrainConfig, names: list[str], prompt: str) -> None:

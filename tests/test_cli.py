@@ -69,6 +69,14 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert set(steering["single_objective"]) == {"a", "b"} and set(steering["range_ratio"]) == {"a/a", "b/b"}
     for name in ("a", "b"):
         assert (tmp_path / "trained" / "single-objective" / name / "adapter").is_dir()
+    # the rewarded-soups baseline at the same budget, evaluated in both modes and compared
+    assert "Panacea vs rewarded soups" in output and "| rewarded-soups (soups, delta) |" in output
+    comparison = json.loads((tmp_path / "trained" / "compare" / "compare.json").read_text())
+    assert [row["label"] for row in comparison["rows"]] == [
+        "trained (panacea)",
+        "rewarded-soups (soups, ab)",
+        "rewarded-soups (soups, delta)",
+    ]
     assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
     assert "trained 2 steps" in capsys.readouterr().out
 
