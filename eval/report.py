@@ -72,14 +72,7 @@ def plot_pairs(
     axes[0].axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     axes[1].axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
     axes[1].legend(fontsize=8)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path, title)
 
 
 def format_front(document: dict[str, Any]) -> str:
@@ -184,14 +177,7 @@ def plot_fronts(
             axis.set_xlabel(dimensions[0])
             axis.set_ylabel(dimensions[1])
             axis.set_zlabel(dimensions[2])
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path, title)
 
 
 def plot_front(document: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -206,3 +192,17 @@ def plot_front(document: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def _objectives(scored: dict[str, Any], dimensions: Sequence[str]) -> list[list[float]]:
     return [[point["objectives"][name] for name in dimensions] for point in scored["points"]]
+
+
+def _save(figure, path: str | os.PathLike, title: str = "") -> Path:
+    """Title, lay out and write `figure` as a PNG (its folder created), then free it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
