@@ -59,12 +59,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from panacea.adapters import PanaceaModel
 from panacea.adapters.serialization import base_model_fingerprint
 from panacea.training.logprobs import collate_pairs
+from panacea.training.reference import update_with_pairs, update_with_weights
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -82,7 +82,6 @@ CONFIG_FILE = "reward_model.json"
 TENSOR_NAMES = ("weight", "bias", "mean", "std")
 DEFAULT_WEIGHT_DECAY = 3.0  # chosen by 5-fold cross-validation on train pairs (module docstring)
 _ADAPTER_KEYS = ("lora_A", "lora_B", "singular_values", "preference_scale")  # left out of the base identity
-_DIGEST_SAMPLES = 4096  # values read from each base weight for the cache key
 _MIN_STD = 1e-6  # a constant feature is divided by 1, not by ~0
 
 
@@ -490,17 +489,10 @@ def reward_cache_key(
     """sha256 of `settings`, a strided sample of every base weight, and every train then test pair's token ids."""
     digest = hashlib.sha256()
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for name, parameter in _hf_model(model).named_parameters():
-        if _is_adapter(name):
-            continue
-        flat = parameter.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // _DIGEST_SAMPLES)].float().cpu().numpy()
-        digest.update(name.encode() + str(tuple(parameter.shape)).encode() + sample.tobytes())
+    update_with_weights(digest, ((n, p) for n, p in _hf_model(model).named_parameters() if not _is_adapter(n)))
     for split, pairs in (("train", train_pairs), ("test", test_pairs)):
         digest.update(f"{split}:{len(pairs)}".encode())
-        for pair in pairs:  # separators keep ([1, 2], [3]) and ([1], [2, 3]) apart
-            ids = [*pair.prompt_ids, -1, *pair.chosen_ids, -2, *pair.rejected_ids, -3]
-            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        update_with_pairs(digest, pairs)
     return digest.hexdigest()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from panacea.adapters import PanaceaModel
 from panacea.training.logprobs import collate_pairs, response_log_probs
 from panacea.training.objectives import reward_margin
-from panacea.training.reference import reference_log_probs
+from panacea.training.reference import reference_log_probs, update_with_pairs
 from panacea.training.trainer import reference_settings
 from torch import Tensor
 
@@ -222,6 +221,5 @@ class PairsScorer:
 
 def _pairs_digest(pairs: Sequence[TokenizedPair]) -> str:
     digest = hashlib.sha256()
-    for pair in pairs:
-        digest.update(json.dumps([pair.prompt_ids, pair.chosen_ids, pair.rejected_ids]).encode())
+    update_with_pairs(digest, pairs)
     return digest.hexdigest()[:16]

@@ -203,15 +203,17 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     key = cache_key(scorer.settings(), run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     points = grid.tolist()
-    todo = [index for index, point in enumerate(points) if cache.get(point) is None]
+    results = [cache.get(point) for point in points]
+    todo = [index for index, result in enumerate(results) if result is None]
     per_call = scorer.points_per_call if run.mixed else 1  # a soup serves one λ per call
     with tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar:
         for start in range(0, len(todo), per_call):
             chunk = todo[start : start + per_call]
             for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
                 cache.put(points[index], result)
+                results[index] = result
                 bar.update()
-    return [cache.get(point) for point in points], cache.folder
+    return results, cache.folder
 
 
 def cache_key(settings: dict, weights_digest: str) -> str:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +46,27 @@ def reference_cache_key(model: PanaceaModel, pairs: Sequence[TokenizedPair], set
     digest = hashlib.sha256()
     digest.update(json.dumps(base_model_fingerprint(model.base_model), sort_keys=True).encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for name, parameter in model.base_model.named_parameters():
-        if "lora_" in name or name.rsplit(".", 1)[-1] in ADAPTER_KEYS:  # Panacea's and peft's adapter weights
-            continue
+    weights = model.base_model.named_parameters()  # without Panacea's and peft's adapter weights
+    update_with_weights(
+        digest, ((n, p) for n, p in weights if "lora_" not in n and n.rsplit(".", 1)[-1] not in ADAPTER_KEYS)
+    )
+    update_with_pairs(digest, pairs)
+    return digest.hexdigest()
+
+
+def update_with_weights(digest, named_parameters: Iterable[tuple[str, Tensor]]) -> None:
+    """Feed `digest` each weight's name, shape and a strided sample of its values (the model part of a cache key)."""
+    for name, parameter in named_parameters:
         flat = parameter.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // _DIGEST_SAMPLES)].float().cpu().numpy()
         digest.update(name.encode() + str(tuple(parameter.shape)).encode() + sample.tobytes())
+
+
+def update_with_pairs(digest, pairs: Sequence[TokenizedPair]) -> None:
+    """Feed `digest` every pair's token ids (the data part of a cache key: file, template and truncation)."""
     for pair in pairs:  # separators keep ([1, 2], [3]) and ([1], [2, 3]) apart
         ids = [*pair.prompt_ids, -1, *pair.chosen_ids, -2, *pair.rejected_ids, -3]
         digest.update(np.asarray(ids, dtype=np.int64).tobytes())
-    return digest.hexdigest()
 
 
 def reference_log_probs(
