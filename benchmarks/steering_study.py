@@ -64,6 +64,11 @@ SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
     "k8": ("k = 8 shared singular values", ["adapter.svd_rank=8"], []),
     "steps80": ("twice the steps (80 × 4 pairs per dimension, two epochs)", ["max_steps=80"], ["max_steps=80"]),
     "k2": ("k = 2 shared singular values", ["adapter.svd_rank=2"], []),
+    "gaussian": (
+        "Panacea's own init: A, B ~ N(0, 0.02²), σ = s = 0 (the demo's lr and rates)",
+        ["adapter.init=gaussian"],
+        [],
+    ),
 }
 
 
