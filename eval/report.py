@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
     )
 
 
+PANEL_TITLE_CHARACTERS = 60  # what a 5.2-inch subplot holds at 9 pt
 MONOTONE_RHO = 0.9  # a dimension whose objective has Spearman ρ below this with its own weight is flagged
 
 
@@ -168,7 +170,7 @@ def plot_fronts(
             axis.set_ylabel(dimensions[j])
             axis.grid(alpha=0.3)
             if slot == 0:
-                axis.set_title(panel + (f" (labels: weight on {dimensions[0]})" if m == 2 else ""), fontsize=9)
+                axis.set_title(panel_title(panel, dimensions), fontsize=9)
                 axis.legend(fontsize=8)
         if m >= 3:
             axis = figure.add_subplot(len(panels), columns, (row + 1) * columns, projection="3d")
@@ -178,6 +180,12 @@ def plot_fronts(
             axis.set_ylabel(dimensions[1])
             axis.set_zlabel(dimensions[2])
     return _save(figure, path, title)
+
+
+def panel_title(panel: str, dimensions: Sequence[str]) -> str:
+    """A panel's heading, wrapped to its subplot's width (a scorer's objective is a sentence)."""
+    heading = panel + (f" (labels: weight on {dimensions[0]})" if len(dimensions) == 2 else "")
+    return textwrap.fill(heading, width=PANEL_TITLE_CHARACTERS)
 
 
 def plot_front(document: dict[str, Any], path: str | os.PathLike) -> Path:
