@@ -6,7 +6,9 @@ Both answer the same prompts greedily at the same 11 λs (m = 2) with the same b
 - mixed: each batch holds several prompts at *every* λ, each row with its own λ (`generate_grid`), so a
   grid costs about what one batch of its size costs.
 
-Prints the wall time of each, their ratio, and how many answers are identical. The padding of a prompt
+Prints the wall time of each, their ratio, the same ratio for the frozen base model in the same batches
+(adapter disabled: what batching alone gains on the machine, the ceiling of the first ratio), and how many
+answers are identical. The padding of a prompt
 differs between the two (other rows share its batch), so a float rounding can flip a greedy choice; the
 tests check exact equality where the padding is the same (tests/test_generation.py).
 
@@ -51,15 +53,9 @@ def main() -> None:
     )
     generate_grid(model, tokenizer, prompts[:2], grid[:2], max_new_tokens=4)  # warm-up
 
-    started = time.perf_counter()
-    one_after_another = [
-        generate_grid(model, tokenizer, prompts, grid[point : point + 1], **settings)[0] for point in range(len(grid))
-    ]
-    sequential_seconds = time.perf_counter() - started
-
-    started = time.perf_counter()
-    mixed = generate_grid(model, tokenizer, prompts, grid, **settings)
-    mixed_seconds = time.perf_counter() - started
+    sequential_seconds, mixed_seconds, one_after_another, mixed = time_both(model, tokenizer, prompts, grid, settings)
+    with model.disable_adapter():  # the same rows in the same batches through the frozen base model
+        base_sequential, base_mixed, _, _ = time_both(model, tokenizer, prompts, grid, settings)
 
     same = sum(
         a == b for row_a, row_b in zip(mixed, one_after_another, strict=True) for a, b in zip(row_a, row_b, strict=True)
@@ -68,8 +64,24 @@ def main() -> None:
     print(f"one λ after another: {sequential_seconds:7.1f} s")
     print(f"mixed-preference:    {mixed_seconds:7.1f} s")
     print(f"speed-up (one after another / mixed): {sequential_seconds / mixed_seconds:.2f}x")
+    print(
+        f"the base model (adapter disabled) in the same batches: {base_sequential:.1f} s / {base_mixed:.1f} s = "
+        f"{base_sequential / base_mixed:.2f}x (what batching alone gains on this machine)"
+    )
     print(f"identical answers: {same} of {len(grid) * len(prompts)}")
     print(f"answers that differ between the two vertices: {vertices_differ} of {len(prompts)} (λ steers)")
+
+
+def time_both(model, tokenizer, prompts, grid, settings) -> tuple[float, float, list, list]:
+    """Seconds and answers of the grid one λ after another (one call per λ), then in mixed-preference batches."""
+    started = time.perf_counter()
+    one_after_another = [
+        generate_grid(model, tokenizer, prompts, grid[point : point + 1], **settings)[0] for point in range(len(grid))
+    ]
+    sequential_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    mixed = generate_grid(model, tokenizer, prompts, grid, **settings)
+    return sequential_seconds, time.perf_counter() - started, one_after_another, mixed
 
 
 def load_adapter(base, run: Path, seed: int) -> tuple[PanaceaModel, str]:
