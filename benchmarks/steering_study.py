@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import hashlib
 import json
 import sys
 import time
@@ -86,8 +87,7 @@ def run_setting(name: str) -> dict:
     del result
     gc.collect()
 
-    yardstick = TrainConfig.from_yaml(BASE_CONFIG, [*budget, f"output_dir={OUTPUT / 'yardstick'}"])
-    root = OUTPUT / "yardstick" / ("-".join(budget).replace("=", "") or "demo")
+    yardstick, root = yardstick_run(budget)
     single = single_objective_scores(yardstick, pair_sets, tokenizer.pad_token_id, root=root)
     rho = monotonicity(grid, scores, names)
     ratios = range_ratios(grid, scores, names, single)
@@ -117,6 +117,15 @@ def run_setting(name: str) -> dict:
     return record
 
 
+def yardstick_run(budget: list[str]) -> tuple[TrainConfig, Path]:
+    """The yardstick's config and folder. The folder names its budget overrides and a digest of its settings,
+    so a changed default trains a new yardstick instead of colliding with one trained under the old ones."""
+    config = TrainConfig.from_yaml(BASE_CONFIG, [*budget, f"output_dir={OUTPUT / 'yardstick'}"])
+    settings = {key: value for key, value in config.to_dict().items() if key != "output_dir"}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return config, OUTPUT / "yardstick" / f"{'-'.join(budget).replace('=', '') or 'demo'}-{digest}"
+
+
 def generalisation(name: str, pairs: int) -> dict:
     """Seen vs held-out: accuracy and margin on `pairs` training pairs (seen in training) and `pairs` test pairs
     per dimension, plus XSTest, for Panacea at each vertex and for each single-objective model (issue 7, item 5)."""
@@ -136,7 +145,7 @@ def generalisation(name: str, pairs: int) -> dict:
                 [source], dimension.name, names, tokenizer, config.max_length, config.max_prompt_length
             )
             pair_sets.append(PairSet(dimension.name, Path(source.path).name.split(".")[0], held_out, dimension.beta))
-    root = OUTPUT / "yardstick" / ("-".join(budget).replace("=", "") or "demo")
+    _, root = yardstick_run(budget)
     models = {"panacea": (OUTPUT / name / "run", simplex_grid(len(names), 2))}
     for dimension in names:
         models[f"only {dimension}"] = (
