@@ -8,9 +8,9 @@ Both answer the same prompts greedily at the same 11 λs (m = 2) with the same b
 
 Prints the wall time of each, their ratio, the same ratio for the frozen base model in the same batches
 (adapter disabled: what batching alone gains on the machine, the ceiling of the first ratio), and how many
-answers are identical. The padding of a prompt
-differs between the two (other rows share its batch), so a float rounding can flip a greedy choice; the
-tests check exact equality where the padding is the same (tests/test_generation.py).
+answers are identical. The padding of a prompt differs between the two (other rows share its batch), so a
+float rounding can flip a greedy choice; the tests check exact equality where the padding is the same
+(tests/test_generation.py).
 
     python benchmarks/front_generation.py                      # a run's adapter: runs/demo if it exists
     python benchmarks/front_generation.py --run runs/hh-2d --prompts 16
