@@ -444,12 +444,16 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
         for item in dataclasses.fields(TrainConfig):
             if item.name not in previous and item.name in resolved and resolved[item.name] == _default(item):
                 previous[item.name] = resolved[item.name]
-        changed = sorted(key for key in set(previous) | set(resolved) if previous.get(key) != resolved.get(key))
+        # Where the run lies is not a setting: a run folder that was moved or copied resumes where it is now.
+        keys = (set(previous) | set(resolved)) - {"output_dir"}
+        changed = sorted(key for key in keys if previous.get(key) != resolved.get(key))
         if changed:
             raise ValueError(
                 f"--resume: the config differs from {saved} in {changed}; resume with the same config, or start "
                 f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
             )
+        if previous.get("output_dir") != resolved.get("output_dir") and accelerator.is_main_process:
+            dump_yaml(resolved, saved)
     elif accelerator.is_main_process:
         dump_yaml(resolved, saved)
     accelerator.wait_for_everyone()

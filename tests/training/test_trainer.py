@@ -149,6 +149,32 @@ def test_resume_refuses_a_changed_config(workspace, tmp_path):
         train(make_config(workspace, tmp_path / "run", max_steps=2, learning_rate=1e-3), resume=True)
 
 
+def test_a_moved_run_folder_resumes_where_it_lies_and_records_its_new_place(workspace, tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    straight = tmp_path / "straight"
+    train(make_config(workspace, straight))
+    original = trainer_module.GradientBuffers.combine
+    calls = {"count": 0}
+
+    def interrupt_at_step_four(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt_at_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(workspace, tmp_path / "run"))
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    assert train(make_config(workspace, tmp_path / "moved"), resume=True).state.step == 6
+    assert max_difference(adapter_weights(straight), adapter_weights(tmp_path / "moved")) <= 1e-6
+    assert yaml.safe_load((tmp_path / "moved" / "config.yaml").read_text())["output_dir"] == str(tmp_path / "moved")
+
+
 def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_default(workspace, tmp_path):
     import yaml
 
