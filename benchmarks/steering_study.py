@@ -41,36 +41,60 @@ from panacea.preferences import simplex_grid
 BASE_CONFIG = "configs/demo.yaml"
 OUTPUT = Path("runs/steering-study")
 
-# name: (what it varies, Panacea's overrides, budget overrides that the single-objective yardstick shares)
-SETTINGS: dict[str, tuple[str, list[str], list[str]]] = {
-    "demo": ("the demo: k=0, init lora (σ=s=1), lr 2e-3 constant, β 0.1, per-sample λ, α 1", [], []),
-    "per_step": ("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"], []),
-    "diag_lr": ("σ and s at a 10× learning rate (2e-2)", ["diagonal_lr_ratio=10"], []),
-    "r2": ("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"], []),
-    "groups2": (
-        "two λ-groups per step (each a micro-batch of 2 pairs per dimension; aggregators need this or per_step)",
-        ["preference_sampling=groups", "preference_groups=2", "micro_batch_size=2"],
-        [],
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    description: str
+    overrides: list[str]  # Panacea's changes from its round's defaults
+    budget: list[str] = dataclasses.field(default_factory=list)  # shared with the single-objective yardstick
+
+
+# Each round varies one thing at a time around a set of defaults, applied to Panacea and the yardstick alike.
+# Round 1 ran around the defaults before the study (one direction per weight, one learning rate); its best row
+# (`r2_diag_lr`) became the defaults, which round 2 varies around.
+ROUNDS: dict[int, tuple[list[str], dict[str, Setting]]] = {
+    1: (
+        ["adapter.preference_rank=1", "diagonal_lr_ratio=1"],
+        {
+            "demo": Setting("the previous defaults: k=0, init lora (σ=s=1), lr 2e-3 constant, one direction per weight", []),
+            "per_step": Setting("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"]),
+            "diag_lr": Setting("σ and s at a 10× learning rate (2e-2)", ["diagonal_lr_ratio=10"]),
+            "r2": Setting("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"]),
+            "groups2": Setting(
+                "two λ-groups per step (each a micro-batch of 2 pairs per dimension; aggregators need this or per_step)",
+                ["preference_sampling=groups", "preference_groups=2", "micro_batch_size=2"],
+            ),
+            "r2_diag_lr": Setting(
+                "preference_rank 2 and σ, s at 10× the learning rate (the two best single changes)",
+                ["adapter.preference_rank=2", "diagonal_lr_ratio=10"],
+            ),
+            "alpha0.5": Setting("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"]),
+        },
     ),
-    "r2_diag_lr": (
-        "preference_rank 2 and σ, s at 10× the learning rate (the two best single changes)",
-        ["adapter.preference_rank=2", "diagonal_lr_ratio=10"],
+    2: (
         [],
-    ),
-    "diag_lr_6e-2": ("σ and s at a 30× learning rate (6e-2)", ["diagonal_lr_ratio=30"], []),
-    "alpha0.5": ("λ ~ Dirichlet(0.5): more weight near the vertices", ["dirichlet_alpha=0.5"], []),
-    "s2": ("initial preference scale s = 2", ["adapter.init_preference_scale=2.0"], []),
-    "k4": ("k = 4 shared singular values", ["adapter.svd_rank=4"], []),
-    "beta0.5": ("DPO β = 0.5", ["dimensions.0.beta=0.5", "dimensions.1.beta=0.5"], []),
-    "k8": ("k = 8 shared singular values", ["adapter.svd_rank=8"], []),
-    "steps80": ("twice the steps (80 × 4 pairs per dimension, two epochs)", ["max_steps=80"], ["max_steps=80"]),
-    "k2": ("k = 2 shared singular values", ["adapter.svd_rank=2"], []),
-    "gaussian": (
-        "Panacea's own init: A, B ~ N(0, 0.02²), σ = s = 0 (the demo's lr and rates)",
-        ["adapter.init=gaussian"],
-        [],
+        {
+            "demo": Setting("the defaults: round 1's r2_diag_lr (2 directions per weight, σ and s at 10× the rate)", []),
+            "k2": Setting("k = 2 shared singular values", ["adapter.svd_rank=2"]),
+            "k4": Setting("k = 4 shared singular values", ["adapter.svd_rank=4"]),
+            "k8": Setting("k = 8 shared singular values", ["adapter.svd_rank=8"]),
+            "s2": Setting("initial preference scale s = 2", ["adapter.init_preference_scale=2.0"]),
+            "beta0.5": Setting("DPO β = 0.5", ["dimensions.0.beta=0.5", "dimensions.1.beta=0.5"]),
+            "diag_lr_6e-2": Setting("σ and s at a 30× learning rate (6e-2)", ["diagonal_lr_ratio=30"]),
+            "gaussian": Setting(
+                "Panacea's own init: A, B ~ N(0, 0.02²), σ = s = 0 (the demo's lr and rates)", ["adapter.init=gaussian"]
+            ),
+            "steps80": Setting(
+                "twice the steps (80 × 4 pairs per dimension, two epochs)", ["max_steps=80"], ["max_steps=80"]
+            ),
+        },
     ),
 }
+CURRENT_ROUND = 2
+
+
+def folder_of(round_: int, name: str) -> Path:
+    return OUTPUT / f"round{round_}" / name
 
 
 def run_setting(name: str) -> dict:

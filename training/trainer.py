@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -444,6 +445,8 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
         for item in dataclasses.fields(TrainConfig):
             if item.name not in previous and item.name in resolved and resolved[item.name] == _default(item):
                 previous[item.name] = resolved[item.name]
+        if previous.get("adapter") != resolved.get("adapter") and _same_adapter(config, previous.get("adapter")):
+            previous["adapter"] = resolved["adapter"]  # e.g. an adapter field added later, at its default
         # Where the run lies is not a setting: a run folder that was moved or copied resumes where it is now.
         keys = (set(previous) | set(resolved)) - {"output_dir"}
         changed = sorted(key for key in keys if previous.get(key) != resolved.get(key))
@@ -457,6 +460,15 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
     elif accelerator.is_main_process:
         dump_yaml(resolved, saved)
     accelerator.wait_for_everyone()
+
+
+def _same_adapter(config: TrainConfig, saved: Any) -> bool:
+    """Whether a saved adapter section resolves to the same PanaceaConfig as `config`'s."""
+    try:
+        saved_config = dataclasses.replace(config, adapter=dict(saved)).adapter_config()
+    except (TypeError, ValueError):
+        return False
+    return saved_config.to_dict() == config.adapter_config().to_dict()
 
 
 def _default(item: dataclasses.Field):

@@ -188,6 +188,20 @@ def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_defau
         train(make_config(workspace, run, max_steps=2, diagonal_lr_ratio=3.0), resume=True)
 
 
+def test_resume_accepts_a_run_whose_adapter_section_lacks_a_field_at_its_default(workspace, tmp_path):
+    import yaml
+
+    run = tmp_path / "run"
+    train(make_config(workspace, run, max_steps=2, adapter={"svd_rank": 2, "preference_rank": 1}))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["adapter"]["preference_rank"]  # as written before preference_rank existed
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    config = make_config(workspace, run, max_steps=2, adapter={"svd_rank": 2, "preference_rank": 1})
+    assert train(config, resume=True).state.step == 2
+    with pytest.raises(ValueError, match=r"config differs .* \['adapter'\]"):
+        train(make_config(workspace, run, max_steps=2, adapter={"svd_rank": 2, "preference_rank": 2}), resume=True)
+
+
 def test_a_dimension_without_data_fails_at_start_up(workspace, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
