@@ -5,15 +5,19 @@ Every setting is `configs/demo.yaml` (helpful vs harmless, the demo budget, seed
 report per pair set Spearman's ρ with its own weight, the range ratio R_i (eval/steering.py),
 the accuracy at its own vertex and at the opposite one, and the wall time.
 
-The yardstick R_i divides by is fixed per budget: one single-objective model per dimension trained
-with the demo's settings and the setting's budget overrides (steps, pairs) only, so rows differ only
-in what Panacea does. (`make demo` instead trains single-objective models with its own full config.)
+The study runs in rounds, each varying one thing at a time around a set of defaults: round 1 around
+the defaults before the study, round 2 around the defaults round 1 chose. The yardstick R_i divides
+by is fixed per round and budget: one single-objective model per dimension trained with the round's
+defaults and the setting's budget overrides (steps) only, so a round's rows differ only in what
+Panacea does. (`make demo` trains single-objective models with its own full config, which for the
+current defaults are the round-2 yardstick.)
 
 Resumable: a finished setting (its study.json) is skipped and an interrupted training resumes.
 
-    nohup python benchmarks/steering_study.py > runs/steering-study.log 2>&1 &
-    python benchmarks/steering_study.py --table        # the Markdown table of what has finished
+    nohup python benchmarks/steering_study.py > runs/steering-study.log 2>&1 &   # round 2, every row
+    python benchmarks/steering_study.py --table                 # round 2's finished rows as a table
     python benchmarks/steering_study.py --only k4 beta0.5
+    python benchmarks/steering_study.py --round 1 --table
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,12 +61,12 @@ ROUNDS: dict[int, tuple[list[str], dict[str, Setting]]] = {
     1: (
         ["adapter.preference_rank=1", "diagonal_lr_ratio=1"],
         {
-            "demo": Setting("the previous defaults: k=0, init lora (σ=s=1), lr 2e-3 constant, one direction per weight", []),
+            "demo": Setting("the previous defaults: k=0, init lora, lr 2e-3 constant, one direction per weight", []),
             "per_step": Setting("one λ per step (Panacea's sampling)", ["preference_sampling=per_step"]),
             "diag_lr": Setting("σ and s at a 10× learning rate (2e-2)", ["diagonal_lr_ratio=10"]),
-            "r2": Setting("2 directions per preference weight (preference_rank 2, ours)", ["adapter.preference_rank=2"]),
+            "r2": Setting("2 directions per preference weight (ours)", ["adapter.preference_rank=2"]),
             "groups2": Setting(
-                "two λ-groups per step (each a micro-batch of 2 pairs per dimension; aggregators need this or per_step)",
+                "two λ-groups per step, each a micro-batch of 2 pairs per dimension (as aggregators need)",
                 ["preference_sampling=groups", "preference_groups=2", "micro_batch_size=2"],
             ),
             "r2_diag_lr": Setting(
@@ -74,7 +79,7 @@ ROUNDS: dict[int, tuple[list[str], dict[str, Setting]]] = {
     2: (
         [],
         {
-            "demo": Setting("the defaults: round 1's r2_diag_lr (2 directions per weight, σ and s at 10× the rate)", []),
+            "demo": Setting("the defaults: round 1's r2_diag_lr (2 directions per weight, σ, s at 10× the rate)", []),
             "k2": Setting("k = 2 shared singular values", ["adapter.svd_rank=2"]),
             "k4": Setting("k = 4 shared singular values", ["adapter.svd_rank=4"]),
             "k8": Setting("k = 8 shared singular values", ["adapter.svd_rank=8"]),
@@ -97,9 +102,10 @@ def folder_of(round_: int, name: str) -> Path:
     return OUTPUT / f"round{round_}" / name
 
 
-def run_setting(name: str) -> dict:
-    description, overrides, budget = SETTINGS[name]
-    folder = OUTPUT / name
+def run_setting(round_: int, name: str) -> dict:
+    defaults, settings = ROUNDS[round_]
+    setting, folder = settings[name], folder_of(round_, name)
+    overrides = [*defaults, *setting.overrides]
     config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={folder / 'run'}"])
     started = time.perf_counter()
     result = train(config, resume=True)
@@ -111,7 +117,7 @@ def run_setting(name: str) -> dict:
     del result
     gc.collect()
 
-    yardstick, root = yardstick_run(budget)
+    yardstick, root = yardstick_run([*defaults, *setting.budget])
     single = single_objective_scores(yardstick, pair_sets, tokenizer.pad_token_id, root=root)
     rho = monotonicity(grid, scores, names)
     ratios = range_ratios(grid, scores, names, single)
@@ -122,11 +128,13 @@ def run_setting(name: str) -> dict:
             vertices[set_name][label] = scores[vertex_index(grid, index)][set_name]
     record = {
         "setting": name,
-        "description": description,
-        "command": f"python benchmarks/steering_study.py --only {name}",
+        "round": round_,
+        "description": setting.description,
+        "command": f"python benchmarks/steering_study.py --round {round_} --only {name}",
         "config": BASE_CONFIG,
         "overrides": overrides,
-        "yardstick_overrides": budget,
+        "yardstick_overrides": [*defaults, *setting.budget],
+        "yardstick": str(root),
         "seed": config.seed,
         "train_minutes": state.train_seconds / 60,
         "tokens": state.tokens_seen,
@@ -141,20 +149,21 @@ def run_setting(name: str) -> dict:
     return record
 
 
-def yardstick_run(budget: list[str]) -> tuple[TrainConfig, Path]:
-    """The yardstick's config and folder. The folder names its budget overrides and a digest of its settings,
-    so a changed default trains a new yardstick instead of colliding with one trained under the old ones."""
-    config = TrainConfig.from_yaml(BASE_CONFIG, [*budget, f"output_dir={OUTPUT / 'yardstick'}"])
+def yardstick_run(overrides: list[str]) -> tuple[TrainConfig, Path]:
+    """The yardstick's config and folder, named by a digest of its settings: each round's defaults and each budget
+    get their own single-objective models, and a changed default trains new ones instead of reusing old ones."""
+    config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={OUTPUT / 'yardstick'}"])
     settings = {key: value for key, value in config.to_dict().items() if key != "output_dir"}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return config, OUTPUT / "yardstick" / f"{'-'.join(budget).replace('=', '') or 'demo'}-{digest}"
+    return config, OUTPUT / "yardstick" / digest
 
 
-def generalisation(name: str, pairs: int) -> dict:
+def generalisation(round_: int, name: str, pairs: int) -> dict:
     """Seen vs held-out: accuracy and margin on `pairs` training pairs (seen in training) and `pairs` test pairs
     per dimension, plus XSTest, for Panacea at each vertex and for each single-objective model (issue 7, item 5)."""
-    description, overrides, budget = SETTINGS[name]
-    config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={OUTPUT / name / 'run'}"])
+    defaults, settings = ROUNDS[round_]
+    setting, folder = settings[name], folder_of(round_, name)
+    config = TrainConfig.from_yaml(BASE_CONFIG, [*defaults, *setting.overrides, f"output_dir={folder / 'run'}"])
     base, tokenizer = load_base_model(config.model, dtype=config.dtype, device="cpu")
     names, pair_sets, truncation = config.dimension_names, [], {}
     for dimension in config.dimensions:
@@ -169,8 +178,8 @@ def generalisation(name: str, pairs: int) -> dict:
                 [source], dimension.name, names, tokenizer, config.max_length, config.max_prompt_length
             )
             pair_sets.append(PairSet(dimension.name, Path(source.path).name.split(".")[0], held_out, dimension.beta))
-    _, root = yardstick_run(budget)
-    models = {"panacea": (OUTPUT / name / "run", simplex_grid(len(names), 2))}
+    _, root = yardstick_run([*defaults, *setting.budget])
+    models = {"panacea": (folder / "run", simplex_grid(len(names), 2))}
     for dimension in names:
         models[f"only {dimension}"] = (
             root / dimension,
@@ -184,7 +193,7 @@ def generalisation(name: str, pairs: int) -> dict:
         for preference, result in zip(preferences.tolist(), results, strict=True):
             rows[f"{label} at {preference}"] = result
     record = {"setting": name, "pairs": pairs, "truncation": truncation, "scores": rows}
-    write_json(OUTPUT / name / "generalisation.json", record)
+    write_json(folder / "generalisation.json", record)
     sets = [pair_set.name for pair_set in pair_sets]
     lines = ["| model | " + " | ".join(f"{s} (n={len(p.pairs)})" for s, p in zip(sets, pair_sets, strict=True)) + " |"]
     lines.append("|" + "---|" * (len(sets) + 1))
@@ -212,9 +221,9 @@ def table(records: list[dict]) -> str:
         ratio, rho, vertex = record["range_ratio"], record["spearman"], record["vertices"]
         cells = [
             f"`{record['setting']}`",
-            " / ".join(f"{ratio[s]['margin']:+.2f}" for s in sets),
-            " / ".join(f"{ratio[s]['accuracy']:+.2f}" for s in sets),
-            f"{min(rho[s]['margin'] for s in sets):+.2f} / {min(rho[s]['accuracy'] for s in sets):+.2f}",
+            " / ".join(_signed(ratio[s]["margin"]) for s in sets),
+            " / ".join(_signed(ratio[s]["accuracy"]) for s in sets),
+            " / ".join(_signed(_lowest(rho[s][score] for s in sets)) for score in ("margin", "accuracy")),
             " / ".join(f"{vertex[s]['own']['accuracy']:.2f}" for s in sets),
             f"{record['train_minutes']:.1f}",
         ]
@@ -222,10 +231,28 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _signed(value: float) -> str:
+    """+0.25, -1.00, or nan (R is nan where the single-objective models tie)."""
+    return "nan" if math.isnan(value) else f"{value:+.2f}"
+
+
+def _lowest(values) -> float:
+    """The smallest value that is not nan (a constant score has no ρ); nan if none is."""
+    numbers = [value for value in values if not math.isnan(value)]
+    return min(numbers) if numbers else math.nan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=list(SETTINGS), help="run these settings (default: all)")
-    parser.add_argument("--table", action="store_true", help="print the table of finished settings and exit")
+    parser.add_argument(
+        "--round",
+        type=int,
+        choices=list(ROUNDS),
+        default=CURRENT_ROUND,
+        help="the round (default: %(default)s)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="SETTING", help="run these settings of the round (default: all)")
+    parser.add_argument("--table", action="store_true", help="print the round's finished rows and exit")
     parser.add_argument(
         "--generalisation",
         type=int,
@@ -233,20 +260,24 @@ def main(argv: list[str] | None = None) -> int:
         help="for each --only setting (default: demo): score N seen and N held-out pairs per dimension at the vertices",
     )
     args = parser.parse_args(argv)
+    settings = ROUNDS[args.round][1]
+    unknown = sorted(set(args.only or ()) - set(settings))
+    if unknown:
+        parser.error(f"round {args.round} has no setting {', '.join(unknown)}; it has {', '.join(settings)}")
     if args.generalisation:
         for name in args.only or ["demo"]:
-            generalisation(name, args.generalisation)
+            generalisation(args.round, name, args.generalisation)
         return 0
     if not args.table:
-        for name in args.only or SETTINGS:
-            if (OUTPUT / name / "study.json").is_file():
+        for name in args.only or settings:
+            if (folder_of(args.round, name) / "study.json").is_file():
                 print(f"{name}: done, skipped")
                 continue
-            print(f"\n=== {name}: {SETTINGS[name][0]}", flush=True)
-            record = run_setting(name)
+            print(f"\n=== round {args.round}, {name}: {settings[name].description}", flush=True)
+            record = run_setting(args.round, name)
             print(json.dumps({"setting": name, "range_ratio": record["range_ratio"], "spearman": record["spearman"]}))
-    done = [OUTPUT / name / "study.json" for name in SETTINGS if (OUTPUT / name / "study.json").is_file()]
-    finished = [json.loads(path.read_text()) for path in done]
+    done = [folder_of(args.round, name) / "study.json" for name in settings]
+    finished = [json.loads(path.read_text()) for path in done if path.is_file()]
     if finished:
         print(table(finished))
     return 0
