@@ -6,7 +6,8 @@ report per pair set Spearman's ρ with its own weight, the range ratio R_i (eval
 the accuracy at its own vertex and at the opposite one, and the wall time.
 
 The study runs in rounds, each varying one thing at a time around a set of defaults: round 1 around
-the defaults before the study, round 2 around the defaults round 1 chose. The yardstick R_i divides
+the defaults before the study, round 2 around the defaults round 1 chose; round 3 turns on each gradient
+aggregator (with one pair per λ-group, so that λ still varies per pair) against round 2's yardstick. The yardstick R_i divides
 by is fixed per round and budget: one single-objective model per dimension trained with the round's
 defaults and the setting's budget overrides (steps) only, so a round's rows differ only in what
 Panacea does. (`make demo` trains single-objective models with its own full config, which for the
@@ -18,6 +19,8 @@ Resumable: a finished setting (its study.json) is skipped and an interrupted tra
     python benchmarks/steering_study.py --table                 # round 2's finished rows as a table
     python benchmarks/steering_study.py --only k4 beta0.5
     python benchmarks/steering_study.py --round 1 --table
+    python benchmarks/steering_study.py --points demo           # one row's per-λ table
+    python benchmarks/steering_study.py --round 3               # the gradient aggregators at the demo budget
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from panacea.eval.report import monotonicity
+from panacea.eval.report import format_table, monotonicity
 from panacea.eval.scorers import PairSet, load_pair_sets, score_run_pairs
 from panacea.eval.steering import range_ratios, single_objective_config, single_objective_scores, vertex_index
 from panacea.training import TrainConfig, train
@@ -53,6 +56,8 @@ class Setting:
     overrides: list[str]  # Panacea's changes from its round's defaults
     budget: list[str] = dataclasses.field(default_factory=list)  # shared with the single-objective yardstick
 
+
+AGGREGATOR_BATCH = ["preference_sampling=groups", "preference_groups=4", "micro_batch_size=1"]
 
 # Each round varies one thing at a time around a set of defaults, applied to Panacea and the yardstick alike.
 # Round 1 ran around the defaults before the study (one direction per weight, one learning rate); its best row
@@ -92,6 +97,26 @@ ROUNDS: dict[int, tuple[list[str], dict[str, Setting]]] = {
             "steps80": Setting(
                 "twice the steps (80 × 4 pairs per dimension, two epochs)", ["max_steps=80"], ["max_steps=80"]
             ),
+        },
+    ),
+    # Round 3: the gradient aggregators at the demo budget. They need one λ per step or per λ-group; per step
+    # steers backwards here (round 1), so every row draws one λ per pair through λ-groups of one pair each.
+    3: (
+        [],
+        {
+            "groups4": Setting(
+                "4 λ-groups of one pair per dimension, LS (the aggregators' baseline)", AGGREGATOR_BATCH
+            ),
+            **{
+                method: Setting(f"4 λ-groups of one pair per dimension, aggregator {method}", [*AGGREGATOR_BATCH, a])
+                for method, a in (
+                    ("mgda", "aggregator=mgda"),
+                    ("pcgrad", "aggregator=pcgrad"),
+                    ("cagrad", "aggregator=cagrad"),
+                    ("clipped_cagrad", "aggregator=clipped_cagrad"),
+                    ("plc", "aggregator=plc"),
+                )
+            },
         },
     ),
 }
@@ -253,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="+", metavar="SETTING", help="run these settings of the round (default: all)")
     parser.add_argument("--table", action="store_true", help="print the round's finished rows and exit")
+    parser.add_argument("--points", metavar="SETTING", help="print one finished row's per-λ table and exit")
     parser.add_argument(
         "--generalisation",
         type=int,
@@ -261,9 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = ROUNDS[args.round][1]
-    unknown = sorted(set(args.only or ()) - set(settings))
+    unknown = sorted(set(args.only or ()) - set(settings) | ({args.points} - set(settings) - {None}))
     if unknown:
         parser.error(f"round {args.round} has no setting {', '.join(unknown)}; it has {', '.join(settings)}")
+    if args.points:
+        record = json.loads((folder_of(args.round, args.points) / "study.json").read_text())
+        grid = torch.tensor([point["preference"] for point in record["points"]])
+        names = TrainConfig.from_yaml(BASE_CONFIG).dimension_names
+        order = sorted(record["spearman"], key=lambda name: (names.index(name.split("/")[0]), name))  # as trained
+        scores = [{name: point["scores"][name] for name in order} for point in record["points"]]
+        print(format_table(grid, scores, names, record["spearman"]))
+        return 0
     if args.generalisation:
         for name in args.only or ["demo"]:
             generalisation(args.round, name, args.generalisation)
