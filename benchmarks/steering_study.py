@@ -6,11 +6,11 @@ report per pair set Spearman's ρ with its own weight, the range ratio R_i (eval
 the accuracy at its own vertex and at the opposite one, and the wall time.
 
 The study runs in rounds, each varying one thing at a time around a set of defaults: round 1 around
-the defaults before the study, round 2 around the defaults round 1 chose; round 3 turns on each gradient
-aggregator (with one pair per λ-group, so that λ still varies per pair) against round 2's yardstick. The yardstick R_i divides
-by is fixed per round and budget: one single-objective model per dimension trained with the round's
-defaults and the setting's budget overrides (steps) only, so a round's rows differ only in what
-Panacea does. (`make demo` trains single-objective models with its own full config, which for the
+the defaults before the study, round 2 around the defaults round 1 chose; round 3 turns on each
+gradient aggregator (one pair per λ-group, so that λ still varies per pair) around round 2's defaults.
+The yardstick R_i divides by is fixed per round's defaults and budget: one single-objective model per
+dimension trained with them and the setting's budget overrides (steps) only, so a round's rows differ
+only in what Panacea does. (`make demo` trains single-objective models with its own full config, which for the
 current defaults are the round-2 yardstick.)
 
 Resumable: a finished setting (its study.json) is skipped and an interrupted training resumes.
