@@ -8,7 +8,10 @@ first pays one-off allocations); the reference log-probs are cached before any c
     python benchmarks/aggregator_overhead.py                 # ~6 min here
     python benchmarks/aggregator_overhead.py --steps 8 --dims 2
 
-Target (issue 8): step time with an aggregator / with LS <= 1.10. Children run with OMP_WAIT_POLICY=PASSIVE
+Target (issue 8): step time with an aggregator / with LS <= 1.10. Beside the step-time ratio, which
+compares separate runs and so moves by several per cent from run to run on a shared 2-core machine,
+each child times what an aggregator adds to a step (the Gram matrix and the coefficient solve) inside
+its own run, as a share of the LS step. Children run with OMP_WAIT_POLICY=PASSIVE
 unless the caller sets it (on a busy 2-core machine spinning OpenMP workers distort every timing).
 """
 
@@ -16,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 CONFIG = Path(__file__).parents[1] / "configs" / "hhc-3d.yaml"
@@ -47,9 +52,29 @@ def overrides(dims: int, method: str, steps: int, output_dir: Path) -> list[str]
 
 
 def run_child(dims: int, method: str, steps: int) -> None:
-    """Train in this process and print {"step_seconds", "peak_rss"} as the last line."""
-    from panacea.training import TrainConfig, train
+    """Train in this process and print {"step_seconds", "aggregation_seconds", "peak_rss"} as the last line.
 
+    `aggregation_seconds`: the mean time per step spent in what an aggregator adds to a step — the Gram
+    matrix of the per-dimension gradients and the coefficients from it (0 for LS, which needs neither) —
+    timed inside this process, so it is free of the run-to-run noise that the step-time ratios carry.
+    """
+    from panacea.training import TrainConfig, scalarisation, train, trainer
+
+    spent: list[float] = []
+
+    def timed(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - started)
+
+        return wrapper
+
+    trainer.GradientBuffers.gram = timed(trainer.GradientBuffers.gram)
+    scalarisation.GradientAggregation.coefficients = timed(scalarisation.GradientAggregation.coefficients)
     with tempfile.TemporaryDirectory() as folder:
         config = TrainConfig.from_yaml(CONFIG, overrides(dims, method, steps, Path(folder) / "run"))
         if dims == 2:
@@ -58,7 +83,18 @@ def run_child(dims: int, method: str, steps: int) -> None:
         rows = [json.loads(line) for line in (Path(folder) / "run" / "log.jsonl").read_text().splitlines()]
     seconds = [row["tokens"] / row["tokens_per_second"] for row in rows[1:]]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"step_seconds": sum(seconds) / len(seconds), "peak_rss": peak, "tokens": rows[-1]["tokens"]}))
+    per_step = len(spent) // steps  # gram and coefficients: one call each per step with an aggregator
+    aggregation = sum(spent[per_step:]) / (steps - 1) if per_step else 0.0  # the first step is not timed
+    print(
+        json.dumps(
+            {
+                "step_seconds": sum(seconds) / len(seconds),
+                "aggregation_seconds": aggregation,
+                "peak_rss": peak,
+                "tokens": rows[-1]["tokens"],
+            }
+        )
+    )
 
 
 def measure(dims: int, method: str, steps: int) -> dict:
@@ -87,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         run_child(args.dims[0], args.child, args.steps)
         return 0
     lines = [
-        "| m | aggregator | step s | step time / LS | peak RSS / LS |",
-        "|---|---|---|---|---|",
+        "| m | aggregator | step s | step time / LS | aggregation ms / step | aggregation / LS step | peak RSS / LS |",
+        "|---|---|---|---|---|---|---|",
     ]
     for dims in args.dims:
         measure(dims, "none", 2)  # fills the reference-log-prob cache; not timed
@@ -97,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         for method, result in results.items():
             lines.append(
                 f"| {dims} | {'LS (none)' if method == 'none' else method} | {result['step_seconds']:.2f} | "
-                f"{result['step_seconds'] / base['step_seconds']:.3f} | {result['peak_rss'] / base['peak_rss']:.3f} |"
+                f"{result['step_seconds'] / base['step_seconds']:.3f} | {1e3 * result['aggregation_seconds']:.2f} | "
+                f"{result['aggregation_seconds'] / base['step_seconds']:.5f} | "
+                f"{result['peak_rss'] / base['peak_rss']:.3f} |"
             )
         print("\n".join(lines[-len(METHODS) :]), flush=True)
     print(
