@@ -87,7 +87,7 @@ def reference_log_probs(
     path = Path(folder or cache_dir() / "reference-logps") / f"{key}.safetensors"
     cached = _read(path, key, len(pairs))
     if cached is not None:
-        logger.info("reference log-probs for %d pairs: cache hit %s", len(pairs), path.name[:12])
+        logger.debug("reference log-probs for %d pairs: cache hit %s", len(pairs), path.name[:12])
         return cached
     logger.info("reference log-probs for %d pairs: computing once (cache %s)", len(pairs), path.name[:12])
     logps = compute_log_probs(
