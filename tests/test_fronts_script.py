@@ -1,0 +1,51 @@
+"""benchmarks/fronts.sh: every run it would train is a valid config, and bad arguments stop it at once."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from panacea.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "fronts.sh"
+
+
+def _dry_run(*args: str) -> subprocess.CompletedProcess:
+    """Run the script with `echo` standing in for the panacea command: it prints what it would run."""
+    env = {**os.environ, "PANACEA": "echo"}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+@pytest.mark.parametrize("name", ["hh-2d", "hhc-3d"])
+def test_every_run_is_a_valid_config_in_its_own_folder(name):
+    done = _dry_run(name)
+    assert done.returncode == 0, done.stderr
+    trains = [shlex.split(line)[1:] for line in done.stdout.splitlines() if line.startswith("train ")]
+    assert len(trains) == 4
+    configs = []
+    for words in trains:
+        assert words[-1] == "--resume"
+        overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+        configs.append(TrainConfig.from_yaml(ROOT / words[0], overrides))
+    assert [c.output_dir for c in configs] == [f"runs/{run}" for run in (name, f"{name}-tche")] + [
+        f"runs/soups-{name}",
+        f"runs/soups-{name}-full",
+    ]
+    panacea_ls, panacea_tche, soups_split, soups_full = configs
+    assert (panacea_ls.method, panacea_ls.scalarization) == ("panacea", "ls")
+    assert (panacea_tche.method, panacea_tche.scalarization) == ("panacea", "tche")
+    assert (soups_split.method, soups_split.soups_budget) == ("soups", "split")
+    assert (soups_full.method, soups_full.soups_budget) == ("soups", "full")
+    assert {c.max_steps for c in configs} == {panacea_ls.max_steps}  # one budget; soups splits or multiplies it
+
+
+def test_an_unknown_config_or_run_is_refused_before_anything_runs():
+    missing = _dry_run("no-such-config")
+    assert missing.returncode == 2 and "no config configs/no-such-config.yaml" in missing.stderr
+    unknown = _dry_run("hh-2d", "hh-2d-typo")
+    assert unknown.returncode == 2 and "unknown run hh-2d-typo" in unknown.stderr
+    assert "train" not in unknown.stdout
