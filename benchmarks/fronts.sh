@@ -11,6 +11,7 @@
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
 #   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare what is evaluated)
+#   EVAL_ARGS="--grid 6" benchmarks/fronts.sh hhc-3d   # extra `panacea eval` arguments, the same for every run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,8 @@ for run in "${runs[@]}"; do
   # shellcheck disable=SC2086  # the settings are words on purpose
   "$panacea" train "$config" ${settings[$run]} --set output_dir=runs/$run --resume
   echo "=== $run: eval $(date -u +%H:%M:%S)"
-  "$panacea" eval "runs/$run"
+  # shellcheck disable=SC2086
+  "$panacea" eval "runs/$run" ${EVAL_ARGS:-}
 done
 
 evaluated=()

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "fronts.sh"
 
 
-def _dry_run(*args: str) -> subprocess.CompletedProcess:
+def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
     """Run the script with `echo` standing in for the panacea command: it prints what it would run."""
-    env = {**os.environ, "PANACEA": "echo"}
+    env = {**os.environ, "PANACEA": "echo", **env_vars}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
@@ -49,3 +49,10 @@ def test_an_unknown_config_or_run_is_refused_before_anything_runs():
     unknown = _dry_run("hh-2d", "hh-2d-typo")
     assert unknown.returncode == 2 and "unknown run hh-2d-typo" in unknown.stderr
     assert "train" not in unknown.stdout
+
+
+def test_eval_args_reach_every_evaluation():
+    done = _dry_run("hh-2d", EVAL_ARGS="--grid 6 --limit 8")
+    evals = [line for line in done.stdout.splitlines() if line.startswith("eval ")]
+    assert done.returncode == 0 and len(evals) == 4
+    assert all(line.endswith("--grid 6 --limit 8") for line in evals)
