@@ -31,10 +31,8 @@ def test_every_run_is_a_valid_config_in_its_own_folder(name):
         assert words[-1] == "--resume"
         overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
         configs.append(TrainConfig.from_yaml(ROOT / words[0], overrides))
-    assert [c.output_dir for c in configs] == [f"runs/{run}" for run in (name, f"{name}-tche")] + [
-        f"runs/soups-{name}",
-        f"runs/soups-{name}-full",
-    ]
+    runs = (name, f"{name}-tche", f"soups-{name}", f"soups-{name}-full")
+    assert [c.output_dir for c in configs] == [f"runs/{run}" for run in runs]
     panacea_ls, panacea_tche, soups_split, soups_full = configs
     assert (panacea_ls.method, panacea_ls.scalarization) == ("panacea", "ls")
     assert (panacea_tche.method, panacea_tche.scalarization) == ("panacea", "tche")
