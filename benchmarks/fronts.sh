@@ -5,13 +5,20 @@
 #   NAME-tche   Panacea + Tchebycheff (needs one λ per group of pairs: 4 groups of 2 pairs per dimension)
 #   soups-NAME       rewarded soups at Panacea's total steps and tokens (budget split across the m LoRAs)
 #   soups-NAME-full  rewarded soups with m× that budget (each LoRA gets Panacea's whole budget)
-# then `panacea compare` all four into runs/compare-NAME. Seed 0 (the config's). Every step resumes: a
-# finished training is reused, an interrupted one continues from its last checkpoint, and evaluated grid
-# points come from the cache — so after an interrupt, run the same command again.
+# Seed 0 (the config's). Every step resumes: a finished training is reused, an interrupted one continues
+# from its last checkpoint, and evaluated grid points come from the cache — so after an interrupt, run the
+# same command again.
+#
+# Each evaluated run's results (results.json / results.md / front.png, per soups mode) are published to
+# docs/results/NAME/RUN/eval/, and `panacea compare` then compares every published run of NAME into
+# docs/results/NAME/compare.{md,json,png}. The published files are what the README reports; runs/ (the
+# adapters, caches and logs) stays out of git. A run published earlier (e.g. on another machine) is
+# compared with the new ones without being retrained.
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
-#   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare what is evaluated)
+#   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare all published ones)
 #   EVAL_ARGS="--grid 6" benchmarks/fronts.sh hhc-3d   # extra `panacea eval` arguments, the same for every run
+# RUNS_DIR (default runs) and PUBLISH_DIR (default docs/results) move the two folders; PANACEA=echo dry-runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +26,8 @@ name=${1:?usage: benchmarks/fronts.sh NAME [RUN ...]   (NAME: hh-2d or hhc-3d, a
 shift
 config=configs/$name.yaml
 panacea=${PANACEA:-.venv/bin/panacea}
+runs_dir=${RUNS_DIR:-runs}
+published=${PUBLISH_DIR:-docs/results}/$name
 [[ -f $config ]] || { echo "fronts.sh: no config $config" >&2; exit 2; }
 
 declare -A settings=(
@@ -30,20 +39,35 @@ declare -A settings=(
 order=("$name" "$name-tche" "soups-$name" "soups-$name-full")
 runs=("$@")
 ((${#runs[@]})) || runs=("${order[@]}")
-
 for run in "${runs[@]}"; do
   [[ -v settings[$run] ]] || { echo "fronts.sh: unknown run $run (one of ${order[*]})" >&2; exit 2; }
+done
+
+publish() {  # copy a run's evaluation documents (not its cache) to $published/RUN/eval/
+  local run=$1 file target
+  for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
+              "$runs_dir/$run"/eval/*/results.{json,md} "$runs_dir/$run"/eval/*/front.png; do
+    [[ -f $file ]] || continue
+    target=$published/$run/${file#"$runs_dir/$run"/}
+    mkdir -p "$(dirname "$target")"
+    cp "$file" "$target.tmp" && mv "$target.tmp" "$target"
+  done
+}
+
+for run in "${runs[@]}"; do
   echo "=== $run: train $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086  # the settings are words on purpose
-  "$panacea" train "$config" ${settings[$run]} --set output_dir=runs/$run --resume
+  "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
   echo "=== $run: eval $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086
-  "$panacea" eval "runs/$run" ${EVAL_ARGS:-}
+  "$panacea" eval "$runs_dir/$run" ${EVAL_ARGS:-}
+  publish "$run"
 done
 
 evaluated=()
 for run in "${order[@]}"; do
-  [[ -f runs/$run/eval/results.json || -d runs/$run/eval/ab ]] && evaluated+=("runs/$run")
+  [[ -f $published/$run/eval/results.json || -d $published/$run/eval/ab ]] && evaluated+=("$published/$run")
 done
+((${#evaluated[@]})) || { echo "fronts.sh: nothing published in $published to compare" >&2; exit 0; }
 echo "=== compare ${evaluated[*]} $(date -u +%H:%M:%S)"
-"$panacea" compare "${evaluated[@]}" --out "runs/compare-$name"
+"$panacea" compare "${evaluated[@]}" --out "$published"

@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "fronts.sh"
 
 
+@pytest.fixture(autouse=True)
+def _folders(tmp_path, monkeypatch):
+    """Keep every run (even a dry one) off the checkout's runs/ and docs/results/."""
+    monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("PUBLISH_DIR", str(tmp_path / "published"))
+
+
 def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
     """Run the script with `echo` standing in for the panacea command: it prints what it would run."""
     env = {**os.environ, "PANACEA": "echo", **env_vars}
@@ -21,7 +28,7 @@ def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("name", ["hh-2d", "hhc-3d"])
-def test_every_run_is_a_valid_config_in_its_own_folder(name):
+def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
     done = _dry_run(name)
     assert done.returncode == 0, done.stderr
     trains = [shlex.split(line)[1:] for line in done.stdout.splitlines() if line.startswith("train ")]
@@ -32,7 +39,7 @@ def test_every_run_is_a_valid_config_in_its_own_folder(name):
         overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
         configs.append(TrainConfig.from_yaml(ROOT / words[0], overrides))
     runs = (name, f"{name}-tche", f"soups-{name}", f"soups-{name}-full")
-    assert [c.output_dir for c in configs] == [f"runs/{run}" for run in runs]
+    assert [c.output_dir for c in configs] == [f"{tmp_path}/runs/{run}" for run in runs]
     panacea_ls, panacea_tche, soups_split, soups_full = configs
     assert (panacea_ls.method, panacea_ls.scalarization) == ("panacea", "ls")
     assert (panacea_tche.method, panacea_tche.scalarization) == ("panacea", "tche")
@@ -54,3 +61,28 @@ def test_eval_args_reach_every_evaluation():
     evals = [line for line in done.stdout.splitlines() if line.startswith("eval ")]
     assert done.returncode == 0 and len(evals) == 4
     assert all(line.endswith("--grid 6 --limit 8") for line in evals)
+
+
+def test_evaluations_are_published_without_their_cache_and_every_published_run_is_compared(tmp_path):
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    for document in ("hh-2d/eval/results.json", "soups-hh-2d/eval/ab/results.json", "soups-hh-2d/eval/delta/front.png"):
+        (runs / document).parent.mkdir(parents=True, exist_ok=True)
+        (runs / document).write_text("{}")
+    (runs / "hh-2d/eval/cache/pairs-0/0.json").parent.mkdir(parents=True)
+    (runs / "hh-2d/eval/cache/pairs-0/0.json").write_text("{}")
+    (published / "hh-2d-tche/eval").mkdir(parents=True)  # published by an earlier run of the script
+    (published / "hh-2d-tche/eval/results.json").write_text("{}")
+
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d")
+    assert done.returncode == 0, done.stderr
+    copied = sorted(str(path.relative_to(published)) for path in published.rglob("*") if path.is_file())
+    assert copied == [
+        "hh-2d-tche/eval/results.json",
+        "hh-2d/eval/results.json",
+        "soups-hh-2d/eval/ab/results.json",
+        "soups-hh-2d/eval/delta/front.png",
+    ]
+    compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
+    assert compare == [
+        ["compare", *(str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")), "--out", str(published)]
+    ]
