@@ -64,10 +64,15 @@ for run in "${runs[@]}"; do
   publish "$run"
 done
 
-evaluated=()
+evaluated=() documents=0
 for run in "${order[@]}"; do
-  [[ -f $published/$run/eval/results.json || -d $published/$run/eval/ab ]] && evaluated+=("$published/$run")
+  found=0
+  for file in "$published/$run"/eval/results.json "$published/$run"/eval/*/results.json; do
+    if [[ -f $file ]]; then found=$((found + 1)); fi
+  done
+  if ((found)); then evaluated+=("$published/$run"); documents=$((documents + found)); fi
 done
-((${#evaluated[@]})) || { echo "fronts.sh: nothing published in $published to compare" >&2; exit 0; }
+# a soups run holds one front per interpolation mode; compare needs two fronts
+((documents >= 2)) || { echo "fronts.sh: $documents front(s) published in $published: nothing to compare yet" >&2; exit 0; }
 echo "=== compare ${evaluated[*]} $(date -u +%H:%M:%S)"
 "$panacea" compare "${evaluated[@]}" --out "$published"

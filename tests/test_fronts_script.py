@@ -86,3 +86,12 @@ def test_evaluations_are_published_without_their_cache_and_every_published_run_i
     assert compare == [
         ["compare", *(str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")), "--out", str(published)]
     ]
+
+
+def test_one_published_front_is_not_compared(tmp_path):
+    (tmp_path / "runs/hh-2d/eval").mkdir(parents=True)
+    (tmp_path / "runs/hh-2d/eval/results.json").write_text("{}")
+    done = _dry_run("hh-2d", "hh-2d")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "published/hh-2d/hh-2d/eval/results.json").is_file()
+    assert "1 front(s) published" in done.stderr and "compare" not in done.stdout
