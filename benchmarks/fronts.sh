@@ -18,7 +18,13 @@
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
 #   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare all published ones)
 #   EVAL_ARGS="--grid 6" benchmarks/fronts.sh hhc-3d   # extra `panacea eval` arguments, the same for every run
-# RUNS_DIR (default runs) and PUBLISH_DIR (default docs/results) move the two folders; PANACEA=echo dry-runs.
+#
+# The base model's log-probs on the pairs (benchmarks/reference-logps/: a few KB a set, keyed by the model's
+# weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: the
+# script copies them into panacea's cache first, and copies the ones its runs computed back, so a fresh
+# machine skips that pass (~15 min for hh-2d's 1,600 training pairs here).
+# RUNS_DIR (default runs), PUBLISH_DIR (docs/results) and REFERENCE_SEED (benchmarks/reference-logps) move
+# those folders; PANACEA=echo dry-runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +49,23 @@ for run in "${runs[@]}"; do
   [[ -v settings[$run] ]] || { echo "fronts.sh: unknown run $run (one of ${order[*]})" >&2; exit 2; }
 done
 
+seed=${REFERENCE_SEED:-benchmarks/reference-logps}
+cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
+mkdir -p "$cache"
+for file in "$seed"/*.safetensors; do
+  if [[ -f $file && ! -e $cache/${file##*/} ]]; then cp "$file" "$cache/"; fi
+done
+since=$(mktemp)
+trap 'rm -f "$since"' EXIT
+keep_references() {  # the reference log-probs computed since the script started, into $seed
+  local file name
+  mkdir -p "$seed"
+  while IFS= read -r -d '' file; do
+    name=${file##*/}
+    if [[ ! -e $seed/$name ]]; then cp "$file" "$seed/.$name.tmp" && mv "$seed/.$name.tmp" "$seed/$name"; fi
+  done < <(find "$cache" -maxdepth 1 -name '*.safetensors' -newer "$since" -print0)
+}
+
 publish() {  # copy a run's evaluation documents (not its cache) to $published/RUN/eval/
   local run=$1 file target
   for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
@@ -58,9 +81,11 @@ for run in "${runs[@]}"; do
   echo "=== $run: train $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086  # the settings are words on purpose
   "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
+  keep_references
   echo "=== $run: eval $(date -u +%H:%M:%S)"
   # shellcheck disable=SC2086
   "$panacea" eval "$runs_dir/$run" ${EVAL_ARGS:-}
+  keep_references
   publish "$run"
 done
 

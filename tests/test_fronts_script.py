@@ -1,4 +1,5 @@
-"""benchmarks/fronts.sh: every run it would train is a valid config, and bad arguments stop it at once."""
+"""benchmarks/fronts.sh: every run it would train is a valid config, bad arguments stop it at once, evaluations are
+published without their cache and the base model's reference log-probs survive a fresh machine."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from panacea.training import TrainConfig
 
+from panacea.base_model import cache_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "fronts.sh"
 
@@ -19,6 +22,8 @@ def _folders(tmp_path, monkeypatch):
     """Keep every run (even a dry one) off the checkout's runs/ and docs/results/."""
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("PUBLISH_DIR", str(tmp_path / "published"))
+    monkeypatch.setenv("REFERENCE_SEED", str(tmp_path / "seed"))
+    monkeypatch.setenv("PANACEA_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
@@ -95,3 +100,30 @@ def test_one_published_front_is_not_compared(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "published/hh-2d/hh-2d/eval/results.json").is_file()
     assert "1 front(s) published" in done.stderr and "compare" not in done.stdout
+
+
+def test_reference_log_probs_are_seeded_into_the_cache_and_new_ones_kept(tmp_path):
+    seed, cache = tmp_path / "seed", tmp_path / "cache" / "reference-logps"
+    seed.mkdir()
+    (seed / "kept-earlier.safetensors").write_text("seed")
+    cache.mkdir(parents=True)
+    (cache / "unrelated.safetensors").write_text("old")
+    os.utime(cache / "unrelated.safetensors", (0, 0))  # in the cache before the script started
+    fake = tmp_path / "panacea"  # "trains" by computing one new reference file
+    fake.write_text(f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors\nexit 0\n')
+    fake.chmod(0o755)
+
+    done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
+    assert done.returncode == 0, done.stderr
+    assert (cache / "kept-earlier.safetensors").read_text() == "seed"
+    assert sorted(path.name for path in seed.iterdir()) == ["computed-now.safetensors", "kept-earlier.safetensors"]
+
+
+def test_the_script_finds_panaceas_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("PANACEA_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "seed").mkdir()
+    (tmp_path / "seed/kept-earlier.safetensors").write_text("seed")
+    assert _dry_run("hh-2d", "hh-2d").returncode == 0
+    assert (cache_dir() / "reference-logps/kept-earlier.safetensors").is_file()
+    assert str(cache_dir()).startswith(str(tmp_path / "xdg"))
