@@ -49,31 +49,36 @@ for run in "${runs[@]}"; do
   [[ -v settings[$run] ]] || { echo "fronts.sh: unknown run $run (one of ${order[*]})" >&2; exit 2; }
 done
 
+copy() {  # copy FILE to TARGET through a temporary file: TARGET is whole or absent, never half-written
+  mkdir -p "$(dirname "$2")"
+  cp "$1" "$2.tmp" && mv "$2.tmp" "$2"
+}
+
+copy_new() {  # copy each FILE that DIR does not hold yet into DIR
+  local dir=$1 file
+  shift
+  for file in "$@"; do
+    if [[ -f $file && ! -e $dir/${file##*/} ]]; then copy "$file" "$dir/${file##*/}"; fi
+  done
+}
+
 seed=${REFERENCE_SEED:-benchmarks/reference-logps}
 cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
 mkdir -p "$cache"
-for file in "$seed"/*.safetensors; do
-  if [[ -f $file && ! -e $cache/${file##*/} ]]; then cp "$file" "$cache/"; fi
-done
+copy_new "$cache" "$seed"/*.safetensors
 since=$(mktemp)
 trap 'rm -f "$since"' EXIT
 keep_references() {  # the reference log-probs computed since the script started, into $seed
-  local file name
-  mkdir -p "$seed"
-  while IFS= read -r -d '' file; do
-    name=${file##*/}
-    if [[ ! -e $seed/$name ]]; then cp "$file" "$seed/.$name.tmp" && mv "$seed/.$name.tmp" "$seed/$name"; fi
-  done < <(find "$cache" -maxdepth 1 -name '*.safetensors' -newer "$since" -print0)
+  local computed
+  mapfile -d '' computed < <(find "$cache" -maxdepth 1 -name '*.safetensors' -newer "$since" -print0)
+  copy_new "$seed" "${computed[@]}"
 }
 
 publish() {  # copy a run's evaluation documents (not its cache) to $published/RUN/eval/
-  local run=$1 file target
+  local run=$1 file
   for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
               "$runs_dir/$run"/eval/*/results.{json,md} "$runs_dir/$run"/eval/*/front.png; do
-    [[ -f $file ]] || continue
-    target=$published/$run/${file#"$runs_dir/$run"/}
-    mkdir -p "$(dirname "$target")"
-    cp "$file" "$target.tmp" && mv "$target.tmp" "$target"
+    if [[ -f $file ]]; then copy "$file" "$published/$run/${file#"$runs_dir/$run"/}"; fi
   done
 }
 
