@@ -20,9 +20,10 @@
 #   EVAL_ARGS="--grid 6" benchmarks/fronts.sh hhc-3d   # extra `panacea eval` arguments, the same for every run
 #
 # The base model's log-probs on the pairs (benchmarks/reference-logps/: a few KB a set, keyed by the model's
-# weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: the
-# script copies them into panacea's cache first, and copies the ones its runs computed back, so a fresh
-# machine skips that pass (~15 min for hh-2d's 1,600 training pairs here).
+# weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: panacea
+# reads them from there ($PANACEA_REFERENCE_LOGPS), and the script copies the ones its runs computed into
+# panacea's cache back to that folder, so a fresh machine skips that pass (~15 min for hh-2d's 1,600
+# training pairs here).
 # RUNS_DIR (default runs), PUBLISH_DIR (docs/results) and REFERENCE_SEED (benchmarks/reference-logps) move
 # those folders; PANACEA=echo dry-runs.
 set -euo pipefail
@@ -62,10 +63,10 @@ copy_new() {  # copy each FILE that DIR does not hold yet into DIR
   done
 }
 
-seed=${REFERENCE_SEED:-benchmarks/reference-logps}
+seed=$(realpath -ms "${REFERENCE_SEED:-benchmarks/reference-logps}")
 cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
 mkdir -p "$cache"
-copy_new "$cache" "$seed"/*.safetensors
+export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses
 since=$(mktemp)
 trap 'rm -f "$since"' EXIT
 keep_references() {  # the reference log-probs computed since the script started, into $seed

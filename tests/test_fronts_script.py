@@ -102,28 +102,34 @@ def test_one_published_front_is_not_compared(tmp_path):
     assert "1 front(s) published" in done.stderr and "compare" not in done.stdout
 
 
-def test_reference_log_probs_are_seeded_into_the_cache_and_new_ones_kept(tmp_path):
+def test_reference_log_probs_are_read_from_the_seed_folder_and_new_ones_kept(tmp_path):
     seed, cache = tmp_path / "seed", tmp_path / "cache" / "reference-logps"
     seed.mkdir()
     (seed / "kept-earlier.safetensors").write_text("seed")
     cache.mkdir(parents=True)
     (cache / "unrelated.safetensors").write_text("old")
     os.utime(cache / "unrelated.safetensors", (0, 0))  # in the cache before the script started
-    fake = tmp_path / "panacea"  # "trains" by computing one new reference file
-    fake.write_text(f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors\nexit 0\n')
+    fake = tmp_path / "panacea"  # "trains" by computing one new reference file, and records where it may read
+    fake.write_text(
+        f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors\n'
+        f'echo "$PANACEA_REFERENCE_LOGPS" > {tmp_path}/seen\nexit 0\n'
+    )
     fake.chmod(0o755)
 
-    done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
+    done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake), PANACEA_REFERENCE_LOGPS="/elsewhere")
     assert done.returncode == 0, done.stderr
-    assert (cache / "kept-earlier.safetensors").read_text() == "seed"
+    assert (tmp_path / "seen").read_text().strip() == f"{seed}:/elsewhere"
+    assert sorted(path.name for path in cache.iterdir()) == ["computed-now.safetensors", "unrelated.safetensors"]
     assert sorted(path.name for path in seed.iterdir()) == ["computed-now.safetensors", "kept-earlier.safetensors"]
 
 
-def test_the_script_finds_panaceas_cache_folder(tmp_path, monkeypatch):
+def test_the_script_keeps_what_panacea_computed_in_its_cache_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("PANACEA_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    (tmp_path / "seed").mkdir()
-    (tmp_path / "seed/kept-earlier.safetensors").write_text("seed")
-    assert _dry_run("hh-2d", "hh-2d").returncode == 0
-    assert (cache_dir() / "reference-logps/kept-earlier.safetensors").is_file()
-    assert str(cache_dir()).startswith(str(tmp_path / "xdg"))
+    cache = cache_dir() / "reference-logps"
+    assert str(cache).startswith(str(tmp_path / "xdg"))
+    fake = tmp_path / "panacea"
+    fake.write_text(f"#!/bin/sh\nmkdir -p {cache} && echo new > {cache}/computed-now.safetensors\nexit 0\n")
+    fake.chmod(0o755)
+    assert _dry_run("hh-2d", "hh-2d", PANACEA=str(fake)).returncode == 0
+    assert (tmp_path / "seed/computed-now.safetensors").read_text() == "new\n"

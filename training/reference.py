@@ -5,6 +5,10 @@ step (ours; exact). The cache key is a hash of everything the numbers depend on:
 (fingerprint and a sample of its weights), the exact token ids of every pair (so the data file, the
 chat template and the truncation settings are all in it), the dtype and the autocast setting. A
 stale entry has another key and is never found; a damaged one is recomputed.
+
+Read-only folders of precomputed entries (e.g. benchmarks/reference-logps, committed for the shipped data
+on the embedded model) can be named in $PANACEA_REFERENCE_LOGPS (os.pathsep-separated); they are read when
+the cache misses, under the same key, and never written.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .logprobs import collate_pairs, response_log_probs
 
 logger = logging.getLogger(__name__)
 
+SEED_DIRS_ENV = "PANACEA_REFERENCE_LOGPS"  # read-only folders of precomputed entries, searched after the cache
 ADAPTER_KEYS = ("lora_A", "lora_B", "singular_values", "preference_scale")
 _DIGEST_SAMPLES = 4096  # values read from each base weight for the cache key
 
@@ -82,19 +87,26 @@ def reference_log_probs(
     """log π_ref(y_w|x), log π_ref(y_l|x) for every pair, shape (pairs, 2), from the cache or computed now.
 
     `settings` (dtype, autocast, …) join the cache key; `folder` defaults to <panacea cache>/reference-logps.
+    The folders of $PANACEA_REFERENCE_LOGPS are read after it; a computed entry is written to `folder` only.
     """
     key = reference_cache_key(model, pairs, settings)
     path = Path(folder or cache_dir() / "reference-logps") / f"{key}.safetensors"
-    cached = _read(path, key, len(pairs))
-    if cached is not None:
-        logger.debug("reference log-probs for %d pairs: cache hit %s", len(pairs), path.name[:12])
-        return cached
+    for candidate in (path, *(Path(seed) / path.name for seed in seed_dirs())):
+        cached = _read(candidate, key, len(pairs))
+        if cached is not None:
+            logger.debug("reference log-probs for %d pairs: cache hit %s", len(pairs), candidate)
+            return cached
     logger.info("reference log-probs for %d pairs: computing once (cache %s)", len(pairs), path.name[:12])
     logps = compute_log_probs(
         model, pairs, pad_token_id=pad_token_id, batch_size=batch_size, autocast=autocast, reference=True
     )
     _write(path, key, logps)
     return logps
+
+
+def seed_dirs() -> list[Path]:
+    """The read-only folders of precomputed reference log-probs named in $PANACEA_REFERENCE_LOGPS."""
+    return [Path(entry).expanduser() for entry in os.environ.get(SEED_DIRS_ENV, "").split(os.pathsep) if entry]
 
 
 @torch.no_grad()

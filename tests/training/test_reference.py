@@ -1,6 +1,7 @@
 """Reference log-probs: the base model's values, computed once, cached on disk under a content key."""
 
 import logging
+import os
 
 import pytest
 import torch
@@ -104,6 +105,30 @@ def test_cache_is_found_by_another_model_object_with_the_same_base(tmp_path):
     counter = ForwardCounter(other)
     reference(other, PAIRS, tmp_path)
     assert counter.calls == 0
+
+
+def test_a_seed_folder_is_read_when_the_cache_misses_and_never_written(tmp_path, monkeypatch):
+    seeds, empty, cache = tmp_path / "seeds", tmp_path / "empty", tmp_path / "cache"
+    expected = reference(panacea_llama(seed=0), PAIRS, seeds)  # what a committed folder would hold
+    before = sorted(path.name for path in seeds.iterdir())
+    monkeypatch.setenv("PANACEA_REFERENCE_LOGPS", f"{empty}{os.pathsep}{seeds}")  # a missing folder is skipped
+    model = panacea_llama(seed=0)
+    counter = ForwardCounter(model)
+    torch.testing.assert_close(reference(model, PAIRS, cache), expected, rtol=0, atol=0)
+    assert counter.calls == 0 and not cache.exists()  # read from the seed folder, not copied into the cache
+    reference(model, PAIRS[:2], cache)  # other pairs: a miss everywhere, computed into the cache only
+    assert counter.calls == 1 and len(list(cache.iterdir())) == 1
+    assert sorted(path.name for path in seeds.iterdir()) == before
+
+
+def test_a_seed_entry_for_another_base_model_is_not_used(tmp_path, monkeypatch):
+    seeds = tmp_path / "seeds"
+    reference(panacea_llama(seed=0), PAIRS, seeds)
+    monkeypatch.setenv("PANACEA_REFERENCE_LOGPS", str(seeds))
+    other = panacea_llama(seed=1)
+    counter = ForwardCounter(other)
+    torch.testing.assert_close(reference(other, PAIRS, tmp_path / "cache"), base_log_probs(1, PAIRS), rtol=0, atol=1e-5)
+    assert counter.calls == 2
 
 
 def test_adapter_weights_are_not_part_of_the_key():
