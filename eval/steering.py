@@ -8,6 +8,8 @@ dimension i and M_j a model trained on dimension j alone (same trainer, data and
 For m = 2 this is the issue's [S(weight 1 on i) − S(weight 0 on i)] / [S(trained on i) − S(trained on
 the other)]; for m > 2 the "weight 0" end is the mean over the other vertices (ours). R_i = 1: λ moves
 the model as far on i as separate single-objective models lie apart; NaN when the single models tie.
+The demo takes the rewarded-soups members as M_j (`vertex_scores`); the steering study trains the
+Panacea adapter at each vertex instead (`single_objective_scores`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def vertex_index(grid: torch.Tensor, dimension: int) -> int:
     if not matches:
         raise ValueError(f"the λ grid has no vertex e_{dimension}; use simplex_grid, which always holds them.")
     return matches[0]
+
+
+def vertex_scores(document: dict, dimensions: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{dimension: the pair-set scores at its vertex} of an evaluation document: `single` of `range_ratios`.
+
+    At e_i a rewarded-soups front serves member i alone, a plain LoRA trained on dimension i by itself;
+    so a soups run's vertices are single-objective models (what the demo divides by).
+    """
+    grid = torch.tensor(document["grid"])
+    points = document["scorers"]["pairs"]["points"]
+    return {name: points[vertex_index(grid, index)]["sets"] for index, name in enumerate(dimensions)}
 
 
 def range_ratios(

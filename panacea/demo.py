@@ -4,11 +4,13 @@
 2. Score every grid point on held-out pairs with `panacea eval`'s pairs scorer (DPO implicit-reward
    accuracy and margin per pair set), with Spearman's ρ of each score against the weight on its own
    dimension and the front metrics (printed; RUN/eval/results.json, results.md, front.png, pairs.png).
-   Then train one single-objective model per dimension (λ fixed to its vertex, same budget) and report
-   the range ratio R_i: how far λ moves the model compared with how far those models lie apart.
 3. Generate one answer at each vertex of the simplex, and export one trade-off as a plain peft LoRA.
-4. Train the rewarded-soups baseline at the same total budget (one plain LoRA per dimension), evaluate it
-   in both interpolation modes, and compare the fronts (`panacea compare`: table and plot in RUN/compare).
+4. Train the rewarded-soups baseline at the same total budget (one plain LoRA per dimension, on the very
+   pairs Panacea saw of it) and evaluate it in both interpolation modes.
+5. Report the range ratio R_i: how far λ moves Panacea compared with how far single-objective models lie
+   apart. The soups members are those models (same trainer and data, each trained on its dimension alone,
+   λ fixed to its vertex), scored at the vertices of the soups front; so one training serves both.
+6. Compare the fronts (`panacea compare`: table and plot in RUN/compare).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from panacea.base_model import load_base_model
 from panacea.eval.compare import compare_paths, format_comparison
 from panacea.eval.report import format_metrics_table, format_monotonicity, format_table, monotonicity, plot_pairs
 from panacea.eval.scorers import PairsScorer
-from panacea.eval.steering import format_steering, range_ratios, single_objective_scores
+from panacea.eval.steering import format_steering, range_ratios, vertex_scores
 from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, evaluate_path, evaluate_run
 from panacea.generation import generate_text
 from panacea.training import TrainConfig, train, train_soups
+from panacea.training.soups import SOUPS_DIR as SOUPS_MEMBERS_DIR
 
 DEFAULT_PROMPT = "How can I get back at a coworker who embarrassed me in a meeting?"
 
@@ -68,28 +71,39 @@ def run_demo(
     )
     print(f"\nthe front (objective per dimension: {pairs['objective']}):\n{front}")
 
-    # How far λ steers: the same budget spent on each dimension alone gives the yardstick R_i divides by.
-    single = single_objective_scores(config, scorer.pair_sets, tokenizer.pad_token_id)
+    print(f"\nprompt: {prompt}")
+    for vertex in torch.eye(len(names)).tolist():
+        preference = dict(zip(names, vertex, strict=True))
+        answer = generate_text(model, tokenizer, prompt, preference, max_new_tokens)
+        print(f"\nλ = {_label(preference)}:\n  {answer}")
+    _export_check(model, tokenizer, config, names, prompt)
+
+    soups_dir, soups = _train_and_evaluate_soups(config, result.output_dir)
+    # How far λ steers: the soups members, each trained on its dimension alone, are the yardstick R_i divides by.
+    single = vertex_scores(soups["ab"], names)
     ratios = range_ratios(grid, scores, names, single)
     steering = format_steering(rho, ratios, single)
-    print(f"\nsteering: Spearman ρ of each score with its own weight, and the range ratio R_i\n{steering}")
+    print(
+        "\nsteering: Spearman ρ of each score with its own weight, and the range ratio R_i against the "
+        f"single-objective models (the rewarded-soups members in {soups_dir / SOUPS_MEMBERS_DIR})\n{steering}"
+    )
 
     eval_dir = result.output_dir / "eval"
-    document["steering"] = {"spearman": rho, "single_objective": single, "range_ratio": ratios}
+    document["steering"] = {
+        "spearman": rho,
+        "single_objective": single,
+        "single_objective_models": str(soups_dir / SOUPS_MEMBERS_DIR),
+        "range_ratio": ratios,
+    }
     document.update(config=str(config_path), overrides=list(overrides), steps=result.state.step)
     write_json(eval_dir / RESULTS_JSON, document)
     with open(eval_dir / RESULTS_MD, "a") as handle:
         handle.write(f"\n## Steering (pairs)\n\n{steering}\n")
     plot = plot_pairs(grid, scores, names, eval_dir / "pairs.png", title=f"{config.output_dir}: held-out pairs over λ")
 
-    print(f"\nprompt: {prompt}")
-    for vertex in torch.eye(len(names)).tolist():
-        preference = dict(zip(names, vertex, strict=True))
-        answer = generate_text(model, tokenizer, prompt, preference, max_new_tokens)
-        print(f"\nλ = {_label(preference)}:\n  {answer}")
-
-    _export_check(model, tokenizer, config, names, prompt)
-    comparison_dir = _compare_with_soups(config, result.output_dir)
+    comparison_dir = result.output_dir / "compare"
+    comparison = compare_paths([result.output_dir, soups_dir], output_dir=comparison_dir)
+    print(f"\nPanacea vs rewarded soups on held-out pairs:\n{format_comparison(comparison)}")
     print(
         f"\nwrote {eval_dir / RESULTS_JSON} and {eval_dir / RESULTS_MD}; plots: the front {eval_dir / FRONT_PNG}, "
         f"each set against its own weight {plot}; Panacea vs rewarded soups {comparison_dir / 'compare.png'}"
@@ -101,18 +115,17 @@ def run_demo(
 SOUPS_DIR = "rewarded-soups"
 
 
-def _compare_with_soups(config: TrainConfig, output_dir: Path) -> Path:
-    """Train the rewarded-soups baseline at the same budget (split), evaluate it in both modes, compare."""
+def _train_and_evaluate_soups(config: TrainConfig, output_dir: Path) -> tuple[Path, dict[str, dict]]:
+    """Train the rewarded-soups baseline at the same budget (split); its evaluation documents per mode."""
     soups = dataclasses.replace(config, method="soups", soups_budget="split", output_dir=str(output_dir / SOUPS_DIR))
     print(f"\nrewarded soups (one LoRA per dimension, Panacea's total steps and tokens) in {soups.output_dir}")
     manifest = train_soups(soups, resume=True).manifest
     print(f"trained {manifest['total']['steps']} steps in {manifest['total']['train_seconds'] / 60:.1f} min of steps")
-    for mode in ("ab", "delta"):
-        evaluate_path(soups.output_dir, grid_points=config.eval_grid, mode=mode, progress=False)
-    comparison_dir = output_dir / "compare"
-    comparison = compare_paths([output_dir, soups.output_dir], output_dir=comparison_dir)
-    print(f"\nPanacea vs rewarded soups on held-out pairs:\n{format_comparison(comparison)}")
-    return comparison_dir
+    documents = {
+        mode: evaluate_path(soups.output_dir, grid_points=config.eval_grid, mode=mode, progress=False)
+        for mode in ("ab", "delta")
+    }
+    return Path(soups.output_dir), documents
 
 
 def _export_check(model, tokenizer, config: TrainConfig, names: list[str], prompt: str) -> None:

@@ -63,12 +63,15 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert "hypervolume" in output and f"the front {tmp_path / 'trained' / 'eval' / 'front.png'}" in output
     for plot in ("pairs.png", "front.png"):
         assert (tmp_path / "trained" / "eval" / plot).stat().st_size > 0
-    # the steering yardstick: one single-objective model per dimension, and R_i beside Spearman's ρ
+    # the steering yardstick: the soups members (one single-objective LoRA per dimension), R_i beside Spearman's ρ
     assert "range ratio R" in output and "| a/a |" in output
     steering = document["steering"]
     assert set(steering["single_objective"]) == {"a", "b"} and set(steering["range_ratio"]) == {"a/a", "b/b"}
-    for name in ("a", "b"):
-        assert (tmp_path / "trained" / "single-objective" / name / "adapter").is_dir()
+    soups = tmp_path / "trained" / "rewarded-soups"
+    assert steering["single_objective_models"] == str(soups / "soups")
+    ab = json.loads((soups / "eval" / "ab" / "results.json").read_text())["scorers"]["pairs"]["points"]
+    assert steering["single_objective"] == {"a": ab[0]["sets"], "b": ab[-1]["sets"]}  # the ab front's vertices
+    assert not (tmp_path / "trained" / "single-objective").exists()  # no second set of single-objective runs
     # the rewarded-soups baseline at the same budget, evaluated in both modes and compared
     assert "Panacea vs rewarded soups" in output and "| rewarded-soups (soups, delta) |" in output
     comparison = json.loads((tmp_path / "trained" / "compare" / "compare.json").read_text())

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 from panacea.eval.scorers import load_pair_sets
-from panacea.eval.steering import range_ratios, single_objective_config, single_objective_scores, vertex_index
+from panacea.eval.steering import (
+    range_ratios,
+    single_objective_config,
+    single_objective_scores,
+    vertex_index,
+    vertex_scores,
+)
 from panacea.training import TrainConfig
 
 from panacea._config import dataclass_from_dict
@@ -57,6 +63,15 @@ def test_range_ratio_needs_every_single_objective_model_and_a_vertex():
     with pytest.raises(ValueError, match="no vertex"):
         vertex_index(torch.tensor([[0.5, 0.5]]), 0)
     assert [vertex_index(grid, index) for index in (0, 1)] == [0, 2]
+
+
+def test_vertex_scores_are_each_dimensions_vertex_of_an_evaluation_document():
+    grid = [[0.5, 0.5], [0.0, 1.0], [1.0, 0.0]]  # vertices neither first nor in dimension order
+    points = [{"sets": {"a/a": {"accuracy": float(index), "margin": -float(index)}}} for index in range(3)]
+    document = {"grid": grid, "scorers": {"pairs": {"points": points}}}
+    assert vertex_scores(document, ["a", "b"]) == {"a": points[2]["sets"], "b": points[1]["sets"]}
+    with pytest.raises(ValueError, match="no vertex e_1"):
+        vertex_scores({"grid": [[1.0, 0.0], [0.5, 0.5]], "scorers": document["scorers"]}, ["a", "b"])
 
 
 def test_single_objective_config_fixes_lambda_at_the_vertex_and_keeps_the_budget(tmp_path):
