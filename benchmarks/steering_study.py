@@ -10,8 +10,9 @@ the defaults before the study, round 2 around the defaults round 1 chose; round 
 gradient aggregator (one pair per λ-group, so that λ still varies per pair) around round 2's defaults.
 The yardstick R_i divides by is fixed per round's defaults and budget: one single-objective model per
 dimension trained with them and the setting's budget overrides (steps) only, so a round's rows differ
-only in what Panacea does. (`make demo` trains single-objective models with its own full config, which for the
-current defaults are the round-2 yardstick.)
+only in what Panacea does. (`make demo` divides by the rewarded-soups members instead — plain LoRAs it trains
+anyway; until 2026-12-01 it trained the Panacea adapter at each vertex with its full config, which for the
+current defaults is the round-2 yardstick.)
 
 Resumable: a finished setting (its study.json) is skipped and an interrupted training resumes.
 

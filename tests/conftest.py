@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("PANACEA_REFERENCE_LOGPS", None)  # no committed reference folder, unless a test names one
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
+from panacea.base_model import CACHE_DIR_ENV, cache_dir
 
 VOCAB_SIZE = 64
 
@@ -82,6 +84,26 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_panacea_cache(tmp_path_factory):
+    """A panacea cache of the test session's own: reference log-probs of tiny models never land in the user's.
+
+    (benchmarks/fronts.sh keeps what appears in the user's cache.) What the user's cache holds besides
+    reference log-probs — the converted embedded model — is linked, so integration tests load it at once.
+    """
+    user, private = cache_dir(), tmp_path_factory.mktemp("panacea-cache")
+    for entry in sorted(user.iterdir()) if user.is_dir() else ():
+        if entry.name != "reference-logps":
+            (private / entry.name).symlink_to(entry.resolve())
+    previous = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(private)
+    yield private
+    if previous is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = previous
 
 
 @pytest.fixture

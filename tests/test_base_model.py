@@ -141,3 +141,8 @@ def test_two_processes_converting_at_once_leave_one_complete_cache(tmp_path, mon
     assert [path.name for path in (tmp_path / "cache").iterdir()] == [next(iter(folders)).rsplit("/", 1)[-1]]
     monkeypatch.setenv("PANACEA_CACHE_DIR", str(tmp_path / "cache"))
     assert load_base_model()[0].config.num_hidden_layers == 30
+
+
+def test_the_test_session_writes_into_a_cache_of_its_own(_private_panacea_cache, tmp_path_factory):
+    assert cache_dir() == _private_panacea_cache
+    assert _private_panacea_cache.is_relative_to(tmp_path_factory.getbasetemp())

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from panacea.eval.steering import range_ratios
 from peft import PeftModel
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model, load_base_model
@@ -71,6 +72,11 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert steering["single_objective_models"] == str(soups / "soups")
     ab = json.loads((soups / "eval" / "ab" / "results.json").read_text())["scorers"]["pairs"]["points"]
     assert steering["single_objective"] == {"a": ab[0]["sets"], "b": ab[-1]["sets"]}  # the ab front's vertices
+    panacea_scores = [point["sets"] for point in document["scorers"]["pairs"]["points"]]
+    grid = torch.tensor(document["grid"])
+    expected = range_ratios(grid, panacea_scores, ["a", "b"], steering["single_objective"])
+    for name, ratios in steering["range_ratio"].items():  # NaN where the single-objective models tie
+        assert ratios == pytest.approx(expected[name], nan_ok=True)
     assert not (tmp_path / "trained" / "single-objective").exists()  # no second set of single-objective runs
     # the rewarded-soups baseline at the same budget, evaluated in both modes and compared
     assert "Panacea vs rewarded soups" in output and "| rewarded-soups (soups, delta) |" in output

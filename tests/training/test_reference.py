@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 from panacea.training.reference import reference_cache_key, reference_log_probs
+from safetensors.torch import save_file
 
 from panacea.data import TokenizedPair
 from tests.conftest import panacea_llama, randomize_adapter, tiny_llama
@@ -119,6 +120,21 @@ def test_a_seed_folder_is_read_when_the_cache_misses_and_never_written(tmp_path,
     reference(model, PAIRS[:2], cache)  # other pairs: a miss everywhere, computed into the cache only
     assert counter.calls == 1 and len(list(cache.iterdir())) == 1
     assert sorted(path.name for path in seeds.iterdir()) == before
+
+
+def test_the_cache_is_read_before_a_seed_folder_and_a_damaged_seed_entry_is_recomputed(tmp_path, monkeypatch):
+    seeds, cache = tmp_path / "seeds", tmp_path / "cache"
+    model = panacea_llama(seed=0)
+    name = f"{reference_cache_key(model, PAIRS, SETTINGS)}.safetensors"
+    expected = reference(model, PAIRS, cache)
+    seeds.mkdir()
+    save_file({"logps": torch.zeros(len(PAIRS), 2)}, seeds / name)  # fits, but is not what the cache holds
+    monkeypatch.setenv("PANACEA_REFERENCE_LOGPS", str(seeds))
+    torch.testing.assert_close(reference(model, PAIRS, cache), expected, rtol=0, atol=0)  # the cache wins
+    (seeds / name).write_bytes(b"not a safetensors file")
+    counter = ForwardCounter(model)
+    torch.testing.assert_close(reference(model, PAIRS, tmp_path / "fresh"), expected, rtol=0, atol=1e-6)
+    assert counter.calls == 2 and (seeds / name).read_bytes() == b"not a safetensors file"  # recomputed, seed untouched
 
 
 def test_a_seed_entry_for_another_base_model_is_not_used(tmp_path, monkeypatch):
