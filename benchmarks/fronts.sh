@@ -89,11 +89,15 @@ for run in "${runs[@]}"; do
   # shellcheck disable=SC2086  # the settings are words on purpose
   "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
   keep_references
-  echo "=== $run: eval $(date -u +%H:%M:%S)"
-  # shellcheck disable=SC2086
-  "$panacea" eval "$runs_dir/$run" ${EVAL_ARGS:-}
-  keep_references
-  publish "$run"
+  modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
+  if [[ $run == soups-* ]]; then modes=(ab delta); fi
+  for mode in "${modes[@]}"; do
+    echo "=== $run: eval ${mode:+$mode }$(date -u +%H:%M:%S)"
+    # shellcheck disable=SC2086
+    "$panacea" eval "$runs_dir/$run" ${mode:+--soups-mode $mode} ${EVAL_ARGS:-}
+    keep_references
+    publish "$run"
+  done
 done
 
 evaluated=() documents=0

@@ -64,8 +64,10 @@ def test_an_unknown_config_or_run_is_refused_before_anything_runs():
 def test_eval_args_reach_every_evaluation():
     done = _dry_run("hh-2d", EVAL_ARGS="--grid 6 --limit 8")
     evals = [line for line in done.stdout.splitlines() if line.startswith("eval ")]
-    assert done.returncode == 0 and len(evals) == 4
+    assert done.returncode == 0 and len(evals) == 6  # a soups run once per mode, so each is published when done
     assert all(line.endswith("--grid 6 --limit 8") for line in evals)
+    soups = [line.split()[1:4] for line in evals if "/soups-" in line]
+    assert [words[1:] for words in soups] == [["--soups-mode", mode] for mode in ("ab", "delta")] * 2
 
 
 def test_evaluations_are_published_without_their_cache_and_every_published_run_is_compared(tmp_path):
