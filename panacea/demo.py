@@ -79,20 +79,21 @@ def run_demo(
     _export_check(model, tokenizer, config, names, prompt)
 
     soups_dir, soups = _train_and_evaluate_soups(config, result.output_dir)
+    members = soups_dir / SOUPS_MEMBERS_DIR
     # How far λ steers: the soups members, each trained on its dimension alone, are the yardstick R_i divides by.
     single = vertex_scores(soups["ab"], names)
     ratios = range_ratios(grid, scores, names, single)
     steering = format_steering(rho, ratios, single)
     print(
         "\nsteering: Spearman ρ of each score with its own weight, and the range ratio R_i against the "
-        f"single-objective models (the rewarded-soups members in {soups_dir / SOUPS_MEMBERS_DIR})\n{steering}"
+        f"single-objective models (the rewarded-soups members in {members})\n{steering}"
     )
 
     eval_dir = result.output_dir / "eval"
     document["steering"] = {
         "spearman": rho,
         "single_objective": single,
-        "single_objective_models": str(soups_dir / SOUPS_MEMBERS_DIR),
+        "single_objective_models": str(members),
         "range_ratio": ratios,
     }
     document.update(config=str(config_path), overrides=list(overrides), steps=result.state.step)

@@ -6,15 +6,17 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.pop("PANACEA_REFERENCE_LOGPS", None)  # no committed reference folder, unless a test names one
 
 import pytest
 import torch
+from panacea.training.reference import SEED_DIRS_ENV
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
 from panacea.base_model import CACHE_DIR_ENV, cache_dir
+
+os.environ.pop(SEED_DIRS_ENV, None)  # no committed reference folder, unless a test names one
 
 VOCAB_SIZE = 64
 

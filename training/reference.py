@@ -91,7 +91,7 @@ def reference_log_probs(
     """
     key = reference_cache_key(model, pairs, settings)
     path = Path(folder or cache_dir() / "reference-logps") / f"{key}.safetensors"
-    for candidate in (path, *(Path(seed) / path.name for seed in seed_dirs())):
+    for candidate in (path, *(seed / path.name for seed in seed_dirs())):
         cached = _read(candidate, key, len(pairs))
         if cached is not None:
             logger.debug("reference log-probs for %d pairs: cache hit %s", len(pairs), candidate)
