@@ -371,3 +371,13 @@ def test_train_config_reads_exponent_floats_in_nested_sections(tmp_path):
     path = write(tmp_path, "promt: hi\n", "typo.yaml")
     with pytest.raises(ValueError, match=re.escape(f"{path}: unknown TrainConfig key(s) ['promt']")):
         TrainConfig.from_yaml(path)
+
+
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_loads_and_names_shipped_data(path):
+    config = TrainConfig.from_yaml(path)
+    sources = [source for dimension in config.dimensions for source in (*dimension.train, *dimension.eval)]
+    assert sources and all((path.parents[1] / source.path).is_file() for source in sources)
