@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,26 @@ import torch
 from .metrics import spearman
 
 
+def set_order(names: Iterable[str], dimensions: Sequence[str]) -> list[str]:
+    """Set names in one order, whatever order a point's dict came in.
+
+    A scorer returns its sets in its own order, but a cached point or results.json comes back with sorted keys
+    (`panacea._io.write_json`), so tables and plots that followed dict order changed their columns when points
+    came from the cache. This order is the same for both: by the dimension that prefixes the name
+    ('helpful/xstest'), in λ's order, then by name; names without a dimension prefix (prompt sets) last.
+    """
+
+    def key(name: str) -> tuple[int, str]:
+        prefix = name.split("/", 1)[0]
+        return (dimensions.index(prefix) if prefix in dimensions else len(dimensions), name)
+
+    return sorted(names, key=key)
+
+
 def monotonicity(preferences: torch.Tensor, results: Sequence[dict[str, dict[str, float]]], dimensions: Sequence[str]):
     """{set name: {"accuracy": ρ, "margin": ρ}}: Spearman's ρ of each score with the weight on the set's dimension."""
     summary = {}
-    for name in results[0]:
+    for name in set_order(results[0], dimensions):
         weights = preferences[:, dimensions.index(name.split("/", 1)[0])].tolist()
         summary[name] = {
             score: spearman(weights, [point[name][score] for point in results]) for score in ("accuracy", "margin")
@@ -32,7 +48,7 @@ def format_table(
     rho: dict[str, dict[str, float]],
 ) -> str:
     """A Markdown table: one row per λ, per pair set 'accuracy / margin'; a last row with Spearman's ρ."""
-    names = list(results[0])
+    names = set_order(results[0], dimensions)
     header = ["λ (" + ", ".join(dimensions) + ")"] + [f"{name} (n={results[0][name]['pairs']})" for name in names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for preference, point in zip(preferences.tolist(), results, strict=True):
@@ -60,7 +76,7 @@ def plot_pairs(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in results[0]:
+    for name in set_order(results[0], dimensions):
         weights = preferences[:, dimensions.index(name.split("/", 1)[0])].numpy()
         order = weights.argsort(kind="stable")
         for axis, score in zip(axes, ("accuracy", "margin"), strict=True):
@@ -93,9 +109,8 @@ def format_front(document: dict[str, Any]) -> str:
 
 def format_sets_table(grid: Sequence[Sequence[float]], points: Sequence[dict], dimensions: Sequence[str]) -> str:
     """One row per λ: each dimension's objective, then every set's scores joined by ' / '."""
-    sets = list(points[0].get("sets", {}))
-    keys = {name: list(points[0]["sets"][name]) for name in sets}
-    shown = {name: [key for key in keys[name] if key != "pairs" and key != "prompts"] for name in sets}
+    sets = set_order(points[0].get("sets", {}), dimensions)
+    shown = {name: sorted(key for key in points[0]["sets"][name] if key not in ("pairs", "prompts")) for name in sets}
     header = ["λ (" + ", ".join(dimensions) + ")", *(f"{name} objective" for name in dimensions)]
     header += [f"{name} ({' / '.join(shown[name])})" for name in sets]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

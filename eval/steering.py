@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from panacea.training import TrainConfig, train
 
+from .report import set_order
 from .scorers import PairSet, score_run_pairs
 
 SCORES = ("accuracy", "margin")
@@ -69,7 +70,7 @@ def range_ratios(
         raise ValueError("range_ratios needs at least two dimensions (one to steer towards, one away from).")
     vertices = {name: results[vertex_index(grid, index)] for index, name in enumerate(dimensions)}
     ratios = {}
-    for set_name in results[0]:
+    for set_name in set_order(results[0], dimensions):
         own = set_name.split("/", 1)[0]
         others = [name for name in dimensions if name != own]
         ratios[set_name] = {}

@@ -1,6 +1,16 @@
 """The report's text and plots."""
 
-from panacea.eval.report import PANEL_TITLE_CHARACTERS, panel_title
+import torch
+from panacea.eval.report import (
+    PANEL_TITLE_CHARACTERS,
+    format_sets_table,
+    format_table,
+    monotonicity,
+    panel_title,
+    set_order,
+)
+
+from panacea._io import read_json, write_json
 
 
 def test_a_panel_title_is_wrapped_to_its_subplot():
@@ -9,3 +19,48 @@ def test_a_panel_title_is_wrapped_to_its_subplot():
     title = panel_title(objective, ["helpful", "harmless"])
     assert max(len(line) for line in title.splitlines()) <= PANEL_TITLE_CHARACTERS
     assert title.replace("\n", " ") == f"{objective} (labels: weight on helpful)"
+
+
+def test_tables_do_not_depend_on_the_order_a_point_came_in(tmp_path):
+    """A cached point comes back with sorted keys (write_json): results.md's columns then began with 'harmless/…'
+    where the freshly scored run's began with 'helpful/…' (bug: the soups-hh-2d front re-published from its cache)."""
+    dimensions = ["helpful", "harmless"]
+    grid = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    fresh = [
+        {
+            "helpful/helpful": {"accuracy": 0.5 + i / 10, "margin": 0.1 * i, "pairs": 4},
+            "helpful/xstest": {"accuracy": 0.25 + i / 8, "margin": -0.2 * i, "pairs": 2},
+            "harmless/harmless": {"accuracy": 0.75 - i / 10, "margin": 0.3 - i / 10, "pairs": 4},
+        }
+        for i in range(3)
+    ]
+    cached = []
+    for point in fresh:
+        path = tmp_path / f"{len(cached)}.json"
+        write_json(path, {"sets": point})
+        cached.append(read_json(path)["sets"])
+    assert list(cached[0]) != list(fresh[0])  # the cache really does reorder
+
+    rho = monotonicity(grid, fresh, dimensions)
+    assert list(rho) == ["helpful/helpful", "helpful/xstest", "harmless/harmless"]
+    assert rho == monotonicity(grid, cached, dimensions)
+    assert format_table(grid, cached, dimensions, rho) == format_table(grid, fresh, dimensions, rho)
+    points = [{"objectives": {"helpful": 0.0, "harmless": 0.0}, "sets": sets} for sets in fresh]
+    table = format_sets_table(grid.tolist(), points, dimensions)
+    assert table.splitlines()[0].endswith(
+        "| helpful/helpful (accuracy / margin) | helpful/xstest (accuracy / margin) "
+        "| harmless/harmless (accuracy / margin) |"
+    )
+    reordered = [dict(point, sets=sets) for point, sets in zip(points, cached, strict=True)]
+    assert format_sets_table(grid.tolist(), reordered, dimensions) == table
+
+
+def test_sets_without_a_dimension_prefix_come_after_the_dimensions_sets():
+    names = ["mtbench", "harmless/harmless", "alpaca", "helpful/xstest", "helpful/helpful"]
+    assert set_order(names, ["helpful", "harmless"]) == [
+        "helpful/helpful",
+        "helpful/xstest",
+        "harmless/harmless",
+        "alpaca",
+        "mtbench",
+    ]
