@@ -48,6 +48,9 @@ from panacea.data import load_dimension
 from panacea.preferences import simplex_grid
 
 BASE_CONFIG = "configs/demo.yaml"
+# The study's protocol scores the 11-point grid, whatever grid the demo scores (6 since 2026-12-01); pinned here,
+# this also keeps every run's and yardstick's config (and so the yardstick's folder digest) as the study trained it.
+PROTOCOL = ["eval_grid=11"]
 OUTPUT = Path("runs/steering-study")
 
 
@@ -128,11 +131,16 @@ def folder_of(round_: int, name: str) -> Path:
     return OUTPUT / f"round{round_}" / name
 
 
+def study_config(overrides: list[str]) -> TrainConfig:
+    """`configs/demo.yaml` under the study's protocol and `overrides`."""
+    return TrainConfig.from_yaml(BASE_CONFIG, [*PROTOCOL, *overrides])
+
+
 def run_setting(round_: int, name: str) -> dict:
     defaults, settings = ROUNDS[round_]
     setting, folder = settings[name], folder_of(round_, name)
     overrides = [*defaults, *setting.overrides]
-    config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={folder / 'run'}"])
+    config = study_config([*overrides, f"output_dir={folder / 'run'}"])
     started = time.perf_counter()
     result = train(config, resume=True)
     names = config.dimension_names
@@ -178,7 +186,7 @@ def run_setting(round_: int, name: str) -> dict:
 def yardstick_run(overrides: list[str]) -> tuple[TrainConfig, Path]:
     """The yardstick's config and folder, named by a digest of its settings: each round's defaults and each budget
     get their own single-objective models, and a changed default trains new ones instead of reusing old ones."""
-    config = TrainConfig.from_yaml(BASE_CONFIG, [*overrides, f"output_dir={OUTPUT / 'yardstick'}"])
+    config = study_config([*overrides, f"output_dir={OUTPUT / 'yardstick'}"])
     settings = {key: value for key, value in config.to_dict().items() if key != "output_dir"}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return config, OUTPUT / "yardstick" / digest
@@ -189,7 +197,7 @@ def generalisation(round_: int, name: str, pairs: int) -> dict:
     per dimension, plus XSTest, for Panacea at each vertex and for each single-objective model (issue 7, item 5)."""
     defaults, settings = ROUNDS[round_]
     setting, folder = settings[name], folder_of(round_, name)
-    config = TrainConfig.from_yaml(BASE_CONFIG, [*defaults, *setting.overrides, f"output_dir={folder / 'run'}"])
+    config = study_config([*defaults, *setting.overrides, f"output_dir={folder / 'run'}"])
     base, tokenizer = load_base_model(config.model, dtype=config.dtype, device="cpu")
     names, pair_sets, truncation = config.dimension_names, [], {}
     for dimension in config.dimensions:
@@ -294,9 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.points:
         record = json.loads((folder_of(args.round, args.points) / "study.json").read_text())
         grid = torch.tensor([point["preference"] for point in record["points"]])
-        names = TrainConfig.from_yaml(BASE_CONFIG).dimension_names
-        order = sorted(record["spearman"], key=lambda name: (names.index(name.split("/")[0]), name))  # as trained
-        scores = [{name: point["scores"][name] for name in order} for point in record["points"]]
+        names = study_config([]).dimension_names
+        scores = [point["scores"] for point in record["points"]]  # format_table orders the sets (set_order)
         print(format_table(grid, scores, names, record["spearman"]))
         return 0
     if args.generalisation:
