@@ -68,11 +68,18 @@ seed=${REFERENCE_SEED:-benchmarks/reference-logps}
 cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
 mkdir -p "$cache"
 export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses
-since=$(mktemp)
-trap 'rm -f "$since"' EXIT
+# The files already in the cache when the script started, by name: a reference file is named by a digest of what
+# it holds and never rewritten, so a name not here was computed by this script. (Not `find -newer`: a file written
+# within the file system's timestamp resolution of the start would be missed.)
+declare -A before=()
+for file in "$cache"/*.safetensors; do
+  if [[ -f $file ]]; then before[${file##*/}]=1; fi
+done
 keep_references() {  # the reference log-probs computed since the script started, into $seed
-  local computed
-  mapfile -d '' computed < <(find "$cache" -maxdepth 1 -name '*.safetensors' -newer "$since" -print0)
+  local file computed=()
+  for file in "$cache"/*.safetensors; do
+    if [[ -f $file && -z ${before[${file##*/}]:-} ]]; then computed+=("$file"); fi
+  done
   copy_new "$seed" "${computed[@]}"
 }
 

@@ -111,9 +111,13 @@ def test_reference_log_probs_are_read_from_the_seed_folder_and_new_ones_kept(tmp
     cache.mkdir(parents=True)
     (cache / "unrelated.safetensors").write_text("old")
     os.utime(cache / "unrelated.safetensors", (0, 0))  # in the cache before the script started
-    fake = tmp_path / "panacea"  # "trains" by computing one new reference file, and records where it may read
+    # The fake "trains" by computing one new reference file, and records where it may read. The new file's timestamp
+    # is the epoch's, as old as the unrelated one: on a file system with coarse timestamps a file written just after
+    # the script started can carry its start time (CI once missed it that way), so its name must decide, not its time.
+    fake = tmp_path / "panacea"
     fake.write_text(
-        f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors\n'
+        f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors'
+        f' && touch -d @0 {cache}/computed-now.safetensors\n'
         f'echo "$PANACEA_REFERENCE_LOGPS" > {tmp_path}/seen\nexit 0\n'
     )
     fake.chmod(0o755)
