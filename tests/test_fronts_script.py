@@ -117,7 +117,7 @@ def test_reference_log_probs_are_read_from_the_seed_folder_and_new_ones_kept(tmp
     fake = tmp_path / "panacea"
     fake.write_text(
         f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors'
-        f' && touch -d @0 {cache}/computed-now.safetensors\n'
+        f" && touch -d @0 {cache}/computed-now.safetensors\n"
         f'echo "$PANACEA_REFERENCE_LOGPS" > {tmp_path}/seen\nexit 0\n'
     )
     fake.chmod(0o755)
