@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from panacea.eval.report import format_table, monotonicity
+from panacea.eval.report import format_table, monotonicity, set_dimension
 from panacea.eval.scorers import PairSet, load_pair_sets, score_run_pairs
 from panacea.eval.steering import range_ratios, single_objective_config, single_objective_scores, vertex_index
 from panacea.training import TrainConfig, train
@@ -157,7 +157,7 @@ def run_setting(round_: int, name: str) -> dict:
     ratios = range_ratios(grid, scores, names, single)
     vertices = {set_name: {} for set_name in rho}
     for set_name in rho:
-        own = names.index(set_name.split("/", 1)[0])
+        own = names.index(set_dimension(set_name))
         for label, index in (("own", own), ("other", 1 - own)):
             vertices[set_name][label] = scores[vertex_index(grid, index)][set_name]
     record = {
@@ -240,7 +240,7 @@ def generalisation(round_: int, name: str, pairs: int) -> dict:
 
 def table(records: list[dict]) -> str:
     """One row per setting: R (margin, then accuracy) per pair set, the smallest ρ, accuracy at the own vertex, time."""
-    sets = sorted(records[0]["spearman"], key=lambda name: (name.split("/")[0] != "helpful", name))
+    sets = sorted(records[0]["spearman"], key=lambda name: (set_dimension(name) != "helpful", name))
     short = " / ".join(sets)
     header = [
         "setting",

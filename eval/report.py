@@ -14,6 +14,11 @@ import torch
 from .metrics import spearman
 
 
+def set_dimension(name: str) -> str:
+    """The dimension a pair set's name starts with: 'helpful/xstest' -> 'helpful' (`PairSet.name`)."""
+    return name.split("/", 1)[0]
+
+
 def set_order(names: Iterable[str], dimensions: Sequence[str]) -> list[str]:
     """Set names in one order, whatever order a point's dict came in.
 
@@ -24,7 +29,7 @@ def set_order(names: Iterable[str], dimensions: Sequence[str]) -> list[str]:
     """
 
     def key(name: str) -> tuple[int, str]:
-        prefix = name.split("/", 1)[0]
+        prefix = set_dimension(name)
         return (dimensions.index(prefix) if prefix in dimensions else len(dimensions), name)
 
     return sorted(names, key=key)
@@ -34,7 +39,7 @@ def monotonicity(preferences: torch.Tensor, results: Sequence[dict[str, dict[str
     """{set name: {"accuracy": ρ, "margin": ρ}}: Spearman's ρ of each score with the weight on the set's dimension."""
     summary = {}
     for name in set_order(results[0], dimensions):
-        weights = preferences[:, dimensions.index(name.split("/", 1)[0])].tolist()
+        weights = preferences[:, dimensions.index(set_dimension(name))].tolist()
         summary[name] = {
             score: spearman(weights, [point[name][score] for point in results]) for score in ("accuracy", "margin")
         }
@@ -77,7 +82,7 @@ def plot_pairs(
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in set_order(results[0], dimensions):
-        weights = preferences[:, dimensions.index(name.split("/", 1)[0])].numpy()
+        weights = preferences[:, dimensions.index(set_dimension(name))].numpy()
         order = weights.argsort(kind="stable")
         for axis, score in zip(axes, ("accuracy", "margin"), strict=True):
             values = [results[index][name][score] for index in order]

@@ -36,6 +36,7 @@ class PairSet:
 
     @property
     def name(self) -> str:
+        """'dimension/label'; `eval.report.set_dimension` reads the dimension back."""
         return f"{self.dimension}/{self.label}"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from panacea.training import TrainConfig, train
 
-from .report import set_order
+from .report import set_dimension, set_order
 from .scorers import PairSet, score_run_pairs
 
 SCORES = ("accuracy", "margin")
@@ -71,7 +71,7 @@ def range_ratios(
     vertices = {name: results[vertex_index(grid, index)] for index, name in enumerate(dimensions)}
     ratios = {}
     for set_name in set_order(results[0], dimensions):
-        own = set_name.split("/", 1)[0]
+        own = set_dimension(set_name)
         others = [name for name in dimensions if name != own]
         ratios[set_name] = {}
         for score in SCORES:
@@ -128,7 +128,7 @@ def format_steering(
         "|---|---|---|---|",
     ]
     for name in ratios:
-        own = name.split("/", 1)[0]
+        own = set_dimension(name)
         others = [dimension for dimension in single if dimension != own]
         apart = [_spread(single, own, others, name, score) for score in SCORES]
         lines.append(
