@@ -61,6 +61,7 @@ class LoadedRun:
     weights_digest: str  # sha256 of the adapter weights (and the soup mode): part of every cache key
     kind: str = "panacea"
     mode: str | None = None
+    vertex_digest: str | None = None  # a soups run's members without the mode: a vertex is one member in every mode
 
     @property
     def dimensions(self) -> list[str]:
@@ -108,9 +109,11 @@ def load_run(path: str | Path, *, device: str | None = None, mode: str = "ab") -
         base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=device or config.device)
         model = SoupModel.from_run(base_model, path, mode, dimensions=config.dimension_names)
         members = [path / manifest["runs"][name]["adapter"] / WEIGHTS_NAME for name in config.dimension_names]
-        digest = hashlib.sha256(("".join(_file_digest(file) for file in members) + mode).encode()).hexdigest()
+        members_digest = "".join(_file_digest(file) for file in members)
+        digest = hashlib.sha256((members_digest + mode).encode()).hexdigest()
+        vertex_digest = hashlib.sha256(members_digest.encode()).hexdigest()
         autocast = mixed_precision_context(config, model.device)
-        return LoadedRun(path, config, model, tokenizer, autocast, digest, kind="soups", mode=mode)
+        return LoadedRun(path, config, model, tokenizer, autocast, digest, "soups", mode, vertex_digest)
     if not (adapter / CONFIG_NAME).is_file() or not (adapter / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(
             f"{path} holds no trained adapter ({adapter / WEIGHTS_NAME} is missing): the run has not finished; "
@@ -199,11 +202,28 @@ class PointCache:
 
 
 def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tuple[list[dict], Path]:
-    """Every grid point's result from `scorer`, read from the cache or computed (and cached) now; the cache folder."""
+    """Every grid point's result from `scorer`, read from the cache or computed (and cached) now; the cache folder.
+
+    A soups run's vertices are also cached across its modes (RUN/eval/cache/): at a vertex every mode serves that
+    dimension's LoRA alone, so the second mode reads them instead of scoring them again. Every point is also in the
+    mode's own folder, the one returned.
+    """
     key = cache_key(scorer.settings(), run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
+    shared = None
+    if run.vertex_digest is not None:
+        vertex_key = cache_key(scorer.settings(), run.vertex_digest)
+        shared = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
     points = grid.tolist()
-    results = [cache.get(point) for point in points]
+    in_shared = [shared if shared is not None and max(point) == 1.0 else None for point in points]
+    results = []
+    for point, vertices in zip(points, in_shared, strict=True):
+        result = cache.get(point)
+        if result is None and vertices is not None:
+            result = vertices.get(point)
+            if result is not None:
+                cache.put(point, result)
+        results.append(result)
     todo = [index for index, result in enumerate(results) if result is None]
     per_call = scorer.points_per_call if run.mixed else 1  # a soup serves one λ per call
     with tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar:
@@ -211,6 +231,8 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
             chunk = todo[start : start + per_call]
             for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
                 cache.put(points[index], result)
+                if in_shared[index] is not None:
+                    in_shared[index].put(points[index], result)
                 results[index] = result
                 bar.update()
     return results, cache.folder

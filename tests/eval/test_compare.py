@@ -1,10 +1,14 @@
 """`panacea eval` on a rewarded-soups run and `panacea compare` on tiny runs: one table, one reference, clear errors."""
 
 import json
+import shutil
 
 import pytest
+import torch
 import yaml
 from panacea.eval.compare import compare, run_results
+from panacea.eval.scorers import PairsScorer
+from panacea.eval.sweep import load_run
 
 from panacea.cli import main
 from tests.helpers import config_dict, make_workspace
@@ -32,10 +36,31 @@ def test_a_soups_run_is_evaluated_in_both_modes(evaluated):
     documents = run_results(evaluated["soups"])
     assert [document["mode"] for document in documents] == ["ab", "delta"]
     ab, delta = (document["scorers"]["pairs"]["points"] for document in documents)
-    for vertex in (0, 2):  # at a vertex both modes serve that dimension's own LoRA
-        for name in ("a", "b"):
-            assert ab[vertex]["objectives"][name] == pytest.approx(delta[vertex]["objectives"][name], abs=1e-5)
+    assert delta[0] == ab[0] and delta[2] == ab[2]  # delta read the vertices ab scored (the next test checks why)
+    assert delta[1] != ab[1]
     assert documents[0]["training"]["budget"] == "split" and documents[0]["switch_seconds"] > 0
+
+
+def test_the_second_mode_scores_only_the_points_the_first_could_not_serve(evaluated, monkeypatch):
+    soups = evaluated["soups"]
+    ab = run_results(soups)[0]["scorers"]["pairs"]["points"]
+    run = load_run(soups, mode="delta")  # at a vertex delta mode serves that dimension's own LoRA, as ab does
+    scorer = PairsScorer.from_run(run)
+    for vertex, cached in (([1.0, 0.0], ab[0]), ([0.0, 1.0], ab[2])):  # a soup serves one λ per call
+        (point,) = scorer.score(run.model, torch.tensor([vertex]))
+        assert point["objectives"] == pytest.approx(cached["objectives"], abs=1e-5)
+
+    shutil.rmtree(soups / "eval" / "delta" / "cache")
+    scored, original = [], PairsScorer.score
+
+    def record(self, model, preferences):
+        scored.extend(preferences.tolist())
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    assert main(["eval", str(soups), "--grid", "3", "--soups-mode", "delta"]) == 0
+    assert scored == [[0.5, 0.5]]
+    assert len(list((soups / "eval" / "delta" / "cache").glob("*/*.json"))) == 3  # its own folder holds every point
 
 
 def test_compare_prints_one_table_against_one_reference(evaluated, tmp_path, capsys):
