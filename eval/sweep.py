@@ -210,17 +210,17 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     """
     key = cache_key(scorer.settings(), run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
-    shared = None
+    vertex_cache = None
     if run.vertex_digest is not None:
         vertex_key = cache_key(scorer.settings(), run.vertex_digest)
-        shared = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
+        vertex_cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
     points = grid.tolist()
-    in_shared = [shared if shared is not None and max(point) == 1.0 else None for point in points]
+    shared = [vertex_cache is not None and max(point) == 1.0 for point in points]
     results = []
-    for point, vertices in zip(points, in_shared, strict=True):
+    for point, is_shared in zip(points, shared, strict=True):
         result = cache.get(point)
-        if result is None and vertices is not None:
-            result = vertices.get(point)
+        if result is None and is_shared:
+            result = vertex_cache.get(point)
             if result is not None:
                 cache.put(point, result)
         results.append(result)
@@ -231,8 +231,8 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
             chunk = todo[start : start + per_call]
             for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
                 cache.put(points[index], result)
-                if in_shared[index] is not None:
-                    in_shared[index].put(points[index], result)
+                if shared[index]:
+                    vertex_cache.put(points[index], result)
                 results[index] = result
                 bar.update()
     return results, cache.folder
