@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from panacea.eval.report import format_table, monotonicity, set_dimension
+from panacea.eval.report import format_table, monotonicity, set_dimension, set_order
 from panacea.eval.scorers import PairSet, load_pair_sets, score_run_pairs
 from panacea.eval.steering import range_ratios, single_objective_config, single_objective_scores, vertex_index
 from panacea.training import TrainConfig, train
@@ -240,7 +240,7 @@ def generalisation(round_: int, name: str, pairs: int) -> dict:
 
 def table(records: list[dict]) -> str:
     """One row per setting: R (margin, then accuracy) per pair set, the smallest ρ, accuracy at the own vertex, time."""
-    sets = sorted(records[0]["spearman"], key=lambda name: (set_dimension(name) != "helpful", name))
+    sets = set_order(records[0]["spearman"], study_config([]).dimension_names)
     short = " / ".join(sets)
     header = [
         "setting",

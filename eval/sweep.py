@@ -41,6 +41,7 @@ from panacea.preferences import simplex_grid
 from .metrics import front_metrics, reference_point
 from .report import format_front, plot_front
 from .scorers import PairsScorer
+from .steering import vertex_index
 
 RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
 
@@ -215,7 +216,8 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
         vertex_key = cache_key(scorer.settings(), run.vertex_digest)
         vertex_cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
     points = grid.tolist()
-    shared = [vertex_cache is not None and max(point) == 1.0 for point in points]
+    vertices = {vertex_index(grid, i) for i in range(grid.shape[1])} if vertex_cache is not None else set()
+    shared = [index in vertices for index in range(len(points))]
     results = []
     for point, is_shared in zip(points, shared, strict=True):
         result = cache.get(point)
