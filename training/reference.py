@@ -94,7 +94,7 @@ def reference_log_probs(
     for candidate in (path, *(seed / path.name for seed in seed_dirs())):
         cached = _read(candidate, key, len(pairs))
         if cached is not None:
-            logger.debug("reference log-probs for %d pairs: cache hit %s", len(pairs), candidate)
+            logger.info("reference log-probs for %d pairs: read from %s", len(pairs), candidate)
             return cached
     logger.info("reference log-probs for %d pairs: computing once (cache %s)", len(pairs), path.name[:12])
     logps = compute_log_probs(

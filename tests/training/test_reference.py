@@ -100,6 +100,17 @@ def test_second_call_is_a_cache_hit_that_runs_no_forward(tmp_path):
     torch.testing.assert_close(second, first, rtol=0, atol=0)
 
 
+def test_the_log_says_whether_the_reference_pass_ran_or_where_it_was_read_from(tmp_path, caplog):
+    model = panacea_llama()
+    with caplog.at_level(logging.INFO, logger="panacea.training.reference"):
+        reference(model, PAIRS, tmp_path)
+        reference(model, PAIRS, tmp_path)
+    first, second = (record.getMessage() for record in caplog.records)
+    assert first.startswith("reference log-probs for 3 pairs: computing once")
+    key = reference_cache_key(model, PAIRS, SETTINGS)
+    assert second == f"reference log-probs for 3 pairs: read from {tmp_path / f'{key}.safetensors'}"
+
+
 def test_cache_is_found_by_another_model_object_with_the_same_base(tmp_path):
     reference(panacea_llama(seed=0), PAIRS, tmp_path)
     other = panacea_llama(seed=0)
