@@ -10,10 +10,11 @@
 # same command again.
 #
 # Each evaluated run's results (results.json / results.md / front.png, per soups mode) are published to
-# docs/results/NAME/RUN/eval/, and `panacea compare` then compares every published run of NAME into
-# docs/results/NAME/compare.{md,json,png}. The published files are what the README reports; runs/ (the
-# adapters, caches and logs) stays out of git. A run published earlier (e.g. on another machine) is
-# compared with the new ones without being retrained.
+# docs/results/NAME/RUN/eval/ and its training record (config.yaml, the per-step log.jsonl, a soups run's
+# manifest.json and its members' config and log) to docs/results/NAME/RUN/train/, and `panacea compare` then
+# compares every published run of NAME into docs/results/NAME/compare.{md,json,png}. The published files are
+# what the README reports; runs/ (the adapters, checkpoints and caches) stays out of git. A run published
+# earlier (e.g. on another machine) is compared with the new ones without being retrained.
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
 #   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare all published ones)
@@ -83,11 +84,16 @@ keep_references() {  # the reference log-probs computed since the script started
   copy_new "$seed" "${computed[@]}"
 }
 
-publish() {  # copy a run's evaluation documents (not its cache) to $published/RUN/eval/
-  local run=$1 file
+publish() {  # copy a run's evaluation documents to $published/RUN/eval/ and its training record to RUN/train/
+  local run=$1 file  # not its weights, checkpoints or caches
   for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
               "$runs_dir/$run"/eval/*/results.{json,md} "$runs_dir/$run"/eval/*/front.png; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/${file#"$runs_dir/$run"/}"; fi
+  done
+  # the config, the per-step log (losses, margins, λ weights, tokens, seconds), a soups run's manifest and members'
+  for file in "$runs_dir/$run"/{config.yaml,log.jsonl,manifest.json} \
+              "$runs_dir/$run"/soups/*/{config.yaml,log.jsonl}; do
+    if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
   done
 }
 

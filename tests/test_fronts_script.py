@@ -1,5 +1,6 @@
-"""benchmarks/fronts.sh: every run it would train is a valid config, bad arguments stop it at once, evaluations are
-published without their cache and the base model's reference log-probs survive a fresh machine."""
+"""benchmarks/fronts.sh: every run it would train is a valid config, bad arguments stop it at once, evaluations and
+training records are published without weights or caches and the base model's reference log-probs survive a fresh
+machine."""
 
 from __future__ import annotations
 
@@ -70,13 +71,25 @@ def test_eval_args_reach_every_evaluation():
     assert [words[1:] for words in soups] == [["--soups-mode", mode] for mode in ("ab", "delta")] * 2
 
 
-def test_evaluations_are_published_without_their_cache_and_every_published_run_is_compared(tmp_path):
+def test_evaluations_and_training_records_are_published_without_weights_or_cache_and_every_run_is_compared(tmp_path):
     runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
-    for document in ("hh-2d/eval/results.json", "soups-hh-2d/eval/ab/results.json", "soups-hh-2d/eval/delta/front.png"):
+    written = (
+        "hh-2d/eval/results.json",
+        "hh-2d/eval/cache/pairs-0/0.json",
+        "hh-2d/config.yaml",
+        "hh-2d/log.jsonl",
+        "hh-2d/adapter/adapter_model.safetensors",
+        "hh-2d/checkpoints/step-10/optimizer.safetensors",
+        "soups-hh-2d/eval/ab/results.json",
+        "soups-hh-2d/eval/delta/front.png",
+        "soups-hh-2d/manifest.json",
+        "soups-hh-2d/soups/helpful/log.jsonl",
+        "soups-hh-2d/soups/helpful/config.yaml",
+        "soups-hh-2d/soups/helpful/adapter/adapter_model.safetensors",
+    )
+    for document in written:
         (runs / document).parent.mkdir(parents=True, exist_ok=True)
         (runs / document).write_text("{}")
-    (runs / "hh-2d/eval/cache/pairs-0/0.json").parent.mkdir(parents=True)
-    (runs / "hh-2d/eval/cache/pairs-0/0.json").write_text("{}")
     (published / "hh-2d-tche/eval").mkdir(parents=True)  # published by an earlier run of the script
     (published / "hh-2d-tche/eval/results.json").write_text("{}")
 
@@ -86,8 +99,13 @@ def test_evaluations_are_published_without_their_cache_and_every_published_run_i
     assert copied == [
         "hh-2d-tche/eval/results.json",
         "hh-2d/eval/results.json",
+        "hh-2d/train/config.yaml",
+        "hh-2d/train/log.jsonl",
         "soups-hh-2d/eval/ab/results.json",
         "soups-hh-2d/eval/delta/front.png",
+        "soups-hh-2d/train/manifest.json",
+        "soups-hh-2d/train/soups/helpful/config.yaml",
+        "soups-hh-2d/train/soups/helpful/log.jsonl",
     ]
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
     assert compare == [
