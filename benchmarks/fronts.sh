@@ -84,16 +84,19 @@ keep_references() {  # the reference log-probs computed since the script started
   copy_new "$seed" "${computed[@]}"
 }
 
-publish() {  # copy a run's evaluation documents to $published/RUN/eval/ and its training record to RUN/train/
-  local run=$1 file  # not its weights, checkpoints or caches
-  for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
-              "$runs_dir/$run"/eval/*/results.{json,md} "$runs_dir/$run"/eval/*/front.png; do
-    if [[ -f $file ]]; then copy "$file" "$published/$run/${file#"$runs_dir/$run"/}"; fi
-  done
-  # the config, the per-step log (losses, margins, λ weights, tokens, seconds), a soups run's manifest and members'
+publish_training() {  # copy a run's training record (not its weights or checkpoints) to $published/RUN/train/:
+  local run=$1 file  # the config, the per-step log (losses, margins, λ weights, tokens), a soups manifest, members'
   for file in "$runs_dir/$run"/{config.yaml,log.jsonl,manifest.json} \
               "$runs_dir/$run"/soups/*/{config.yaml,log.jsonl}; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
+  done
+}
+
+publish() {  # copy a run's evaluation documents (not its cache) to $published/RUN/eval/
+  local run=$1 file
+  for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
+              "$runs_dir/$run"/eval/*/results.{json,md} "$runs_dir/$run"/eval/*/front.png; do
+    if [[ -f $file ]]; then copy "$file" "$published/$run/${file#"$runs_dir/$run"/}"; fi
   done
 }
 
@@ -102,6 +105,7 @@ for run in "${runs[@]}"; do
   # shellcheck disable=SC2086  # the settings are words on purpose
   "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
   keep_references
+  publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
   if [[ $run == soups-* ]]; then modes=(ab delta); fi
   for mode in "${modes[@]}"; do
