@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from panacea._io import read_json, write_json
+from panacea._io import read_json, write_json, write_text
 
 from .metrics import front_metrics, reference_point
 from .report import MONOTONE_RHO, plot_fronts
@@ -130,7 +130,7 @@ def compare_paths(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "compare.json", comparison)
-    (output_dir / "compare.md").write_text(format_comparison(comparison) + "\n")
+    write_text(output_dir / "compare.md", format_comparison(comparison) + "\n")
     fronts = [(row["label"], comparison["grid"], row["objectives"]) for row in comparison["rows"]]
     panel = f"{scorer}: {comparison['objective']}"
     plot_fronts([(panel, fronts)], comparison["dimensions"], output_dir / "compare.png", title="fronts over the λ grid")

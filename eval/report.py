@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from panacea._io import atomic_file
+
 from .metrics import spearman
 
 
@@ -230,7 +232,7 @@ def _save(figure, path: str | os.PathLike, title: str = "") -> Path:
         figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(figure)
     return path

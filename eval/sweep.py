@@ -34,7 +34,7 @@ from panacea.training.trainer import CONFIG_FILE
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from panacea._io import read_json, write_json
+from panacea._io import read_json, write_json, write_text
 from panacea.base_model import load_base_model
 from panacea.preferences import simplex_grid
 
@@ -289,7 +289,7 @@ def evaluate_run(
     document["seconds"] = round(time.perf_counter() - started, 1)
     eval_dir = run.eval_dir
     write_json(eval_dir / RESULTS_JSON, document)
-    (eval_dir / RESULTS_MD).write_text(format_front(document) + "\n")
+    write_text(eval_dir / RESULTS_MD, format_front(document) + "\n")
     plot_front(document, eval_dir / FRONT_PNG)
     return document
 

@@ -1,4 +1,4 @@
-"""Atomic writes: a folder is filled in a temporary sibling and only then moved into place."""
+"""Atomic writes: a file or folder is written as a temporary sibling and only then renamed into place."""
 
 from __future__ import annotations
 
@@ -59,9 +59,37 @@ def _umask() -> int:
     return mask
 
 
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; when the body succeeds, it replaces `path` by rename.
+
+    Readers see the old file or the complete new one, never a part; if the body raises (or the process dies
+    before the rename), `path` is untouched and the temporary file is removed (or left as a dot-file).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        temporary.chmod(0o666 & ~_umask())  # mkstemp makes it private (0600); give it a normal file's mode
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically, flushed to disk before the rename."""
+    with atomic_file(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write `data` as indented, key-sorted JSON with a trailing newline."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write `data` atomically as indented, key-sorted JSON with a trailing newline."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from panacea._io import write_json
+from panacea._io import write_json, write_text
 from panacea.base_model import load_base_model
 from panacea.eval.compare import compare_paths, format_comparison
 from panacea.eval.report import format_metrics_table, format_monotonicity, format_table, monotonicity, plot_pairs
@@ -98,8 +98,7 @@ def run_demo(
     }
     document.update(config=str(config_path), overrides=list(overrides), steps=result.state.step)
     write_json(eval_dir / RESULTS_JSON, document)
-    with open(eval_dir / RESULTS_MD, "a") as handle:
-        handle.write(f"\n## Steering (pairs)\n\n{steering}\n")
+    write_text(eval_dir / RESULTS_MD, (eval_dir / RESULTS_MD).read_text() + f"\n## Steering (pairs)\n\n{steering}\n")
     plot = plot_pairs(grid, scores, names, eval_dir / "pairs.png", title=f"{config.output_dir}: held-out pairs over λ")
 
     comparison_dir = result.output_dir / "compare"

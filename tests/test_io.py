@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from panacea._io import atomic_directory, read_json, write_json
+from panacea._io import atomic_directory, read_json, write_json, write_text
 
 
 def test_new_folder_appears_whole(tmp_path):
@@ -111,3 +111,25 @@ def test_json_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_bytes(b"\xff\xfe")
     with pytest.raises(ValueError, match="bad.json is not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+def test_a_failed_file_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """A write that fails part-way (here: the disk fills up at fsync) keeps the previous content, no temp file."""
+    write_json(tmp_path / "results.json", {"points": [1, 2, 3]})
+
+    def disk_full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_json(tmp_path / "results.json", {"points": [4, 5, 6]})
+    assert read_json(tmp_path / "results.json") == {"points": [1, 2, 3]}
+    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_written_file_has_the_usual_permissions_and_its_folder_is_made(tmp_path):
+    write_text(tmp_path / "new" / "a.md", "é\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "new" / "a.md").read_text(encoding="utf-8") == "é\n"
+    assert (tmp_path / "new" / "a.md").stat().st_mode & 0o777 == 0o666 & ~mask

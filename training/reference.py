@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from panacea._io import atomic_file
 from panacea.base_model import cache_dir
 from panacea.data import TokenizedPair
 
@@ -163,12 +163,5 @@ def _read(path: Path, key: str, num_pairs: int) -> Tensor | None:
 
 def _write(path: Path, key: str, logps: Tensor) -> None:
     """Write atomically (temporary file + rename): readers see the old file, the new one, or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_file(path) as temporary:
         save_file({"logps": logps.contiguous()}, temporary, metadata={"key": key})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

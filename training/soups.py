@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,13 +144,5 @@ def _member_entry(member: TrainConfig, state: TrainState, output_dir: Path) -> d
 def _write_manifest(output_dir: Path, manifest: dict[str, Any], state: PartialState) -> None:
     """Write RUN/manifest.json atomically (temporary file + rename), on the main process only."""
     if state.is_main_process:
-        handle, temporary = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", dir=output_dir)
-        os.close(handle)
-        try:
-            os.chmod(temporary, 0o644)  # mkstemp makes it private
-            write_json(temporary, manifest)
-            os.replace(temporary, output_dir / MANIFEST_NAME)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        write_json(output_dir / MANIFEST_NAME, manifest)
     state.wait_for_everyone()

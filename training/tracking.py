@@ -9,6 +9,8 @@ from typing import Any
 
 from accelerate.tracking import GeneralTracker, on_main_process
 
+from panacea._io import write_text
+
 LOG_FILE = "log.jsonl"
 
 
@@ -30,7 +32,7 @@ class JSONLTracker(GeneralTracker):
         kept = []
         if self.resume_step is not None and self.path.is_file():
             kept = [line for line in self.path.read_text().splitlines() if _step(line) <= self.resume_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
     @property
     def tracker(self) -> Path:
