@@ -69,15 +69,25 @@ seed=${REFERENCE_SEED:-benchmarks/reference-logps}
 cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
 mkdir -p "$cache"
 export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses
-# The files already in the cache when the script started, by name: a reference file is named by a digest of what
-# it holds and never rewritten, so a name not here was computed by this script. (Not `find -newer`: a file written
-# within the file system's timestamp resolution of the start would be missed.)
-declare -A before=()
-for file in "$cache"/*.safetensors; do
-  if [[ -f $file ]]; then before[${file##*/}]=1; fi
-done
-keep_references() {  # the reference log-probs computed since the script started, into $seed
-  local file computed=()
+# Which reference files a run computed: those not in the cache when the run first started, by name (a reference file
+# is named by a digest of what it holds and never rewritten; not `find -newer`, which misses a file written within
+# the file system's timestamp resolution of the start). The names are kept in $runs_dir/.reference-snapshots/RUN
+# until the run is evaluated, so a run interrupted after its reference pass and resumed later (another session)
+# still keeps what it computed then.
+snapshots=$runs_dir/.reference-snapshots
+snapshot() {  # record the cache's reference files at RUN's first start; a resumed run keeps its first record
+  local file=$snapshots/$1 entry
+  if [[ -f $file ]]; then return; fi
+  mkdir -p "$snapshots"
+  for entry in "$cache"/*.safetensors; do
+    if [[ -f $entry ]]; then echo "${entry##*/}"; fi
+  done > "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+keep_references() {  # the reference log-probs computed since RUN first started, into $seed
+  local file name computed=()
+  local -A before=()
+  while IFS= read -r name; do before[$name]=1; done < "$snapshots/$1"
   for file in "$cache"/*.safetensors; do
     if [[ -f $file && -z ${before[${file##*/}]:-} ]]; then computed+=("$file"); fi
   done
@@ -102,9 +112,10 @@ publish() {  # copy a run's evaluation documents (not its cache) to $published/R
 
 for run in "${runs[@]}"; do
   echo "=== $run: train $(date -u +%H:%M:%S)"
+  snapshot "$run"
   # shellcheck disable=SC2086  # the settings are words on purpose
   "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
-  keep_references
+  keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
   if [[ $run == soups-* ]]; then modes=(ab delta); fi
@@ -112,9 +123,10 @@ for run in "${runs[@]}"; do
     echo "=== $run: eval ${mode:+$mode }$(date -u +%H:%M:%S)"
     # shellcheck disable=SC2086
     "$panacea" eval "$runs_dir/$run" ${mode:+--soups-mode $mode} ${EVAL_ARGS:-}
-    keep_references
+    keep_references "$run"
     publish "$run"
   done
+  rm -f "$snapshots/$run"  # evaluated: a later evaluation of this run starts a new record
 done
 
 evaluated=() documents=0

@@ -157,3 +157,23 @@ def test_the_script_keeps_what_panacea_computed_in_its_cache_folder(tmp_path, mo
     fake.chmod(0o755)
     assert _dry_run("hh-2d", "hh-2d", PANACEA=str(fake)).returncode == 0
     assert (tmp_path / "seed/computed-now.safetensors").read_text() == "new\n"
+
+
+def test_a_run_resumed_in_a_later_invocation_keeps_what_its_interrupted_start_computed(tmp_path):
+    """The reference pass finishes, the training is killed, the next invocation (another session) resumes it."""
+    seed, cache = tmp_path / "seed", tmp_path / "cache" / "reference-logps"
+    cache.mkdir(parents=True)
+    (cache / "unrelated.safetensors").write_text("old")
+    fake = tmp_path / "panacea"
+    fake.write_text(  # the first `train` computes a reference file and dies; later calls succeed at once
+        f'#!/bin/sh\nif [ "$1" = train ] && [ ! -f {tmp_path}/died ]; then\n'
+        f"  echo new > {cache}/computed-then.safetensors; touch {tmp_path}/died; exit 137\nfi\nexit 0\n"
+    )
+    fake.chmod(0o755)
+
+    interrupted = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
+    assert interrupted.returncode == 137 and not seed.exists()
+    resumed = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(path.name for path in seed.iterdir()) == ["computed-then.safetensors"]
+    assert list((tmp_path / "runs" / ".reference-snapshots").iterdir()) == []  # the run is evaluated: record dropped
