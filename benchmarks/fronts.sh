@@ -75,22 +75,26 @@ export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFEREN
 # until the run is evaluated, so a run interrupted after its reference pass and resumed later (another session)
 # still keeps what it computed then.
 snapshots=$runs_dir/.reference-snapshots
+cache_names() {  # the reference files in the cache, a name a line
+  local file
+  for file in "$cache"/*.safetensors; do
+    if [[ -f $file ]]; then echo "${file##*/}"; fi
+  done
+}
 snapshot() {  # record the cache's reference files at RUN's first start; a resumed run keeps its first record
-  local file=$snapshots/$1 entry
+  local file=$snapshots/$1
   if [[ -f $file ]]; then return; fi
   mkdir -p "$snapshots"
-  for entry in "$cache"/*.safetensors; do
-    if [[ -f $entry ]]; then echo "${entry##*/}"; fi
-  done > "$file.tmp"
+  cache_names > "$file.tmp"
   mv "$file.tmp" "$file"
 }
 keep_references() {  # the reference log-probs computed since RUN first started, into $seed
-  local file name computed=()
+  local name computed=()
   local -A before=()
   while IFS= read -r name; do before[$name]=1; done < "$snapshots/$1"
-  for file in "$cache"/*.safetensors; do
-    if [[ -f $file && -z ${before[${file##*/}]:-} ]]; then computed+=("$file"); fi
-  done
+  while IFS= read -r name; do
+    if [[ -z ${before[$name]:-} ]]; then computed+=("$cache/$name"); fi
+  done < <(cache_names)
   copy_new "$seed" "${computed[@]}"
 }
 
