@@ -1,9 +1,10 @@
 """The steering study: which settings make λ move the model as far as single-objective models lie apart.
 
-Every setting is `configs/demo.yaml` (helpful vs harmless, the demo budget, seed 0) plus a few
-`--set` overrides. For each: train Panacea, score the 11-point λ grid on the held-out pairs, and
-report per pair set Spearman's ρ with its own weight, the range ratio R_i (eval/steering.py),
-the accuracy at its own vertex and at the opposite one, and the wall time.
+Every setting is `configs/demo.yaml` (helpful vs harmless, seed 0) at the study's budget (`PROTOCOL`: 40
+steps × 4 pairs per dimension, the demo's budget until 2026-12-02) plus a few `--set` overrides. For each:
+train Panacea, score the 11-point λ grid on the held-out pairs, and report per pair set Spearman's ρ with its
+own weight, the range ratio R_i (eval/steering.py), the accuracy at its own vertex and at the opposite one, and
+the wall time.
 
 The study runs in rounds, each varying one thing at a time around a set of defaults: round 1 around
 the defaults before the study, round 2 around the defaults round 1 chose; round 3 turns on each
@@ -21,7 +22,7 @@ Resumable: a finished setting (its study.json) is skipped and an interrupted tra
     python benchmarks/steering_study.py --only k4 beta0.5
     python benchmarks/steering_study.py --round 1 --table
     python benchmarks/steering_study.py --points demo           # one row's per-λ table
-    python benchmarks/steering_study.py --round 3               # the gradient aggregators at the demo budget
+    python benchmarks/steering_study.py --round 3               # the gradient aggregators at the study budget
 """
 
 from __future__ import annotations
@@ -48,9 +49,18 @@ from panacea.data import load_dimension
 from panacea.preferences import simplex_grid
 
 BASE_CONFIG = "configs/demo.yaml"
-# The study's protocol scores the 11-point grid, whatever grid the demo scores (6 since 2026-12-01); pinned here,
-# this also keeps every run's and yardstick's config (and so the yardstick's folder digest) as the study trained it.
-PROTOCOL = ["eval_grid=11"]
+# The study's protocol: the budget and held-out pairs the study ran at (the demo's until 2026-12-02, when the demo
+# went to 24 steps, 96 + 16 pairs per dimension and 5 grid points to fit ~25 min) and the 11-point grid. Pinned
+# here, this also keeps every run's and yardstick's config (so the yardstick's folder digest) as the study trained it.
+PROTOCOL = [
+    "max_steps=40",
+    "warmup_steps=4",
+    "save_steps=10",
+    "eval_grid=11",
+    *(f"dimensions.{d}.train.0.max_pairs=160" for d in (0, 1)),
+    *(f"dimensions.{d}.eval.0.max_pairs=12" for d in (0, 1)),
+    *(f"dimensions.{d}.eval.1.max_pairs=8" for d in (0, 1)),
+]
 OUTPUT = Path("runs/steering-study")
 
 
@@ -103,7 +113,7 @@ ROUNDS: dict[int, tuple[list[str], dict[str, Setting]]] = {
             ),
         },
     ),
-    # Round 3: the gradient aggregators at the demo budget. They need one λ per step or per λ-group; per step
+    # Round 3: the gradient aggregators at the study budget. They need one λ per step or per λ-group; per step
     # steers backwards here (round 1), so every row draws one λ per pair through λ-groups of one pair each.
     3: (
         [],
