@@ -37,6 +37,21 @@ def set_order(names: Iterable[str], dimensions: Sequence[str]) -> list[str]:
     return sorted(names, key=key)
 
 
+def format_weight(weight: float) -> str:
+    """A λ weight as a label: at least one decimal and up to three, so every grid's points stay distinct.
+
+    One decimal printed the 5-point grid's 0.25 and 0.75 as 0.2 and 0.8 (bug: the demo's table and plot showed
+    λ = (0.8, 0.2) for (0.75, 0.25)).
+    """
+    text = f"{weight:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def format_preference(preference: Iterable[float]) -> str:
+    """'(0.75, 0.25)': a λ as a table cell."""
+    return "(" + ", ".join(format_weight(weight) for weight in preference) + ")"
+
+
 def monotonicity(preferences: torch.Tensor, results: Sequence[dict[str, dict[str, float]]], dimensions: Sequence[str]):
     """{set name: {"accuracy": ρ, "margin": ρ}}: Spearman's ρ of each score with the weight on the set's dimension."""
     summary = {}
@@ -59,7 +74,7 @@ def format_table(
     header = ["λ (" + ", ".join(dimensions) + ")"] + [f"{name} (n={results[0][name]['pairs']})" for name in names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for preference, point in zip(preferences.tolist(), results, strict=True):
-        cells = ["(" + ", ".join(f"{weight:.1f}" for weight in preference) + ")"]
+        cells = [format_preference(preference)]
         cells += [f"{point[name]['accuracy']:.3f} / {point[name]['margin']:+.3f}" for name in names]
         lines.append("| " + " | ".join(cells) + " |")
     cells = ["Spearman ρ with own weight"] + [
@@ -122,7 +137,7 @@ def format_sets_table(grid: Sequence[Sequence[float]], points: Sequence[dict], d
     header += [f"{name} ({' / '.join(shown[name])})" for name in sets]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for preference, point in zip(grid, points, strict=True):
-        cells = ["(" + ", ".join(f"{weight:.2f}" for weight in preference) + ")"]
+        cells = [format_preference(preference)]
         cells += [f"{point['objectives'][name]:+.3f}" for name in dimensions]
         cells += [" / ".join(_number(point["sets"][name][key]) for key in shown[name]) for name in sets]
         lines.append("| " + " | ".join(cells) + " |")
@@ -186,7 +201,7 @@ def plot_fronts(
                 if m == 2:
                     for weights, xi, yi in zip(grid, x, y, strict=True):
                         axis.annotate(
-                            f"{weights[0]:.1f}", (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                            format_weight(weights[0]), (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points"
                         )
             axis.set_xlabel(dimensions[i])
             axis.set_ylabel(dimensions[j])

@@ -216,7 +216,7 @@ def test_eval_prints_the_table_and_front_metrics_and_writes_the_plot(training_co
     run = tmp_path / "trained"
     assert main(["eval", str(run), "--grid", "3"]) == 0
     output = capsys.readouterr().out
-    assert "| (0.50, 0.50) |" in output and "hypervolume" in output and "ρ = " in output
+    assert "| (0.5, 0.5) |" in output and "hypervolume" in output and "ρ = " in output
     assert f"the plot {run / 'eval' / 'front.png'}" in output and (run / "eval" / "front.png").is_file()
 
 

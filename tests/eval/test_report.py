@@ -3,6 +3,7 @@
 import torch
 from panacea.eval.report import (
     PANEL_TITLE_CHARACTERS,
+    format_preference,
     format_sets_table,
     format_table,
     monotonicity,
@@ -11,6 +12,7 @@ from panacea.eval.report import (
 )
 
 from panacea._io import read_json, write_json
+from panacea.preferences import simplex_grid
 
 
 def test_a_panel_title_is_wrapped_to_its_subplot():
@@ -64,3 +66,18 @@ def test_sets_without_a_dimension_prefix_come_after_the_dimensions_sets():
         "alpaca",
         "mtbench",
     ]
+
+
+def test_every_grid_point_keeps_its_own_label():
+    """One decimal labelled the 5-point grid's (0.75, 0.25) as (0.8, 0.2) in the demo's table and plot (bug)."""
+    assert [format_preference(row) for row in simplex_grid(2, 5).tolist()] == [
+        "(1.0, 0.0)",
+        "(0.75, 0.25)",
+        "(0.5, 0.5)",
+        "(0.25, 0.75)",
+        "(0.0, 1.0)",
+    ]
+    for points in (3, 4, 6, 11, 21):
+        labels = [format_preference(row) for row in simplex_grid(2, points).tolist()]
+        assert len(set(labels)) == points
+    assert format_preference([1 / 3, 2 / 3]) == "(0.333, 0.667)"
