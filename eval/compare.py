@@ -115,9 +115,9 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     return (
         f"Objective ({comparison['scorer']} scorer): {comparison['objective']}. {len(comparison['grid'])} grid "
         f"points; one reference point for every run: {reference} ({comparison['reference_policy']}). "
-        f"⚠: ρ < {MONOTONE_RHO} (the objective does not rise steadily with its own weight). Budget: 'split' = "
-        "rewarded soups at Panacea's total steps and tokens, 'full' = each soup member at Panacea's whole budget.\n\n"
-        + "\n".join(lines)
+        f"⚠: ρ < {MONOTONE_RHO} or undefined (the objective does not rise steadily with its own weight). "
+        "Budget: 'split' = rewarded soups at Panacea's total steps and tokens, 'full' = each soup member at "
+        "Panacea's whole budget.\n\n" + "\n".join(lines)
     )
 
 

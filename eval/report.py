@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -162,7 +163,10 @@ def format_monotonicity(rho: Sequence[float], dimensions: Sequence[str]) -> str:
     """Per dimension: Spearman's ρ of its objective with its own weight, flagged when below MONOTONE_RHO."""
     cells = []
     for name, value in zip(dimensions, rho, strict=True):
-        flag = "" if value >= MONOTONE_RHO else f" **non-monotone (ρ < {MONOTONE_RHO})**"
+        if math.isnan(value):  # a constant objective (or one point) orders nothing: it does not rise
+            flag = " **does not change with its weight (ρ undefined)**"
+        else:
+            flag = "" if value >= MONOTONE_RHO else f" **non-monotone (ρ < {MONOTONE_RHO})**"
         cells.append(f"{name}: ρ = {value:+.2f}{flag}")
     return "Does each objective rise with its own weight? " + "; ".join(cells) + "."
 

@@ -3,6 +3,7 @@
 import torch
 from panacea.eval.report import (
     PANEL_TITLE_CHARACTERS,
+    format_monotonicity,
     format_preference,
     format_sets_table,
     format_table,
@@ -81,3 +82,11 @@ def test_every_grid_point_keeps_its_own_label():
         labels = [format_preference(row) for row in simplex_grid(2, points).tolist()]
         assert len(set(labels)) == points
     assert format_preference([1 / 3, 2 / 3]) == "(0.333, 0.667)"
+
+
+def test_an_objective_that_does_not_move_is_not_called_non_monotone():
+    """ρ is NaN when the objective is the same at every λ; it was flagged 'non-monotone (ρ < 0.9)', which it is not."""
+    line = format_monotonicity([float("nan"), 0.5, 1.0], ["helpful", "harmless", "concise"])
+    assert "helpful: ρ = +nan **does not change with its weight (ρ undefined)**" in line
+    assert "harmless: ρ = +0.50 **non-monotone (ρ < 0.9)**" in line
+    assert line.endswith("concise: ρ = +1.00.")
