@@ -99,3 +99,20 @@ def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
     (tmp_path / "fresh").mkdir()
     assert main(["compare", str(evaluated["panacea"]), str(tmp_path / "fresh")]) == 2
     assert "has not been evaluated" in capsys.readouterr().err
+
+
+def test_compare_reads_published_folders_as_it_reads_the_runs(evaluated, tmp_path):
+    """benchmarks/fronts.sh publishes only each run's results to docs/results/NAME/RUN/eval/ (no adapter, cache or
+    checkpoint): on a fresh clone those folders are what `panacea compare` gets, and they give the same table."""
+    published = tmp_path / "published"
+    for name, run in evaluated.items():
+        for document in run.glob("eval/**/results.json"):
+            target = published / name / document.relative_to(run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(document, target)
+    tables = {}
+    for source in ("runs", "published"):
+        folders = evaluated.values() if source == "runs" else [published / name for name in evaluated]
+        assert main(["compare", *map(str, folders), "--out", str(tmp_path / source)]) == 0
+        tables[source] = (tmp_path / source / "compare.md").read_text()
+    assert tables["published"] == tables["runs"]
