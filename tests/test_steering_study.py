@@ -41,5 +41,8 @@ def test_the_study_keeps_its_budget_and_grid_whatever_the_demo_runs(monkeypatch)
 
 def _unsized(dimension):
     """`dimension` with every pair source's max_pairs cleared."""
-    clear = [dataclasses.replace(source, max_pairs=None) for source in (*dimension.train, *dimension.eval)]
-    return dataclasses.replace(dimension, train=clear[: len(dimension.train)], eval=clear[len(dimension.train) :])
+
+    def clear(sources):
+        return [dataclasses.replace(source, max_pairs=None) for source in sources]
+
+    return dataclasses.replace(dimension, train=clear(dimension.train), eval=clear(dimension.eval))
