@@ -20,7 +20,7 @@ import numpy as np
 from panacea._io import read_json, write_json, write_text
 
 from .metrics import front_metrics, reference_point
-from .report import MONOTONE_RHO, plot_fronts
+from .report import MONOTONE_RHO, plot_fronts, rises
 from .sweep import RESULTS_JSON
 
 
@@ -95,7 +95,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in comparison["rows"]:
         metrics, training = row["metrics"], row["training"]
-        rho = [f"{value:+.2f}" + ("" if value >= MONOTONE_RHO else " ⚠") for value in metrics["monotonicity"]]
+        rho = [f"{value:+.2f}" + ("" if rises(value) else " ⚠") for value in metrics["monotonicity"]]
         cells = [
             row["label"],
             f"{metrics['hypervolume']:.4g}",

@@ -159,6 +159,11 @@ PANEL_TITLE_CHARACTERS = 60  # what a 5.2-inch subplot holds at 9 pt
 MONOTONE_RHO = 0.9  # a dimension whose objective has Spearman ρ below this with its own weight is flagged
 
 
+def rises(rho: float) -> bool:
+    """Whether an objective rises steadily with its own weight: ρ ≥ MONOTONE_RHO (an undefined ρ does not)."""
+    return rho >= MONOTONE_RHO  # NaN compares False
+
+
 def format_monotonicity(rho: Sequence[float], dimensions: Sequence[str]) -> str:
     """Per dimension: Spearman's ρ of its objective with its own weight, flagged when below MONOTONE_RHO."""
     cells = []
@@ -166,7 +171,7 @@ def format_monotonicity(rho: Sequence[float], dimensions: Sequence[str]) -> str:
         if math.isnan(value):  # a constant objective (or one point) orders nothing: it does not rise
             flag = " **does not change with its weight (ρ undefined)**"
         else:
-            flag = "" if value >= MONOTONE_RHO else f" **non-monotone (ρ < {MONOTONE_RHO})**"
+            flag = "" if rises(value) else f" **non-monotone (ρ < {MONOTONE_RHO})**"
         cells.append(f"{name}: ρ = {value:+.2f}{flag}")
     return "Does each objective rise with its own weight? " + "; ".join(cells) + "."
 
