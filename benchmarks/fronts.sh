@@ -26,7 +26,9 @@
 # panacea's cache back to that folder, so a fresh machine skips that pass (~15 min for hh-2d's 1,600
 # training pairs here).
 # RUNS_DIR (default runs), PUBLISH_DIR (docs/results) and REFERENCE_SEED (benchmarks/reference-logps) move
-# those folders; PANACEA=echo dry-runs.
+# those folders. PANACEA=echo prints the panacea commands instead of running them, but still publishes what
+# $RUNS_DIR already holds: point RUNS_DIR, PUBLISH_DIR and REFERENCE_SEED at scratch folders for a dry run
+# that writes nothing here (as tests/test_fronts_script.py does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,11 +108,10 @@ publish_training() {  # copy a run's training record (not its weights or checkpo
   done
 }
 
-publish() {  # copy a run's evaluation documents (not its cache) to $published/RUN/eval/
-  local run=$1 file
-  for file in "$runs_dir/$run"/eval/results.{json,md} "$runs_dir/$run"/eval/front.png \
-              "$runs_dir/$run"/eval/*/results.{json,md} "$runs_dir/$run"/eval/*/front.png; do
-    if [[ -f $file ]]; then copy "$file" "$published/$run/${file#"$runs_dir/$run"/}"; fi
+publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MODE] to $published/RUN/eval[/MODE]/:
+  local run=$1 dir=eval${2:+/$2} file  # only the evaluation just done, never another mode's older one
+  for file in "$runs_dir/$run/$dir"/{results.json,results.md,front.png}; do
+    if [[ -f $file ]]; then copy "$file" "$published/$run/$dir/${file##*/}"; fi
   done
 }
 
@@ -128,7 +129,7 @@ for run in "${runs[@]}"; do
     # shellcheck disable=SC2086
     "$panacea" eval "$runs_dir/$run" ${mode:+--soups-mode $mode} ${EVAL_ARGS:-}
     keep_references "$run"
-    publish "$run"
+    publish "$run" "$mode"
   done
   rm -f "$snapshots/$run"  # evaluated: a later evaluation of this run starts a new record
 done

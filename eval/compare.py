@@ -11,6 +11,7 @@ Writes `compare.json`, `compare.md` and `compare.png` (all fronts on shared axes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from panacea._io import read_json, write_json, write_text
 
 from .metrics import front_metrics, reference_point
 from .report import MONOTONE_RHO, plot_fronts, rises
-from .sweep import RESULTS_JSON
+from .sweep import RESULTS_JSON, run_label
 
 
 def run_results(path: str | Path) -> list[dict]:
@@ -30,14 +31,46 @@ def run_results(path: str | Path) -> list[dict]:
     if not path.is_dir():
         raise FileNotFoundError(f"no run folder at {path}.")
     files = [path / "eval" / RESULTS_JSON] + sorted((path / "eval").glob(f"*/{RESULTS_JSON}"))
-    documents = [read_json(file) for file in files if file.is_file()]
+    documents = [_checked(read_json(file), file, path) for file in files if file.is_file()]
     if not documents:
         raise FileNotFoundError(f"{path} has not been evaluated (no eval/{RESULTS_JSON}); run `panacea eval {path}`.")
     return documents
 
 
+def _checked(document: dict, file: Path, run: Path) -> dict:
+    """`document` if it holds what a comparison reads, else one error naming the file and what is missing."""
+    if (problem := _document_problem(document)) is not None:
+        raise ValueError(
+            f"{file} is not a complete `panacea eval` results document ({problem}); run `panacea eval {run}` again."
+        )
+    return document
+
+
+def _document_problem(document: dict) -> str | None:
+    for key, kind in (("run", str), ("dimensions", list), ("grid", list), ("scorers", dict)):
+        if not isinstance(document.get(key), kind):
+            return f"no {key!r} ({kind.__name__})"
+    for name, scorer in document["scorers"].items():
+        if not isinstance(scorer, dict) or not all(key in scorer for key in ("objective", "settings", "points")):
+            return f"scorer {name!r} lacks its objective, settings or points"
+        points = scorer["points"]
+        if not isinstance(points, list) or len(points) != len(document["grid"]):
+            return f"scorer {name!r} does not have one point per λ of its {len(document['grid'])}-point grid"
+        for index, point in enumerate(points):
+            objectives = point.get("objectives") if isinstance(point, dict) else None
+            if not isinstance(objectives, dict) or not all(
+                isinstance(objectives.get(dimension), (int, float)) for dimension in document["dimensions"]
+            ):
+                return f"scorer {name!r}, point {index}: not a number for every dimension of {document['dimensions']}"
+    return None
+
+
 def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequence[float] | None = None) -> dict:
-    """One row per document: the front metrics against one shared reference point, the training cost, the switch."""
+    """One row per document: the front metrics against one shared reference point, the training cost, the switch.
+
+    `reference`: a point of your own (one value per dimension) instead of the shared minimum; a point not above it
+    in every objective adds nothing to a hypervolume.
+    """
     if len(documents) < 2:
         raise ValueError(f"compare needs at least two evaluated runs, got {len(documents)}.")
     first = documents[0]
@@ -56,14 +89,22 @@ def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequenc
             )
     dimensions, grid = first["dimensions"], np.asarray(first["grid"])
     fronts = [_objectives(document, scorer) for document in documents]
-    if reference is not None and len(reference) != len(dimensions):
-        raise ValueError(f"the reference point needs {len(dimensions)} values ({dimensions}), got {list(reference)}.")
+    if reference is not None and (
+        len(reference) != len(dimensions) or not all(math.isfinite(value) for value in reference)
+    ):
+        raise ValueError(
+            f"the reference point needs {len(dimensions)} finite values ({', '.join(dimensions)}), "
+            f"got {list(reference)}."
+        )
+    labels = [document.get("label", document["run"]) for document in documents]
+    if repeated := sorted({label for label in labels if labels.count(label) > 1}):
+        raise ValueError(f"two fronts are labelled {repeated[0]!r}: is one run given twice? Give each run once.")
     r = np.asarray(reference, dtype=float) if reference is not None else reference_point(fronts)
     rows = []
-    for document, front in zip(documents, fronts, strict=True):
+    for document, label, front in zip(documents, labels, fronts, strict=True):
         rows.append(
             {
-                "label": document.get("label", document["run"]),
+                "label": label,
                 "run": document["run"],
                 "kind": document.get("kind", "panacea"),
                 "mode": document.get("mode"),
@@ -122,11 +163,25 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 
 def compare_paths(
-    paths: Sequence[str | Path], *, scorer: str = "pairs", output_dir: str | Path = "runs/compare"
+    paths: Sequence[str | Path],
+    *,
+    scorer: str = "pairs",
+    output_dir: str | Path = "runs/compare",
+    reference: Sequence[float] | None = None,
 ) -> dict:
-    """`panacea compare`: read every run's evaluation, compare, write compare.json / compare.md / compare.png."""
-    documents = [document for path in paths for document in run_results(path)]
-    comparison = compare(documents, scorer)
+    """`panacea compare`: read every run's evaluation, compare, write compare.json / compare.md / compare.png.
+
+    Rows are labelled by their folder's name (`hh-2d (panacea)`); runs whose folders share a name (a run and its
+    published copy, say) are labelled by the path given instead (`docs/results/hh-2d/hh-2d (panacea)`).
+    """
+    folders = [Path(path) for path in paths]
+    names = [folder.name for folder in dict.fromkeys(folders)]  # a soups folder gives one document per mode
+    documents = [
+        {**document, "label": run_label(str(folder) if names.count(folder.name) > 1 else folder.name, document)}
+        for folder in folders
+        for document in run_results(folder)
+    ]
+    comparison = compare(documents, scorer, reference)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "compare.json", comparison)

@@ -46,6 +46,12 @@ from .steering import vertex_index
 RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
 
 
+def run_label(name: str, document: dict[str, Any]) -> str:
+    """How tables and plots name a front: the run's name, kind and soups mode, e.g. `soups-hh-2d (soups, ab)`."""
+    mode = document.get("mode")
+    return f"{name} ({document.get('kind', 'panacea')}{', ' + mode if mode else ''})"
+
+
 @dataclass
 class LoadedRun:
     """A run folder's model at any λ: its config, the base model with what it trained, the tokenizer.
@@ -75,7 +81,7 @@ class LoadedRun:
 
     @property
     def label(self) -> str:
-        return f"{self.path.name} ({self.kind}{', ' + self.mode if self.mode else ''})"
+        return run_label(self.path.name, {"kind": self.kind, "mode": self.mode})
 
     @property
     def eval_dir(self) -> Path:

@@ -114,6 +114,15 @@ def _build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("runs", nargs="+", metavar="RUN", help="Run folders, each evaluated with `panacea eval`.")
     comparison.add_argument("--scorer", default="pairs", choices=SCORERS, help="Whose objectives to compare.")
     comparison.add_argument("--out", default="runs/compare", help="Folder for compare.json/.md/.png (%(default)s).")
+    comparison.add_argument(
+        "--reference",
+        type=float,
+        nargs="+",
+        metavar="R",
+        help="The hypervolume's reference point, one value per dimension in the runs' order, e.g. --reference -1 "
+        "-0.5 (default: per objective, the minimum over every point of every run less 1 %% of its range, which "
+        "moves when a run is added). Fix it to keep hypervolumes comparable across comparisons.",
+    )
     comparison.set_defaults(run=_run_compare)
 
     export = commands.add_parser("export", help="Write one trade-off as a plain peft LoRA adapter.")
@@ -212,7 +221,7 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    comparison = compare_paths(args.runs, scorer=args.scorer, output_dir=args.out)
+    comparison = compare_paths(args.runs, scorer=args.scorer, output_dir=args.out, reference=args.reference)
     out = Path(args.out)
     print(format_comparison(comparison))
     print(f"\nwrote {out / 'compare.json'}, {out / 'compare.md'} and the plot {out / 'compare.png'}")

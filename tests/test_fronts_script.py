@@ -177,3 +177,20 @@ def test_a_run_resumed_in_a_later_invocation_keeps_what_its_interrupted_start_co
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(path.name for path in seed.iterdir()) == ["computed-then.safetensors"]
     assert list((tmp_path / "runs" / ".reference-snapshots").iterdir()) == []  # the run is evaluated: record dropped
+
+
+def test_an_evaluation_cut_short_publishes_only_the_mode_it_finished(tmp_path):
+    """A retrained soups run: ab is re-evaluated, delta is killed. The delta results still in the run folder are the
+    old adapters'; they must not be published beside the new ab ones (they will be once delta finishes)."""
+    runs, published = tmp_path / "runs" / "soups-hh-2d", tmp_path / "published" / "hh-2d" / "soups-hh-2d"
+    for mode in ("ab", "delta"):
+        (runs / "eval" / mode).mkdir(parents=True)
+        (runs / "eval" / mode / "results.json").write_text(f'{{"mode": "{mode}"}}')
+    fake = tmp_path / "panacea"
+    fake.write_text('#!/bin/sh\nfor word in "$@"; do [ "$word" = delta ] && exit 137; done\nexit 0\n')
+    fake.chmod(0o755)
+    done = _dry_run("hh-2d", "soups-hh-2d", PANACEA=str(fake))
+    assert done.returncode == 137
+    assert sorted(str(path.relative_to(published)) for path in published.rglob("results.json")) == [
+        "eval/ab/results.json"
+    ]

@@ -3,10 +3,12 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from panacea.eval.compare import compare, run_results
+from panacea.eval.metrics import hypervolume
 from panacea.eval.scorers import PairsScorer
 from panacea.eval.sweep import load_run
 
@@ -116,3 +118,65 @@ def test_compare_reads_published_folders_as_it_reads_the_runs(evaluated, tmp_pat
         assert main(["compare", *map(str, folders), "--out", str(tmp_path / source)]) == 0
         tables[source] = (tmp_path / source / "compare.md").read_text()
     assert tables["published"] == tables["runs"]
+
+
+def test_runs_whose_folders_share_a_name_are_labelled_by_their_paths(evaluated, tmp_path, capsys):
+    copy = tmp_path / "published" / "panacea"  # a run and its published copy: both folders are called `panacea`
+    copy.mkdir(parents=True)
+    shutil.copytree(evaluated["panacea"] / "eval", copy / "eval")
+    out = tmp_path / "out"
+    assert main(["compare", str(evaluated["panacea"]), str(copy), str(evaluated["soups"]), "--out", str(out)]) == 0
+    labels = [row["label"] for row in json.loads((out / "compare.json").read_text())["rows"]]
+    assert labels == [
+        f"{evaluated['panacea']} (panacea)",
+        f"{copy} (panacea)",
+        "soups (soups, ab)",  # one folder, two modes: its own name still tells them apart
+        "soups (soups, delta)",
+    ]
+    capsys.readouterr()
+    assert main(["compare", str(evaluated["panacea"]), str(evaluated["panacea"]), "--out", str(out)]) == 2
+    assert "labelled 'panacea (panacea)': is one run given twice?" in capsys.readouterr().err
+
+
+def test_a_reference_point_of_ones_own_replaces_the_shared_one(evaluated, tmp_path, capsys):
+    runs = [str(evaluated["panacea"]), str(evaluated["soups"])]
+    shared = compare(run_results(evaluated["panacea"]) + run_results(evaluated["soups"]))
+    lower = [value - 1.0 for value in shared["reference"]]  # 1 below the shared point in both objectives
+    out = tmp_path / "out"
+    assert main(["compare", *runs, "--out", str(out), "--reference", *map(str, lower)]) == 0  # negative numbers
+    given = json.loads((out / "compare.json").read_text())
+    assert given["reference"] == lower and given["reference_policy"] == "given"
+    assert "given" in (out / "compare.md").read_text()
+    for before, after in zip(shared["rows"], given["rows"], strict=True):
+        points = np.asarray(after["objectives"])
+        assert after["metrics"]["hypervolume"] == pytest.approx(hypervolume(points, np.asarray(lower)))
+        assert after["metrics"]["hypervolume"] > before["metrics"]["hypervolume"]  # r moved down: more volume
+    capsys.readouterr()
+    assert main(["compare", *runs, "--reference", "0"]) == 2
+    assert "the reference point needs 2 finite values (a, b), got [0.0]" in capsys.readouterr().err
+    assert main(["compare", *runs, "--reference", "0", "nan"]) == 2
+    assert "finite values" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not numbers at all
+        main(["compare", *runs, "--reference", "low", "lower"])
+    assert "argument --reference: invalid float value: 'low'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda d: d.pop("scorers"), "no 'scorers' (dict)"),
+        (lambda d: d["scorers"]["pairs"].pop("settings"), "scorer 'pairs' lacks its objective, settings or points"),
+        (lambda d: d["scorers"]["pairs"]["points"].pop(), "does not have one point per λ of its 3-point grid"),
+        (lambda d: d["scorers"]["pairs"]["points"][1]["objectives"].pop("b"), "point 1: not a number for every"),
+    ],
+)
+def test_an_incomplete_results_document_is_named_not_a_traceback(evaluated, tmp_path, capsys, damage, problem):
+    run = tmp_path / "damaged"
+    shutil.copytree(evaluated["panacea"] / "eval", run / "eval", ignore=shutil.ignore_patterns("cache"))
+    document = json.loads((run / "eval" / "results.json").read_text())
+    damage(document)
+    (run / "eval" / "results.json").write_text(json.dumps(document))
+    assert main(["compare", str(evaluated["soups"]), str(run), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"{run / 'eval' / 'results.json'} is not a complete `panacea eval` results document" in error
+    assert problem in error and "Traceback" not in error
