@@ -19,6 +19,8 @@
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
 #   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare all published ones)
 #   EVAL_ARGS="--grid 6" benchmarks/fronts.sh hhc-3d   # extra `panacea eval` arguments, the same for every run
+#   SOUPS_MODES=delta benchmarks/fronts.sh hhc-3d soups-hhc-3d   # evaluate (and publish) only these soups modes
+#                                                     # (default "ab delta"; a mode published earlier stays)
 #
 # The base model's log-probs on the pairs (benchmarks/reference-logps/: a few KB a set, keyed by the model's
 # weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: panacea
@@ -49,6 +51,9 @@ declare -A settings=(
 order=("$name" "$name-tche" "soups-$name" "soups-$name-full")
 runs=("$@")
 ((${#runs[@]})) || runs=("${order[@]}")
+for mode in ${SOUPS_MODES:-ab delta}; do
+  [[ $mode == ab || $mode == delta ]] || { echo "fronts.sh: unknown soups mode $mode in SOUPS_MODES (ab or delta)" >&2; exit 2; }
+done
 for run in "${runs[@]}"; do
   [[ -v settings[$run] ]] || { echo "fronts.sh: unknown run $run (one of ${order[*]})" >&2; exit 2; }
 done
@@ -123,7 +128,8 @@ for run in "${runs[@]}"; do
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
-  if [[ $run == soups-* ]]; then modes=(ab delta); fi
+  # shellcheck disable=SC2206  # the modes are words on purpose
+  if [[ $run == soups-* ]]; then modes=(${SOUPS_MODES:-ab delta}); fi
   for mode in "${modes[@]}"; do
     echo "=== $run: eval ${mode:+$mode }$(date -u +%H:%M:%S)"
     # shellcheck disable=SC2086
