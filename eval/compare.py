@@ -100,9 +100,8 @@ def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequenc
     if repeated := sorted({label for label in labels if labels.count(label) > 1}):
         raise ValueError(f"two fronts are labelled {repeated[0]!r}: is one run given twice? Give each run once.")
     r = np.asarray(reference, dtype=float) if reference is not None else reference_point(fronts)
-    panacea_steps = {
-        document.get("training", {}).get("steps") for document in documents if document.get("kind", "panacea") == "panacea"
-    } - {None}
+    panacea = [document for document in documents if document.get("kind", "panacea") == "panacea"]
+    panacea_steps = {document.get("training", {}).get("steps") for document in panacea} - {None}
     rows = []
     for document, label, front in zip(documents, labels, fronts, strict=True):
         rows.append(
