@@ -100,6 +100,8 @@ def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequenc
     if repeated := sorted({label for label in labels if labels.count(label) > 1}):
         raise ValueError(f"two fronts are labelled {repeated[0]!r}: is one run given twice? Give each run once.")
     r = np.asarray(reference, dtype=float) if reference is not None else reference_point(fronts)
+    panacea = [document for document in documents if document.get("kind", "panacea") == "panacea"]
+    panacea_steps = {document.get("training", {}).get("steps") for document in panacea} - {None}
     rows = []
     for document, label, front in zip(documents, labels, fronts, strict=True):
         rows.append(
@@ -110,6 +112,7 @@ def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequenc
                 "mode": document.get("mode"),
                 "metrics": front_metrics(grid, front, r),
                 "training": document.get("training", {}),
+                "budget_matches": _budget_matches(document.get("training", {}), panacea_steps, len(dimensions)),
                 "switch_seconds": document.get("switch_seconds"),
                 "objectives": front.tolist(),
             }
@@ -144,7 +147,8 @@ def format_comparison(comparison: dict[str, Any]) -> str:
             f"{metrics['sparsity']:.4g}",
             f"{metrics['spacing']:.4g}",
             *rho,
-            training.get("budget") or ("Panacea" if row["kind"] == "panacea" else "-"),
+            (training.get("budget") or ("Panacea" if row["kind"] == "panacea" else "-"))
+            + ("" if row.get("budget_matches", True) is not False else " ✗"),
             _count(training.get("steps")),
             _count(training.get("tokens")),
             f"{training['train_seconds'] / 60:.1f}" if training.get("train_seconds") is not None else "-",
@@ -153,12 +157,18 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     reference = "(" + ", ".join(f"{value:+.4f}" for value in comparison["reference"]) + ")"
+    off_budget = ""
+    if any(row.get("budget_matches") is False for row in comparison["rows"]):
+        off_budget = (
+            " ✗: the row's optimizer steps are not the Panacea rows' (split) or m× them (full), so it is not at the "
+            "budget it names."
+        )
     return (
         f"Objective ({comparison['scorer']} scorer): {comparison['objective']}. {len(comparison['grid'])} grid "
         f"points; one reference point for every run: {reference} ({comparison['reference_policy']}). "
         f"⚠: ρ < {MONOTONE_RHO} or undefined (the objective does not rise steadily with its own weight). "
         "Budget: 'split' = rewarded soups at Panacea's total steps and tokens, 'full' = each soup member at "
-        "Panacea's whole budget.\n\n" + "\n".join(lines)
+        "Panacea's whole budget." + off_budget + "\n\n" + "\n".join(lines)
     )
 
 
@@ -203,6 +213,19 @@ def _require_same(first: dict, other: dict, key: str, what: str) -> None:
             f"{other['run']} and {first['run']} differ in their {what}: {other[key]!r} vs {first[key]!r}; "
             "a comparison needs the same."
         )
+
+
+def _budget_matches(training: dict, panacea_steps: set[int], m: int) -> bool | None:
+    """Whether a soups row's optimizer steps are the budget it names against the table's Panacea rows.
+
+    'split' must total the Panacea runs' steps, 'full' m× them; None where there is nothing to check (a Panacea
+    row, no Panacea row in the table, or no steps recorded).
+    """
+    budget, steps = training.get("budget"), training.get("steps")
+    if budget not in ("split", "full") or steps is None or not panacea_steps:
+        return None
+    factor = m if budget == "full" else 1
+    return all(steps == factor * panacea for panacea in panacea_steps)
 
 
 def _count(value: Any) -> str:

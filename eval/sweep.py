@@ -237,13 +237,25 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     with tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar:
         for start in range(0, len(todo), per_call):
             chunk = todo[start : start + per_call]
-            for index, result in zip(chunk, scorer.score(run.model, grid[chunk]), strict=True):
+            started = time.perf_counter()
+            scored = scorer.score(run.model, grid[chunk])
+            seconds = (time.perf_counter() - started) / len(chunk)  # a batch of λs shares its time evenly
+            for index, result in zip(chunk, scored, strict=True):
+                result["seconds"] = round(seconds, 2)
                 cache.put(points[index], result)
                 if shared[index]:
                     vertex_cache.put(points[index], result)
                 results[index] = result
                 bar.update()
     return results, cache.folder
+
+
+def scoring_seconds(results: Sequence[dict]) -> float | None:
+    """What scoring the front took, summed over its points whenever each was scored (in this call or an earlier
+    one, or in the other soups mode for a shared vertex); None when a point's result does not record it."""
+    if not all(isinstance(result.get("seconds"), (int, float)) for result in results):
+        return None
+    return round(sum(result["seconds"] for result in results), 2)
 
 
 def cache_key(settings: dict, weights_digest: str) -> str:
@@ -288,6 +300,7 @@ def evaluate_run(
             "cache": str(cached_in),  # each point's file there also holds what it was scored on (e.g. the answers)
             "points": [{key: value for key, value in point.items() if key != "responses"} for point in results],
             "metrics": front_metrics(grid, objectives, r),
+            "seconds": scoring_seconds(results),
             **scorer.summary(),
         }
     document["training"] = training_summary(run)

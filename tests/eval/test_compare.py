@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from panacea.eval.compare import compare, run_results
+from panacea.eval.compare import compare, format_comparison, run_results
 from panacea.eval.metrics import hypervolume
 from panacea.eval.scorers import PairsScorer
 from panacea.eval.sweep import load_run
@@ -101,6 +101,22 @@ def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
     (tmp_path / "fresh").mkdir()
     assert main(["compare", str(evaluated["panacea"]), str(tmp_path / "fresh")]) == 2
     assert "has not been evaluated" in capsys.readouterr().err
+
+
+def test_a_soups_row_off_the_budget_it_names_is_marked(evaluated):
+    """'split' must total the Panacea rows' steps and 'full' m× them; a soups run of another config is flagged."""
+    panacea, ab, _ = run_results(evaluated["panacea"]) + run_results(evaluated["soups"])
+    assert "✗" not in format_comparison(compare([panacea, ab]))  # the fixture's soups run is at Panacea's budget
+    for budget, steps in (("split", 6), ("full", 4)):  # m = 2: 'full' would be 8 steps
+        other = json.loads(json.dumps(ab))
+        other["training"].update(budget=budget, steps=steps)
+        other["label"] = "other soups"
+        comparison = compare([panacea, other])
+        assert [row["budget_matches"] for row in comparison["rows"]] == [None, False]
+        assert f"| {budget} ✗ | {steps} |" in format_comparison(comparison)
+    other["training"]["steps"] = 8  # 'full' at m× Panacea's 4 steps
+    assert compare([panacea, other])["rows"][1]["budget_matches"] is True
+    assert compare([ab, other])["rows"][1]["budget_matches"] is None  # no Panacea row: nothing to check against
 
 
 def test_compare_reads_published_folders_as_it_reads_the_runs(evaluated, tmp_path):

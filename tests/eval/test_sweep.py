@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import pytest
 from panacea.eval import sweep as sweep_module
@@ -78,6 +79,34 @@ def test_an_interrupted_sweep_resumes_with_the_points_it_lacks(run_dir, monkeypa
     document = evaluate_path(run_dir, grid_points=5, progress=False)
     assert scored == [[[1.0, 0.0], [0.75, 0.25]]] and resumed == [[0.5, 0.5], [0.25, 0.75], [0.0, 1.0]]
     assert len(document["scorers"]["pairs"]["points"]) == 5
+
+
+def test_the_scoring_time_is_the_points_own_not_this_calls(run_dir, monkeypatch):
+    """A front scored over several calls, or re-rendered from its cache, still says what scoring it took."""
+    original = PairsScorer.score
+
+    def slow(self, model, preferences):
+        time.sleep(0.2)  # a call of 2 λs: 0.1 s or more each; of 1 λ: 0.2 s or more
+        return original(self, model, preferences)
+
+    shutil.rmtree(run_dir / "eval" / "cache", ignore_errors=True)
+    monkeypatch.setattr(PairsScorer, "points_per_call", 2)
+    monkeypatch.setattr(PairsScorer, "score", slow)
+    first = evaluate_path(run_dir, grid_points=3, progress=False)["scorers"]["pairs"]
+    seconds = [point["seconds"] for point in first["points"]]
+    assert seconds[0] == seconds[1] >= 0.1 and seconds[2] >= 0.2
+    assert first["seconds"] == pytest.approx(sum(seconds))
+
+    monkeypatch.setattr(PairsScorer, "score", lambda *args: pytest.fail("a cached point was scored again"))
+    again = evaluate_path(run_dir, grid_points=3, progress=False)
+    assert again["scorers"]["pairs"]["seconds"] == first["seconds"]  # read from the cache, not this call's time
+    assert "seconds: " in (run_dir / "eval" / "results.md").read_text()
+
+    cached = next((run_dir / "eval" / "cache").glob("*/*.json"))  # a point cached before points were timed
+    cached.write_text(
+        json.dumps({key: value for key, value in json.loads(cached.read_text()).items() if key != "seconds"})
+    )
+    assert evaluate_path(run_dir, grid_points=3, progress=False)["scorers"]["pairs"]["seconds"] is None
 
 
 def test_cached_points_are_not_read_for_another_adapter(run_dir, monkeypatch):
