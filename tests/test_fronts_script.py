@@ -71,6 +71,15 @@ def test_eval_args_reach_every_evaluation():
     assert [words[1:] for words in soups] == [["--soups-mode", mode] for mode in ("ab", "delta")] * 2
 
 
+def test_soups_modes_names_the_modes_a_soups_run_is_evaluated_in():
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", SOUPS_MODES="delta")
+    evals = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("eval ")]
+    assert done.returncode == 0 and [words[1:] for words in evals] == [[], ["--soups-mode", "delta"]]
+    typo = _dry_run("hh-2d", SOUPS_MODES="ab delat")
+    assert typo.returncode == 2 and "unknown soups mode delat in SOUPS_MODES" in typo.stderr
+    assert "train" not in typo.stdout
+
+
 def test_evaluations_and_training_records_are_published_without_weights_or_cache_and_every_run_is_compared(tmp_path):
     runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
     written = (
