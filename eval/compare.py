@@ -187,7 +187,14 @@ def compare_paths(
     folders = [Path(path) for path in paths]
     names = [folder.name for folder in dict.fromkeys(folders)]  # a soups folder gives one document per mode
     documents = [
-        {**document, "label": run_label(str(folder) if names.count(folder.name) > 1 else folder.name, document)}
+        {
+            **document,
+            "label": run_label(
+                str(folder) if names.count(folder.name) > 1 else folder.name,
+                document.get("kind", "panacea"),
+                document.get("mode"),
+            ),
+        }
         for folder in folders
         for document in run_results(folder)
     ]

@@ -46,10 +46,9 @@ from .steering import vertex_index
 RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
 
 
-def run_label(name: str, document: dict[str, Any]) -> str:
+def run_label(name: str, kind: str = "panacea", mode: str | None = None) -> str:
     """How tables and plots name a front: the run's name, kind and soups mode, e.g. `soups-hh-2d (soups, ab)`."""
-    mode = document.get("mode")
-    return f"{name} ({document.get('kind', 'panacea')}{', ' + mode if mode else ''})"
+    return f"{name} ({kind}{', ' + mode if mode else ''})"
 
 
 @dataclass
@@ -81,7 +80,7 @@ class LoadedRun:
 
     @property
     def label(self) -> str:
-        return run_label(self.path.name, {"kind": self.kind, "mode": self.mode})
+        return run_label(self.path.name, self.kind, self.mode)
 
     @property
     def eval_dir(self) -> Path:
