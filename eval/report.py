@@ -188,9 +188,10 @@ def plot_fronts(
 ) -> Path:
     """A PNG with one row per panel (title, fronts); each front (label, grid λ (n, m), objectives (n, m)).
 
-    Fronts of one panel share its axes. m = 2: one scatter per row, points joined in grid order and
-    labelled with their weight on the first dimension. m ≥ 3: the pairwise projections of the first three
-    objectives and a 3-D view.
+    Fronts of one panel share its axes. m = 2: one scatter per row, points joined in grid order (along the
+    simplex's one edge) and labelled with their weight on the first dimension. m ≥ 3: the pairwise projections
+    of the first three objectives and a 3-D view, points not joined (grid order zigzags across the simplex, so
+    lines would draw paths that are not there).
     """
     import matplotlib
 
@@ -206,7 +207,7 @@ def plot_fronts(
             axis = figure.add_subplot(len(panels), columns, row * columns + slot + 1)
             for label, grid, objectives in fronts:
                 x, y = [point[i] for point in objectives], [point[j] for point in objectives]
-                axis.plot(x, y, marker="o", markersize=4, linewidth=0.8, label=label)
+                axis.plot(x, y, marker="o", markersize=4, linewidth=0.8 if m == 2 else 0, label=label)
                 if m == 2:
                     for weights, xi, yi in zip(grid, x, y, strict=True):
                         axis.annotate(

@@ -1,6 +1,7 @@
 """The report's text and plots."""
 
 import torch
+from panacea.eval import report
 from panacea.eval.report import (
     PANEL_TITLE_CHARACTERS,
     format_monotonicity,
@@ -9,6 +10,7 @@ from panacea.eval.report import (
     format_table,
     monotonicity,
     panel_title,
+    plot_fronts,
     set_order,
 )
 
@@ -22,6 +24,22 @@ def test_a_panel_title_is_wrapped_to_its_subplot():
     title = panel_title(objective, ["helpful", "harmless"])
     assert max(len(line) for line in title.splitlines()) <= PANEL_TITLE_CHARACTERS
     assert title.replace("\n", " ") == f"{objective} (labels: weight on helpful)"
+
+
+def test_fronts_are_joined_along_the_edge_of_two_dimensions_only(tmp_path, monkeypatch):
+    """m ≥ 3: grid order zigzags across the simplex, and joined points drew paths that are not there (hhc-3d)."""
+    drawn, save = {}, report._save
+
+    def keep(figure, path, title=""):
+        drawn[path.stem] = [line.get_linewidth() for axis in figure.axes for line in axis.lines]
+        return save(figure, path, title)
+
+    monkeypatch.setattr(report, "_save", keep)
+    for m in (2, 3):
+        grid = simplex_grid(m, 3).tolist()
+        objectives = [[float(i + k) for k in range(m)] for i in range(len(grid))]
+        plot_fronts([("pairs", [("run", grid, objectives)])], ["a", "b", "c"][:m], tmp_path / f"m{m}.png")
+    assert drawn["m2"] == [0.8] and drawn["m3"] == [0, 0, 0]
 
 
 def test_tables_do_not_depend_on_the_order_a_point_came_in(tmp_path):
