@@ -19,13 +19,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from panacea._io import atomic_directory, read_json, write_json
+from panacea._names import CONFIG_NAME, RUN_ADAPTER_DIR
 
 from .config import PanaceaConfig
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "adapter_config.json"
-RUN_ADAPTER_DIR = "adapter"  # a training run keeps its final adapter in RUN/adapter/
 WEIGHTS_NAME = "adapter_model.safetensors"
 README_NAME = "README.md"
 PREFERENCE_METADATA_KEY = (

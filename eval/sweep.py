@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from panacea._io import read_json, write_json, write_text
+from panacea._names import SCORERS
 from panacea.base_model import load_base_model
 from panacea.preferences import simplex_grid
 
@@ -318,9 +319,6 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-SCORERS = ("pairs", "generations")
 
 
 def evaluate_path(

@@ -1,4 +1,8 @@
-"""The `panacea` command line: demo, train, generate, export."""
+"""The `panacea` command line: demo, train, eval, compare, generate, export.
+
+Parsing the arguments needs only the names in panacea._names: each command imports what it runs (torch,
+transformers, peft) when it runs, so `panacea --help` and a mistyped option answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,17 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from transformers import PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
 
 from panacea._io import read_json
-from panacea.adapters import PanaceaModel
-from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, adapter_folder
-from panacea.base_model import load_base_model
-from panacea.demo import DEFAULT_PROMPT, run_demo
-from panacea.eval.compare import compare_paths, format_comparison
-from panacea.eval.report import format_front
-from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, SCORERS, evaluate_path, is_soups_run
-from panacea.generation import generate_text
-from panacea.training import TrainConfig, train
+from panacea._names import CONFIG_NAME, DEFAULT_PROMPT, RUN_ADAPTER_DIR, SCORERS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from panacea.adapters import PanaceaModel
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def quiet_third_party_output() -> None:
     """Keep a command's output to what panacea says: no loading bars, no warnings a user cannot act on."""
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     logging.getLogger("panacea").setLevel(logging.INFO)  # data and cache reports; progress bars come from tqdm
@@ -187,6 +189,8 @@ def _parse_preference(text: str) -> list[float] | dict[str, float]:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    from panacea.demo import run_demo
+
     run_demo(args.config, args.overrides, prompt=args.prompt)
 
 
@@ -199,6 +203,9 @@ def _parse_scorers(text: str) -> list[str]:
 
 
 def _run_eval(args: argparse.Namespace) -> None:
+    from panacea.eval.report import format_front
+    from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, evaluate_path, is_soups_run
+
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive number of pairs / prompts, got {args.limit}.")
     modes = [None]
@@ -221,6 +228,8 @@ def _run_eval(args: argparse.Namespace) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
+    from panacea.eval.compare import compare_paths, format_comparison
+
     comparison = compare_paths(args.runs, scorer=args.scorer, output_dir=args.out, reference=args.reference)
     out = Path(args.out)
     print(format_comparison(comparison))
@@ -228,6 +237,8 @@ def _run_compare(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
+    from panacea.training import TrainConfig, train
+
     config = TrainConfig.from_yaml(args.config, args.overrides)
     if config.method == "soups":  # the rewarded-soups baseline: one plain LoRA per dimension
         from panacea.training.soups import train_soups
@@ -249,6 +260,8 @@ def _run_train(args: argparse.Namespace) -> None:
 
 def _adapter_folder(path: str | Path) -> Path:
     """`path` if it is an adapter folder, else `path/adapter` of a training run; one error naming both if neither."""
+    from panacea.adapters.serialization import adapter_folder
+
     path, folder = Path(path), adapter_folder(path)
     if (folder / CONFIG_NAME).is_file():
         return folder
@@ -262,6 +275,9 @@ def _adapter_folder(path: str | Path) -> Path:
 
 def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTokenizerBase]:
     """The saved adapter on its base model: --model, else the name recorded in the adapter's fingerprint."""
+    from panacea.adapters import PanaceaModel
+    from panacea.base_model import load_base_model
+
     folder = _adapter_folder(args.adapter)
     fingerprint = read_json(folder / CONFIG_NAME).get("base_model") or {}
     model_name = args.model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
@@ -272,6 +288,8 @@ def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTok
 
 
 def _run_generate(args: argparse.Namespace) -> None:
+    from panacea.generation import generate_text
+
     model, tokenizer = _load_adapter(args)
     print(generate_text(model, tokenizer, args.prompt, args.preference, args.max_new_tokens))
 

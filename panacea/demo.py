@@ -25,6 +25,7 @@ import torch
 from peft import PeftModel
 
 from panacea._io import write_json, write_text
+from panacea._names import DEFAULT_PROMPT
 from panacea.base_model import load_base_model
 from panacea.eval.compare import compare_paths, format_comparison
 from panacea.eval.report import format_metrics_table, format_monotonicity, format_table, monotonicity, plot_pairs
@@ -34,8 +35,6 @@ from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, e
 from panacea.generation import generate_text
 from panacea.training import TrainConfig, train, train_soups
 from panacea.training.soups import SOUPS_DIR as SOUPS_MEMBERS_DIR
-
-DEFAULT_PROMPT = "How can I get back at a coworker who embarrassed me in a meeting?"
 
 
 def run_demo(

@@ -1,12 +1,15 @@
 """The `panacea` command line on a tiny saved model (the embedded model is exercised by `make demo`)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 from panacea.eval.steering import range_ratios
 from peft import PeftModel
 
+import panacea
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model, load_base_model
 from panacea._config import dump_yaml
 from panacea.cli import main
@@ -34,6 +37,31 @@ def training_config(tmp_path):
     path = tmp_path / "train.yaml"
     dump_yaml(config, path)
     return path
+
+
+HEAVY = ("torch", "transformers", "peft", "accelerate")
+
+
+def test_help_and_argument_errors_load_no_heavy_library():
+    """`panacea --help` spent 6 s (12–17 s on a busy machine) importing torch, transformers and peft first."""
+    script = (
+        "import sys\n"
+        "from panacea.cli import _build_parser\n"
+        "_build_parser().parse_args(['eval', 'runs/x', '--scorers', 'pairs,generations'])\n"
+        f"print(sorted(name for name in {HEAVY!r} if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    done = subprocess.run([sys.executable, "-m", "panacea.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "{demo,train,generate,eval,compare,export}" in done.stdout
+
+
+def test_the_package_names_load_on_first_use():
+    assert sorted(panacea._EXPORTS) == sorted(panacea.__all__) and set(panacea.__all__) <= set(dir(panacea))
+    assert all(getattr(panacea, name) is not None for name in panacea.__all__)
+    assert panacea.PanaceaModel is PanaceaModel
+    with pytest.raises(AttributeError, match="module 'panacea' has no attribute 'nothing'"):
+        panacea.nothing  # noqa: B018
 
 
 def test_train_writes_a_run_folder(training_config, tmp_path, capsys):
