@@ -51,7 +51,8 @@ declare -A settings=(
 order=("$name" "$name-tche" "soups-$name" "soups-$name-full")
 runs=("$@")
 ((${#runs[@]})) || runs=("${order[@]}")
-for mode in ${SOUPS_MODES:-ab delta}; do
+read -ra soups_modes <<< "${SOUPS_MODES:-ab delta}"  # the modes a soups run is evaluated in, in order
+for mode in "${soups_modes[@]}"; do
   [[ $mode == ab || $mode == delta ]] || { echo "fronts.sh: unknown soups mode $mode in SOUPS_MODES (ab or delta)" >&2; exit 2; }
 done
 for run in "${runs[@]}"; do
@@ -128,8 +129,7 @@ for run in "${runs[@]}"; do
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
-  # shellcheck disable=SC2206  # the modes are words on purpose
-  if [[ $run == soups-* ]]; then modes=(${SOUPS_MODES:-ab delta}); fi
+  if [[ $run == soups-* ]]; then modes=("${soups_modes[@]}"); fi
   for mode in "${modes[@]}"; do
     echo "=== $run: eval ${mode:+$mode }$(date -u +%H:%M:%S)"
     # shellcheck disable=SC2086
