@@ -100,6 +100,26 @@ class TrainResult:
     autocast: Callable[[], AbstractContextManager]  # the run's mixed-precision context, for evaluation
 
 
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush subnormal floats to zero in this process's CPU arithmetic while the block runs; then restore.
+
+    As a DPO loss nears zero its gradient scales every entry of the logits' gradient (batch × tokens ×
+    vocabulary) by σ(−margin), and the vocabulary's many tiny probabilities become subnormal, which x86
+    CPUs compute with in microcode: hhc-3d's concise-only LoRA (loss ~4e-6) ran its 19th step at 25
+    tokens/s against 194 with subnormals flushed, whose losses agreed with the unflushed run's to every
+    digit logged. Flushing changes values below ~1e-38 only. A no-op on CPUs that lack the mode, and
+    for CUDA kernels (their own settings decide).
+    """
+    was_flushing = torch.tensor(1e-323, dtype=torch.float64).item() == 0.0  # torch has no getter
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was_flushing)
+
+
+@flush_denormals()
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Train a Panacea adapter as `config` says; with `resume`, continue from the last complete checkpoint.
 
