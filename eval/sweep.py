@@ -5,8 +5,8 @@ not yet in the run's cache, a few at a time (each call scores them together in m
 writes each point's result to `RUN/eval/cache/<scorer>-<key>/<λ>.json` as soon as it has it, and then
 computes the front metrics of the scorer's per-dimension objectives (panacea.eval.metrics). A rerun after
 an interrupt finds the finished points and scores only the rest. The cache key hashes the adapter's
-weights and everything the scorer's numbers depend on, so a retrained run or changed settings never read
-stale results.
+weights, the device type and everything the scorer's numbers depend on, so a retrained run, changed settings
+or another device never read stale results (a front is never a mix of CPU and CUDA points).
 
 Outputs, in RUN/eval/: `results.json` (every point, the metrics with their reference point, the decoding
 settings and seeds), `results.md` (the per-λ tables and the metrics) and `front.png`.
@@ -215,11 +215,13 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     dimension's LoRA alone, so the second mode reads them instead of scoring them again. Every point is also in the
     mode's own folder, the one returned.
     """
-    key = cache_key(scorer.settings(), run.weights_digest)
+    # the device too: CPU and CUDA kernels agree only to rounding, and one front should not mix the two
+    settings = {**scorer.settings(), "device": run.model.device.type}
+    key = cache_key(settings, run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     vertex_cache = None
     if run.vertex_digest is not None:
-        vertex_key = cache_key(scorer.settings(), run.vertex_digest)
+        vertex_key = cache_key(settings, run.vertex_digest)
         vertex_cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
     points = grid.tolist()
     vertices = {vertex_index(grid, i) for i in range(grid.shape[1])} if vertex_cache is not None else set()

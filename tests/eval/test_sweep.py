@@ -1,10 +1,12 @@
 """`panacea eval`'s sweep on a tiny trained run: outputs, the per-point cache and resume, and bad input."""
 
+import dataclasses
 import json
 import shutil
 import time
 
 import pytest
+import torch
 from panacea.eval import sweep as sweep_module
 from panacea.eval.scorers import PairsScorer
 from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
@@ -113,6 +115,26 @@ def test_cached_points_are_not_read_for_another_adapter(run_dir, monkeypatch):
     evaluate_path(run_dir, grid_points=3, progress=False)
     key = sweep_module.cache_key({"x": 1}, "digest-1")
     assert key != sweep_module.cache_key({"x": 1}, "digest-2") and key != sweep_module.cache_key({"x": 2}, "digest-1")
+
+
+def test_points_cached_on_one_device_are_not_read_on_another(run_dir, monkeypatch):
+    run = load_run(run_dir)
+    scorer = PairsScorer.from_run(run)
+    grid = evaluation_grid(2, 3)
+    _, cpu_folder = sweep_module.sweep(scorer, run, grid, progress=False)
+
+    class OnCuda:  # the same model, reporting another device; scoring itself stays on the CPU
+        device = torch.device("cuda")
+
+    scored, original = [], PairsScorer.score
+
+    def record(self, model, preferences):
+        scored.extend(preferences.tolist())
+        return original(self, run.model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    results, cuda_folder = sweep_module.sweep(scorer, dataclasses.replace(run, model=OnCuda()), grid, progress=False)
+    assert cuda_folder != cpu_folder and scored == grid.tolist() and len(results) == 3
 
 
 def test_a_grid_without_an_interior_point_is_refused():
