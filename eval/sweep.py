@@ -5,8 +5,9 @@ not yet in the run's cache, a few at a time (each call scores them together in m
 writes each point's result to `RUN/eval/cache/<scorer>-<key>/<λ>.json` as soon as it has it, and then
 computes the front metrics of the scorer's per-dimension objectives (panacea.eval.metrics). A rerun after
 an interrupt finds the finished points and scores only the rest. The cache key hashes the adapter's
-weights, the device type and everything the scorer's numbers depend on, so a retrained run, changed settings
-or another device never read stale results (a front is never a mix of CPU and CUDA points).
+weights, the base model's (a strided sample), the device type and everything the scorer's numbers depend on,
+so a retrained run, a changed base model, changed settings or another device never read stale results (a front
+is never a mix of CPU and CUDA points).
 
 Outputs, in RUN/eval/: `results.json` (every point, the metrics with their reference point, the decoding
 settings and seeds), `results.md` (the per-λ tables and the metrics) and `front.png`.
@@ -30,6 +31,7 @@ from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, WEIGHTS
 from panacea.adapters.soups import MANIFEST_NAME as SOUPS_MANIFEST
 from panacea.training import TrainConfig
 from panacea.training.checkpoint import STATE_FILE, latest_checkpoint
+from panacea.training.reference import base_model_digest
 from panacea.training.trainer import CONFIG_FILE
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -215,8 +217,9 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     dimension's LoRA alone, so the second mode reads them instead of scoring them again. Every point is also in the
     mode's own folder, the one returned.
     """
-    # the device too: CPU and CUDA kernels agree only to rounding, and one front should not mix the two
-    settings = {**scorer.settings(), "device": run.model.device.type}
+    # the base model's weights (a changed base behind the same name) and the device (CPU and CUDA kernels agree
+    # only to rounding, and one front should not mix the two) are not in the scorer's settings
+    settings = {**scorer.settings(), "base_model": base_model_digest(run.model), "device": run.model.device.type}
     key = cache_key(settings, run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     vertex_cache = None

@@ -51,12 +51,25 @@ def reference_cache_key(model: PanaceaModel, pairs: Sequence[TokenizedPair], set
     digest = hashlib.sha256()
     digest.update(json.dumps(base_model_fingerprint(model.base_model), sort_keys=True).encode())
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    weights = model.base_model.named_parameters()  # without Panacea's and peft's adapter weights
+    update_with_base_weights(digest, model)
+    update_with_pairs(digest, pairs)
+    return digest.hexdigest()
+
+
+def base_model_digest(model) -> str:
+    """sha256 of the base model under `model`'s adapters (fingerprint + strided weight sample): it tells a changed
+    base behind the same name apart (the eval point cache's key holds it; the reference key hashes the same)."""
+    digest = hashlib.sha256(json.dumps(base_model_fingerprint(model.base_model), sort_keys=True).encode())
+    update_with_base_weights(digest, model)
+    return digest.hexdigest()
+
+
+def update_with_base_weights(digest, model) -> None:
+    """Feed `digest` a sample of the base model's weights, without Panacea's and peft's adapter weights."""
+    weights = model.base_model.named_parameters()
     update_with_weights(
         digest, ((n, p) for n, p in weights if "lora_" not in n and n.rsplit(".", 1)[-1] not in ADAPTER_KEYS)
     )
-    update_with_pairs(digest, pairs)
-    return digest.hexdigest()
 
 
 def update_with_weights(digest, named_parameters: Iterable[tuple[str, Tensor]]) -> None:

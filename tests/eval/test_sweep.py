@@ -124,6 +124,7 @@ def test_points_cached_on_one_device_are_not_read_on_another(run_dir, monkeypatc
     _, cpu_folder = sweep_module.sweep(scorer, run, grid, progress=False)
 
     class OnCuda:  # the same model, reporting another device; scoring itself stays on the CPU
+        base_model = run.model.base_model
         device = torch.device("cuda")
 
     scored, original = [], PairsScorer.score
@@ -135,6 +136,26 @@ def test_points_cached_on_one_device_are_not_read_on_another(run_dir, monkeypatc
     monkeypatch.setattr(PairsScorer, "score", record)
     results, cuda_folder = sweep_module.sweep(scorer, dataclasses.replace(run, model=OnCuda()), grid, progress=False)
     assert cuda_folder != cpu_folder and scored == grid.tolist() and len(results) == 3
+
+
+def test_points_cached_on_one_base_model_are_not_read_on_a_changed_one(run_dir, monkeypatch):
+    """The same run folder and adapter over another base model's weights (e.g. a new revision behind the same name)."""
+    run = load_run(run_dir)
+    scorer = PairsScorer.from_run(run)
+    grid = evaluation_grid(2, 3)
+    _, first_folder = sweep_module.sweep(scorer, run, grid, progress=False)
+    scored, original = [], PairsScorer.score
+
+    def record(self, model, preferences):
+        scored.extend(preferences.tolist())
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    embeddings = run.model.base_model.get_input_embeddings().weight
+    with torch.no_grad():
+        embeddings[3] += 0.5
+    _, changed_folder = sweep_module.sweep(scorer, run, grid, progress=False)
+    assert changed_folder != first_folder and scored == grid.tolist()
 
 
 def test_a_grid_without_an_interior_point_is_refused():
