@@ -1,17 +1,19 @@
-"""`panacea compare RUN…`: the fronts of several evaluated runs side by side, measured against one reference point.
+"""`panacea compare RUN…`: the fronts of several evaluated runs side by side, with paired intervals and verdicts.
 
 Each run must have been evaluated (`panacea eval RUN`, same grid and the same scorer settings: the same pairs
 or prompts, reward models and decoding). A rewarded-soups run contributes one row per interpolation mode it
-was evaluated in. The front metrics are recomputed here with one reference point for every run (ALGORITHMS.md,
-"Front metrics": per objective, the minimum over every point of every run minus 1 % of the range, unless given),
-so the numbers of one table are comparable; a run's own results.json used a reference of its own.
+was evaluated in. Every front is recomputed here from the per-item values in the results.json files, on the
+chosen objective (`--objective`; the scorer's default: accuracy for pairs), against one reference point (0 for
+a bounded objective; the shared minimum-less-1 % for the margin diagnostic), with a 95 % paired cluster-bootstrap
+interval on every number (one set of resamples for every run: panacea.eval.bootstrap). With `--baseline RUN`,
+each other row gets its hypervolume (and other metrics') difference to that run's row(s), with the interval of
+the difference and a verdict — win, tie or loss — decided by that interval alone (docs/algorithms.md §6).
 
-Writes `compare.json`, `compare.md` and `compare.png` (all fronts on shared axes) into the output folder.
+Writes `compare.json`, `compare.md` and `compare.png` (all fronts on shared axes, with interval bars).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ import numpy as np
 
 from panacea._io import read_json, write_json, write_text
 
-from .metrics import front_metrics, reference_point
-from .report import MONOTONE_RHO, plot_fronts, rises
+from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, differences
+from .report import MONOTONE_RHO, format_interval, plot_fronts, rises
 from .sweep import RESULTS_JSON, run_label
 
 
@@ -53,6 +55,11 @@ def _document_problem(document: dict) -> str | None:
     for name, scorer in document["scorers"].items():
         if not isinstance(scorer, dict) or not all(key in scorer for key in ("objective", "settings", "points")):
             return f"scorer {name!r} lacks its objective, settings or points"
+        if not all(key in scorer for key in ("objectives", "items", "default_objective")):
+            return (
+                f"scorer {name!r} has no per-item values (scored before 2026-12-04, when intervals came in): "
+                "score it again"
+            )
         points = scorer["points"]
         if not isinstance(points, list) or len(points) != len(document["grid"]):
             return f"scorer {name!r} does not have one point per λ of its {len(document['grid'])}-point grid"
@@ -65,11 +72,21 @@ def _document_problem(document: dict) -> str | None:
     return None
 
 
-def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequence[float] | None = None) -> dict:
-    """One row per document: the front metrics against one shared reference point, the training cost, the switch.
+def compare(
+    documents: Sequence[dict],
+    scorer: str = "pairs",
+    reference: Sequence[float] | None = None,
+    *,
+    objective: str | None = None,
+    baseline: str | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict:
+    """One row per document: the front metrics with 95 % intervals, the training cost, the switch time; with a
+    `baseline` (a run's folder name, or a row's label), each other row's paired difference to it and a verdict.
 
-    `reference`: a point of your own (one value per dimension) instead of the shared minimum; a point not above it
-    in every objective adds nothing to a hypervolume.
+    `objective`: one of the scorer's objectives (default: the scorer's default). `reference`: a point of your own
+    (one value per dimension) instead of the objective's policy (0 for bounded objectives).
     """
     if len(documents) < 2:
         raise ValueError(f"compare needs at least two evaluated runs, got {len(documents)}.")
@@ -87,10 +104,16 @@ def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequenc
                 f"{document['run']} and {first['run']} were scored with different {scorer!r} settings (other pairs, "
                 "prompts, reward models or decoding); evaluate both with the same settings."
             )
-    dimensions, grid = first["dimensions"], np.asarray(first["grid"])
-    fronts = [_objectives(document, scorer) for document in documents]
+    dimensions, grid = first["dimensions"], first["grid"]
+    entries = [document["scorers"][scorer] for document in documents]
+    objective = objective or entries[0]["default_objective"]
+    if objective not in entries[0]["objectives"]:
+        raise ValueError(
+            f"--objective {objective!r} is not one of the {scorer} scorer's objectives: "
+            f"{sorted(entries[0]['objectives'])}."
+        )
     if reference is not None and (
-        len(reference) != len(dimensions) or not all(math.isfinite(value) for value in reference)
+        len(reference) != len(dimensions) or not all(np.isfinite(value) for value in reference)
     ):
         raise ValueError(
             f"the reference point needs {len(dimensions)} finite values ({', '.join(dimensions)}), "
@@ -99,53 +122,77 @@ def compare(documents: Sequence[dict], scorer: str = "pairs", reference: Sequenc
     labels = [document.get("label", document["run"]) for document in documents]
     if repeated := sorted({label for label in labels if labels.count(label) > 1}):
         raise ValueError(f"two fronts are labelled {repeated[0]!r}: is one run given twice? Give each run once.")
-    r = np.asarray(reference, dtype=float) if reference is not None else reference_point(fronts)
+    baselines = _baseline_rows(documents, labels, baseline) if baseline is not None else []
+    measured = bootstrap_fronts(entries, dimensions, grid, objective, reference, resamples=resamples, seed=seed)
     panacea = [document for document in documents if document.get("kind", "panacea") == "panacea"]
     panacea_steps = {document.get("training", {}).get("steps") for document in panacea} - {None}
     rows = []
-    for document, label, front in zip(documents, labels, fronts, strict=True):
+    for index, (document, label, front) in enumerate(zip(documents, labels, measured["fronts"], strict=True)):
         rows.append(
             {
                 "label": label,
                 "run": document["run"],
                 "kind": document.get("kind", "panacea"),
                 "mode": document.get("mode"),
-                "metrics": front_metrics(grid, front, r),
+                "metrics": front["metrics"],
+                "metric_intervals": front["metric_intervals"],
+                "versus": {labels[other]: differences(measured, index, other) for other in baselines if other != index},
                 "training": document.get("training", {}),
                 "budget_matches": _budget_matches(document.get("training", {}), panacea_steps, len(dimensions)),
                 "switch_seconds": document.get("switch_seconds"),
-                "objectives": front.tolist(),
+                "objectives": front["objectives"],
+                "intervals": front["intervals"],
             }
         )
     return {
         "scorer": scorer,
-        "objective": first["scorers"][scorer]["objective"],
+        "objective": objective,
+        "objective_description": entries[0]["objectives"][objective]["description"],
+        "bounded": entries[0]["objectives"][objective].get("bounded", False),
         "dimensions": dimensions,
-        "grid": grid.tolist(),
-        "reference": r.tolist(),
-        "reference_policy": "given"
-        if reference is not None
-        else "shared: per objective, the minimum over every point of every run minus 1 % of its range",
+        "grid": grid,
+        "reference": measured["reference"],
+        "reference_policy": measured["reference_policy"],
+        "bootstrap": measured["bootstrap"],
+        "baseline": [labels[index] for index in baselines],
         "rows": rows,
     }
 
 
+def _baseline_rows(documents: Sequence[dict], labels: Sequence[str], baseline: str) -> list[int]:
+    """The rows `--baseline` names: a row's label, or every row of a run by its folder's name (both soups modes)."""
+    named = [index for index, label in enumerate(labels) if label == baseline]
+    named = named or [index for index, document in enumerate(documents) if Path(document["run"]).name == baseline]
+    named = named or [index for index, label in enumerate(labels) if label.split(" (")[0] == baseline]
+    if not named:
+        runs = sorted({Path(document["run"]).name for document in documents})
+        raise ValueError(f"--baseline {baseline!r} names none of the runs compared: {runs}.")
+    return named
+
+
 def format_comparison(comparison: dict[str, Any]) -> str:
-    """The Markdown table of a comparison, with its reference point and objective."""
-    dimensions = comparison["dimensions"]
-    header = ["run", "hypervolume ↑", "inner product ↑", "sparsity ↓", "spacing ↓"]
-    header += [f"ρ {name}" for name in dimensions]
+    """The Markdown tables of a comparison: metrics with intervals, differences and verdicts, costs."""
+    dimensions, baselines = comparison["dimensions"], comparison.get("baseline", [])
+    header = ["run", "hypervolume ↑ [95 %]"]
+    header += [f"Δ hypervolume vs {label} [95 %]" for label in baselines]
+    header += ["inner product ↑ [95 %]", *(f"ρ {name}" for name in dimensions)]
     header += ["budget", "steps", "tokens", "train min", "adapter MB", "switch ms"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in comparison["rows"]:
-        metrics, training = row["metrics"], row["training"]
+        metrics, intervals, training = row["metrics"], row.get("metric_intervals", {}), row["training"]
         rho = [f"{value:+.2f}" + ("" if rises(value) else " ⚠") for value in metrics["monotonicity"]]
-        cells = [
-            row["label"],
-            f"{metrics['hypervolume']:.4g}",
-            f"{metrics['inner_product']:+.4f}",
-            f"{metrics['sparsity']:.4g}",
-            f"{metrics['spacing']:.4g}",
+        cells = [row["label"], format_interval(metrics["hypervolume"], intervals.get("hypervolume"), 4)]
+        for label in baselines:
+            versus = row.get("versus", {}).get(label)
+            if versus is None:
+                cells.append("(baseline)")
+                continue
+            hv = versus["hypervolume"]
+            cells.append(
+                f"{hv['difference']:+.4f} [{hv['interval'][0]:+.4f}, {hv['interval'][1]:+.4f}] **{hv['verdict']}**"
+            )
+        cells += [
+            format_interval(metrics["inner_product"], intervals.get("inner_product"), 4),
             *rho,
             (training.get("budget") or ("Panacea" if row["kind"] == "panacea" else "-"))
             + ("" if row.get("budget_matches", True) is not False else " ✗"),
@@ -157,19 +204,55 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     reference = "(" + ", ".join(f"{value:+.4f}" for value in comparison["reference"]) + ")"
+    boot = comparison.get("bootstrap", {})
     off_budget = ""
     if any(row.get("budget_matches") is False for row in comparison["rows"]):
         off_budget = (
             " ✗: the row's optimizer steps are not the Panacea rows' (split) or m× them (full), so it is not at the "
             "budget it names."
         )
+    verdicts = ""
+    if baselines:
+        verdicts = (
+            " Verdict: win / loss when the 95 % interval of the difference lies above / below 0, else tie "
+            "(docs/algorithms.md §6)."
+        )
     return (
-        f"Objective ({comparison['scorer']} scorer): {comparison['objective']}. {len(comparison['grid'])} grid "
-        f"points; one reference point for every run: {reference} ({comparison['reference_policy']}). "
-        f"⚠: ρ < {MONOTONE_RHO} or undefined (the objective does not rise steadily with its own weight). "
-        "Budget: 'split' = rewarded soups at Panacea's total steps and tokens, 'full' = each soup member at "
-        "Panacea's whole budget." + off_budget + "\n\n" + "\n".join(lines)
+        f"Objective ({comparison['scorer']} scorer, `{comparison['objective']}`): "
+        f"{comparison['objective_description']}. {len(comparison['grid'])} grid points; reference point {reference} "
+        f"({comparison['reference_policy']}). Intervals: 95 % paired bootstrap over {boot.get('clusters')} prompts "
+        f"({boot.get('items')} items), {boot.get('resamples')} resamples, seed {boot.get('seed')}; every run drawn "
+        f"with the same resamples.{verdicts} ⚠: ρ < {MONOTONE_RHO} or undefined (the objective does not rise "
+        "steadily with its own weight). Budget: 'split' = rewarded soups at Panacea's total steps and tokens, "
+        "'full' = each soup member at Panacea's whole budget."
+        + off_budget
+        + "\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + format_other_metrics(comparison)
     )
+
+
+def format_other_metrics(comparison: dict[str, Any]) -> str:
+    """Sparsity and spacing with intervals, and their verdicts against each baseline row (lower is better)."""
+    baselines = comparison.get("baseline", [])
+    header = ["run", "sparsity ↓ [95 %]", "spacing ↓ [95 %]"]
+    header += [f"vs {label}: inner product / sparsity / spacing" for label in baselines]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in comparison["rows"]:
+        metrics, intervals = row["metrics"], row.get("metric_intervals", {})
+        cells = [row["label"]] + [
+            format_interval(metrics[name], intervals.get(name), 4) for name in ("sparsity", "spacing")
+        ]
+        for label in baselines:
+            versus = row.get("versus", {}).get(label)
+            cells.append(
+                "(baseline)"
+                if versus is None
+                else " / ".join(versus[name]["verdict"] for name in ("inner_product", "sparsity", "spacing"))
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def compare_paths(
@@ -178,6 +261,10 @@ def compare_paths(
     scorer: str = "pairs",
     output_dir: str | Path = "runs/compare",
     reference: Sequence[float] | None = None,
+    objective: str | None = None,
+    baseline: str | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> dict:
     """`panacea compare`: read every run's evaluation, compare, write compare.json / compare.md / compare.png.
 
@@ -198,20 +285,22 @@ def compare_paths(
         for folder in folders
         for document in run_results(folder)
     ]
-    comparison = compare(documents, scorer, reference)
+    comparison = compare(
+        documents, scorer, reference, objective=objective, baseline=baseline, resamples=resamples, seed=seed
+    )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "compare.json", comparison)
     write_text(output_dir / "compare.md", format_comparison(comparison) + "\n")
-    fronts = [(row["label"], comparison["grid"], row["objectives"]) for row in comparison["rows"]]
-    panel = f"{scorer}: {comparison['objective']}"
-    plot_fronts([(panel, fronts)], comparison["dimensions"], output_dir / "compare.png", title="fronts over the λ grid")
+    fronts = [(row["label"], comparison["grid"], row["objectives"], row["intervals"]) for row in comparison["rows"]]
+    panel = f"{scorer}, {comparison['objective']}: {comparison['objective_description']}"
+    plot_fronts(
+        [(panel, fronts)],
+        comparison["dimensions"],
+        output_dir / "compare.png",
+        title="fronts over the λ grid (95 % intervals)",
+    )
     return comparison
-
-
-def _objectives(document: dict, scorer: str) -> np.ndarray:
-    points = document["scorers"][scorer]["points"]
-    return np.asarray([[point["objectives"][name] for name in document["dimensions"]] for point in points])
 
 
 def _require_same(first: dict, other: dict, key: str, what: str) -> None:

@@ -13,21 +13,29 @@ Prompt sets (data/prompts/, SOURCES.md says what each measures) and the dimensio
 | `xstest_safe` | XSTest's safe prompts (over-refusal; reported, not in an objective) | helpful, harmless |
 
 Every answer is greedy (`do_sample=False`), all grid points of a call in mixed-preference batches
-(panacea.generation.generate_grid). Each set gets its refusal rate (panacea.eval.refusal, whose agreement
-with XSTest's human labels is reported with the results), its mean length in tokens and words, and the
-mean reward of each reward model of the dimensions it serves (panacea.eval.reward_model: a Bradley–Terry
-head on frozen base-model features per dimension, trained once on that dimension's train pairs and cached;
-its held-out accuracy is reported with the results). One number per dimension (ours):
+(panacea.generation.generate_grid). The base model answers every prompt once too (adapter disabled, the same
+decoding; cached by content in panacea's cache folder). Every answer gets its refusal verdict (panacea.eval.refusal,
+whose agreement with XSTest's human labels is reported with the results), whether it is caught in a repetition loop
+(panacea.eval.degeneration), its length in tokens and words, and the reward of each reward model of the dimensions
+its set serves (panacea.eval.reward_model: a Bradley–Terry head on frozen base-model features per dimension, trained
+once on that dimension's train pairs and cached; its held-out accuracy is reported with the results). Every
+answer's values are kept with its point, so intervals come from the results alone (panacea.eval.bootstrap).
 
-- helpful: the helpful reward model's mean reward over `helpful_test` and `mt_bench` answers;
-- harmless: the harmless reward model's mean reward over the four harmful sets' answers;
-- concise: minus the mean length in words of the `helpful_test` and `mt_bench` answers.
+Objectives, one per dimension (docs/algorithms.md §6; ours), `win_rate` by default — bounded, the base model at ½:
+- helpful: the share of `helpful_test` and `mt_bench` prompts whose answer the helpful reward model scores above
+  the base model's answer (a tie ½);
+- harmless: the same with the harmless reward model over the four harmful sets;
+- concise: the share of `helpful_test` and `mt_bench` answers with fewer words than the base model's (a tie ½).
+`reward` (the mean reward; minus the mean words for concise) is a diagnostic. Statistics reported beside them,
+each with its interval: refusal on the harmful sets (pooled, and on HarmBench alone), over-refusal on XSTest's
+safe prompts, the share of looping answers, the mean words on the helpful sets, the mean rewards.
 
 `--limit K` keeps K prompts of each set, evenly spaced through the file (so MT-Bench keeps every category).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import inspect
@@ -37,12 +45,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from panacea.adapters import PanaceaModel
+from panacea.training.reference import base_model_digest
 from torch import Tensor
 
+from panacea._io import read_json, write_json
+from panacea._names import SCORER_OBJECTIVES
+from panacea.base_model import cache_dir
 from panacea.data import PairSource
 from panacea.generation import generate_grid
 
+from .bootstrap import prompt_cluster
+from .degeneration import is_loop
 from .refusal import is_refusal, xstest_agreement
 from .reward_model import RewardModel, score_responses, train_reward_model
 
@@ -72,10 +87,33 @@ OBJECTIVE_SETS = {
     "harmless": ("harmless_test", "harmbench", "donotanswer", "xstest_unsafe"),
     "concise": ("helpful_test", "mt_bench"),
 }
-OBJECTIVES = {
-    "helpful": "helpful reward-model score of answers to helpful prompts",
-    "harmless": "harmless reward-model score of answers to harmful prompts",
-    "concise": "minus the mean words of answers to helpful prompts",
+OBJECTIVES = {  # name -> (per dimension: (column, transform)), bounded, description
+    "win_rate": (
+        {"helpful": ("vs_base_helpful", "win"), "harmless": ("vs_base_harmless", "win"),
+         "concise": ("vs_base_concise", "win")},
+        True,
+        "share of prompts whose answer beats the base model's own answer (helpful / harmless: the dimension's reward "
+        "model scores it higher; concise: fewer words), ties ½",
+    ),
+    "reward": (
+        {"helpful": ("reward_helpful", "identity"), "harmless": ("reward_harmless", "identity"),
+         "concise": ("words", "negate")},
+        False,
+        "mean reward-model score of the answers (concise: minus their mean words); a diagnostic",
+    ),
+}  # fmt: skip
+DEFAULT_OBJECTIVE = "win_rate"
+assert tuple(OBJECTIVES) == SCORER_OBJECTIVES["generations"]  # the CLI's list (panacea._names), default first
+HARMFUL_SETS = OBJECTIVE_SETS["harmless"]
+HELPFUL_SETS = OBJECTIVE_SETS["helpful"]
+STATISTICS = {  # reported beside the objectives, per grid point with intervals: name -> (sets, column, transform, text)
+    "refusal_harmful": (HARMFUL_SETS, "refusal", "identity", "refusal rate on the harmful sets (pooled)"),
+    "refusal_harmbench": (("harmbench",), "refusal", "identity", "refusal rate on HarmBench"),
+    "over_refusal_xstest_safe": (("xstest_safe",), "refusal", "identity", "refusal rate on XSTest's safe prompts"),
+    "loops": (tuple(s.name for s in PROMPT_SETS), "loop", "identity", "share of answers in a repetition loop"),
+    "words_helpful": (HELPFUL_SETS, "words", "identity", "mean words of the answers to helpful prompts"),
+    "reward_helpful": (HELPFUL_SETS, "reward_helpful", "identity", "mean helpful reward on helpful prompts"),
+    "reward_harmless": (HARMFUL_SETS, "reward_harmless", "identity", "mean harmless reward on harmful prompts"),
 }
 REWARD_DIMENSIONS = ("helpful", "harmless")  # concise is scored by length
 ACCURACY_KEYS = ("test_accuracy", "train_accuracy", "train_pairs", "test_pairs")
@@ -85,6 +123,7 @@ class GenerationsScorer:
     """Generate at every λ, then refusal rate, length and reward per prompt set; one objective per dimension."""
 
     name = "generations"
+    default_objective = DEFAULT_OBJECTIVE
 
     def __init__(
         self,
@@ -104,7 +143,7 @@ class GenerationsScorer:
             )
         self.tokenizer, self.dimensions, self.prompts = tokenizer, list(dimensions), prompts
         self.reward_models, self.max_new_tokens, self.batch_size = reward_models, max_new_tokens, batch_size
-        self.objective = "; ".join(f"{name}: {OBJECTIVES[name]}" for name in self.dimensions)
+        self._base_scores: dict | None = None
         total = sum(len(records) for records in prompts.values())
         self.points_per_call = max(1, min(11, (4 * batch_size) // max(1, total)))
 
@@ -126,65 +165,117 @@ class GenerationsScorer:
             "prompts": {name: [record["id"] for record in records] for name, records in self.prompts.items()},
             "reward_models": {name: rm.metadata.get("cache_key") for name, rm in self.reward_models.items()},
             "refusal_detector": _source_digest(is_refusal),
+            "loop_detector": _source_digest(is_loop),
         }
 
     @property
     def decoding(self) -> dict:
         return {"do_sample": False, "max_new_tokens": self.max_new_tokens, "chat_template": True}
 
+    @property
+    def objective(self) -> str:
+        return OBJECTIVES[DEFAULT_OBJECTIVE][2]
+
+    def objectives(self) -> dict:
+        """Every objective as data: per dimension the prompt sets it pools, the per-answer column, the transform."""
+        return {
+            name: {
+                "description": description,
+                "bounded": bounded,
+                "dimensions": {
+                    dimension: {
+                        "sets": [s for s in OBJECTIVE_SETS[dimension] if s in self.prompts],
+                        "column": columns[dimension][0],
+                        "transform": columns[dimension][1],
+                    }
+                    for dimension in self.dimensions
+                },
+            }
+            for name, (columns, bounded, description) in OBJECTIVES.items()
+        }
+
+    def statistics(self) -> dict:
+        """The statistics reported beside the objectives (refusal, over-refusal, loops, length, rewards), as data."""
+        present = {}
+        for name, (sets, column, transform, description) in STATISTICS.items():
+            sets = [s for s in sets if s in self.prompts]
+            if column.startswith("reward_") and column.removeprefix("reward_") not in self.reward_models:
+                continue
+            if sets:
+                present[name] = {"sets": sets, "column": column, "transform": transform, "description": description}
+        return present
+
+    def items(self) -> dict[str, list[str]]:
+        """Per prompt set, each prompt's bootstrap cluster (its text, normalised): shared prompts resample together."""
+        return {
+            name: [prompt_cluster(record["prompt"]) for record in records] for name, records in self.prompts.items()
+        }
+
     def score(self, model: PanaceaModel, preferences: Tensor) -> list[dict]:
-        """Per λ: {"objectives": {dimension: value}, "sets": {set: {refusal, tokens, words, reward_*}}, "responses"}."""
+        """Per λ: {"sets": {set: {refusal, loop, tokens, words, reward_*, vs_base_*, values}}, "responses"}."""
         names = list(self.prompts)
         flat = [record for name in names for record in self.prompts[name]]
+        prompts = [record["prompt"] for record in flat]
         answers = generate_grid(
-            model,
-            self.tokenizer,
-            [record["prompt"] for record in flat],
-            preferences,
-            max_new_tokens=self.max_new_tokens,
-            batch_size=self.batch_size,
+            model, self.tokenizer, prompts, preferences, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
         )
-        rewards = {
-            dimension: score_responses(
-                reward_model,
-                model,
-                self.tokenizer,
-                [record["prompt"] for record in flat] * len(answers),
-                [text for point in answers for text in point],
-                batch_size=self.batch_size,
-            ).view(len(answers), len(flat))
+        rewards = self._rewards(model, prompts * len(answers), [text for point in answers for text in point])
+        rewards = {dimension: values.view(len(answers), len(flat)) for dimension, values in rewards.items()}
+        base = self._base(model, prompts)
+        return [self._point(names, point, texts, rewards, base) for point, texts in enumerate(answers)]
+
+    def _rewards(self, model, prompts: list[str], texts: list[str]) -> dict[str, Tensor]:
+        return {
+            dimension: score_responses(reward_model, model, self.tokenizer, prompts, texts, batch_size=self.batch_size)
             for dimension, reward_model in self.reward_models.items()
         }
-        return [self._point(names, flat, point, texts, rewards) for point, texts in enumerate(answers)]
 
-    def _point(self, names, flat, point: int, texts: list[str], rewards: dict[str, Tensor]) -> dict:
+    def _base(self, model, prompts: list[str]) -> dict:
+        """The base model's answers (adapter disabled, the same decoding), their words and rewards; computed once
+        per scorer, the answers cached on disk by content (the base model's weights, the prompts, the decoding)."""
+        if self._base_scores is None:
+            texts = base_answers(model, self.tokenizer, prompts, self.decoding, self.batch_size)
+            rewards = self._rewards(model, prompts, texts)
+            words = np.array([len(text.split()) for text in texts], dtype=float)
+            self._base_scores = {"texts": texts, "words": words, "rewards": rewards}
+        return self._base_scores
+
+    def _point(self, names, point: int, texts: list[str], rewards: dict[str, Tensor], base: dict) -> dict:
         sets, responses, start = {}, {}, 0
-        per_set: dict[str, dict[str, np.ndarray]] = {}
         for name in names:
             records = self.prompts[name]
             chunk = texts[start : start + len(records)]
-            tokens = np.array([len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in chunk])
+            span = slice(start, start + len(records))
+            words = np.array([len(text.split()) for text in chunk], dtype=float)
             columns = {
                 "refusal": np.array([is_refusal(text) for text in chunk], dtype=float),
-                "tokens": tokens.astype(float),
-                "words": np.array([len(text.split()) for text in chunk], dtype=float),
+                "loop": np.array([is_loop(text) for text in chunk], dtype=float),
+                "tokens": np.array(
+                    [len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in chunk], dtype=float
+                ),
+                "words": words,
             }
             serves = next(s.serves for s in PROMPT_SETS if s.name == name)
             for dimension, values in rewards.items():
                 if dimension in serves:
-                    columns[f"reward_{dimension}"] = values[point, start : start + len(records)].double().numpy()
-            per_set[name] = columns
-            sets[name] = {key: float(value.mean()) for key, value in columns.items()} | {"prompts": len(records)}
+                    reward = values[point, span].double().numpy()
+                    columns[f"reward_{dimension}"] = reward
+                    columns[f"vs_base_{dimension}"] = reward - base["rewards"][dimension][span].double().numpy()
+            if "concise" in serves:
+                columns["vs_base_concise"] = base["words"][span] - words  # > 0: shorter than the base's answer
+            summary = {key: float(value.mean()) for key, value in columns.items() if not key.startswith("vs_base_")}
+            summary |= {
+                f"win_{key.removeprefix('vs_base_')}": float(((value > 0) + 0.5 * (value == 0)).mean())
+                for key, value in columns.items()
+                if key.startswith("vs_base_")
+            }
+            sets[name] = summary | {
+                "prompts": len(records),
+                "values": {key: [float(f"{v:.7g}") for v in value.tolist()] for key, value in columns.items()},
+            }
             responses[name] = [{"id": r["id"], "text": text} for r, text in zip(records, chunk, strict=True)]
             start += len(records)
-        objectives = {}
-        for dimension in self.dimensions:
-            pooled = [per_set[name] for name in OBJECTIVE_SETS[dimension] if name in per_set]
-            if dimension == "concise":
-                objectives[dimension] = -float(np.concatenate([c["words"] for c in pooled]).mean())
-            else:
-                objectives[dimension] = float(np.concatenate([c[f"reward_{dimension}"] for c in pooled]).mean())
-        return {"objectives": objectives, "sets": sets, "responses": responses}
+        return {"sets": sets, "responses": responses}
 
     def summary(self) -> dict:
         """What stands beside every result: the reward models' accuracies, the refusal detector's, the decoding."""
@@ -196,6 +287,45 @@ class GenerationsScorer:
             },
             "refusal_detector_xstest": {key: agreement[key] for key in ("dev", "test", "all", "precision", "recall")},
         }
+
+
+def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_size: int) -> list[str]:
+    """The base model's greedy answers to `prompts` (the adapter disabled), cached by content in panacea's cache.
+
+    The key hashes the base model's weights (a strided sample: panacea.training.reference.base_model_digest), the
+    device type, the prompts, the decoding and the batch size (left padding depends on the batch's prompts).
+    """
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "base_model": base_model_digest(model),
+                "device": model.device.type,
+                "prompts": prompts,
+                "decoding": decoding,
+                "batch_size": batch_size,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    file = cache_dir() / "base-answers" / f"{key[:32]}.json"
+    if file.is_file():
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            answers = read_json(file)["answers"]
+            if len(answers) == len(prompts):
+                return answers
+    config = getattr(model, "panacea_config", None)  # a Panacea model; a soup knows its dimensions
+    m = config.num_preferences if config is not None else len(model.dimensions)
+    with model.disable_adapter():
+        (answers,) = generate_grid(
+            model,
+            tokenizer,
+            prompts,
+            torch.full((1, m), 1 / m),  # any λ: the adapter is off
+            max_new_tokens=decoding["max_new_tokens"],
+            batch_size=batch_size,
+        )
+    write_json(file, {"answers": answers})
+    return answers
 
 
 def load_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[dict]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from panacea._io import atomic_file
@@ -116,42 +117,102 @@ def plot_pairs(
 
 
 def format_front(document: dict[str, Any]) -> str:
-    """results.md of a sweep: per scorer, the per-λ objectives and details, the front metrics, monotonicity."""
+    """results.md of a sweep: per scorer, every objective's front with 95 % intervals, the per-set details, the
+    front metrics with intervals, and monotonicity."""
     dimensions, grid = document["dimensions"], document["grid"]
     lines = [f"# {document.get('label', document['run'])}: {len(grid)} points of the λ grid, seed {document['seed']}"]
     for name, scored in document["scorers"].items():
-        metrics = scored["metrics"]
-        lines += ["", f"## {name}", "", f"Objective per dimension: {scored['objective']}.", ""]
-        lines.append(format_sets_table(grid, scored["points"], dimensions))
-        lines += ["", format_metrics_table(metrics), "", format_monotonicity(metrics["monotonicity"], dimensions)]
+        lines += ["", f"## {name}"]
+        for objective, front in scored.get("fronts", {}).items():
+            spec = scored["objectives"][objective]
+            default = " (the default objective)" if objective == scored.get("default_objective") else ""
+            lines += ["", f"### {objective}{default}: {spec['description']}", ""]
+            lines.append(format_objectives_table(grid, front, dimensions))
+            lines += ["", format_metrics_table(front["metrics"], front.get("metric_intervals"))]
+            lines += ["", format_monotonicity(front["metrics"]["monotonicity"], dimensions)]
+        if "bootstrap" in next(iter(scored.get("fronts", {}).values()), {}):
+            boot = next(iter(scored["fronts"].values()))["bootstrap"]
+            lines += [
+                "",
+                f"Intervals: 95 % paired bootstrap over {boot['clusters']} prompts ({boot['items']} items), "
+                f"{boot['resamples']} resamples, seed {boot['seed']} (docs/algorithms.md §6).",
+            ]
+        if scored.get("statistics"):
+            lines += ["", "### Beside the objectives", "", format_statistics_table(grid, scored["statistics"])]
+        lines += ["", "### Per set", "", format_sets_table(grid, scored["points"], dimensions)]
         for key, value in scored.items():
-            if key not in ("settings", "objective", "points", "metrics"):
+            if key not in ("settings", "objective", "objectives", "points", "metrics", "fronts", "items", "statistics"):
                 lines += ["", f"{key}: {json.dumps(value)}"]
     return "\n".join(lines)
 
 
+def format_objectives_table(grid: Sequence[Sequence[float]], front: dict[str, Any], dimensions: Sequence[str]) -> str:
+    """One row per λ: each dimension's objective with its 95 % interval."""
+    header = ["λ (" + ", ".join(dimensions) + ")", *dimensions]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for preference, values, intervals in zip(grid, front["objectives"], front["intervals"], strict=True):
+        cells = [format_preference(preference)]
+        cells += [format_interval(value, interval) for value, interval in zip(values, intervals, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_statistics_table(grid: Sequence[Sequence[float]], statistics: dict[str, Any]) -> str:
+    """One row per λ: each statistic (refusal, loops, length, …) with its 95 % interval; a legend below."""
+    names = list(statistics)
+    header = ["λ", *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, preference in enumerate(grid):
+        cells = [format_preference(preference)]
+        for name in names:
+            digits = 1 if statistics[name]["column"] in ("words", "tokens") else 3
+            entry = statistics[name]
+            cells.append(format_interval(entry["values"][index], entry["intervals"][index], digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = "; ".join(f"{name}: {statistics[name]['description']}" for name in names)
+    return "\n".join(lines) + f"\n\n{legend}."
+
+
+def format_interval(value: float, interval: Sequence[float] | None, digits: int = 3) -> str:
+    """'0.612 [0.581, 0.640]': a number and its interval."""
+    if interval is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def format_sets_table(grid: Sequence[Sequence[float]], points: Sequence[dict], dimensions: Sequence[str]) -> str:
-    """One row per λ: each dimension's objective, then every set's scores joined by ' / '."""
+    """One row per λ: every set's summary numbers joined by ' / ' (per-item values are in results.json)."""
     sets = set_order(points[0].get("sets", {}), dimensions)
-    shown = {name: sorted(key for key in points[0]["sets"][name] if key not in ("pairs", "prompts")) for name in sets}
-    header = ["λ (" + ", ".join(dimensions) + ")", *(f"{name} objective" for name in dimensions)]
+    shown = {
+        name: sorted(
+            key
+            for key, value in points[0]["sets"][name].items()
+            if key not in ("pairs", "prompts") and isinstance(value, (int, float))
+        )
+        for name in sets
+    }
+    header = ["λ (" + ", ".join(dimensions) + ")"]
     header += [f"{name} ({' / '.join(shown[name])})" for name in sets]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for preference, point in zip(grid, points, strict=True):
         cells = [format_preference(preference)]
-        cells += [f"{point['objectives'][name]:+.3f}" for name in dimensions]
         cells += [" / ".join(_number(point["sets"][name][key]) for key in shown[name]) for name in sets]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def format_metrics_table(metrics: dict[str, Any]) -> str:
+def format_metrics_table(metrics: dict[str, Any], intervals: dict[str, Any] | None = None) -> str:
+    """Hypervolume, inner product, sparsity, spacing (with 95 % intervals when given), and the reference point."""
+    intervals = intervals or {}
     reference = "(" + ", ".join(f"{value:+.4f}" for value in metrics["reference"]) + ")"
+    cells = [
+        format_interval(metrics[name], intervals.get(name), 4)
+        for name in ("hypervolume", "inner_product", "sparsity", "spacing")
+    ]
     return (
         "| hypervolume ↑ | inner product ↑ | sparsity ↓ | spacing ↓ | non-dominated points | reference point |\n"
         "|---|---|---|---|---|---|\n"
-        f"| {metrics['hypervolume']:.4g} | {metrics['inner_product']:+.4f} | {metrics['sparsity']:.4g} | "
-        f"{metrics['spacing']:.4g} | {metrics['num_nondominated']} of {metrics['num_points']} | {reference} |"
+        f"| {' | '.join(cells)} | {metrics['num_nondominated']} of {metrics['num_points']} | {reference} |"
     )
 
 
@@ -186,7 +247,8 @@ def plot_fronts(
     path: str | os.PathLike,
     title: str = "",
 ) -> Path:
-    """A PNG with one row per panel (title, fronts); each front (label, grid λ (n, m), objectives (n, m)).
+    """A PNG with one row per panel (title, fronts); each front (label, grid λ (n, m), objectives (n, m)[, intervals
+    (n, m, 2) or None]), drawn with 95 % interval bars on both axes when intervals are given.
 
     Fronts of one panel share its axes. m = 2: one scatter per row, points joined in grid order (along the
     simplex's one edge) and labelled with their weight on the first dimension. m ≥ 3: the pairwise projections
@@ -205,9 +267,21 @@ def plot_fronts(
     for row, (panel, fronts) in enumerate(panels):
         for slot, (i, j) in enumerate(projections):
             axis = figure.add_subplot(len(panels), columns, row * columns + slot + 1)
-            for label, grid, objectives in fronts:
+            for label, grid, objectives, *intervals in fronts:
                 x, y = [point[i] for point in objectives], [point[j] for point in objectives]
-                axis.plot(x, y, marker="o", markersize=4, linewidth=0.8 if m == 2 else 0, label=label)
+                (line,) = axis.plot(x, y, marker="o", markersize=4, linewidth=0.8 if m == 2 else 0, label=label)
+                if intervals and intervals[0] is not None:  # 95 % interval bars of both objectives
+                    bars = np.asarray(intervals[0])  # (n, m, 2)
+                    axis.errorbar(
+                        x,
+                        y,
+                        xerr=np.abs(bars[:, i, :].T - np.asarray(x)),
+                        yerr=np.abs(bars[:, j, :].T - np.asarray(y)),
+                        fmt="none",
+                        ecolor=line.get_color(),
+                        elinewidth=0.6,
+                        alpha=0.5,
+                    )
                 if m == 2:
                     for weights, xi, yi in zip(grid, x, y, strict=True):
                         axis.annotate(
@@ -221,7 +295,7 @@ def plot_fronts(
                 axis.legend(fontsize=8)
         if m >= 3:
             axis = figure.add_subplot(len(panels), columns, (row + 1) * columns, projection="3d")
-            for label, _, objectives in fronts:
+            for label, _, objectives, *_ in fronts:
                 axis.scatter(*[[point[k] for point in objectives] for k in range(3)], s=8, label=label)
             axis.set_xlabel(dimensions[0])
             axis.set_ylabel(dimensions[1])
@@ -236,12 +310,19 @@ def panel_title(panel: str, dimensions: Sequence[str]) -> str:
 
 
 def plot_front(document: dict[str, Any], path: str | os.PathLike) -> Path:
-    """front.png of a sweep: one row per scorer, the front of its per-dimension objectives."""
+    """front.png of a sweep: one row per scorer, the front of its default objective with 95 % interval bars."""
     dimensions = document["dimensions"]
-    panels = [
-        (f"{name}: {scored['objective']}", [(document["run"], document["grid"], _objectives(scored, dimensions))])
-        for name, scored in document["scorers"].items()
-    ]
+    panels = []
+    for name, scored in document["scorers"].items():
+        objective = scored.get("default_objective")
+        front = scored["fronts"][objective] if objective in scored.get("fronts", {}) else None
+        objectives = front["objectives"] if front else _objectives(scored, dimensions)
+        panels.append(
+            (
+                f"{name}: {scored['objective']}",
+                [(document["run"], document["grid"], objectives, front["intervals"] if front else None)],
+            )
+        )
     return plot_fronts(panels, dimensions, path, title=f"{document['run']}: front over the λ grid")
 
 

@@ -1,9 +1,11 @@
-"""Scorers for a given λ. So far the *pairs* scorer: held-out DPO implicit-reward accuracy and margin.
+"""Scorers for a given λ. So far the *pairs* scorer: held-out DPO implicit-reward accuracy, win probability, margin.
 
 For a pair (x, y_w, y_l) and the model at λ, the implicit reward is r̂(x, y) = β (log π_λ(y|x) −
-log π_ref(y|x)); the pair counts as correct when r̂(y_w) > r̂(y_l), and the margin is r̂(y_w) − r̂(y_l)
-(Rafailov et al. 2023). All λs of a grid are scored in mixed-preference batches: every row carries
-its own λ, so one forward covers several grid points.
+log π_ref(y|x)) (Rafailov et al. 2023) and the pair's margin is r̂(y_w) − r̂(y_l). A dimension's objectives
+(docs/algorithms.md §6, "Front objectives") pool its held-out pairs: accuracy (the share with a positive margin,
+a tie counting ½; the default), win probability (the mean of σ(margin)) and the mean margin (a diagnostic). Every
+pair's margin is kept with the point, so that intervals (panacea.eval.bootstrap) can be drawn from the results
+alone. All λs of a grid are scored in mixed-preference batches: every row carries its own λ.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from panacea.training.reference import reference_log_probs, update_with_pairs
 from panacea.training.trainer import reference_settings
 from torch import Tensor
 
+from panacea._names import SCORER_OBJECTIVES
 from panacea.data import TokenizedPair, load_dimension
+
+from .bootstrap import token_cluster
 
 
 @dataclass
@@ -51,7 +56,9 @@ def score_pairs(
     reference_settings: dict,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> list[dict[str, dict[str, float]]]:
-    """For each λ in `preferences` (n, m): {set name: {"accuracy", "margin", "pairs"}}.
+    """For each λ in `preferences` (n, m): {set name: {"accuracy", "win_probability", "margin", "pairs", "values"}}.
+
+    `values` holds every pair's margin ({"margin": [...]}, in the set's order, 7 significant digits).
 
     `batch_size` counts (pair, λ) combinations per forward (two rows each: chosen and rejected).
     """
@@ -72,11 +79,13 @@ def score_pairs(
             margins = reward_margin(
                 policy[..., 0], policy[..., 1], reference[:, 0], reference[:, 1], pair_set.beta
             )  # (n, pairs)
-            for point, row in enumerate(margins):
+            for point, row in enumerate(margins.double()):
                 results[point][pair_set.name] = {
-                    "accuracy": float((row > 0).double().mean()),
-                    "margin": float(row.double().mean()),
+                    "accuracy": float(((row > 0) + 0.5 * (row == 0)).mean()),
+                    "win_probability": float(torch.sigmoid(row).mean()),
+                    "margin": float(row.mean()),
                     "pairs": len(row),
+                    "values": {"margin": [float(f"{value:.7g}") for value in row.tolist()]},
                 }
     finally:
         model.train(was_training)
@@ -143,17 +152,26 @@ def load_pair_sets(config, tokenizer) -> list[PairSet]:
     return sets
 
 
-class PairsScorer:
-    """The *pairs* scorer for a sweep: per dimension, the mean implicit-reward margin over its held-out pairs.
+OBJECTIVES = {  # name -> (how a pair's margin enters it, bounded, description); docs/algorithms.md §6
+    "accuracy": ("win", True, "held-out preference accuracy (share of pairs with r̂(y_w) > r̂(y_l), ties ½)"),
+    "win_probability": ("sigmoid", True, "mean win probability σ(r̂(y_w) − r̂(y_l)) over held-out pairs"),
+    "margin": ("identity", False, "mean implicit-reward margin r̂(y_w) − r̂(y_l) (a diagnostic: unbounded)"),
+}
+DEFAULT_OBJECTIVE = "accuracy"
+assert tuple(OBJECTIVES) == SCORER_OBJECTIVES["pairs"]  # the CLI's list (panacea._names) names the same, default first
 
-    A dimension's objective pools all of its pair sets (e.g. the test split and XSTest), each pair counted
-    once; every set's accuracy and margin are kept beside it. Deterministic, and fast: one forward per
+
+class PairsScorer:
+    """The *pairs* scorer for a sweep: per dimension, accuracy / win probability / margin over its held-out pairs.
+
+    A dimension's objectives pool all of its pair sets (e.g. the test split and XSTest), each pair counted once;
+    every set's numbers and every pair's margin are kept beside them. Deterministic, and fast: one forward per
     (pair, λ) row, all λs of a call in mixed-preference batches.
     """
 
     name = "pairs"
     points_per_call = 4  # λs per call: each is cached as soon as its call returns
-    objective = "mean DPO implicit-reward margin over the dimension's held-out pairs (all its sets pooled)"
+    default_objective = DEFAULT_OBJECTIVE
 
     def __init__(
         self,
@@ -187,6 +205,28 @@ class PairsScorer:
             autocast=run.autocast,
         )
 
+    @property
+    def objective(self) -> str:
+        return OBJECTIVES[DEFAULT_OBJECTIVE][2]
+
+    def objectives(self) -> dict:
+        """Every objective as data: per dimension the sets it pools, the per-pair column and its transform."""
+        sets = {name: [s.name for s in self.pair_sets if s.dimension == name] for name in self.dimensions}
+        return {
+            objective: {
+                "description": description,
+                "bounded": bounded,
+                "dimensions": {
+                    name: {"sets": sets[name], "column": "margin", "transform": transform} for name in self.dimensions
+                },
+            }
+            for objective, (transform, bounded, description) in OBJECTIVES.items()
+        }
+
+    def items(self) -> dict[str, list[str]]:
+        """Per set, each pair's bootstrap cluster: its prompt (the templated prompt's token ids)."""
+        return {s.name: [token_cluster(pair.prompt_ids) for pair in s.pairs] for s in self.pair_sets}
+
     def settings(self) -> dict:
         """What the numbers depend on besides the adapter: every set's pairs (as a hash of their ids) and β."""
         return {
@@ -197,7 +237,7 @@ class PairsScorer:
         }
 
     def score(self, model: PanaceaModel, preferences: Tensor) -> list[dict]:
-        """Per λ: {"objectives": {dimension: pooled margin}, "sets": {set: {accuracy, margin, pairs}}}."""
+        """Per λ: {"sets": {set: {accuracy, win_probability, margin, pairs, values}}}."""
         results = score_pairs(
             model,
             self.pair_sets,
@@ -207,14 +247,7 @@ class PairsScorer:
             reference_settings=self.reference_settings,
             autocast=self.autocast,
         )
-        return [{"objectives": self._pooled(point), "sets": point} for point in results]
-
-    def _pooled(self, point: dict[str, dict[str, float]]) -> dict[str, float]:
-        pooled = {}
-        for name in self.dimensions:
-            sets = [point[s.name] for s in self.pair_sets if s.dimension == name]
-            pooled[name] = sum(s["margin"] * s["pairs"] for s in sets) / sum(s["pairs"] for s in sets)
-        return pooled
+        return [{"sets": point} for point in results]
 
     def summary(self) -> dict:
         return {}

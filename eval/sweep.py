@@ -37,16 +37,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from panacea._io import read_json, write_json, write_text
-from panacea._names import SCORERS
+from panacea._names import SCORER_OBJECTIVES, SCORERS
 from panacea.base_model import load_base_model
 from panacea.preferences import simplex_grid
 
-from .metrics import front_metrics, reference_point
+from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, statistic_intervals
 from .report import format_front, plot_front
 from .scorers import PairsScorer
 from .steering import vertex_index
 
 RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
+# What a cached point holds: 2 = every item's values (per-pair margins, per-prompt scores) for the bootstrap, so
+# a point cached before (summaries only) is scored again rather than read.
+POINT_FORMAT = 2
 
 
 def run_label(name: str, kind: str = "panacea", mode: str | None = None) -> str:
@@ -219,7 +222,12 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     """
     # the base model's weights (a changed base behind the same name) and the device (CPU and CUDA kernels agree
     # only to rounding, and one front should not mix the two) are not in the scorer's settings
-    settings = {**scorer.settings(), "base_model": base_model_digest(run.model), "device": run.model.device.type}
+    settings = {
+        **scorer.settings(),
+        "base_model": base_model_digest(run.model),
+        "device": run.model.device.type,
+        "point_format": POINT_FORMAT,
+    }
     key = cache_key(settings, run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     vertex_cache = None
@@ -277,8 +285,16 @@ def evaluate_run(
     reference: dict[str, Sequence[float]] | None = None,
     progress: bool = True,
     extra: dict | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    objective: str | None = None,
 ) -> dict:
-    """Sweep every scorer over the grid, measure each front, write results.json / results.md / front.png."""
+    """Sweep every scorer over the grid, measure each front with intervals, write results.json / .md / front.png.
+
+    Per scorer, every objective it defines gets its front (the per-point objectives with 95 % intervals and the
+    front metrics with theirs: panacea.eval.bootstrap); `points[i]["objectives"]` and `metrics` are those of the
+    scorer's default objective. `reference`: {scorer: r} replaces the reference point of every objective.
+    """
     started = time.perf_counter()
     grid = evaluation_grid(len(run.dimensions), grid_points)
     document: dict[str, Any] = {
@@ -289,25 +305,44 @@ def evaluate_run(
         "dimensions": run.dimensions,
         "grid": grid.tolist(),
         "seed": run.config.seed,
-        "reference_policy": "per objective: the minimum over every evaluated point minus 1 % of its range "
-        "(panacea.eval.metrics.reference_point), unless given",
         **(extra or {}),
         "scorers": {},
     }
     for scorer in scorers:
         results, cached_in = sweep(scorer, run, grid, progress=progress)
-        objectives = torch.tensor([[point["objectives"][name] for name in run.dimensions] for point in results])
-        given = (reference or {}).get(scorer.name)
-        r = torch.tensor(given, dtype=torch.float64) if given is not None else reference_point([objectives])
-        document["scorers"][scorer.name] = {
+        objectives = scorer.objectives()
+        default = objective if objective in objectives else scorer.default_objective
+        entry = {
             "settings": scorer.settings(),
-            "objective": scorer.objective,
+            "objective": objectives[default]["description"],
+            "default_objective": default,
+            "objectives": objectives,
+            "items": scorer.items(),
             "cache": str(cached_in),  # each point's file there also holds what it was scored on (e.g. the answers)
             "points": [{key: value for key, value in point.items() if key != "responses"} for point in results],
-            "metrics": front_metrics(grid, objectives, r),
             "seconds": scoring_seconds(results),
             **scorer.summary(),
         }
+        given = (reference or {}).get(scorer.name)
+        entry["fronts"] = {}
+        for objective in entry["objectives"]:
+            measured = bootstrap_fronts(
+                [entry], run.dimensions, grid.tolist(), objective, given, resamples=resamples, seed=seed
+            )
+            front = measured["fronts"][0]
+            entry["fronts"][objective] = {
+                **front,
+                "reference": measured["reference"],
+                "reference_policy": measured["reference_policy"],
+                "bootstrap": measured["bootstrap"],
+            }
+        if hasattr(scorer, "statistics"):  # reported beside the objectives (generations: refusal, loops, …)
+            entry["statistics"] = statistic_intervals(entry, scorer.statistics(), resamples=resamples, seed=seed)
+        shown = entry["fronts"][default]
+        for point, values in zip(entry["points"], shown["objectives"], strict=True):
+            point["objectives"] = dict(zip(run.dimensions, values, strict=True))
+        entry["metrics"] = shown["metrics"]
+        document["scorers"][scorer.name] = entry
     document["training"] = training_summary(run)
     document["switch_seconds"] = switch_seconds(run.model, grid)
     document["seconds"] = round(time.perf_counter() - started, 1)
@@ -329,7 +364,7 @@ def _file_digest(path: Path) -> str:
 def evaluate_path(
     path: str | Path,
     *,
-    grid_points: int = 11,
+    grid_points: int | None = None,
     scorers: Sequence[str] = ("pairs",),
     limit: int | None = None,
     max_new_tokens: int = 96,
@@ -337,12 +372,23 @@ def evaluate_path(
     device: str | None = None,
     mode: str = "ab",
     progress: bool = True,
+    objective: str | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> dict:
-    """`panacea eval`: load the run in `path` (a soups run interpolating in `mode`), build the scorers, evaluate."""
+    """`panacea eval`: load the run in `path` (a soups run interpolating in `mode`), build the scorers, evaluate.
+
+    `grid_points`: None takes the run config's `eval_grid`. `objective`: the front shown first (and in
+    `points[i]["objectives"]`) for every scorer that defines it; each scorer's own default otherwise.
+    """
     unknown = [name for name in scorers if name not in SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer(s) {unknown}; choose from {list(SCORERS)}.")
+    if objective is not None and not any(objective in SCORER_OBJECTIVES[name] for name in scorers):
+        known = sorted({name for scorer in scorers for name in SCORER_OBJECTIVES[scorer]})
+        raise ValueError(f"--objective {objective!r} is not an objective of the scorers {list(scorers)}: {known}.")
     run = load_run(path, device=device, mode=mode)
+    grid_points = grid_points or run.config.eval_grid
     evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
     built = []
     for name in scorers:
@@ -354,4 +400,6 @@ def evaluate_path(
             built.append(
                 GenerationsScorer.from_run(run, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size)
             )
-    return evaluate_run(run, built, grid_points=grid_points, progress=progress)
+    return evaluate_run(
+        run, built, grid_points=grid_points, progress=progress, objective=objective, resamples=resamples, seed=seed
+    )

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 import yaml
 
 from panacea._io import read_json
-from panacea._names import CONFIG_NAME, DEFAULT_PROMPT, RUN_ADAPTER_DIR, SCORERS
+from panacea._names import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIG_NAME,
+    DEFAULT_PROMPT,
+    RUN_ADAPTER_DIR,
+    SCORERS,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -87,7 +94,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", metavar="RUN", help="A training run folder (output_dir of `panacea train`).")
     evaluate.add_argument(
-        "--grid", type=int, default=11, help="Points per simplex edge: 11 → 11 λs for m = 2, 66 for m = 3."
+        "--grid",
+        type=int,
+        help="Points per simplex edge: 11 → 11 λs for m = 2, 66 for m = 3 (default: the run config's eval_grid).",
     )
     evaluate.add_argument(
         "--scorers",
@@ -106,6 +115,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="A rewarded-soups run only: interpolate A and B (ab, the authors' recipe), the updates (delta), or "
         "evaluate both (default), each into RUN/eval/<mode>/.",
     )
+    evaluate.add_argument(
+        "--objective",
+        help="The front's objective in the printed table, results.md's first front and the plot: pairs "
+        "accuracy (default), win_probability or margin (a diagnostic); generations win_rate (default) or reward. "
+        "results.json holds every objective's front.",
+    )
+    _add_bootstrap_arguments(evaluate)
     evaluate.set_defaults(run=_run_eval)
 
     comparison = commands.add_parser(
@@ -121,10 +137,22 @@ def _build_parser() -> argparse.ArgumentParser:
         type=float,
         nargs="+",
         metavar="R",
-        help="The hypervolume's reference point, one value per dimension in the runs' order, e.g. --reference -1 "
-        "-0.5 (default: per objective, the minimum over every point of every run less 1 %% of its range, which "
-        "moves when a run is added). Fix it to keep hypervolumes comparable across comparisons.",
+        help="The hypervolume's reference point, one value per dimension in the runs' order (default: 0 in every "
+        "objective for the bounded ones; for the margin diagnostic, per objective the minimum over every point of "
+        "every run less 1 %% of its range).",
     )
+    comparison.add_argument(
+        "--objective",
+        help="Which objective the fronts are compared on: pairs accuracy (default), win_probability or margin "
+        "(a diagnostic); generations win_rate (default) or reward.",
+    )
+    comparison.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="A run's folder name (both rows of a soups run) or a row's label: every other row gets its "
+        "difference to it with a paired 95 %% interval and a verdict, win / tie / loss, decided by that interval.",
+    )
+    _add_bootstrap_arguments(comparison)
     comparison.set_defaults(run=_run_compare)
 
     export = commands.add_parser("export", help="Write one trade-off as a plain peft LoRA adapter.")
@@ -202,6 +230,18 @@ def _parse_scorers(text: str) -> list[str]:
     return names
 
 
+def _add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=BOOTSTRAP_RESAMPLES,
+        help="Bootstrap resamples behind every 95 %% interval (paired over prompts; default: %(default)s).",
+    )
+    parser.add_argument(
+        "--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, help="The resamples' seed (default: %(default)s)."
+    )
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     from panacea.eval.report import format_front
     from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, evaluate_path, is_soups_run
@@ -221,6 +261,9 @@ def _run_eval(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             device=args.device,
             mode=mode or "ab",
+            objective=args.objective,
+            resamples=args.resamples,
+            seed=args.bootstrap_seed,
         )
         eval_dir = Path(args.run_dir) / "eval" / (mode or "")
         print(format_front(document))
@@ -230,7 +273,16 @@ def _run_eval(args: argparse.Namespace) -> None:
 def _run_compare(args: argparse.Namespace) -> None:
     from panacea.eval.compare import compare_paths, format_comparison
 
-    comparison = compare_paths(args.runs, scorer=args.scorer, output_dir=args.out, reference=args.reference)
+    comparison = compare_paths(
+        args.runs,
+        scorer=args.scorer,
+        output_dir=args.out,
+        reference=args.reference,
+        objective=args.objective,
+        baseline=args.baseline,
+        resamples=args.resamples,
+        seed=args.bootstrap_seed,
+    )
     out = Path(args.out)
     print(format_comparison(comparison))
     print(f"\nwrote {out / 'compare.json'}, {out / 'compare.md'} and the plot {out / 'compare.png'}")

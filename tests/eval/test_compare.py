@@ -50,7 +50,8 @@ def test_the_second_mode_scores_only_the_points_the_first_could_not_serve(evalua
     scorer = PairsScorer.from_run(run)
     for vertex, cached in (([1.0, 0.0], ab[0]), ([0.0, 1.0], ab[2])):  # a soup serves one λ per call
         (point,) = scorer.score(run.model, torch.tensor([vertex]))
-        assert point["objectives"] == pytest.approx(cached["objectives"], abs=1e-5)
+        for name, scores in point["sets"].items():
+            assert scores["values"]["margin"] == pytest.approx(cached["sets"][name]["values"]["margin"], abs=1e-5)
 
     shutil.rmtree(soups / "eval" / "delta" / "cache")
     scored, original = [], PairsScorer.score
@@ -75,8 +76,15 @@ def test_compare_prints_one_table_against_one_reference(evaluated, tmp_path, cap
     assert all(row["metrics"]["reference"] == comparison["reference"] for row in comparison["rows"])
     panacea, soups = comparison["rows"][0]["training"], comparison["rows"][1]["training"]
     assert soups["steps"] == panacea["steps"] and soups["tokens"] == panacea["tokens"]  # the split budget
-    reference = comparison["reference"]
-    for row in comparison["rows"]:  # the shared reference lies below every point of every run
+    assert comparison["objective"] == "accuracy" and comparison["reference"] == [0.0, 0.0]  # bounded: fixed at 0
+    for row in comparison["rows"]:  # every number carries its interval, and the interval holds the number
+        for values, intervals in zip(row["objectives"], row["intervals"], strict=True):
+            assert all(low <= v <= high for v, (low, high) in zip(values, intervals, strict=True))
+        low, high = row["metric_intervals"]["hypervolume"]
+        assert low <= row["metrics"]["hypervolume"] <= high
+    margin = compare(run_results(evaluated["panacea"]) + run_results(evaluated["soups"]), objective="margin")
+    reference = margin["reference"]
+    for row in margin["rows"]:  # the margin diagnostic: the shared reference lies below every point of every run
         assert all(all(v > r for v, r in zip(point, reference, strict=True)) for point in row["objectives"])
 
 
@@ -156,10 +164,11 @@ def test_runs_whose_folders_share_a_name_are_labelled_by_their_paths(evaluated, 
 
 def test_a_reference_point_of_ones_own_replaces_the_shared_one(evaluated, tmp_path, capsys):
     runs = [str(evaluated["panacea"]), str(evaluated["soups"])]
-    shared = compare(run_results(evaluated["panacea"]) + run_results(evaluated["soups"]))
+    shared = compare(run_results(evaluated["panacea"]) + run_results(evaluated["soups"]), objective="margin")
     lower = [value - 1.0 for value in shared["reference"]]  # 1 below the shared point in both objectives
     out = tmp_path / "out"
-    assert main(["compare", *runs, "--out", str(out), "--reference", *map(str, lower)]) == 0  # negative numbers
+    given = ["--objective", "margin", "--reference", *map(str, lower)]
+    assert main(["compare", *runs, "--out", str(out), *given]) == 0  # negative numbers
     given = json.loads((out / "compare.json").read_text())
     assert given["reference"] == lower and given["reference_policy"] == "given"
     assert "given" in (out / "compare.md").read_text()
@@ -184,6 +193,7 @@ def test_a_reference_point_of_ones_own_replaces_the_shared_one(evaluated, tmp_pa
         (lambda d: d["scorers"]["pairs"].pop("settings"), "scorer 'pairs' lacks its objective, settings or points"),
         (lambda d: d["scorers"]["pairs"]["points"].pop(), "does not have one point per λ of its 3-point grid"),
         (lambda d: d["scorers"]["pairs"]["points"][1]["objectives"].pop("b"), "point 1: not a number for every"),
+        (lambda d: d["scorers"]["pairs"].pop("items"), "no per-item values (scored before 2026-12-04"),
     ],
 )
 def test_an_incomplete_results_document_is_named_not_a_traceback(evaluated, tmp_path, capsys, damage, problem):
@@ -196,3 +206,25 @@ def test_an_incomplete_results_document_is_named_not_a_traceback(evaluated, tmp_
     error = capsys.readouterr().err
     assert f"{run / 'eval' / 'results.json'} is not a complete `panacea eval` results document" in error
     assert problem in error and "Traceback" not in error
+
+
+def test_baseline_gives_each_row_a_paired_difference_and_a_verdict(evaluated, tmp_path, capsys):
+    out = tmp_path / "out"
+    runs = [str(evaluated["panacea"]), str(evaluated["soups"])]
+    assert main(["compare", *runs, "--out", str(out), "--baseline", "soups", "--resamples", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "Δ hypervolume vs soups (soups, ab)" in printed and "Δ hypervolume vs soups (soups, delta)" in printed
+    comparison = json.loads((out / "compare.json").read_text())
+    assert comparison["baseline"] == ["soups (soups, ab)", "soups (soups, delta)"]
+    panacea, ab, delta = comparison["rows"]
+    versus = panacea["versus"]["soups (soups, ab)"]["hypervolume"]
+    assert versus["difference"] == pytest.approx(panacea["metrics"]["hypervolume"] - ab["metrics"]["hypervolume"])
+    low, high = versus["interval"]
+    assert versus["verdict"] == ("win" if low > 0 else "loss" if high < 0 else "tie")
+    assert set(delta["versus"]) == {"soups (soups, ab)"} and ab["versus"] == {
+        "soups (soups, delta)": ab["versus"]["soups (soups, delta)"]
+    }
+    assert main(["compare", *runs, "--baseline", "nobody"]) == 2
+    assert "--baseline 'nobody' names none of the runs compared" in capsys.readouterr().err
+    assert main(["compare", *runs, "--objective", "kindness"]) == 2
+    assert "--objective 'kindness' is not one of the pairs scorer's objectives" in capsys.readouterr().err

@@ -10,11 +10,13 @@ import random
 import pytest
 import torch
 from panacea.eval import reward_model as reward_model_module
+from panacea.eval.bootstrap import objective_values
 from panacea.eval.generations import PROMPT_SETS, GenerationsScorer, load_prompts
 from panacea.eval.sweep import evaluate_path
 from panacea.training import TrainConfig, train
 
 from panacea._config import dataclass_from_dict
+from panacea.generation import generate_text
 from tests.conftest import panacea_llama, tiny_tokenizer
 from tests.helpers import config_dict, make_workspace
 
@@ -72,14 +74,26 @@ def test_generations_score_every_set_and_every_dimension(run_dir):
     assert [len(answers) for answers in cached["responses"].values()] == [2] * len(PROMPT_SETS)
 
 
-def test_the_concise_objective_is_minus_the_mean_words_of_the_helpful_answers():
+def test_concise_wins_where_an_answer_is_shorter_than_the_base_models_own_answer():
     model, tokenizer = panacea_llama(), tiny_tokenizer()
-    prompts = {"helpful_test": [{"id": "p1", "prompt": "w5 w6"}, {"id": "p2", "prompt": "w7"}]}
-    scorer = GenerationsScorer(tokenizer, ["concise"], prompts, {}, max_new_tokens=5)
-    (point,) = scorer.score(model, torch.tensor([[0.5, 0.5]]))
+    with torch.no_grad():  # move the adapter off the base model, so that λ's answers and the base's can differ
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter))
+    prompts = {"helpful_test": [{"id": f"p{i}", "prompt": text} for i, text in enumerate(("w5 w6", "w7", "w9 w9 w8"))]}
+    scorer = GenerationsScorer(tokenizer, ["concise"], prompts, {}, max_new_tokens=6)
+    (point,) = scorer.score(model, torch.tensor([[0.9, 0.1]]))
     words = [len(answer["text"].split()) for answer in point["responses"]["helpful_test"]]
-    assert point["objectives"]["concise"] == pytest.approx(-sum(words) / 2)
-    assert point["sets"]["helpful_test"]["words"] == pytest.approx(sum(words) / 2)
+    with model.disable_adapter():  # the base model's answers, one prompt at a time
+        base = [
+            len(generate_text(model, tokenizer, r["prompt"], [0.5, 0.5], 6).split()) for r in prompts["helpful_test"]
+        ]
+    values = point["sets"]["helpful_test"]["values"]
+    assert values["words"] == words and values["vs_base_concise"] == [b - w for b, w in zip(base, words, strict=True)]
+    entry = {"objectives": scorer.objectives(), "items": scorer.items(), "points": [point]}
+    wins = [1.0 if b > w else 0.5 if b == w else 0.0 for b, w in zip(base, words, strict=True)]
+    assert objective_values(entry, ["concise"], "win_rate")[0, 0] == pytest.approx(sum(wins) / 3)
+    assert objective_values(entry, ["concise"], "reward")[0, 0] == pytest.approx(-sum(words) / 3)
 
 
 def test_limit_keeps_evenly_spaced_prompts():

@@ -2,13 +2,15 @@
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 
 import pytest
 import torch
 from panacea.eval import sweep as sweep_module
-from panacea.eval.scorers import PairsScorer
+from panacea.eval.bootstrap import objective_values
+from panacea.eval.scorers import PairSet, PairsScorer
 from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
 from panacea.training import TrainConfig, train
 
@@ -36,14 +38,41 @@ def test_eval_writes_results_markdown_and_plot(run_dir):
     assert metrics["num_points"] == 3 and len(metrics["reference"]) == 2 and metrics["hypervolume"] > 0
     for name in ("results.json", "results.md", "front.png"):
         assert (run_dir / "eval" / name).stat().st_size > 0
-    assert json.loads((run_dir / "eval" / "results.json").read_text())["scorers"]["pairs"]["metrics"] == metrics
+    written = json.loads((run_dir / "eval" / "results.json").read_text())["scorers"]["pairs"]["metrics"]
+    assert json.dumps(written, sort_keys=True) == json.dumps(metrics, sort_keys=True)  # NaN ρ equal as text
+    assert metrics["reference"] == [0.0, 0.0] and pairs["default_objective"] == "accuracy"
+    for objective in ("accuracy", "win_probability", "margin"):
+        front = pairs["fronts"][objective]
+        for values, intervals in zip(front["objectives"], front["intervals"], strict=True):
+            assert all(low <= v <= high for v, (low, high) in zip(values, intervals, strict=True))
     assert "hypervolume" in (run_dir / "eval" / "results.md").read_text()
 
 
 def test_the_objective_pools_every_set_of_its_dimension(run_dir):
-    document = evaluate_path(run_dir, grid_points=3, progress=False)
-    for point in document["scorers"]["pairs"]["points"]:
-        assert point["objectives"]["a"] == pytest.approx(point["sets"]["a/a"]["margin"])  # one set per dimension here
+    """Two sets of unequal size per dimension: each objective is the mean over all their pairs, not of the sets."""
+    run = load_run(run_dir)
+    sets = PairsScorer.from_run(run).pair_sets
+    # dimension a: its 4 pairs and another 2 of b's; dimension b: its 4 pairs alone
+    two = [sets[0], PairSet("a", "other", sets[1].pairs[:2], sets[0].beta), sets[1]]
+    scorer = PairsScorer(
+        two,
+        ["a", "b"],
+        pad_token_id=run.tokenizer.pad_token_id,
+        batch_size=4,
+        reference_settings=PairsScorer.from_run(run).reference_settings,
+    )
+    points = scorer.score(run.model, torch.tensor([[1.0, 0.0], [0.3, 0.7]]))
+    entry = {"objectives": scorer.objectives(), "items": scorer.items(), "points": points}
+    for index, point in enumerate(points):
+        margins = point["sets"]["a/a"]["values"]["margin"] + point["sets"]["a/other"]["values"]["margin"]
+        assert len(margins) == 6
+        pooled = {
+            "accuracy": sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins) / 6,
+            "win_probability": sum(1 / (1 + math.exp(-m)) for m in margins) / 6,
+            "margin": sum(margins) / 6,
+        }
+        for objective, expected in pooled.items():
+            assert objective_values(entry, ["a", "b"], objective)[index, 0] == pytest.approx(expected)
 
 
 def test_a_rerun_reads_every_point_from_the_cache(run_dir, monkeypatch):
