@@ -142,6 +142,7 @@ def compare(
                 "switch_seconds": document.get("switch_seconds"),
                 "objectives": front["objectives"],
                 "intervals": front["intervals"],
+                "statistics": entries[index].get("statistics", {}),  # generations: refusal, loops, … per point
             }
         )
     return {
@@ -230,7 +231,34 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         + "\n".join(lines)
         + "\n\n"
         + format_other_metrics(comparison)
+        + (
+            f"\n\n{format_vertex_statistics(comparison)}"
+            if any(row["statistics"] for row in comparison["rows"])
+            else ""
+        )
     )
+
+
+def format_vertex_statistics(comparison: dict[str, Any]) -> str:
+    """What each front's model says at the vertices: every statistic (refusal, over-refusal, loops, length, reward)
+    with its 95 % interval, one row per run and vertex."""
+    grid, dimensions = comparison["grid"], comparison["dimensions"]
+    vertices = [index for index, weights in enumerate(grid) if max(weights) == 1.0]
+    legend = {name: entry["description"] for row in comparison["rows"] for name, entry in row["statistics"].items()}
+    header = ["run", "vertex", *legend]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in comparison["rows"]:
+        for index in vertices:
+            cells = [row["label"], dimensions[grid[index].index(1.0)]]
+            for name in legend:
+                entry = row["statistics"].get(name)
+                digits = 1 if entry and entry["column"] in ("words", "tokens") else 3
+                cells.append(
+                    format_interval(entry["values"][index], entry["intervals"][index], digits) if entry else "-"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+    described = "; ".join(f"{name}: {text}" for name, text in legend.items())
+    return f"At the vertices (95 % intervals over prompts): {described}.\n\n" + "\n".join(lines)
 
 
 def format_other_metrics(comparison: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from panacea.eval import reward_model as reward_model_module
 from panacea.eval.bootstrap import objective_values
+from panacea.eval.compare import compare, format_comparison
 from panacea.eval.generations import PROMPT_SETS, GenerationsScorer, load_prompts
 from panacea.eval.sweep import evaluate_path
 from panacea.training import TrainConfig, train
@@ -107,3 +108,19 @@ def test_limit_keeps_evenly_spaced_prompts():
 def test_an_unknown_dimension_is_refused():
     with pytest.raises(ValueError, match=r"no prompt sets for dimension\(s\) \['kind'\]"):
         GenerationsScorer(tiny_tokenizer(), ["helpful", "kind"], {}, {})
+
+
+def test_compare_on_generations_tabulates_what_the_model_says_at_each_vertex(run_dir):
+    document = evaluate_path(
+        run_dir, grid_points=3, scorers=["generations"], limit=2, max_new_tokens=4, batch_size=8, progress=False
+    )
+    scored = document["scorers"]["generations"]
+    assert scored["default_objective"] == "win_rate" and scored["fronts"]["win_rate"]["reference"] == [0.0, 0.0]
+    assert set(scored["statistics"]) >= {"refusal_harmful", "refusal_harmbench", "over_refusal_xstest_safe", "loops"}
+    loops = scored["statistics"]["loops"]
+    every = [value for name in loops["sets"] for value in scored["points"][1]["sets"][name]["values"]["loop"]]
+    assert loops["values"][1] == pytest.approx(sum(every) / len(every))
+    comparison = compare([document, {**document, "label": "again"}], scorer="generations", baseline="again")
+    table = format_comparison(comparison)
+    assert "At the vertices (95 % intervals over prompts)" in table and "over_refusal_xstest_safe" in table
+    assert comparison["rows"][0]["versus"]["again"]["hypervolume"]["verdict"] == "tie"  # the same front
