@@ -18,7 +18,9 @@
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
 #   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare all published ones)
-#   EVAL_ARGS="--grid 6" benchmarks/fronts.sh hhc-3d   # extra `panacea eval` arguments, the same for every run
+#   EVAL_ARGS="--scorers pairs,generations --max-prompts 100" benchmarks/fronts.sh hh-2d   # extra `panacea eval`
+#                                                     # arguments, the same for every run (the grid: the config's
+#                                                     # eval_grid); with generations, compare-generations/ too
 #   SOUPS_MODES=delta benchmarks/fronts.sh hhc-3d soups-hhc-3d   # evaluate (and publish) only these soups modes
 #                                                     # (default "ab delta"; a mode published earlier stays)
 #
@@ -150,5 +152,10 @@ for run in "${order[@]}"; do
 done
 # a soups run holds one front per interpolation mode; compare needs two fronts
 ((documents >= 2)) || { echo "fronts.sh: $documents front(s) published in $published: nothing to compare yet" >&2; exit 0; }
+baseline=()  # every row's paired difference to rewarded soups at the same budget, with a verdict
+if [[ -d $published/soups-$name ]]; then baseline=(--baseline "soups-$name"); fi
 echo "=== compare ${evaluated[*]} $(date -u +%H:%M:%S)"
-"$panacea" compare "${evaluated[@]}" --out "$published"
+"$panacea" compare "${evaluated[@]}" --out "$published" "${baseline[@]}"
+if [[ ${EVAL_ARGS:-} == *generations* ]]; then  # the generation front too, into compare-generations/
+  "$panacea" compare "${evaluated[@]}" --scorer generations --out "$published/compare-generations" "${baseline[@]}"
+fi

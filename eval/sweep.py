@@ -367,6 +367,7 @@ def evaluate_path(
     grid_points: int | None = None,
     scorers: Sequence[str] = ("pairs",),
     limit: int | None = None,
+    max_prompts: int | None = None,
     max_new_tokens: int = 96,
     batch_size: int = 32,
     device: str | None = None,
@@ -378,7 +379,8 @@ def evaluate_path(
 ) -> dict:
     """`panacea eval`: load the run in `path` (a soups run interpolating in `mode`), build the scorers, evaluate.
 
-    `grid_points`: None takes the run config's `eval_grid`. `objective`: the front shown first (and in
+    `grid_points`: None takes the run config's `eval_grid`. `limit` cuts every pair and prompt set, `max_prompts`
+    the prompt sets only (it wins over `limit` there). `objective`: the front shown first (and in
     `points[i]["objectives"]`) for every scorer that defines it; each scorer's own default otherwise.
     """
     unknown = [name for name in scorers if name not in SCORERS]
@@ -398,7 +400,9 @@ def evaluate_path(
             from .generations import GenerationsScorer
 
             built.append(
-                GenerationsScorer.from_run(run, limit=limit, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                GenerationsScorer.from_run(
+                    run, limit=max_prompts or limit, max_new_tokens=max_new_tokens, batch_size=batch_size
+                )
             )
     return evaluate_run(
         run, built, grid_points=grid_points, progress=progress, objective=objective, resamples=resamples, seed=seed

@@ -105,6 +105,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"Comma-separated, from {', '.join(SCORERS)} (default: %(default)s).",
     )
     evaluate.add_argument("--limit", type=int, help="At most this many pairs / prompts per evaluation set.")
+    evaluate.add_argument(
+        "--max-prompts", type=int, help="Generations scorer: at most this many prompts per set (overrides --limit)."
+    )
     evaluate.add_argument("--max-new-tokens", type=int, default=96, help="Generations scorer: greedy decoding length.")
     evaluate.add_argument("--batch-size", type=int, default=32, help="Generations scorer: rows per generate call.")
     evaluate.add_argument("--device", help="Default: the run's device.")
@@ -246,8 +249,9 @@ def _run_eval(args: argparse.Namespace) -> None:
     from panacea.eval.report import format_front
     from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, evaluate_path, is_soups_run
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be a positive number of pairs / prompts, got {args.limit}.")
+    for flag, value in (("--limit", args.limit), ("--max-prompts", args.max_prompts)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a positive number of pairs / prompts, got {value}.")
     modes = [None]
     if is_soups_run(args.run_dir):
         modes = ["ab", "delta"] if args.soups_mode == "both" else [args.soups_mode]
@@ -257,6 +261,7 @@ def _run_eval(args: argparse.Namespace) -> None:
             grid_points=args.grid,
             scorers=args.scorers,
             limit=args.limit,
+            max_prompts=args.max_prompts,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
             device=args.device,

@@ -118,7 +118,14 @@ def test_evaluations_and_training_records_are_published_without_weights_or_cache
     ]
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
     assert compare == [
-        ["compare", *(str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")), "--out", str(published)]
+        [
+            "compare",
+            *(str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")),
+            "--out",
+            str(published),
+            "--baseline",
+            "soups-hh-2d",
+        ]
     ]
 
 
