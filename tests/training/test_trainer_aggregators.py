@@ -89,6 +89,7 @@ def test_accumulated_micro_batches_are_aggregated_once_per_step(workspace, tmp_p
         ({"aggregator": "cagrad", "aggregator_kwargs": {"c": 1.5}}, "aggregator: .*c"),
         ({"aggregator": "cagrad", "aggregator_kwargs": {"C": 0.5}}, "unknown key 'C'"),
         ({"aggregator": "plc", "aggregator_kwargs": {"tau": -1}}, "tau"),
+        ({"aggregator": "clipped_cagrad", "aggregator_kwargs": {"kappa": 1.0}}, "the rule changed to RACO"),
         ({"aggregator": "nash"}, "nash"),
         ({"aggregator_kwargs": {"c": 0.5}}, "aggregator is 'none'"),
     ],
@@ -108,9 +109,16 @@ def test_configs_select_an_aggregator_by_set(tmp_path):
         CONFIGS / "hh-2d.yaml",
         [
             "aggregator=clipped_cagrad",
-            "aggregator_kwargs.kappa=0.5",
+            "aggregator_kwargs.c=0.4",
             "preference_sampling=per_step",
             f"output_dir={tmp_path}",
         ],
     )
-    assert (config.aggregator, config.aggregator_kwargs) == ("clipped_cagrad", {"kappa": 0.5})
+    assert (config.aggregator, config.aggregator_kwargs) == ("clipped_cagrad", {"c": 0.4})
+
+
+def test_a_config_with_the_retired_kappa_says_the_rule_changed(tmp_path):
+    """clipped_cagrad is RACO's own rule now (docs/aggregators.md); our earlier reading's kappa is refused by name."""
+    overrides = ["aggregator=clipped_cagrad", "aggregator_kwargs.kappa=0.5", "preference_sampling=per_step"]
+    with pytest.raises(ValueError, match="kappa for clipped_cagrad is no longer accepted: the rule changed to RACO"):
+        TrainConfig.from_yaml(CONFIGS / "hh-2d.yaml", [*overrides, f"output_dir={tmp_path}"])

@@ -23,9 +23,12 @@ class Aggregator(StepRule, ABC):
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    retired: ClassVar[dict[str, str]] = {}  # keys no longer accepted, with the reason the error gives
 
     def __init__(self, **kwargs: Any) -> None:
         for key in kwargs:
+            if key in self.retired:
+                raise ValueError(f"aggregator_kwargs.{key} for {self.name} is no longer accepted: {self.retired[key]}")
             if key not in self.defaults:
                 allowed = ", ".join(self.defaults) or "none"
                 raise ValueError(f"aggregator_kwargs: unknown key {key!r} for {self.name}; allowed: {allowed}.")
@@ -45,7 +48,8 @@ class Aggregator(StepRule, ABC):
     def coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
         """c (m,) float64 on gram's device, from M (m, m), λ (m,) on the simplex and the losses (m,).
 
-        The small solvers run in float64 on the CPU (m is the number of dimensions, a handful).
+        The small solvers run in float64 on the CPU (m is the number of dimensions, a handful). A NaN or
+        infinite M is refused here, for every method, before any solver sees it.
         """
         m = gram.shape[0]
         if gram.shape != (m, m) or preference.shape != (m,) or losses.shape != (m,):
@@ -53,6 +57,8 @@ class Aggregator(StepRule, ABC):
                 f"{self.name}: expected gram (m, m), preference (m,) and losses (m,), got "
                 f"{tuple(gram.shape)}, {tuple(preference.shape)} and {tuple(losses.shape)}."
             )
+        if not bool(torch.isfinite(gram).all()):
+            raise ValueError(non_finite_message(self.name, gram))
         cpu = dict(device="cpu", dtype=torch.float64)
         c = self._coefficients(gram.detach().to(**cpu), preference.detach().to(**cpu), losses.detach().to(**cpu))
         return c.to(gram.device)
@@ -60,6 +66,26 @@ class Aggregator(StepRule, ABC):
     @abstractmethod
     def _coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
         """The method's rule; float64 CPU tensors in and out."""
+
+
+def non_finite_message(name: str, gram: Tensor) -> str:
+    """The error for a Gram matrix M (m, m) holding NaN/inf, naming the dimensions whose gradient is not finite.
+
+    A NaN or infinite entry of g_i makes M_ii NaN/inf, so the diagonal names the dimensions; if it is finite
+    (the products overflowed instead), the rows holding NaN/inf do.
+    """
+    diagonal = gram.diagonal()
+    bad = [i for i in range(gram.shape[0]) if not bool(torch.isfinite(diagonal[i]))]
+    entries = ", ".join(f"M[{i}, {i}] = {float(diagonal[i])}" for i in bad)
+    if not bad:
+        bad = [i for i in range(gram.shape[0]) if not bool(torch.isfinite(gram[i]).all())]
+        entries = "off the diagonal"
+    which = "dimension" if len(bad) == 1 else "dimensions"
+    return (
+        f"{name}: the Gram matrix of the dimension gradients holds NaN/inf ({entries}), so the gradient of "
+        f"{which} {', '.join(map(str, bad))} (0-based, in the order of `dimensions`) is not finite; check that "
+        "loss for NaN/inf and lower the learning rate."
+    )
 
 
 def is_number(value: Any) -> bool:

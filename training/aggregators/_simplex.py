@@ -1,30 +1,39 @@
-"""Small solvers on the Gram matrix M = G Gᵀ (m × m), shared by the aggregators (docs/aggregators.md).
+"""Small exact solvers on the Gram matrix M = G Gᵀ (m × m), shared by the aggregators (docs/aggregators.md).
 
 Everything here works on coefficient vectors over the original per-dimension gradients g_i: a vector
-Σ_i a_i g_i is stored as a (m,), and its dot product with Σ_j b_j g_j is a·M·b. Inputs are float64.
+Σ_i a_i g_i is stored as a (m,), and its dot product with Σ_j b_j g_j is a·M·b. Inputs are float64
+tensors; the solvers run in numpy float64 (m is a handful, so per-call overhead is what costs).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-MGDA_MAX_ITERATIONS = 250  # the reference solver's MAX_ITER (isl-org/MultiObjectiveOptimization, min_norm_solvers.py)
-MGDA_STOP = 1e-5  # ... and its STOP_CRIT on ‖Δw‖₁
-CAGRAD_MAX_ITERATIONS = 2000
-CAGRAD_STOP = 1e-10  # ‖w − Π(w − ∇F)‖₁, the projected-gradient residual at step 1 (M scaled to max M_ii = 1)
+MGDA_TOLERANCE = 1e-9  # accept w only if its KKT residual is ≤ this · max_i M_ii (docs/algorithms.md, MGDA)
+_STOP = 1e-15  # Wolfe's stop: Frank–Wolfe gap ≤ this · max(1, max|q|), i.e. at rounding (M scaled to max M_ii = 1)
+_TIE = 1e-13  # directions v with vᵀ(M + 11ᵀ)v ≤ this (M scaled) are ties: w + εv is as good, to rounding
 
 
-def project_to_simplex(v: Tensor) -> Tensor:
-    """Euclidean projection of v (m,) onto {w ≥ 0, Σ w = 1}, sort-based (Duchi et al. 2008, Fig. 1)."""
-    u = torch.sort(v, descending=True).values
-    cumulative = torch.cumsum(u, 0) - 1
-    k = torch.arange(1, v.numel() + 1, dtype=v.dtype, device=v.device)
-    last = int(torch.nonzero(u - cumulative / k > 0).max())  # ρ: the last index still above the threshold
-    return torch.clamp(v - cumulative[last] / (last + 1), min=0)
+def unit_gram(gram: Tensor) -> np.ndarray:
+    """M (m, m) divided by max_i M_ii (so the solvers' thresholds are scale-free; the optima do not change)
+    and made positive semi-definite: eigenvalues below 0 are set to 0.
+
+    A Gram matrix is symmetric PSD, but one summed in float32 (as the trainer's is) can be asymmetric, and have
+    eigenvalues ~1e-7 max M_ii below 0 when gradients are nearly dependent; the convex solvers below need a
+    symmetric M ⪰ 0. Both changes are at the rounding level of M itself.
+    """
+    matrix = gram.numpy().astype(np.float64)
+    scale = float(np.max(np.diag(matrix)))
+    matrix = (matrix + matrix.T) / (2 * scale if scale > 0 else 2.0)
+    values, vectors = np.linalg.eigh(matrix)
+    if values.min() < 0:
+        matrix = (vectors * np.maximum(values, 0.0)) @ vectors.T
+        matrix = (matrix + matrix.T) / 2
+    return matrix
 
 
 def min_norm_pair(m11: float, m12: float, m22: float) -> float:
@@ -40,139 +49,133 @@ def min_norm_pair(m11: float, m12: float, m22: float) -> float:
     return (m22 - m12) / (m11 + m22 - 2 * m12)
 
 
-def _unit_scale(gram: Tensor) -> float:
-    """max_i M_ii (1 if every gradient is zero); the solvers divide M by it so their thresholds are scale-free."""
-    scale = float(gram.diagonal().max())
-    return scale if scale > 0 else 1.0
+def _affine_minimiser(gram: np.ndarray, q: np.ndarray, support: list[int]) -> np.ndarray:
+    """v (|S|,) minimising ½ vᵀ M_SS v + q_Sᵀ v subject to Σ v = 1 (no sign constraint), from its KKT system
+    [M_SS 1; 1ᵀ 0] [v; λ] = [−q_S; 1], nonsingular while the points g_S are affinely independent (Wolfe keeps
+    them so).
+    """
+    k = len(support)
+    kkt = np.zeros((k + 1, k + 1))
+    kkt[:k, :k] = gram[np.ix_(support, support)]
+    kkt[:k, k] = kkt[k, :k] = 1.0
+    rhs = np.append(-q[support], 1.0)
+    try:
+        return np.linalg.solve(kkt, rhs)[:k]
+    except np.linalg.LinAlgError:  # affinely dependent to rounding: the least-squares solution, checked by the caller
+        return np.linalg.lstsq(kkt, rhs, rcond=None)[0][:k]
 
 
-def _best_pair(gram: Tensor) -> Tensor:
-    """The min-norm point over every pair of gradients (the reference `_min_norm_2d`), as weights (m,)."""
-    m = gram.shape[0]
-    best, best_cost = None, math.inf
-    for i in range(m):
-        for j in range(i + 1, m):
-            gamma = min_norm_pair(float(gram[i, i]), float(gram[i, j]), float(gram[j, j]))
-            w = torch.zeros(m, dtype=gram.dtype)
-            w[i], w[j] = gamma, 1 - gamma
-            cost = float(w @ gram @ w)
-            if cost < best_cost:
-                best, best_cost = w, cost
-    return best
+def simplex_qp(gram: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, int]:
+    """(w (m,), cycles): w = argmin_{w ∈ Δ} ½ wᵀMw + qᵀw, by Wolfe's min-norm-point method (Wolfe 1976).
 
-
-def _next_point(w: Tensor, direction: Tensor) -> Tensor:
-    """The reference `_next_point`: move along the direction centred to sum 0 until a face, then project."""
-    centred = direction - direction.sum() / w.numel()
-    negative, positive = centred < 0, centred > 0
-    steps = torch.cat([-w[negative] / centred[negative], (1 - w[positive]) / centred[positive]])
-    steps = steps[steps > 1e-7]
-    t = float(steps.min()) if steps.numel() else 1.0
-    return project_to_simplex(w + t * centred)
-
-
-def min_norm_weights(gram: Tensor) -> tuple[Tensor, int]:
-    """(w* = argmin_{w ∈ Δ} wᵀ M w, solver iterations); MGDA's min-norm element of the convex hull.
-
-    m ≤ 2: the closed form. m > 2: the reference projected-gradient solver, started from the best pair,
-    with an exact line search between the current and the next point, at most 250 iterations, stopping
-    when ‖Δw‖₁ < 1e-5 (the reference loop never increments its counter; ours counts). M is first divided
-    by its largest diagonal entry (ours; w* does not change), so the reference's 1e-7 step threshold is scale-free.
+    gram: M (m, m), PSD, scaled to max M_ii = 1; q (m,) = M z for some z, so the problem is the projection of
+    −Σ z_i g_i onto the hull of the g_i (q = 0: the min-norm point, MGDA). Wolfe's corral S stays affinely
+    independent, so each affine minimiser is a nonsingular solve; the method is finite. A major cycle adds
+    the vertex j of least gradient (Mw + q)_j while the Frank–Wolfe gap wᵀ(Mw + q) − min_j (Mw + q)_j is
+    above rounding; minor cycles step toward the affine minimiser of S and drop the vertices that reach 0.
     """
     m = gram.shape[0]
-    gram = gram / _unit_scale(gram)
-    if m == 1:
-        return torch.ones(1, dtype=gram.dtype), 0
-    w = _best_pair(gram)
-    if m == 2:
-        return w, 0
-    for iteration in range(1, MGDA_MAX_ITERATIONS + 1):
-        candidate = _next_point(w, -(gram @ w))
-        gamma = min_norm_pair(float(w @ gram @ w), float(w @ gram @ candidate), float(candidate @ gram @ candidate))
-        updated = gamma * w + (1 - gamma) * candidate
-        change = float((updated - w).abs().sum())
-        w = updated
-        if change < MGDA_STOP:
-            return w, iteration
-    return w, MGDA_MAX_ITERATIONS
-
-
-def _cagrad_pair(gram: Tensor, gains: Tensor, phi: float) -> float:
-    """x minimising F over w = (x, 1 − x) on two gradients (docs/aggregators.md, CAGrad), in closed form.
-
-    gram: their 2 × 2 Gram block; gains: (g1·g0, g2·g0). With δ = g1 − g2, u = δ·g0, b = δ·g2, D = ‖δ‖²
-    and K = D‖g2‖² − b² ≥ 0, F(x) = x u + √φ ‖g2 + x δ‖ + const has its stationary point at
-    h = b + x D = −sign(u) √(u² K / (φ D − u²)) when φ D > u²; otherwise F is monotone in x.
-    """
-    u = float(gains[0] - gains[1])
-    b = float(gram[0, 1] - gram[1, 1])
-    d = float(gram[0, 0] + gram[1, 1] - 2 * gram[0, 1])
-    k = max(d * float(gram[1, 1]) - b * b, 0.0)
-    if d <= 0:
-        return 0.5
-    if phi * d > u * u:
-        h = -math.copysign(math.sqrt(u * u * k / (phi * d - u * u)), u) if u != 0 else 0.0
-        x = (h - b) / d
-    else:
-        x = 0.0 if u > 0 else 1.0
-    return min(max(x, 0.0), 1.0)
-
-
-def cagrad_objective(gram: Tensor, p: Tensor, phi: float, w: Tensor) -> float:
-    """CAGrad's dual objective F(w) = g_wᵀ g0 + √φ ‖g_w‖, with g_w = Σ w_i g_i and g0 = Σ p_i g_i."""
-    return float(w @ gram @ p) + math.sqrt(phi) * math.sqrt(max(float(w @ gram @ w), 0.0))
-
-
-def cagrad_weights(gram: Tensor, p: Tensor, phi: float) -> tuple[Tensor, int]:
-    """(w* = argmin_{w ∈ Δ} F(w), solver iterations) for CAGrad, from M, the user weights p and φ = c²‖g0‖².
-
-    m = 2: the closed form. m > 2 (ours, no scipy): the best closed-form pair, then projected gradient
-    (`_cagrad_descent`). M and φ are first divided by max_i M_ii, which leaves w* unchanged.
-    """
-    m = gram.shape[0]
-    if m == 1:
-        return torch.ones(1, dtype=gram.dtype), 0
-    scale = _unit_scale(gram)
-    gram, phi = gram / scale, phi / scale
-    gains = gram @ p  # g_i · g0
-    if m == 2:
-        x = _cagrad_pair(gram, gains, phi)
-        return torch.tensor([x, 1 - x], dtype=gram.dtype), 0
-    start, best = None, math.inf
-    for i in range(m):
-        for j in range(i + 1, m):
-            x = _cagrad_pair(gram[[i, j]][:, [i, j]], gains[[i, j]], phi)
-            candidate = torch.zeros(m, dtype=gram.dtype)
-            candidate[i], candidate[j] = x, 1 - x
-            if (value := cagrad_objective(gram, p, phi, candidate)) < best:
-                start, best = candidate, value
-    return _cagrad_descent(gram, p, phi, start)
-
-
-def _cagrad_descent(gram: Tensor, p: Tensor, phi: float, w: Tensor) -> tuple[Tensor, int]:
-    """Projected gradient on the simplex from w, with a backtracking step (proximal gradient's
-    sufficient-decrease test), until the residual ‖w − Π_Δ(w − ∇F(w))‖₁ < 1e-10, w stops moving, or
-    2,000 steps. F is convex, so a fixed point is the minimum; the tests compare it with a grid search.
-    """
-    gains, best, step = gram @ p, cagrad_objective(gram, p, phi, w), 1.0
-    for iteration in range(1, CAGRAD_MAX_ITERATIONS + 1):
-        norm = math.sqrt(max(float(w @ gram @ w), 0.0))
-        gradient = gains + (math.sqrt(phi) / norm * (gram @ w) if norm > 0 else 0.0)
-        if float((project_to_simplex(w - gradient) - w).abs().sum()) < CAGRAD_STOP:
-            return w, iteration
+    start = int(np.argmin(0.5 * np.diag(gram) + q))  # the best vertex
+    w, support, cycles = np.zeros(m), [start], 0
+    w[start] = 1.0
+    stop = _STOP * max(1.0, float(np.max(np.abs(q))))
+    for _ in range(50 * m):  # a cap far above Wolfe's finite count, against cycling by rounding
+        gradient = gram @ w + q
+        j = int(np.argmin(gradient))
+        if w @ gradient - gradient[j] <= stop or j in support:
+            break  # optimal, or j already in the corral: its affine minimiser is optimal up to rounding
+        support = [*support, j]
         while True:
-            candidate = project_to_simplex(w - step * gradient)
-            move = candidate - w
-            value = cagrad_objective(gram, p, phi, candidate)
-            if value <= best + float(gradient @ move) + float(move @ move) / (2 * step):
+            cycles += 1
+            v = _affine_minimiser(gram, q, support)
+            current = w[support]
+            if np.all(v > 0):
+                current = v
+            else:  # step from w toward v until the first vertex reaches 0, and drop it
+                outside = np.flatnonzero(v <= 0)
+                ratios = current[outside] / (current[outside] - v[outside])
+                current = np.maximum(current + ratios.min() * (v - current), 0.0)
+                current[outside[np.argmin(ratios)]] = 0.0
+            w[:] = 0.0
+            w[support] = current
+            support = [i for i in support if w[i] > 0]
+            if np.all(v > 0) or j not in support:
                 break
-            step /= 2
-            if step < 1e-20:
-                return w, iteration  # no decrease left to find in float64
-        if float(move.abs().sum()) < 1e-15:
-            return w, iteration
-        w, best, step = candidate, value, min(2 * step, 1e6)
-    return w, CAGRAD_MAX_ITERATIONS
+        w /= w.sum()
+        if j not in support:
+            break  # the new vertex left at once: no progress left in float64
+    return w, cycles
+
+
+def least_norm_weights(gram: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The w' of least ‖w'‖₂ in Δ with Σ w'_i g_i = Σ w_i g_i, from M (m, m) scaled to max M_ii = 1 and w (m,) ∈ Δ.
+
+    Optima of MGDA and of CAGrad's dual are unique in g_w; w itself is unique unless some v ≠ 0 has Mv = 0
+    and Σ v = 0 (an affine dependence among the g_i, e.g. rank(M) < m − 1 or a repeated gradient). Then
+    w' = w + N z, N an orthonormal basis of those v, and z solves min ½‖w + Nz‖² s.t. w + Nz ≥ 0 by the
+    primal active-set method (Nocedal & Wright 2006, Algorithm 16.3; Hessian I, so every step is exact).
+    """
+    m = w.shape[0]
+    values, vectors = np.linalg.eigh(gram + np.ones((m, m)))  # vᵀ(M + 11ᵀ)v = ‖Gᵀv‖² + (Σ v)²
+    null = vectors[:, values <= _TIE]
+    if null.shape[1] == 0:
+        return w
+    linear, z, working = null.T @ w, np.zeros(null.shape[1]), []
+    for _ in range(10 * m):
+        rows = null[working]  # constraints (w + Nz)_i = 0 held active, as rows of N
+        multipliers = np.linalg.lstsq(rows @ rows.T, -w[working] + rows @ linear, rcond=None)[0]
+        step = -linear + rows.T @ multipliers - z  # to the minimiser with the working set held at 0
+        if np.linalg.norm(step) <= 1e-15:
+            if not working or multipliers.min() >= -1e-15:
+                break  # the multipliers of the held bounds are ≥ 0: optimal
+            working.pop(int(np.argmin(multipliers)))
+            continue
+        x, dx = w + null @ z, null @ step
+        blocking = [i for i in range(m) if i not in working and dx[i] < -1e-15]
+        ratios = [x[i] / -dx[i] for i in blocking]
+        alpha = min([1.0, *ratios])
+        z = z + alpha * step
+        if alpha < 1.0:
+            working.append(blocking[int(np.argmin(ratios))])
+    result = np.maximum(w + null @ z, 0.0)
+    return result / result.sum()
+
+
+def mgda_residual(gram: np.ndarray, w: np.ndarray) -> float:
+    """MGDA's KKT residual wᵀMw − min_i (Mw)_i ≥ 0 for w ∈ Δ, the Frank–Wolfe gap; 0 exactly at the optimum.
+
+    It bounds both the excess ‖d‖² − ‖d*‖² ≤ 2·residual and, since d* is the projection of 0 onto the
+    hull, ‖d − d*‖² ≤ 2·residual (d = Gᵀw).
+    """
+    gains = gram @ w
+    return max(float(w @ gains - gains.min()), 0.0)
+
+
+def min_norm_weights(gram: Tensor) -> tuple[Tensor, int, float]:
+    """(w*, solver cycles, KKT residual / max M_ii): w* = argmin_{w ∈ Δ} wᵀMw, MGDA's min-norm element.
+
+    gram: M (m, m) float64. m = 2: the closed form. m > 2: Wolfe's method on M / max M_ii made PSD
+    (`unit_gram`), then the least-‖w‖₂ optimum if there are several. Accepted only with residual ≤ 1e-9.
+    """
+    m = gram.shape[0]
+    matrix = unit_gram(gram)
+    if m == 1:
+        return torch.ones(1, dtype=gram.dtype), 0, 0.0
+    if m == 2:
+        gamma = min_norm_pair(matrix[0, 0], matrix[0, 1], matrix[1, 1])
+        w, cycles = np.array([gamma, 1 - gamma]), 0
+    else:
+        w, cycles = simplex_qp(matrix, np.zeros(m))
+        spread = least_norm_weights(matrix, w)
+        if mgda_residual(matrix, spread) <= mgda_residual(matrix, w) + 1e-15:  # a tie moves d by rounding only
+            w = spread
+    residual = mgda_residual(matrix, w)
+    if not residual <= MGDA_TOLERANCE:
+        raise RuntimeError(
+            f"mgda: the min-norm solver stopped at KKT residual {residual:.3g}·max M_ii > {MGDA_TOLERANCE:g} "
+            f"(m = {m}, {cycles} cycles); please report this Gram matrix: {gram.tolist()}."
+        )
+    return torch.from_numpy(w), cycles, residual
 
 
 def project_conflicts(gram: Tensor, weights: Tensor, targets: Sequence[Sequence[int]]) -> Tensor:
