@@ -11,6 +11,7 @@ the line (or row) and the record id, never the text.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 PAIR_KEYS = ("id", "prompt", "chosen", "rejected", "dim", "source", "split")
 SPLITS = ("train", "test")
+# Carved from a file's 'train' records by prompt (never by pair), for tuning without touching 'test': a train
+# prompt is in 'validation' when sha256(VALIDATION_SALT + its normalised text) % VALIDATION_FOLDS == 0 (about an
+# eighth of the train prompts), and 'fit' holds the rest of 'train'. Fixed by the salt, so every run carves the
+# same; independent of the test rule (data/SOURCES.md), whose hash has no salt.
+DERIVED_SPLITS = ("fit", "validation")
+VALIDATION_SALT, VALIDATION_FOLDS = "panacea-validation-v1:", 8
 MAPPABLE_KEYS = ("id", "prompt", "chosen", "rejected", "dim", "split")
 TEXT_KEYS = ("prompt", "chosen", "rejected")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -44,7 +51,9 @@ class PairSource:
         default="train",
         metadata={
             "help": "JSONL file or single saved Dataset: keep records whose 'split' column equals this ('train' or "
-            "'test'; a source without that column is used whole). DatasetDict folder or hub: the split to load."
+            "'test'; a source without that column is used whole), or a part of 'train' carved by prompt: "
+            "'validation' (about an eighth of the train prompts, for tuning) and 'fit' (the rest), disjoint. "
+            "DatasetDict folder or hub: the split to load."
         },
     )
     dim: str | None = field(
@@ -75,7 +84,12 @@ class PairSource:
         _require(isinstance(self.path, str) and bool(self.path.strip()), "path", self.path, "a non-empty string")
         _require(_is_label(self.split), "split", self.split, "a non-empty split name")
         if self.path.endswith(JSONL_SUFFIXES):
-            _require(self.split in SPLITS, "split", self.split, f"one of {SPLITS} for a JSONL file")
+            _require(
+                self.split in SPLITS + DERIVED_SPLITS,
+                "split",
+                self.split,
+                f"one of {SPLITS + DERIVED_SPLITS} for a JSONL file",
+            )
         _require(self.dim is None or _is_label(self.dim), "dim", self.dim, "None or a dimension name")
         _require(
             isinstance(self.columns, dict)
@@ -148,6 +162,8 @@ def load_pairs(source: PairSource, dimension: str, known_dimensions: Sequence[st
                 "within a source (they key caches and logs)."
             )
         first_where[pair.id] = where
+        if split == "train" and source.split in DERIVED_SPLITS:
+            split = "validation" if in_validation_fold(pair.prompt) else "fit"
         found[pair.dim, split or source.split] += 1
         if pair.dim == wanted_dim and (split is None or split == source.split):
             pairs.append(pair)
@@ -208,6 +224,13 @@ def _validate(
         raise ValueError(f"{label}: split {_show(split)} is not one of {SPLITS}.")
     pair_id = pair_id or where  # a source without an id column: its position is the id
     return PairRecord(pair_id, record["prompt"], record["chosen"], record["rejected"], dim, where), split
+
+
+def in_validation_fold(prompt: str) -> bool:
+    """Whether a train prompt belongs to the carved 'validation' split (see DERIVED_SPLITS): by prompt, so that all
+    pairs (and generations) of one prompt fall on one side."""
+    normalised = " ".join(prompt.lower().split())
+    return int(hashlib.sha256((VALIDATION_SALT + normalised).encode("utf-8")).hexdigest(), 16) % VALIDATION_FOLDS == 0
 
 
 def _subsample(pairs: list[PairRecord], max_pairs: int | None, seed: int) -> list[PairRecord]:

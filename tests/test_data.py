@@ -11,6 +11,7 @@ from panacea.data import (
     PairRecord,
     PairSource,
     TruncationStats,
+    in_validation_fold,
     load_dimension,
     load_pairs,
     tokenize_pairs,
@@ -192,7 +193,7 @@ def test_missing_files_and_unreachable_hub_ids(tmp_path, monkeypatch):
     ("settings", "message"),
     [
         ({"path": ""}, r"PairSource.path must be a non-empty string"),
-        ({"split": "validation"}, r"PairSource.split must be one of \('train', 'test'\) for a JSONL file"),
+        ({"split": "dev"}, r"PairSource.split must be one of \('train', 'test', 'fit', 'validation'\) for a JSONL"),
         ({"dim": ""}, r"PairSource.dim must be None or a dimension name"),
         ({"columns": {"source": "origin"}}, r"PairSource.columns must be a mapping from keys among"),
         ({"columns": {"prompt": "chosen"}}, r"column\(s\) \['chosen'\] are used twice"),
@@ -340,3 +341,19 @@ def test_smollm2_template_splits_the_conversation_exactly():
     end_of_turn = tokenizer("<|im_end|>\n", add_special_tokens=False).input_ids
     assert all(p.prompt_ids[-len(generation_prompt) :] == generation_prompt for p in pairs)
     assert all(p.chosen_ids[-len(end_of_turn) :] == end_of_turn == p.rejected_ids[-len(end_of_turn) :] for p in pairs)
+
+
+def test_validation_is_carved_from_train_by_prompt_and_fit_is_the_rest():
+    """Shipped helpful pairs: 'fit' and 'validation' split 'train' by prompt, disjoint, never touching 'test'."""
+    known = ["helpful", "harmless", "concise"]
+    source = "data/helpful.jsonl.gz"
+    train, test = (load_pairs(PairSource(source, split=split), "helpful", known) for split in ("train", "test"))
+    fit, validation = (load_pairs(PairSource(source, split=split), "helpful", known) for split in ("fit", "validation"))
+    assert sorted(ids(fit) + ids(validation)) == sorted(ids(train)) and not set(ids(fit)) & set(ids(validation))
+    assert not set(ids(validation)) & set(ids(test))
+    prompts = {
+        side: {" ".join(p.prompt.lower().split()) for p in pairs} for side, pairs in (("fit", fit), ("v", validation))
+    }
+    assert not prompts["fit"] & prompts["v"]  # by prompt: all pairs of one prompt fall on one side
+    assert 0.08 < len(prompts["v"]) / (len(prompts["v"]) + len(prompts["fit"])) < 0.18  # about an eighth
+    assert all(in_validation_fold(p.prompt) for p in validation) and not any(in_validation_fold(p.prompt) for p in fit)
