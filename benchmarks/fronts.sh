@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark-size comparison (README "Results at benchmark size"): for configs/NAME.yaml, train and
+# The benchmark-size comparison (docs/benchmarks.md): for configs/NAME.yaml, train and
 # evaluate over the λ grid
 #   NAME        Panacea + linear scalarisation (the config as it is)
 #   NAME-tche   Panacea + Tchebycheff (needs one λ per group of pairs: 4 groups of 2 pairs per dimension)
@@ -13,7 +13,7 @@
 # docs/results/NAME/RUN/eval/ and its training record (config.yaml, the per-step log.jsonl, a soups run's
 # manifest.json and its members' config and log) to docs/results/NAME/RUN/train/, and `panacea compare` then
 # compares every published run of NAME into docs/results/NAME/compare.{md,json,png}. The published files are
-# what the README reports; runs/ (the adapters, checkpoints and caches) stays out of git. A run published
+# what docs/benchmarks.md and the README report; runs/ (the adapters, checkpoints and caches) stays out of git. A run published
 # earlier (e.g. on another machine) is compared with the new ones without being retrained.
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
