@@ -11,9 +11,11 @@
 #
 # Each evaluated run's results (results.json / results.md / front.png, per soups mode) are published to
 # docs/results/NAME/RUN/eval/ and its training record (config.yaml, the per-step log.jsonl, a soups run's
-# manifest.json and its members' config and log) to docs/results/NAME/RUN/train/, and `panacea compare` then
+# manifest.json and its members' config and log, the final adapter weights and the last state.json; no
+# optimizer state) to docs/results/NAME/RUN/train/; a run whose folder in runs/ is gone (a fresh machine) is
+# restored from there instead of trained again, and `panacea compare` then
 # compares every published run of NAME into docs/results/NAME/compare.{md,json,png}. The published files are
-# what docs/benchmarks.md and the README report; runs/ (the adapters, checkpoints and caches) stays out of git. A run published
+# what docs/benchmarks.md and the README report; runs/ (checkpoints, caches) stays out of git. A run published
 # earlier (e.g. on another machine) is compared with the new ones without being retrained.
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
@@ -108,12 +110,32 @@ keep_references() {  # the reference log-probs computed since RUN first started,
   copy_new "$seed" "${computed[@]}"
 }
 
-publish_training() {  # copy a run's training record (not its weights or checkpoints) to $published/RUN/train/:
-  local run=$1 file  # the config, the per-step log (losses, margins, λ weights, tokens), a soups manifest, members'
+publish_training() {  # copy a run's training record and final adapter weights (not its checkpoints' optimizer
+  local run=$1 file  # state) to $published/RUN/train/: the config, the per-step log, a soups manifest, members'
+  # configs and logs, the final adapter(s) (4.75 MB for hh-2d's Panacea) and the last checkpoint's state.json (steps,
+  # tokens, seconds): a fresh machine re-scores a published run from these without training it again (restore)
   for file in "$runs_dir/$run"/{config.yaml,log.jsonl,manifest.json} \
-              "$runs_dir/$run"/soups/*/{config.yaml,log.jsonl}; do
+              "$runs_dir/$run"/soups/*/{config.yaml,log.jsonl} \
+              "$runs_dir/$run"/adapter/* "$runs_dir/$run"/soups/*/adapter/*; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
   done
+  local last
+  last=$(find "$runs_dir/$run/checkpoints" -maxdepth 2 -name state.json 2>/dev/null | sort -V | tail -n 1 || true)
+  if [[ -n $last ]]; then copy "$last" "$published/$run/train/${last#"$runs_dir/$run"/}"; fi
+}
+
+finished() {  # whether RUN's training is complete in $runs_dir: its final adapter, or a soups run's manifest
+  [[ -f $runs_dir/$1/adapter/adapter_model.safetensors ]] || grep -qs '"complete": true' "$runs_dir/$1/manifest.json"
+}
+
+restore() {  # a run published with its weights (publish_training) back into $runs_dir when it is not there
+  local run=$1 record=$published/$1/train
+  if finished "$run"; then return; fi
+  [[ -f $record/adapter/adapter_model.safetensors ]] || grep -qs '"complete": true' "$record/manifest.json" || return 0
+  [[ ! -e $runs_dir/$run ]] || { echo "fronts.sh: $runs_dir/$run holds an unfinished run; not restoring over it" >&2; return 0; }
+  echo "=== $run: restored from $record (its published weights; not trained again)"
+  mkdir -p "$runs_dir"
+  cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
 }
 
 publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MODE] to $published/RUN/eval[/MODE]/:
@@ -126,8 +148,13 @@ publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MO
 for run in "${runs[@]}"; do
   echo "=== $run: train $(date -u +%H:%M:%S)"
   snapshot "$run"
-  # shellcheck disable=SC2086  # the settings are words on purpose
-  "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
+  restore "$run"
+  if finished "$run"; then
+    echo "=== $run: trained already"
+  else
+    # shellcheck disable=SC2086  # the settings are words on purpose
+    "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
+  fi
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done

@@ -80,7 +80,7 @@ def test_soups_modes_names_the_modes_a_soups_run_is_evaluated_in():
     assert "train" not in typo.stdout
 
 
-def test_evaluations_and_training_records_are_published_without_weights_or_cache_and_every_run_is_compared(tmp_path):
+def test_evaluations_training_records_and_weights_are_published_without_optimizer_state_or_cache(tmp_path):
     runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
     written = (
         "hh-2d/eval/results.json",
@@ -89,6 +89,8 @@ def test_evaluations_and_training_records_are_published_without_weights_or_cache
         "hh-2d/log.jsonl",
         "hh-2d/adapter/adapter_model.safetensors",
         "hh-2d/checkpoints/step-10/optimizer.safetensors",
+        "hh-2d/checkpoints/step-10/state.json",
+        "hh-2d/checkpoints/step-9/state.json",
         "soups-hh-2d/eval/ab/results.json",
         "soups-hh-2d/eval/delta/front.png",
         "soups-hh-2d/manifest.json",
@@ -108,14 +110,19 @@ def test_evaluations_and_training_records_are_published_without_weights_or_cache
     assert copied == [
         "hh-2d-tche/eval/results.json",
         "hh-2d/eval/results.json",
+        "hh-2d/train/adapter/adapter_model.safetensors",
+        "hh-2d/train/checkpoints/step-10/state.json",  # the last checkpoint's (step 10, not 9): steps, tokens, time
         "hh-2d/train/config.yaml",
         "hh-2d/train/log.jsonl",
         "soups-hh-2d/eval/ab/results.json",
         "soups-hh-2d/eval/delta/front.png",
         "soups-hh-2d/train/manifest.json",
+        "soups-hh-2d/train/soups/helpful/adapter/adapter_model.safetensors",
         "soups-hh-2d/train/soups/helpful/config.yaml",
         "soups-hh-2d/train/soups/helpful/log.jsonl",
     ]
+    trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+    assert len(trains) == 1 and "soups-hh-2d" in trains[0]  # hh-2d holds its final adapter: not trained again
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
     assert compare == [
         [
@@ -210,3 +217,22 @@ def test_an_evaluation_cut_short_publishes_only_the_mode_it_finished(tmp_path):
     assert sorted(str(path.relative_to(published)) for path in published.rglob("results.json")) == [
         "eval/ab/results.json"
     ]
+
+
+def test_a_run_published_with_its_weights_is_restored_not_trained_again(tmp_path):
+    """A fresh machine: runs/ is empty, docs/results holds the training record and the adapter."""
+    record = tmp_path / "published/hh-2d/hh-2d/train"
+    for name in ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors", "checkpoints/step-100/state.json"):
+        (record / name).parent.mkdir(parents=True, exist_ok=True)
+        (record / name).write_text("{}")
+    soups = tmp_path / "published/hh-2d/soups-hh-2d/train"
+    soups.mkdir(parents=True)
+    (soups / "manifest.json").write_text('{"complete": false}')  # an unfinished soups record is not restored
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d")
+    assert done.returncode == 0, done.stderr
+    runs = tmp_path / "runs"
+    assert (runs / "hh-2d/adapter/adapter_model.safetensors").is_file()
+    assert (runs / "hh-2d/checkpoints/step-100/state.json").is_file()
+    trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+    assert len(trains) == 1 and "output_dir=" + str(runs / "soups-hh-2d") in trains[0]
+    assert "hh-2d: restored from" in done.stdout
