@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from panacea.adapters import PanaceaModel
-from panacea.training.logprobs import collate_pairs, response_log_probs
+from panacea.training.logprobs import DEFAULT_TOKEN_BUDGET, pair_log_probs
 from panacea.training.objectives import reward_margin
 from panacea.training.reference import reference_log_probs, update_with_pairs
 from panacea.training.trainer import reference_settings
@@ -55,12 +55,14 @@ def score_pairs(
     batch_size: int,
     reference_settings: dict,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
 ) -> list[dict[str, dict[str, float]]]:
     """For each λ in `preferences` (n, m): {set name: {"accuracy", "win_probability", "margin", "pairs", "values"}}.
 
     `values` holds every pair's margin ({"margin": [...]}, in the set's order, 7 significant digits).
 
-    `batch_size` counts (pair, λ) combinations per forward (two rows each: chosen and rejected).
+    `batch_size` is the reference pass's pairs per forward; the policy's forwards hold about `token_budget`
+    padded tokens of [prompt, chosen, rejected] rows (panacea.training.logprobs.pair_log_probs).
     """
     was_training = model.training
     model.eval()
@@ -75,7 +77,14 @@ def score_pairs(
                 settings=reference_settings,
                 autocast=autocast,
             )
-            policy = _policy_log_probs(model, pair_set.pairs, preferences, pad_token_id, batch_size, autocast)
+            policy = pair_log_probs(
+                model,
+                pair_set.pairs,
+                preferences,
+                pad_token_id=pad_token_id,
+                token_budget=token_budget,
+                autocast=autocast,
+            )  # (n, pairs, 2): every λ in mixed-preference batches, each prompt run once for both responses
             margins = reward_margin(
                 policy[..., 0], policy[..., 1], reference[:, 0], reference[:, 1], pair_set.beta
             )  # (n, pairs)
@@ -110,30 +119,6 @@ def score_run_pairs(
         reference_settings=reference_settings(config),
         autocast=autocast,
     )
-
-
-def _policy_log_probs(
-    model: PanaceaModel,
-    pairs: Sequence[TokenizedPair],
-    preferences: Tensor,
-    pad_token_id: int,
-    batch_size: int,
-    autocast: Callable[[], contextlib.AbstractContextManager],
-) -> Tensor:
-    """Summed response log-probs (n, pairs, 2) at every λ, batching (pair, λ) combinations of similar length."""
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt_ids) + len(pairs[i].chosen_ids))
-    combos = [(pair, point) for pair in order for point in range(len(preferences))]
-    result = torch.empty(len(preferences), len(pairs), 2)
-    device_preferences = preferences.to(model.device)
-    for start in range(0, len(combos), batch_size):
-        chunk = combos[start : start + batch_size]
-        batch = collate_pairs([pairs[pair] for pair, _ in chunk], pad_token_id).to(model.device)
-        rows = device_preferences[[point for _, point in chunk]].repeat(2, 1)  # chosen rows, then rejected rows
-        with autocast():
-            logps = response_log_probs(model, batch, preference=rows).float().cpu().view(2, len(chunk))
-        for slot, (pair, point) in enumerate(chunk):
-            result[point, pair] = logps[:, slot]
-    return result
 
 
 def load_pair_sets(config, tokenizer) -> list[PairSet]:

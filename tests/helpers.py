@@ -124,3 +124,23 @@ def kill_when_checkpointed(command: list[str], checkpoint: Path, timeout: float 
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (checkpoint.parents[1] / "adapter").exists(), "the run finished before it was killed"
+
+
+def tiny_soup(rank: int = 2, seed: int = 3):
+    """A rewarded soup ('ab') of two random LoRAs on q_proj and v_proj of a tiny Llama, without a run folder."""
+    from panacea.adapters import SoupModel
+    from peft import LoraConfig, get_peft_model
+
+    targets = ("q_proj", "v_proj")
+    slot = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), lora_dropout=0.0, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(tiny_llama(), slot)
+    generator = torch.Generator().manual_seed(seed)
+    members = {}  # {module: (A (m, R, in), B (m, out, R))}
+    for name, module in peft_model.get_base_model().named_modules():
+        if name.endswith(targets):
+            layer = module.base_layer
+            members[name] = (
+                torch.randn(2, rank, layer.in_features, generator=generator) * 0.3,
+                torch.randn(2, layer.out_features, rank, generator=generator) * 0.3,
+            )
+    return SoupModel(peft_model, members, scaling=1.0, mode="ab", dimensions=list(DIMENSIONS)).eval()
