@@ -35,16 +35,14 @@ import os
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
+import _children  # benchmarks/_children.py (the script's folder is on sys.path)
 import torch
 from transformers import AutoTokenizer, TrainerCallback
-from transformers.utils import logging as transformers_logging
 
 from panacea.base_model import embedded_model_folder, load_base_model
 from panacea.data import PairRecord, PairSource, TokenizedPair, load_dimension, load_pairs, tokenize_pairs
@@ -82,7 +80,7 @@ def main() -> None:
         parser.error(
             f"--batch-size {args.batch_size} must be a multiple of --micro-batch-size {args.micro_batch_size}."
         )
-    quiet_third_party_output()
+    _children.quiet_third_party_output()
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="dpo-throughput-") as folder:
@@ -174,41 +172,9 @@ def matmul_peak(size: int, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def omp_wait_policy() -> str:
-    """The children's OpenMP wait policy: the caller's OMP_WAIT_POLICY, else PASSIVE."""
-    return os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def run_in_child(name: str, plan: Path, folder: Path) -> dict:
-    """Run one contender in a fresh interpreter; its output goes to a log, shown only if it fails."""
-    folder.mkdir()
-    threads = str(json.loads(plan.read_text())["threads"])
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        # On a busy machine a spinning OpenMP worker loses its time slice, and every parallel op then waits for
-        # it: ~8 ms per element-wise op here at 2 threads, vs 0.1 ms when idle workers sleep. Both contenders get
-        # the same policy; set OMP_WAIT_POLICY yourself to override it.
-        "OMP_WAIT_POLICY": omp_wait_policy(),
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-        "TQDM_DISABLE": "1",
-        "DPO_THROUGHPUT_DIR": str(folder),
-    }
-    log = folder / "log.txt"
-    with log.open("w") as handle:
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--plan", str(plan)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-            check=False,
-        )
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-40:])
-        raise SystemExit(f"the {name} run failed (exit {done.returncode}); the end of its output:\n{tail}")
-    return json.loads((folder / "result.json").read_text())
+    """One contender in a fresh interpreter (benchmarks/_children.py)."""
+    return _children.run_in_child(__file__, name, plan, folder, "DPO_THROUGHPUT_DIR")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,7 +184,7 @@ def run_in_child(name: str, plan: Path, folder: Path) -> dict:
 def run_child(name: str, plan_path: Path) -> None:
     plan = json.loads(plan_path.read_text())
     folder = Path(os.environ["DPO_THROUGHPUT_DIR"])
-    quiet_third_party_output()
+    _children.quiet_third_party_output()
     torch.set_num_threads(plan["threads"])
     result = run_ours(plan, folder) if name == "ours" else run_trl(plan, folder)
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
@@ -466,7 +432,8 @@ def report(args, plan: dict, results: dict[str, list[dict]], peak: float, load: 
 
     print(
         f"\n- Settings: {ours[0]['threads']} torch threads (TRL: {theirs[0]['threads']}), OMP_WAIT_POLICY "
-        f"{omp_wait_policy()}, load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs; fp32 CPU, torch "
+        f"{_children.omp_wait_policy()}, load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs; "
+        "fp32 CPU, torch "
         f"{torch.__version__}; {args.steps} optimizer steps (step 1 not timed) × {args.batch_size} pairs "
         f"(micro-batch {args.micro_batch_size}), max_length {args.max_length}, max_prompt_length "
         f"{args.max_prompt_length}, k = {args.svd_rank} (rank {args.svd_rank + 1}), β {args.beta}, lr "
@@ -497,12 +464,6 @@ def checks(plan: dict, ours: list[dict], theirs: list[dict]) -> None:
         f"loss at step 1 (ln 2 = 0.6931): ours {ours[0]['loss'][0]:.4f}, TRL {theirs[0]['loss'][0]:.4f}; "
         f"at step {plan['steps']}: ours {ours[0]['loss'][-1]:.4f}, TRL {theirs[0]['loss'][-1]:.4f}."
     )
-
-
-def quiet_third_party_output() -> None:
-    """As `panacea.cli`'s, without importing the CLI: no loading bars, no warnings nobody can act on."""
-    transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _version(package: str) -> str:

@@ -38,15 +38,13 @@ import os
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
+import _children  # benchmarks/_children.py (the script's folder is on sys.path)
 import torch
-from transformers.utils import logging as transformers_logging
 
 CONTENDERS = ("anchor", "previous", "fast", "fast-unpacked", "fast-per-point")
 DEFAULT_CONTENDERS = "anchor,previous,fast"
@@ -82,7 +80,7 @@ def main() -> None:
         from panacea.training.logprobs import DEFAULT_TOKEN_BUDGET
 
         args.token_budget = DEFAULT_TOKEN_BUDGET
-    quiet_third_party_output()
+    _children.quiet_third_party_output()
 
     with tempfile.TemporaryDirectory(prefix="scoring-throughput-") as folder:
         workdir = Path(folder)
@@ -134,37 +132,9 @@ def write_plan(args, workdir: Path) -> Path:
     return path
 
 
-def omp_wait_policy() -> str:
-    """The children's OpenMP wait policy: the caller's OMP_WAIT_POLICY, else PASSIVE."""
-    return os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def run_in_child(name: str, plan: Path, folder: Path) -> dict:
-    """Run one contender in a fresh interpreter; its output goes to a log, shown only if it fails."""
-    folder.mkdir()
-    threads = str(json.loads(plan.read_text())["threads"])
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        # A spinning OpenMP worker that loses its time slice stalls every parallel op (benchmarks/dpo_throughput.py).
-        "OMP_WAIT_POLICY": omp_wait_policy(),
-        "TOKENIZERS_PARALLELISM": "false",
-        "SCORING_THROUGHPUT_DIR": str(folder),
-    }
-    log = folder / "log.txt"
-    with log.open("w") as handle:
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--plan", str(plan)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-            check=False,
-        )
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-40:])
-        raise SystemExit(f"the {name} run failed (exit {done.returncode}); the end of its output:\n{tail}")
-    return json.loads((folder / "result.json").read_text())
+    """One contender in a fresh interpreter (benchmarks/_children.py)."""
+    return _children.run_in_child(__file__, name, plan, folder, "SCORING_THROUGHPUT_DIR")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,7 +147,7 @@ def run_child(name: str, plan_path: Path) -> None:
 
     plan = json.loads(plan_path.read_text())
     folder = Path(os.environ["SCORING_THROUGHPUT_DIR"])
-    quiet_third_party_output()
+    _children.quiet_third_party_output()
     torch.set_num_threads(plan["threads"])
     model, _ = load_base_model(device="cpu")
     model.eval()
@@ -301,7 +271,7 @@ def summarize(args, plan: dict, results: dict[str, list[dict]], load: tuple[floa
             "batch_size": args.batch_size,
             "token_budget": args.token_budget,
             "threads": args.threads,
-            "omp_wait_policy": omp_wait_policy(),
+            "omp_wait_policy": _children.omp_wait_policy(),
             "repeats": args.repeats,
             "seed": args.seed,
             "torch": torch.__version__,
@@ -351,12 +321,6 @@ def report(measurement: dict) -> None:
         f"{settings['load_average'][1]:.1f} on {settings['cpus']} CPUs; fp32 CPU, torch {settings['torch']}; "
         f"{settings['repeats']} repeat(s), contenders alternately, one process each (medians; ratios per repeat)."
     )
-
-
-def quiet_third_party_output() -> None:
-    """No loading bars, no warnings nobody can act on."""
-    transformers_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 if __name__ == "__main__":
