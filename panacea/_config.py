@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -225,6 +226,15 @@ def _list_index(container: list[Any], segment: str, path: str) -> int:
     return index
 
 
+def _suggest(unknown: list, known) -> str:
+    """Near misses (difflib): "did you mean 'learning_rat' → 'learning_rate'?"; else "known keys are [...]."."""
+    near = {key: difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.75) for key in unknown}
+    hints = [f"{key!r} → {match[0]!r}" for key, match in near.items() if match]
+    if hints:
+        return "did you mean " + ", ".join(hints) + "?"
+    return f"known keys are {sorted(known)}."
+
+
 def _child_type(annotation: Any, key: str, path: str) -> Any:
     """The annotation of field `key` under `annotation` (None when unknown); raises for an unknown field."""
     annotation = _strip_optional(annotation)
@@ -232,7 +242,7 @@ def _child_type(annotation: Any, key: str, path: str) -> Any:
         fields = _init_field_types(annotation)
         if key not in fields:
             where = f" at {path}" if path else ""
-            raise ValueError(f"unknown {annotation.__name__} key {key!r}{where}; known keys are {sorted(fields)}.")
+            raise ValueError(f"unknown {annotation.__name__} key {key!r}{where}; {_suggest([key], fields)}")
         return fields[key]
     return _item_type(annotation, dict)
 
@@ -291,7 +301,7 @@ def _build(cls: type[T], data: Any, path: str) -> T:
     if unknown:
         raise _ConfigError(
             path,
-            f"unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(types_by_name)}. "
+            f"unknown {cls.__name__} key(s) {unknown}; {_suggest(unknown, types_by_name)} "
             "Check for typos or a config written by a newer panacea.",
         )
     missing = [name for name in _required_fields(cls) if name not in data]

@@ -57,6 +57,7 @@ def quiet_third_party_output() -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panacea", description="One model for every trade-off between objectives.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
@@ -231,6 +232,16 @@ def _parse_scorers(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown scorer(s) {unknown or text!r}; choose from {', '.join(SCORERS)}")
     return names
+
+
+def _version() -> str:
+    """The installed distribution's version (panacea-align), without importing the package's heavy parts."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("panacea-align")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
 
 
 def _add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:

@@ -261,3 +261,16 @@ def test_eval_bad_input_gives_one_line_errors(training_config, tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(["eval", str(tmp_path / "trained"), "--scorers", "pairs,votes"])
     assert "unknown scorer(s) ['votes']" in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_distributions_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"panacea {version('panacea-align')}"
+
+
+def test_a_misspelt_key_gets_did_you_mean(training_config, capsys):
+    assert main(["train", str(training_config), "--set", "learning_rat=1e-3"]) == 2
+    assert "did you mean 'learning_rat' → 'learning_rate'?" in capsys.readouterr().err

@@ -200,14 +200,18 @@ def test_unknown_key_deep_inside_names_the_dotted_path(tmp_path):
     with pytest.raises(ValueError) as error:
         load_config(RunConfig, path)
     assert str(error.value) == (
-        f"{path}: dimensions[1].data[0]: unknown PairSource key(s) ['pathh']; known keys are ['path', 'weight']. "
+        f"{path}: dimensions[1].data[0]: unknown PairSource key(s) ['pathh']; did you mean 'pathh' → 'path'? "
         "Check for typos or a config written by a newer panacea."
     )
 
 
 def test_unknown_top_level_key_keeps_its_message():
-    with pytest.raises(ValueError, match=re.escape("run.yaml: unknown RunConfig key(s) ['sed']; known keys are")):
+    with pytest.raises(ValueError, match=re.escape("run.yaml: unknown RunConfig key(s) ['sed']; did you mean 'sed'")):
         dataclass_from_dict(RunConfig, {"sed": 1}, "run.yaml")
+    with pytest.raises(
+        ValueError, match=re.escape("unknown RunConfig key(s) ['zzz']; known keys are ['adapter', 'dimensions'")
+    ):
+        dataclass_from_dict(RunConfig, {"zzz": 1}, "run.yaml")  # nothing near: every key is listed
 
 
 def test_init_false_fields_are_not_keys():
@@ -293,9 +297,9 @@ def test_overrides_create_nested_mappings_and_parse_values():
             "--set 'optimizer.lr=1e-4': unknown Optimizer key 'lr' at optimizer; "
             "known keys are ['learning_rate', 'weight_decay'].",
         ),
-        ("sede=1", "--set 'sede=1': unknown RunConfig key 'sede'; known keys are ['adapter', 'dimensions', "),
+        ("sede=1", "--set 'sede=1': unknown RunConfig key 'sede'; did you mean 'sede' → 'seed'?"),
         ("dimensions.1.data.0.pathh=x", "--set 'dimensions.1.data.0.pathh=x': unknown PairSource key 'pathh' at "),
-        ("adapter.svd_rnak=4", "--set 'adapter.svd_rnak=4': unknown PanaceaConfig key 'svd_rnak' at adapter; known"),
+        ("adapter.svd_rnak=4", "--set 'adapter.svd_rnak=4': unknown PanaceaConfig key 'svd_rnak' at adapter; did you"),
         ("dimensions.5.beta=1", "--set 'dimensions.5.beta=1': dimensions has 2 item(s), so there is no item 5."),
         ("dimensions.first.beta=1", "--set 'dimensions.first.beta=1': dimensions is a list; expected an integer"),
         ("seed.value=1", "--set 'seed.value=1': seed is 3, not a mapping or a list, so it has no 'value'."),
