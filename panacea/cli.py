@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
     quiet_third_party_output()
     try:
         args.run(args)
@@ -42,6 +42,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"panacea {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--preference -0.2,1.2` as `--preference=-0.2,1.2`: argparse reads a value that starts with '-' and is not
+    one plain number as an option, so the user would get "expected one argument" instead of λ's own error."""
+    words, result = list(argv), []
+    while words:
+        word = words.pop(0)
+        if word == "--preference" and words and words[0].startswith("-") and words[0] != "--":
+            word = f"{word}={words.pop(0)}"
+        result.append(word)
+    return result
 
 
 def quiet_third_party_output() -> None:
@@ -345,9 +357,14 @@ def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTok
     """The saved adapter on its base model: --model, else the name recorded in the adapter's fingerprint."""
     from panacea.adapters import PanaceaModel
     from panacea.base_model import load_base_model
+    from panacea.preferences import validate_preference
 
     folder = _adapter_folder(args.adapter)
-    fingerprint = read_json(folder / CONFIG_NAME).get("base_model") or {}
+    saved = read_json(folder / CONFIG_NAME)
+    adapter = saved.get("adapter") if isinstance(saved.get("adapter"), dict) else {}
+    if isinstance(adapter.get("num_preferences"), int):  # λ is checked before the model loads (seconds)
+        validate_preference(args.preference, adapter["num_preferences"], names=adapter.get("preference_names"))
+    fingerprint = saved.get("base_model") or {}
     model_name = args.model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
     if not model_name:
         raise ValueError(f"{folder} does not record which base model it was saved from; pass --model.")

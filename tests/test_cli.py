@@ -274,3 +274,19 @@ def test_version_prints_the_installed_distributions_version(capsys):
 def test_a_misspelt_key_gets_did_you_mean(training_config, capsys):
     assert main(["train", str(training_config), "--set", "learning_rat=1e-3"]) == 2
     assert "did you mean 'learning_rat' → 'learning_rate'?" in capsys.readouterr().err
+
+
+def test_a_negative_weight_parses_and_is_refused_before_the_model_loads(saved_adapter, capsys, monkeypatch):
+    """`--preference -0.2,1.2` was read as an option by argparse; now λ's own error, and no model is loaded."""
+    import panacea.base_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the base model was loaded before λ was checked")
+
+    monkeypatch.setattr(panacea.base_model, "load_base_model", refuse)
+    adapter = str(saved_adapter)
+    assert main(["generate", adapter, "--preference", "-0.2,1.2", "hi"]) == 2
+    error = capsys.readouterr().err
+    assert "panacea generate: error:" in error and "negative" in error.lower()
+    assert main(["export", adapter, "--preference", "0.5,0.6", "out"]) == 2  # a bad sum: refused as early
+    assert "must sum to 1" in capsys.readouterr().err
