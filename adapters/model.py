@@ -299,8 +299,10 @@ class PanaceaModel(nn.Module):
         return panacea
 
     @torch.no_grad()
-    def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike) -> None:
+    def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write a plain peft LoRA (rank k + m·r) that reproduces this model at the fixed preference λ.
+
+        A `directory` that holds anything (another export, a Panacea adapter, a run) is refused unless `overwrite`.
 
         lora_A = A, lora_B = scaling · B diag(d), lora_alpha = r; load it with `peft.PeftModel.from_pretrained`.
         The folder also holds a README.md, and the safetensors metadata records λ ({name: weight} when the
@@ -320,6 +322,7 @@ class PanaceaModel(nn.Module):
             fan_in_fan_out=layouts.pop(),
             base_model_name_or_path=getattr(self.base_model.config, "name_or_path", None),
             preference=preference_as_json(preference, self.panacea_config.preference_names),
+            overwrite=overwrite,
         )
 
     def _single_preference(self, preference: PreferenceLike, operation: str) -> torch.Tensor:

@@ -144,6 +144,37 @@ def _read_fingerprint(fingerprint: Any, config_path: Path) -> dict[str, Any]:
     return fingerprint
 
 
+def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse to export into a folder that holds anything, unless `overwrite`: an export replaces the folder's files,
+    and a Panacea adapter or training run there would be lost (the rerun of `generate` then fails far from here)."""
+    path = Path(directory)
+    if overwrite or not path.exists():
+        return
+    if not path.is_dir():
+        return  # atomic_directory names it: "exists and is not a directory"
+    contents = sorted(entry.name for entry in path.iterdir())
+    if not contents:
+        return
+    if (path / RUN_ADAPTER_DIR / CONFIG_NAME).is_file() or (path / "config.yaml").is_file():
+        what = "a training run"
+    elif (path / CONFIG_NAME).is_file() and "adapter" in _read_json_or_empty(path / CONFIG_NAME):
+        what = "a Panacea adapter"
+    else:
+        what = f"{len(contents)} file(s) or folder(s) ({', '.join(contents[:3])}{', …' if len(contents) > 3 else ''})"
+    raise FileExistsError(
+        f"{path} already holds {what}; export into a new or empty folder, or pass --overwrite "
+        "(overwrite=True) to replace what is there."
+    )
+
+
+def _read_json_or_empty(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def save_peft_lora(
     directory: str | os.PathLike,
     lora_weights: dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -153,8 +184,11 @@ def save_peft_lora(
     fan_in_fan_out: bool,
     base_model_name_or_path: str | None,
     preference: dict[str, float] | list[float],
+    overwrite: bool = False,
 ) -> None:
     """Write a plain peft LoRA adapter with lora_alpha = r (scaling 1) from {module name: (lora_A, lora_B)}.
+
+    A `directory` that holds anything is refused unless `overwrite` (check_export_target).
 
     `preference` is the λ it was exported at, {name: weight} or the list of weights: it goes into the
     safetensors metadata under 'panacea_preference' (as JSON) and into the folder's README.md.
@@ -174,6 +208,7 @@ def save_peft_lora(
     for name, (lora_a, lora_b) in lora_weights.items():
         state_dict[f"base_model.model.{name}.lora_A.weight"] = lora_a
         state_dict[f"base_model.model.{name}.lora_B.weight"] = lora_b
+    check_export_target(directory, overwrite)
     metadata = {"format": "pt", PREFERENCE_METADATA_KEY: json.dumps(preference)}
     with atomic_directory(directory) as staging:
         save_file(_to_cpu(state_dict), staging / WEIGHTS_NAME, metadata=metadata)

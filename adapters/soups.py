@@ -35,7 +35,7 @@ from panacea.preferences import PreferenceLike, validate_preference
 
 from .config import PanaceaConfig
 from .model import _shortest_target_modules, find_target_modules
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, check_fingerprint
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, check_export_target, check_fingerprint
 
 SoupMode = Literal["ab", "delta"]
 MODES: tuple[str, ...] = get_args(SoupMode)  # the one list of modes
@@ -316,8 +316,11 @@ class SoupModel(_PeftWrapper):
             self._disabled = saved
 
     @torch.no_grad()
-    def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike) -> None:
-        """Write the mix at λ as a plain peft LoRA (rank R for 'ab', m·R for 'delta'; lora_alpha = rank)."""
+    def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write the mix at λ as a plain peft LoRA (rank R for 'ab', m·R for 'delta'; lora_alpha = rank).
+
+        A `directory` that holds anything is refused unless `overwrite`, as PanaceaModel.export_lora."""
+        check_export_target(directory, overwrite)
         self.set_preference(preference)
         weights = ", ".join(f"{name}={float(w):g}" for name, w in zip(self.dimensions, self._preference, strict=True))
         with atomic_directory(directory) as staging:

@@ -174,6 +174,12 @@ def _build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="Write one trade-off as a plain peft LoRA adapter.")
     _add_adapter_arguments(export)
     export.add_argument("output_dir", help="Folder for adapter_config.json + adapter_model.safetensors.")
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace what output_dir holds (refused by default when it holds anything: another export, a Panacea "
+        "adapter, a training run).",
+    )
     export.set_defaults(run=_run_export)
     return parser
 
@@ -381,7 +387,7 @@ def _run_generate(args: argparse.Namespace) -> None:
 
 def _run_export(args: argparse.Namespace) -> None:
     model, _ = _load_adapter(args)
-    model.export_lora(args.preference, args.output_dir)
+    model.export_lora(args.preference, args.output_dir, overwrite=args.overwrite)
     print(f"wrote a peft LoRA for λ = {_format_preference(args.preference)} to {args.output_dir}")
 
 

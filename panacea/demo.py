@@ -131,7 +131,7 @@ def _export_check(model, tokenizer, config: TrainConfig, names: list[str], promp
     """Export the middle of the simplex as a plain peft LoRA and check that peft reproduces the logits."""
     preference = {name: 1 / len(names) for name in names}
     export_dir = Path(config.output_dir) / "lora-balanced"
-    model.export_lora(preference, export_dir)
+    model.export_lora(preference, export_dir, overwrite=True)  # the demo's own output, replaced on a rerun
     inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
     with torch.no_grad():
         expected = model(**inputs, preference=preference).logits

@@ -290,3 +290,21 @@ def test_a_negative_weight_parses_and_is_refused_before_the_model_loads(saved_ad
     assert "panacea generate: error:" in error and "negative" in error.lower()
     assert main(["export", adapter, "--preference", "0.5,0.6", "out"]) == 2  # a bad sum: refused as early
     assert "must sum to 1" in capsys.readouterr().err
+
+
+def test_export_never_replaces_a_folder_that_holds_something_unless_asked(saved_adapter, tmp_path, capsys):
+    """It silently replaced a trained adapter (`export RUN … RUN/adapter`) and a README.md in the folder (bug)."""
+    adapter = str(saved_adapter)
+    before = {file.name: file.read_bytes() for file in saved_adapter.iterdir() if file.is_file()}
+    assert main(["export", adapter, "--preference", "0.5,0.5", adapter]) == 2
+    assert "already holds a Panacea adapter" in capsys.readouterr().err
+    assert {file.name: file.read_bytes() for file in saved_adapter.iterdir() if file.is_file()} == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.md").write_text("mine")
+    assert main(["export", adapter, "--preference", "0.5,0.5", str(notes)]) == 2
+    assert "already holds 1 file(s) or folder(s) (README.md)" in capsys.readouterr().err
+    assert (notes / "README.md").read_text() == "mine"
+    assert main(["export", adapter, "--preference", "0.5,0.5", str(tmp_path / "lora")]) == 0
+    assert main(["export", adapter, "--preference", "0.5,0.5", str(tmp_path / "lora")]) == 2  # the second time
+    assert main(["export", adapter, "--preference", "0.4,0.6", str(tmp_path / "lora"), "--overwrite"]) == 0
