@@ -153,22 +153,27 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             "pairs; change batch_size, micro_batch_size or preference_groups for this number of processes."
         )
     resuming = resume and (output_dir / CONFIG_FILE).is_file()  # --resume on an empty folder starts a new run
+    created = not output_dir.exists()
     check_output_dir(config, output_dir, resume, accelerator)
     set_seed(config.seed)
+    try:
+        # --- model (seeded: the adapter's initialisation is part of the run) ---
+        base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=accelerator.device)
+        if config.disable_dropout:
+            for module in base_model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+        model = build_model(base_model, config).train()
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
 
-    # --- model (seeded: the adapter's initialisation is part of the run) ---
-    base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=accelerator.device)
-    if config.disable_dropout:
-        for module in base_model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0
-    model = build_model(base_model, config).train()
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-
-    # --- data and reference log-probs: every data error surfaces before the first step ---
-    dimensions = _load_dimensions(config, model, tokenizer, accelerator)
+        # --- data and reference log-probs: every data error surfaces before the first step ---
+        dimensions = _load_dimensions(config, model, tokenizer, accelerator)
+    except BaseException:
+        if not resuming and accelerator.is_main_process:  # a new run that never started leaves nothing behind,
+            _forget_failed_start(output_dir, created)  # so the rerun after the fix just works
+        raise
 
     # --- optimisation state, fresh or from the last checkpoint ---
     optimizer = torch.optim.AdamW(
@@ -448,6 +453,13 @@ def build_model(base_model: nn.Module, config: TrainConfig) -> PanaceaModel | Pl
     return get_panacea_model(base_model, config.adapter_config())
 
 
+def _forget_failed_start(output_dir: Path, created: bool) -> None:
+    """Remove what a new run's start wrote before its first step (its config.yaml; the folder if it made it)."""
+    (output_dir / CONFIG_FILE).unlink(missing_ok=True)
+    if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+
+
 def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator) -> None:
     """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config.
 
@@ -455,6 +467,16 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
     """
     saved = output_dir / CONFIG_FILE
     resolved = config_to_dict(config)
+    if (
+        not saved.is_file()
+        and output_dir.is_dir()
+        and (contents := sorted(entry.name for entry in output_dir.iterdir()))
+    ):
+        shown = ", ".join(contents[:3]) + (", …" if len(contents) > 3 else "")
+        raise ValueError(
+            f"{output_dir} is not empty ({shown}) and holds no panacea run; a new run writes its log, checkpoints "
+            "and adapter there and would mix with (or truncate) those files. Choose a new or empty output_dir."
+        )
     if saved.is_file():
         if not resume:
             raise ValueError(

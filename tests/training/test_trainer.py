@@ -242,7 +242,34 @@ def test_a_dimension_without_data_fails_at_start_up(workspace, tmp_path):
     )
     with pytest.raises(ValueError, match="empty.jsonl"):
         train(config)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # nothing left behind: no config.yaml that would refuse the rerun
+
+
+def test_the_rerun_after_a_failed_start_just_works(workspace, tmp_path):
+    """A start that failed on bad data left config.yaml, so the fixed rerun was refused ('already holds a run')."""
+    data = tmp_path / "b.jsonl"
+    data.write_text("not json\n")
+    dimensions = [
+        {"name": "a", "train": [{"path": str(workspace / "a.jsonl")}]},
+        {"name": "b", "train": [{"path": str(data)}]},
+    ]
+    with pytest.raises(ValueError, match="not valid JSON"):
+        train(make_config(workspace, tmp_path / "run", max_steps=1, dimensions=dimensions))
+    data.write_text((workspace / "b.jsonl").read_text())  # the user fixes the file
+    train(make_config(workspace, tmp_path / "run", max_steps=1, dimensions=dimensions))
+    assert (tmp_path / "run" / "adapter").is_dir()
+
+
+def test_a_new_run_refuses_a_folder_of_other_files_and_leaves_them_alone(workspace, tmp_path):
+    """It trained into an unrelated folder and truncated the log.jsonl found there (bug)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "log.jsonl").write_text('{"my": "notes"}\n')
+    with pytest.raises(ValueError, match=r"is not empty \(log.jsonl\) and holds no panacea run"):
+        train(make_config(workspace, folder, max_steps=1))
+    assert (folder / "log.jsonl").read_text() == '{"my": "notes"}\n' and sorted(p.name for p in folder.iterdir()) == [
+        "log.jsonl"
+    ]
 
 
 @pytest.mark.parametrize(
