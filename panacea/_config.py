@@ -154,9 +154,10 @@ def _plain(value: Any) -> Any:
 
 
 def load_config(cls: type[T], path: str | os.PathLike, overrides: Sequence[str] = ()) -> T:
-    """Read `cls` from a YAML file, after applying `--set key=value` overrides; errors name the file."""
+    """Read `cls` from a YAML file, after applying `--set key=value` overrides; an error names the file, or the
+    `--set` whose value it is."""
     data = apply_overrides(load_yaml(path), overrides, cls)
-    return dataclass_from_dict(cls, data, where=str(path))
+    return dataclass_from_dict(cls, data, where=str(path), overrides=overrides)
 
 
 # --- overrides --------------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def _set_path(root: dict[str, Any], segments: list[str], value: Any, cls: type |
             index = _list_index(container, segment, path)
             key: Any = index
             annotation = _item_type(annotation, list)
-            path = f"{path}[{index}]"
+            path = _join(path, str(index))
         else:
             key = segment
             annotation = _child_type(annotation, segment, path)
@@ -275,9 +276,10 @@ class _ConfigError(ValueError):
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
 
 
-def dataclass_from_dict(cls: type[T], data: Any, where: str) -> T:
+def dataclass_from_dict(cls: type[T], data: Any, where: str, overrides: Sequence[str] = ()) -> T:
     """Build `cls` from a mapping, nested config dataclasses included, rejecting anything it does not expect.
 
     Fields annotated as a dataclass, `X | None`, `list[X]` or `dict[str, X]` are built recursively
@@ -288,7 +290,17 @@ def dataclass_from_dict(cls: type[T], data: Any, where: str) -> T:
     try:
         return _build(cls, data, "")
     except _ConfigError as error:
-        raise ValueError(f"{where}: {error}") from None
+        raise ValueError(f"{_blamed(str(error), error.path, where, overrides)}: {error}") from None
+
+
+def _blamed(message: str, path: str, where: str, overrides: Sequence[str]) -> str:
+    """`--set 'key=value'` when the error's dotted path lies under (or above) an override's key, else `where`."""
+    at = path or message.split(" ", 1)[0].rstrip(":")
+    for override in reversed(overrides):  # the last override of a key is the value that counts
+        key = str(override).partition("=")[0].strip()
+        if at == key or at.startswith(key + ".") or key.startswith(at + "."):
+            return f"--set {override!r}"
+    return where
 
 
 def _build(cls: type[T], data: Any, path: str) -> T:
@@ -311,6 +323,10 @@ def _build(cls: type[T], data: Any, path: str) -> T:
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
+        # `require` names the field as Cls.field; in a config the dotted path says where it is
+        named = re.match(rf"{re.escape(cls.__name__)}\.(\w+)([: ].*)", str(error), re.DOTALL)
+        if named and named.group(1) in types_by_name:
+            raise _ConfigError("", f"{_join(path, named.group(1))}{named.group(2)}") from None
         raise _ConfigError(path, str(error)) from None
 
 
@@ -331,15 +347,17 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
     arguments = typing.get_args(annotation)
     if origin in (list, Sequence):
         item = arguments[0] if arguments else Any
-        return [_convert(element, item, f"{path}[{index}]") for index, element in enumerate(value)]
+        return [_convert(element, item, _join(path, str(index))) for index, element in enumerate(value)]
     if origin is tuple:
         if len(arguments) == 2 and arguments[1] is Ellipsis:
-            return tuple(_convert(element, arguments[0], f"{path}[{index}]") for index, element in enumerate(value))
+            return tuple(
+                _convert(element, arguments[0], _join(path, str(index))) for index, element in enumerate(value)
+            )
         if arguments and len(arguments) != len(value):
             raise _mismatch(path, annotation, value)
         items = arguments or (Any,) * len(value)
         return tuple(
-            _convert(element, item, f"{path}[{index}]")
+            _convert(element, item, _join(path, str(index)))
             for index, (element, item) in enumerate(zip(value, items, strict=True))
         )
     if origin in (dict, Mapping):

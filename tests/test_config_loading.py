@@ -200,7 +200,7 @@ def test_unknown_key_deep_inside_names_the_dotted_path(tmp_path):
     with pytest.raises(ValueError) as error:
         load_config(RunConfig, path)
     assert str(error.value) == (
-        f"{path}: dimensions[1].data[0]: unknown PairSource key(s) ['pathh']; did you mean 'pathh' → 'path'? "
+        f"{path}: dimensions.1.data.0: unknown PairSource key(s) ['pathh']; did you mean 'pathh' → 'path'? "
         "Check for typos or a config written by a newer panacea."
     )
 
@@ -233,17 +233,17 @@ def test_init_false_fields_are_not_keys():
         ({"dimensions": {"name": "a"}}, "run.yaml: dimensions: expected list[Dimension], got dict {'name': 'a'}."),
         (
             {"dimensions": [{"name": "a", "beta": "high"}]},
-            "run.yaml: dimensions[0].beta: expected float, got str 'high'.",
+            "run.yaml: dimensions.0.beta: expected float, got str 'high'.",
         ),
-        ({"tags": ["a", 3]}, "run.yaml: tags[1]: expected str, got int 3."),
+        ({"tags": ["a", 3]}, "run.yaml: tags.1: expected str, got int 3."),
         ({"adapter": "big"}, "run.yaml: adapter: expected PanaceaConfig | None, got str 'big'."),
         ({"groups": {"head": 1}}, "run.yaml: groups.head: expected a mapping of Optimizer fields, got int 1."),
         ({"mode": "mix"}, "run.yaml: mode: expected one of ['ab', 'delta'], got str 'mix'."),
         (
             {"dimensions": [{"name": "a", "ideal": "min"}]},
-            "run.yaml: dimensions[0].ideal: expected float | 'auto' | 'running_min', got str 'min'.",
+            "run.yaml: dimensions.0.ideal: expected float | 'auto' | 'running_min', got str 'min'.",
         ),
-        ({"dimensions": [{"beta": 0.1}]}, "run.yaml: dimensions[0]: missing required Dimension key(s) ['name']."),
+        ({"dimensions": [{"beta": 0.1}]}, "run.yaml: dimensions.0: missing required Dimension key(s) ['name']."),
     ],
 )
 def test_a_value_of_the_wrong_kind_names_path_expected_type_and_value(data, message):
@@ -256,10 +256,8 @@ def test_post_init_errors_are_prefixed_with_the_path():
     data = {"dimensions": [{"name": "a"}, {"name": "b", "data": [{"path": "b.jsonl", "weight": -1}]}]}
     with pytest.raises(ValueError) as error:
         dataclass_from_dict(RunConfig, data, "run.yaml")
-    assert str(error.value) == "run.yaml: dimensions[1].data[0]: PairSource.weight must be a positive number, got -1.0."
-    with pytest.raises(
-        ValueError, match=re.escape("run.yaml: adapter: PanaceaConfig.dropout must be a number in [0, 1)")
-    ):
+    assert str(error.value) == "run.yaml: dimensions.1.data.0.weight must be a positive number, got -1.0."
+    with pytest.raises(ValueError, match=re.escape("run.yaml: adapter.dropout must be a number in [0, 1)")):
         dataclass_from_dict(RunConfig, {"adapter": {"dropout": 2}}, "run.yaml")
 
 
@@ -317,8 +315,14 @@ def test_load_config_applies_overrides_and_checks_their_values(tmp_path):
     path = write(tmp_path, RUN_YAML)
     config = load_config(RunConfig, path, ["dimensions.1.data.0.weight=3", "optimizer.weight_decay=1e-2"])
     assert config.dimensions[1].data[0].weight == 3.0 and config.optimizer.weight_decay == 0.01
-    with pytest.raises(ValueError, match=re.escape(f"{path}: seed: expected int, got str 'many'.")):
-        load_config(RunConfig, path, ["seed=many"])
+    with pytest.raises(ValueError, match=re.escape("--set 'seed=many': seed: expected int, got str 'many'.")):
+        load_config(RunConfig, path, ["seed=many"])  # the value came from --set, not from the file: say so
+    with pytest.raises(
+        ValueError, match=re.escape("--set 'dimensions.1.data.0.weight=-2': dimensions.1.data.0.weight")
+    ):
+        load_config(RunConfig, path, ["dimensions.1.data.0.weight=-2"])
+    with pytest.raises(ValueError, match=re.escape(f"{path}: seed: expected int")):  # the file's own value
+        load_config(RunConfig, write(tmp_path, RUN_YAML.replace("seed: 3", "seed: many")), ["optimizer.weight_decay=0"])
 
 
 # --- writing a resolved config -------------------------------------------------------------------------------

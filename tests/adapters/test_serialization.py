@@ -154,7 +154,7 @@ def _edit_config(directory, edit):
     [
         (lambda data: data["adapter"].update(rank_k=3), r"\['adapter'\]: unknown PanaceaConfig key\(s\) \['rank_k'\]"),
         (lambda data: data.update(extra=1), r"unknown keys \['extra'\]"),
-        (lambda data: data["adapter"].update(svd_rank=-2), r"PanaceaConfig.svd_rank must be"),
+        (lambda data: data["adapter"].update(svd_rank=-2), r"\['adapter'\]: svd_rank must be"),
         (lambda data: data.update(format_version=99), "format_version 99 is not supported"),
         (lambda data: data.update(peft_type="LORA"), "load it with peft.PeftModel.from_pretrained"),
         (lambda data: data.update(base_model=[1, 2]), r"'base_model' must be the base-model fingerprint.*found list"),

@@ -49,7 +49,7 @@ def test_unknown_key_in_yaml_is_refused_by_name(tmp_path):
 def test_unknown_key_inside_a_dimension_is_refused_by_name(tmp_path):
     data = yaml_data()
     data["dimensions"][0]["betta"] = 0.2
-    with pytest.raises(ValueError, match=r"dimensions\[0\].*betta"):
+    with pytest.raises(ValueError, match=r"dimensions\.0.*betta"):
         load_config(TrainConfig, write_yaml(tmp_path, data))
 
 
@@ -71,7 +71,7 @@ def test_a_dimension_without_train_data_is_refused():
 def test_a_dimension_without_train_key_in_yaml_is_refused(tmp_path):
     data = yaml_data()
     del data["dimensions"][1]["train"]
-    with pytest.raises(ValueError, match=r"dimensions\[1\].*missing required DimensionConfig key\(s\) \['train'\]"):
+    with pytest.raises(ValueError, match=r"dimensions\.1.*missing required DimensionConfig key\(s\) \['train'\]"):
         load_config(TrainConfig, write_yaml(tmp_path, data))
 
 
