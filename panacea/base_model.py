@@ -133,6 +133,13 @@ def resolve_device(device: torch.device | str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ValueError(
+            f"device {str(device)!r} was asked for, but CUDA is not available (torch {torch.__version__}, {build}); "
+            "use 'cpu' or 'auto', or install a CUDA build of torch."
+        )
+    return resolved

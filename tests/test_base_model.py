@@ -146,3 +146,11 @@ def test_two_processes_converting_at_once_leave_one_complete_cache(tmp_path, mon
 def test_the_test_session_writes_into_a_cache_of_its_own(_private_panacea_cache, tmp_path_factory):
     assert cache_dir() == _private_panacea_cache
     assert _private_panacea_cache.is_relative_to(tmp_path_factory.getbasetemp())
+
+
+def test_cuda_without_cuda_is_one_clear_error(monkeypatch):
+    """`--device cuda` on a CPU-only torch printed a 34-line traceback from deep inside torch."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device 'cuda:0' was asked for, but CUDA is not available .*use 'cpu'"):
+        resolve_device("cuda:0")
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
