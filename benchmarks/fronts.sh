@@ -11,7 +11,7 @@
 #
 # Each evaluated run's results (results.json / results.md / front.png, per soups mode) are published to
 # docs/results/NAME/RUN/eval/ and its training record (config.yaml, the per-step log.jsonl, a soups run's
-# manifest.json and its members' config and log, the final adapter weights and the last state.json; no
+# manifest.json and its members' config and log, the final adapter weights and the last trainer_state.json; no
 # optimizer state) to docs/results/NAME/RUN/train/; a run whose folder in runs/ is gone (a fresh machine) is
 # restored from there instead of trained again, and `panacea compare` then
 # compares every published run of NAME into docs/results/NAME/compare.{md,json,png}. The published files are
@@ -112,7 +112,7 @@ keep_references() {  # the reference log-probs computed since RUN first started,
 
 publish_training() {  # copy a run's training record and final adapter weights (not its checkpoints' optimizer
   local run=$1 file  # state) to $published/RUN/train/: the config, the per-step log, a soups manifest, members'
-  # configs and logs, the final adapter(s) (4.75 MB for hh-2d's Panacea) and the last checkpoint's state.json (steps,
+  # configs and logs, the final adapter(s) (4.75 MB for hh-2d's Panacea) and the last checkpoint's trainer_state.json (steps,
   # tokens, seconds): a fresh machine re-scores a published run from these without training it again (restore)
   for file in "$runs_dir/$run"/{config.yaml,log.jsonl,manifest.json} \
               "$runs_dir/$run"/soups/*/{config.yaml,log.jsonl} \
@@ -120,7 +120,7 @@ publish_training() {  # copy a run's training record and final adapter weights (
     if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
   done
   local last
-  last=$(find "$runs_dir/$run/checkpoints" -maxdepth 2 -name state.json 2>/dev/null | sort -V | tail -n 1 || true)
+  last=$(find "$runs_dir/$run/checkpoints" -maxdepth 2 -name trainer_state.json 2>/dev/null | sort -V | tail -n 1 || true)
   if [[ -n $last ]]; then copy "$last" "$published/$run/train/${last#"$runs_dir/$run"/}"; fi
 }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from panacea.training import TrainConfig
+from panacea.training.checkpoint import STATE_FILE
 
 from panacea.base_model import cache_dir
 
@@ -89,8 +90,8 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "hh-2d/log.jsonl",
         "hh-2d/adapter/adapter_model.safetensors",
         "hh-2d/checkpoints/step-10/optimizer.safetensors",
-        "hh-2d/checkpoints/step-10/state.json",
-        "hh-2d/checkpoints/step-9/state.json",
+        f"hh-2d/checkpoints/step-10/{STATE_FILE}",
+        f"hh-2d/checkpoints/step-9/{STATE_FILE}",
         "soups-hh-2d/eval/ab/results.json",
         "soups-hh-2d/eval/delta/front.png",
         "soups-hh-2d/manifest.json",
@@ -111,7 +112,7 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "hh-2d-tche/eval/results.json",
         "hh-2d/eval/results.json",
         "hh-2d/train/adapter/adapter_model.safetensors",
-        "hh-2d/train/checkpoints/step-10/state.json",  # the last checkpoint's (step 10, not 9): steps, tokens, time
+        f"hh-2d/train/checkpoints/step-10/{STATE_FILE}",  # the last checkpoint's (step 10, not 9): steps, tokens, time
         "hh-2d/train/config.yaml",
         "hh-2d/train/log.jsonl",
         "soups-hh-2d/eval/ab/results.json",
@@ -222,7 +223,7 @@ def test_an_evaluation_cut_short_publishes_only_the_mode_it_finished(tmp_path):
 def test_a_run_published_with_its_weights_is_restored_not_trained_again(tmp_path):
     """A fresh machine: runs/ is empty, docs/results holds the training record and the adapter."""
     record = tmp_path / "published/hh-2d/hh-2d/train"
-    for name in ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors", "checkpoints/step-100/state.json"):
+    for name in ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors", f"checkpoints/step-100/{STATE_FILE}"):
         (record / name).parent.mkdir(parents=True, exist_ok=True)
         (record / name).write_text("{}")
     soups = tmp_path / "published/hh-2d/soups-hh-2d/train"
@@ -232,7 +233,7 @@ def test_a_run_published_with_its_weights_is_restored_not_trained_again(tmp_path
     assert done.returncode == 0, done.stderr
     runs = tmp_path / "runs"
     assert (runs / "hh-2d/adapter/adapter_model.safetensors").is_file()
-    assert (runs / "hh-2d/checkpoints/step-100/state.json").is_file()
+    assert (runs / "hh-2d/checkpoints/step-100" / STATE_FILE).is_file()
     trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
     assert len(trains) == 1 and "output_dir=" + str(runs / "soups-hh-2d") in trains[0]
     assert "hh-2d: restored from" in done.stdout
