@@ -101,8 +101,9 @@ def run_demo(
     plot = plot_pairs(grid, scores, names, eval_dir / "pairs.png", title=f"{config.output_dir}: held-out pairs over λ")
 
     comparison_dir = result.output_dir / "compare"
-    comparison = compare_paths([result.output_dir, soups_dir], output_dir=comparison_dir)
-    print(f"\nPanacea vs rewarded soups on held-out pairs:\n{format_comparison(comparison)}")
+    comparison = compare_paths([result.output_dir, soups_dir], output_dir=comparison_dir, baseline=SOUPS_DIR)
+    verdicts = "verdicts by the 95 % interval of each difference"
+    print(f"\nPanacea vs rewarded soups on held-out pairs ({verdicts}):\n{format_comparison(comparison)}")
     print(
         f"\nwrote {eval_dir / RESULTS_JSON} and {eval_dir / RESULTS_MD}; plots: the front {eval_dir / FRONT_PNG}, "
         f"each set against its own weight {plot}; Panacea vs rewarded soups {comparison_dir / 'compare.png'}"

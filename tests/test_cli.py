@@ -114,6 +114,8 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
         "rewarded-soups (soups, ab)",
         "rewarded-soups (soups, delta)",
     ]
+    assert "Δ hypervolume vs rewarded-soups (soups, ab) [95 %]" in output  # each row's verdict against soups
+    assert set(comparison["rows"][0]["versus"]) == {"rewarded-soups (soups, ab)", "rewarded-soups (soups, delta)"}
     assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
     assert "trained 2 steps" in capsys.readouterr().out
 
