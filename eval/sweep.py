@@ -325,12 +325,12 @@ def evaluate_run(
         }
         given = (reference or {}).get(scorer.name)
         entry["fronts"] = {}
-        for objective in entry["objectives"]:
+        for name in entry["objectives"]:  # not `objective`: that is the caller's choice for every scorer
             measured = bootstrap_fronts(
-                [entry], run.dimensions, grid.tolist(), objective, given, resamples=resamples, seed=seed
+                [entry], run.dimensions, grid.tolist(), name, given, resamples=resamples, seed=seed
             )
             front = measured["fronts"][0]
-            entry["fronts"][objective] = {
+            entry["fronts"][name] = {
                 **front,
                 "reference": measured["reference"],
                 "reference_policy": measured["reference_policy"],

@@ -124,3 +124,20 @@ def test_compare_on_generations_tabulates_what_the_model_says_at_each_vertex(run
     table = format_comparison(comparison)
     assert "At the vertices (95 % intervals over prompts)" in table and "over_refusal_xstest_safe" in table
     assert comparison["rows"][0]["versus"]["again"]["hypervolume"]["verdict"] == "tie"  # the same front
+
+
+def test_the_chosen_objective_reaches_every_scorer_that_has_it(run_dir):
+    """The loop over the pairs scorer's objectives reused the name `objective`, so `--objective reward` reached the
+    generations scorer as 'margin' and it fell back to its default (bug)."""
+    document = evaluate_path(
+        run_dir,
+        grid_points=3,
+        scorers=["pairs", "generations"],
+        limit=2,
+        max_new_tokens=4,
+        batch_size=8,
+        progress=False,
+        objective="reward",
+    )
+    assert document["scorers"]["generations"]["default_objective"] == "reward"
+    assert document["scorers"]["pairs"]["default_objective"] == "accuracy"  # pairs has no 'reward': its default
