@@ -81,6 +81,12 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> list[float
     return [low.tolist(), high.tolist()] if np.ndim(low) else [float(low), float(high)]
 
 
+def interval_pairs(samples: np.ndarray, level: float = LEVEL) -> list:
+    """`percentile_interval` of samples (B, *shape) as nested lists of shape (*shape, 2): [low, high] per entry."""
+    low, high = percentile_interval(samples, level)
+    return np.stack([np.asarray(low), np.asarray(high)], axis=-1).tolist()
+
+
 def verdict(interval: Sequence[float], higher_is_better: bool = True) -> str:
     """'win' when the interval of (row − baseline) excludes 0 on the better side, 'loss' on the worse, else 'tie'."""
     low, high = interval
@@ -144,11 +150,10 @@ def statistic_intervals(
     weights = resample_weights(clusters, resamples, seed)
     result = {}
     for name, entry in statistics.items():
-        low, high = percentile_interval(pooled_mean(scorer, entry, weights), level)
         result[name] = {
             **entry,
             "values": pooled_mean(scorer, entry).tolist(),
-            "intervals": np.stack([np.asarray(low), np.asarray(high)], axis=-1).tolist(),
+            "intervals": interval_pairs(pooled_mean(scorer, entry, weights), level),
         }
     return result
 
@@ -217,11 +222,10 @@ def bootstrap_fronts(
     for scorer, estimate in zip(scorers, estimates, strict=True):
         drawn = objective_values(scorer, dimensions, objective, weights)  # (B, n, m)
         per_metric = metric_samples(grid, drawn, r)
-        low, high = percentile_interval(drawn, level)
         fronts.append(
             {
                 "objectives": estimate.tolist(),
-                "intervals": np.stack([np.asarray(low), np.asarray(high)], axis=-1).tolist(),  # (n, m, 2)
+                "intervals": interval_pairs(drawn, level),  # (n, m, 2)
                 "metrics": front_metrics(grid, estimate, r),
                 "metric_intervals": {name: percentile_interval(values, level) for name, values in per_metric.items()},
             }

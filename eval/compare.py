@@ -23,7 +23,7 @@ import numpy as np
 from panacea._io import read_json, write_json, write_text
 
 from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, differences
-from .report import MONOTONE_RHO, format_interval, plot_fronts, rises
+from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises
 from .sweep import RESULTS_JSON, run_label
 
 
@@ -252,10 +252,7 @@ def format_vertex_statistics(comparison: dict[str, Any]) -> str:
             cells = [row["label"], dimensions[grid[index].index(1.0)]]
             for name in legend:
                 entry = row["statistics"].get(name)
-                digits = 1 if entry and entry["column"] in ("words", "tokens") else 3
-                cells.append(
-                    format_interval(entry["values"][index], entry["intervals"][index], digits) if entry else "-"
-                )
+                cells.append(format_statistic(entry, index) if entry else "-")
             lines.append("| " + " | ".join(cells) + " |")
     described = "; ".join(f"{name}: {text}" for name, text in legend.items())
     return f"At the vertices (95 % intervals over prompts): {described}.\n\n" + "\n".join(lines)

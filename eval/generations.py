@@ -56,7 +56,7 @@ from panacea.base_model import cache_dir
 from panacea.data import PairSource
 from panacea.generation import generate_grid
 
-from .bootstrap import prompt_cluster
+from .bootstrap import TRANSFORMS, prompt_cluster
 from .degeneration import is_loop
 from .refusal import is_refusal, xstest_agreement
 from .reward_model import RewardModel, score_responses, train_reward_model
@@ -237,7 +237,7 @@ class GenerationsScorer:
             texts = base_answers(model, self.tokenizer, prompts, self.decoding, self.batch_size)
             rewards = self._rewards(model, prompts, texts)
             words = np.array([len(text.split()) for text in texts], dtype=float)
-            self._base_scores = {"texts": texts, "words": words, "rewards": rewards}
+            self._base_scores = {"words": words, "rewards": rewards}
         return self._base_scores
 
     def _point(self, names, point: int, texts: list[str], rewards: dict[str, Tensor], base: dict) -> dict:
@@ -265,7 +265,7 @@ class GenerationsScorer:
                 columns["vs_base_concise"] = base["words"][span] - words  # > 0: shorter than the base's answer
             summary = {key: float(value.mean()) for key, value in columns.items() if not key.startswith("vs_base_")}
             summary |= {
-                f"win_{key.removeprefix('vs_base_')}": float(((value > 0) + 0.5 * (value == 0)).mean())
+                f"win_{key.removeprefix('vs_base_')}": float(TRANSFORMS["win"](value).mean())
                 for key, value in columns.items()
                 if key.startswith("vs_base_")
             }

@@ -163,14 +163,17 @@ def format_statistics_table(grid: Sequence[Sequence[float]], statistics: dict[st
     header = ["λ", *names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, preference in enumerate(grid):
-        cells = [format_preference(preference)]
-        for name in names:
-            digits = 1 if statistics[name]["column"] in ("words", "tokens") else 3
-            entry = statistics[name]
-            cells.append(format_interval(entry["values"][index], entry["intervals"][index], digits))
+        cells = [format_preference(preference)] + [format_statistic(statistics[name], index) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
     legend = "; ".join(f"{name}: {statistics[name]['description']}" for name in names)
     return "\n".join(lines) + f"\n\n{legend}."
+
+
+def format_statistic(entry: dict[str, Any], index: int) -> str:
+    """A statistic (a generations scorer's `statistics` entry) at grid point `index`, with its interval: lengths to
+    one decimal, rates and rewards to three."""
+    digits = 1 if entry["column"] in ("words", "tokens") else 3
+    return format_interval(entry["values"][index], entry["intervals"][index], digits)
 
 
 def format_interval(value: float, interval: Sequence[float] | None, digits: int = 3) -> str:

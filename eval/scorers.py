@@ -27,7 +27,7 @@ from torch import Tensor
 from panacea._names import SCORER_OBJECTIVES
 from panacea.data import TokenizedPair, load_dimension
 
-from .bootstrap import token_cluster
+from .bootstrap import TRANSFORMS, token_cluster
 
 
 @dataclass
@@ -88,11 +88,10 @@ def score_pairs(
             margins = reward_margin(
                 policy[..., 0], policy[..., 1], reference[:, 0], reference[:, 1], pair_set.beta
             )  # (n, pairs)
-            for point, row in enumerate(margins.double()):
-                results[point][pair_set.name] = {
-                    "accuracy": float(((row > 0) + 0.5 * (row == 0)).mean()),
-                    "win_probability": float(torch.sigmoid(row).mean()),
-                    "margin": float(row.mean()),
+            for point, row in enumerate(margins.double().numpy()):
+                results[point][pair_set.name] = {  # each objective's own transform (OBJECTIVES), per set
+                    name: float(TRANSFORMS[transform](row).mean()) for name, (transform, _, _) in OBJECTIVES.items()
+                } | {
                     "pairs": len(row),
                     "values": {"margin": [float(f"{value:.7g}") for value in row.tolist()]},
                 }
