@@ -24,18 +24,23 @@ from panacea._io import read_json, write_json, write_text
 
 from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, differences
 from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises
-from .sweep import RESULTS_JSON, run_label
+from .sweep import RESULTS_JSON, eval_folder, run_label
 
 
-def run_results(path: str | Path) -> list[dict]:
-    """The evaluation documents of a run folder: RUN/eval/results.json, or one per soups mode in RUN/eval/<mode>/."""
+def run_results(path: str | Path, split: str = "test") -> list[dict]:
+    """The evaluation documents of a run folder: RUN/eval/results.json, or one per soups mode in RUN/eval/<mode>/
+    (RUN/eval-validation/… for `split` "validation")."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no run folder at {path}.")
-    files = [path / "eval" / RESULTS_JSON] + sorted((path / "eval").glob(f"*/{RESULTS_JSON}"))
+    folder = path / eval_folder(split)
+    files = [folder / RESULTS_JSON] + sorted(folder.glob(f"*/{RESULTS_JSON}"))
     documents = [_checked(read_json(file), file, path) for file in files if file.is_file()]
     if not documents:
-        raise FileNotFoundError(f"{path} has not been evaluated (no eval/{RESULTS_JSON}); run `panacea eval {path}`.")
+        flag = "" if split == "test" else f" --split {split}"
+        raise FileNotFoundError(
+            f"{path} has not been evaluated (no {folder.name}/{RESULTS_JSON}); run `panacea eval {path}{flag}`."
+        )
     return documents
 
 
@@ -290,6 +295,7 @@ def compare_paths(
     baseline: str | None = None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    split: str = "test",
 ) -> dict:
     """`panacea compare`: read every run's evaluation, compare, write compare.json / compare.md / compare.png.
 
@@ -308,7 +314,7 @@ def compare_paths(
             ),
         }
         for folder in folders
-        for document in run_results(folder)
+        for document in run_results(folder, split)
     ]
     comparison = compare(
         documents, scorer, reference, objective=objective, baseline=baseline, resamples=resamples, seed=seed

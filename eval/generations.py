@@ -53,7 +53,7 @@ from torch import Tensor
 from panacea._io import read_json, write_json
 from panacea._names import SCORER_OBJECTIVES
 from panacea.base_model import cache_dir
-from panacea.data import PairSource
+from panacea.data import PairSource, pair_split
 from panacea.generation import generate_grid
 
 from .bootstrap import TRANSFORMS, prompt_cluster
@@ -68,9 +68,10 @@ PROMPTS = DATA / "prompts"
 @dataclass(frozen=True)
 class PromptSet:
     name: str
-    file: str
+    file: str  # in data/prompts/; with `split`, a pairs file in data/
     label: str | None  # keep only records with this label (XSTest's safe / unsafe); None: all
     serves: tuple[str, ...]
+    split: str | None = None  # the distinct prompts of the pairs file's records in this split (e.g. 'validation')
 
 
 PROMPT_SETS = (
@@ -115,6 +116,50 @@ STATISTICS = {  # reported beside the objectives, per grid point with intervals:
     "reward_helpful": (HELPFUL_SETS, "reward_helpful", "identity", "mean helpful reward on helpful prompts"),
     "reward_harmless": (HARMFUL_SETS, "reward_harmless", "identity", "mean harmless reward on harmful prompts"),
 }
+# For tuning (`panacea eval --split validation`): the distinct prompts of the validation split carved from the train
+# pairs (panacea.data.DERIVED_SPLITS; concise's instructions are helpful's, carved alike), never a test prompt.
+# XSTest and the other prompt files are test-only, so over-refusal on validation is the refusal rate on benign
+# helpful requests, a weaker probe than XSTest's safe prompts that merely sound harmful.
+VALIDATION_PROMPT_SETS = (
+    PromptSet("helpful_validation", "helpful.jsonl.gz", None, ("helpful", "concise"), split="validation"),
+    PromptSet("harmless_validation", "harmless.jsonl.gz", None, ("harmless",), split="validation"),
+)
+VALIDATION_OBJECTIVE_SETS = {
+    "helpful": ("helpful_validation",),
+    "harmless": ("harmless_validation",),
+    "concise": ("helpful_validation",),
+}
+VALIDATION_STATISTICS = {
+    "refusal_harmful": (("harmless_validation",), "refusal", "identity", "refusal rate on the harmful validation prompts"),
+    "over_refusal_helpful": (
+        ("helpful_validation",), "refusal", "identity",
+        "refusal rate on the helpful validation prompts (benign requests; XSTest is test-only)",
+    ),
+    "loops": (tuple(s.name for s in VALIDATION_PROMPT_SETS), "loop", "identity", "share of answers in a repetition loop"),
+    "words_helpful": (("helpful_validation",), "words", "identity", "mean words of the answers to helpful prompts"),
+    "reward_helpful": (("helpful_validation",), "reward_helpful", "identity", "mean helpful reward on helpful prompts"),
+    "reward_harmless": (
+        ("harmless_validation",), "reward_harmless", "identity", "mean harmless reward on harmful prompts",
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PromptSplit:
+    """What the generations scorer answers and reports for one held-out split."""
+
+    sets: tuple[PromptSet, ...]
+    objective_sets: dict[str, tuple[str, ...]]  # per dimension, the sets its objective pools
+    statistics: dict[str, tuple]  # name -> (sets, column, transform, description)
+    reward_splits: tuple[str, str]  # the reward models' (train, held-out) pairs: never the prompts being scored
+
+
+PROMPT_SPLITS = {
+    "test": PromptSplit(PROMPT_SETS, OBJECTIVE_SETS, STATISTICS, ("train", "test")),
+    "validation": PromptSplit(
+        VALIDATION_PROMPT_SETS, VALIDATION_OBJECTIVE_SETS, VALIDATION_STATISTICS, ("fit", "validation")
+    ),
+}
 REWARD_DIMENSIONS = ("helpful", "harmless")  # concise is scored by length
 ACCURACY_KEYS = ("test_accuracy", "train_accuracy", "train_pairs", "test_pairs")
 
@@ -134,13 +179,20 @@ class GenerationsScorer:
         *,
         max_new_tokens: int = 96,
         batch_size: int = 32,
+        split: str = "test",
     ) -> None:
-        unknown = [name for name in dimensions if name not in OBJECTIVE_SETS]
+        if split not in PROMPT_SPLITS:
+            raise ValueError(f"the generations scorer's split must be one of {list(PROMPT_SPLITS)}, got {split!r}.")
+        self.split, self.plan = split, PROMPT_SPLITS[split]
+        unknown = [name for name in dimensions if name not in self.plan.objective_sets]
         if unknown:
             raise ValueError(
                 f"the generations scorer has no prompt sets for dimension(s) {unknown}; "
-                f"it knows {list(OBJECTIVE_SETS)}."
+                f"it knows {list(self.plan.objective_sets)}."
             )
+        foreign = [name for name in prompts if name not in {s.name for s in self.plan.sets}]
+        if foreign:
+            raise ValueError(f"prompt set(s) {foreign} are not {split} sets: {[s.name for s in self.plan.sets]}.")
         self.tokenizer, self.dimensions, self.prompts = tokenizer, list(dimensions), prompts
         self.reward_models, self.max_new_tokens, self.batch_size = reward_models, max_new_tokens, batch_size
         self._base_scores: dict | None = None
@@ -149,14 +201,22 @@ class GenerationsScorer:
 
     @classmethod
     def from_run(cls, run, *, limit: int | None = None, max_new_tokens: int = 96, batch_size: int = 32):
-        """The sets the run's dimensions need, and their reward models (trained now, or read from the cache)."""
-        needed = [s for s in PROMPT_SETS if set(s.serves) & set(run.dimensions)]
+        """The sets of the run's held-out split (`run.split`) its dimensions need, and their reward models (trained
+        now, or read from the cache)."""
+        split = getattr(run, "split", "test")
+        needed = [s for s in PROMPT_SPLITS[split].sets if set(s.serves) & set(run.dimensions)]
         prompts = {s.name: load_prompts(s, limit) for s in needed}
         reward_models = {
-            name: dimension_reward_model(run, name) for name in run.dimensions if name in REWARD_DIMENSIONS
+            name: dimension_reward_model(run, name, split) for name in run.dimensions if name in REWARD_DIMENSIONS
         }
         return cls(
-            run.tokenizer, run.dimensions, prompts, reward_models, max_new_tokens=max_new_tokens, batch_size=batch_size
+            run.tokenizer,
+            run.dimensions,
+            prompts,
+            reward_models,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            split=split,
         )
 
     def settings(self) -> dict:
@@ -184,7 +244,7 @@ class GenerationsScorer:
                 "bounded": bounded,
                 "dimensions": {
                     dimension: {
-                        "sets": [s for s in OBJECTIVE_SETS[dimension] if s in self.prompts],
+                        "sets": [s for s in self.plan.objective_sets[dimension] if s in self.prompts],
                         "column": columns[dimension][0],
                         "transform": columns[dimension][1],
                     }
@@ -197,7 +257,7 @@ class GenerationsScorer:
     def statistics(self) -> dict:
         """The statistics reported beside the objectives (refusal, over-refusal, loops, length, rewards), as data."""
         present = {}
-        for name, (sets, column, transform, description) in STATISTICS.items():
+        for name, (sets, column, transform, description) in self.plan.statistics.items():
             sets = [s for s in sets if s in self.prompts]
             if column.startswith("reward_") and column.removeprefix("reward_") not in self.reward_models:
                 continue
@@ -255,7 +315,7 @@ class GenerationsScorer:
                 ),
                 "words": words,
             }
-            serves = next(s.serves for s in PROMPT_SETS if s.name == name)
+            serves = next(s.serves for s in self.plan.sets if s.name == name)
             for dimension, values in rewards.items():
                 if dimension in serves:
                     reward = values[point, span].double().numpy()
@@ -329,17 +389,28 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
 
 
 def load_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[dict]:
-    """{"id", "prompt"} of a prompt set; with `limit`, that many evenly spaced through the file."""
-    path = PROMPTS / prompt_set.file
+    """{"id", "prompt"} of a prompt set; with `limit`, that many evenly spaced through the file.
+
+    A set with a `split` holds the distinct prompts of that split of a pairs file in data/, each under the id of
+    its first pair, in file order.
+    """
+    path = (DATA if prompt_set.split else PROMPTS) / prompt_set.file
     if not path.is_file():
         raise FileNotFoundError(f"prompt set {prompt_set.name}: {path} is missing (run from the repository root).")
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle]
-    records = [
-        {"id": r["id"], "prompt": r["prompt"]}
-        for r in records
-        if prompt_set.label is None or r["label"] == prompt_set.label
-    ]
+    if prompt_set.split:
+        distinct: dict[str, dict] = {}
+        for r in records:
+            if pair_split(r["split"], r["prompt"], prompt_set.split) == prompt_set.split:
+                distinct.setdefault(r["prompt"], {"id": r["id"], "prompt": r["prompt"]})
+        records = list(distinct.values())
+    else:
+        records = [
+            {"id": r["id"], "prompt": r["prompt"]}
+            for r in records
+            if prompt_set.label is None or r["label"] == prompt_set.label
+        ]
     if limit is not None and limit < len(records):
         records = [records[int(index)] for index in np.linspace(0, len(records) - 1, limit).round()]
     return records
@@ -348,19 +419,22 @@ def load_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[dict]:
 REWARD_TRAIN_PAIRS, REWARD_TEST_PAIRS = 400, 100
 
 
-def dimension_reward_model(run, dimension: str) -> RewardModel:
-    """The reward model of `dimension`, on the train split of the run's first data file for it (cached).
+def dimension_reward_model(run, dimension: str, split: str = "test") -> RewardModel:
+    """The reward model of `dimension`, on the run's first data file for it (cached): fitted to its train split and
+    measured on test when scoring test prompts; fitted to 'fit' and measured on 'validation' when scoring the
+    validation prompts, so the judge has never seen the prompts it judges.
 
     The same file, pair counts and settings for every run compared, so runs of one study share one cache entry.
     """
     index = run.dimensions.index(dimension)
     path = run.config.dimensions[index].train[0].path
+    fitted, held_out = PROMPT_SPLITS[split].reward_splits
     return train_reward_model(
         run.model,
         run.tokenizer,
         dimension,
-        [PairSource(path, split="train", max_pairs=REWARD_TRAIN_PAIRS)],
-        [PairSource(path, split="test", max_pairs=REWARD_TEST_PAIRS)],
+        [PairSource(path, split=fitted, max_pairs=REWARD_TRAIN_PAIRS)],
+        [PairSource(path, split=held_out, max_pairs=REWARD_TEST_PAIRS)],
         max_length=256,
         max_prompt_length=128,
         known_dimensions=run.dimensions,

@@ -25,7 +25,7 @@ from panacea.training.trainer import reference_settings
 from torch import Tensor
 
 from panacea._names import SCORER_OBJECTIVES
-from panacea.data import TokenizedPair, load_dimension
+from panacea.data import PairSource, TokenizedPair, load_dimension
 
 from .bootstrap import TRANSFORMS, token_cluster
 
@@ -120,15 +120,47 @@ def score_run_pairs(
     )
 
 
-def load_pair_sets(config, tokenizer) -> list[PairSet]:
-    """The held-out pair sets of a `TrainConfig`: each dimension's `eval` sources, tokenized as in training."""
+HELD_OUT_SPLITS = ("test", "validation")  # what `panacea eval --split` scores (docs/evaluation.md, 'Validation')
+
+
+def validation_sources(config) -> dict[str, list[PairSource]]:
+    """Per dimension, the 'validation' part of each file it trains on (panacea.data.DERIVED_SPLITS), never a test pair.
+
+    Refuses a run that trained on the validation prompts (a train source whose split is not 'fit'), naming the
+    source: tuning on pairs the model was fitted to measures memory, not the setting.
+    """
+    sources = {}
+    for index, dimension in enumerate(config.dimensions):
+        for number, source in enumerate(dimension.train):
+            if source.split != "fit":
+                raise ValueError(
+                    f"dimensions.{index}.train.{number} ({source.path}, dimension {dimension.name!r}) trains on split "
+                    f"{source.split!r}, which holds the validation prompts: score on validation only a run trained "
+                    "with split 'fit' (the train prompts less the validation ones), e.g. "
+                    f"--set dimensions.{index}.train.{number}.split=fit."
+                )
+        unique: dict[tuple, PairSource] = {}  # each file once, in order
+        for source in dimension.train:
+            unique.setdefault((source.path, source.dim), source)
+        sources[dimension.name] = [
+            PairSource(s.path, split="validation", dim=s.dim, columns=s.columns) for s in unique.values()
+        ]
+    return sources
+
+
+def load_pair_sets(config, tokenizer, split: str = "test") -> list[PairSet]:
+    """The held-out pair sets of a `TrainConfig`, tokenized as in training: each dimension's `eval` sources
+    (`split` "test"), or the validation part of the files it trains on ("validation": `validation_sources`)."""
+    if split not in HELD_OUT_SPLITS:
+        raise ValueError(f"split must be one of {list(HELD_OUT_SPLITS)}, got {split!r}.")
+    held_out = validation_sources(config) if split == "validation" else {d.name: d.eval for d in config.dimensions}
     sets = []
     for dimension in config.dimensions:
-        for source in dimension.eval:
+        for source in held_out[dimension.name]:
             pairs, _ = load_dimension(
                 [source], dimension.name, config.dimension_names, tokenizer, config.max_length, config.max_prompt_length
             )
-            label = Path(source.path).name.split(".")[0]
+            label = Path(source.path).name.split(".")[0] + ("-validation" if split == "validation" else "")
             taken = {pair_set.name for pair_set in sets}
             if f"{dimension.name}/{label}" in taken:  # two sources with one file stem: keep both columns apart
                 label = f"{label}-{sum(name.startswith(f'{dimension.name}/{label}') for name in taken) + 1}"
@@ -176,8 +208,9 @@ class PairsScorer:
 
     @classmethod
     def from_run(cls, run, limit: int | None = None) -> PairsScorer:
-        """The run's own held-out pair sets (its config's `eval` sources), the first `limit` pairs of each."""
-        pair_sets = load_pair_sets(run.config, run.tokenizer)
+        """The run's held-out pair sets (its config's `eval` sources, or its validation pairs where `run.split` is
+        "validation"), the first `limit` pairs of each."""
+        pair_sets = load_pair_sets(run.config, run.tokenizer, run.split)
         if limit is not None:
             pair_sets = [PairSet(s.dimension, s.label, s.pairs[:limit], s.beta) for s in pair_sets]
         return cls(

@@ -16,6 +16,7 @@ settings and seeds), `results.md` (the per-λ tables and the metrics) and `front
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -43,7 +44,7 @@ from panacea.preferences import simplex_grid
 
 from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, statistic_intervals
 from .report import format_front, plot_front
-from .scorers import PairsScorer
+from .scorers import HELD_OUT_SPLITS, PairsScorer
 from .steering import vertex_index
 
 RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
@@ -55,6 +56,11 @@ POINT_FORMAT = 2
 def run_label(name: str, kind: str = "panacea", mode: str | None = None) -> str:
     """How tables and plots name a front: the run's name, kind and soups mode, e.g. `soups-hh-2d (soups, ab)`."""
     return f"{name} ({kind}{', ' + mode if mode else ''})"
+
+
+def eval_folder(split: str = "test") -> str:
+    """The name of a run's evaluation folder: `eval` for the held-out test split, `eval-validation` for tuning."""
+    return "eval" if split == "test" else f"eval-{split}"
 
 
 @dataclass
@@ -74,6 +80,7 @@ class LoadedRun:
     kind: str = "panacea"
     mode: str | None = None
     vertex_digest: str | None = None  # a soups run's members without the mode: a vertex is one member in every mode
+    split: str = "test"  # what the scorers hold out: "test" (the config's eval sources) or "validation" (tuning)
 
     @property
     def dimensions(self) -> list[str]:
@@ -90,8 +97,10 @@ class LoadedRun:
 
     @property
     def eval_dir(self) -> Path:
-        """RUN/eval, or RUN/eval/<mode> for each interpolation mode of a soups run."""
-        return self.path / "eval" / self.mode if self.mode else self.path / "eval"
+        """RUN/eval, or RUN/eval/<mode> for each interpolation mode of a soups run; RUN/eval-validation[/<mode>]
+        for the validation split, so that tuning numbers never stand where the published ones do."""
+        root = self.path / eval_folder(self.split)
+        return root / self.mode if self.mode else root
 
     @classmethod
     def from_training(cls, result, config: TrainConfig) -> LoadedRun:
@@ -233,7 +242,7 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     vertex_cache = None
     if run.vertex_digest is not None:
         vertex_key = cache_key(settings, run.vertex_digest)
-        vertex_cache = PointCache(run.path / "eval" / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
+        vertex_cache = PointCache(run.eval_dir.parent / "cache" / f"{scorer.name}-vertex-{vertex_key[:16]}")
     points = grid.tolist()
     vertices = {vertex_index(grid, i) for i in range(grid.shape[1])} if vertex_cache is not None else set()
     shared = [index in vertices for index in range(len(points))]
@@ -305,6 +314,7 @@ def evaluate_run(
         "dimensions": run.dimensions,
         "grid": grid.tolist(),
         "seed": run.config.seed,
+        "split": run.split,
         **(extra or {}),
         "scorers": {},
     }
@@ -376,20 +386,25 @@ def evaluate_path(
     objective: str | None = None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    split: str = "test",
 ) -> dict:
     """`panacea eval`: load the run in `path` (a soups run interpolating in `mode`), build the scorers, evaluate.
 
     `grid_points`: None takes the run config's `eval_grid`. `limit` cuts every pair and prompt set, `max_prompts`
     the prompt sets only (it wins over `limit` there). `objective`: the front shown first (and in
-    `points[i]["objectives"]`) for every scorer that defines it; each scorer's own default otherwise.
+    `points[i]["objectives"]`) for every scorer that defines it; each scorer's own default otherwise. `split`
+    "validation" scores the validation pairs and prompt sets instead of the held-out test ones (for tuning; the run
+    must have trained on split 'fit'), into RUN/eval-validation/.
     """
+    if split not in HELD_OUT_SPLITS:
+        raise ValueError(f"--split must be one of {list(HELD_OUT_SPLITS)}, got {split!r}.")
     unknown = [name for name in scorers if name not in SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer(s) {unknown}; choose from {list(SCORERS)}.")
     if objective is not None and not any(objective in SCORER_OBJECTIVES[name] for name in scorers):
         known = sorted({name for scorer in scorers for name in SCORER_OBJECTIVES[scorer]})
         raise ValueError(f"--objective {objective!r} is not an objective of the scorers {list(scorers)}: {known}.")
-    run = load_run(path, device=device, mode=mode)
+    run = dataclasses.replace(load_run(path, device=device, mode=mode), split=split)
     grid_points = grid_points or run.config.eval_grid
     evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
     built = []

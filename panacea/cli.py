@@ -137,6 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "accuracy (default), win_probability or margin (a diagnostic); generations win_rate (default) or reward. "
         "results.json holds every objective's front.",
     )
+    _add_split_argument(evaluate)
     _add_bootstrap_arguments(evaluate)
     evaluate.set_defaults(run=_run_eval)
 
@@ -168,6 +169,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="A run's folder name (both rows of a soups run) or a row's label: every other row gets its "
         "difference to it with a paired 95 %% interval and a verdict, win / tie / loss, decided by that interval.",
     )
+    _add_split_argument(comparison)
     _add_bootstrap_arguments(comparison)
     comparison.set_defaults(run=_run_compare)
 
@@ -274,9 +276,20 @@ def _add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_split_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="test (default): the config's held-out eval sources and the test prompt sets, in RUN/eval/. "
+        "validation: for tuning, the validation pairs carved from each dimension's train files and the validation "
+        "prompt sets (docs/evaluation.md), in RUN/eval-validation/; the run must have trained on split 'fit'.",
+    )
+
+
 def _run_eval(args: argparse.Namespace) -> None:
     from panacea.eval.report import format_front
-    from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, evaluate_path, is_soups_run
+    from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, eval_folder, evaluate_path, is_soups_run
 
     for flag, value in (("--limit", args.limit), ("--max-prompts", args.max_prompts)):
         if value is not None and value < 1:
@@ -298,8 +311,9 @@ def _run_eval(args: argparse.Namespace) -> None:
             objective=args.objective,
             resamples=args.resamples,
             seed=args.bootstrap_seed,
+            split=args.split,
         )
-        eval_dir = Path(args.run_dir) / "eval" / (mode or "")
+        eval_dir = Path(args.run_dir) / eval_folder(args.split) / (mode or "")
         print(format_front(document))
         print(f"\nwrote {eval_dir / RESULTS_JSON}, {eval_dir / RESULTS_MD} and the plot {eval_dir / FRONT_PNG}\n")
 
@@ -316,6 +330,7 @@ def _run_compare(args: argparse.Namespace) -> None:
         baseline=args.baseline,
         resamples=args.resamples,
         seed=args.bootstrap_seed,
+        split=args.split,
     )
     out = Path(args.out)
     print(format_comparison(comparison))

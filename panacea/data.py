@@ -162,8 +162,7 @@ def load_pairs(source: PairSource, dimension: str, known_dimensions: Sequence[st
                 "within a source (they key caches and logs)."
             )
         first_where[pair.id] = where
-        if split == "train" and source.split in DERIVED_SPLITS:
-            split = "validation" if in_validation_fold(pair.prompt) else "fit"
+        split = pair_split(split, pair.prompt, source.split)
         found[pair.dim, split or source.split] += 1
         if pair.dim == wanted_dim and (split is None or split == source.split):
             pairs.append(pair)
@@ -224,6 +223,14 @@ def _validate(
         raise ValueError(f"{label}: split {_show(split)} is not one of {SPLITS}.")
     pair_id = pair_id or where  # a source without an id column: its position is the id
     return PairRecord(pair_id, record["prompt"], record["chosen"], record["rejected"], dim, where), split
+
+
+def pair_split(split: str | None, prompt: str, wanted: str) -> str | None:
+    """A record's split as a source asking for `wanted` sees it: where a carved split ('fit', 'validation') is
+    wanted, a 'train' record is the one its prompt falls in; otherwise the record's own split."""
+    if split == "train" and wanted in DERIVED_SPLITS:
+        return "validation" if in_validation_fold(prompt) else "fit"
+    return split
 
 
 def in_validation_fold(prompt: str) -> bool:
