@@ -115,6 +115,14 @@ class TrainConfig:
     )
     max_length: int = field(default=256, metadata={"help": "Prompt + response tokens; responses keep their start."})
     max_prompt_length: int = field(default=128, metadata={"help": "Prompt tokens; prompts keep their end."})
+    rpo_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "Add α × the chosen response's mean token NLL to every DPO pair's loss (RPO, Pang et al. 2024; "
+            "TRL's `rpo_alpha`, which the paper sets to 1): keeps the chosen answers likely as the margin grows. "
+            "None: plain DPO."
+        },
+    )
     # --- preferences ---
     scalarization: Literal["ls", "tche"] = field(
         default="ls", metadata={"help": "'ls' (Σ λ_i L_i) or 'tche' (Tchebycheff, max_i λ_i (L_i − ẑ_i))."}
@@ -228,6 +236,12 @@ class TrainConfig:
             "max_grad_norm",
             self.max_grad_norm,
             "None or a positive number",
+        )
+        _require(
+            self.rpo_alpha is None or (_finite(self.rpo_alpha) and self.rpo_alpha >= 0),
+            "rpo_alpha",
+            self.rpo_alpha,
+            "None or a number >= 0",
         )
         _require(_positive(self.dirichlet_alpha), "dirichlet_alpha", self.dirichlet_alpha, "a positive number")
         _require(_positive(self.tchebycheff_epsilon), "tchebycheff_epsilon", self.tchebycheff_epsilon, "> 0")

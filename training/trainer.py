@@ -366,6 +366,8 @@ def _pair_losses(
     reference = dimension.reference[indices].to(logps.device)  # (micro, 2)
     beta = dimension.config.beta
     losses = dpo_loss(chosen, rejected, reference[:, 0], reference[:, 1], beta)
+    if config.rpo_alpha:  # RPO: the chosen response's mean token NLL beside the preference (docs/algorithms.md)
+        losses = losses + config.rpo_alpha * sft_loss(chosen, batch.response_tokens[: len(pairs)].to(chosen.device))
     margins = reward_margin(chosen, rejected, reference[:, 0], reference[:, 1], beta).detach()
     return losses, float((margins > 0).sum()), float(margins.sum()), batch.num_tokens
 

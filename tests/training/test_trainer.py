@@ -330,3 +330,28 @@ def test_a_sharded_launch_is_refused_at_start_up(workspace, tmp_path, monkeypatc
     with pytest.raises(ValueError, match="supports one process or data parallelism"):
         train(make_config(workspace, tmp_path / "run"))
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_rpo_alpha_adds_the_chosen_responses_mean_token_nll_to_every_dpo_pair(workspace, tmp_path):
+    """One step over all 16 pairs of each dimension from the LoRA-style init (the policy is the reference): every
+    pair's DPO loss is ln 2, so the logged loss is ln 2 + α × the mean of the chosen responses' mean token NLL."""
+    from panacea.training.logprobs import collate_pairs, response_log_probs
+
+    from panacea.data import load_dimension
+
+    alpha, run = 0.5, tmp_path / "run"
+    config = make_config(workspace, run, max_steps=1, save_steps=1, batch_size=16, micro_batch_size=4, rpo_alpha=alpha)
+    train(config)
+    (logged,) = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    base, tokenizer = load_base_model(config.model, device="cpu")
+    for dimension in config.dimensions:
+        pairs, _ = load_dimension(
+            dimension.train, dimension.name, config.dimension_names, tokenizer, config.max_length,
+            config.max_prompt_length,
+        )  # fmt: skip
+        batch = collate_pairs(pairs, tokenizer.pad_token_id, with_rejected=False)
+        with torch.no_grad():
+            nll = -response_log_probs(base, batch) / batch.response_tokens
+        expected = math.log(2) + alpha * float(nll.mean())
+        assert logged[f"loss/{dimension.name}"] == pytest.approx(expected, abs=1e-4)
+        assert alpha * float(nll.mean()) > 0.5  # the term is there to be seen
