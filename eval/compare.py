@@ -104,11 +104,6 @@ def compare(
             raise ValueError(
                 f"{document['run']} was not evaluated with the {scorer!r} scorer; run `panacea eval` on it."
             )
-        if document["scorers"][scorer]["settings"] != first["scorers"][scorer]["settings"]:
-            raise ValueError(
-                f"{document['run']} and {first['run']} were scored with different {scorer!r} settings (other pairs, "
-                "prompts, reward models or decoding); evaluate both with the same settings."
-            )
     dimensions, grid = first["dimensions"], first["grid"]
     entries = [document["scorers"][scorer] for document in documents]
     objective = objective or entries[0]["default_objective"]
@@ -117,6 +112,12 @@ def compare(
             f"--objective {objective!r} is not one of the {scorer} scorer's objectives: "
             f"{sorted(entries[0]['objectives'])}."
         )
+    for document in documents[1:]:
+        if _scored_alike(document["scorers"][scorer], scorer, objective) != _scored_alike(entries[0], scorer, objective):
+            raise ValueError(
+                f"{document['run']} and {first['run']} were scored with different {scorer!r} settings (other pairs, "
+                "prompts, reward models, decoding or, except for accuracy, β); evaluate both with the same settings."
+            )
     if reference is not None and (
         len(reference) != len(dimensions) or not all(np.isfinite(value) for value in reference)
     ):
@@ -163,6 +164,17 @@ def compare(
         "baseline": [labels[index] for index in baselines],
         "rows": rows,
     }
+
+
+def _scored_alike(entry: dict, scorer: str, objective: str) -> dict:
+    """The settings two runs must share to be compared on `objective`. A pair's accuracy is the sign of its margin,
+    the same for every β > 0, so runs trained (and scored) with different DPO β compare on accuracy; their win
+    probabilities and margins scale with β and do not."""
+    settings = entry["settings"]
+    if scorer == "pairs" and objective == "accuracy":
+        sets = {name: {k: v for k, v in pair_set.items() if k != "beta"} for name, pair_set in settings["sets"].items()}
+        return {**settings, "sets": sets}
+    return settings
 
 
 def _baseline_rows(documents: Sequence[dict], labels: Sequence[str], baseline: str) -> list[int]:

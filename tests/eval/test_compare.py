@@ -102,6 +102,12 @@ def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
     other["scorers"]["pairs"]["settings"]["sets"]["a/a"]["pairs"] = 3
     with pytest.raises(ValueError, match="different 'pairs' settings"):
         compare([documents[0], other])
+    other = json.loads(json.dumps(documents[1]))  # another DPO β: accuracy (the margin's sign) compares, the rest not
+    other["scorers"]["pairs"]["settings"]["sets"]["a/a"]["beta"] = 0.3
+    assert len(compare([documents[0], other], objective="accuracy")["rows"]) == 2
+    for objective in ("win_probability", "margin"):
+        with pytest.raises(ValueError, match="different 'pairs' settings"):
+            compare([documents[0], other], objective=objective)
     with pytest.raises(ValueError, match="at least two evaluated runs"):
         compare(documents[:1])
     assert main(["compare", str(evaluated["panacea"]), str(tmp_path / "missing")]) == 2
