@@ -1,0 +1,83 @@
+"""benchmarks/validation_study.py: every row trains on 'fit' and is scored on validation only; equal search sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import config_dict, make_workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study(monkeypatch):
+    """benchmarks/validation_study.py as a module (registered first: its dataclasses look themselves up there)."""
+    spec = importlib.util.spec_from_file_location("validation_study", ROOT / "benchmarks" / "validation_study.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configurations(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    study = _study(monkeypatch)
+    assert len(study.SOUPS) == len(study.PANACEA)  # the same tuning budget for the baseline
+    assert sorted(study.PRIORITY) == sorted(f"{m}/{name}" for m, rows in study.METHODS.items() for name in rows)
+    for row in study.PRIORITY:
+        method, name = row.split("/")
+        config = study.study_config(method, name)  # every override is a valid config
+        assert config.method == ("soups" if method == "soups" else "panacea"), row
+        assert all(source.split == "fit" for dimension in config.dimensions for source in dimension.train), row
+    assert study.study_config("panacea", "plc_tau_inf").aggregator_kwargs == {"tau": float("inf")}
+
+
+def test_a_protocol_that_trains_on_the_validation_prompts_is_refused(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "PROTOCOL", [item for item in study.PROTOCOL if not item.endswith("split=fit")])
+    with pytest.raises(ValueError, match=r"row panacea/defaults: dimensions\.0 trains on \['train'\], not only 'fit'"):
+        study.study_config("panacea", "defaults")
+
+
+def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkeypatch, tmp_path, capsys):
+    """A tiny base config in place of hh-2d: each row trains, is scored on validation (never eval/), and the table
+    gives the soups row's difference to soups' defaults with an interval and a verdict."""
+    workspace = make_workspace(tmp_path)
+    rng = random.Random(0)
+    for name in ("helpful", "harmless"):
+        with open(tmp_path / f"{name}.jsonl", "w") as handle:
+            for index in range(64):  # 32 prompts, two pairs each: a few fall in the validation fold
+                prompt = f"q{index // 2} " + " ".join(f"w{rng.randrange(4, 64)}" for _ in range(2))
+                words = [" ".join(f"w{rng.randrange(4, 64)}" for _ in range(3)) for _ in range(2)]
+                record = dict(id=f"{name}{index}", prompt=prompt, chosen=words[0], rejected=words[1], dim=name)
+                handle.write(json.dumps({**record, "source": "test", "split": "train"}) + "\n")
+    data = config_dict(workspace, tmp_path / "unused", save_steps=2)
+    data["dimensions"] = [{"name": name, "train": [{"path": str(tmp_path / f"{name}.jsonl")}]} for name in ("helpful", "harmless")]  # fmt: skip
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(data))
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "BASE_CONFIG", str(tmp_path / "base.yaml"))
+    monkeypatch.setattr(study, "PROTOCOL", ["max_steps=2", *(f"dimensions.{d}.train.0.split=fit" for d in (0, 1))])
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "DEFAULTS", {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40"})
+    rows = ["panacea/defaults", "soups/lr2e-3_beta0.1_steps40", "soups/lr1e-3_beta0.3_steps40"]
+    for row in rows:
+        method, name = row.split("/")
+        settings = study.METHODS[method][name]
+        monkeypatch.setitem(  # the tiny budget: 2 steps (soups: 1 per member)
+            study.METHODS[method], name, study.Setting(settings.description, [*settings.overrides, "max_steps=2"])
+        )
+    assert study.main(["--only", *rows]) == 0
+    for row in rows:
+        run = tmp_path / "study" / row / "run"
+        assert (run / "eval-validation").is_dir() and not (run / "eval").exists()
+    table = capsys.readouterr().out.splitlines()
+    line = next(line for line in table if line.startswith("| `soups/lr1e-3_beta0.3_steps40`"))
+    assert any(verdict in line for verdict in (" win |", " tie |", " loss |"))
+    assert next(line for line in table if line.startswith("| `panacea/defaults`")).count("| - |") >= 1  # no PLC
