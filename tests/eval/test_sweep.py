@@ -13,6 +13,8 @@ from panacea.eval.bootstrap import objective_values
 from panacea.eval.scorers import PairSet, PairsScorer
 from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
 from panacea.training import TrainConfig, train
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from panacea._config import dataclass_from_dict
 from tests.helpers import config_dict, make_workspace
@@ -45,6 +47,16 @@ def test_eval_writes_results_markdown_and_plot(run_dir):
         front = pairs["fronts"][objective]
         for values, intervals in zip(front["objectives"], front["intervals"], strict=True):
             assert all(low <= v <= high for v, (low, high) in zip(values, intervals, strict=True))
+        # the hypervolume of the front's own points above its reference, by the 2-D sweep of docs/algorithms.md
+        (r1, r2), expected = front["reference"], 0.0
+        height = r2
+        for first, second in sorted(map(tuple, front["objectives"]), reverse=True):
+            if first > r1 and second > height:
+                expected, height = expected + (first - r1) * (second - height), second
+        assert expected > 0 and front["metrics"]["hypervolume"] == pytest.approx(expected, abs=1e-12), objective
+    shown = pairs["fronts"]["accuracy"]  # the default objective's front is the one in `points` and `metrics`
+    assert [list(point["objectives"].values()) for point in pairs["points"]] == shown["objectives"]
+    assert metrics["hypervolume"] == shown["metrics"]["hypervolume"]
     assert "hypervolume" in (run_dir / "eval" / "results.md").read_text()
 
 
@@ -140,10 +152,44 @@ def test_the_scoring_time_is_the_points_own_not_this_calls(run_dir, monkeypatch)
     assert evaluate_path(run_dir, grid_points=3, progress=False)["scorers"]["pairs"]["seconds"] is None
 
 
-def test_cached_points_are_not_read_for_another_adapter(run_dir, monkeypatch):
-    evaluate_path(run_dir, grid_points=3, progress=False)
-    key = sweep_module.cache_key({"x": 1}, "digest-1")
-    assert key != sweep_module.cache_key({"x": 1}, "digest-2") and key != sweep_module.cache_key({"x": 2}, "digest-1")
+def test_cached_points_are_not_read_for_another_adapter(run_dir, tmp_path, monkeypatch):
+    """The same run folder holding other adapter weights (retrained, or edited on disk) is scored again.
+
+    Only the adapter changes: the base model, the scorer's settings and the device stay, so the weights' digest
+    is the one part of the cache key that tells the two adapters apart.
+    """
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("eval"))  # a folder of its own: other tests use run_dir
+    grid = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    scored, original = [], PairsScorer.score
+
+    def record(self, model, preferences):
+        scored.extend(preferences.tolist())
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    first = evaluate_path(run, grid_points=3, progress=False)["scorers"]["pairs"]
+    assert scored == grid
+    scored.clear()
+    same = evaluate_path(run, grid_points=3, progress=False)["scorers"]["pairs"]
+    assert scored == [] and same["points"] == first["points"]  # the same adapter: every point from the cache
+
+    weights_file = run / "adapter" / "adapter_model.safetensors"
+    with safe_open(weights_file, framework="pt") as handle:
+        metadata = handle.metadata()
+    generator = torch.Generator().manual_seed(0)
+    weights = {
+        name: tensor + 0.3 * torch.randn(tensor.shape, generator=generator) if name.endswith("lora_B") else tensor
+        for name, tensor in load_file(weights_file).items()
+    }
+    save_file(weights, weights_file, metadata=metadata)
+    other = evaluate_path(run, grid_points=3, progress=False)["scorers"]["pairs"]
+    assert scored == grid and other["cache"] != first["cache"]
+    for before, after in zip(first["points"], other["points"], strict=True):
+        assert before["sets"].keys() == after["sets"].keys()
+        for name in before["sets"]:
+            margins = [point["sets"][name]["values"]["margin"] for point in (before, after)]
+            assert all(x != y for x, y in zip(*margins, strict=True)), (name, margins)  # every pair scored anew
 
 
 def test_points_cached_on_one_device_are_not_read_on_another(run_dir, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from panacea.training import TrainConfig, train
 from panacea.training import trainer as trainer_module
 from panacea.training.aggregators import AGGREGATORS
+from panacea.training.scalarisation import GradientAggregation
 
 from tests.helpers import adapter_weights, losses, make_config, max_difference, train_interrupted_then_resumed
 
@@ -22,18 +23,63 @@ def aggregated(workspace, run, method, **overrides):
     return make_config(workspace, run, aggregator=method, preference_sampling="per_step", **overrides)
 
 
+def plc_vetoes(gram: torch.Tensor, preference: torch.Tensor, tau: float) -> bool:
+    """Whether PLC's veto set V is not empty (docs/algorithms.md, written out again here), M (m, m), λ (m,)."""
+    gains = [float(row @ preference.double()) for row in gram.double()]  # a_i = g_i · d0, d0 = Σ_j λ_j g_j
+    weights = preference.double().tolist()
+    for i, gain in enumerate(gains):
+        degradation = weights[i] * max(0.0, -gain)
+        surplus = sum(weights[j] * max(0.0, gains[j]) for j in range(len(gains)) if j != i)
+        if degradation > 0 and surplus < tau * degradation:
+            return True
+    return False
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_every_aggregator_lowers_every_dimension_loss(workspace, tmp_path, method):
+def test_every_aggregator_lowers_every_dimension_loss(workspace, tmp_path, monkeypatch, method):
+    """... and logs, every step, the coefficient each dimension's gradient got (and PLC its running veto rate)."""
+    calls, original = [], GradientAggregation.coefficients
+
+    def record(self, losses, preferences, gram=None):
+        coefficients, loss = original(self, losses, preferences, gram)
+        calls.append((gram.clone(), preferences.clone(), coefficients.clone()))
+        return coefficients, loss
+
+    monkeypatch.setattr(GradientAggregation, "coefficients", record)
     run = tmp_path / "run"
     train(aggregated(workspace, run, method, max_steps=30, save_steps=30))
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    for name in ("a", "b"):
+    assert len(log) == len(calls) == 30
+    for i, name in enumerate(("a", "b")):
         first, last = log[0][f"loss/{name}"], sum(row[f"loss/{name}"] for row in log[-5:]) / 5
         assert first == pytest.approx(math.log(2), abs=1e-4)
         assert last < first - 0.02, (method, name, first, last)
-        assert all(f"coefficient/{name}" in row for row in log)
-    if method == "plc":
-        assert all(0 <= row["aggregator/veto_rate"] <= 1 for row in log)
+        assert [row[f"coefficient/{name}"] for row in log] == [float(c[:, i].sum()) for _, _, c in calls]
+    if method == "plc":  # no veto at the default τ = 2 in this run (test_plcs_veto_rate_is_the_share_... has one)
+        assert all(row["aggregator/veto_rate"] == 0 for row in log)
+        assert not any(plc_vetoes(gram[0], preferences[0], tau=2.0) for gram, preferences, _ in calls)
+
+
+def test_plcs_veto_rate_is_the_share_of_steps_with_a_veto(workspace, tmp_path, monkeypatch):
+    """`aggregator/veto_rate` after step k is (steps 1..k whose λ and Gram matrix give PLC a veto) / k.
+
+    τ = ∞ vetoes every degradation; in this run that happens at one step of twelve (at τ = 2, never).
+    """
+    tau = math.inf
+    calls, original = [], GradientAggregation.coefficients
+
+    def record(self, losses, preferences, gram=None):
+        calls.append((gram.clone(), preferences.clone()))
+        return original(self, losses, preferences, gram)
+
+    monkeypatch.setattr(GradientAggregation, "coefficients", record)
+    run = tmp_path / "run"
+    train(aggregated(workspace, run, "plc", aggregator_kwargs={"tau": tau}, max_steps=12, save_steps=12))
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    vetoes = [plc_vetoes(gram[0], preferences[0], tau) for gram, preferences in calls]
+    assert 0 < sum(vetoes) < len(vetoes) == len(log) == 12, vetoes  # neither never nor always
+    rates = [row["aggregator/veto_rate"] for row in log]
+    assert rates == pytest.approx([sum(vetoes[:k]) / k for k in range(1, 13)], abs=1e-12)
 
 
 @pytest.mark.parametrize("method", ["pcgrad", "plc", "cagrad"])
@@ -55,10 +101,10 @@ def test_the_update_is_the_aggregators_combination_of_the_unit_gradients(workspa
     seen = {}
     original = trainer_module.GradientBuffers.combine
 
-    def spy(self, coefficients, max_norm):
+    def spy(self, coefficients, *args, **kwargs):  # max_norm, and the regulariser where the trainer passes one
         seen["units"] = self.flat[:-1].clone()
         seen["coefficients"] = coefficients.clone()
-        norm = original(self, coefficients, max_norm)
+        norm = original(self, coefficients, *args, **kwargs)
         seen["update"] = self.flat[-1].clone()
         return norm
 
@@ -70,6 +116,61 @@ def test_the_update_is_the_aggregators_combination_of_the_unit_gradients(workspa
     expected = AGGREGATORS["cagrad"]().coefficients(units @ units.T, preference, torch.full((2,), math.log(2)))
     torch.testing.assert_close(seen["coefficients"].double(), expected, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(seen["update"], (seen["coefficients"] @ seen["units"]), rtol=1e-5, atol=1e-7)
+
+
+def first_update(workspace, run, monkeypatch, aggregator, *, forward, weights):
+    """Step 0's unit gradients (units, P) and update (P,), the model forwarded at λ `forward`, the rule given `weights`.
+
+    In training the two are one λ: it reaches the update through the adapter (the gradients g_i) and through the
+    rule (the coefficients). Apart here, so that the gradients can stay fixed while the rule's λ changes.
+    """
+    m, seen, original = len(forward), {}, trainer_module.GradientBuffers.combine
+
+    def draw(config, step):  # every pair of every dimension forwarded at `forward`; the rule reads `groups`
+        rows = torch.tensor([forward]).expand(m * config.batch_size, m).reshape(m, config.batch_size, m)
+        return trainer_module.StepPreferences(groups=torch.tensor([weights]), per_sample=rows)
+
+    def spy(self, coefficients, *args, **kwargs):  # max_norm, and the regulariser where the trainer passes one
+        norm = original(self, coefficients, *args, **kwargs)
+        seen["units"], seen["update"] = self.flat[:-1].clone(), self.flat[-1].clone()
+        return norm
+
+    monkeypatch.setattr(trainer_module, "draw_preferences", draw)
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", spy)
+    train(aggregated(workspace, run, aggregator, max_steps=1, max_grad_norm=None))
+    return seen["units"], seen["update"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_with_the_gradients_held_every_rule_but_mgda_follows_its_lambda(workspace, tmp_path, monkeypatch, method):
+    """The same g_i, the rule given λ = (0.8, 0.2) or (0.2, 0.8): two updates, the first favouring dimension a.
+
+    MGDA is λ-free by definition (docs/algorithms.md): its two updates are equal. Any other rule that gave equal
+    updates would ignore the preference it is given (or the trainer would not pass it on).
+    """
+    held = (0.5, 0.5)
+    units, toward_a = first_update(workspace, tmp_path / "a", monkeypatch, method, forward=held, weights=(0.8, 0.2))
+    same, toward_b = first_update(workspace, tmp_path / "b", monkeypatch, method, forward=held, weights=(0.2, 0.8))
+    torch.testing.assert_close(same, units, rtol=0, atol=0)  # only the rule's λ differs between the two steps
+    if method == "mgda":
+        torch.testing.assert_close(toward_b, toward_a, rtol=0, atol=0)
+        return
+    assert float((toward_a - toward_b).norm()) > 0.1 * float(toward_a.norm()), method
+    # first-order gain of a over b along d: (g_a − g_b)·d; more weight on a buys a more of it (for LS by
+    # t‖g_a − g_b‖² exactly, when t moves from b to a)
+    lead = units[0] - units[1]
+    assert float(lead @ toward_a) > float(lead @ toward_b), method
+
+
+def test_linear_scalarisation_weights_each_dimensions_gradient_by_its_lambda(workspace, tmp_path, monkeypatch):
+    """LS (aggregator 'none') puts λ_i inside dimension i's loss: its unit gradients are λ_i g_i, g_i the unweighted
+    gradients an aggregator gets at the same λ, and its update is their sum (LS's d = Σ λ_i g_i)."""
+    at = {"forward": (0.8, 0.2), "weights": (0.8, 0.2)}
+    plain, _ = first_update(workspace, tmp_path / "mgda", monkeypatch, "mgda", **at)
+    weighted, update = first_update(workspace, tmp_path / "ls", monkeypatch, "none", **at)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6 * float(plain.abs().max())}  # float32 backward of λ·ℓ against λ·∇ℓ
+    torch.testing.assert_close(weighted, torch.tensor(at["weights"])[:, None] * plain, **tolerance)
+    torch.testing.assert_close(update, weighted.sum(dim=0), **tolerance)
 
 
 def test_accumulated_micro_batches_are_aggregated_once_per_step(workspace, tmp_path):
