@@ -78,7 +78,10 @@ class PanaceaConfig:
     )
     orthogonality_weight: float = field(
         default=0.0,
-        metadata={"help": "Weight of the AdaLoRA regulariser ‖AAᵀ − I‖² + ‖BᵀB − I‖² (0 disables it)."},
+        metadata={
+            "help": "Weight w of AdaLoRA's regulariser: the trainer adds w × Σ_layers ‖AAᵀ − I‖² + ‖BᵀB − I‖² to the "
+            "loss once per step (0 disables it)."
+        },
     )
 
     def __post_init__(self) -> None:

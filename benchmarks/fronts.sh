@@ -119,6 +119,11 @@ publish_training() {  # copy a run's training record and final adapter weights (
               "$runs_dir/$run"/adapter/* "$runs_dir/$run"/soups/*/adapter/*; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
   done
+  # a run records its data files by absolute path (`panacea eval RUN` works from anywhere); the published record
+  # names those inside this repository relative to its root, where this script runs, so any clone restores it
+  for file in "$published/$run/train/config.yaml" "$published/$run"/train/soups/*/config.yaml; do
+    if [[ -f $file ]]; then sed "s#$PWD/##g" "$file" > "$file.tmp" && mv "$file.tmp" "$file"; fi
+  done
   local last
   last=$(find "$runs_dir/$run/checkpoints" -maxdepth 2 -name trainer_state.json 2>/dev/null | sort -V | tail -n 1 || true)
   if [[ -n $last ]]; then copy "$last" "$published/$run/train/${last#"$runs_dir/$run"/}"; fi

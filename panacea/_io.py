@@ -1,4 +1,8 @@
-"""Atomic writes: a file or folder is written as a temporary sibling and only then renamed into place."""
+"""Atomic writes: a file or folder is written as a temporary sibling and only then renamed into place.
+
+What lands gets the modes a plain `open` or `mkdir` would give under the user's umask, whatever the writer
+used (tempfile and safetensors' `save_file` create private 0600 files).
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ def atomic_directory(path: str | os.PathLike, *, keep_existing: bool = False) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); give it a normal folder's mode
         yield staging
+        _apply_umask(staging)
         _move_into_place(staging, path, keep_existing)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -59,6 +63,14 @@ def _umask() -> int:
     return mask
 
 
+def _apply_umask(folder: Path) -> None:
+    """Give `folder` and everything in it a normal folder's (0o777) or file's (0o666) mode less the umask."""
+    mask = _umask()
+    for entry in [folder, *folder.rglob("*")]:
+        if not entry.is_symlink():
+            entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write; when the body succeeds, it replaces `path` by rename.
@@ -72,8 +84,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     os.close(handle)
     temporary = Path(name)
     try:
-        temporary.chmod(0o666 & ~_umask())  # mkstemp makes it private (0600); give it a normal file's mode
         yield temporary
+        temporary.chmod(0o666 & ~_umask())  # after the body, which may have made the file anew (and private)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -102,6 +102,8 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
     for document in written:
         (runs / document).parent.mkdir(parents=True, exist_ok=True)
         (runs / document).write_text("{}")
+    for config in ("hh-2d/config.yaml", "soups-hh-2d/soups/helpful/config.yaml"):  # runs record absolute data paths
+        (runs / config).write_text(f"train: [{{path: {ROOT}/data/helpful.jsonl.gz}}, {{path: /elsewhere/x.jsonl}}]\n")
     (published / "hh-2d-tche/eval").mkdir(parents=True)  # published by an earlier run of the script
     (published / "hh-2d-tche/eval/results.json").write_text("{}")
 
@@ -122,6 +124,8 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "soups-hh-2d/train/soups/helpful/config.yaml",
         "soups-hh-2d/train/soups/helpful/log.jsonl",
     ]
+    for config in ("hh-2d/train/config.yaml", "soups-hh-2d/train/soups/helpful/config.yaml"):  # any clone restores it
+        assert (published / config).read_text() == "train: [{path: data/helpful.jsonl.gz}, {path: /elsewhere/x.jsonl}]\n"
     trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
     assert len(trains) == 1 and "soups-hh-2d" in trains[0]  # hh-2d holds its final adapter: not trained again
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]

@@ -1,8 +1,18 @@
 import os
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
-from panacea._io import atomic_directory, read_json, write_json, write_text
+from panacea._io import atomic_directory, atomic_file, read_json, write_json, write_text
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=oct)
+def umask(request):
+    """The process's umask set to the parameter for the test, then restored."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
 
 
 def test_new_folder_appears_whole(tmp_path):
@@ -133,3 +143,22 @@ def test_written_file_has_the_usual_permissions_and_its_folder_is_made(tmp_path)
     os.umask(mask)
     assert (tmp_path / "new" / "a.md").read_text(encoding="utf-8") == "é\n"
     assert (tmp_path / "new" / "a.md").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_folder_gets_the_modes_the_umask_gives_whatever_wrote_its_files(tmp_path, umask):
+    """safetensors' save_file makes private (0600) files: adapter_model.safetensors was 0600 beside 0644 files."""
+    with atomic_directory(tmp_path / "out") as staging:
+        save_file({"x": torch.zeros(2)}, staging / "weights.safetensors")
+        (staging / "sub").mkdir(mode=0o700)
+        write_json(staging / "sub" / "config.json", {})
+    entries = [tmp_path / "out", *(tmp_path / "out").rglob("*")]
+    modes = {path.name: path.stat().st_mode & 0o777 for path in entries}
+    assert modes == {"out": 0o777 & ~umask, "sub": 0o777 & ~umask} | {
+        name: 0o666 & ~umask for name in ("weights.safetensors", "config.json")
+    }
+
+
+def test_a_file_gets_the_mode_the_umask_gives_when_its_writer_makes_it_anew(tmp_path, umask):
+    with atomic_file(tmp_path / "logps.safetensors") as temporary:
+        save_file({"x": torch.zeros(2)}, temporary)  # replaces the temporary file with a private one
+    assert (tmp_path / "logps.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from panacea.adapters import PanaceaConfig
@@ -22,7 +24,7 @@ METHODS = ("panacea", "soups", "lora")
 SOUPS_BUDGETS = ("split", "full")
 SAMPLING = ("per_step", "per_sample", "groups", "fixed")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("no", "bf16")  # fp16 needs loss scaling, which the trainer does not do
 
 
 @dataclass
@@ -94,8 +96,12 @@ class TrainConfig:
     model: str | None = field(default=None, metadata={"help": "HF id or local path; None = embedded SmolLM2-135M."})
     dtype: str = field(default="float32", metadata={"help": "Base-model weights dtype ('float32', 'bfloat16')."})
     device: str = field(default="auto", metadata={"help": "'cpu', 'cuda' or 'auto' (CUDA when available)."})
-    mixed_precision: Literal["no", "bf16", "fp16"] = field(
-        default="no", metadata={"help": "accelerate autocast: 'bf16' on CUDA; 'no' on CPU (bf16 matmul is slow)."}
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(  # 'fp16' is typed only to be refused with its reason
+        default="no",
+        metadata={
+            "help": "accelerate autocast: 'bf16' on CUDA; 'no' on CPU (bf16 matmul is slow). 'fp16' is refused: it "
+            "needs loss scaling, which the trainer does not do."
+        },
     )
     adapter: dict[str, Any] = field(
         default_factory=lambda: {"init": "lora", "svd_rank": 0, "preference_rank": 2},
@@ -217,7 +223,13 @@ class TrainConfig:
             self.scalarization in SCALARIZERS, "scalarization", self.scalarization, f"one of {sorted(SCALARIZERS)}"
         )
         _require(self.preference_sampling in SAMPLING, "preference_sampling", self.preference_sampling, str(SAMPLING))
-        _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
+        _require(
+            self.mixed_precision in MIXED_PRECISION,
+            "mixed_precision",
+            self.mixed_precision,
+            "'no' or 'bf16' (fp16 gradients underflow without loss scaling, which the trainer does not do; use 'bf16' "
+            "on CUDA)",
+        )
         _require(self.lr_scheduler in SCHEDULERS, "lr_scheduler", self.lr_scheduler, str(SCHEDULERS))
         _require(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number")
         _require(_positive(self.diagonal_lr_ratio), "diagonal_lr_ratio", self.diagonal_lr_ratio, "a positive number")
@@ -307,7 +319,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.fixed_preference must be one λ, got shape {tuple(fixed.shape)}.")
             self.fixed_preference = fixed.tolist()
         self._check_method()
-        self.adapter_config()  # refuse a bad adapter section now, before any model or data loads
+        adapter = self.adapter_config()  # refuse a bad adapter section now, before any model or data loads
+        if self.method != "panacea" and adapter.orthogonality_weight > 0:
+            raise ValueError(
+                f"TrainConfig.adapter.orthogonality_weight regularises a Panacea adapter's A and B, but method "
+                f"{self.method!r} trains plain peft LoRAs, which it does not regularise; set it to 0."
+            )
 
     def _check_method(self) -> None:
         """Method 'soups' needs max_steps divisible by m under the split budget; 'lora' needs a fixed λ."""
@@ -366,6 +383,22 @@ class TrainConfig:
     def from_yaml(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
         """Read a YAML config and apply `--set key=value` overrides; one clear error for anything wrong."""
         return load_config(cls, path, overrides)
+
+
+def with_absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config`, a TrainConfig as a dict, whose pair sources name local files and folders by absolute path.
+
+    A run's config.yaml records these, so `panacea eval RUN` and `--resume` work from any directory. A relative
+    path is read from the current directory, as `PairSource` does; one that names nothing here (a hub dataset
+    id) stays as given.
+    """
+    result = copy.deepcopy(config)
+    for dimension in result.get("dimensions", []):
+        for source in [*dimension.get("train", []), *dimension.get("eval", [])]:
+            local = Path(source["path"]).expanduser()
+            if local.exists():
+                source["path"] = str(local.resolve())
+    return result
 
 
 def _require(ok: bool, name: str, value: Any, expected: str, owner: str = "Train") -> None:

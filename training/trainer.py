@@ -37,14 +37,15 @@ from panacea.preferences import sample_preferences
 from .aggregators import build_aggregator
 from .checkpoint import (
     ADAPTER,
+    CHECKPOINTS,
+    Resumed,
     TrainState,
     checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
     prune_checkpoints,
+    resume_from_latest,
     save_checkpoint,
 )
-from .config import DimensionConfig, TrainConfig
+from .config import DimensionConfig, TrainConfig, with_absolute_data_paths
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
 from .reference import reference_log_probs
@@ -55,8 +56,14 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 # Data parallelism only: every process holds the whole adapter and the buffers are all-reduced. Sharded
-# training (FSDP, DeepSpeed) would need each shard's partial Gram matrix; it is refused at start-up.
+# training would need each shard's partial Gram matrix; data parallelism on other accelerators is untested
+# (their RNG states are not checkpointed). Both are refused at start-up.
 SUPPORTED_DISTRIBUTED = (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+SHARDED_DISTRIBUTED = {
+    DistributedType.DEEPSPEED: "DeepSpeed",
+    DistributedType.FSDP: "FSDP",
+    DistributedType.MEGATRON_LM: "Megatron-LM",
+}
 
 
 class TrainingError(RuntimeError):
@@ -139,11 +146,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         log_with=[tracker, "tensorboard"],  # TensorBoard only where it is installed (accelerate filters it)
         project_dir=output_dir,
     )
-    if accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
-        raise ValueError(
-            f"accelerate launched this run as {accelerator.distributed_type.value}; panacea's trainer supports one "
-            "process or data parallelism (MULTI_CPU, MULTI_GPU) so far. Launch without FSDP/DeepSpeed/XLA options."
-        )
+    _check_launch(accelerator.distributed_type)
     if config.device.startswith("cuda") and accelerator.device.type != "cuda":
         raise ValueError(f"TrainConfig.device is {config.device!r} but CUDA is not available; use 'cpu' or 'auto'.")
     group_size, round_size = config.batch_size // config.num_groups, config.micro_batch_size * accelerator.num_processes
@@ -187,17 +190,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
     )
     scalarizer = build_scalarizer(config)
+    orthogonality_weight = config.adapter_config().orthogonality_weight
     buffers = GradientBuffers(parameters, units=config.num_groups * len(dimensions))
     state = TrainState(pairs_seen={dimension.name: 0 for dimension in dimensions})
-    checkpoint = latest_checkpoint(output_dir) if resuming else None
-    if checkpoint is not None:
-        state, rng_states = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    resumed = resume_from_latest(output_dir, model, optimizer, scheduler) if resuming else None
+    if resumed is not None:
+        state = resumed.state
         scalarizer.load_state_dict(state.scalarizer)
-        _restore_rng(rng_states, accelerator)
+        _restore_rng(resumed.rng_states, accelerator)
         tracker.resume_step = state.step
-        accelerator.print(f"resuming from {checkpoint} (step {state.step})")
+        accelerator.print(_resuming_message(resumed))
     elif resuming:
-        accelerator.print(f"no complete checkpoint in {output_dir / 'checkpoints'}; starting from step 0")
+        accelerator.print(f"no checkpoint in {output_dir / CHECKPOINTS}; starting from step 0")
     accelerator.init_trackers("panacea")
 
     # --- the loop ---
@@ -215,7 +219,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         if scalarizer.name != "ls":  # the weight each dimension's gradient got (LS puts λ inside the losses)
             for i, name in enumerate(config.dimension_names):
                 metrics[f"coefficient/{name}"] = float(coefficients[:, i].sum())
-        grad_norm = buffers.combine(coefficients.flatten(), config.max_grad_norm)
+        regulariser = None
+        if orthogonality_weight > 0:  # AdaLoRA's regulariser (peft's orth_reg_weight): in the loss, in no unit
+            penalty = model.orthogonality_penalty()
+            metrics["orthogonality"] = float(penalty.detach())
+            regulariser = orthogonality_weight * penalty
+        grad_norm = buffers.combine(coefficients.flatten(), config.max_grad_norm, regulariser)
         if not math.isfinite(grad_norm):
             raise TrainingError(
                 f"step {step}: the update's norm is {grad_norm}; stopped, the last checkpoint is intact."
@@ -428,15 +437,21 @@ class GradientBuffers:
         units = self.flat[:-1].view(groups, -1, self.flat.shape[1])
         return torch.bmm(units, units.transpose(1, 2)).double()
 
-    def combine(self, coefficients: Tensor, max_norm: float | None) -> float:
-        """`.grad` ← Σ_u c_u g_u, clipped to `max_norm`; returns the norm before clipping."""
+    def combine(self, coefficients: Tensor, max_norm: float | None, regulariser: Tensor | None = None) -> float:
+        """`.grad` ← Σ_u c_u g_u (+ ∇ `regulariser`), clipped to `max_norm`; returns the norm before clipping.
+
+        `regulariser`, a scalar of the parameters, joins the combined update and no unit's gradient, so the
+        scalariser or aggregator never weighs it.
+        """
         update = self.flat[-1]
         torch.mv(self.flat[:-1].T, coefficients.to(self.flat), out=update)  # (P,) = Σ_u c_u g_u
+        for parameter, view in zip(self.parameters, self._views[-1], strict=True):
+            parameter.grad = view
+        if regulariser is not None:
+            regulariser.backward()  # accumulates into `.grad`, i.e. into `update`
         norm = float(update.norm())
         if max_norm is not None and norm > max_norm:
             update.mul_(max_norm / (norm + 1e-6))  # torch.nn.utils.clip_grad_norm_'s rule
-        for parameter, view in zip(self.parameters, self._views[-1], strict=True):
-            parameter.grad = view
         return norm
 
 
@@ -455,6 +470,29 @@ def build_model(base_model: nn.Module, config: TrainConfig) -> PanaceaModel | Pl
     return get_panacea_model(base_model, config.adapter_config())
 
 
+def _check_launch(launch: DistributedType) -> None:
+    """Refuse a launch other than one process, or data parallelism on CPUs or CUDA GPUs, naming the launch."""
+    if launch in SUPPORTED_DISTRIBUTED:
+        return
+    if launch in SHARDED_DISTRIBUTED:
+        how = f"with {SHARDED_DISTRIBUTED[launch]} ({launch.value}), which shards the model"
+        fix = f"Launch without the {SHARDED_DISTRIBUTED[launch]} options"
+    else:
+        devices = "torch_xla" if launch == DistributedType.XLA else launch.value.removeprefix("MULTI_")
+        how = f"as {launch.value} (on {devices} devices), which panacea is not tested on"
+        fix = "Launch on CPUs (--cpu) or CUDA GPUs, or as one process"
+    raise ValueError(
+        f"accelerate launched this run {how}; panacea's trainer supports one process on any device, or data "
+        f"parallelism on CPUs (MULTI_CPU) or CUDA GPUs (MULTI_GPU), each process holding the whole adapter. {fix}."
+    )
+
+
+def _resuming_message(resumed: Resumed) -> str:
+    """One line: the checkpoint a run resumes from, and the newer ones it skipped and why."""
+    skipped = "; ".join(f"skipped {path.name}, {reason}" for path, reason in resumed.skipped.items())
+    return f"resuming from {resumed.path} (step {resumed.state.step})" + (f"; {skipped}" if skipped else "")
+
+
 def _forget_failed_start(output_dir: Path, created: bool) -> None:
     """Remove what a new run's start wrote before its first step (its config.yaml; the folder if it made it)."""
     (output_dir / CONFIG_FILE).unlink(missing_ok=True)
@@ -465,10 +503,11 @@ def _forget_failed_start(output_dir: Path, created: bool) -> None:
 def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator) -> None:
     """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config.
 
+    The config is saved with absolute data paths, so the run folder works from any directory.
     `accelerator`: anything with `is_main_process` and `wait_for_everyone()` (an Accelerator, a PartialState).
     """
     saved = output_dir / CONFIG_FILE
-    resolved = config_to_dict(config)
+    resolved = with_absolute_data_paths(config_to_dict(config))
     if (
         not saved.is_file()
         and output_dir.is_dir()
@@ -484,7 +523,8 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
             raise ValueError(
                 f"{output_dir} already holds a run; pass --resume to continue it, or choose another output_dir."
             )
-        previous = load_yaml(saved)
+        stored = load_yaml(saved)
+        previous = with_absolute_data_paths(stored)  # older runs saved relative paths: the same files are the same
         # A field added after the run was saved counts as unchanged when it holds its default (older runs resume).
         for item in dataclasses.fields(TrainConfig):
             if item.name not in previous and item.name in resolved and resolved[item.name] == _default(item):
@@ -499,8 +539,9 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
                 f"--resume: the config differs from {saved} in {changed}; resume with the same config, or start "
                 f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
             )
-        if previous.get("output_dir") != resolved.get("output_dir") and accelerator.is_main_process:
-            dump_yaml(resolved, saved)
+        moved = stored.get("output_dir") != resolved.get("output_dir")
+        if (moved or stored.get("dimensions") != resolved.get("dimensions")) and accelerator.is_main_process:
+            dump_yaml(resolved, saved)  # where the run lies now, and absolute data paths for an older run
     elif accelerator.is_main_process:
         dump_yaml(resolved, saved)
     accelerator.wait_for_everyone()

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -20,6 +21,19 @@ def saved(tmp_path):
     model = panacea_llama()
     model.save_pretrained(tmp_path / "adapter")
     return model, tmp_path / "adapter"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)
+def test_saved_files_have_the_mode_the_umask_gives(tmp_path, umask):
+    """adapter_model.safetensors was written 0600 (safetensors makes private files), its config 0644."""
+    previous = os.umask(umask)
+    try:
+        panacea_llama().save_pretrained(tmp_path / "adapter")
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "adapter").iterdir()}
+    assert modes == {"adapter_config.json": 0o666 & ~umask, "adapter_model.safetensors": 0o666 & ~umask}
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_save_writes_config_weights_and_fingerprint(saved):

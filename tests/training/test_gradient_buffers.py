@@ -111,3 +111,26 @@ def test_combine_leaves_an_update_below_max_norm_unchanged():
     grad = torch.cat([parameter.grad.reshape(-1) for parameter in parameters])
     torch.testing.assert_close(grad, buffers.flat[0])
     assert norm == pytest.approx(float(buffers.flat[0].norm()), rel=1e-12)
+
+
+def test_combine_adds_the_regulariser_gradient_to_the_update_only_then_clips():
+    """The orthogonality penalty joins the combined update once, never a unit's buffer (which aggregators weigh)."""
+    layer, parameters, inputs, buffers = setup()
+    fill_every_unit(layer, inputs, buffers)
+    units = buffers.flat[:-1].clone()
+    coefficients = torch.tensor([0.5, -0.25, 2.0])
+
+    def regulariser():
+        return 0.3 * sum(parameter.square().sum() for parameter in parameters)
+
+    expected = direct_gradient(
+        layer,
+        parameters,
+        lambda: sum(float(c) * unit_loss(layer, inputs, u) for u, c in enumerate(coefficients)) + regulariser(),
+    )
+    max_norm = 0.5 * float(expected.norm())
+    norm = buffers.combine(coefficients, max_norm=max_norm, regulariser=regulariser())
+    grad = torch.cat([parameter.grad.reshape(-1) for parameter in parameters])
+    assert norm == pytest.approx(float(expected.norm()), rel=1e-12)
+    torch.testing.assert_close(grad, expected * max_norm / (norm + 1e-6))
+    torch.testing.assert_close(buffers.flat[:-1], units, rtol=0, atol=0)

@@ -130,6 +130,20 @@ def test_a_bad_adapter_field_is_refused_before_any_model_loads():
         config(adapter={"svd_rank": -1})
 
 
+def test_fp16_mixed_precision_is_refused_with_its_reason():
+    """fp16 autocast ran without loss scaling, so small gradients underflowed to zero unnoticed."""
+    with pytest.raises(ValueError, match=r"mixed_precision must be 'no' or 'bf16' \(fp16 .* loss scaling"):
+        config(mixed_precision="fp16")
+
+
+@pytest.mark.parametrize("method", ["lora", "soups"])
+def test_orthogonality_weight_is_refused_for_plain_loras(method):
+    fields = {"preference_sampling": "fixed", "fixed_preference": [1.0, 0.0]} if method == "lora" else {}
+    with pytest.raises(ValueError, match=f"orthogonality_weight .* method {method!r} trains plain peft LoRAs"):
+        config(method=method, adapter={"orthogonality_weight": 0.1}, **fields)
+    config(method=method, adapter={"orthogonality_weight": 0.0}, **fields)
+
+
 @pytest.mark.parametrize("value", [-1e-4, 0.0])
 def test_learning_rate_must_be_positive(value):
     with pytest.raises(ValueError, match=f"learning_rate must be a positive number, got {value!r}"):

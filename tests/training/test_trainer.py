@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
+from itertools import pairwise
 
 import pytest
 import torch
-from panacea.training import TrainingError, train
+import yaml
+from accelerate.utils import DistributedType
+from panacea.training import TrainConfig, TrainingError, train
 from panacea.training import trainer as trainer_module
 
 from panacea import PanaceaModel, get_panacea_model, load_base_model
@@ -24,6 +29,22 @@ from tests.helpers import (
     max_difference,
     train_interrupted_then_resumed,
 )
+
+
+def train_until_interrupted(config, monkeypatch, stop_at_step: int) -> None:
+    """Train `config` until step `stop_at_step` begins its update (KeyboardInterrupt there): a run killed mid-way."""
+    original, calls = trainer_module.GradientBuffers.combine, {"count": 0}
+
+    def interrupt(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == stop_at_step:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer_module.GradientBuffers, "combine", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
 
 
 def test_a_run_folder_holds_adapter_checkpoints_config_and_log(workspace, tmp_path):
@@ -177,25 +198,9 @@ def test_resume_refuses_a_changed_config(workspace, tmp_path):
 
 
 def test_a_moved_run_folder_resumes_where_it_lies_and_records_its_new_place(workspace, tmp_path, monkeypatch):
-    import shutil
-
-    import yaml
-
     straight = tmp_path / "straight"
     train(make_config(workspace, straight))
-    original = trainer_module.GradientBuffers.combine
-    calls = {"count": 0}
-
-    def interrupt_at_step_four(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", interrupt_at_step_four)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_config(workspace, tmp_path / "run"))
-    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", original)
+    train_until_interrupted(make_config(workspace, tmp_path / "run"), monkeypatch, stop_at_step=4)
     shutil.move(tmp_path / "run", tmp_path / "moved")
     assert train(make_config(workspace, tmp_path / "moved"), resume=True).state.step == 6
     assert max_difference(adapter_weights(straight), adapter_weights(tmp_path / "moved")) <= 1e-6
@@ -203,8 +208,6 @@ def test_a_moved_run_folder_resumes_where_it_lies_and_records_its_new_place(work
 
 
 def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_default(workspace, tmp_path):
-    import yaml
-
     run = tmp_path / "run"
     train(make_config(workspace, run, max_steps=2))
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -216,8 +219,6 @@ def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_defau
 
 
 def test_resume_accepts_a_run_whose_adapter_section_lacks_a_field_at_its_default(workspace, tmp_path):
-    import yaml
-
     run = tmp_path / "run"
     train(make_config(workspace, run, max_steps=2, adapter={"svd_rank": 2, "preference_rank": 1}))
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -323,12 +324,24 @@ def test_gradient_checkpointing_follows_the_same_trajectory(workspace, tmp_path)
     assert max_difference(adapter_weights(tmp_path / "plain"), adapter_weights(tmp_path / "checkpointed")) <= 1e-6
 
 
-def test_a_sharded_launch_is_refused_at_start_up(workspace, tmp_path, monkeypatch):
-    from panacea.training import trainer as trainer_module
+@pytest.mark.parametrize(
+    ("launch", "named"),
+    [
+        (DistributedType.DEEPSPEED, r"with DeepSpeed \(DEEPSPEED\), which shards the model"),
+        (DistributedType.MULTI_XPU, r"as MULTI_XPU \(on XPU devices\)"),
+    ],
+    ids=["deepspeed", "xpu"],
+)
+def test_an_unsupported_launch_is_refused_at_start_up_naming_it(workspace, tmp_path, monkeypatch, launch, named):
+    """Every refused launch blamed 'FSDP/DeepSpeed/XLA options', a plain data-parallel one on XPUs too."""
 
-    monkeypatch.setattr(trainer_module, "SUPPORTED_DISTRIBUTED", ())  # as if launched with FSDP or DeepSpeed
-    with pytest.raises(ValueError, match="supports one process or data parallelism"):
+    class Launched(trainer_module.Accelerator):
+        distributed_type = property(lambda self: launch)
+
+    monkeypatch.setattr(trainer_module, "Accelerator", Launched)
+    with pytest.raises(ValueError, match=named) as error:
         train(make_config(workspace, tmp_path / "run"))
+    assert "data parallelism on CPUs (MULTI_CPU) or CUDA GPUs (MULTI_GPU)" in str(error.value)
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
@@ -355,3 +368,137 @@ def test_rpo_alpha_adds_the_chosen_responses_mean_token_nll_to_every_dpo_pair(wo
         expected = math.log(2) + alpha * float(nll.mean())
         assert logged[f"loss/{dimension.name}"] == pytest.approx(expected, abs=1e-4)
         assert alpha * float(nll.mean()) > 0.5  # the term is there to be seen
+
+
+# --- resuming past damaged checkpoints ----------------------------------------------------------------------
+
+DAMAGE = {  # a file of a checkpoint: what spoils it (None: deleting it), and what the resume line says of it
+    "adapter/adapter_model.safetensors": (b"\x10\x00", "is truncated or not a safetensors file"),
+    "optimizer.json": (b'{"param_groups": [', "is not a valid JSON object"),
+    "trainer_state.json": (None, "is missing"),
+}
+
+
+def spoil(checkpoint, name: str) -> None:
+    content, _ = DAMAGE[name]
+    if content is None:
+        (checkpoint / name).unlink()
+    else:
+        (checkpoint / name).write_bytes(content)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_resume_falls_back_past_a_damaged_newest_checkpoint_and_names_it(
+    workspace, tmp_path, monkeypatch, capsys, damage
+):
+    """A damaged newest checkpoint was refused ('delete it'), or skipped without a word when it had no state file."""
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    train(make_config(workspace, straight))
+    train_until_interrupted(make_config(workspace, run), monkeypatch, stop_at_step=5)  # step-2 and step-4 saved
+    spoil(run / "checkpoints" / "step-4", damage)
+    capsys.readouterr()
+    assert train(make_config(workspace, run), resume=True).state.step == 6
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("resuming")]
+    skipped = re.escape(f"skipped step-4, {damage} {DAMAGE[damage][1]}")
+    assert re.fullmatch(rf"resuming from \S+step-2 \(step 2\); {skipped}.*", line)
+    assert max_difference(adapter_weights(straight), adapter_weights(run)) <= 1e-6  # exactly as from step 2
+    assert losses(run) == pytest.approx(losses(straight), abs=1e-6)
+
+
+def test_resume_refuses_to_restart_silently_when_no_checkpoint_can_be_restored(workspace, tmp_path, monkeypatch):
+    """With its only checkpoint damaged, --resume started again from step 0 without a word."""
+    run = tmp_path / "run"
+    train_until_interrupted(make_config(workspace, run), monkeypatch, stop_at_step=3)  # step-2 saved
+    spoil(run / "checkpoints" / "step-2", "trainer_state.json")
+    log = (run / "log.jsonl").read_text()
+    refused = r"no checkpoint in \S+checkpoints can be restored \(step-2: trainer_state.json is missing"
+    with pytest.raises(ValueError, match=refused) as error:
+        train(make_config(workspace, run), resume=True)
+    assert f"delete {run / 'checkpoints'} to resume this run from step 0" in str(error.value)
+    assert (run / "log.jsonl").read_text() == log and (run / "checkpoints" / "step-2").is_dir()  # nothing touched
+    shutil.rmtree(run / "checkpoints")  # the user's call: start again
+    assert train(make_config(workspace, run), resume=True).state.step == 6
+
+
+# --- data paths ---------------------------------------------------------------------------------------------
+
+
+def relative_dimensions(eval_pairs: int | None = None) -> list[dict]:
+    """The workspace's dimensions by file name, as a config in the workspace would give them."""
+    return [
+        {"name": name, "train": [{"path": f"{name}.jsonl"}]}
+        | ({"eval": [{"path": f"{name}.jsonl", "max_pairs": eval_pairs}]} if eval_pairs else {})
+        for name in ("a", "b")
+    ]
+
+
+def test_a_run_records_absolute_data_paths_so_it_resumes_and_evaluates_from_anywhere(workspace, tmp_path, monkeypatch):
+    """config.yaml kept the paths relative to where `panacea train` ran: eval and --resume failed elsewhere."""
+    from panacea.eval.scorers import load_pair_sets
+    from panacea.eval.sweep import load_run
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    monkeypatch.chdir(workspace)
+    train_until_interrupted(make_config(workspace, run, dimensions=relative_dimensions(4)), monkeypatch, 3)
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    saved = TrainConfig.from_yaml(run / "config.yaml")
+    files = [str(workspace.resolve() / f"{name}.jsonl") for name in ("a", "b")]
+    assert [(d.train[0].path, d.eval[0].path) for d in saved.dimensions] == list(zip(files, files, strict=True))
+    assert train(saved, resume=True).state.step == 6
+    loaded = load_run(run, device="cpu")
+    pair_sets = load_pair_sets(loaded.config, loaded.tokenizer)
+    assert [(pair_set.dimension, len(pair_set.pairs)) for pair_set in pair_sets] == [("a", 4), ("b", 4)]
+
+
+def test_resume_counts_an_older_runs_relative_data_paths_as_the_same_files(workspace, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.chdir(workspace)
+    train(make_config(workspace, run, max_steps=2))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    for dimension in saved["dimensions"]:  # as an older panacea wrote them: relative to where it ran
+        dimension["train"][0]["path"] = os.path.basename(dimension["train"][0]["path"])
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
+    stored = yaml.safe_load((run / "config.yaml").read_text())["dimensions"]
+    assert [d["train"][0]["path"] for d in stored] == [str(workspace.resolve() / f"{n}.jsonl") for n in ("a", "b")]
+    shutil.copy(workspace / "a.jsonl", tmp_path / "a.jsonl")  # the same content under another name is other data
+    dimensions = [{"name": "a", "train": [{"path": str(tmp_path / "a.jsonl")}]}, relative_dimensions()[1]]
+    with pytest.raises(ValueError, match=r"config differs .* \['dimensions'\]"):
+        train(make_config(workspace, run, max_steps=2, dimensions=dimensions), resume=True)
+
+
+# --- regularisation and file modes --------------------------------------------------------------------------
+
+
+def test_orthogonality_weight_adds_adaloras_penalty_beside_the_aggregators_update(workspace, tmp_path):
+    """adapter.orthogonality_weight was accepted and never used. The penalty joins the combined update once per step:
+    at step 1 (the same weights) MGDA weighs the same dimension gradients, and only the update differs."""
+    overrides = dict(max_steps=4, save_steps=4, aggregator="mgda", preference_sampling="per_step")
+    train(make_config(workspace, tmp_path / "plain", **overrides))
+    adapter = {"svd_rank": 2, "init": "lora", "orthogonality_weight": 0.1}
+    train(make_config(workspace, tmp_path / "regularised", adapter=adapter, **overrides))
+    plain, regularised = (
+        [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        for name in ("plain", "regularised")
+    )
+    penalties = [row["orthogonality"] for row in regularised]
+    assert len(penalties) == 4 and all(later < earlier for earlier, later in pairwise(penalties)), penalties
+    assert not any("orthogonality" in row for row in plain)
+    for key in ("loss/a", "loss/b", "coefficient/a", "coefficient/b"):
+        assert regularised[0][key] == plain[0][key], key
+    assert regularised[0]["grad_norm"] > 10 * plain[0]["grad_norm"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)
+def test_every_file_of_a_run_has_the_mode_the_umask_gives(workspace, tmp_path, umask):
+    """adapter_model.safetensors came out 0600 (safetensors writes private files) beside 0644 files."""
+    previous = os.umask(umask)
+    try:
+        train(make_config(workspace, tmp_path / "run", max_steps=2))
+    finally:
+        os.umask(previous)
+    entries = [tmp_path / "run", *(tmp_path / "run").rglob("*")]
+    modes = {str(path.relative_to(tmp_path)): path.stat().st_mode & 0o777 for path in entries}
+    expected = {name: (0o777 if (tmp_path / name).is_dir() else 0o666) & ~umask for name in modes}
+    assert modes == expected and "run/adapter/adapter_model.safetensors" in modes
