@@ -20,6 +20,8 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from panacea.training.reference import base_model_digest
 from panacea.training.trainer import CONFIG_FILE
 from torch import Tensor
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from panacea._io import read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES, SCORERS
@@ -227,7 +230,7 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
 
     A soups run's vertices are also cached across its modes (RUN/eval/cache/): at a vertex every mode serves that
     dimension's LoRA alone, so the second mode reads them instead of scoring them again. Every point is also in the
-    mode's own folder, the one returned.
+    mode's own folder, the one returned. A KeyboardInterrupt (Ctrl-C) comes out saying how many points are cached.
     """
     # the base model's weights (a changed base behind the same name) and the device (CPU and CUDA kernels agree
     # only to rounding, and one front should not mix the two) are not in the scorer's settings
@@ -256,20 +259,39 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
         results.append(result)
     todo = [index for index, result in enumerate(results) if result is None]
     per_call = scorer.points_per_call if run.mixed else 1  # a soup serves one λ per call
-    with tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar:
-        for start in range(0, len(todo), per_call):
-            chunk = todo[start : start + per_call]
-            started = time.perf_counter()
-            scored = scorer.score(run.model, grid[chunk])
-            seconds = (time.perf_counter() - started) / len(chunk)  # a batch of λs shares its time evenly
-            for index, result in zip(chunk, scored, strict=True):
-                result["seconds"] = round(seconds, 2)
-                cache.put(points[index], result)
-                if shared[index]:
-                    vertex_cache.put(points[index], result)
-                results[index] = result
-                bar.update()
+    try:
+        with (
+            tqdm(total=len(points), initial=len(points) - len(todo), desc=scorer.name, disable=not progress) as bar,
+            _logs_above_the_bar() if progress else contextlib.nullcontext(),
+        ):
+            for start in range(0, len(todo), per_call):
+                chunk = todo[start : start + per_call]
+                started = time.perf_counter()
+                scored = scorer.score(run.model, grid[chunk])
+                seconds = (time.perf_counter() - started) / len(chunk)  # a batch of λs shares its time evenly
+                for index, result in zip(chunk, scored, strict=True):
+                    result["seconds"] = round(seconds, 2)
+                    cache.put(points[index], result)
+                    if shared[index]:
+                        vertex_cache.put(points[index], result)
+                    results[index] = result
+                    bar.update()
+    except KeyboardInterrupt as interrupt:  # every point is written atomically: what is cached is whole
+        cached = sum(cache.path(point).is_file() for point in points)
+        raise KeyboardInterrupt(
+            f"the {cached} of {len(points)} {scorer.name} grid points scored so far are cached in {cache.folder}"
+        ) from interrupt
     return results, cache.folder
+
+
+def _logs_above_the_bar() -> contextlib.AbstractContextManager:
+    """Send console log records (e.g. "reference log-probs … computing once") through `tqdm.write`, above the bar
+    rather than into its line. Only a console handler the root logger has is redirected: tqdm's redirect would add
+    one where there is none, printing what a user logs to a file only."""
+    console = (handler for handler in logging.root.handlers if isinstance(handler, logging.StreamHandler))
+    if any(handler.stream in (sys.stdout, sys.stderr) for handler in console):
+        return logging_redirect_tqdm(tqdm_class=tqdm)
+    return contextlib.nullcontext()
 
 
 def scoring_seconds(results: Sequence[dict]) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -30,18 +31,34 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from panacea.adapters import PanaceaModel
+    from panacea.training import TrainConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv))
-    quiet_third_party_output()
     try:
+        quiet_third_party_output()
         args.run(args)
     except (ValueError, OSError, RuntimeError, yaml.YAMLError) as error:
         print(f"panacea {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, not a traceback through torch
+        _close_progress_bars()
+        kept = str(interrupt)  # what is kept and how to continue, where the command says (train, eval, demo)
+        print(f"panacea {args.command}: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
+        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
     return 0
+
+
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an interrupt left open, so each ends its line now rather than after our message at exit."""
+    if "tqdm" not in sys.modules:
+        return
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):  # the open bars; tqdm has no public accessor
+        bar.close()
 
 
 def _attach_negative_values(argv: Sequence[str]) -> list[str]:
@@ -79,7 +96,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--config", default="configs/demo.yaml", help="A training config (default: %(default)s).")
     _add_set_argument(demo)
-    demo.add_argument("--prompt", default=DEFAULT_PROMPT, help="The user message answered at each vertex.")
+    demo.add_argument(
+        "--prompt", default=DEFAULT_PROMPT, help="The user message answered at each vertex (default: %(default)r)."
+    )
     demo.set_defaults(run=_run_demo)
 
     training = commands.add_parser(
@@ -97,7 +116,9 @@ def _build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="Answer a prompt at a preference.")
     _add_adapter_arguments(generate)
     generate.add_argument("prompt", help="The user message.")
-    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument(
+        "--max-new-tokens", type=int, default=64, help="New tokens in the answer, greedy (default: %(default)s)."
+    )
     generate.set_defaults(run=_run_generate)
 
     evaluate = commands.add_parser(
@@ -117,25 +138,36 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_parse_scorers,
         help=f"Comma-separated, from {', '.join(SCORERS)} (default: %(default)s).",
     )
-    evaluate.add_argument("--limit", type=int, help="At most this many pairs / prompts per evaluation set.")
     evaluate.add_argument(
-        "--max-prompts", type=int, help="Generations scorer: at most this many prompts per set (overrides --limit)."
+        "--limit", type=int, help="At most this many pairs / prompts per evaluation set (default: all of them)."
     )
-    evaluate.add_argument("--max-new-tokens", type=int, default=96, help="Generations scorer: greedy decoding length.")
-    evaluate.add_argument("--batch-size", type=int, default=32, help="Generations scorer: rows per generate call.")
-    evaluate.add_argument("--device", help="Default: the run's device.")
+    evaluate.add_argument(
+        "--max-prompts",
+        type=int,
+        help="Generations scorer: at most this many prompts per set; overrides --limit there (default: --limit).",
+    )
+    evaluate.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=96,
+        help="Generations scorer: new tokens per answer, greedy (default: %(default)s).",
+    )
+    evaluate.add_argument(
+        "--batch-size", type=int, default=32, help="Generations scorer: rows per generate call (default: %(default)s)."
+    )
+    evaluate.add_argument("--device", help="cpu, cuda, cuda:1, … (default: the run config's device).")
     evaluate.add_argument(
         "--soups-mode",
         choices=("ab", "delta", "both"),
         default="both",
         help="A rewarded-soups run only: interpolate A and B (ab, the authors' recipe), the updates (delta), or "
-        "evaluate both (default), each into RUN/eval/<mode>/.",
+        "evaluate both, each into RUN/eval/<mode>/ (default: %(default)s).",
     )
     evaluate.add_argument(
         "--objective",
         help="The front's objective in the printed table, results.md's first front and the plot: pairs "
-        "accuracy (default), win_probability or margin (a diagnostic); generations win_rate (default) or reward. "
-        "results.json holds every objective's front.",
+        "accuracy, win_probability or margin (a diagnostic); generations win_rate or reward. results.json holds "
+        "every objective's front (default: each scorer's first: accuracy, win_rate).",
     )
     _add_split_argument(evaluate)
     _add_bootstrap_arguments(evaluate)
@@ -147,8 +179,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "reference point, training cost, adapter size and switch time, and one plot with every front.",
     )
     comparison.add_argument("runs", nargs="+", metavar="RUN", help="Run folders, each evaluated with `panacea eval`.")
-    comparison.add_argument("--scorer", default="pairs", choices=SCORERS, help="Whose objectives to compare.")
-    comparison.add_argument("--out", default="runs/compare", help="Folder for compare.json/.md/.png (%(default)s).")
+    comparison.add_argument(
+        "--scorer", default="pairs", choices=SCORERS, help="Whose objectives to compare (default: %(default)s)."
+    )
+    comparison.add_argument(
+        "--out", default="runs/compare", help="Folder for compare.json/.md/.png (default: %(default)s)."
+    )
     comparison.add_argument(
         "--reference",
         type=float,
@@ -160,14 +196,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     comparison.add_argument(
         "--objective",
-        help="Which objective the fronts are compared on: pairs accuracy (default), win_probability or margin "
-        "(a diagnostic); generations win_rate (default) or reward.",
+        help="Which objective the fronts are compared on: pairs accuracy, win_probability or margin (a "
+        "diagnostic); generations win_rate or reward (default: the scorer's first: accuracy, win_rate).",
     )
     comparison.add_argument(
         "--baseline",
         metavar="RUN",
         help="A run's folder name (both rows of a soups run) or a row's label: every other row gets its "
-        "difference to it with a paired 95 %% interval and a verdict, win / tie / loss, decided by that interval.",
+        "difference to it with a paired 95 %% interval and a verdict, win / tie / loss, decided by that interval "
+        "(default: none, no differences).",
     )
     _add_split_argument(comparison)
     _add_bootstrap_arguments(comparison)
@@ -193,7 +230,8 @@ def _add_set_argument(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Override a config value, e.g. --set output_dir=runs/x --set dimensions.0.beta=0.2 (repeatable).",
+        help="Override a config value, e.g. --set output_dir=runs/x --set dimensions.0.beta=0.2 (repeatable; "
+        "default: the config as written).",
     )
 
 
@@ -210,9 +248,13 @@ def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
         help="Weights on the simplex, in order (0.8,0.2) or by the adapter's preference names "
         "(helpful=0.8,harmless=0.2).",
     )
-    parser.add_argument("--model", help="Base model (HF id or path); default: the one the adapter was saved from.")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--model", help="Base model, a Hub id or a folder (default: the one the adapter was saved from)."
+    )
+    parser.add_argument(
+        "--dtype", default="float32", help="The base model's dtype: float32, bfloat16, … (default: %(default)s)."
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, … (default: %(default)s).")
 
 
 def _parse_preference(text: str) -> list[float] | dict[str, float]:
@@ -243,7 +285,11 @@ def _parse_preference(text: str) -> list[float] | dict[str, float]:
 def _run_demo(args: argparse.Namespace) -> None:
     from panacea.demo import run_demo
 
-    run_demo(args.config, args.overrides, prompt=args.prompt)
+    try:
+        run_demo(args.config, args.overrides, prompt=args.prompt)
+    except KeyboardInterrupt as interrupt:  # the demo resumes its runs and reads scored points from the cache
+        kept = str(interrupt) or "nothing half-written"
+        raise KeyboardInterrupt(f"{kept}; run the same command again to continue") from interrupt
 
 
 def _parse_scorers(text: str) -> list[str]:
@@ -281,9 +327,10 @@ def _add_split_argument(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=("test", "validation"),
         default="test",
-        help="test (default): the config's held-out eval sources and the test prompt sets, in RUN/eval/. "
-        "validation: for tuning, the validation pairs carved from each dimension's train files and the validation "
-        "prompt sets (docs/evaluation.md), in RUN/eval-validation/; the run must have trained on split 'fit'.",
+        help="test: the config's held-out eval sources and the test prompt sets, in RUN/eval/. validation: for "
+        "tuning, the validation pairs carved from each dimension's train files and the validation prompt sets "
+        "(docs/evaluation.md), in RUN/eval-validation/; the run must have trained on split 'fit' "
+        "(default: %(default)s).",
     )
 
 
@@ -297,25 +344,29 @@ def _run_eval(args: argparse.Namespace) -> None:
     modes = [None]
     if is_soups_run(args.run_dir):
         modes = ["ab", "delta"] if args.soups_mode == "both" else [args.soups_mode]
-    for mode in modes:
-        document = evaluate_path(
-            args.run_dir,
-            grid_points=args.grid,
-            scorers=args.scorers,
-            limit=args.limit,
-            max_prompts=args.max_prompts,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            device=args.device,
-            mode=mode or "ab",
-            objective=args.objective,
-            resamples=args.resamples,
-            seed=args.bootstrap_seed,
-            split=args.split,
-        )
-        eval_dir = Path(args.run_dir) / eval_folder(args.split) / (mode or "")
-        print(format_front(document))
-        print(f"\nwrote {eval_dir / RESULTS_JSON}, {eval_dir / RESULTS_MD} and the plot {eval_dir / FRONT_PNG}\n")
+    try:
+        for mode in modes:
+            document = evaluate_path(
+                args.run_dir,
+                grid_points=args.grid,
+                scorers=args.scorers,
+                limit=args.limit,
+                max_prompts=args.max_prompts,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size,
+                device=args.device,
+                mode=mode or "ab",
+                objective=args.objective,
+                resamples=args.resamples,
+                seed=args.bootstrap_seed,
+                split=args.split,
+            )
+            eval_dir = Path(args.run_dir) / eval_folder(args.split) / (mode or "")
+            print(format_front(document))
+            print(f"\nwrote {eval_dir / RESULTS_JSON}, {eval_dir / RESULTS_MD} and the plot {eval_dir / FRONT_PNG}\n")
+    except KeyboardInterrupt as interrupt:  # a sweep says how many points it cached; every point is cached when done
+        kept = str(interrupt) or "every grid point scored so far is cached"
+        raise KeyboardInterrupt(f"{kept}; run the same command again to continue") from interrupt
 
 
 def _run_compare(args: argparse.Namespace) -> None:
@@ -338,25 +389,58 @@ def _run_compare(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from panacea.training import TrainConfig, train
+    from panacea.training import TrainConfig
 
     config = TrainConfig.from_yaml(args.config, args.overrides)
+    try:
+        print(_train(config, resume=args.resume))
+    except KeyboardInterrupt as interrupt:
+        raise KeyboardInterrupt(_resume_hint(config, args)) from interrupt
+
+
+def _train(config: TrainConfig, *, resume: bool) -> str:
+    """Train `config`; what was trained, in one line."""
+    from panacea.training import train
+
     if config.method == "soups":  # the rewarded-soups baseline: one plain LoRA per dimension
         from panacea.training.soups import train_soups
 
-        manifest = train_soups(config, resume=args.resume).manifest
+        manifest = train_soups(config, resume=resume).manifest
         total = manifest["total"]
-        print(
+        return (
             f"trained {len(manifest['runs'])} rewarded-soups LoRAs ({manifest['budget']} budget: {total['steps']} "
             f"steps, {total['tokens']:,} tokens, {total['train_seconds'] / 60:.1f} min of steps); "
             f"manifest in {Path(config.output_dir) / 'manifest.json'}"
         )
-        return
-    result = train(config, resume=args.resume)
-    print(
+    result = train(config, resume=resume)
+    return (
         f"trained {result.state.step} steps ({result.state.tokens_seen:,} tokens, "
         f"{result.state.train_seconds / 60:.1f} min of steps); adapter in {result.output_dir / RUN_ADAPTER_DIR}"
     )
+
+
+def _resume_hint(config: TrainConfig, args: argparse.Namespace) -> str:
+    """Where an interrupted run stands (checkpoints and adapters are written atomically: nothing half-written) and
+    the user's own command, with --resume, that continues it."""
+    from panacea.training.checkpoint import latest_checkpoint
+
+    run, where = config, ""
+    if config.method == "soups":  # the member in training: the first whose adapter is not saved yet
+        from panacea.training.soups import member_config
+
+        members = [member_config(config, name) for name in config.dimension_names]
+        run = next(
+            (member for member in members if not (Path(member.output_dir) / RUN_ADAPTER_DIR).is_dir()), members[-1]
+        )
+        where = f" of {run.output_dir}"
+    checkpoint = latest_checkpoint(run.output_dir)
+    if checkpoint is None:
+        kept = f"no checkpoint{where} yet (the first comes at step {min(run.save_steps, run.max_steps)})"
+    else:
+        step = checkpoint.name.removeprefix("step-")  # checkpoints/step-N/
+        kept = f"the last checkpoint{where} is step {step} of {run.max_steps}"
+    command = ["panacea", "train", args.config, *(word for item in args.overrides for word in ("--set", item))]
+    return f"nothing half-written, {kept}; resume with `{shlex.join([*command, '--resume'])}`"
 
 
 def _adapter_folder(path: str | Path) -> Path:

@@ -1,8 +1,11 @@
 """The `panacea` command line on a tiny saved model (the embedded model is exercised by `make demo`)."""
 
 import json
+import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -310,3 +313,164 @@ def test_export_never_replaces_a_folder_that_holds_something_unless_asked(saved_
     assert main(["export", adapter, "--preference", "0.5,0.5", str(tmp_path / "lora")]) == 0
     assert main(["export", adapter, "--preference", "0.5,0.5", str(tmp_path / "lora")]) == 2  # the second time
     assert main(["export", adapter, "--preference", "0.4,0.6", str(tmp_path / "lora"), "--overwrite"]) == 0
+
+
+def test_every_option_shows_its_default_in_help():
+    """`--dtype`, `--device`, `--max-new-tokens` and `compare --scorer` said nothing of their defaults."""
+    import argparse
+
+    from panacea.cli import _build_parser
+
+    (commands,) = [action for action in _build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    for name, parser in commands.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0 or action.required or action.help == argparse.SUPPRESS:
+                continue  # arguments, flags and required options have no default to show
+            text = action.help or ""
+            assert "(default: " in text or "; default: " in text, f"panacea {name} {action.option_strings[0]}: {text!r}"
+        assert "default: None" not in parser.format_help(), name  # None is said in words: what it stands for
+
+
+def exit_status(argv: list[str]) -> int:
+    """main(argv)'s exit status; a KeyboardInterrupt it lets through fails the test instead of stopping the session."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt as escaped:
+        pytest.fail(f"main let {escaped!r} through")
+
+
+def last_line(stderr: str) -> str:
+    """The last line of `stderr`, checked to be a whole line of its own (progress bars draw their lines above)."""
+    *_, last, end = stderr.split("\n")
+    assert end == "" and "\r" not in last, stderr
+    return last
+
+
+def resume_command(message: str) -> list[str]:
+    """The arguments of the `panacea train … --resume` command an interrupt message quotes."""
+    command = shlex.split(message.split("`")[1])
+    assert command[:2] == ["panacea", "train"] and command[-1] == "--resume", message
+    return command[1:]
+
+
+def test_ctrl_c_in_train_says_where_the_run_stands_and_how_to_resume(training_config, tmp_path, capsys, monkeypatch):
+    """Ctrl-C printed a traceback of about 114 lines through torch; now one line, exit status 130."""
+    from panacea.training import trainer
+
+    original, calls = trainer.GradientBuffers.combine, []
+
+    def interrupt_at_step_3(self, *args, **kwargs):  # after the step-2 checkpoint
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.GradientBuffers, "combine", interrupt_at_step_3)
+    output_dir = tmp_path / "my run"  # a space: the quoted command must stay copy-pasteable
+    arguments = ["train", str(training_config), "--set", "max_steps=6", "--set", f"output_dir={output_dir}"]
+    assert exit_status(arguments) == 130
+    expected = shlex.join(["panacea", *arguments, "--resume"])
+    message = last_line(capsys.readouterr().err)
+    assert message == (
+        "panacea train: interrupted; nothing half-written, the last checkpoint is step 2 of 6; "
+        f"resume with `{expected}`"
+    )
+    assert sorted(path.name for path in (output_dir / "checkpoints").iterdir()) == ["step-2"]
+    monkeypatch.setattr(trainer.GradientBuffers, "combine", original)
+    assert main(resume_command(message)) == 0
+    assert "trained 6 steps" in capsys.readouterr().out
+
+
+def test_ctrl_c_before_the_first_checkpoint_and_in_a_soups_run(training_config, tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("panacea.training.train", interrupt)
+    assert exit_status(["train", str(training_config)]) == 130
+    assert capsys.readouterr().err == (
+        "panacea train: interrupted; nothing half-written, no checkpoint yet (the first comes at step 2); "
+        f"resume with `panacea train {training_config} --resume`\n"
+    )
+    monkeypatch.setattr("panacea.training.soups.train_soups", interrupt)
+    assert exit_status(["train", str(training_config), "--set", "method=soups"]) == 130
+    member = tmp_path / "trained" / "soups" / "a"  # the first member: 1 of the 2 steps, split between 2 members
+    assert capsys.readouterr().err == (
+        f"panacea train: interrupted; nothing half-written, no checkpoint of {member} yet (the first comes at step "
+        f"1); resume with `panacea train {training_config} --set method=soups --resume`\n"
+    )
+
+
+def test_ctrl_c_in_eval_says_how_many_points_are_cached(training_config, tmp_path, capsys, monkeypatch):
+    from panacea.eval.scorers import PairsScorer
+
+    assert main(["train", str(training_config)]) == 0
+    original, calls = PairsScorer.score, []
+
+    def interrupt_the_second_call(self, model, preferences):  # 4 λs per call: 4 of the 5 points are scored
+        calls.append(len(preferences))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", interrupt_the_second_call)
+    run = tmp_path / "trained"
+    capsys.readouterr()
+    assert exit_status(["eval", str(run), "--grid", "5"]) == 130
+    (cache,) = (run / "eval" / "cache").iterdir()
+    assert last_line(capsys.readouterr().err) == (
+        f"panacea eval: interrupted; the 4 of 5 pairs grid points scored so far are cached in {cache}; "
+        "run the same command again to continue"
+    )
+    assert main(["eval", str(run), "--grid", "5"]) == 0 and calls == [4, 1, 1]  # the rerun scores the last point
+
+
+def test_ctrl_c_elsewhere_is_one_line_too(training_config, saved_adapter, tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("panacea.eval.sweep.evaluate_path", interrupt)
+    assert exit_status(["eval", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == (
+        "panacea eval: interrupted; every grid point scored so far is cached; run the same command again to continue\n"
+    )
+    monkeypatch.setattr("panacea.demo.run_demo", interrupt)
+    assert exit_status(["demo", "--config", str(training_config)]) == 130
+    assert capsys.readouterr().err == (
+        "panacea demo: interrupted; nothing half-written; run the same command again to continue\n"
+    )
+    monkeypatch.setattr(PanaceaModel, "export_lora", interrupt)
+    assert exit_status(["export", str(saved_adapter), "--preference", "0.5,0.5", str(tmp_path / "lora")]) == 130
+    assert capsys.readouterr().err == "panacea export: interrupted\n"
+
+
+def test_sigint_stops_train_with_one_line_that_resumes_it(tmp_path):
+    """A real Ctrl-C (SIGINT) to `panacea train`: status 130, the message last, and its command resumes the run."""
+    workspace = make_workspace(tmp_path / "workspace")
+    config = tmp_path / "train.yaml"
+    dump_yaml(config_dict(workspace, tmp_path / "run", max_steps=40, save_steps=2), config)
+    # `python -m panacea.cli`, with Python's own Ctrl-C handler even where this process was started with SIGINT
+    # ignored (nohup, some CI runners), which its children inherit
+    command = [
+        sys.executable,
+        "-c",
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from panacea.cli import main; sys.exit(main())",
+    ]
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as handle:
+        process = subprocess.Popen([*command, "train", str(config)], stdout=subprocess.DEVNULL, stderr=handle)
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "run" / "checkpoints" / "step-2" / "trainer_state.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the run ended before the checkpoint"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130
+    assert not (tmp_path / "run" / "adapter").exists(), "the run finished before the interrupt"
+    text = stderr.read_text()
+    assert "Traceback" not in text and text.count("interrupted") == 1
+    last = last_line(text)  # the bar ended its own line first
+    assert last.startswith("panacea train: interrupted; nothing half-written, the last checkpoint is step "), text
+    assert last.endswith(f"resume with `panacea train {config} --resume`"), text
+    resumed = subprocess.run([*command, *resume_command(last)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trained 40 steps" in resumed.stdout and (tmp_path / "run" / "adapter").is_dir()
