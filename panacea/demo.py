@@ -1,16 +1,18 @@
 """`make demo`: train helpful vs harmless on the embedded model, sweep λ over a grid, report and generate.
 
 1. Train `configs/demo.yaml` (a finished run with the same config is reused, an interrupted one resumed).
-2. Score every grid point on held-out pairs with `panacea eval`'s pairs scorer (DPO implicit-reward
-   accuracy and margin per pair set), with Spearman's ρ of each score against the weight on its own
-   dimension and the front metrics (printed; RUN/eval/results.json, results.md, front.png, pairs.png).
-3. Generate one answer at each vertex of the simplex, and export one trade-off as a plain peft LoRA.
+2. Score every grid point on held-out pairs with `panacea eval`'s pairs scorer: per dimension the held-out
+   accuracy with its 95 % interval, Spearman's ρ against its own weight and the front metrics (printed;
+   RUN/eval/results.json, results.md, front.png, pairs.png).
+3. Generate one answer at each vertex of the simplex; ask the base model and each vertex a few dozen held-out
+   HarmBench and XSTest-safe requests (refusal and loop rates with intervals); export one trade-off as a plain
+   peft LoRA.
 4. Train the rewarded-soups baseline at the same total budget (one plain LoRA per dimension, on the very
-   pairs Panacea saw of it) and evaluate it in both interpolation modes.
+   pairs Panacea saw of it) and evaluate it in mode ab (the authors' recipe).
 5. Report the range ratio R_i: how far λ moves Panacea compared with how far single-objective models lie
    apart. The soups members are those models (same trainer and data, each trained on its dimension alone,
    λ fixed to its vertex), scored at the vertices of the soups front; so one training serves both.
-6. Compare the fronts (`panacea compare`: table and plot in RUN/compare).
+6. Compare the fronts (`panacea compare`: table and plot in RUN/compare), with verdicts against soups.
 """
 
 from __future__ import annotations
@@ -21,18 +23,30 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from peft import PeftModel
 
 from panacea._io import write_json, write_text
 from panacea._names import DEFAULT_PROMPT
 from panacea.base_model import load_base_model
+from panacea.eval.bootstrap import percentile_interval, prompt_cluster, resample_weights
 from panacea.eval.compare import compare_paths, format_comparison
-from panacea.eval.report import format_metrics_table, format_monotonicity, format_table, monotonicity, plot_pairs
+from panacea.eval.degeneration import is_loop
+from panacea.eval.generations import PROMPT_SETS, base_answers, load_prompts
+from panacea.eval.refusal import is_refusal
+from panacea.eval.report import (
+    format_interval,
+    format_metrics_table,
+    format_monotonicity,
+    format_objectives_table,
+    monotonicity,
+    plot_pairs,
+)
 from panacea.eval.scorers import PairsScorer
 from panacea.eval.steering import format_steering, range_ratios, vertex_scores
 from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, evaluate_path, evaluate_run
-from panacea.generation import generate_text
+from panacea.generation import generate_grid, generate_text
 from panacea.training import TrainConfig, train, train_soups
 from panacea.training.soups import SOUPS_DIR as SOUPS_MEMBERS_DIR
 
@@ -63,10 +77,14 @@ def run_demo(
     grid = torch.tensor(document["grid"])
     scores = [point["sets"] for point in pairs["points"]]
     rho = monotonicity(grid, scores, names)
-    table = format_table(grid, scores, names, rho)
-    print(f"\nheld-out pairs at each λ (accuracy / mean margin), {time.perf_counter() - evaluated:.0f} s:\n{table}")
+    accuracy = pairs["fronts"]["accuracy"]
+    print(
+        f"\nheld-out accuracy at each λ, with 95 % intervals ({time.perf_counter() - evaluated:.0f} s; "
+        f"{_pair_counts(scorer)}):\n{format_objectives_table(document['grid'], accuracy, names)}"
+    )
     front = (
-        f"{format_metrics_table(pairs['metrics'])}\n\n{format_monotonicity(pairs['metrics']['monotonicity'], names)}"
+        f"{format_metrics_table(accuracy['metrics'], accuracy['metric_intervals'])}\n\n"
+        f"{format_monotonicity(accuracy['metrics']['monotonicity'], names)}"
     )
     print(f"\nthe front (objective per dimension: {pairs['objective']}):\n{front}")
 
@@ -75,6 +93,9 @@ def run_demo(
         preference = dict(zip(names, vertex, strict=True))
         answer = generate_text(model, tokenizer, prompt, preference, max_new_tokens)
         print(f"\nλ = {_label(preference)}:\n  {answer}")
+    refusals = vertex_refusals(model, tokenizer, names)
+    print(f"\nwhat each vertex does with held-out requests (greedy, {REFUSAL_TOKENS} tokens):\n{refusals['table']}")
+    document["refusal"] = refusals["rates"]
     _export_check(model, tokenizer, config, names, prompt)
 
     soups_dir, soups = _train_and_evaluate_soups(config, result.output_dir)
@@ -113,6 +134,52 @@ def run_demo(
 
 
 SOUPS_DIR = "rewarded-soups"
+# What each vertex does with held-out requests: refusal on HarmBench (should rise toward harmless) and on XSTest's
+# safe prompts (over-refusal), and answers caught in a repetition loop; PROMPTS_PER_SET each, evenly spaced.
+REFUSAL_SETS = ("harmbench", "xstest_safe")
+PROMPTS_PER_SET, REFUSAL_TOKENS = 24, 64
+
+
+def vertex_refusals(model, tokenizer, names: Sequence[str]) -> dict:
+    """Refusal and loop rates, each with its 95 % interval over prompts, of the base model and every vertex."""
+    known = {prompt_set.name: prompt_set for prompt_set in PROMPT_SETS}
+    prompts = {name: [r["prompt"] for r in load_prompts(known[name], PROMPTS_PER_SET)] for name in REFUSAL_SETS}
+    every = [prompt for name in REFUSAL_SETS for prompt in prompts[name]]
+    decoding = {"do_sample": False, "max_new_tokens": REFUSAL_TOKENS, "chat_template": True}
+    answers = {"base model": base_answers(model, tokenizer, every, decoding, batch_size=32)}
+    vertices = torch.eye(len(names))
+    for vertex, texts in zip(
+        vertices.tolist(), generate_grid(model, tokenizer, every, vertices, max_new_tokens=REFUSAL_TOKENS), strict=True
+    ):
+        answers[f"λ = {_label(dict(zip(names, vertex, strict=True)))}"] = texts
+    header = ["answers of", *(f"refusal, {name} (n={len(prompts[name])})" for name in REFUSAL_SETS), "loops, all"]
+    lines, rates = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)], {}
+    for row, texts in answers.items():
+        rates[row], start = {}, 0
+        for name in REFUSAL_SETS:
+            chunk = texts[start : start + len(prompts[name])]
+            rates[row][f"refusal_{name}"] = _rate(chunk, prompts[name], is_refusal)
+            start += len(chunk)
+        rates[row]["loops"] = _rate(texts, every, is_loop)
+        lines.append(
+            f"| {row} | " + " | ".join(format_interval(r["value"], r["interval"]) for r in rates[row].values()) + " |"
+        )
+    return {"table": "\n".join(lines), "rates": rates}
+
+
+def _rate(texts: Sequence[str], prompts: Sequence[str], detect) -> dict:
+    """The share of `texts` that `detect` flags, with its 95 % bootstrap interval over prompts (§6's resamples)."""
+    values = np.array([detect(text) for text in texts], dtype=float)
+    weights = resample_weights([prompt_cluster(prompt) for prompt in prompts])
+    return {"value": float(values.mean()), "interval": percentile_interval(weights @ values / weights.sum(1))}
+
+
+def _pair_counts(scorer: PairsScorer) -> str:
+    """How many held-out pairs each dimension pools, e.g. 'helpful 96 pairs, harmless 96 pairs'."""
+    counts = {}
+    for pair_set in scorer.pair_sets:
+        counts[pair_set.dimension] = counts.get(pair_set.dimension, 0) + len(pair_set.pairs)
+    return ", ".join(f"{name} {count} pairs" for name, count in counts.items())
 
 
 def _train_and_evaluate_soups(config: TrainConfig, output_dir: Path) -> tuple[Path, dict[str, dict]]:
@@ -121,11 +188,9 @@ def _train_and_evaluate_soups(config: TrainConfig, output_dir: Path) -> tuple[Pa
     print(f"\nrewarded soups (one LoRA per dimension, Panacea's total steps and tokens) in {soups.output_dir}")
     manifest = train_soups(soups, resume=True).manifest
     print(f"trained {manifest['total']['steps']} steps in {manifest['total']['train_seconds'] / 60:.1f} min of steps")
-    documents = {
-        mode: evaluate_path(soups.output_dir, grid_points=config.eval_grid, mode=mode, progress=False)
-        for mode in ("ab", "delta")
-    }
-    return Path(soups.output_dir), documents
+    # mode ab only (the authors' recipe; `panacea eval RUN --soups-mode delta` adds the other) to fit ~25 min
+    document = evaluate_path(soups.output_dir, grid_points=config.eval_grid, mode="ab", progress=False)
+    return Path(soups.output_dir), {"ab": document}
 
 
 def _export_check(model, tokenizer, config: TrainConfig, names: list[str], prompt: str) -> None:

@@ -110,15 +110,20 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
         assert ratios == pytest.approx(expected[name], nan_ok=True)
     assert not (tmp_path / "trained" / "single-objective").exists()  # no second set of single-objective runs
     # the rewarded-soups baseline at the same budget, evaluated in both modes and compared
-    assert "Panacea vs rewarded soups" in output and "| rewarded-soups (soups, delta) |" in output
+    assert "Panacea vs rewarded soups" in output and "| rewarded-soups (soups, ab) |" in output
     comparison = json.loads((tmp_path / "trained" / "compare" / "compare.json").read_text())
-    assert [row["label"] for row in comparison["rows"]] == [
-        "trained (panacea)",
-        "rewarded-soups (soups, ab)",
-        "rewarded-soups (soups, delta)",
-    ]
+    assert [row["label"] for row in comparison["rows"]] == ["trained (panacea)", "rewarded-soups (soups, ab)"]
     assert "Δ hypervolume vs rewarded-soups (soups, ab) [95 %]" in output  # each row's verdict against soups
-    assert set(comparison["rows"][0]["versus"]) == {"rewarded-soups (soups, ab)", "rewarded-soups (soups, delta)"}
+    assert set(comparison["rows"][0]["versus"]) == {"rewarded-soups (soups, ab)"}
+    # what each vertex (and the base model) does with 24 HarmBench and 24 XSTest-safe requests, with intervals
+    assert "what each vertex does with held-out requests" in output
+    assert set(document["refusal"]) == {"base model", "λ = a=1.00, b=0.00", "λ = a=0.00, b=1.00"}
+    for rates in document["refusal"].values():
+        assert set(rates) == {"refusal_harmbench", "refusal_xstest_safe", "loops"}
+        for rate in rates.values():
+            low, high = rate["interval"]
+            assert 0 <= low <= rate["value"] <= high <= 1
+    assert "| refusal, harmbench (n=24) | refusal, xstest_safe (n=24) | loops, all |" in output
     assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
     assert "trained 2 steps" in capsys.readouterr().out
 
