@@ -46,6 +46,31 @@ def make_workspace(root: Path) -> Path:
     return root
 
 
+def train_tiny_run(root: Path, max_steps: int = 4, eval_pairs: int = 4) -> Path:
+    """A tiny run trained in `root`/run, each dimension held out on the first `eval_pairs` of its own pairs."""
+    from panacea.training import train
+
+    workspace = make_workspace(root)
+    data = config_dict(workspace, root / "run", max_steps=max_steps, save_steps=max_steps)
+    for dimension in data["dimensions"]:
+        dimension["eval"] = [{"path": dimension["train"][0]["path"], "max_pairs": eval_pairs}]
+    train(dataclass_from_dict(TrainConfig, data, where="test"))
+    return root / "run"
+
+
+def load_script(path: Path, monkeypatch):
+    """A script (e.g. benchmarks/steering_study.py) as a module, registered first: its dataclasses look themselves
+    up in sys.modules."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def config_dict(workspace: Path, output_dir: Path, **overrides) -> dict:
     config = {
         "output_dir": str(output_dir),

@@ -124,8 +124,9 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "soups-hh-2d/train/soups/helpful/config.yaml",
         "soups-hh-2d/train/soups/helpful/log.jsonl",
     ]
-    for config in ("hh-2d/train/config.yaml", "soups-hh-2d/train/soups/helpful/config.yaml"):  # any clone restores it
-        assert (published / config).read_text() == "train: [{path: data/helpful.jsonl.gz}, {path: /elsewhere/x.jsonl}]\n"
+    relative = "train: [{path: data/helpful.jsonl.gz}, {path: /elsewhere/x.jsonl}]\n"  # any clone restores it
+    for config in ("hh-2d/train/config.yaml", "soups-hh-2d/train/soups/helpful/config.yaml"):
+        assert (published / config).read_text() == relative
     trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
     assert len(trains) == 1 and "soups-hh-2d" in trains[0]  # hh-2d holds its final adapter: not trained again
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]

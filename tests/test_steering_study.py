@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 from panacea.training import TrainConfig
+
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study(monkeypatch):
-    """benchmarks/steering_study.py as a module (registered first: its dataclasses look themselves up there)."""
-    spec = importlib.util.spec_from_file_location("steering_study", ROOT / "benchmarks" / "steering_study.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "steering_study.py", monkeypatch)
 
 
 def test_the_study_keeps_its_budget_and_grid_whatever_the_demo_runs(monkeypatch):

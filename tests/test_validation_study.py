@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import config_dict, make_workspace
+from tests.helpers import config_dict, load_script, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study(monkeypatch):
-    """benchmarks/validation_study.py as a module (registered first: its dataclasses look themselves up there)."""
-    spec = importlib.util.spec_from_file_location("validation_study", ROOT / "benchmarks" / "validation_study.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "validation_study.py", monkeypatch)
 
 
 def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configurations(monkeypatch):
@@ -59,7 +52,9 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
                 record = dict(id=f"{name}{index}", prompt=prompt, chosen=words[0], rejected=words[1], dim=name)
                 handle.write(json.dumps({**record, "source": "test", "split": "train"}) + "\n")
     data = config_dict(workspace, tmp_path / "unused", save_steps=2)
-    data["dimensions"] = [{"name": name, "train": [{"path": str(tmp_path / f"{name}.jsonl")}]} for name in ("helpful", "harmless")]  # fmt: skip
+    data["dimensions"] = [
+        {"name": name, "train": [{"path": str(tmp_path / f"{name}.jsonl")}]} for name in ("helpful", "harmless")
+    ]
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(data))
     study = _study(monkeypatch)
     monkeypatch.setattr(study, "BASE_CONFIG", str(tmp_path / "base.yaml"))

@@ -12,23 +12,15 @@ from panacea.eval import sweep as sweep_module
 from panacea.eval.bootstrap import objective_values
 from panacea.eval.scorers import PairSet, PairsScorer
 from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
-from panacea.training import TrainConfig, train
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from panacea._config import dataclass_from_dict
-from tests.helpers import config_dict, make_workspace
+from tests.helpers import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    workspace = make_workspace(root)
-    data = config_dict(workspace, root / "run", max_steps=4, save_steps=4)
-    for dimension in data["dimensions"]:
-        dimension["eval"] = [{"path": dimension["train"][0]["path"], "max_pairs": 4}]
-    train(dataclass_from_dict(TrainConfig, data, where="test"))
-    return root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("sweep"))
 
 
 def test_eval_writes_results_markdown_and_plot(run_dir):

@@ -8,21 +8,13 @@ import sys
 import pytest
 from panacea.eval.scorers import PairsScorer
 from panacea.eval.sweep import evaluate_path
-from panacea.training import TrainConfig, train
 
-from panacea._config import dataclass_from_dict
-from tests.helpers import config_dict, make_workspace
+from tests.helpers import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep-terminal")
-    workspace = make_workspace(root)
-    data = config_dict(workspace, root / "run", max_steps=2, save_steps=2)
-    for dimension in data["dimensions"]:
-        dimension["eval"] = [{"path": dimension["train"][0]["path"], "max_pairs": 4}]
-    train(dataclass_from_dict(TrainConfig, data, where="test"))
-    return root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("sweep-terminal"), max_steps=2)
 
 
 @pytest.fixture
