@@ -112,8 +112,9 @@ def compare(
             f"--objective {objective!r} is not one of the {scorer} scorer's objectives: "
             f"{sorted(entries[0]['objectives'])}."
         )
+    shared = _scored_alike(entries[0], scorer, objective)
     for document in documents[1:]:
-        if _scored_alike(document["scorers"][scorer], scorer, objective) != _scored_alike(entries[0], scorer, objective):
+        if _scored_alike(document["scorers"][scorer], scorer, objective) != shared:
             raise ValueError(
                 f"{document['run']} and {first['run']} were scored with different {scorer!r} settings (other pairs, "
                 "prompts, reward models, decoding or, except for accuracy, β); evaluate both with the same settings."

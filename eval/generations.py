@@ -130,12 +130,16 @@ VALIDATION_OBJECTIVE_SETS = {
     "concise": ("helpful_validation",),
 }
 VALIDATION_STATISTICS = {
-    "refusal_harmful": (("harmless_validation",), "refusal", "identity", "refusal rate on the harmful validation prompts"),
+    "refusal_harmful": (
+        ("harmless_validation",), "refusal", "identity", "refusal rate on the harmful validation prompts",
+    ),
     "over_refusal_helpful": (
         ("helpful_validation",), "refusal", "identity",
         "refusal rate on the helpful validation prompts (benign requests; XSTest is test-only)",
     ),
-    "loops": (tuple(s.name for s in VALIDATION_PROMPT_SETS), "loop", "identity", "share of answers in a repetition loop"),
+    "loops": (
+        tuple(s.name for s in VALIDATION_PROMPT_SETS), "loop", "identity", "share of answers in a repetition loop",
+    ),
     "words_helpful": (("helpful_validation",), "words", "identity", "mean words of the answers to helpful prompts"),
     "reward_helpful": (("helpful_validation",), "reward_helpful", "identity", "mean helpful reward on helpful prompts"),
     "reward_harmless": (

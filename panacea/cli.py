@@ -1,4 +1,4 @@
-"""The `panacea` command line: demo, train, eval, compare, generate, export.
+"""The `panacea` command line: demo, train, eval, compare, generate, export, serve.
 
 Parsing the arguments needs only the names in panacea._names: each command imports what it runs (torch,
 transformers, peft) when it runs, so `panacea --help` and a mistyped option answer at once.
@@ -26,6 +26,7 @@ from panacea._names import (
     RUN_ADAPTER_DIR,
     SCORERS,
 )
+from panacea.serving import add_serve_parser
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -220,6 +221,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "adapter, a training run).",
     )
     export.set_defaults(run=_run_export)
+
+    add_serve_parser(commands)  # `panacea serve`: panacea.serving (its web stack loads only when it runs)
     return parser
 
 
@@ -244,7 +247,7 @@ def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preference",
         required=True,
-        type=_parse_preference,
+        type=parse_preference,
         help="Weights on the simplex, in order (0.8,0.2) or by the adapter's preference names "
         "(helpful=0.8,harmless=0.2).",
     )
@@ -257,7 +260,7 @@ def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, … (default: %(default)s).")
 
 
-def _parse_preference(text: str) -> list[float] | dict[str, float]:
+def parse_preference(text: str) -> list[float] | dict[str, float]:
     """'0.8,0.2' -> [0.8, 0.2]; 'helpful=0.8,harmless=0.2' -> {'helpful': 0.8, 'harmless': 0.2}."""
     items = [item.strip() for item in text.split(",")]
     named = ["=" in item for item in items]
@@ -443,7 +446,7 @@ def _resume_hint(config: TrainConfig, args: argparse.Namespace) -> str:
     return f"nothing half-written, {kept}; resume with `{shlex.join([*command, '--resume'])}`"
 
 
-def _adapter_folder(path: str | Path) -> Path:
+def adapter_folder_of(path: str | Path) -> Path:
     """`path` if it is an adapter folder, else `path/adapter` of a training run; one error naming both if neither."""
     from panacea.adapters.serialization import adapter_folder
 
@@ -464,7 +467,7 @@ def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTok
     from panacea.base_model import load_base_model
     from panacea.preferences import validate_preference
 
-    folder = _adapter_folder(args.adapter)
+    folder = adapter_folder_of(args.adapter)
     saved = read_json(folder / CONFIG_NAME)
     adapter = saved.get("adapter") if isinstance(saved.get("adapter"), dict) else {}
     if isinstance(adapter.get("num_preferences"), int):  # λ is checked before the model loads (seconds)

@@ -56,7 +56,7 @@ def test_help_and_argument_errors_load_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     done = subprocess.run([sys.executable, "-m", "panacea.cli", "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and "{demo,train,generate,eval,compare,export}" in done.stdout
+    assert done.returncode == 0 and "{demo,train,generate,eval,compare,export,serve}" in done.stdout
 
 
 def test_the_package_names_load_on_first_use():

@@ -1,0 +1,177 @@
+"""`panacea serve`: its arguments, and loading the adapter behind the server.
+
+Light on purpose, like `panacea.cli`: building the parser imports neither torch nor FastAPI, and `run_serve` says
+in one line how to install the `serve` extra when FastAPI or uvicorn is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from panacea._io import read_json
+from panacea._names import CONFIG_NAME, RUN_ADAPTER_DIR
+
+if TYPE_CHECKING:
+    from .protocol import ServedModel
+
+logger = logging.getLogger(__name__)
+
+SERVE_EXTRA = ("fastapi", "uvicorn")  # the modules of `pip install 'panacea-align[serve]'`
+
+
+def add_serve_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `panacea serve` on the CLI's subcommands (`commands`, from `add_subparsers`)."""
+    from panacea.cli import parse_preference
+
+    serve = commands.add_parser(
+        "serve",
+        help="An OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions) where every request carries its "
+        "own preference λ; concurrent requests are decoded in shared batches, one λ per row (docs/serving.md).",
+    )
+    serve.add_argument(
+        "adapter",
+        metavar="RUN_OR_ADAPTER",
+        help=f"An adapter folder (written by PanaceaModel.save_pretrained), or a training run folder that holds "
+        f"{RUN_ADAPTER_DIR}/.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: %(default)s).")
+    serve.add_argument("--port", type=int, default=8000, help="Port to listen on (default: %(default)s).")
+    serve.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=16,
+        help="The most requests decoded together, each with its own λ; 1 turns batching off (default: %(default)s).",
+    )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=_non_negative_float,
+        default=5.0,
+        help="How long an idle server lets a first request wait for others to share its prefill; requests that "
+        "arrive while others decode join at the next step without waiting (default: %(default)s).",
+    )
+    serve.add_argument(
+        "--preference",
+        type=parse_preference,
+        help="The λ of requests that send none, in order (0.8,0.2) or by the adapter's preference names "
+        "(helpful=0.8,harmless=0.2) (default: equal weights).",
+    )
+    serve.add_argument(
+        "--model", help="Base model, a Hub id or a folder (default: the one the adapter was saved from)."
+    )
+    serve.add_argument(
+        "--dtype", default="float32", help="The base model's dtype: float32, bfloat16, … (default: %(default)s)."
+    )
+    serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: auto, CUDA when available).")
+    serve.add_argument(
+        "--served-model-name",
+        help="The name clients send as `model` and GET /v1/models lists (default: the folder's name).",
+    )
+    serve.set_defaults(run=run_serve)
+    return serve
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Load the adapter, then serve until interrupted (Ctrl-C stops the engine after its current step)."""
+    missing = [name for name in SERVE_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise RuntimeError(f"{' and '.join(missing)} {verb} missing: pip install 'panacea-align[serve]'")
+    import uvicorn
+
+    from .app import create_app
+
+    served = load_served_model(
+        args.adapter,
+        preference=args.preference,
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        name=args.served_model_name,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+    )
+    logger.info(
+        "serving %r on http://%s:%d/v1: λ over %s, default %s, batches of up to %d rows",
+        served.name,
+        args.host,
+        args.port,
+        served.preference_names or f"{served.num_preferences} dimensions",
+        served.preference_json(served.default_preference),
+        args.max_batch_size,
+    )
+    try:
+        uvicorn.run(create_app(served), host=args.host, port=args.port, log_level="info")
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
+        logger.info("stopped")
+
+
+def load_served_model(
+    adapter: str | Path,
+    *,
+    preference: list[float] | dict[str, float] | None = None,
+    model: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    name: str | None = None,
+    max_batch_size: int = 16,
+    max_wait_ms: float = 5.0,
+) -> ServedModel:
+    """The saved adapter on its base model (`model`, else the one its fingerprint names) behind a new engine.
+
+    The default λ is checked against the adapter's config before the model loads.
+    """
+    from panacea.adapters import PanaceaModel
+    from panacea.base_model import load_base_model
+    from panacea.cli import adapter_folder_of
+    from panacea.preferences import validate_preference
+
+    from .engine import Engine
+    from .protocol import ServedModel, uniform_preference
+
+    folder = adapter_folder_of(adapter)
+    saved = read_json(folder / CONFIG_NAME)
+    config = saved.get("adapter") if isinstance(saved.get("adapter"), dict) else {}
+    num_preferences, names = config.get("num_preferences"), config.get("preference_names")
+    if not isinstance(num_preferences, int) or num_preferences < 1:
+        raise ValueError(f"{folder / CONFIG_NAME} has no adapter.num_preferences; is it a Panacea adapter?")
+    if preference is None:
+        default = uniform_preference(num_preferences)
+    else:
+        default = validate_preference(preference, num_preferences, names=names).float()
+        if default.ndim != 1:
+            raise ValueError(
+                f"--preference must be one λ of {num_preferences} weights, got shape {tuple(default.shape)}."
+            )
+    fingerprint = saved.get("base_model") or {}
+    model_name = model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
+    if not model_name:
+        raise ValueError(f"{folder} does not record which base model it was saved from; pass --model.")
+    base_model, tokenizer = load_base_model(model_name, dtype=dtype, device=device)
+    panacea_model = PanaceaModel.from_pretrained(base_model, folder)
+    engine = Engine(panacea_model, tokenizer, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    name = name or Path(adapter).resolve().name  # runs/hh-2d → hh-2d
+    return ServedModel(name, engine, num_preferences, names, default)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
