@@ -3,6 +3,7 @@
 from .config import PanaceaConfig
 from .layer import PanaceaLinear, PreferenceState
 from .model import PanaceaModel, find_target_modules, get_panacea_model
+from .serialization import nearest_grid_adapter
 from .soups import PlainLoraModel, SoupModel, get_lora_model, lora_config_for, read_soups_manifest, soup_delta
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "get_lora_model",
     "get_panacea_model",
     "lora_config_for",
+    "nearest_grid_adapter",
     "read_soups_manifest",
     "soup_delta",
 ]

@@ -13,19 +13,23 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from peft import LoraConfig
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 
-from panacea.preferences import PreferenceLike, preference_as_json, validate_preference
+from panacea.preferences import PreferenceLike, preference_as_json, simplex_grid, validate_preference
 
 from .config import PanaceaConfig
 from .layer import SUPPORTED_LAYERS, PanaceaLinear, PreferenceState
 from .serialization import (
+    ExportedPreference,
+    LoraWeights,
     base_model_fingerprint,
     check_fingerprint,
     load_adapter,
     save_adapter,
     save_peft_lora,
+    save_peft_lora_set,
 )
 
 
@@ -309,21 +313,84 @@ class PanaceaModel(nn.Module):
         config names the dimensions) under 'panacea_preference'.
         """
         preference = self._single_preference(preference, "export_lora")
+        config = self._peft_lora_config()
+        save_peft_lora(directory, self._lora_weights(preference), config, self._exported(preference), overwrite)
+
+    @torch.no_grad()
+    def export_lora_grid(
+        self, num_points: int, directory: str | os.PathLike, *, overwrite: bool = False
+    ) -> dict[str, Any]:
+        """Write one plain peft LoRA per point of the simplex lattice with `num_points` per edge, for servers that
+        hold many LoRAs and pick one per request (vLLM, SGLang); return the index.
+
+        Each point's LoRA is what `export_lora` writes for its λ, in a subfolder named by λ
+        ('helpful-0.80_harmless-0.20', or '0.80-0.20' without preference names). `index.json` lists
+        {preference, folder} per point, and `serialization.nearest_grid_adapter(index, λ)` names the LoRA to
+        serve a request at λ with. Refused in a folder that holds anything unless `overwrite`.
+        """
+        return self._export_lora_set(num_points, directory, kind="grid", overwrite=overwrite)
+
+    @torch.no_grad()
+    def export_vertex_loras(self, directory: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Any]:
+        """Write the m vertex LoRAs, whose λ-weighted merge is this model at any λ on the simplex; return the index.
+
+        ΔW(λ) = scaling · B diag(σ, s·λ ⊗ 1_r) A is affine in λ, not linear: σ does not scale with λ. On the
+        simplex Σ_i λ_i = 1, so σ = Σ_i λ_i σ and ΔW(λ) = Σ_i λ_i ΔW(e_i): LoRA i is the export at the vertex
+        λ = e_i (the σ block and block i; the other blocks' columns of lora_B are zero) and all share lora_A = A.
+        Hence both
+        - peft's `add_weighted_adapter(vertices, weights=λ, combination_type="cat")`: lora_A = [λ_1 A; …; λ_m A],
+          lora_B = [B_1 … B_m], so ΔW = Σ_i λ_i B_i A, and
+        - a merge that takes the λ-weighted sum of each tensor (LoRAX's `linear`): Σ_i λ_i A = A and
+          Σ_i λ_i B_i = scaling · B diag(σ, s·λ ⊗ 1_r),
+        give ΔW(λ) exactly (up to float round-off). peft's `combination_type="linear"` weights each factor by
+        √λ_i, giving (Σ_i √λ_i)·(Σ_i √λ_i B_i) A: not this model. Subfolders are named as in `export_lora_grid`
+        (the vertices are its 2-point grid).
+        """
+        return self._export_lora_set(2, directory, kind="vertices", overwrite=overwrite)  # the 2-point grid: e_1 … e_m
+
+    def _export_lora_set(
+        self, num_points: int, directory: str | os.PathLike, *, kind: str, overwrite: bool
+    ) -> dict[str, Any]:
+        """One LoRA per point of the simplex lattice with `num_points` per edge, written as a set (index, README)."""
+        config = self._peft_lora_config()  # before anything is written: refuses a mix of Linear and Conv1D
+        grid = simplex_grid(self.panacea_config.num_preferences, num_points)  # (points, m)
+        loras = ((self._exported(preference), self._lora_weights(preference)) for preference in grid)
+        return save_peft_lora_set(
+            directory,
+            loras,  # a generator: one LoRA's weights in memory at a time
+            config,
+            kind=kind,
+            num_points=num_points,
+            preference_names=self.panacea_config.preference_names,
+            overwrite=overwrite,
+        )
+
+    def _lora_weights(self, preference: torch.Tensor) -> LoraWeights:
+        """{module name: (lora_A = A, lora_B = scaling · B diag(d))}: the plain LoRA equal to this model at λ (m,)."""
+        return {name: (layer.lora_A, layer.scaled_lora_B(preference)) for name, layer in self.adapter_layers()}
+
+    def _peft_lora_config(self) -> LoraConfig:
+        """The peft config of every export: rank k + m·r, lora_alpha = rank (scaling 1: it is in lora_B), the same
+        modules, dropout and layout as this adapter."""
         layers = dict(self.adapter_layers())
         layouts = {layer.fan_in_fan_out for layer in layers.values()}
         if len(layouts) > 1:
             raise ValueError("cannot export one peft LoRA for a mix of nn.Linear and Conv1D layers.")
-        save_peft_lora(
-            directory,
-            {name: (layer.lora_A, layer.scaled_lora_B(preference)) for name, layer in layers.items()},
+        rank = self.panacea_config.rank
+        return LoraConfig(
+            r=rank,
+            lora_alpha=rank,
+            lora_dropout=self.panacea_config.dropout,
             target_modules=_shortest_target_modules(self.base_model, list(layers)),
-            rank=self.panacea_config.rank,
-            dropout=self.panacea_config.dropout,
             fan_in_fan_out=layouts.pop(),
+            bias="none",
+            task_type="CAUSAL_LM",
             base_model_name_or_path=getattr(self.base_model.config, "name_or_path", None),
-            preference=preference_as_json(preference, self.panacea_config.preference_names),
-            overwrite=overwrite,
         )
+
+    def _exported(self, preference: torch.Tensor) -> ExportedPreference:
+        """λ (m,) as an export records it: {name: weight} when the config names the dimensions, else the weights."""
+        return preference_as_json(preference, self.panacea_config.preference_names)
 
     def _single_preference(self, preference: PreferenceLike, operation: str) -> torch.Tensor:
         preference = self._as_tensor(preference)

@@ -85,10 +85,29 @@ def quiet_third_party_output() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """argparse before Python 3.12.7 (gh-59317) leaves an optional positional (nargs='?') empty when an option comes
+    between it and the positional before it, and calls its word unrecognized: `panacea export RUN --preference 0.8,0.2
+    OUT`. Here such a leftover word goes to the optional positional still at its default."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            unset = not action.option_strings and action.nargs == "?" and getattr(namespace, action.dest) is None
+            if unset and extras and not extras[0].startswith("-"):
+                setattr(namespace, action.dest, extras.pop(0))
+        return namespace, extras
+
+
+PREFERENCE_HELP = (
+    "Weights on the simplex, in order (0.8,0.2) or by the adapter's preference names (helpful=0.8,harmless=0.2)."
+)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panacea", description="One model for every trade-off between objectives.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     demo = commands.add_parser(
         "demo",
@@ -211,13 +230,42 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_bootstrap_arguments(comparison)
     comparison.set_defaults(run=_run_compare)
 
-    export = commands.add_parser("export", help="Write one trade-off as a plain peft LoRA adapter.")
-    _add_adapter_arguments(export)
-    export.add_argument("output_dir", help="Folder for adapter_config.json + adapter_model.safetensors.")
+    export = commands.add_parser(
+        "export",
+        help="Write trade-offs as plain peft LoRA adapters: one λ (--preference), one LoRA per point of a λ grid for "
+        "multi-LoRA servers such as vLLM and SGLang (--grid), or the m vertex LoRAs whose λ-weighted merge is any λ "
+        "(--vertices; peft add_weighted_adapter 'cat', LoRAX 'linear').",
+    )
+    _add_adapter_arguments(export, preference=False)
+    what = export.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--preference",
+        type=parse_preference,
+        help=f"{PREFERENCE_HELP} One LoRA at this λ (default: none; one of --preference, --grid and --vertices is "
+        "required).",
+    )
+    what.add_argument(
+        "--grid",
+        type=_points_per_edge,
+        metavar="N",
+        help="One LoRA per point of the simplex lattice with N points per edge (11 → 11 LoRAs for m = 2, 66 for "
+        "m = 3), each in a subfolder named by its λ, plus index.json (λ → subfolder) to route each request to the "
+        "nearest point (default: none; one of --preference, --grid and --vertices is required).",
+    )
+    what.add_argument(
+        "--vertices",
+        action="store_true",
+        help="The m vertex LoRAs (λ = e_i, sharing lora_A), plus index.json: peft's add_weighted_adapter(..., "
+        "weights=λ, combination_type='cat') of them is the model at λ, exactly.",
+    )
+    export.add_argument("output_dir", nargs="?", metavar="OUT", help="The folder to write: give it here or as --out.")
+    export.add_argument(
+        "--out", metavar="DIR", help="The folder to write, as OUT (default: OUT; one of the two is required)."
+    )
     export.add_argument(
         "--overwrite",
         action="store_true",
-        help="Replace what output_dir holds (refused by default when it holds anything: another export, a Panacea "
+        help="Replace what the folder holds (refused by default when it holds anything: another export, a Panacea "
         "adapter, a training run).",
     )
     export.set_defaults(run=_run_export)
@@ -238,19 +286,15 @@ def _add_set_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_adapter_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_adapter_arguments(parser: argparse.ArgumentParser, *, preference: bool = True) -> None:
+    """The adapter, --preference (required; export offers it among other choices instead) and the base model."""
     parser.add_argument(
         "adapter",
         help=f"An adapter folder (written by PanaceaModel.save_pretrained), or a training run folder that holds "
         f"{RUN_ADAPTER_DIR}/.",
     )
-    parser.add_argument(
-        "--preference",
-        required=True,
-        type=parse_preference,
-        help="Weights on the simplex, in order (0.8,0.2) or by the adapter's preference names "
-        "(helpful=0.8,harmless=0.2).",
-    )
+    if preference:
+        parser.add_argument("--preference", required=True, type=parse_preference, help=PREFERENCE_HELP)
     parser.add_argument(
         "--model", help="Base model, a Hub id or a folder (default: the one the adapter was saved from)."
     )
@@ -470,7 +514,7 @@ def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTok
     folder = adapter_folder_of(args.adapter)
     saved = read_json(folder / CONFIG_NAME)
     adapter = saved.get("adapter") if isinstance(saved.get("adapter"), dict) else {}
-    if isinstance(adapter.get("num_preferences"), int):  # λ is checked before the model loads (seconds)
+    if args.preference is not None and isinstance(adapter.get("num_preferences"), int):  # before the model loads
         validate_preference(args.preference, adapter["num_preferences"], names=adapter.get("preference_names"))
     fingerprint = saved.get("base_model") or {}
     model_name = args.model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
@@ -487,10 +531,42 @@ def _run_generate(args: argparse.Namespace) -> None:
     print(generate_text(model, tokenizer, args.prompt, args.preference, args.max_new_tokens))
 
 
+def _points_per_edge(text: str) -> int:
+    """`--grid N`: a whole number of lattice points per simplex edge, at least the edge's 2 ends."""
+    try:
+        points = int(text)
+    except ValueError:
+        points = 0
+    if points < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected the points per simplex edge, a whole number of at least 2 (the two vertices), got {text!r}"
+        )
+    return points
+
+
 def _run_export(args: argparse.Namespace) -> None:
+    from panacea.adapters.serialization import INDEX_NAME, check_export_target
+
+    if (args.output_dir is None) == (args.out is None):
+        given = "both OUT and --out" if args.out else "neither OUT nor --out"
+        raise ValueError(f"give the folder to write once, as OUT or as --out DIR; got {given}.")
+    output_dir = args.out or args.output_dir
+    check_export_target(output_dir, args.overwrite)  # before the base model loads (seconds)
     model, _ = _load_adapter(args)
-    model.export_lora(args.preference, args.output_dir, overwrite=args.overwrite)
-    print(f"wrote a peft LoRA for λ = {_format_preference(args.preference)} to {args.output_dir}")
+    if args.preference is not None:
+        model.export_lora(args.preference, output_dir, overwrite=args.overwrite)
+        print(f"wrote a peft LoRA for λ = {_format_preference(args.preference)} to {output_dir}")
+        return
+    if args.grid is not None:
+        index = model.export_lora_grid(args.grid, output_dir, overwrite=args.overwrite)
+        what = f"one per point of the grid with {args.grid} points per edge"
+    else:
+        index = model.export_vertex_loras(output_dir, overwrite=args.overwrite)
+        what = "one per vertex; merge them at λ with peft's add_weighted_adapter(..., combination_type='cat')"
+    print(
+        f"wrote {len(index['adapters'])} peft LoRAs of rank {index['rank']} to {output_dir} ({what}); "
+        f"{Path(output_dir) / INDEX_NAME} says which λ each subfolder holds"
+    )
 
 
 def _format_preference(preference: list[float] | dict[str, float]) -> str:

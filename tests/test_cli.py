@@ -320,6 +320,67 @@ def test_export_never_replaces_a_folder_that_holds_something_unless_asked(saved_
     assert main(["export", adapter, "--preference", "0.4,0.6", str(tmp_path / "lora"), "--overwrite"]) == 0
 
 
+def test_export_grid_and_vertices_write_indexed_sets_of_peft_loras(named_run, tmp_path, tiny_model_dir, capsys):
+    assert main(["export", str(named_run), "--grid", "3", "--out", str(tmp_path / "grid")]) == 0
+    assert f"wrote 3 peft LoRAs of rank 4 to {tmp_path / 'grid'}" in capsys.readouterr().out
+    index = json.loads((tmp_path / "grid" / "index.json").read_text())
+    assert [(entry["folder"], entry["preference"]) for entry in index["adapters"]] == [
+        ("helpful-1.00_harmless-0.00", [1.0, 0.0]),
+        ("helpful-0.50_harmless-0.50", [0.5, 0.5]),
+        ("helpful-0.00_harmless-1.00", [0.0, 1.0]),
+    ]
+    middle = tmp_path / "grid" / "helpful-0.50_harmless-0.50"
+    exported = PeftModel.from_pretrained(load_base_model(tiny_model_dir)[0], middle).eval()
+    panacea_model = PanaceaModel.from_pretrained(load_base_model(tiny_model_dir)[0], named_run)
+    ids = input_ids()
+    with torch.no_grad():
+        assert torch.equal(exported(ids).logits, panacea_model(ids, preference=[0.5, 0.5]).logits)
+
+    assert main(["export", str(named_run), "--vertices", str(tmp_path / "vertices")]) == 0  # OUT works here too
+    assert "add_weighted_adapter(..., combination_type='cat')" in capsys.readouterr().out
+    index = json.loads((tmp_path / "vertices" / "index.json").read_text())
+    assert index["kind"] == "vertices" and len(index["adapters"]) == 2
+
+
+def test_export_takes_exactly_one_of_preference_grid_vertices_and_one_folder(saved_adapter, tmp_path, capsys):
+    adapter, out = str(saved_adapter), str(tmp_path / "out")
+    for extra, message in (
+        (["--preference", "0.5,0.5", "--grid", "3"], "argument --grid: not allowed with argument --preference"),
+        (["--grid", "3", "--vertices"], "not allowed with argument --grid"),
+        ([], "one of the arguments --preference --grid --vertices is required"),
+        (["--grid", "1"], "at least 2 (the two vertices), got '1'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", adapter, *extra, "--out", out])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, extra
+    assert main(["export", adapter, "--grid", "3"]) == 2
+    assert "give the folder to write once, as OUT or as --out DIR; got neither" in capsys.readouterr().err
+    assert main(["export", adapter, "--vertices", out, "--out", out]) == 2
+    assert "got both OUT and --out" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_set_exports_never_replace_a_folder_that_holds_something_unless_asked(
+    saved_adapter, tmp_path, capsys, monkeypatch
+):
+    import panacea.base_model
+
+    adapter, out = str(saved_adapter), str(tmp_path / "out")
+    assert main(["export", adapter, "--grid", "3", "--out", out]) == 0
+    original = panacea.base_model.load_base_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the base model was loaded before the folder was checked")
+
+    monkeypatch.setattr(panacea.base_model, "load_base_model", refuse)
+    for choice in (["--grid", "3"], ["--vertices"], ["--preference", "1,0"]):
+        assert main(["export", adapter, *choice, "--out", out]) == 2
+        assert "already holds an exported set of LoRAs (index.json and 4 more)" in capsys.readouterr().err
+    monkeypatch.setattr(panacea.base_model, "load_base_model", original)
+    assert main(["export", adapter, "--grid", "2", "--out", out, "--overwrite"]) == 0
+    assert len(json.loads((tmp_path / "out" / "index.json").read_text())["adapters"]) == 2
+
+
 def test_every_option_shows_its_default_in_help():
     """`--dtype`, `--device`, `--max-new-tokens` and `compare --scorer` said nothing of their defaults."""
     import argparse
