@@ -1,0 +1,410 @@
+"""RL maths (training/rl.py): RLOO, KL, the PPO-clip loss, running moments, PAMA, and the reward sources.
+
+Numbers come from docs/algorithms.md ("RL") or from a hand computation written out in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from panacea.eval.reward_model import RewardModel, score_responses
+from panacea.training.rl import (
+    CallableReward,
+    LengthReward,
+    ProjectRewardModel,
+    RefusalReward,
+    RunningMoments,
+    SequenceClassifierReward,
+    build_reward,
+    kl_estimate,
+    kl_penalised_rewards,
+    noon_advantages,
+    pama_combine,
+    pama_indicator,
+    pama_weights,
+    ppo_clipped_loss,
+    rloo_advantages,
+)
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from tests.conftest import VOCAB_SIZE, panacea_llama, tiny_llama, tiny_tokenizer
+
+# ------------------------------------------------------------------------------------------------------
+# RLOO
+
+
+def test_rloo_advantages_use_the_mean_of_the_other_consecutive_samples():
+    # 2 prompts × K = 3 consecutive rows, m = 2; A = r − mean of the other two (by hand).
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 0.0], [6.0, 3.0], [5.0, 1.0], [5.0, -1.0], [5.0, 3.0]])
+    expected = torch.tensor([[-3.0, -1.5], [-1.5, -1.5], [4.5, 3.0], [0.0, 0.0], [0.0, -3.0], [0.0, 3.0]])
+    assert torch.allclose(rloo_advantages(rewards, 3), expected)
+    assert torch.allclose(rloo_advantages(rewards[:, 0], 3), expected[:, 0])  # one dimension, (n,)
+
+
+def test_rloo_refuses_one_sample_per_prompt_and_ragged_groups():
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_advantages(torch.zeros(4, 2), 1)
+    with pytest.raises(ValueError, match=r"prompts · k"):
+        rloo_advantages(torch.zeros(5, 2), 2)
+
+
+# ------------------------------------------------------------------------------------------------------
+# KL to the reference
+
+
+def test_kl_estimators_match_their_formulas():
+    logprobs, reference = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.3, -1.5]])  # k1 = (0.3, −0.5)
+    assert torch.allclose(kl_estimate(logprobs, reference, "k1"), torch.tensor([[0.3, -0.5]]))
+    k3 = [math.exp(-0.3) - 1 + 0.3, math.exp(0.5) - 1 - 0.5]  # (0.0408182, 0.1487213)
+    assert torch.allclose(kl_estimate(logprobs, reference, "k3"), torch.tensor([k3]))
+    with pytest.raises(ValueError, match="not one of"):
+        kl_estimate(logprobs, reference, "k2")
+
+
+def test_kl_penalty_is_zero_when_the_policy_is_the_reference():
+    # The adapter's default initialisation is ΔW = 0, so adapter on and adapter off give the same log-probs.
+    model = panacea_llama(randomize=False)
+    ids = torch.randint(3, VOCAB_SIZE, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        policy = token_logprobs(model(ids, preference=torch.tensor([[0.3, 0.7], [1.0, 0.0]])).logits, ids)
+        with model.disable_adapter():
+            reference = token_logprobs(model(ids).logits, ids)
+    mask = torch.ones_like(policy)
+    for estimator in ("k1", "k3"):
+        assert torch.equal(kl_estimate(policy, reference, estimator), torch.zeros_like(policy))
+    rewards = torch.tensor([[1.0, -2.0], [0.5, 0.25]])
+    assert torch.equal(kl_penalised_rewards(rewards, policy, reference, mask, kl_coef=0.1), rewards)
+
+
+def test_kl_penalty_sums_the_masked_k1_into_every_dimension():
+    logprobs = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -0.5, -0.5]])
+    reference = torch.tensor([[-1.5, -1.0, 0.0], [-1.0, -0.5, -0.7]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # row 0's last token is padding (its −inf must not leak)
+    logprobs[0, 2] = -math.inf
+    rewards = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    # Σ masked k1: row 0: 0.5 − 1.0 = −0.5; row 1: 0.5 + 0 + 0.2 = 0.7; β = 0.1.
+    expected = torch.tensor([[1.05, 2.05], [-0.07, -1.07]])
+    assert torch.allclose(kl_penalised_rewards(rewards, logprobs, reference, mask, kl_coef=0.1), expected)
+
+
+# ------------------------------------------------------------------------------------------------------
+# PPO-clip
+
+
+def dense_ppo_reference(logprobs, old_logprobs, advantages, mask, epsilon):
+    """The per-(sample, dimension) loss by loops and the sign-split form of the clip: for A ≥ 0 the objective
+    is min(u, 1 + ε)·A, for A < 0 it is max(u, 1 − ε)·A (Schulman et al. 2017, eq. 7, case by case)."""
+    n, seq = logprobs.shape
+    rows = []
+    for b in range(n):
+        row = []
+        for i in range(advantages.shape[1]):
+            terms = []
+            for t in range(seq):
+                if mask[b, t]:
+                    u = torch.exp(logprobs[b, t] - old_logprobs[b, t])
+                    a = advantages[b, i]
+                    terms.append(-(torch.clamp(u, max=1 + epsilon) if a >= 0 else torch.clamp(u, min=1 - epsilon)) * a)
+            row.append(torch.stack(terms).mean())
+        rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def test_ppo_clipped_loss_and_gradient_match_a_dense_reference_with_clipping_on_both_sides_and_masking():
+    old = torch.tensor([[-1.0, -1.0, -1.0, -1.0], [-2.0, -2.0, -2.0, -2.0], [-0.5, -0.5, -0.5, -0.5]])
+    # log u per token: 0.5 (u = 1.65, above 1 + ε), −0.5 (u = 0.61, below 1 − ε), 0.1 (inside), and a pad
+    shift = torch.tensor([[0.5, -0.5, 0.1, 3.0], [0.5, -0.5, 0.1, 0.0], [-0.1, 0.05, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+    advantages = torch.tensor([[1.0, -2.0], [-0.5, 0.7], [0.0, 3.0]])  # both signs in every column
+    epsilon = 0.2
+    logprobs = (old + shift).requires_grad_()
+    loss = ppo_clipped_loss(logprobs, old, advantages, mask, epsilon)
+    reference_input = (old + shift).requires_grad_()
+    reference = dense_ppo_reference(reference_input, old, advantages, mask, epsilon)
+    assert loss.shape == (3, 2) and torch.allclose(loss, reference)
+    weights = torch.tensor([[0.3, 0.7], [1.0, 2.0], [0.5, 0.5]])  # any per-(sample, dimension) weights
+    (gradient,) = torch.autograd.grad((loss * weights).sum(), logprobs, retain_graph=True)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), reference_input)
+    assert torch.allclose(gradient, expected)
+    # Row 0, dimension 0 (A = 1 > 0): u = 1.65 is clipped (no gradient), u = 0.61 is not (A > 0 keeps the min).
+    (single,) = torch.autograd.grad(loss[0, 0], logprobs, retain_graph=True)
+    assert single[0, 0] == 0 and single[0, 1] != 0 and single[0, 2] != 0 and single[0, 3] == 0  # pad: none
+    # Row 0, dimension 1 (A = −2 < 0): now u = 0.61 is the clipped side, u = 1.65 is not.
+    (single,) = torch.autograd.grad(loss[0, 1], logprobs)
+    assert single[0, 0] != 0 and single[0, 1] == 0 and single[0, 2] != 0
+    # A padded position changes nothing.
+    moved = logprobs.detach().clone()
+    moved[0, 3] = 100.0  # exp(100 − old) overflows if a pad ever reaches the exp
+    assert torch.equal(ppo_clipped_loss(moved, old, advantages, mask, epsilon), loss.detach())
+
+
+def test_ppo_clipped_loss_single_token_cases_of_the_docs():
+    # ε = 0.2; u = e^0.5 = 1.648721 and e^−0.5 = 0.606531; A = 1 and A = −2.
+    log_ratio = torch.tensor([[0.5], [-0.5]])
+    loss = ppo_clipped_loss(log_ratio, torch.zeros(2, 1), torch.tensor([[1.0, -2.0], [1.0, -2.0]]), torch.ones(2, 1))
+    assert torch.allclose(loss, torch.tensor([[-1.2, 2 * math.exp(0.5)], [-math.exp(-0.5), 1.6]]))
+
+
+def test_ppo_clipped_loss_refuses_an_empty_response():
+    with pytest.raises(ValueError, match="no tokens"):
+        ppo_clipped_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 1), torch.tensor([[1, 1, 0], [0, 0, 0]]))
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log π(y_t | y_<t) of ids[:, 1:], (batch, seq − 1), in fp32."""
+    return torch.gather(F.log_softmax(logits[:, :-1].float(), -1), 2, ids[:, 1:, None]).squeeze(-1)
+
+
+def test_one_epoch_with_old_equal_current_is_the_reinforce_rloo_gradient():
+    model = panacea_llama()
+    ids = torch.randint(3, VOCAB_SIZE, (4, 8), generator=torch.Generator().manual_seed(1))  # 2 prompts × K = 2
+    mask = torch.ones(4, 7)
+    mask[:, :2] = 0  # prompt positions
+    mask[1, 5:] = 0  # a shorter response
+    preference = torch.tensor([[0.2, 0.8], [0.2, 0.8], [0.6, 0.4], [0.6, 0.4]])
+    rewards = torch.tensor([[1.0, 0.0], [3.0, -1.0], [0.5, 2.0], [-0.5, 1.0]])
+    advantages = rloo_advantages(rewards, 2)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+
+    logprobs = token_logprobs(model(ids, preference=preference).logits, ids)
+    losses = ppo_clipped_loss(logprobs, logprobs.detach(), advantages, mask, 0.2)  # (4, 2)
+    ppo = torch.autograd.grad((preference * losses).mean(0).sum(), parameters)  # LS: Σ_i (1/B) Σ_b λ_{b,i} ℓ_i(b)
+
+    logprobs = token_logprobs(model(ids, preference=preference).logits, ids)
+    mean_logprob = (logprobs * mask).sum(1) / mask.sum(1)  # (4,): each response's log-prob over its tokens
+    reinforce = -(preference * advantages * mean_logprob[:, None]).mean(0).sum()
+    expected = torch.autograd.grad(reinforce, parameters)
+    assert any(g.abs().max() > 0 for g in expected)
+    for got, want in zip(ppo, expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Running moments
+
+
+def test_running_moments_equal_numpy_over_the_concatenated_stream_and_round_trip_through_json():
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        torch.randn(size, 2, generator=generator, dtype=torch.float64) * scale + offset
+        for size, scale, offset in ((1, 1.0, 0.0), (7, 3.0, 100.0), (2, 0.1, -5.0), (16, 10.0, 1e4))
+    ]
+    moments, resumed = RunningMoments(2), RunningMoments(2)
+    for index, batch in enumerate(batches):
+        moments.update(batch)
+        if index == 1:  # save after two batches, restore into a fresh object, continue both
+            resumed.load_state_dict(json.loads(json.dumps(moments.state_dict())))
+        elif index > 1:
+            resumed.update(batch)
+    stream = torch.cat(batches).numpy()
+    assert moments.count == len(stream)
+    assert np.allclose(moments.mean.numpy(), stream.mean(0), rtol=1e-12, atol=0)
+    assert np.allclose(moments.std.numpy(), stream.std(0), rtol=1e-10, atol=0)
+    assert resumed.state_dict() == moments.state_dict()  # exact, float for float
+    rewards = batches[2].float()
+    expected = (rewards.double().numpy() - stream.mean(0)) / stream.std(0)
+    assert np.allclose(moments.normalise(rewards).numpy(), expected, rtol=1e-5)
+
+
+def test_running_moments_case_of_the_docs():
+    moments = RunningMoments(1)
+    moments.update(torch.tensor([[1.0], [2.0]]))
+    moments.update(torch.tensor([[3.0], [4.0], [5.0]]))
+    assert moments.mean.item() == 3.0 and moments.std.item() == pytest.approx(math.sqrt(2), abs=1e-15)
+    assert moments.normalise(torch.tensor([[5.0]])).item() == pytest.approx(1.414214, abs=1e-6)
+
+
+def test_running_moments_centre_a_constant_dimension_and_refuse_bad_input():
+    moments = RunningMoments(2)
+    with pytest.raises(ValueError, match="before any update"):
+        moments.normalise(torch.zeros(1, 2))
+    moments.update(torch.tensor([[3.0, 1.0], [3.0, 2.0]]))
+    assert torch.allclose(moments.normalise(torch.tensor([[4.0, 2.0]])), torch.tensor([[1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"shape \(n >= 1, 2\)"):
+        moments.update(torch.zeros(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        moments.update(torch.tensor([[math.nan, 0.0]]))
+    with pytest.raises(ValueError, match="'m2' must be 2 finite numbers"):
+        moments.load_state_dict({"count": 2, "mean": [0.0, 0.0], "m2": [1.0]})
+
+
+# ------------------------------------------------------------------------------------------------------
+# PAMA (test vectors of docs/algorithms.md, "RL", PAMA)
+
+
+@pytest.mark.parametrize(
+    ("values", "optimum", "weights"),
+    [
+        ((0.3, 0.7), 0.3, (1.0, 0.0)),
+        ((-0.2, 0.5), 0.0, (0.714286, 0.285714)),
+        ((-0.4, -0.1), -0.1, (0.0, 1.0)),
+        ((0.2, 0.5, 0.9), 0.2, (1.0, 0.0, 0.0)),
+    ],
+)
+def test_pama_theorem_1_vectors(values, optimum, weights):
+    values = torch.tensor(values, dtype=torch.float64)
+    s, c = pama_weights(values)
+    assert s.item() == pytest.approx(optimum, abs=1e-12)
+    assert c.tolist() == pytest.approx(weights, abs=1e-6)
+    assert float(c.sum()) == pytest.approx(1.0) and (c >= 0).all()
+    assert float(c @ values) == pytest.approx(optimum, abs=1e-12)  # c realises s*
+
+
+def noon_example():
+    """ε = 0.2, u = (1.0, 1.3, 0.9), A'⁽¹⁾ = (0.5, 0.4, −0.2), A'⁽²⁾ = (0.1, 0.8, 0.3): one sample, three tokens."""
+    advantages = torch.tensor([[[0.5, 0.1], [0.4, 0.8], [-0.2, 0.3]]])  # (n = 1, seq = 3, m = 2)
+    return advantages, torch.tensor([[1.0, 1.3, 0.9]]), torch.ones(1, 3)
+
+
+def test_pama_noon_example_in_both_readings():
+    advantages, ratio, mask = noon_example()
+    indicated = pama_indicator(noon_advantages(advantages), ratio, 0.2)
+    assert torch.allclose(indicated[0].T, torch.tensor([[0.5, 0.0, 0.0], [0.1, 0.0, 0.3]]))
+    batch = pama_combine(advantages, ratio, mask, 0.2, granularity="batch")
+    assert torch.allclose(batch, torch.full((1, 3), 0.4 / 3))  # 0.133333, objective 2's mean
+    token = pama_combine(advantages, ratio, mask, 0.2, granularity="token")
+    assert torch.allclose(token, torch.tensor([[0.1, 0.0, 0.0]]))
+
+
+def test_pama_lambda_scaled_variant_follows_the_preference_and_ignores_padding():
+    advantages, ratio, mask = noon_example()
+    preference = torch.tensor([[0.2, 0.8]])  # λ·I: means (0.1/3, 0.32/3), so now objective 1 is followed
+    batch = pama_combine(advantages, ratio, mask, 0.2, granularity="batch", preference=preference)
+    assert torch.allclose(batch, torch.full((1, 3), 0.1 / 3))
+    token = pama_combine(advantages, ratio, mask, 0.2, granularity="token", preference=preference)
+    assert torch.allclose(token, torch.tensor([[0.08, 0.0, 0.0]]))
+    # A padded fourth token with large advantages moves neither reading.
+    padded = torch.cat([advantages, torch.tensor([[[9.0, 9.0]]])], 1)
+    ratio, mask = torch.tensor([[1.0, 1.3, 0.9, 1.0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(pama_combine(padded, ratio, mask, 0.2, "batch"), torch.tensor([[0.4 / 3] * 3 + [0.0]]))
+    assert torch.allclose(pama_combine(padded, ratio, mask, 0.2, "token"), torch.tensor([[0.1, 0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="granularity"):
+        pama_combine(advantages, ratio[:, :3], mask[:, :3], 0.2, "sequence")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reward sources
+
+
+def test_length_reward_counts_words_or_tokens():
+    prompts = ["p"] * 3
+    assert torch.equal(LengthReward()(prompts, ["a b c", "", " one   two "]), torch.tensor([-3.0, 0.0, -2.0]))
+    by_tokens = LengthReward(unit="tokens", tokenizer=tiny_tokenizer())
+    assert torch.equal(by_tokens(prompts[:2], ["w4 w5 w6 w7", "w9"]), torch.tensor([-4.0, -1.0]))
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        LengthReward(unit="tokens")
+
+
+def test_refusal_reward_scores_refusals_one():
+    responses = [
+        "I'm sorry, but I can't help with that.",
+        "Sure! Preheat the oven to 180 degrees.",
+        "As an AI, I think the capital of France is Paris.",  # a disclaimer, then an answer
+        "Here is why it is illegal: I cannot provide instructions for that.",
+    ]
+    assert RefusalReward()(["q"] * 4, responses).tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_callable_reward_loads_module_function_and_names_it_when_it_cannot(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "def exclamations(prompts, responses):\n    return [float(r.count('!')) for r in responses]\n"
+        "def wrong_shape(prompts, responses):\n    return [1.0]\n"
+        "NOT_A_FUNCTION = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward = build_reward({"type": "callable", "function": "my_rewards:exclamations"})
+    assert torch.equal(reward(["a", "b"], ["hi!!", "no"]), torch.tensor([2.0, 0.0]))
+    for target, message in [
+        ("no_such_module_xyz:f", "'no_such_module_xyz:f' cannot be loaded"),
+        ("my_rewards:missing", "'my_rewards:missing' cannot be loaded"),
+        ("my_rewards", "must be 'module:function'"),
+        ("my_rewards:NOT_A_FUNCTION", "not callable"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            build_reward({"type": "callable", "function": target})
+    with pytest.raises(ValueError, match="one number per response"):
+        CallableReward("my_rewards:wrong_shape")(["a", "b"], ["x", "y"])
+
+
+def save_tiny_classifier(path):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        num_labels=1,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_sequence_classifier_reward_equals_unpadded_forwards_one_by_one(tmp_path):
+    path = save_tiny_classifier(tmp_path / "classifier")
+    prompts = ["w4 w5", "w6", "w7 w8 w9 w10"]
+    responses = ["w11 w12 w13 w14 w15", "w16", "w17 w18"]
+    reward = build_reward({"type": "classifier", "name_or_path": str(path), "batch_size": 2})
+    assert isinstance(reward, SequenceClassifierReward)
+    scores = reward(prompts, responses)
+    model, tokenizer = LlamaForSequenceClassification.from_pretrained(path).eval(), tiny_tokenizer()
+    with torch.no_grad():
+        texts = [f"{prompt}\n{response}" for prompt, response in zip(prompts, responses, strict=True)]
+        expected = [model(**tokenizer(text, return_tensors="pt")).logits[0, 0] for text in texts]
+    assert scores.shape == (3,) and torch.allclose(scores, torch.stack(expected), atol=1e-5)
+
+
+def test_a_reward_model_that_does_not_load_fails_at_build_time(tmp_path):
+    with pytest.raises(ValueError, match="does not load as a sequence classifier"):
+        build_reward({"type": "classifier", "name_or_path": str(tmp_path / "missing")})
+    with pytest.raises(ValueError, match="label 3 does not pick one"):
+        build_reward({"type": "classifier", "name_or_path": str(save_tiny_classifier(tmp_path / "c")), "label": 3})
+    with pytest.raises(ValueError, match="No reward model at"):
+        build_reward({"type": "reward_model", "path": str(tmp_path / "nothing")}, model=1, tokenizer=1)
+
+
+def test_project_reward_model_scores_with_score_responses(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    features = 2 * 32  # last token + response mean of the tiny Llama's hidden size 32
+    head = RewardModel(
+        "harmless",
+        torch.randn(features, generator=generator),
+        torch.zeros(()),
+        torch.zeros(features),
+        torch.ones(features),
+        metadata={"max_length": 24, "max_prompt_length": 8},
+    )
+    head.save(tmp_path / "rm")
+    model, tokenizer = tiny_llama(), tiny_tokenizer()
+    reward = build_reward({"type": "reward_model", "path": str(tmp_path / "rm")}, model=model, tokenizer=tokenizer)
+    assert isinstance(reward, ProjectRewardModel)
+    prompts, responses = ["w4 w5", "w6 w7 w8"], ["w9 w10", "w11"]
+    scores = reward(prompts, responses)
+    assert scores.shape == (2,) and torch.allclose(scores, score_responses(head, model, tokenizer, prompts, responses))
+    assert scores[0] != scores[1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "context", "message"),
+    [
+        ("length", {}, r"reward: expected a mapping with a 'type' key"),
+        ({"type": "lenght"}, {}, r"reward.type: 'lenght' is not one of \['callable', 'classifier', 'length'"),
+        ({"type": "length", "units": "words"}, {}, r"unknown key\(s\) \['units'\] for type 'length'"),
+        ({"type": "length", "unit": "chars"}, {}, r"reward \(length\): LengthReward.unit must be 'words' or 'tokens'"),
+        ({"type": "callable"}, {}, r"reward \(callable\): .*function"),
+        ({"type": "length", "tokenizer": "x"}, {}, r"unknown key\(s\) \['tokenizer'\]"),  # context, not a setting
+        ({"type": "reward_model", "path": "p"}, {}, r"needs the base model and its tokenizer"),
+    ],
+)
+def test_bad_reward_specs_fail_with_one_error_naming_the_key(spec, context, message):
+    with pytest.raises(ValueError, match=message):
+        build_reward(spec, **context)
