@@ -186,7 +186,9 @@ class PairsScorer:
     """
 
     name = "pairs"
-    points_per_call = 4  # λs per call: each is cached as soon as its call returns
+    # λs per call, each cached as soon as its call returns: several where the held-out sets are small (mixed-λ
+    # batches fill up), one where one λ's pairs alone fill many batches, so an interrupt loses at most one λ's work
+    MAX_POINTS_PER_CALL, ROWS_PER_CALL = 4, 512
     default_objective = DEFAULT_OBJECTIVE
 
     def __init__(
@@ -204,6 +206,8 @@ class PairsScorer:
             raise ValueError(f"the pairs scorer has no held-out pairs for dimension(s) {missing}: add `eval` sources.")
         self.pair_sets, self.dimensions = list(pair_sets), list(dimensions)
         self.pad_token_id, self.batch_size = pad_token_id, batch_size
+        pairs = sum(len(pair_set.pairs) for pair_set in self.pair_sets)
+        self.points_per_call = max(1, min(self.MAX_POINTS_PER_CALL, self.ROWS_PER_CALL // max(1, pairs)))
         self.reference_settings, self.autocast = reference_settings, autocast
 
     @classmethod

@@ -100,7 +100,7 @@ def test_an_interrupted_sweep_resumes_with_the_points_it_lacks(run_dir, monkeypa
         return original(self, model, preferences)
 
     shutil.rmtree(run_dir / "eval" / "cache", ignore_errors=True)  # earlier tests cached some of these points
-    monkeypatch.setattr(PairsScorer, "points_per_call", 2)
+    monkeypatch.setattr(PairsScorer, "MAX_POINTS_PER_CALL", 2)
     monkeypatch.setattr(PairsScorer, "score", interrupt_after_first_call)
     with pytest.raises(KeyboardInterrupt):
         evaluate_path(run_dir, grid_points=5, progress=False)
@@ -125,7 +125,7 @@ def test_the_scoring_time_is_the_points_own_not_this_calls(run_dir, monkeypatch)
         return original(self, model, preferences)
 
     shutil.rmtree(run_dir / "eval" / "cache", ignore_errors=True)
-    monkeypatch.setattr(PairsScorer, "points_per_call", 2)
+    monkeypatch.setattr(PairsScorer, "MAX_POINTS_PER_CALL", 2)
     monkeypatch.setattr(PairsScorer, "score", slow)
     first = evaluate_path(run_dir, grid_points=3, progress=False)["scorers"]["pairs"]
     seconds = [point["seconds"] for point in first["points"]]
@@ -248,3 +248,17 @@ def test_a_run_folder_without_an_adapter_is_refused(tmp_path, run_dir):
 def test_an_unknown_scorer_is_refused(run_dir):
     with pytest.raises(ValueError, match=r"unknown scorer\(s\) \['votes'\]"):
         evaluate_path(run_dir, scorers=["votes"])
+
+
+def test_large_held_out_sets_are_scored_and_cached_one_lambda_per_call(run_dir):
+    """hh-2d's 1,152 held-out pairs at 4 λs a call meant ~40 min before any λ was cached, so an interrupt lost it
+    all; small sets still share calls, where mixed-λ batches fill up."""
+    run = load_run(run_dir)
+    small = PairsScorer.from_run(run)
+    assert small.points_per_call == 4  # 8 pairs
+    pairs = small.pair_sets[0].pairs
+    large = [PairSet("a", "big", pairs * 40, small.pair_sets[0].beta), PairSet("b", "big", pairs * 40, 0.1)]
+    scorer = PairsScorer(
+        large, ["a", "b"], pad_token_id=run.tokenizer.pad_token_id, batch_size=8, reference_settings={}
+    )
+    assert scorer.points_per_call == 1  # 320 pairs: one λ fills many batches

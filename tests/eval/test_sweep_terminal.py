@@ -68,7 +68,7 @@ def test_an_interrupt_says_how_many_points_are_cached_and_a_rerun_scores_only_th
             raise KeyboardInterrupt
         return original(self, model, preferences)
 
-    monkeypatch.setattr(PairsScorer, "points_per_call", 2)
+    monkeypatch.setattr(PairsScorer, "MAX_POINTS_PER_CALL", 2)
     monkeypatch.setattr(PairsScorer, "score", score)
     with pytest.raises(KeyboardInterrupt) as interrupt:
         evaluate_path(run_dir, grid_points=5, progress=False)
