@@ -507,8 +507,6 @@ def adapter_folder_of(path: str | Path) -> Path:
 
 def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTokenizerBase]:
     """The saved adapter on its base model: --model, else the name recorded in the adapter's fingerprint."""
-    from panacea.adapters import PanaceaModel
-    from panacea.base_model import load_base_model
     from panacea.preferences import validate_preference
 
     folder = adapter_folder_of(args.adapter)
@@ -516,11 +514,21 @@ def _load_adapter(args: argparse.Namespace) -> tuple[PanaceaModel, PreTrainedTok
     adapter = saved.get("adapter") if isinstance(saved.get("adapter"), dict) else {}
     if args.preference is not None and isinstance(adapter.get("num_preferences"), int):  # before the model loads
         validate_preference(args.preference, adapter["num_preferences"], names=adapter.get("preference_names"))
+    return load_on_its_base(folder, saved, args.model, dtype=args.dtype, device=args.device)
+
+
+def load_on_its_base(
+    folder: Path, saved: dict, model: str | None, *, dtype: str, device: str
+) -> tuple[PanaceaModel, PreTrainedTokenizerBase]:
+    """The adapter in `folder` (`saved`: its adapter_config.json) on `model`, else the base its fingerprint names."""
+    from panacea.adapters import PanaceaModel
+    from panacea.base_model import load_base_model
+
     fingerprint = saved.get("base_model") or {}
-    model_name = args.model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
+    model_name = model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
     if not model_name:
         raise ValueError(f"{folder} does not record which base model it was saved from; pass --model.")
-    base_model, tokenizer = load_base_model(model_name, dtype=args.dtype, device=args.device)
+    base_model, tokenizer = load_base_model(model_name, dtype=dtype, device=device)
     return PanaceaModel.from_pretrained(base_model, folder), tokenizer
 
 

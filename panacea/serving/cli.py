@@ -124,9 +124,7 @@ def load_served_model(
 
     The default λ is checked against the adapter's config before the model loads.
     """
-    from panacea.adapters import PanaceaModel
-    from panacea.base_model import load_base_model
-    from panacea.cli import adapter_folder_of
+    from panacea.cli import adapter_folder_of, load_on_its_base
     from panacea.preferences import validate_preference
 
     from .engine import Engine
@@ -146,12 +144,7 @@ def load_served_model(
             raise ValueError(
                 f"--preference must be one λ of {num_preferences} weights, got shape {tuple(default.shape)}."
             )
-    fingerprint = saved.get("base_model") or {}
-    model_name = model or (fingerprint.get("name_or_path") if isinstance(fingerprint, dict) else None)
-    if not model_name:
-        raise ValueError(f"{folder} does not record which base model it was saved from; pass --model.")
-    base_model, tokenizer = load_base_model(model_name, dtype=dtype, device=device)
-    panacea_model = PanaceaModel.from_pretrained(base_model, folder)
+    panacea_model, tokenizer = load_on_its_base(folder, saved, model, dtype=dtype, device=device)
     engine = Engine(panacea_model, tokenizer, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
     name = name or Path(adapter).resolve().name  # runs/hh-2d → hh-2d
     return ServedModel(name, engine, num_preferences, names, default)
