@@ -90,6 +90,11 @@ PANACEA = {
         "aggregator PLC τ = ∞ (every degraded objective vetoed: PLC acting its most)",
         [*AGGREGATOR_BATCH, "aggregator=plc", "aggregator_kwargs.tau=.inf"],
     ),
+    "normalized": Setting(
+        "loss normalisation across dimensions: each dimension's gradient over its norm, then λ-weighted "
+        "(aggregator normalized, 4 λ-groups)",
+        [*AGGREGATOR_BATCH, "aggregator=normalized"],
+    ),
 }
 
 
@@ -105,7 +110,7 @@ def soups_setting(lr: str, beta: str, steps: int) -> Setting:
 SOUPS_GRID = [
     (lr, beta, steps) for lr in ("5e-4", "1e-3", "2e-3", "5e-3") for beta in ("0.1", "0.3") for steps in (40, 80)
 ]
-SOUPS_GRID += [("1e-2", "0.1", steps) for steps in (40, 80)]  # as many rows as Panacea's
+SOUPS_GRID += [("1e-2", "0.1", 40), ("1e-2", "0.1", 80), ("1e-2", "0.3", 40)]  # as many rows as Panacea's
 SOUPS = {f"lr{lr}_beta{beta}_steps{steps}": soups_setting(lr, beta, steps) for lr, beta, steps in SOUPS_GRID}
 METHODS = {"panacea": PANACEA, "soups": SOUPS}
 DEFAULTS = {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40"}  # each method's current settings

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from panacea.training.aggregators import AGGREGATORS, MGDA, PLC, CAGrad, PCGrad, build_aggregator
+from panacea.training.aggregators import AGGREGATORS, MGDA, PLC, CAGrad, Normalized, PCGrad, build_aggregator
 
 GEOMETRY = ((1, 0), (-1, 1))  # g1, g2 of docs/algorithms.md: they conflict, g1·g2 = −1
 
@@ -172,7 +172,7 @@ def vector_plc(G: np.ndarray, preference: np.ndarray, tau: float) -> np.ndarray:
 
 
 def test_registry_and_build():
-    assert sorted(AGGREGATORS) == ["cagrad", "clipped_cagrad", "mgda", "pcgrad", "plc"]
+    assert sorted(AGGREGATORS) == ["cagrad", "clipped_cagrad", "mgda", "normalized", "pcgrad", "plc"]
     assert isinstance(build_aggregator("cagrad", {"c": 0.4}, seed=0), CAGrad)
     assert build_aggregator("pcgrad", {}, seed=7).seed == 7  # the run's seed is the default ...
     assert build_aggregator("pcgrad", {"seed": 3}, seed=7).seed == 3  # ... and kwargs override it
@@ -293,6 +293,46 @@ def test_mgda_zero_gradient_gives_zero_direction():
     for normalization in ("none", "l2"):
         _, d = aggregate(MGDA(normalization=normalization), ((1, 0), (0, 0), (-1, 1)), (1 / 3, 1 / 3, 1 / 3))
         assert torch.equal(d, tensor(0.0, 0.0))
+
+
+# --- normalised linear scalarisation -----------------------------------------------------------------------------
+
+
+def test_normalized_docs_case():
+    """g1 = (3, 4), g2 = (0, 1), λ = (½, ½): ‖g‖ = (5, 1), so c = (0.1, 0.5) and d = (0.3, 0.9)."""
+    c, d = aggregate(Normalized(), ((3, 4), (0, 1)), (0.5, 0.5))
+    assert torch.allclose(c, tensor(0.1, 0.5), atol=1e-12) and torch.allclose(d, tensor(0.3, 0.9), atol=1e-12)
+
+
+@pytest.mark.parametrize("m, seed", RANDOM_CASES)
+@pytest.mark.parametrize("normalization", ["none", "l2", "loss", "loss+"])
+def test_normalized_matches_vector_form(m, seed, normalization):
+    G, preference = random_case(m, seed)
+    losses = torch.rand(m, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.5
+    _, d = aggregate(Normalized(normalization=normalization), G, preference, losses)
+    norms = G.norm(dim=1).numpy()
+    normalizers = {"none": np.ones(m), "l2": norms, "loss": losses.numpy(), "loss+": losses.numpy() * norms}
+    expected = sum(preference[i].item() * G[i].numpy() / normalizers[normalization][i] for i in range(m))
+    assert np.allclose(d.numpy(), expected, atol=1e-10)
+
+
+def test_normalized_by_loss_is_the_gradient_of_the_weighted_log_losses():
+    """normalization 'loss': d = ∇ Σ_i λ_i log L_i, checked by autograd on two quadratics L_i = ½‖θ − a_i‖²."""
+    theta = torch.tensor([2.0, -0.5], dtype=torch.float64, requires_grad=True)
+    preference = tensor(0.3, 0.7)
+    losses = 0.5 * ((theta - TARGETS) ** 2).sum(1)
+    (preference * losses.log()).sum().backward()
+    G = (theta - TARGETS).detach()
+    _, d = aggregate(Normalized(normalization="loss"), G, preference, losses.detach())
+    assert torch.allclose(d, theta.grad, atol=1e-12)
+
+
+def test_normalized_l2_weighs_a_vanishing_gradient_like_a_large_one():
+    """A saturated dimension (gradient 1e-7 of the other's) still pulls with its weight λ_i under 'l2'."""
+    _, d = aggregate(Normalized(), ((1e-7, 0), (0, 1)), (0.5, 0.5))
+    assert torch.allclose(d, tensor(0.5, 0.5), atol=1e-12)
+    c, d = aggregate(Normalized(), ((0, 0), (0, 2)), (0.5, 0.5))  # a zero gradient gets coefficient 0
+    assert torch.equal(c, tensor(0.0, 0.25)) and torch.allclose(d, tensor(0.0, 0.5))
 
 
 # --- PCGrad -------------------------------------------------------------------------------------------------------
@@ -653,7 +693,7 @@ def test_a_non_finite_gram_matrix_is_one_clear_error(name, bad):
         build_aggregator(name, {}, seed=0).coefficients(gram, preference, torch.ones(3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("name", ["mgda", "cagrad", "clipped_cagrad"])
+@pytest.mark.parametrize("name", ["mgda", "cagrad", "clipped_cagrad", "normalized"])
 def test_stateless_aggregators_refuse_state(name):
     with pytest.raises(ValueError, match="keeps no state"):
         build_aggregator(name, {}, seed=0).load_state_dict({"steps": 1})
@@ -676,6 +716,8 @@ def test_stateless_aggregators_refuse_state(name):
         ("plc", {"tau": float("nan")}, "aggregator_kwargs.tau for plc must be a number ≥ 0"),
         ("mgda", {"normalization": "l1"}, r"aggregator_kwargs.normalization for mgda must be one of \['none', 'l2'"),
         ("pcgrad", {"seed": -1}, "aggregator_kwargs.seed for pcgrad must be an integer ≥ 0, got -1"),
+        ("normalized", {"normalization": "l1"}, r"normalization for normalized must be one of \['none', 'l2'"),
+        ("normalized", {"c": 0.5}, "unknown key 'c' for normalized; allowed: normalization"),
     ],
 )
 def test_bad_kwargs_are_refused(name, kwargs, message):

@@ -13,6 +13,7 @@ from ._base import Aggregator
 from .cagrad import CAGrad
 from .clipped_cagrad import ClippedCAGrad
 from .mgda import MGDA
+from .normalized import Normalized
 from .pcgrad import PCGrad
 from .plc import PLC
 
@@ -22,6 +23,7 @@ AGGREGATORS: dict[str, type[Aggregator]] = {
     "cagrad": CAGrad,
     "clipped_cagrad": ClippedCAGrad,
     "plc": PLC,
+    "normalized": Normalized,
 }
 
 
@@ -45,4 +47,14 @@ def build_aggregator(name: str, kwargs: dict[str, Any] | None, seed: int) -> Agg
     return cls(**settings)
 
 
-__all__ = ["AGGREGATORS", "MGDA", "PLC", "Aggregator", "CAGrad", "ClippedCAGrad", "PCGrad", "build_aggregator"]
+__all__ = [
+    "AGGREGATORS",
+    "MGDA",
+    "PLC",
+    "Aggregator",
+    "CAGrad",
+    "ClippedCAGrad",
+    "Normalized",
+    "PCGrad",
+    "build_aggregator",
+]

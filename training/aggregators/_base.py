@@ -68,6 +68,22 @@ class Aggregator(StepRule, ABC):
         """The method's rule; float64 CPU tensors in and out."""
 
 
+NORMALIZATIONS = ("none", "l2", "loss", "loss+")  # n_i = 1, ‖g_i‖, L_i, L_i ‖g_i‖ (isl-org's MGDA options)
+
+
+def gradient_normalizers(name: str, normalization: str, gram: Tensor, losses: Tensor) -> Tensor:
+    """1 / n_i (m,) for ĝ_i = g_i / n_i, with n_i one of NORMALIZATIONS (Sener & Koltun's `gradient_normalizers`).
+
+    ‖g_i‖ comes from the Gram matrix's diagonal. Where n_i = 0 (a zero gradient or loss), ĝ_i is taken as 0
+    (ours): the returned 1 / n_i is 0 there, so that dimension gets coefficient 0 on g_i.
+    """
+    if normalization in ("loss", "loss+") and bool((losses < 0).any()):
+        raise ValueError(f"{name}: normalization {normalization!r} needs losses ≥ 0, got {losses.tolist()}.")
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    n = {"none": torch.ones_like(losses), "l2": norms, "loss": losses, "loss+": losses * norms}[normalization]
+    return torch.where(n > 0, 1 / n, torch.zeros_like(n))
+
+
 def non_finite_message(name: str, gram: Tensor) -> str:
     """The error for a Gram matrix M (m, m) holding NaN/inf, naming the dimensions whose gradient is not finite.
 

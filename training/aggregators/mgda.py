@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
-from ._base import Aggregator
+from ._base import NORMALIZATIONS, Aggregator, gradient_normalizers
 from ._simplex import min_norm_weights
-
-NORMALIZATIONS = ("none", "l2", "loss", "loss+")  # n_i = 1, ‖g_i‖, L_i, L_i ‖g_i‖ (the reference's options)
 
 
 class MGDA(Aggregator):
@@ -33,18 +30,8 @@ class MGDA(Aggregator):
     def validate(self) -> None:
         self.require(self.normalization in NORMALIZATIONS, "normalization", f"one of {list(NORMALIZATIONS)}")
 
-    def _normalizers(self, gram: Tensor, losses: Tensor) -> Tensor:
-        norms = gram.diagonal().clamp(min=0).sqrt()
-        if self.normalization in ("loss", "loss+") and bool((losses < 0).any()):
-            raise ValueError(f"mgda: normalization {self.normalization!r} needs losses ≥ 0, got {losses.tolist()}.")
-        return {"none": torch.ones_like(losses), "l2": norms, "loss": losses, "loss+": losses * norms}[
-            self.normalization
-        ]
-
     def _coefficients(self, gram: Tensor, preference: Tensor, losses: Tensor) -> Tensor:
-        n = self._normalizers(gram, losses)
-        # n_i = 0 (a zero gradient or loss): ĝ_i = 0 (ours), so it gets coefficient 0 on g_i.
-        inverse = torch.where(n > 0, 1 / n, torch.zeros_like(n))
+        inverse = gradient_normalizers(self.name, self.normalization, gram, losses)
         w, self.iterations, self.residual = min_norm_weights(gram * inverse[:, None] * inverse[None, :])
         return w * inverse
 
