@@ -14,6 +14,13 @@ over the wall time from the first send to the last answer), the p50 / p95 latenc
 forward pass, then the ratios, and how many answers agree across servers (greedy: all of them, up to a float
 rounding that flips a near-tie under different padding).
 
+Then where the time goes, from the engines' own timers (`GET /health` before and after each N, panacea/serving/
+stats.py): per N, the engine seconds per round of N requests spent in prefill, decode, joins and leaves, output and
+idle, with the queue wait and time to first token; the decode step time by rows per step, as the FLOP rate and the
+weight-read rate it implies; and the ceilings of this machine measured in the server process before it serves
+(fp32 GEMM at 1, 16 and 256 rows, and the rate of reading ~300 MB of weights once), with the compute floor they put
+on the latency at N (Little's law: N requests in flight, each needing its FLOPs).
+
 Each server runs in a child process with benchmarks/_children.py's settings (--threads torch threads,
 OMP_WAIT_POLICY=PASSIVE unless set); the clients run here, on asyncio + httpx. Without --soups the soup is built from
 the Panacea adapter's m vertex LoRAs (λ = e_i, as `export_lora` writes them): they share A, so the authors' 'ab' mix
@@ -22,6 +29,7 @@ per λ). With --soups RUN, a trained rewarded-soups run (`panacea train CONFIG -
 
     pip install -e .[serve,test]
     python benchmarks/serve_throughput.py runs/hh-2d [--soups runs/soups-hh-2d] [--clients 1,4,16] [--requests 2]
+    python benchmarks/serve_throughput.py runs/hh-2d --servers panacea --clients 1,16   # the breakdown only
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import torch
 
 from panacea._io import read_json
 from panacea._names import CONFIG_NAME
+from panacea.serving.stats import EngineStats
 
 CONTENDERS = {
     "panacea": "panacea serve (continuous batching, a λ per row)",
@@ -70,6 +79,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32, help="Tokens per answer (greedy; EOS may end sooner).")
     parser.add_argument("--max-prompt-tokens", type=int, default=256, help="Use only prompts this short (templated).")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="The batching server's --max-wait-ms.")
+    parser.add_argument(
+        "--max-prefill-tokens", type=int, default=512, help="The panacea servers' --max-prefill-tokens (%(default)s)."
+    )
+    parser.add_argument(
+        "--servers", default=",".join(CONTENDERS), help=f"Which servers, comma-separated, of {', '.join(CONTENDERS)}."
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each server.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the clients' λ draws.")
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -79,8 +94,12 @@ def main() -> None:
         serve_child(args.child, Path(args.plan))
         return
     args.clients = sorted({int(count) for count in args.clients.split(",")})
-    if args.clients[0] < 1 or args.requests < 1 or args.max_tokens < 1:
-        parser.error("--clients, --requests and --max-tokens must be positive.")
+    if args.clients[0] < 1 or args.requests < 1 or args.max_tokens < 1 or args.max_prefill_tokens < 1:
+        parser.error("--clients, --requests, --max-tokens and --max-prefill-tokens must be positive.")
+    unknown = sorted(set(args.servers.split(",")) - set(CONTENDERS))
+    if unknown:
+        parser.error(f"--servers: {unknown} are not among {list(CONTENDERS)}.")
+    args.servers = [name for name in CONTENDERS if name in args.servers.split(",")]
     _children.quiet_third_party_output()
 
     with tempfile.TemporaryDirectory(prefix="serve-throughput-") as folder:
@@ -88,7 +107,7 @@ def main() -> None:
         plan = write_plan(args, workdir)
         load = os.getloadavg()[0]
         results = {}
-        for name in CONTENDERS:
+        for name in args.servers:
             print(f"[{name}]", file=sys.stderr, flush=True)
             with child_server(name, plan, workdir / name) as url:
                 asyncio.run(drive(url, json.loads(plan.read_text()), 1, warm_up=True))
@@ -206,13 +225,14 @@ async def drive(url: str, plan: dict, clients: int, warm_up: bool = False) -> di
         wall = time.perf_counter() - started
         after = (await http.get("/health")).json()
     answers = [answer for client in answers for answer in client]
-    forwards = (after["steps"] - before["steps"]) + (after["prefills"] - before["prefills"])
+    engine = EngineStats.from_json(after).since(EngineStats.from_json(before))
     return {
         "wall": wall,
         "tokens": sum(answer["tokens"] for answer in answers),
         "latencies": [answer["latency"] for answer in answers],
         "texts": {answer["key"]: answer["text"] for answer in answers},
-        "rows_per_forward": (after["tokens"] - before["tokens"]) / max(forwards, 1),
+        "rows_per_forward": engine.tokens / max(engine.steps + engine.prefills, 1),
+        "engine": engine,
     }
 
 
@@ -258,6 +278,8 @@ def serve_child(name: str, plan_path: Path) -> None:
     _children.quiet_third_party_output()
     torch.set_num_threads(plan["threads"])
     served = soups_server(plan) if name == "soups" else panacea_server(plan, 1 if name == "unbatched" else None)
+    model = served.engine.model
+    ceilings = machine_ceilings(model.config) if name != "soups" else None  # before serving: nothing else runs
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = folder / "port"
@@ -269,8 +291,12 @@ def serve_child(name: str, plan_path: Path) -> None:
         pass
     result = {
         "engine": served.engine.stats(),
-        "switch_seconds": getattr(served.engine.model, "switch_seconds", []),
+        "switch_seconds": getattr(model, "switch_seconds", []),
         "threads": torch.get_num_threads(),
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "embedding_parameters": model.get_input_embeddings().weight.numel(),
+        "bytes_per_parameter": next(model.parameters()).element_size(),
+        "ceilings": ceilings,
     }
     (folder / "result.json").write_text(json.dumps(result))
 
@@ -285,7 +311,38 @@ def panacea_server(plan: dict, max_batch_size: int | None):
         name=SERVED_NAME,
         max_batch_size=max_batch_size or plan["max_batch_size"],
         max_wait_ms=plan["max_wait_ms"],
+        max_prefill_tokens=plan["max_prefill_tokens"],
     )
+
+
+@torch.inference_mode()
+def machine_ceilings(config, weights_megabytes: int = 300) -> dict:
+    """What this process can reach here: fp32 GEMM GFLOP/s on a (hidden → intermediate) weight at 1, 16 and 256 rows
+    (a decode step's and a prefill's shapes), and GB/s reading `weights_megabytes` of distinct weights once at one
+    row (a decode step of one row reads every weight once; far more than the last-level cache)."""
+    hidden, wide = config.hidden_size, config.intermediate_size
+    weight = torch.randn(wide, hidden)
+    gflops = {}
+    for rows in (1, 16, 256):
+        inputs = torch.randn(rows, hidden)
+        repeats = min(2000, max(10, 2_000_000_000 // (2 * rows * hidden * wide)))  # ~2 GFLOP, 10 to 2,000 passes
+        torch.nn.functional.linear(inputs, weight)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.nn.functional.linear(inputs, weight)
+        gflops[str(rows)] = 2 * rows * hidden * wide * repeats / (time.perf_counter() - started) / 1e9
+    count = min(4096, weights_megabytes * 2**20 // (4 * wide * hidden))
+    weights = [torch.randn(wide, hidden) for _ in range(count)]
+    inputs = torch.randn(1, hidden)
+    for weight in weights[:4]:
+        torch.nn.functional.linear(inputs, weight)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for weight in weights:
+            torch.nn.functional.linear(inputs, weight)
+        best = min(best, time.perf_counter() - started)
+    return {"gemm_gflops": gflops, "weights_gb_per_second": 4 * wide * hidden * len(weights) / best / 1e9}
 
 
 def soups_server(plan: dict):
@@ -341,54 +398,154 @@ def report(args, plan: dict, results: dict, load: tuple[float, float]) -> None:
     print(f"\n### Serving throughput: N clients, each with its own λ ({datetime.date.today().isoformat()})\n")
     print("| clients | server | tokens/s | p50 latency | p95 latency | rows per forward |")
     print("|---:|---|---:|---:|---:|---:|")
-    speed = {name: {} for name in CONTENDERS}
-    median = {name: {} for name in CONTENDERS}
+    speed, median, p95 = ({name: {} for name in args.servers} for _ in range(3))
     for clients in args.clients:
-        for name, label in CONTENDERS.items():
+        for name in args.servers:
             run = results[name][clients]
             speed[name][clients] = run["tokens"] / run["wall"]
             median[name][clients] = statistics.median(run["latencies"])
+            p95[name][clients] = float(np.percentile(run["latencies"], 95))
             print(
-                f"| {clients} | {label} | {speed[name][clients]:,.1f} | {median[name][clients]:.2f} s | "
-                f"{np.percentile(run['latencies'], 95):.2f} s | {run['rows_per_forward']:.1f} |"
+                f"| {clients} | {CONTENDERS[name]} | {speed[name][clients]:,.1f} | {median[name][clients]:.2f} s | "
+                f"{p95[name][clients]:.2f} s | {run['rows_per_forward']:.1f} |"
             )
-    print(
-        "\n| clients | tokens/s: panacea / unbatched | panacea / soups | p50 latency: unbatched / panacea "
-        "| soups / panacea |"
-    )
-    print("|---:|---:|---:|---:|---:|")
-    for clients in args.clients:
+    others = [name for name in ("unbatched", "soups") if name in args.servers and "panacea" in args.servers]
+    if others:
         print(
-            f"| {clients} | **{speed['panacea'][clients] / speed['unbatched'][clients]:.2f}×** | "
-            f"**{speed['panacea'][clients] / speed['soups'][clients]:.2f}×** | "
-            f"{median['unbatched'][clients] / median['panacea'][clients]:.2f}× | "
-            f"{median['soups'][clients] / median['panacea'][clients]:.2f}× |"
+            "\n| clients | "
+            + " | ".join(f"tokens/s: panacea / {other}" for other in others)
+            + " | "
+            + " | ".join(f"p50 latency: {other} / panacea" for other in others)
+            + " |"
         )
+        print("|---:|" + "---:|" * 2 * len(others))
+        for clients in args.clients:
+            ratios = [f"**{speed['panacea'][clients] / speed[other][clients]:.2f}×**" for other in others]
+            ratios += [f"{median[other][clients] / median['panacea'][clients]:.2f}×" for other in others]
+            print(f"| {clients} | " + " | ".join(ratios) + " |")
+    first = args.clients[0]
+    if len(args.clients) > 1:
+        print(f"\n| clients | server | p50 latency / p50 at N = {first} | p95 latency / p95 at N = {first} |")
+        print("|---:|---|---:|---:|")
+        for clients in args.clients[1:]:
+            for name in args.servers:
+                print(
+                    f"| {clients} | {CONTENDERS[name]} | {median[name][clients] / median[name][first]:.2f}× | "
+                    f"**{p95[name][clients] / p95[name][first]:.2f}×** |"
+                )
 
-    switches = results["soups"]["server"]["switch_seconds"]
+    server = results[args.servers[0]]["server"]
     soup = (
         f"the trained soups run {args.soups}" if args.soups else "the adapter's vertex LoRAs (exact: the same answers)"
     )
     print(
-        f"\n- Settings: {results['panacea']['server']['threads']} torch threads per server, OMP_WAIT_POLICY "
+        f"\n- Settings: {server['threads']} torch threads per server, OMP_WAIT_POLICY "
         f"{_children.omp_wait_policy()}, load average {load[0]:.1f} → {load[1]:.1f} on {os.cpu_count()} CPUs; fp32 "
         f"CPU, torch {torch.__version__}; base model {plan['model']}, adapter {args.run}; soup: {soup}. Each client "
         f"sends {args.requests} chat request(s) in turn at its own λ (Dirichlet, seed {args.seed}), greedy, "
         f"max_tokens {args.max_tokens}; {len(plan['prompts'])} helpful_test prompts of ≤ {args.max_prompt_tokens} "
-        f"templated tokens; batching server: up to {plan['max_batch_size']} rows, --max-wait-ms {args.max_wait_ms:g}."
+        f"templated tokens; batching server: up to {plan['max_batch_size']} rows, --max-wait-ms {args.max_wait_ms:g}, "
+        f"--max-prefill-tokens {args.max_prefill_tokens}."
     )
+    switches = results["soups"]["server"]["switch_seconds"] if "soups" in args.servers else []
     if switches:
         print(
             f"- Soup: {len(switches)} rebuilds of the mixed LoRA, median {statistics.median(switches) * 1000:.1f} ms "
             "each (one per request whose λ differs from the one before)."
         )
-    for other in ("unbatched", "soups"):
+    for other in others:
         same = total = 0
         for clients in args.clients:
             mine, theirs = results["panacea"][clients]["texts"], results[other][clients]["texts"]
             same += sum(mine[key] == theirs[key] for key in mine)
             total += len(mine)
         print(f"- Checks: panacea's answers equal to {other}'s: {same} of {total}.")
+    engines = [name for name in ("panacea", "unbatched") if name in args.servers]
+    if engines:
+        breakdown(args, results, engines, median, p95)
+
+
+def breakdown(args, results: dict, engines: list[str], median: dict, p95: dict) -> None:
+    """Where the engine's time goes per N, the decode step time by rows, and the bounds this machine puts on them."""
+    print(
+        "\n#### Where the time goes: engine seconds per round (each client's one request; a round's phases add up to "
+        "about one request's latency)\n"
+    )
+    print(
+        "| clients | server | p50 latency | prefill | decode | join + leave | output | idle | queue wait | "
+        "first token | rows per step | prompt tokens (computed) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for clients in args.clients:
+        for name in engines:
+            stats: EngineStats = results[name][clients]["engine"]
+            rounds = args.requests
+            moves = (stats.join_seconds + stats.leave_seconds) / rounds
+            print(
+                f"| {clients} | {name} | {median[name][clients]:.2f} s | {stats.prefill_seconds / rounds:.2f} s | "
+                f"{stats.decode_seconds / rounds:.2f} s | {moves:.3f} s | "
+                f"{stats.output_seconds / rounds:.3f} s | {stats.idle_seconds / rounds:.2f} s | "
+                f"{stats.queue_seconds / max(stats.started, 1):.2f} s | "
+                f"{stats.first_token_seconds / max(stats.first_tokens, 1):.2f} s | "
+                f"{stats.decode_rows / max(stats.steps, 1):.1f} | "
+                f"{stats.prefill_tokens:,} ({stats.prefill_padded_tokens:,}) |"
+            )
+
+    server = results[engines[0]]["server"]
+    parameters, embedding = server["parameters"], server["embedding_parameters"]
+    weight_bytes = parameters * server["bytes_per_parameter"]
+    print(
+        f"\n#### Decode step time by rows per step ({parameters / 1e6:.0f} M parameters, {weight_bytes / 1e6:.0f} MB "
+        "of weights read per step, 2 FLOP per parameter per row)\n"
+    )
+    print("| server | rows | steps | ms per step | ms per row | GFLOP/s | weights read, GB/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in engines:
+        pooled: dict[int, list[float]] = {}
+        for clients in args.clients:
+            for rows, (steps, seconds) in results[name][clients]["engine"].steps_by_rows.items():
+                tally = pooled.setdefault(rows, [0, 0.0])
+                tally[0], tally[1] = tally[0] + steps, tally[1] + seconds
+        for rows, (steps, seconds) in sorted(pooled.items()):
+            step = seconds / steps
+            print(
+                f"| {name} | {rows} | {steps} | {step * 1000:.1f} | {step * 1000 / rows:.1f} | "
+                f"{2 * parameters * rows / step / 1e9:.1f} | {weight_bytes / step / 1e9:.1f} |"
+            )
+
+    ceilings = server["ceilings"]
+    gemm = ceilings["gemm_gflops"]
+    everything = [results[engines[0]][clients]["engine"] for clients in args.clients]
+    prompt = sum(stats.prefill_tokens for stats in everything) / max(sum(stats.started for stats in everything), 1)
+    completion = sum(stats.tokens for stats in everything) / max(sum(stats.first_tokens for stats in everything), 1)
+    prefill_seconds = sum(stats.prefill_seconds for stats in everything)
+    prefill_flop = 2 * (parameters - embedding) * sum(stats.prefill_padded_tokens for stats in everything)
+    request_flop = 2 * (parameters - embedding) * prompt + 2 * parameters * completion
+    print(
+        f"\n- Ceilings of this machine, measured in the {engines[0]} server process before it served: fp32 GEMM "
+        f"{gemm['1']:.0f} / {gemm['16']:.0f} / {gemm['256']:.0f} GFLOP/s at 1 / 16 / 256 rows; reading "
+        f"{ceilings['weights_gb_per_second']:.1f} GB/s of weights at one row. A decode step of r rows needs at least "
+        f"max({2 * parameters / 1e9:.2f} GFLOP × r / GEMM rate, {weight_bytes / 1e6:.0f} MB / read rate)."
+    )
+    if prefill_seconds:
+        print(
+            f"- Prefill ({engines[0]}): {prefill_flop / prefill_seconds / 1e9:.0f} GFLOP/s over the tokens it "
+            f"computed, 2 × {(parameters - embedding) / 1e6:.0f} M FLOP each (the LM head runs on the last position "
+            "only)."
+        )
+    print(
+        f"- A request here: {prompt:.0f} prompt and {completion:.0f} completion tokens on average, "
+        f"{request_flop / 1e9:.1f} GFLOP. With N requests in flight the server finishes N of them per latency "
+        f"(Little's law), so at N the latency is at least N × {request_flop / 1e9:.1f} GFLOP / "
+        f"{max(gemm.values()):.0f} GFLOP/s (the best GEMM rate):"
+    )
+    for clients in args.clients:
+        floor = clients * request_flop / max(gemm.values()) / 1e9
+        line = f"  N = {clients}: ≥ {floor:.2f} s; measured p50 {median[engines[0]][clients]:.2f} s"
+        if clients > args.clients[0]:
+            target = 2 * p95[engines[0]][args.clients[0]]
+            line += f", the target p95 ≤ 2 × p95 at N = {args.clients[0]} is {target:.2f} s"
+        print(line + ".")
 
 
 def _tail(log: Path, lines: int = 40) -> str:

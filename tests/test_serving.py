@@ -166,7 +166,7 @@ def test_leaving_rows_cut_the_cache_columns_only_they_used():
     batch = DecodeBatch.after_prefill(cache, mask, torch.tensor([12, 13]), preference)
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]]
     assert batch.positions.tolist() == [5, 2]
-    batch.keep([1])  # the long row leaves: its three extra columns go with it
+    assert batch.drop([0]) == [1]  # the long row leaves: its three extra columns go with it
     assert batch.attention_mask.tolist() == [[1, 1, 1]] and cache.layers[0].keys.shape[2] == 2
     assert torch.equal(batch.preference, torch.tensor([[0.0, 1.0]]))
 
@@ -323,6 +323,11 @@ def test_models_lists_the_model_with_its_dimensions_and_health_answers(client, u
     assert card.default_preference == {"helpful": 0.5, "harmless": 0.5}
     health = httpx.get(f"{url}/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    engine = health.json()  # the counters, and the seconds per phase since start (EngineStats)
+    assert engine["prefill_tokens"] <= engine["prefill_padded_tokens"] and engine["started"] <= engine["requests"]
+    assert engine["steps"] == sum(steps for steps, _ in engine["steps_by_rows"].values())
+    assert engine["decode_rows"] == sum(int(rows) * steps for rows, (steps, _) in engine["steps_by_rows"].items())
+    assert all(engine[f"{phase}_seconds"] >= 0 for phase in ("idle", "prefill", "join", "decode", "leave", "output"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,8 +450,9 @@ def test_the_serve_command_parses_its_options():
     args = parser.parse_args(["serve", "runs/x", "--preference", "helpful=0.8,harmless=0.2", "--max-batch-size", "4"])
     assert (args.adapter, args.preference, args.max_batch_size) == ("runs/x", {"helpful": 0.8, "harmless": 0.2}, 4)
     assert (args.host, args.port, args.max_wait_ms, args.device) == ("127.0.0.1", 8000, 5.0, "auto")
-    assert args.run.__name__ == "run_serve"
-    for bad in (["--max-batch-size", "0"], ["--max-wait-ms", "-1"], ["--preference", "helpful=0.8,0.2"]):
+    assert args.max_prefill_tokens == 512 and args.run.__name__ == "run_serve"
+    bad_options = (["--max-batch-size", "0"], ["--max-wait-ms", "-1"], ["--max-prefill-tokens", "0"])
+    for bad in (*bad_options, ["--preference", "helpful=0.8,0.2"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", "runs/x", *bad])
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Engine": "panacea.serving.engine",
+    "EngineStats": "panacea.serving.stats",
     "GenerationRequest": "panacea.serving.engine",
     "Output": "panacea.serving.engine",
     "SamplingParams": "panacea.serving.sampling",
@@ -26,6 +27,7 @@ _EXPORTS = {
 
 __all__ = [
     "Engine",
+    "EngineStats",
     "GenerationRequest",
     "Output",
     "SamplingParams",
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from .engine import Engine, GenerationRequest, Output
     from .protocol import ServedModel
     from .sampling import SamplingParams
+    from .stats import EngineStats
 
 
 def __getattr__(name: str) -> Any:

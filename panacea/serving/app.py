@@ -57,7 +57,7 @@ def create_app(served: ServedModel) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        """200 with the engine's counters while it runs, 503 when its thread has stopped."""
+        """200 with the engine's counters and per-phase seconds (EngineStats) while it runs, 503 once it has stopped."""
         stats = served.engine.stats()
         return JSONResponse({"status": "ok" if stats["alive"] else "stopped", **stats}, 200 if stats["alive"] else 503)
 

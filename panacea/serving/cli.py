@@ -54,6 +54,14 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
         "arrive while others decode join at the next step without waiting (default: %(default)s).",
     )
     serve.add_argument(
+        "--max-prefill-tokens",
+        type=_positive_int,
+        default=512,
+        help="The most prompt tokens (padding included) one prefill pass computes between two decode steps, so a "
+        "burst of prompts or a long one pauses the running rows for one such pass at a time; a longer prompt is "
+        "prefilled in chunks (default: %(default)s).",
+    )
+    serve.add_argument(
         "--preference",
         type=parse_preference,
         help="The λ of requests that send none, in order (0.8,0.2) or by the adapter's preference names "
@@ -93,6 +101,7 @@ def run_serve(args: argparse.Namespace) -> None:
         name=args.served_model_name,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        max_prefill_tokens=args.max_prefill_tokens,
     )
     logger.info(
         "serving %r on http://%s:%d/v1: λ over %s, default %s, batches of up to %d rows",
@@ -119,6 +128,7 @@ def load_served_model(
     name: str | None = None,
     max_batch_size: int = 16,
     max_wait_ms: float = 5.0,
+    max_prefill_tokens: int = 512,
 ) -> ServedModel:
     """The saved adapter on its base model (`model`, else the one its fingerprint names) behind a new engine.
 
@@ -145,7 +155,13 @@ def load_served_model(
                 f"--preference must be one λ of {num_preferences} weights, got shape {tuple(default.shape)}."
             )
     panacea_model, tokenizer = load_on_its_base(folder, saved, model, dtype=dtype, device=device)
-    engine = Engine(panacea_model, tokenizer, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    engine = Engine(
+        panacea_model,
+        tokenizer,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_prefill_tokens=max_prefill_tokens,
+    )
     name = name or Path(adapter).resolve().name  # runs/hh-2d → hh-2d
     return ServedModel(name, engine, num_preferences, names, default)
 
