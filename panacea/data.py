@@ -2,7 +2,9 @@
 
 A pair record is `{id, prompt, chosen, rejected, dim, source, split}` (data/SOURCES.md). `load_pairs` reads
 one source and returns validated text pairs; `tokenize_pairs` renders them with the tokenizer's chat template
-and truncates them as TRL does; `load_dimension` does both for every source of one dimension.
+and truncates them as TRL does; `load_dimension` does both for every source of one dimension. On-policy RL reads
+prompts only: `PromptSource`, `load_prompt_source` (the distinct prompts of a prompt file or of a pair file's
+split) and `tokenize_prompts` (the prompt ids `tokenize_pairs` makes).
 
 The data is offensive by design (harmful requests, unsafe answers): every error and log line names the file,
 the line (or row) and the record id, never the text.
@@ -134,6 +136,140 @@ class PairRecord:
     rejected: str
     dim: str  # the record's 'dim'; the dimension being loaded when the source has no 'dim' column
     where: str  # "data/helpful.jsonl.gz:17" (file:line) or "<dataset path>[row 17]"
+
+
+PROMPT_MAPPABLE_KEYS = ("id", "prompt", "dim", "split")
+
+
+@dataclass
+class PromptSource:
+    """One source of prompts for on-policy RL: a prompt file, or the prompts of a pair file (PairSource's style)."""
+
+    path: str = field(
+        metadata={
+            "help": "A local .jsonl or .jsonl.gz file of records with a 'prompt' (a pair file such as "
+            "data/helpful.jsonl.gz, or a prompt set of data/prompts/), a folder written by datasets' `save_to_disk`, "
+            "or a Hugging Face hub dataset id. Relative paths are relative to the current directory."
+        }
+    )
+    split: str = field(
+        default="train",
+        metadata={
+            "help": "As PairSource.split: records whose 'split' equals this ('train', 'test', or the carved 'fit' and "
+            "'validation'); a source without a 'split' column is used whole (the prompt sets of data/prompts/ are "
+            "all held-out test prompts: never train on them if you evaluate on them)."
+        },
+    )
+    dim: str | None = field(
+        default=None, metadata={"help": "Keep records whose 'dim' equals this; None keeps every record."}
+    )
+    columns: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": f"Our key -> the source's column name; only {list(PROMPT_MAPPABLE_KEYS)} may be mapped."},
+    )
+    max_prompts: int | None = field(
+        default=None,
+        metadata={"help": "Keep at most this many distinct prompts: a seeded shuffle, then the first N. None: all."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the shuffle behind max_prompts."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, os.PathLike):
+            self.path = os.fspath(self.path)
+        if isinstance(self.columns, Mapping):
+            self.columns = dict(self.columns)
+        _require(
+            isinstance(self.path, str) and bool(self.path.strip()), "path", self.path, "a non-empty string", "Prompt"
+        )
+        _require(_is_label(self.split), "split", self.split, "a non-empty split name", "Prompt")
+        if self.path.endswith(JSONL_SUFFIXES):
+            _require(
+                self.split in SPLITS + DERIVED_SPLITS,
+                "split",
+                self.split,
+                f"one of {SPLITS + DERIVED_SPLITS} for a JSONL file",
+                "Prompt",
+            )
+        _require(self.dim is None or _is_label(self.dim), "dim", self.dim, "None or a dimension name", "Prompt")
+        _require(
+            isinstance(self.columns, dict)
+            and all(key in PROMPT_MAPPABLE_KEYS and _is_label(column) for key, column in self.columns.items()),
+            "columns",
+            self.columns,
+            f"a mapping from keys among {list(PROMPT_MAPPABLE_KEYS)} to column names",
+            "Prompt",
+        )
+        _require(
+            self.max_prompts is None or (_is_int(self.max_prompts) and self.max_prompts >= 1),
+            "max_prompts",
+            self.max_prompts,
+            "None or an integer >= 1",
+            "Prompt",
+        )
+        _require(_is_int(self.seed), "seed", self.seed, "an integer", "Prompt")
+
+    def column(self, key: str) -> str:
+        """The source's column that holds our `key`."""
+        return self.columns.get(key, key)
+
+    def describe(self) -> str:
+        dim = f"dim {self.dim!r}, " if self.dim else ""
+        return f"{self.path} ({dim}split {self.split!r})"
+
+
+@dataclass
+class PromptRecord:
+    """One distinct prompt (text), with the id of its first record and where that record is."""
+
+    id: str
+    prompt: str
+    where: str
+
+
+def load_prompt_source(source: PromptSource) -> list[PromptRecord]:
+    """The distinct prompts of `source` (of `source.dim` and `source.split`), each under its first record's id.
+
+    Reads what `load_pairs` reads (JSONL, saved `datasets` folders, the hub) and carves 'fit' / 'validation' by
+    prompt as it does (`pair_split`); other keys ('chosen', 'label', ...) are not read. A record whose prompt is
+    not a non-empty string raises one ValueError naming file, line (or row) and id, never the text.
+    """
+    rows, split_selected = _read_rows(PairSource(source.path, split=source.split))
+    distinct: dict[str, PromptRecord] = {}
+    found: Counter[str] = Counter()
+    for where, row in rows:
+        record_id = row.get(source.column("id"))
+        label = f"{where} id={record_id if _is_label(record_id) else '?'}"
+        prompt = row.get(source.column("prompt"))
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(
+                f"{label}: {source.column('prompt')!r} must be a non-empty string (the row has {sorted(row)}); map "
+                "another column with PromptSource.columns, e.g. {'prompt': '<column>'}."
+            )
+        split = None if split_selected else row.get(source.column("split"))
+        if split is not None and split not in SPLITS:
+            shown = _show(split) if isinstance(split, str) else repr(split)
+            raise ValueError(f"{label}: split {shown} is not one of {SPLITS}.")
+        split = pair_split(split, prompt, source.split)
+        found[split or source.split] += 1
+        if source.dim is not None and row.get(source.column("dim")) != source.dim:
+            continue
+        if split is None or split == source.split:
+            distinct.setdefault(prompt, PromptRecord(record_id if _is_label(record_id) else where, prompt, where))
+    if not distinct:
+        contents = ", ".join(f"{split} {count}" for split, count in sorted(found.items()))
+        raise ValueError(
+            f"{source.describe()}: no prompts (the source has {contents or 'no rows'}). Check PromptSource.path, dim "
+            "and split."
+        )
+    return _subsample(list(distinct.values()), source.max_prompts, source.seed)
+
+
+def tokenize_prompts(prompts: Sequence[str], tokenizer: Any, max_prompt_length: int) -> list[list[int]]:
+    """Each prompt's ids as `tokenize_pairs` renders them (the chat template with its generation prompt, or the
+    tokenizer's specials without a template), keeping the last `max_prompt_length` tokens (keep_end)."""
+    if not (_is_int(max_prompt_length) and max_prompt_length > 0):
+        raise ValueError(f"max_prompt_length must be a positive integer, got {max_prompt_length!r}.")
+    return [ids[-max_prompt_length:] for ids in _prompt_ids(prompts, tokenizer)]
 
 
 def load_pairs(source: PairSource, dimension: str, known_dimensions: Sequence[str]) -> list[PairRecord]:
@@ -399,7 +535,7 @@ def _token_ids(records: Sequence[PairRecord], tokenizer: Any) -> tuple[list[list
     if tokenizer.chat_template is None:  # plain text: the tokenizer's specials on the prompt, eos ends a response
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer has neither a chat template nor an eos token to end a response with.")
-        prompt_ids = _encode(tokenizer, [record.prompt for record in records], add_special_tokens=True)
+        prompt_ids = _prompt_ids([record.prompt for record in records], tokenizer)
         chosen, rejected = ([getattr(record, key) for record in records] for key in ("chosen", "rejected"))
         eos = [tokenizer.eos_token_id]
         return (
@@ -418,7 +554,7 @@ def _render_chat(records: Sequence[PairRecord], tokenizer: Any) -> tuple[list[st
     prompt, so it carries the template's end-of-turn tokens.
     """
     users = [[{"role": "user", "content": record.prompt}] for record in records]
-    prompt_texts = tokenizer.apply_chat_template(users, add_generation_prompt=True, tokenize=False)
+    prompt_texts = _chat_prompts([record.prompt for record in records], tokenizer)
     responses = []
     for key in ("chosen", "rejected"):
         conversations = [
@@ -435,6 +571,21 @@ def _render_chat(records: Sequence[PairRecord], tokenizer: Any) -> tuple[list[st
                 )
         responses.append([full[len(prompt) :] for prompt, full in zip(prompt_texts, full_texts, strict=True)])
     return prompt_texts, responses[0], responses[1]
+
+
+def _chat_prompts(prompts: Sequence[str], tokenizer: Any) -> list[str]:
+    """Each prompt as a user turn in the chat template, followed by the generation prompt (text)."""
+    users = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    return tokenizer.apply_chat_template(users, add_generation_prompt=True, tokenize=False)
+
+
+def _prompt_ids(prompts: Sequence[str], tokenizer: Any) -> list[list[int]]:
+    """Untruncated prompt ids: the chat rendering without added specials, or the plain text with them."""
+    if not prompts:
+        return []
+    if tokenizer.chat_template is None:
+        return _encode(tokenizer, list(prompts), add_special_tokens=True)
+    return _encode(tokenizer, _chat_prompts(prompts, tokenizer))
 
 
 def _encode(tokenizer: Any, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
@@ -488,10 +639,10 @@ def _show(value: str) -> str:
     return f"<a {len(value)}-character string>"
 
 
-def _require(ok: bool, name: str, value: Any, expected: str) -> None:
+def _require(ok: bool, name: str, value: Any, expected: str, owner: str = "Pair") -> None:
     if not ok:
         shown = _show(value) if isinstance(value, str) else repr(value)
-        raise ValueError(f"PairSource.{name} must be {expected}, got {shown}.")
+        raise ValueError(f"{owner}Source.{name} must be {expected}, got {shown}.")
 
 
 def _is_label(value: Any) -> bool:

@@ -3,18 +3,23 @@
 `generate_text` answers one prompt at one λ. `generate_grid` answers many prompts at many λs in
 *mixed-preference* batches: every row carries its own λ (the adapter reads a (batch, m) preference), so
 one `generate` call covers several grid points and a grid costs about what one batch of its size costs.
+`sample_responses` samples token ids for on-policy RL: one decode loop over rows that each carry their own λ
+and their own random generator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Collection, Sequence
 
 import torch
-from torch import Tensor
-from transformers import PreTrainedTokenizerBase
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from panacea.adapters import PanaceaModel
 from panacea.preferences import PreferenceLike
+from panacea.serving.sampling import SamplingParams, sample_tokens
 
 
 @torch.no_grad()
@@ -101,3 +106,88 @@ def chat_inputs(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]):
         return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=tokenizer.chat_template is None)
     finally:
         tokenizer.padding_side = padding_side
+
+
+@torch.no_grad()
+def sample_responses(
+    model: nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    preferences: Tensor,
+    generators: Sequence[torch.Generator],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_token_ids: Collection[int],
+    pad_token_id: int,
+) -> list[list[int]]:
+    """Sample one response per row: token ids, ending with the row's EOS token when it stopped before the limit.
+
+    prompt_ids: n prompts (ids, unpadded); preferences (n, m): each row's λ; generators: one per row. The rows are
+    left-padded into one batch with one KV cache, each with its own position ids and its padding masked out, and
+    every row samples with its own generator (`panacea.serving.sampling.sample_tokens`), so a row's tokens depend
+    on its prompt, λ and generator, not on its batch-mates; a finished row leaves the batch (and the cache).
+    `model`: a PanaceaModel, or any wrapper whose `base_model` is the Hugging Face causal LM and whose forward
+    takes `preference=` (a plain LoRA ignores it). The model's train/eval mode is left as it is.
+    """
+    n = len(prompt_ids)
+    if preferences.ndim != 2 or preferences.shape[0] != n or len(generators) != n or n == 0:
+        raise ValueError(
+            f"sample_responses needs n >= 1 prompts with preferences (n, m) and n generators, got {n} prompts, "
+            f"preferences {tuple(preferences.shape)} and {len(generators)} generators."
+        )
+    settings = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    forward, device = _cached_forward(model), model.device
+    length = max(len(prompt) for prompt in prompt_ids)
+    input_ids = torch.full((n, length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, length), dtype=torch.long)
+    for row, prompt in enumerate(prompt_ids):  # left padding: every row's last token is in the last column
+        input_ids[row, length - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        attention_mask[row, length - len(prompt) :] = 1
+    input_ids, attention_mask, preferences = input_ids.to(device), attention_mask.to(device), preferences.to(device)
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # (n, length): each real token's index in its row
+    tokens = sample_tokens(
+        forward(input_ids, attention_mask, positions, cache, preferences), [settings] * n, generators
+    )
+    rows, next_position = list(range(n)), attention_mask.sum(-1)  # the prompt of each batch row; (rows,)
+    responses: list[list[int]] = [[] for _ in range(n)]
+    eos = frozenset(eos_token_ids)
+    while True:
+        for row, token in zip(rows, tokens.tolist(), strict=True):
+            responses[row].append(token)
+        keep = [slot for slot, row in enumerate(rows) if responses[row][-1] not in eos]
+        keep = [slot for slot in keep if len(responses[rows[slot]]) < max_new_tokens]
+        if not keep:
+            return responses
+        if len(keep) < len(rows):  # finished rows leave the batch and the cache
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            attention_mask, next_position = attention_mask[index], next_position[index]
+            tokens, preferences, rows = tokens[index], preferences[index], [rows[slot] for slot in keep]
+        attention_mask = F.pad(attention_mask, (0, 1), value=1)  # the pending token's column
+        logits = forward(tokens[:, None], attention_mask, next_position[:, None], cache, preferences)
+        next_position = next_position + 1
+        tokens = sample_tokens(logits, [settings] * len(rows), [generators[row] for row in rows])
+
+
+def _cached_forward(model: nn.Module):
+    """forward(input_ids, attention_mask, position_ids, cache, preference) -> the logits (batch, vocab) at each row's
+    last position, appending to `cache` (transformers' argument is `cache` from 5.x, `past_key_values` before)."""
+    parameters = inspect.signature(model.base_model.forward).parameters
+    cache_argument = "cache" if "cache" in parameters else "past_key_values"
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+
+    def forward(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache, preference: Tensor) -> Tensor:
+        output = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            preference=preference,
+            use_cache=True,
+            **{cache_argument: cache},
+            **last_only,
+        )
+        return output.logits[:, -1]
+
+    return forward

@@ -1,4 +1,4 @@
-"""Training: DPO/SFT objectives, LS/Tchebycheff scalarisation, and the accelerate trainer."""
+"""Training: DPO/SFT/RL objectives, LS/Tchebycheff scalarisation, the aggregators, and the accelerate trainer."""
 
 from .config import DimensionConfig, TrainConfig
 from .objectives import dpo_loss, implicit_rewards, reward_margin, sft_loss

@@ -28,13 +28,20 @@ _STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
 @dataclass
 class TrainState:
-    """Where a run stands: the step, the data position of each dimension, and running totals."""
+    """Where a run stands: the step, the data position of each dimension, and running totals.
+
+    RL runs (objective `rl`) draw prompts, not pairs: their position is `prompts_seen`, and `reward_moments` holds
+    the per-dimension running reward moments (`panacea.training.rl.RunningMoments.state_dict`), restored exactly.
+    """
 
     step: int = 0
     pairs_seen: dict[str, int] = field(default_factory=dict)  # per dimension: pairs drawn from its stream so far
     tokens_seen: int = 0  # non-padding tokens forwarded (prompt + responses), all processes
     train_seconds: float = 0.0  # wall time spent in steps (start-up and checkpoints excluded)
     scalarizer: dict[str, Any] = field(default_factory=dict)  # the scalariser's own state_dict
+    prompts_seen: int = 0  # RL: prompts drawn from the prompt stream so far (each answered K times)
+    rollouts_seen: int = 0  # RL: responses generated so far
+    reward_moments: dict[str, Any] = field(default_factory=dict)  # RL: RunningMoments.state_dict(); {} before step 1
 
 
 def checkpoint_path(output_dir: str | os.PathLike, step: int) -> Path:

@@ -13,11 +13,12 @@ from typing import Any, Literal
 from panacea.adapters import PanaceaConfig
 
 from panacea._config import load_config
-from panacea.data import PairSource
+from panacea.data import PairSource, PromptSource
 from panacea.preferences import validate_preference
 
 from .aggregators import build_aggregator
 from .objectives import OBJECTIVES
+from .rl import KL_ESTIMATORS, PAMA_GRANULARITIES, TOKEN_AGGREGATIONS, check_reward_spec
 from .scalarisation import SCALARIZERS
 
 METHODS = ("panacea", "soups", "lora")
@@ -25,24 +26,46 @@ SOUPS_BUDGETS = ("split", "full")
 SAMPLING = ("per_step", "per_sample", "groups", "fixed")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 MIXED_PRECISION = ("no", "bf16")  # fp16 needs loss scaling, which the trainer does not do
+ADVANTAGE_COMBINERS = ("none", "pama", "pama_lambda")
 
 
 @dataclass
 class DimensionConfig:
-    """One dimension of the trade-off: its name, objective and data."""
+    """One dimension of the trade-off: its name, objective and data (pairs), or its reward (objective 'rl')."""
 
     name: str = field(metadata={"help": "The dimension's name (e.g. 'helpful'); it names λ's weight and the logs."})
-    train: list[PairSource] = field(metadata={"help": "Training pairs, concatenated in order."})
+    train: list[PairSource] = field(
+        default_factory=list,
+        metadata={
+            "help": "Training pairs, concatenated in order (required for 'dpo' and 'sft'). An 'rl' dimension trains "
+            "on rollouts and does not read them; `panacea eval --scorers generations` fits its judge on the first "
+            "file named here (as for any run)."
+        },
+    )
     eval: list[PairSource] = field(
         default_factory=list, metadata={"help": "Held-out pairs scored after training (one table column per source)."}
     )
-    objective: Literal["dpo", "sft"] = field(default="dpo", metadata={"help": "'dpo' (sigmoid) or 'sft'."})
+    objective: Literal["dpo", "sft", "rl"] = field(
+        default="dpo",
+        metadata={
+            "help": "'dpo' (sigmoid), 'sft', or 'rl' (on-policy, against `reward`, on the prompts of the `rl` "
+            "section; every dimension of a run or none)."
+        },
+    )
     beta: float = field(default=0.1, metadata={"help": "DPO β (TRL's default); also scales the implicit reward."})
+    reward: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Objective 'rl' only: the reward source, {type: length | refusal | callable | classifier | "
+            "reward_model, ...} (panacea.training.rl.build_reward; docs/algorithms.md §8), built at start-up."
+        },
+    )
     ideal: float | Literal["auto", "running_min"] = field(
         default="auto",
         metadata={
             "help": "Tchebycheff ideal point ẑ_i: a number, 'running_min' (lowest loss so far − ε), or 'auto' "
-            "(0 for DPO, whose loss tends to 0; running_min for SFT, ours)."
+            "(0 for DPO, whose loss tends to 0; running_min for SFT and RL, ours). RL takes no number: its level is "
+            "minus the normalised mean reward, whose scale moves with the running moments."
         },
     )
 
@@ -52,20 +75,152 @@ class DimensionConfig:
         )
         _require(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}", "Dimension")
         _require(_positive(self.beta), "beta", self.beta, "a positive number", "Dimension")
-        _require(bool(self.train), "train", self.train, "at least one PairSource", "Dimension")
         _require(
-            self.ideal in ("auto", "running_min") or _finite(self.ideal),
-            "ideal",
-            self.ideal,
-            "'auto', 'running_min' or a number",
+            bool(self.train) or self.objective == "rl",
+            "train",
+            self.train,
+            f"at least one PairSource for objective {self.objective!r} (only 'rl' dimensions train without pairs)",
             "Dimension",
         )
+        _require(
+            self.ideal in ("auto", "running_min") or (_finite(self.ideal) and self.objective != "rl"),
+            "ideal",
+            self.ideal,
+            "'auto' or 'running_min' for objective 'rl'"
+            if self.objective == "rl"
+            else "'auto', 'running_min' or a number",
+            "Dimension",
+        )
+        if self.objective != "rl":
+            _require(
+                self.reward is None,
+                "reward",
+                self.reward,
+                f"None for objective {self.objective!r} (RL only)",
+                "Dimension",
+            )
+            return
+        _require(self.reward is not None, "reward", self.reward, "a reward source for objective 'rl'", "Dimension")
+        check_reward_spec(self.reward, where=f"DimensionConfig.reward of {self.name!r}")
 
     @property
     def ideal_rule(self) -> float | str:
         if self.ideal == "auto":
             return 0.0 if self.objective == "dpo" else "running_min"
         return self.ideal
+
+
+@dataclass
+class RLConfig:
+    """On-policy RL (every dimension's objective 'rl'): prompts, rollouts, KL, the PPO update (docs/algorithms.md §8).
+
+    One step = one rollout batch: `prompts_per_step` prompts, each answered `rollouts_per_prompt` times at one λ,
+    every answer scored by every dimension's reward, then `ppo_epochs` optimizer updates on that batch.
+    """
+
+    prompts: list[PromptSource] = field(
+        default_factory=list,
+        metadata={
+            "help": "Prompt sources, pooled and drawn in seeded epoch-wise shuffles: the distinct prompts of pair "
+            "files (e.g. {path: data/helpful.jsonl.gz, split: fit}) or prompt files."
+        },
+    )
+    prompts_per_step: int = field(default=8, metadata={"help": "Prompts per step (split into the step's λ-groups)."})
+    rollouts_per_prompt: int = field(
+        default=4,
+        metadata={"help": "K responses per prompt, at the prompt's λ; K >= 2 (RLOO's baseline is the others)."},
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "The most tokens a response may have."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature in (0, 2]; log-probs are taken at it too (as TRL)."}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus mass in (0, 1]."})
+    kl_coef: float = field(
+        default=0.05,
+        metadata={"help": "β of the KL penalty to the reference (adapter off), in reward standard deviations."},
+    )
+    kl_estimator: Literal["k1", "k3"] = field(
+        default="k1",
+        metadata={"help": "Per-token KL estimate in the reward: 'k1' (log ratio; exact gradient) or 'k3'."},
+    )
+    ppo_epochs: int = field(
+        default=1, metadata={"help": "Optimizer updates per rollout batch (1: REINFORCE-RLOO; >1: PPO's clip acts)."}
+    )
+    clip_epsilon: float = field(default=0.2, metadata={"help": "PPO's ε, in [0, 1)."})
+    token_aggregation: Literal["sum", "mean"] = field(
+        default="sum",
+        metadata={
+            "help": "Per response: 'sum' of the token terms / max_new_tokens (Dr. GRPO's constant; the REINFORCE "
+            "estimator, no per-length bias) or their 'mean' (every response weighs the same)."
+        },
+    )
+    advantage_combiner: Literal["none", "pama", "pama_lambda"] = field(
+        default="none",
+        metadata={
+            "help": "'none': one PPO loss per dimension (LS, Tchebycheff or an aggregator combine them). 'pama': "
+            "PAMA (He & Maghsudi 2025, from third-party notes; no λ); 'pama_lambda': PAMA on λ-scaled advantages "
+            "(ours). Both need scalarization 'ls' and no aggregator."
+        },
+    )
+    pama_granularity: Literal["token", "batch"] = field(
+        default="token", metadata={"help": "PAMA's Theorem 1 per token, or once per micro-batch (the port's reading)."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "max_new_tokens", "ppo_epochs"):
+            _require(_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer", "RL")
+        _require(
+            _positive_int(self.rollouts_per_prompt) and self.rollouts_per_prompt >= 2,
+            "rollouts_per_prompt",
+            self.rollouts_per_prompt,
+            "an integer >= 2 (RLOO's baseline for a response is the mean of the prompt's other K − 1)",
+            "RL",
+        )
+        _require(
+            _finite(self.temperature) and 0 < self.temperature <= 2,
+            "temperature",
+            self.temperature,
+            "a number in (0, 2] (greedy rollouts of a prompt are all alike, so every advantage would be 0)",
+            "RL",
+        )
+        _require(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "a number in (0, 1]", "RL")
+        _require(_finite(self.kl_coef) and self.kl_coef >= 0, "kl_coef", self.kl_coef, "a number >= 0", "RL")
+        _require(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", self.kl_estimator, f"one of {KL_ESTIMATORS}", "RL")
+        _require(
+            _finite(self.clip_epsilon) and 0 <= self.clip_epsilon < 1,
+            "clip_epsilon",
+            self.clip_epsilon,
+            "a number in [0, 1)",
+            "RL",
+        )
+        _require(
+            self.token_aggregation in TOKEN_AGGREGATIONS,
+            "token_aggregation",
+            self.token_aggregation,
+            f"one of {TOKEN_AGGREGATIONS}",
+            "RL",
+        )
+        _require(
+            self.advantage_combiner in ADVANTAGE_COMBINERS,
+            "advantage_combiner",
+            self.advantage_combiner,
+            f"one of {ADVANTAGE_COMBINERS}",
+            "RL",
+        )
+        _require(
+            self.pama_granularity in PAMA_GRANULARITIES,
+            "pama_granularity",
+            self.pama_granularity,
+            f"one of {PAMA_GRANULARITIES}",
+            "RL",
+        )
+        _require(
+            self.pama_granularity == "token" or self.advantage_combiner != "none",
+            "pama_granularity",
+            self.pama_granularity,
+            "left at 'token' when advantage_combiner is 'none' (only PAMA reads it)",
+            "RL",
+        )
 
 
 @dataclass
@@ -129,6 +284,10 @@ class TrainConfig:
             "None: plain DPO."
         },
     )
+    rl: RLConfig = field(
+        default_factory=RLConfig,
+        metadata={"help": "On-policy RL settings, read when every dimension's objective is 'rl' (RLConfig)."},
+    )
     # --- preferences ---
     scalarization: Literal["ls", "tche"] = field(
         default="ls", metadata={"help": "'ls' (Σ λ_i L_i) or 'tche' (Tchebycheff, max_i λ_i (L_i − ẑ_i))."}
@@ -153,8 +312,8 @@ class TrainConfig:
         default="none",
         metadata={
             "help": "Per-step gradient aggregation: 'none' (the scalarisation alone), 'mgda', 'pcgrad', 'cagrad', "
-            "'clipped_cagrad' or 'plc' (docs/aggregators.md). Replaces the scalarisation; needs one λ per step "
-            "or per λ-group."
+            "'clipped_cagrad', 'plc' or 'normalized' (docs/aggregators.md). Replaces the scalarisation; needs one λ "
+            "per step or per λ-group."
         },
     )
     aggregator_kwargs: dict[str, Any] = field(
@@ -165,9 +324,15 @@ class TrainConfig:
     tchebycheff_epsilon: float = field(default=1e-3, metadata={"help": "ε of the 'running_min' ideal point."})
     # --- optimisation ---
     max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per dimension per optimizer step, all processes."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Pairs per dimension per optimizer step, all processes (RL: unused; see rl)."}
+    )
     micro_batch_size: int = field(
-        default=4, metadata={"help": "Pairs per dimension per forward on one process; the rest is accumulation."}
+        default=4,
+        metadata={
+            "help": "Pairs per dimension per forward on one process; the rest is accumulation (RL: rollouts per "
+            "forward)."
+        },
     )
     learning_rate: float = field(
         default=2e-3, metadata={"help": "AdamW learning rate (peak); 2e-3 constant is the steering study's best."}
@@ -187,7 +352,9 @@ class TrainConfig:
         default="constant_with_warmup",
         metadata={"help": "Learning-rate schedule after warm-up (transformers.get_scheduler)."},
     )
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Linear warm-up steps (RL: rollout steps, each of rl.ppo_epochs updates)."}
+    )
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the update's norm; None: no clipping."})
     # --- output ---
     logging_steps: int = field(default=1, metadata={"help": "Log every N steps (log.jsonl, TensorBoard if present)."})
@@ -257,20 +424,21 @@ class TrainConfig:
         )
         _require(_positive(self.dirichlet_alpha), "dirichlet_alpha", self.dirichlet_alpha, "a positive number")
         _require(_positive(self.tchebycheff_epsilon), "tchebycheff_epsilon", self.tchebycheff_epsilon, "> 0")
-        _require(
-            self.batch_size % self.micro_batch_size == 0,
-            "batch_size",
-            self.batch_size,
-            f"a multiple of micro_batch_size ({self.micro_batch_size})",
-        )
-        _require(
-            self.batch_size % self.num_groups == 0
-            and (self.batch_size // self.num_groups) % self.micro_batch_size == 0,
-            "preference_groups",
-            self.preference_groups,
-            f"a divisor of batch_size ({self.batch_size}) whose groups hold whole micro-batches of "
-            f"{self.micro_batch_size} pairs (each forward carries one group's λ)",
-        )
+        if not self.is_rl:  # pair batches; RL's rollout batches are checked in _check_rl
+            _require(
+                self.batch_size % self.micro_batch_size == 0,
+                "batch_size",
+                self.batch_size,
+                f"a multiple of micro_batch_size ({self.micro_batch_size})",
+            )
+            _require(
+                self.batch_size % self.num_groups == 0
+                and (self.batch_size // self.num_groups) % self.micro_batch_size == 0,
+                "preference_groups",
+                self.preference_groups,
+                f"a divisor of batch_size ({self.batch_size}) whose groups hold whole micro-batches of "
+                f"{self.micro_batch_size} pairs (each forward carries one group's λ)",
+            )
         if self.scalarization == "tche" and self.preference_sampling == "per_sample":
             raise ValueError(
                 "TrainConfig: Tchebycheff is not defined per sample (a sample has only its own dimension's loss); "
@@ -319,6 +487,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.fixed_preference must be one λ, got shape {tuple(fixed.shape)}.")
             self.fixed_preference = fixed.tolist()
         self._check_method()
+        self._check_rl()
         adapter = self.adapter_config()  # refuse a bad adapter section now, before any model or data loads
         if self.method != "panacea" and adapter.orthogonality_weight > 0:
             raise ValueError(
@@ -346,6 +515,60 @@ class TrainConfig:
                 f"TrainConfig.method 'lora' trains one plain LoRA, which has no λ input, so it needs "
                 f"preference_sampling 'fixed' with fixed_preference (e.g. a vertex); got {self.preference_sampling!r}."
             )
+
+    def _check_rl(self) -> None:
+        """All dimensions RL or none; the rl section's prompts and groups; PAMA only alone with LS."""
+        rl_names = [dimension.name for dimension in self.dimensions if dimension.objective == "rl"]
+        if not rl_names:
+            if self.rl != RLConfig():
+                raise ValueError(
+                    "TrainConfig.rl is set, but no dimension has objective 'rl'; drop the rl section, or give every "
+                    "dimension objective 'rl' and a reward."
+                )
+            return
+        others = [dimension.name for dimension in self.dimensions if dimension.objective != "rl"]
+        if others:
+            raise ValueError(
+                f"TrainConfig: dimensions {rl_names} have objective 'rl' and {others} do not; a run is all RL or none. "
+                "The trainer draws pair batches and rollout batches on different schedules, so one step's λ draw "
+                "does not cover both: mixing them is not implemented. Give every dimension objective 'rl' and a reward "
+                "(e.g. a reward model fitted on its pairs), or train them in separate runs."
+            )
+        rl, groups = self.rl, self.num_groups
+        _require(bool(rl.prompts), "rl.prompts", rl.prompts, "at least one PromptSource (the prompts rollouts answer)")
+        _require(self.rpo_alpha is None, "rpo_alpha", self.rpo_alpha, "None for RL (RPO adds to DPO pair losses)")
+        _require(
+            rl.prompts_per_step % groups == 0,
+            "rl.prompts_per_step",
+            rl.prompts_per_step,
+            f"a multiple of the λ-groups ({groups}): each group answers whole prompts",
+        )
+        group_rows = rl.prompts_per_step // groups * rl.rollouts_per_prompt
+        _require(
+            group_rows % self.micro_batch_size == 0,
+            "micro_batch_size",
+            self.micro_batch_size,
+            f"a divisor of the rollouts of a λ-group (prompts_per_step / groups × rollouts_per_prompt = {group_rows}): "
+            "each forward carries one group's rows",
+        )
+        if rl.advantage_combiner != "none" and (self.scalarization != "ls" or self.aggregator != "none"):
+            raise ValueError(
+                f"TrainConfig.rl.advantage_combiner {rl.advantage_combiner!r} replaces the per-dimension losses with "
+                "one loss on a combined advantage, so there are no per-dimension losses for Tchebycheff or an "
+                f"aggregator to weigh (got scalarization {self.scalarization!r}, aggregator {self.aggregator!r}); "
+                "use scalarization 'ls' and aggregator 'none'."
+            )
+        if self.aggregator_kwargs.get("normalization") in ("loss", "loss+"):  # MGDA's normalisers (and their users)
+            raise ValueError(
+                f"TrainConfig.aggregator_kwargs.normalization {self.aggregator_kwargs['normalization']!r} divides by "
+                "the losses, but RL's per-dimension losses are PPO surrogates of centred advantages (near 0, either "
+                "sign); use 'none' or 'l2'."
+            )
+
+    @property
+    def is_rl(self) -> bool:
+        """Whether the run trains on rollouts (every dimension's objective is 'rl')."""
+        return all(dimension.objective == "rl" for dimension in self.dimensions)
 
     @property
     def dimension_names(self) -> list[str]:
@@ -386,18 +609,25 @@ class TrainConfig:
 
 
 def with_absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `config`, a TrainConfig as a dict, whose pair sources name local files and folders by absolute path.
+    """A copy of `config`, a TrainConfig as a dict, whose data sources name local files and folders by absolute path.
 
-    A run's config.yaml records these, so `panacea eval RUN` and `--resume` work from any directory. A relative
-    path is read from the current directory, as `PairSource` does; one that names nothing here (a hub dataset
-    id) stays as given.
+    A run's config.yaml records these, so `panacea eval RUN` and `--resume` work from any directory. Covered: pair
+    sources, RL prompt sources, and reward specs' local paths (`path`, `name_or_path`, and their `train` / `test`
+    pair sources). A relative path is read from the current directory, as `PairSource` does; one that names
+    nothing here (a hub id) stays as given.
     """
     result = copy.deepcopy(config)
+    sources = list(result.get("rl", {}).get("prompts", []))
     for dimension in result.get("dimensions", []):
-        for source in [*dimension.get("train", []), *dimension.get("eval", [])]:
-            local = Path(source["path"]).expanduser()
-            if local.exists():
-                source["path"] = str(local.resolve())
+        sources += [*dimension.get("train", []), *dimension.get("eval", [])]
+        reward = dimension.get("reward")
+        if isinstance(reward, dict):
+            sources.append(reward)
+            sources += [item for key in ("train", "test") for item in reward.get(key) or [] if isinstance(item, dict)]
+    for source in sources:
+        for key in ("path", "name_or_path"):
+            if isinstance(source.get(key), str) and (local := Path(source[key]).expanduser()).exists():
+                source[key] = str(local.resolve())
     return result
 
 

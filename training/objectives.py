@@ -11,8 +11,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-OBJECTIVES = ("dpo", "sft")
-Objective = Literal["dpo", "sft"]
+OBJECTIVES = ("dpo", "sft", "rl")  # 'rl': on-policy against a reward; its losses live in panacea.training.rl
+Objective = Literal["dpo", "sft", "rl"]
 
 
 def implicit_rewards(policy_logps: Tensor, reference_logps: Tensor, beta: float) -> Tensor:

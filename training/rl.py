@@ -1,10 +1,9 @@
 """On-policy RL maths per dimension: reward normalisation, RLOO advantages, KL to the reference, the PPO-clip
-loss, PAMA's advantage combiner, and reward sources (docs/algorithms.md, "RL").
+loss, PAMA's advantage combiner, reward sources and per-token log-probs (docs/algorithms.md §8, "RL").
 
-Phase 1 of "Panacea with RL": pure functions on tensors and small reward classes. The trainer does not call
-them yet, and `objective: rl` is not selectable. The intended step, per dimension i of m:
+The trainer (`panacea.training.trainer`, objective `rl`) runs one step as, per dimension i of m:
 
-    rollouts of K responses per prompt, each row at its own λ (one mixed-λ sampling `generate`)
+    rollouts of K responses per prompt, each row at its own λ (one mixed-λ `sample_responses` call)
     r (n, m)   = the dimensions' reward sources on (prompt, response), n = prompts · K
     r̃          = RunningMoments.normalise(r)                      after `update(r)`; per dimension
     r̃ − β Σ_t KL_t                                               `kl_penalised_rewards` (k1, in the reward)
@@ -21,20 +20,31 @@ Shapes: n rows (prompts · K), `seq` response positions, m dimensions. Masks are
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from panacea.eval.refusal import is_refusal
-from panacea.eval.reward_model import RewardModel, score_responses
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from panacea._config import dataclass_from_dict
+from panacea.data import PairSource
+
+from .logprobs import PairBatch, _output_head_sees
+
+# panacea.eval is imported where a reward source needs it: its package imports the trainer, which imports this module.
+
+logger = logging.getLogger(__name__)
 
 KL_ESTIMATORS = ("k1", "k3")
 KLEstimator = Literal["k1", "k3"]
 PAMA_GRANULARITIES = ("token", "batch")
+TOKEN_AGGREGATIONS = ("sum", "mean")
 _MIN_STD = 1e-8  # a dimension whose rewards never varied is divided by 1, not by ~0
 
 
@@ -184,18 +194,35 @@ def kl_penalised_rewards(
 
 
 def ppo_clipped_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, epsilon: float = 0.2
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    epsilon: float = 0.2,
+    aggregation: Literal["sum", "mean"] = "mean",
+    max_tokens: int | None = None,
 ) -> Tensor:
     """Per-(sample, dimension) PPO-clip loss (Schulman et al. 2017, arXiv 1707.06347), shape (n, m).
 
-    u_t = exp(log π_θ(y_t) − log π_old(y_t)) per token; ℓ_{b,i} = masked mean over b's response tokens of
-    −min(u_t A_{b,i}, clip(u_t, 1 − ε, 1 + ε) A_{b,i}). logprobs (n, seq) with gradient; old_logprobs
-    (n, seq), detached here; advantages (n, m), one per sample and dimension, or (n, seq, m) per token (PAMA's
-    token reading); mask (n, seq). With one epoch (π_old = π_θ) the gradient is −A_{b,i} ∇ (1/T_b) Σ_t log π:
-    REINFORCE-RLOO with each response's log-prob averaged over its T_b tokens (Ahmadian et al. sum them).
+    u_t = exp(log π_θ(y_t) − log π_old(y_t)) per token, and the per-token term −min(u_t A_{b,i}, clip(u_t, 1 − ε,
+    1 + ε) A_{b,i}) is reduced over b's response tokens by `aggregation`:
+
+    - "mean": divided by b's own token count T_b (phase 1's rule). One epoch's gradient is then
+      −A_{b,i} ∇ (1/T_b) Σ_t log π: every response weighs the same whatever its length, so a token of a short
+      response moves the policy more than a token of a long one (Liu et al. 2025's per-length bias).
+    - "sum": summed and divided by the constant `max_tokens` (the rollouts' max_new_tokens), Dr. GRPO's
+      normaliser (Liu et al. 2025, arXiv 2503.20783). One epoch's gradient is −(A_{b,i}/max_tokens) ∇ Σ_t log π,
+      the REINFORCE/RLOO estimator of Ahmadian et al. (TRL sums over tokens) up to a constant.
+
+    logprobs (n, seq) with gradient; old_logprobs (n, seq), detached here; advantages (n, m), one per sample and
+    dimension, or (n, seq, m) per token (PAMA's token reading); mask (n, seq).
     """
     if not 0 <= epsilon < 1:
         raise ValueError(f"PPO epsilon must be in [0, 1), got {epsilon!r}.")
+    if aggregation not in TOKEN_AGGREGATIONS:
+        raise ValueError(f"token aggregation {aggregation!r} is not one of {list(TOKEN_AGGREGATIONS)}.")
+    if aggregation == "sum" and not (isinstance(max_tokens, int) and max_tokens >= 1):
+        raise ValueError(f"token aggregation 'sum' divides by max_tokens, an integer >= 1; got {max_tokens!r}.")
     _check_tokens(logprobs, old_logprobs, mask)
     if advantages.ndim == 2 and advantages.shape[0] == logprobs.shape[0]:
         advantages = advantages.unsqueeze(1)  # (n, 1, m): the sample's advantage on every token
@@ -213,7 +240,39 @@ def ppo_clipped_loss(
     ratio = torch.exp(log_ratio).unsqueeze(-1)  # (n, seq, 1)
     surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages)  # (n, seq, m)
     weights = mask.to(surrogate.dtype).unsqueeze(-1)  # (n, seq, 1)
-    return -(surrogate * weights).sum(1) / tokens.to(surrogate.dtype).unsqueeze(-1)
+    total = -(surrogate * weights).sum(1)  # (n, m)
+    if aggregation == "sum":
+        return total / max_tokens
+    return total / tokens.to(surrogate.dtype).unsqueeze(-1)
+
+
+def response_token_log_probs(model: nn.Module, batch: PairBatch, temperature: float = 1.0, **forward_kwargs) -> Tensor:
+    """log π(y_t | x, y_<t) of every response token, (rows, seq − 1) aligned with `batch.input_ids[:, 1:]`, 0 at
+    prompt and padding positions; fp32, with gradient unless the caller disables it.
+
+    The logits are divided by the sampling temperature first (TRL's RLOO does the same for the policy and the
+    reference), so the ratio and the KL are those of the distribution the rollouts were drawn from (top-p's
+    truncation is not modelled, as in TRL). The output head sees only the predicting positions
+    (`panacea.training.logprobs`). `forward_kwargs` go to the model's forward (e.g. `preference=`).
+    """
+    predicts = batch.response_mask[:, 1:]  # hidden state t predicts token t + 1
+    rows, columns = predicts.nonzero(as_tuple=True)
+    with _output_head_sees(model, rows, columns):
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **forward_kwargs
+        ).logits[0]  # (N, vocab)
+    targets = batch.input_ids[:, 1:][predicts]
+    token_logps = -F.cross_entropy(logits.float() / temperature, targets, reduction="none")  # (N,)
+    return torch.zeros(predicts.shape, dtype=token_logps.dtype, device=token_logps.device).index_put(
+        (rows, columns), token_logps
+    )
+
+
+def rollout_seed(seed: int, step: int, row: int) -> int:
+    """The seed of rollout row `row` at `step`: a function of (seed, step, row) alone (numpy's SeedSequence
+    mixing), so a resumed run redraws the same tokens and a row's draw does not depend on its batch-mates."""
+    low, high = np.random.SeedSequence([seed, step, row]).generate_state(2)
+    return (int(high) << 32 | int(low)) & (2**63 - 1)
 
 
 def _check_tokens(logprobs: Tensor, other: Tensor, mask: Tensor) -> None:
@@ -334,6 +393,8 @@ class RefusalReward:
     """1 when `panacea.eval.refusal.is_refusal` calls the response a refusal, else 0 (harmless by refusal)."""
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Tensor:
+        from panacea.eval.refusal import is_refusal
+
         _check_texts(prompts, responses)
         return torch.tensor([float(is_refusal(response)) for response in responses])
 
@@ -443,25 +504,83 @@ class SequenceClassifierReward:
 class ProjectRewardModel:
     """The in-project Bradley–Terry head (`panacea.eval.reward_model`) on the frozen base model's features.
 
-    `path` is a folder written by `RewardModel.save` (`train_reward_model` caches one per dimension); scoring
-    is `score_responses`, which checks that `model` is the base model the head was trained on and runs it with
-    the adapter disabled.
+    Either `path`, a folder written by `RewardModel.save`, or `train` and `test` pair sources (PairSource fields):
+    the head is then fitted now by `train_reward_model`, as `panacea eval` fits its judges (max_length 256,
+    max_prompt_length 128, its weight decay and seed), and cached by content, so a later run reads it at once.
+    Scoring is `score_responses`, which checks that `model` is the base model the head was trained on and runs it
+    with the adapter disabled.
     """
 
-    path: str = field(metadata={"help": "A reward-model folder (reward_model.json + .safetensors)."})
+    path: str | None = field(default=None, metadata={"help": "A reward-model folder; or give train and test."})
+    train: list[dict[str, Any]] | None = field(
+        default=None, metadata={"help": "Pair sources the head is fitted on (PairSource fields), with test."}
+    )
+    test: list[dict[str, Any]] | None = field(
+        default=None, metadata={"help": "Held-out pair sources its accuracy is measured on (logged)."}
+    )
+    max_length: int = field(default=256, metadata={"help": "Fitting: prompt + response tokens (eval's 256)."})
+    max_prompt_length: int = field(default=128, metadata={"help": "Fitting: prompt tokens (eval's 128)."})
     batch_size: int = field(default=8, metadata={"help": "Responses per forward of the base model."})
     model: Any = field(default=None, repr=False, metadata={"help": "The base model (or the policy).", "context": True})
     tokenizer: Any = field(default=None, repr=False, metadata={"help": "Its tokenizer.", "context": True})
+    dimension: str | None = field(
+        default=None, metadata={"help": "The dimension it scores: the pairs' default dim.", "context": True}
+    )
+    dimensions: Sequence[str] = field(
+        default=(), repr=False, metadata={"help": "The run's dimensions (the dims a file may hold).", "context": True}
+    )
 
     def __post_init__(self) -> None:
+        from panacea.eval.reward_model import RewardModel
+
         if self.model is None or self.tokenizer is None:
             raise ValueError("ProjectRewardModel needs the base model and its tokenizer (build_reward's context).")
-        try:
-            self._reward_model = RewardModel.load(self.path)
-        except (FileNotFoundError, ValueError) as error:
-            raise ValueError(f"ProjectRewardModel.path {self.path!r}: {error}") from None
+        if (self.path is None) == (self.train is None and self.test is None):
+            raise ValueError(
+                "ProjectRewardModel needs either path (a saved reward model) or train and test (pair sources to fit "
+                f"one on), not {'both' if self.path is not None else 'neither'}."
+            )
+        if self.path is not None:
+            try:
+                self._reward_model = RewardModel.load(self.path)
+            except (FileNotFoundError, ValueError) as error:
+                raise ValueError(f"ProjectRewardModel.path {self.path!r}: {error}") from None
+        else:
+            self._reward_model = self._fit()
+
+    def _fit(self) -> Any:
+        from panacea.eval.reward_model import train_reward_model
+
+        sources = {}
+        for name in ("train", "test"):
+            items = getattr(self, name)
+            if not isinstance(items, list) or not items:
+                raise ValueError(f"ProjectRewardModel.{name} must be a non-empty list of pair sources, got {items!r}.")
+            sources[name] = [
+                dataclass_from_dict(PairSource, item, where=f"ProjectRewardModel.{name}.{index}")
+                for index, item in enumerate(items)
+            ]
+        if not self.dimension:
+            raise ValueError("ProjectRewardModel.train needs the dimension it scores (build_reward's context).")
+        named = [source.dim for source in sources["train"] + sources["test"] if source.dim]
+        known = list(dict.fromkeys([self.dimension, *self.dimensions, *named]))
+        reward_model = train_reward_model(
+            self.model,
+            self.tokenizer,
+            self.dimension,
+            sources["train"],
+            sources["test"],
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
+            batch_size=self.batch_size,
+            known_dimensions=known,
+        )
+        logger.info("reward for %s: %s", self.dimension, reward_model.summary())
+        return reward_model
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Tensor:
+        from panacea.eval.reward_model import score_responses
+
         _check_texts(prompts, responses)
         return score_responses(
             self._reward_model, self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size
@@ -477,11 +596,11 @@ REWARDS: dict[str, type] = {
 }  # the only list of reward kinds
 
 
-def build_reward(spec: Mapping[str, Any], *, where: str = "reward", **context: Any) -> Callable[..., Tensor]:
-    """The reward source a spec names, e.g. {"type": "length", "unit": "words"}, loaded now (fails at start-up).
+def check_reward_spec(spec: Any, where: str = "reward") -> tuple[type, dict[str, Any]]:
+    """The reward class a spec names and its settings, without loading anything (a config checks its specs so).
 
-    `context` holds runtime objects (`tokenizer`, `model`) passed to the sources that declare them. One
-    ValueError names `where`, the bad key and what was expected.
+    One ValueError names `where`, the bad key and what was expected: not a mapping, an unknown type, an unknown
+    key, or a runtime object (e.g. `tokenizer`) given as a setting.
     """
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where}: expected a mapping with a 'type' key, got {type(spec).__name__} {spec!r}.")
@@ -490,16 +609,25 @@ def build_reward(spec: Mapping[str, Any], *, where: str = "reward", **context: A
         raise ValueError(f"{where}.type: {kind!r} is not one of {sorted(REWARDS)}.")
     cls = REWARDS[kind]
     settings = {f.name for f in fields(cls) if not f.metadata.get("context")}
-    runtime = {f.name for f in fields(cls) if f.metadata.get("context")}
     unknown = sorted(set(spec) - settings - {"type"}, key=str)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for type {kind!r}; it accepts {sorted(settings)}.")
-    arguments = {key: value for key, value in spec.items() if key != "type"}
+    return cls, {key: value for key, value in spec.items() if key != "type"}
+
+
+def build_reward(spec: Mapping[str, Any], *, where: str = "reward", **context: Any) -> Callable[..., Tensor]:
+    """The reward source a spec names, e.g. {"type": "length", "unit": "words"}, loaded now (fails at start-up).
+
+    `context` holds runtime objects (`tokenizer`, `model`, `dimension`, `dimensions`) passed to the sources that
+    declare them. One ValueError names `where`, the bad key and what was expected.
+    """
+    cls, arguments = check_reward_spec(spec, where)
+    runtime = {f.name for f in fields(cls) if f.metadata.get("context")}
     arguments |= {key: value for key, value in context.items() if key in runtime}
     try:
         return cls(**arguments)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{where} ({kind}): {error}") from None
+        raise ValueError(f"{where} ({spec['type']}): {error}") from None
 
 
 def _check_texts(prompts: Sequence[str], responses: Sequence[str]) -> None:

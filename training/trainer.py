@@ -1,5 +1,10 @@
 """The training loop: sample λ, forward each dimension under it, combine, clip, step, log, checkpoint.
 
+RL runs (every dimension's objective 'rl') enter the same loop one stage earlier: each step samples a rollout
+batch (a λ per prompt, K responses each, in one mixed-λ sampling call), scores it with every dimension's reward,
+and turns it into per-dimension PPO losses for the same gradient buffers, scalarisers and aggregators
+(docs/algorithms.md §8).
+
 One process by default; `accelerate launch --num_processes N` splits every dimension's batch across
 processes. The model is not wrapped in DDP: each (λ-group, dimension) unit is back-propagated into a
 flat gradient buffer of its own, the buffers are all-reduced (summed) once per step, and the
@@ -31,8 +36,10 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from panacea._config import config_to_dict, dump_yaml, load_yaml
 from panacea.base_model import load_base_model
-from panacea.data import TokenizedPair, load_dimension
+from panacea.data import TokenizedPair, load_dimension, load_prompt_source, tokenize_prompts
+from panacea.generation import sample_responses
 from panacea.preferences import sample_preferences
+from panacea.serving.sampling import row_generator
 
 from .aggregators import build_aggregator
 from .checkpoint import (
@@ -46,9 +53,20 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import DimensionConfig, TrainConfig, with_absolute_data_paths
-from .logprobs import collate_pairs, response_log_probs
+from .logprobs import PairBatch, collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
 from .reference import reference_log_probs
+from .rl import (
+    RunningMoments,
+    build_reward,
+    kl_estimate,
+    kl_penalised_rewards,
+    pama_combine,
+    ppo_clipped_loss,
+    response_token_log_probs,
+    rloo_advantages,
+    rollout_seed,
+)
 from .scalarisation import SCALARIZERS, GradientAggregation, Scalarizer
 from .tracking import JSONLTracker
 
@@ -90,8 +108,34 @@ class DimensionData:
         for slot, position in enumerate(positions.tolist()):
             epoch, offset = divmod(position, len(self.pairs))
             if self._order is None or self._order[0] != epoch:
-                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self._order = (epoch, torch.randperm(len(self.pairs), generator=generator))
+                self._order = (epoch, _epoch_order(len(self.pairs), self.seed, epoch))
+            result[slot] = self._order[1][offset]
+        return result
+
+
+def _epoch_order(size: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of `size` items for `epoch` of a seeded stream: a function of (seed, epoch) alone."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(size, generator=generator)
+
+
+@dataclass
+class RolloutSource:
+    """RL's prompts (pooled over `rl.prompts`, distinct) and each dimension's reward source (None: weight 0)."""
+
+    texts: list[str]
+    prompt_ids: list[list[int]]  # chat-templated, the last max_prompt_length tokens
+    rewards: list[Callable[..., Tensor] | None]
+    seed: int
+    _order: tuple[int, Tensor] | None = None
+
+    def indices(self, positions: Tensor) -> Tensor:
+        """Prompt indices at stream `positions`: epoch-wise seeded shuffles, as `DimensionData.indices`."""
+        result = torch.empty_like(positions)
+        for slot, position in enumerate(positions.tolist()):
+            epoch, offset = divmod(position, len(self.texts))
+            if self._order is None or self._order[0] != epoch:
+                self._order = (epoch, _epoch_order(len(self.texts), self.seed, epoch))
             result[slot] = self._order[1][offset]
         return result
 
@@ -149,11 +193,18 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     _check_launch(accelerator.distributed_type)
     if config.device.startswith("cuda") and accelerator.device.type != "cuda":
         raise ValueError(f"TrainConfig.device is {config.device!r} but CUDA is not available; use 'cpu' or 'auto'.")
+    rl = config.rl if config.is_rl else None
     group_size, round_size = config.batch_size // config.num_groups, config.micro_batch_size * accelerator.num_processes
-    if group_size % round_size:
+    if rl is None and group_size % round_size:
         raise ValueError(
             f"each λ-group of {group_size} pairs must split into rounds of micro_batch_size × processes = {round_size} "
             "pairs; change batch_size, micro_batch_size or preference_groups for this number of processes."
+        )
+    if rl is not None and accelerator.num_processes > 1:
+        raise ValueError(
+            f"RL (objective 'rl') trains in one process: splitting a rollout batch across {accelerator.num_processes} "
+            "processes (each generating and scoring its share, then sharing rewards for RLOO and the running moments) "
+            "is not implemented. Launch it without --num_processes."
         )
     resuming = resume and (output_dir / CONFIG_FILE).is_file()  # --resume on an empty folder starts a new run
     created = not output_dir.exists()
@@ -171,8 +222,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             model.gradient_checkpointing_enable()
         parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
 
-        # --- data and reference log-probs: every data error surfaces before the first step ---
-        dimensions = _load_dimensions(config, model, tokenizer, accelerator)
+        # --- data and reference log-probs, or prompts and rewards: every error surfaces before the first step ---
+        if rl is None:
+            dimensions = _load_dimensions(config, model, tokenizer, accelerator)
+        else:
+            source, moments = _load_rollout_source(config, model, tokenizer), RunningMoments(len(config.dimensions))
     except BaseException:
         if not resuming and accelerator.is_main_process:  # a new run that never started leaves nothing behind,
             _forget_failed_start(output_dir, created)  # so the rerun after the fix just works
@@ -186,17 +240,22 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         eps=config.adam_epsilon,
         weight_decay=config.weight_decay,
     )
+    updates = 1 if rl is None else rl.ppo_epochs  # optimizer updates per step; the schedule counts updates
     scheduler = get_scheduler(
-        config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.warmup_steps * updates,
+        num_training_steps=config.max_steps * updates,
     )
     scalarizer = build_scalarizer(config)
-    orthogonality_weight = config.adapter_config().orthogonality_weight
-    buffers = GradientBuffers(parameters, units=config.num_groups * len(dimensions))
-    state = TrainState(pairs_seen={dimension.name: 0 for dimension in dimensions})
+    buffers = GradientBuffers(parameters, units=config.num_groups * len(config.dimensions))
+    state = TrainState(pairs_seen={} if rl else {dimension.name: 0 for dimension in dimensions})
     resumed = resume_from_latest(output_dir, model, optimizer, scheduler) if resuming else None
     if resumed is not None:
         state = resumed.state
         scalarizer.load_state_dict(state.scalarizer)
+        if rl is not None and state.reward_moments:
+            moments.load_state_dict(state.reward_moments)
         _restore_rng(resumed.rng_states, accelerator)
         tracker.resume_step = state.step
         accelerator.print(_resuming_message(resumed))
@@ -208,41 +267,34 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     progress = tqdm(total=config.max_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process)
     for step in range(state.step, config.max_steps):
         started = time.perf_counter()
-        preferences = draw_preferences(config, step)
-        metrics, unit_losses = _accumulate(
-            config, step, model, tokenizer.pad_token_id, dimensions, preferences, scalarizer, buffers, accelerator
-        )
-        _check_finite(unit_losses, step, config)
-        gram = buffers.gram(config.num_groups) if scalarizer.needs_gram else None
-        coefficients, metrics["loss"] = scalarizer.coefficients(unit_losses, preferences.groups, gram)
-        metrics.update(scalarizer.metrics())
-        if scalarizer.name != "ls":  # the weight each dimension's gradient got (LS puts λ inside the losses)
-            for i, name in enumerate(config.dimension_names):
-                metrics[f"coefficient/{name}"] = float(coefficients[:, i].sum())
-        regulariser = None
-        if orthogonality_weight > 0:  # AdaLoRA's regulariser (peft's orth_reg_weight): in the loss, in no unit
-            penalty = model.orthogonality_penalty()
-            metrics["orthogonality"] = float(penalty.detach())
-            regulariser = orthogonality_weight * penalty
-        grad_norm = buffers.combine(coefficients.flatten(), config.max_grad_norm, regulariser)
-        if not math.isfinite(grad_norm):
-            raise TrainingError(
-                f"step {step}: the update's norm is {grad_norm}; stopped, the last checkpoint is intact."
+        if rl is None:
+            preferences = draw_preferences(config, step)
+            metrics, unit_losses = _accumulate(
+                config, step, model, tokenizer.pad_token_id, dimensions, preferences, scalarizer, buffers, accelerator
             )
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            _check_finite(unit_losses, step, config)
+            metrics.update(_update(config, step, model, scalarizer, buffers, unit_losses, preferences.groups))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            metrics = _rl_step(
+                config, step, model, tokenizer, source, moments, scalarizer, buffers, optimizer, scheduler, accelerator
+            )
 
         elapsed = time.perf_counter() - started
         state.step = step + 1
         state.scalarizer = scalarizer.state_dict()
         state.train_seconds += elapsed
         state.tokens_seen += int(metrics["tokens"])
-        for dimension, trained in zip(dimensions, config.trained_dimensions, strict=True):
-            state.pairs_seen[dimension.name] += config.batch_size if trained else 0
-        metrics.update(
-            grad_norm=grad_norm, lr=scheduler.get_last_lr()[0], tokens_per_second=metrics["tokens"] / elapsed
-        )
+        if rl is None:
+            for dimension, trained in zip(dimensions, config.trained_dimensions, strict=True):
+                state.pairs_seen[dimension.name] += config.batch_size if trained else 0
+        else:
+            state.prompts_seen += rl.prompts_per_step
+            state.rollouts_seen += rl.prompts_per_step * rl.rollouts_per_prompt
+            state.reward_moments = moments.state_dict()
+        metrics.update(lr=scheduler.get_last_lr()[0], tokens_per_second=metrics["tokens"] / elapsed)
         if state.step % config.logging_steps == 0 or state.step == config.max_steps:
             accelerator.log(metrics, step=state.step)
         progress.set_postfix(_postfix(metrics, config), refresh=False)
@@ -381,12 +433,333 @@ def _pair_losses(
     return losses, float((margins > 0).sum()), float(margins.sum()), batch.num_tokens
 
 
-def _check_finite(unit_losses: Tensor, step: int, config: TrainConfig) -> None:
+# ------------------------------------------------------------------------------------------------
+# One RL step: one rollout batch, then rl.ppo_epochs updates (docs/algorithms.md §8)
+
+
+@dataclass
+class Rollouts:
+    """One step's rollout batch: n = prompts · K rows, a prompt's K rows consecutive, λ-groups of consecutive prompts.
+
+    `batches` are the update's forwards (micro_batch_size rows each, prompt + response, right-padded) and
+    `old_logprobs` their response tokens' log π_old, (rows, seq − 1) each, 0 off the response.
+    """
+
+    batches: list[PairBatch]
+    old_logprobs: list[Tensor]
+    preferences: Tensor  # (n, m): each row's λ (its prompt's)
+    groups: Tensor  # (G, m): the step's group λs (per_sample: their mean, for the logs)
+    advantages: Tensor  # (n, m): RLOO on the KL-penalised normalised rewards; 0 for dimensions of weight 0
+    levels: Tensor  # (G, m): −(mean normalised reward) per λ-group, Tchebycheff's levels
+
+
+def draw_rollout_preferences(config: TrainConfig, step: int) -> tuple[Tensor, Tensor]:
+    """(λ per prompt (prompts_per_step, m), the group λs (G, m)) for RL `step`, seeded by (seed, step).
+
+    'per_sample': one draw per prompt (the group row is their mean, for the logs); otherwise `draw_preferences`'s
+    λ per group, shared by the group's consecutive prompts. The K responses of a prompt share its λ (§8).
+    """
+    prompts = config.rl.prompts_per_step
+    if config.preference_sampling == "per_sample":
+        rng = np.random.default_rng([config.seed, step])
+        rows = sample_preferences(len(config.dimensions), prompts, concentration=config.dirichlet_alpha, rng=rng)
+        return rows, rows.mean(0, keepdim=True)
+    groups = draw_preferences(config, step).groups
+    return groups.repeat_interleave(prompts // len(groups), dim=0), groups
+
+
+def _rl_step(
+    config: TrainConfig,
+    step: int,
+    model: PanaceaModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: RolloutSource,
+    moments: RunningMoments,
+    scalarizer: Scalarizer,
+    buffers: GradientBuffers,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    accelerator: Accelerator,
+) -> dict[str, float]:
+    """Sample and score one rollout batch, then `ppo_epochs` updates on it, each like a DPO step's."""
+    rollouts, metrics = _collect_rollouts(config, step, model, tokenizer, source, moments, accelerator)
+    pama = config.rl.advantage_combiner != "none"
+    started, tokens = time.perf_counter(), 0
+    for _ in range(config.rl.ppo_epochs):
+        epoch_metrics, unit_losses = _rl_accumulate(config, model, rollouts, scalarizer, buffers, accelerator)
+        _check_finite(unit_losses, step, config, names=["PAMA"] * len(config.dimensions) if pama else None)
+        levels = rollouts.levels if scalarizer.name == "tche" else None  # Tchebycheff's arg max on rewards (§8)
+        metrics |= epoch_metrics | _update(
+            config, step, model, scalarizer, buffers, unit_losses, rollouts.groups, levels
+        )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += epoch_metrics["tokens"]
+    metrics.update(tokens=tokens, update_tokens_per_second=tokens / (time.perf_counter() - started))
+    return metrics
+
+
+def _collect_rollouts(
+    config: TrainConfig,
+    step: int,
+    model: PanaceaModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: RolloutSource,
+    moments: RunningMoments,
+    accelerator: Accelerator,
+) -> tuple[Rollouts, dict[str, float]]:
+    """Generate K responses per prompt (one mixed-λ call), score them, and form the advantages; eval mode, no grad.
+
+    Row r samples with its own generator seeded by (seed, step, r) (`rollout_seed`), so a resumed run redraws
+    the same batch with no RNG state. Rewards are normalised by the running moments after updating them with
+    this batch; the KL (policy vs the adapter disabled, per response token) enters the reward (§8).
+    """
+    rl, m = config.rl, len(config.dimensions)
+    per_prompt, groups = draw_rollout_preferences(config, step)
+    preferences = per_prompt.repeat_interleave(rl.rollouts_per_prompt, dim=0)  # (n, m): a prompt's K rows share it
+    prompts = source.indices(step * rl.prompts_per_step + torch.arange(rl.prompts_per_step))
+    prompts = prompts.repeat_interleave(rl.rollouts_per_prompt).tolist()  # (n,) the prompt of each row
+    generators = [
+        row_generator(rollout_seed(config.seed, step, row), accelerator.device) for row in range(len(prompts))
+    ]
+    model.eval()  # rollouts and π_old without dropout
+    try:
+        started = time.perf_counter()
+        with accelerator.autocast():
+            responses = sample_responses(
+                model,
+                [source.prompt_ids[prompt] for prompt in prompts],
+                preferences,
+                generators,
+                max_new_tokens=rl.max_new_tokens,
+                temperature=rl.temperature,
+                top_p=rl.top_p,
+                eos_token_ids=_eos_token_ids(model, tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        generation_seconds = time.perf_counter() - started
+        texts = [text.strip() for text in tokenizer.batch_decode(responses, skip_special_tokens=True)]
+        rewards, scoring_seconds = _score_rollouts(config, step, source, prompts, texts)  # (n, m) raw
+        moments.update(rewards)
+        normalised = moments.normalise(rewards)
+        rows = [
+            TokenizedPair(str(row), source.prompt_ids[prompt], responses[row], []) for row, prompt in enumerate(prompts)
+        ]
+        micro = config.micro_batch_size  # the update's forwards: consecutive rows, so each lies in one λ-group
+        batches = [
+            collate_pairs(rows[start : start + micro], tokenizer.pad_token_id, with_rejected=False).to(
+                accelerator.device
+            )
+            for start in range(0, len(rows), micro)
+        ]
+        old_logprobs, penalised, kl = _penalised_rewards(config, model, batches, preferences, normalised, accelerator)
+    finally:
+        model.train()
+    advantages = rloo_advantages(penalised, rl.rollouts_per_prompt)
+    advantages[:, ~torch.tensor(config.trained_dimensions)] = 0.0  # weight 0 under 'fixed': no signal, not even KL
+    levels = -normalised.view(len(groups), -1, m).mean(1)  # (G, m): each group's rows are consecutive
+    generated = sum(len(response) for response in responses)
+    metrics = {
+        "kl": float(kl.mean()),
+        "response_length": generated / len(responses),
+        "rollout_tokens_per_second": generated / generation_seconds,
+        "scoring_seconds": scoring_seconds,
+    }
+    for i, (name, trained) in enumerate(zip(config.dimension_names, config.trained_dimensions, strict=True)):
+        if trained:
+            metrics[f"reward/{name}"] = float(rewards[:, i].mean())
+            metrics[f"reward_normalised/{name}"] = float(normalised[:, i].mean())
+    return Rollouts(batches, old_logprobs, preferences, groups, advantages, levels), metrics
+
+
+@torch.no_grad()
+def _penalised_rewards(
+    config: TrainConfig,
+    model: PanaceaModel,
+    batches: list[PairBatch],
+    preferences: Tensor,
+    normalised: Tensor,
+    accelerator: Accelerator,
+) -> tuple[list[Tensor], Tensor, Tensor]:
+    """(log π_old per batch (rows, seq − 1), r̂ = r̃ − β Σ_t KL_t (n, m), Σ_t KL_t (n,)), by micro-batch.
+
+    π_old is the policy at each row's λ, π_ref the base model (the adapter disabled, as for DPO); both of logits /
+    temperature. The rewards and the KL are returned on the CPU.
+    """
+    rl, micro = config.rl, config.micro_batch_size
+    old_logprobs, penalised, kl = [], [], []
+    for index, batch in enumerate(batches):
+        rows = slice(index * micro, (index + 1) * micro)
+        with accelerator.autocast():
+            old = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences[rows]))
+            with model.disable_adapter():
+                reference = response_token_log_probs(model, batch, rl.temperature)
+        mask = batch.response_mask[:, 1:]
+        old_logprobs.append(old)
+        kl.append(torch.where(mask, kl_estimate(old, reference, rl.kl_estimator), 0.0).sum(1).cpu())
+        rewards = normalised[rows].to(old.device)
+        penalised.append(kl_penalised_rewards(rewards, old, reference, mask, rl.kl_coef, rl.kl_estimator).cpu())
+    return old_logprobs, torch.cat(penalised), torch.cat(kl)
+
+
+def _score_rollouts(
+    config: TrainConfig, step: int, source: RolloutSource, prompts: list[int], texts: list[str]
+) -> tuple[Tensor, float]:
+    """Every dimension's reward of every rollout, (n, m) float32 (0 for dimensions of weight 0), and the seconds.
+
+    A non-finite reward stops the run naming the dimension, before the running moments or the model change.
+    """
+    started = time.perf_counter()
+    prompt_texts = [source.texts[prompt] for prompt in prompts]
+    rewards = torch.zeros(len(texts), len(config.dimensions))
+    for i, (dimension, reward) in enumerate(zip(config.dimensions, source.rewards, strict=True)):
+        if reward is None:
+            continue
+        values = torch.as_tensor(reward(prompt_texts, texts), dtype=torch.float32).cpu()
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            raise TrainingError(
+                f"step {step}: the {dimension.name!r} reward ({dimension.reward['type']}) is "
+                f"{float(values[bad][0])} for {int(bad.sum())} of {len(values)} rollouts; stopped before the update, "
+                "the last checkpoint is intact. Check that reward source."
+            )
+        rewards[:, i] = values
+    return rewards, time.perf_counter() - started
+
+
+def _rl_accumulate(
+    config: TrainConfig,
+    model: PanaceaModel,
+    rollouts: Rollouts,
+    scalarizer: Scalarizer,
+    buffers: GradientBuffers,
+    accelerator: Accelerator,
+) -> tuple[dict[str, float], Tensor]:
+    """Forward and backward every micro-batch of rollouts into the units' buffers; return metrics and L (G, m).
+
+    Every rollout has a reward in every dimension, so row b enters each unit (its group g, dimension i) with the
+    scalariser's weight (LS: λ_{b,i}) and the factor 1 / (the group's rows), as DPO's pairs do. Under LS the
+    coefficients are the same for every unit of a group, so Σ_i of a group's units is back-propagated once (into
+    unit (g, 0)): the same update as m backward passes. PAMA's one combined loss also goes to unit (g, 0).
+    """
+    rl, m = config.rl, len(config.dimensions)
+    groups, rows_total = len(rollouts.groups), len(rollouts.advantages)
+    group_rows = rows_total // groups
+    active = [i for i, trained in enumerate(config.trained_dimensions) if trained]
+    unit_losses = torch.zeros(groups, m, dtype=torch.float64)
+    per_dimension = torch.zeros(m, dtype=torch.float64)  # Σ_b ℓ_i(b), unweighted, for the logs
+    tokens, start = 0, 0
+    buffers.zero()
+    for batch, old in zip(rollouts.batches, rollouts.old_logprobs, strict=True):
+        rows = slice(start, start + batch.num_pairs)
+        start, group = rows.stop, rows.start // group_rows
+        preferences, mask = rollouts.preferences[rows], batch.response_mask[:, 1:]
+        with accelerator.autocast():
+            logprobs = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences))
+        advantages = rollouts.advantages[rows].to(logprobs.device)
+        if rl.advantage_combiner != "none":
+            losses = _pama_losses(
+                config, logprobs, old, advantages[:, active], mask, preferences[:, active]
+            )  # (rows, 1)
+            units = torch.zeros(m, dtype=losses.dtype, device=losses.device)
+            units[0] = losses.sum() / group_rows
+        else:
+            losses = ppo_clipped_loss(
+                logprobs, old, advantages, mask, rl.clip_epsilon, rl.token_aggregation, rl.max_new_tokens
+            )  # (rows, m)
+            weights = torch.stack([scalarizer.sample_weights(preferences, i) for i in range(m)], 1).to(losses)
+            units = (weights * losses).sum(0) / group_rows  # (m,)
+        if scalarizer.name == "ls":
+            with buffers.accumulating(group * m):
+                units.sum().backward()
+        else:
+            for i in active:
+                with buffers.accumulating(group * m + i):
+                    units[i].backward(retain_graph=i != active[-1])
+        unit_losses[group] += units.detach().double().cpu()
+        per_dimension[: losses.shape[1]] += losses.detach().double().sum(0).cpu()
+        tokens += batch.num_tokens
+    metrics: dict[str, float] = {"tokens": float(tokens)}
+    if rl.advantage_combiner != "none":
+        metrics["loss/pama"] = float(per_dimension[0]) / rows_total
+    else:
+        metrics |= {f"loss/{config.dimension_names[i]}": float(per_dimension[i]) / rows_total for i in active}
+    return metrics, unit_losses.float()
+
+
+def _pama_losses(
+    config: TrainConfig, logprobs: Tensor, old: Tensor, advantages: Tensor, mask: Tensor, preferences: Tensor
+) -> Tensor:
+    """PAMA's one PPO loss per row, (rows, 1), on the combined advantage s* of this micro-batch's current ratio.
+
+    'pama' is as published (no λ); 'pama_lambda' (ours) applies Theorem 1 to λ-scaled advantages. Under
+    granularity 'batch' the batch is the micro-batch, as the port takes the PPO minibatch.
+    """
+    rl = config.rl
+    ratio = torch.exp(torch.where(mask, logprobs.detach() - old, 0.0))
+    scaled = preferences.to(advantages) if rl.advantage_combiner == "pama_lambda" else None
+    combined = pama_combine(advantages, ratio, mask, rl.clip_epsilon, rl.pama_granularity, preference=scaled)
+    return ppo_clipped_loss(
+        logprobs, old, combined.unsqueeze(-1), mask, rl.clip_epsilon, rl.token_aggregation, rl.max_new_tokens
+    )
+
+
+def _one_or_rows(preferences: Tensor) -> Tensor:
+    """One λ (m,) when every row has the same (the cheaper shape), else the rows' (rows, m)."""
+    return preferences[0] if bool((preferences == preferences[0]).all()) else preferences
+
+
+def _eos_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The tokens that end a response: the generation config's EOS ids (as `generate` uses), else the tokenizer's."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = tokenizer.eos_token_id if ids is None else ids
+    return set() if ids is None else {ids} if isinstance(ids, int) else set(ids)
+
+
+def _check_finite(unit_losses: Tensor, step: int, config: TrainConfig, names: list[str] | None = None) -> None:
+    names = names or config.dimension_names
     for group, i in (~torch.isfinite(unit_losses)).nonzero().tolist():
         raise TrainingError(
-            f"step {step}: the {config.dimensions[i].name!r} loss is {float(unit_losses[group, i])} (λ-group {group}); "
+            f"step {step}: the {names[i]!r} loss is {float(unit_losses[group, i])} (λ-group {group}); "
             "stopped before the update, the last checkpoint is intact. Lower the learning rate or check the data."
         )
+
+
+def _update(
+    config: TrainConfig,
+    step: int,
+    model: PanaceaModel,
+    scalarizer: Scalarizer,
+    buffers: GradientBuffers,
+    unit_losses: Tensor,
+    groups: Tensor,
+    levels: Tensor | None = None,
+) -> dict[str, float]:
+    """Write the combined, clipped update into `.grad` (the caller steps the optimizer); return its metrics.
+
+    The scalariser (or aggregator) maps the unit losses L (G, m), or `levels` in their place (RL's Tchebycheff
+    levels), and the group λs (G, m) to coefficients on the unit gradients.
+    """
+    metrics: dict[str, float] = {}
+    gram = buffers.gram(groups.shape[0]) if scalarizer.needs_gram else None
+    coefficients, metrics["loss"] = scalarizer.coefficients(unit_losses if levels is None else levels, groups, gram)
+    metrics.update(scalarizer.metrics())
+    if scalarizer.name != "ls":  # the weight each dimension's gradient got (LS puts λ inside the losses)
+        for i, name in enumerate(config.dimension_names):
+            metrics[f"coefficient/{name}"] = float(coefficients[:, i].sum())
+    regulariser = None
+    orthogonality_weight = config.adapter_config().orthogonality_weight
+    if orthogonality_weight > 0:  # AdaLoRA's regulariser (peft's orth_reg_weight): in the loss, in no unit
+        penalty = model.orthogonality_penalty()
+        metrics["orthogonality"] = float(penalty.detach())
+        regulariser = orthogonality_weight * penalty
+    metrics["grad_norm"] = buffers.combine(coefficients.flatten(), config.max_grad_norm, regulariser)
+    if not math.isfinite(metrics["grad_norm"]):
+        raise TrainingError(
+            f"step {step}: the update's norm is {metrics['grad_norm']}; stopped, the last checkpoint is intact."
+        )
+    return metrics
 
 
 class GradientBuffers:
@@ -557,9 +930,13 @@ def _same_adapter(config: TrainConfig, saved: Any) -> bool:
 
 
 def _default(item: dataclasses.Field):
+    """A field's default as a saved config holds it (a nested config section as its dict)."""
     if item.default is not dataclasses.MISSING:
         return item.default
-    return item.default_factory() if item.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+    if item.default_factory is dataclasses.MISSING:
+        return dataclasses.MISSING
+    value = item.default_factory()
+    return config_to_dict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _load_dimensions(
@@ -589,6 +966,33 @@ def _load_dimensions(
                 )
         result.append(DimensionData(dimension, pairs, reference, seed=config.seed * 1000 + index))
     return result
+
+
+def _load_rollout_source(config: TrainConfig, model: nn.Module, tokenizer) -> RolloutSource:
+    """RL's prompts (distinct over all `rl.prompts`, tokenized as training renders prompts) and reward sources.
+
+    Rewards are built now, so a reward model that does not load (or a bad spec) fails before step 0; dimensions
+    of weight 0 under 'fixed' sampling get none (they are neither scored nor trained, as DPO's are not forwarded).
+    """
+    records = [record for prompt_source in config.rl.prompts for record in load_prompt_source(prompt_source)]
+    texts = list(dict.fromkeys(record.prompt for record in records))  # a prompt in two sources is drawn as one
+    prompt_ids = tokenize_prompts(texts, tokenizer, config.max_prompt_length)
+    rewards = [
+        build_reward(
+            dimension.reward,
+            where=f"dimensions.{index}.reward",
+            tokenizer=tokenizer,
+            model=model,
+            dimension=dimension.name,
+            dimensions=config.dimension_names,
+        )
+        if trained
+        else None
+        for index, (dimension, trained) in enumerate(zip(config.dimensions, config.trained_dimensions, strict=True))
+    ]
+    logger.info("RL: %d distinct prompts from %d sources", len(texts), len(config.rl.prompts))
+    # The prompt stream's seed differs from every dimension's pair stream (seed · 1000 + index).
+    return RolloutSource(texts, prompt_ids, rewards, seed=config.seed * 1000 + 999)
 
 
 DIAGONAL = ("singular_values", "preference_scale")  # σ and s of every PanaceaLinear
@@ -651,6 +1055,10 @@ def _restore_rng(states: dict[str, Tensor], accelerator: Accelerator) -> None:
 
 
 def _postfix(metrics: dict[str, float], config: TrainConfig) -> dict[str, str]:
-    postfix = {name: f"{metrics[f'loss/{name}']:.3f}" for name in config.dimension_names if f"loss/{name}" in metrics}
+    """Per dimension its loss, or for RL its mean raw reward; then tokens/s."""
+    kind = "reward" if config.is_rl else "loss"
+    postfix = {
+        name: f"{metrics[f'{kind}/{name}']:.3f}" for name in config.dimension_names if f"{kind}/{name}" in metrics
+    }
     postfix["tok/s"] = f"{metrics['tokens_per_second']:.0f}"
     return postfix

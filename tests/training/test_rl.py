@@ -21,6 +21,7 @@ from panacea.training.rl import (
     RunningMoments,
     SequenceClassifierReward,
     build_reward,
+    check_reward_spec,
     kl_estimate,
     kl_penalised_rewards,
     noon_advantages,
@@ -28,7 +29,9 @@ from panacea.training.rl import (
     pama_indicator,
     pama_weights,
     ppo_clipped_loss,
+    response_token_log_probs,
     rloo_advantages,
+    rollout_seed,
 )
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
@@ -96,9 +99,10 @@ def test_kl_penalty_sums_the_masked_k1_into_every_dimension():
 # PPO-clip
 
 
-def dense_ppo_reference(logprobs, old_logprobs, advantages, mask, epsilon):
+def dense_ppo_reference(logprobs, old_logprobs, advantages, mask, epsilon, max_tokens=None):
     """The per-(sample, dimension) loss by loops and the sign-split form of the clip: for A ≥ 0 the objective
-    is min(u, 1 + ε)·A, for A < 0 it is max(u, 1 − ε)·A (Schulman et al. 2017, eq. 7, case by case)."""
+    is min(u, 1 + ε)·A, for A < 0 it is max(u, 1 − ε)·A (Schulman et al. 2017, eq. 7, case by case). Each
+    response's terms are averaged, or with `max_tokens` summed and divided by it (Dr. GRPO)."""
     n, seq = logprobs.shape
     rows = []
     for b in range(n):
@@ -110,7 +114,7 @@ def dense_ppo_reference(logprobs, old_logprobs, advantages, mask, epsilon):
                     u = torch.exp(logprobs[b, t] - old_logprobs[b, t])
                     a = advantages[b, i]
                     terms.append(-(torch.clamp(u, max=1 + epsilon) if a >= 0 else torch.clamp(u, min=1 - epsilon)) * a)
-            row.append(torch.stack(terms).mean())
+            row.append(torch.stack(terms).mean() if max_tokens is None else torch.stack(terms).sum() / max_tokens)
         rows.append(torch.stack(row))
     return torch.stack(rows)
 
@@ -148,6 +152,77 @@ def test_ppo_clipped_loss_single_token_cases_of_the_docs():
     log_ratio = torch.tensor([[0.5], [-0.5]])
     loss = ppo_clipped_loss(log_ratio, torch.zeros(2, 1), torch.tensor([[1.0, -2.0], [1.0, -2.0]]), torch.ones(2, 1))
     assert torch.allclose(loss, torch.tensor([[-1.2, 2 * math.exp(0.5)], [-math.exp(-0.5), 1.6]]))
+
+
+def test_ppo_clipped_loss_summed_over_tokens_divides_by_the_constant_and_matches_a_dense_reference():
+    old = torch.tensor([[-1.0, -1.0, -1.0, -1.0], [-2.0, -2.0, -2.0, -2.0]])
+    shift = torch.tensor([[0.5, -0.5, 0.1, 3.0], [0.5, -0.5, 0.1, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # 3 and 2 response tokens
+    advantages = torch.tensor([[1.0, -2.0], [-0.5, 0.7]])
+    logprobs = (old + shift).requires_grad_()
+    loss = ppo_clipped_loss(logprobs, old, advantages, mask, 0.2, aggregation="sum", max_tokens=5)
+    reference_input = (old + shift).requires_grad_()
+    reference = dense_ppo_reference(reference_input, old, advantages, mask, 0.2, max_tokens=5)
+    assert torch.allclose(loss, reference)
+    (gradient,) = torch.autograd.grad(loss.sum(), logprobs)
+    (expected,) = torch.autograd.grad(reference.sum(), reference_input)
+    assert torch.allclose(gradient, expected)
+    mean = ppo_clipped_loss(logprobs, old, advantages, mask, 0.2)
+    assert torch.allclose(loss * 5, mean * mask.sum(1, keepdim=True))  # sum/5 vs mean: the factor T_b / 5 per row
+    # One token, ε = 0.2, u = e^0.5, A = 1: the docs' −1.2 becomes −1.2 / max_tokens.
+    single = ppo_clipped_loss(
+        torch.tensor([[0.5]]), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.2, "sum", 4
+    )
+    assert single.item() == pytest.approx(-0.3)
+    with pytest.raises(ValueError, match="max_tokens, an integer >= 1"):
+        ppo_clipped_loss(logprobs, old, advantages, mask, aggregation="sum")
+    with pytest.raises(ValueError, match="token aggregation 'total'"):
+        ppo_clipped_loss(logprobs, old, advantages, mask, aggregation="total")
+
+
+def test_one_epoch_summed_over_tokens_is_reinforce_rloo_on_summed_log_probs_over_the_constant():
+    # Dr. GRPO's constant normaliser: ∇ = −(A / max_tokens) ∇ Σ_t log π, the estimator of Ahmadian et al. (TRL's
+    # sum over tokens) up to the constant, with no per-length factor: a long and a short response of equal A push
+    # each of their tokens alike.
+    model = panacea_llama()
+    ids = torch.randint(3, VOCAB_SIZE, (4, 8), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(4, 7)
+    mask[:, :2] = 0
+    mask[1, 4:] = 0
+    preference = torch.tensor([[0.2, 0.8], [0.2, 0.8], [0.6, 0.4], [0.6, 0.4]])
+    advantages = rloo_advantages(torch.tensor([[1.0, 0.0], [3.0, -1.0], [0.5, 2.0], [-0.5, 1.0]]), 2)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    logprobs = token_logprobs(model(ids, preference=preference).logits, ids)
+    losses = ppo_clipped_loss(logprobs, logprobs.detach(), advantages, mask, 0.2, "sum", 6)
+    ppo = torch.autograd.grad((preference * losses).mean(0).sum(), parameters)
+    logprobs = token_logprobs(model(ids, preference=preference).logits, ids)
+    summed = (logprobs * mask).sum(1)
+    expected = torch.autograd.grad(-(preference * advantages * summed[:, None] / 6).mean(0).sum(), parameters)
+    for got, want in zip(ppo, expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-7)
+
+
+def test_response_token_log_probs_equal_a_full_log_softmax_at_the_temperature():
+    from panacea.training.logprobs import collate_pairs
+
+    from panacea.data import TokenizedPair
+
+    model = panacea_llama()
+    pairs = [TokenizedPair("0", [5, 6, 7], [8, 9, 2], []), TokenizedPair("1", [10], [11, 12, 13, 14, 2], [])]
+    batch = collate_pairs(pairs, pad_token_id=0, with_rejected=False)
+    preference = torch.tensor([[0.3, 0.7], [0.9, 0.1]])
+    got = response_token_log_probs(model, batch, 0.7, preference=preference)
+    logits = model(batch.input_ids, attention_mask=batch.attention_mask, preference=preference).logits
+    dense = torch.gather(F.log_softmax(logits[:, :-1].float() / 0.7, -1), 2, batch.input_ids[:, 1:, None])[..., 0]
+    mask = batch.response_mask[:, 1:]
+    assert got.shape == mask.shape and torch.allclose(got[mask], dense[mask], atol=1e-6)
+    assert bool((got[~mask] == 0).all()) and int(mask.sum()) == 8
+
+
+def test_rollout_seeds_depend_on_seed_step_and_row_only():
+    seeds = {rollout_seed(seed, step, row) for seed in (0, 1) for step in (0, 1, 7) for row in range(8)}
+    assert len(seeds) == 48 and all(0 <= value < 2**63 for value in seeds)
+    assert rollout_seed(3, 5, 2) == rollout_seed(3, 5, 2)
 
 
 def test_ppo_clipped_loss_refuses_an_empty_response():
@@ -391,6 +466,62 @@ def test_project_reward_model_scores_with_score_responses(tmp_path):
     scores = reward(prompts, responses)
     assert scores.shape == (2,) and torch.allclose(scores, score_responses(head, model, tokenizer, prompts, responses))
     assert scores[0] != scores[1]
+
+
+def write_pairs(path, count=12):
+    """A pair file of `count` train and `count` test pairs for dimension 'harmless' (tiny-tokenizer words)."""
+    rows = []
+    for index in range(2 * count):
+        rows.append(
+            {
+                "id": f"h{index}",
+                "prompt": f"w{4 + index % 20} w{30 + index % 7}",
+                "chosen": "w40 w41" if index % 2 else "w42",
+                "rejected": "w50 w51 w52",
+                "dim": "harmless",
+                "split": "train" if index < count else "test",
+            }
+        )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_project_reward_model_fits_a_head_on_train_and_test_sources_as_eval_does(tmp_path, monkeypatch):
+    from panacea.eval.reward_model import train_reward_model
+
+    from panacea.data import PairSource
+
+    monkeypatch.setenv("PANACEA_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    model, tokenizer = tiny_llama(), tiny_tokenizer()
+    spec = {
+        "type": "reward_model",
+        "train": [{"path": str(data), "split": "train"}],
+        "test": [{"path": str(data), "split": "test"}],
+        "max_length": 24,
+        "max_prompt_length": 8,
+    }
+    reward = build_reward(spec, model=model, tokenizer=tokenizer, dimension="harmless", dimensions=["helpful"])
+    head = train_reward_model(
+        model, tokenizer, "harmless", [PairSource(str(data))], [PairSource(str(data), split="test")],
+        max_length=24, max_prompt_length=8,
+    )  # fmt: skip
+    assert head.metadata["train_pairs"] == 12 and head.metadata["test_pairs"] == 12
+    prompts, responses = ["w4 w5", "w6"], ["w40 w41", "w50 w51 w52"]
+    assert torch.allclose(reward(prompts, responses), score_responses(head, model, tokenizer, prompts, responses))
+    both = {**spec, "path": str(tmp_path / "rm")}
+    with pytest.raises(ValueError, match="either path .* or train and test .*, not both"):
+        build_reward(both, model=model, tokenizer=tokenizer, dimension="harmless")
+    with pytest.raises(ValueError, match=r"ProjectRewardModel.test must be a non-empty list"):
+        build_reward({**spec, "test": []}, model=model, tokenizer=tokenizer, dimension="harmless")
+    with pytest.raises(ValueError, match=r"ProjectRewardModel.train.0: unknown PairSource key"):
+        build_reward({**spec, "train": [{"path": str(data), "splitt": "train"}]}, model=model, tokenizer=tokenizer)
+
+
+def test_check_reward_spec_refuses_without_loading_anything():
+    assert check_reward_spec({"type": "classifier", "name_or_path": "/nowhere"})[1] == {"name_or_path": "/nowhere"}
+    with pytest.raises(ValueError, match=r"dimensions.1.reward: unknown key\(s\) \['model'\]"):
+        check_reward_spec({"type": "reward_model", "model": "x"}, where="dimensions.1.reward")
 
 
 @pytest.mark.parametrize(

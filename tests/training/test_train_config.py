@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from panacea.training.config import DimensionConfig, TrainConfig
+from panacea.training.config import DimensionConfig, RLConfig, TrainConfig
 
 from panacea._config import apply_overrides, load_config
-from panacea.data import PairSource
+from panacea.data import PairSource, PromptSource
 
 
 def dimension(name, **fields):
@@ -71,7 +71,8 @@ def test_a_dimension_without_train_data_is_refused():
 def test_a_dimension_without_train_key_in_yaml_is_refused(tmp_path):
     data = yaml_data()
     del data["dimensions"][1]["train"]
-    with pytest.raises(ValueError, match=r"dimensions\.1.*missing required DimensionConfig key\(s\) \['train'\]"):
+    message = r"dimensions\.1\.train must be at least one PairSource for objective 'sft' \(only 'rl' dimensions"
+    with pytest.raises(ValueError, match=message):
         load_config(TrainConfig, write_yaml(tmp_path, data))
 
 
@@ -245,10 +246,172 @@ def test_groups_that_micro_batches_would_straddle_are_refused(groups):
         config(batch_size=8, micro_batch_size=4, preference_sampling="groups", preference_groups=groups)
 
 
-@pytest.mark.parametrize("name", ["ci", "demo", "hh-2d", "hhc-3d"])
+@pytest.mark.parametrize("name", ["ci", "demo", "hh-2d", "hhc-3d", "hh-2d-rl", "hhc-3d-rl"])
 def test_shipped_configs_load_and_their_data_exists(name):
     root = Path(__file__).parents[2]
     config = TrainConfig.from_yaml(root / "configs" / f"{name}.yaml")
     sources = [source for dimension in config.dimensions for source in (*dimension.train, *dimension.eval)]
+    sources += config.rl.prompts
+    for dimension in config.dimensions:  # an RL reward model fitted on pair sources
+        reward = dimension.reward or {}
+        sources += [PairSource(**item) for key in ("train", "test") for item in reward.get(key) or []]
     assert sources and all((root / source.path).is_file() for source in sources)
     assert config.adapter_config().preference_names == config.dimension_names
+
+
+def test_rl_configs_train_on_rollouts_of_train_prompts_only():
+    """No test prompt reaches an RL benchmark run: its prompts and its reward models read the carved train splits."""
+    root = Path(__file__).parents[2]
+    for name in ("hh-2d-rl", "hhc-3d-rl"):
+        config = TrainConfig.from_yaml(root / "configs" / f"{name}.yaml")
+        assert config.is_rl and all(source.split == "fit" for source in config.rl.prompts)
+        for dimension in config.dimensions:
+            reward = dimension.reward
+            if reward["type"] == "reward_model":
+                assert {item["split"] for item in reward["train"]} == {"fit"}
+                assert {item["split"] for item in reward["test"]} == {"validation"}
+
+
+# --- RL (objective 'rl') ------------------------------------------------------------------------------------
+
+
+def rl_dimension(name, **fields):
+    return DimensionConfig(name=name, objective="rl", reward={"type": "length"}, **fields)
+
+
+def rl_config(rl=None, **fields):
+    rl = {"prompts": [PromptSource("data/helpful.jsonl.gz", split="fit")], **(rl or {})}
+    return TrainConfig(
+        **{"dimensions": [rl_dimension("helpful"), rl_dimension("concise")], "rl": RLConfig(**rl), **fields}
+    )
+
+
+def test_an_rl_config_reads_its_section_and_defaults():
+    loaded = rl_config()
+    assert loaded.is_rl and not config().is_rl
+    rl = loaded.rl
+    assert (rl.rollouts_per_prompt, rl.max_new_tokens, rl.kl_coef, rl.kl_estimator) == (4, 128, 0.05, "k1")
+    assert (rl.ppo_epochs, rl.clip_epsilon, rl.token_aggregation, rl.advantage_combiner) == (1, 0.2, "sum", "none")
+    assert rl_dimension("x").ideal_rule == "running_min"
+    assert config().rl == RLConfig()  # a DPO run keeps the default section
+
+
+def test_rl_in_yaml_with_set_overrides(tmp_path):
+    data = {
+        "dimensions": [
+            {"name": "helpful", "objective": "rl", "reward": {"type": "refusal"}},
+            {"name": "concise", "objective": "rl", "reward": {"type": "length", "unit": "words"}},
+        ],
+        "rl": {"prompts": [{"path": "data/helpful.jsonl.gz", "split": "fit", "max_prompts": 64}]},
+    }
+    loaded = TrainConfig.from_yaml(write_yaml(tmp_path, data), ["rl.kl_coef=1e-2", "rl.prompts.0.seed=3"])
+    assert loaded.rl.kl_coef == 0.01 and loaded.rl.prompts[0] == PromptSource(
+        "data/helpful.jsonl.gz", split="fit", max_prompts=64, seed=3
+    )
+    with pytest.raises(ValueError, match=r"--set 'rl.ppo_epochs=0': rl.ppo_epochs must be a positive integer"):
+        TrainConfig.from_yaml(write_yaml(tmp_path, data), ["rl.ppo_epochs=0"])
+    data["dimensions"][0]["reward"] = {"type": "refusal", "threshold": 1}
+    with pytest.raises(ValueError, match=r"dimensions.0.reward of 'helpful': unknown key\(s\) \['threshold'\]"):
+        TrainConfig.from_yaml(write_yaml(tmp_path, data))
+
+
+def test_mixing_rl_with_dpo_dimensions_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"\['concise'\] have objective 'rl' and \['helpful'\] do not") as error:
+        TrainConfig(
+            dimensions=[dimension("helpful"), rl_dimension("concise")],
+            rl=RLConfig(prompts=[PromptSource("data/helpful.jsonl.gz")]),
+        )
+    assert "pair batches and rollout batches on different schedules" in str(error.value)
+    assert "not implemented" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("rl", "fields", "message"),
+    [
+        (
+            {"rollouts_per_prompt": 1},
+            {},
+            r"rl.rollouts_per_prompt|RLConfig.rollouts_per_prompt must be an integer >= 2",
+        ),
+        ({"temperature": 0.0}, {}, r"RLConfig.temperature must be a number in \(0, 2\] \(greedy rollouts"),
+        ({"top_p": 0.0}, {}, r"RLConfig.top_p must be a number in \(0, 1\]"),
+        ({"kl_coef": -0.1}, {}, r"RLConfig.kl_coef must be a number >= 0"),
+        ({"kl_estimator": "k2"}, {}, r"RLConfig.kl_estimator must be one of \('k1', 'k3'\)"),
+        ({"clip_epsilon": 1.0}, {}, r"RLConfig.clip_epsilon must be a number in \[0, 1\)"),
+        ({"token_aggregation": "max"}, {}, r"RLConfig.token_aggregation must be one of \('sum', 'mean'\)"),
+        ({"advantage_combiner": "mgda"}, {}, r"RLConfig.advantage_combiner must be one of"),
+        ({"pama_granularity": "batch"}, {}, r"RLConfig.pama_granularity must be left at 'token'"),
+        ({"prompts": []}, {}, r"TrainConfig.rl.prompts must be at least one PromptSource"),
+        ({"prompts_per_step": 3}, {"preference_sampling": "groups", "preference_groups": 2}, r"rl.prompts_per_step"),
+        ({"prompts_per_step": 2, "rollouts_per_prompt": 3}, {"micro_batch_size": 4}, r"micro_batch_size must be a"),
+        ({}, {"rpo_alpha": 1.0}, r"rpo_alpha must be None for RL"),
+        (
+            {"advantage_combiner": "pama"},
+            {"scalarization": "tche"},
+            r"advantage_combiner 'pama' replaces the per-dimension losses .* no per-dimension losses for Tchebycheff",
+        ),
+        (
+            {"advantage_combiner": "pama_lambda"},
+            {"aggregator": "pcgrad", "preference_sampling": "per_step"},
+            r"aggregator 'pcgrad'\); use scalarization 'ls' and aggregator 'none'",
+        ),
+        (
+            {},
+            {"aggregator": "mgda", "aggregator_kwargs": {"normalization": "loss"}, "preference_sampling": "per_step"},
+            r"normalization 'loss' divides by the losses, but RL's",
+        ),
+    ],
+)
+def test_a_bad_rl_setting_is_refused_by_name(rl, fields, message):
+    with pytest.raises(ValueError, match=message):
+        rl_config(rl, **fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"objective": "rl"}, r"DimensionConfig.reward must be a reward source for objective 'rl'"),
+        (
+            {"reward": {"type": "length"}, "train": [PairSource("x.jsonl")]},
+            r"DimensionConfig.reward must be None for objective 'dpo' \(RL only\)",
+        ),
+        ({"objective": "rl", "reward": {"type": "length"}, "ideal": 0.5}, r"ideal must be 'auto' or 'running_min'"),
+        ({"objective": "rl", "reward": {"type": "lenght"}}, r"reward of 'x'.type: 'lenght' is not one of"),
+    ],
+)
+def test_a_bad_rl_dimension_is_refused_by_name(fields, message):
+    with pytest.raises(ValueError, match=message):
+        DimensionConfig(name="x", **fields)
+
+
+def test_rl_settings_without_rl_dimensions_are_refused():
+    with pytest.raises(ValueError, match=r"TrainConfig.rl is set, but no dimension has objective 'rl'"):
+        config(rl=RLConfig(kl_coef=0.2))
+
+
+def test_an_rl_runs_config_yaml_records_prompt_and_reward_paths_absolutely(tmp_path, monkeypatch):
+    from panacea.training.config import with_absolute_data_paths
+
+    from panacea._config import config_to_dict
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("prompts.jsonl", "pairs.jsonl"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "rm").mkdir()
+    loaded = TrainConfig(
+        dimensions=[
+            DimensionConfig("a", objective="rl", reward={"type": "reward_model", "path": "rm"}),
+            DimensionConfig(
+                "b",
+                objective="rl",
+                reward={"type": "reward_model", "train": [{"path": "pairs.jsonl"}], "test": [{"path": "pairs.jsonl"}]},
+            ),
+            DimensionConfig("c", objective="rl", reward={"type": "classifier", "name_or_path": "owner/hub-model"}),
+        ],
+        rl=RLConfig(prompts=[PromptSource("prompts.jsonl")]),
+    )
+    saved = with_absolute_data_paths(config_to_dict(loaded))
+    assert saved["rl"]["prompts"][0]["path"] == str(tmp_path / "prompts.jsonl")
+    assert saved["dimensions"][0]["reward"]["path"] == str(tmp_path / "rm")
+    assert saved["dimensions"][1]["reward"]["train"][0]["path"] == str(tmp_path / "pairs.jsonl")
+    assert saved["dimensions"][2]["reward"]["name_or_path"] == "owner/hub-model"  # not local: a hub id stays

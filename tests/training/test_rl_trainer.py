@@ -1,0 +1,369 @@
+"""RL in the trainer on a tiny random Llama: the step's logs, the update against a dense reference, one-hot LS against
+single-objective RL, resume (also after SIGKILL), a NaN reward, start-up failures, Tchebycheff, PAMA and soups."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from accelerate import Accelerator
+from panacea.training import TrainingError, train
+from panacea.training import trainer as trainer_module
+from panacea.training.logprobs import collate_pairs
+from panacea.training.rl import ppo_clipped_loss
+from panacea.training.scalarisation import LinearScalarization, Tchebycheff
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from panacea._config import dump_yaml
+from panacea.data import TokenizedPair
+from tests.conftest import VOCAB_SIZE, panacea_llama, tiny_tokenizer
+from tests.helpers import (
+    adapter_weights,
+    config_dict,
+    kill_when_checkpointed,
+    losses,
+    make_config,
+    max_difference,
+    train_interrupted_then_resumed,
+)
+
+RL_KEYS = (
+    "reward/a",
+    "reward/b",
+    "reward_normalised/a",
+    "reward_normalised/b",
+    "kl",
+    "response_length",
+    "rollout_tokens_per_second",
+    "scoring_seconds",
+    "update_tokens_per_second",
+    "loss/a",
+    "loss/b",
+    "grad_norm",
+)
+
+
+@pytest.fixture(scope="module")
+def classifier(workspace):
+    """A tiny random sequence classifier saved in the workspace: dimension b's reward (varies with the text)."""
+    path = workspace / "classifier"
+    if not path.is_dir():
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            num_labels=1,
+        )
+        LlamaForSequenceClassification(config).save_pretrained(path)
+        tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def rl_dict(workspace, output_dir, classifier, **overrides) -> dict:
+    """RL on the workspace's prompts: a by length in words, b by the tiny classifier; 2 prompts × K = 4 a step."""
+    rl = {
+        "prompts": [{"path": str(workspace / "a.jsonl")}, {"path": str(workspace / "b.jsonl")}],
+        "prompts_per_step": 2,
+        "rollouts_per_prompt": 4,
+        "max_new_tokens": 8,
+        **overrides.pop("rl", {}),
+    }
+    dimensions = [
+        {"name": "a", "objective": "rl", "reward": {"type": "length"}},
+        {"name": "b", "objective": "rl", "reward": {"type": "classifier", "name_or_path": str(classifier)}},
+    ]
+    return config_dict(workspace, output_dir, dimensions=dimensions, rl=rl, **{"micro_batch_size": 4, **overrides})
+
+
+def rl_config(workspace, output_dir, classifier, **overrides):
+    data = rl_dict(workspace, output_dir, classifier, **overrides)
+    return make_config(workspace, output_dir, **{key: value for key, value in data.items() if key != "output_dir"})
+
+
+def log(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------------
+# One step
+
+
+def test_an_rl_run_logs_rewards_kl_and_costs_per_step_and_its_kl_is_zero_at_step_0(workspace, tmp_path, classifier):
+    """The LoRA-style init has B = 0, so the policy is the reference (adapter disabled) at step 0: KL exactly 0. Once
+    the adapter has moved, the rollouts' KL is not 0 (the reference is the base model, not the policy)."""
+    run = tmp_path / "run"
+    result = train(rl_config(workspace, run, classifier, max_steps=3, save_steps=3))
+    rows = log(run)
+    assert len(rows) == 3 and all(key in row for row in rows for key in RL_KEYS)
+    assert rows[0]["kl"] == 0.0
+    assert rows[1]["kl"] != 0.0 and rows[2]["kl"] != 0.0
+    assert rows[0]["reward/a"] < 0 and rows[0]["reward/a"] != rows[0]["reward/b"]
+    assert all(0 < row["response_length"] <= 8 for row in rows)
+    state = result.state
+    assert (state.step, state.prompts_seen, state.rollouts_seen, state.pairs_seen) == (3, 6, 24, {})
+    assert state.reward_moments["count"] == 24  # every rollout's rewards entered the running moments
+    saved = json.loads((run / "checkpoints" / "step-3" / "trainer_state.json").read_text())
+    assert saved["reward_moments"] == state.reward_moments
+
+
+def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspace, tmp_path, classifier):
+    """`_rl_accumulate` + the combine against per-token loops on full logits: per-sample λ weights under LS, the
+    1/(group rows) factor, two λ-groups, the temperature, PPO's clip on both sides, the sum over tokens / T;
+    and under Tchebycheff the m separate unit gradients weighted by the coefficients."""
+    temperature, max_tokens, epsilon = 0.7, 6, 0.2
+    config = rl_config(
+        workspace,
+        tmp_path / "unused",
+        classifier,
+        preference_sampling="groups",
+        preference_groups=2,
+        micro_batch_size=2,
+        rl={"prompts_per_step": 2, "rollouts_per_prompt": 2, "max_new_tokens": max_tokens, "temperature": temperature},
+    )
+    model = panacea_llama(svd_rank=2)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(5)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    responses = [[20, 21, 22, 2], [23, 24], [25, 26, 27, 28, 29, 2], [30, 2]]
+    pairs = [TokenizedPair(str(r), prompts[r], responses[r], []) for r in range(4)]
+    batches = [collate_pairs(pairs[:2], 0, with_rejected=False), collate_pairs(pairs[2:], 0, with_rejected=False)]
+    preferences = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7]])
+    advantages = torch.tensor([[1.0, -0.5], [-1.0, 0.5], [2.0, 1.5], [-2.0, -1.5]])
+    with torch.no_grad():  # π_old: the current policy shifted by ±0.4 per token, so the clip acts on some tokens
+        old = [
+            trainer_module.response_token_log_probs(
+                model, batch, temperature, preference=preferences[2 * i : 2 * i + 2]
+            )
+            + 0.4 * torch.randn(batch.response_mask[:, 1:].shape, generator=generator) * batch.response_mask[:, 1:]
+            for i, batch in enumerate(batches)
+        ]
+    groups = torch.tensor([[0.6, 0.4], [0.25, 0.75]])
+    rollouts = trainer_module.Rollouts(batches, old, preferences, groups, advantages, levels=-advantages[::2])
+
+    def dense_losses():  # (4, 2): ℓ_i(b) from a full log-softmax and the ppo loss row by row
+        rows = []
+        for i, batch in enumerate(batches):
+            logits = model(
+                batch.input_ids, attention_mask=batch.attention_mask, preference=preferences[2 * i : 2 * i + 2]
+            )
+            logps = torch.log_softmax(logits.logits[:, :-1].float() / temperature, -1)
+            logps = torch.gather(logps, 2, batch.input_ids[:, 1:, None])[..., 0] * batch.response_mask[:, 1:]
+            for row in range(2):
+                mask = batch.response_mask[row : row + 1, 1:]
+                rows.append(
+                    ppo_clipped_loss(
+                        logps[row : row + 1], old[i][row : row + 1], advantages[2 * i + row][None], mask, epsilon,
+                        "sum", max_tokens,
+                    )[0]
+                )  # fmt: skip
+        return torch.stack(rows)
+
+    for scalarizer in (LinearScalarization(), Tchebycheff(["running_min", "running_min"])):
+        buffers = trainer_module.GradientBuffers(parameters, units=4)
+        metrics, unit_losses = trainer_module._rl_accumulate(
+            config, model, rollouts, scalarizer, buffers, Accelerator(cpu=True)
+        )
+        coefficients, _ = scalarizer.coefficients(unit_losses if scalarizer.name == "ls" else rollouts.levels, groups)
+        buffers.combine(coefficients.flatten(), max_norm=None)
+        update = buffers.flat[-1].clone()
+        dense = dense_losses()
+        if scalarizer.name == "ls":  # (1/G) Σ_g Σ_i (1/2) Σ_{b ∈ g} λ_{b,i} ℓ_i(b)
+            objective = (preferences * dense).sum() / 2 / 2
+        else:  # Σ_{g,i} c_{g,i} L_{g,i}, L_{g,i} = mean of group g's ℓ_i
+            objective = (coefficients * dense.view(2, 2, 2).mean(1)).sum()
+            assert (coefficients > 0).sum() >= 2 and (coefficients == 0).any()  # an arg max per group
+        expected = torch.cat([g.flatten() for g in torch.autograd.grad(objective, parameters)])
+        assert float(expected.abs().max()) > 1e-4
+        torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-7)
+        assert metrics["loss/a"] == pytest.approx(float(dense[:, 0].mean().detach()), abs=1e-6)
+
+
+def test_tchebycheff_on_rl_takes_its_arg_max_on_the_reward_levels_not_the_surrogate(workspace, tmp_path, classifier):
+    config = rl_config(
+        workspace,
+        tmp_path / "unused",
+        classifier,
+        scalarization="tche",
+        preference_sampling="per_step",
+        max_grad_norm=None,
+    )
+    model = panacea_llama(svd_rank=2)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    buffers = trainer_module.GradientBuffers(parameters, units=2)
+    buffers.flat[0].fill_(1.0)
+    buffers.flat[1].fill_(-1.0)
+    scalarizer = Tchebycheff(["running_min", "running_min"])
+    scalarizer.running_min = [-1.0, -1.0]  # ẑ = −1 − ε in both dimensions
+    groups = torch.tensor([[0.5, 0.5]])
+    surrogates = torch.tensor([[5.0, 0.0]])  # would pick a
+    levels = torch.tensor([[-0.5, 0.5]])  # −R̄: b's normalised reward is the lower, so b is picked
+    metrics = trainer_module._update(config, 0, model, scalarizer, buffers, surrogates, groups, levels)
+    assert metrics["coefficient/a"] == 0 and metrics["coefficient/b"] == 0.5
+    assert torch.equal(buffers.flat[-1], torch.full_like(buffers.flat[-1], -0.5))  # 0.5 × g_b
+    assert metrics["loss"] == pytest.approx(0.5 * (0.5 + 1 + 1e-3))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Against single-objective RL, resume, failures
+
+
+def test_ls_on_a_one_hot_preference_equals_single_objective_rl(workspace, tmp_path, classifier):
+    """A rewarded-soups member (plain LoRA, λ fixed at e_a, b's reward in the config) ends with the adapter of RL on
+    dimension a alone. Ranks match: k + m·r = 2 + 2·1 with two dimensions and 3 + 1·1 with one. Adam's ε = 1 and no
+    clipping make the update proportional to the gradient, so a wrong weight on a's loss (not λ_a = 1) shows."""
+    optimiser = dict(max_steps=3, save_steps=3, adam_epsilon=1.0, max_grad_norm=None)
+    two = rl_config(
+        workspace,
+        tmp_path / "two",
+        classifier,
+        method="lora",
+        preference_sampling="fixed",
+        fixed_preference=[1.0, 0.0],
+        adapter={"svd_rank": 2, "preference_rank": 1, "init": "lora"},
+        **optimiser,
+    )
+    one_dict = rl_dict(workspace, tmp_path / "one", classifier, **optimiser)
+    one_dict.update(
+        dimensions=one_dict["dimensions"][:1],
+        method="lora",
+        preference_sampling="fixed",
+        fixed_preference=[1.0],
+        adapter={"svd_rank": 3, "preference_rank": 1, "init": "lora"},
+    )
+    one = make_config(workspace, tmp_path / "one", **{k: v for k, v in one_dict.items() if k != "output_dir"})
+    train(two)
+    train(one)
+    assert max_difference(adapter_weights(tmp_path / "two"), adapter_weights(tmp_path / "one")) <= 1e-6
+    assert float(max(t.abs().max() for k, t in adapter_weights(tmp_path / "one").items() if "lora_B" in k)) > 0
+    assert [row["reward/a"] for row in log(tmp_path / "two")] == [row["reward/a"] for row in log(tmp_path / "one")]
+    assert not any("reward/b" in row for row in log(tmp_path / "two"))  # weight 0: neither scored nor trained
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"preference_sampling": "per_sample"},
+        {
+            "scalarization": "tche",
+            "preference_sampling": "groups",
+            "preference_groups": 2,
+            "rl": {"ppo_epochs": 2, "token_aggregation": "mean", "kl_estimator": "k3"},
+            "adapter": {"svd_rank": 2, "init": "lora", "dropout": 0.1},
+        },
+    ],
+    ids=["ls-per_sample", "tche-groups-2epochs-dropout"],
+)
+def test_an_interrupted_rl_run_resumes_to_the_same_adapter(workspace, tmp_path, classifier, monkeypatch, overrides):
+    """Rollouts are seeded by (seed, step, row), and the running reward moments, Tchebycheff's ideal point and the
+    schedule (max_steps × ppo_epochs updates) come back from the checkpoint."""
+    epochs = overrides.get("rl", {}).get("ppo_epochs", 1)
+    train(rl_config(workspace, tmp_path / "straight", classifier, **json.loads(json.dumps(overrides))))
+    config = rl_config(workspace, tmp_path / "resumed", classifier, **json.loads(json.dumps(overrides)))
+    train_interrupted_then_resumed(config, monkeypatch, stop_at_step=4 * epochs + 1)  # in step 5, after step-4
+    assert max_difference(adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "resumed")) <= 1e-6
+    assert losses(tmp_path / "resumed") == pytest.approx(losses(tmp_path / "straight"), abs=1e-6)
+    straight, resumed = log(tmp_path / "straight"), log(tmp_path / "resumed")
+    assert [row["reward/b"] for row in resumed] == [row["reward/b"] for row in straight]
+    assert resumed[-1]["lr"] == straight[-1]["lr"]
+
+
+def test_sigkill_mid_rl_training_then_resume_gives_the_same_adapter(workspace, tmp_path, classifier):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for run in (straight, killed):
+        dump_yaml(rl_dict(workspace, run, classifier, max_steps=8), tmp_path / f"{run.name}.yaml")
+    command = [sys.executable, "-m", "panacea.cli", "train"]
+    subprocess.run([*command, str(tmp_path / "straight.yaml")], check=True, capture_output=True)
+    kill_when_checkpointed([*command, str(tmp_path / "killed.yaml")], killed / "checkpoints" / "step-4")
+    subprocess.run([*command, str(tmp_path / "killed.yaml"), "--resume"], check=True, capture_output=True)
+    assert max_difference(adapter_weights(straight), adapter_weights(killed)) <= 1e-6
+
+
+def test_a_nan_reward_stops_the_run_naming_step_and_dimension(workspace, tmp_path, classifier, monkeypatch):
+    (tmp_path / "flaky_reward.py").write_text(
+        "calls = {'count': 0}\n"
+        "def score(prompts, responses):\n"
+        "    calls['count'] += 1\n"
+        "    bad = calls['count'] == 3\n"
+        "    return [float('nan') if bad and i == 5 else 1.0 + len(r) for i, r in enumerate(responses)]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = rl_dict(workspace, tmp_path / "run", classifier)
+    data["dimensions"][1]["reward"] = {"type": "callable", "function": "flaky_reward:score"}
+    config = make_config(workspace, tmp_path / "run", **{k: v for k, v in data.items() if k != "output_dir"})
+    with pytest.raises(TrainingError, match=r"step 2: the 'b' reward \(callable\) is nan for 1 of 8 rollouts"):
+        train(config)
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"]
+
+
+def test_a_reward_that_does_not_load_fails_before_step_0_and_leaves_nothing(workspace, tmp_path, classifier):
+    data = rl_dict(workspace, tmp_path / "run", classifier)
+    data["dimensions"][1]["reward"] = {"type": "classifier", "name_or_path": str(tmp_path / "no-such-model")}
+    config = make_config(workspace, tmp_path / "run", **{k: v for k, v in data.items() if k != "output_dir"})
+    with pytest.raises(
+        ValueError, match=r"dimensions.1.reward \(classifier\): .*does not load as a sequence classifier"
+    ):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_rl_run_refuses_two_processes(workspace, tmp_path, classifier, monkeypatch):
+    class TwoProcesses(trainer_module.Accelerator):
+        num_processes = property(lambda self: 2)
+
+    monkeypatch.setattr(trainer_module, "Accelerator", TwoProcesses)
+    with pytest.raises(ValueError, match=r"RL \(objective 'rl'\) trains in one process"):
+        train(rl_config(workspace, tmp_path / "run", classifier))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_before_the_rl_section_existed_resumes(workspace, tmp_path):
+    """TrainConfig.rl is a nested section: its default must compare as the dict a config.yaml holds."""
+    run = tmp_path / "run"
+    train(make_config(workspace, run, max_steps=2))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["rl"]  # as written by an older panacea
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
+
+
+# ------------------------------------------------------------------------------------------------------
+# PAMA, aggregators, rewarded soups
+
+
+@pytest.mark.parametrize("combiner", ["pama", "pama_lambda"])
+def test_pama_trains_with_one_combined_loss(workspace, tmp_path, classifier, combiner):
+    run = tmp_path / "run"
+    rl = {"advantage_combiner": combiner, "pama_granularity": "batch", "ppo_epochs": 2}
+    train(rl_config(workspace, run, classifier, max_steps=2, rl=rl))
+    rows = log(run)
+    assert all("loss/pama" in row and "loss/a" not in row for row in rows)
+    assert all(row["grad_norm"] > 0 for row in rows)  # Noon advantages ≥ 0 still move the policy
+
+
+def test_an_aggregator_combines_the_rl_dimension_gradients(workspace, tmp_path, classifier):
+    run = tmp_path / "run"
+    train(rl_config(workspace, run, classifier, max_steps=2, aggregator="mgda", preference_sampling="per_step"))
+    rows = log(run)
+    assert all("coefficient/a" in row and "coefficient/b" in row for row in rows)
+    assert all(row["coefficient/a"] + row["coefficient/b"] == pytest.approx(1.0) for row in rows)
+
+
+def test_rewarded_soups_train_one_rl_lora_per_dimension(workspace, tmp_path, classifier):
+    from panacea.training import train_soups
+
+    run = tmp_path / "soups"
+    result = train_soups(rl_config(workspace, run, classifier, method="soups", max_steps=4, save_steps=2))
+    assert result.manifest["complete"] and sorted(result.manifest["runs"]) == ["a", "b"]
+    for name, other in (("a", "b"), ("b", "a")):
+        rows = log(run / "soups" / name)
+        assert len(rows) == 2 and all(f"reward/{name}" in row and f"reward/{other}" not in row for row in rows)
