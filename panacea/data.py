@@ -39,8 +39,26 @@ TEXT_KEYS = ("prompt", "chosen", "rejected")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
+class _SourceNames:
+    """What pair and prompt sources share: our keys' column names, and how messages name the source."""
+
+    path: str
+    split: str
+    dim: str | None
+    columns: dict[str, str]
+
+    def column(self, key: str) -> str:
+        """The source's column that holds our `key`."""
+        return self.columns.get(key, key)
+
+    def describe(self) -> str:
+        """The source and its filter, for messages: `data/helpful.jsonl.gz (dim 'helpful', split 'train')`."""
+        dim = f"dim {self.dim!r}, " if self.dim else ""
+        return f"{self.path} ({dim}split {self.split!r})"
+
+
 @dataclass
-class PairSource:
+class PairSource(_SourceNames):
     """One source of preference pairs: a local JSONL file, a saved `datasets` folder, or a hub dataset."""
 
     path: str = field(
@@ -116,15 +134,6 @@ class PairSource:
         )
         _require(_is_int(self.seed), "seed", self.seed, "an integer")
 
-    def column(self, key: str) -> str:
-        """The source's column that holds our `key`."""
-        return self.columns.get(key, key)
-
-    def describe(self) -> str:
-        """The source and its filter, for messages: `data/helpful.jsonl.gz (dim 'helpful', split 'train')`."""
-        dim = f"dim {self.dim!r}, " if self.dim else ""
-        return f"{self.path} ({dim}split {self.split!r})"
-
 
 @dataclass
 class PairRecord:
@@ -142,7 +151,7 @@ PROMPT_MAPPABLE_KEYS = ("id", "prompt", "dim", "split")
 
 
 @dataclass
-class PromptSource:
+class PromptSource(_SourceNames):
     """One source of prompts for on-policy RL: a prompt file, or the prompts of a pair file (PairSource's style)."""
 
     path: str = field(
@@ -207,14 +216,6 @@ class PromptSource:
             "Prompt",
         )
         _require(_is_int(self.seed), "seed", self.seed, "an integer", "Prompt")
-
-    def column(self, key: str) -> str:
-        """The source's column that holds our `key`."""
-        return self.columns.get(key, key)
-
-    def describe(self) -> str:
-        dim = f"dim {self.dim!r}, " if self.dim else ""
-        return f"{self.path} ({dim}split {self.split!r})"
 
 
 @dataclass

@@ -88,8 +88,34 @@ class TrainingError(RuntimeError):
     """The run cannot go on (a non-finite loss or gradient); the last checkpoint is left as it was."""
 
 
+class SeededStream:
+    """An endless stream over `stream_size()` items, one seeded shuffle per epoch: `indices` at any positions.
+
+    The order is a function of (seed, epoch) alone, so resuming needs no RNG state. Subclasses are dataclasses
+    with `seed` and `_order` fields.
+    """
+
+    seed: int
+    _order: tuple[int, Tensor] | None
+
+    def stream_size(self) -> int:
+        """How many items one epoch holds."""
+        raise NotImplementedError
+
+    def indices(self, positions: Tensor) -> Tensor:
+        """Item indices at stream `positions` (a 1-D run of consecutive positions): epoch-wise seeded shuffles."""
+        result = torch.empty_like(positions)
+        for slot, position in enumerate(positions.tolist()):
+            epoch, offset = divmod(position, self.stream_size())
+            if self._order is None or self._order[0] != epoch:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._order = (epoch, torch.randperm(self.stream_size(), generator=generator))
+            result[slot] = self._order[1][offset]
+        return result
+
+
 @dataclass
-class DimensionData:
+class DimensionData(SeededStream):
     """One dimension's training pairs, their reference log-probs (DPO), and its deterministic data order."""
 
     config: DimensionConfig  # name, objective, β
@@ -102,25 +128,12 @@ class DimensionData:
     def name(self) -> str:
         return self.config.name
 
-    def indices(self, positions: Tensor) -> Tensor:
-        """Pair indices at stream `positions` (a 1-D run of consecutive positions): epoch-wise seeded shuffles."""
-        result = torch.empty_like(positions)
-        for slot, position in enumerate(positions.tolist()):
-            epoch, offset = divmod(position, len(self.pairs))
-            if self._order is None or self._order[0] != epoch:
-                self._order = (epoch, _epoch_order(len(self.pairs), self.seed, epoch))
-            result[slot] = self._order[1][offset]
-        return result
-
-
-def _epoch_order(size: int, seed: int, epoch: int) -> Tensor:
-    """The permutation of `size` items for `epoch` of a seeded stream: a function of (seed, epoch) alone."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(size, generator=generator)
+    def stream_size(self) -> int:
+        return len(self.pairs)
 
 
 @dataclass
-class RolloutSource:
+class RolloutSource(SeededStream):
     """RL's prompts (pooled over `rl.prompts`, distinct) and each dimension's reward source (None: weight 0)."""
 
     texts: list[str]
@@ -129,15 +142,8 @@ class RolloutSource:
     seed: int
     _order: tuple[int, Tensor] | None = None
 
-    def indices(self, positions: Tensor) -> Tensor:
-        """Prompt indices at stream `positions`: epoch-wise seeded shuffles, as `DimensionData.indices`."""
-        result = torch.empty_like(positions)
-        for slot, position in enumerate(positions.tolist()):
-            epoch, offset = divmod(position, len(self.texts))
-            if self._order is None or self._order[0] != epoch:
-                self._order = (epoch, _epoch_order(len(self.texts), self.seed, epoch))
-            result[slot] = self._order[1][offset]
-        return result
+    def stream_size(self) -> int:
+        return len(self.texts)
 
 
 @dataclass
