@@ -448,15 +448,19 @@ class Rollouts:
     """One step's rollout batch: n = prompts · K rows, a prompt's K rows consecutive, λ-groups of consecutive prompts.
 
     `batches` are the update's forwards (micro_batch_size rows each, prompt + response, right-padded) and
-    `old_logprobs` their response tokens' log π_old, (rows, seq − 1) each, 0 off the response.
+    `old_logprobs` their response tokens' log π_old, (rows, seq − 1) each, 0 off the response. When the update's
+    own forward gives π_old (`_old_logprobs_from_update`), `old_logprobs` and `advantages` are None and each
+    micro-batch forms them in the update from `reference_logprobs` and `normalised`.
     """
 
     batches: list[PairBatch]
-    old_logprobs: list[Tensor]
+    old_logprobs: list[Tensor] | None
     preferences: Tensor  # (n, m): each row's λ (its prompt's)
     groups: Tensor  # (G, m): the step's group λs (per_sample: their mean, for the logs)
-    advantages: Tensor  # (n, m): RLOO on the KL-penalised normalised rewards; 0 for dimensions of weight 0
+    advantages: Tensor | None  # (n, m): RLOO on the KL-penalised normalised rewards; 0 for dimensions of weight 0
     levels: Tensor  # (G, m): −(mean normalised reward) per λ-group, Tchebycheff's levels
+    reference_logprobs: list[Tensor] | None = None  # log π_ref per batch, (rows, seq − 1); with old_logprobs None
+    normalised: Tensor | None = None  # (n, m): r̃, the rewards after the running moments; with old_logprobs None
 
 
 def draw_rollout_preferences(config: TrainConfig, step: int) -> tuple[Tensor, Tensor]:
@@ -559,15 +563,13 @@ def _collect_rollouts(
             )
             for start in range(0, len(rows), micro)
         ]
-        old_logprobs, penalised, kl = _penalised_rewards(config, model, batches, preferences, normalised, accelerator)
+        fused = _old_logprobs_from_update(config, model)
+        old_logprobs, references = _rollout_log_probs(config, model, batches, preferences, accelerator, old=not fused)
     finally:
         model.train()
-    advantages = rloo_advantages(penalised, rl.rollouts_per_prompt)
-    advantages[:, ~torch.tensor(config.trained_dimensions)] = 0.0  # weight 0 under 'fixed': no signal, not even KL
     levels = -normalised.view(len(groups), -1, m).mean(1)  # (G, m): each group's rows are consecutive
     generated = sum(len(response) for response in responses)
     metrics = {
-        "kl": float(kl.mean()),
         "response_length": generated / len(responses),
         "rollout_tokens_per_second": generated / generation_seconds,
         "scoring_seconds": scoring_seconds,
@@ -576,37 +578,89 @@ def _collect_rollouts(
         if trained:
             metrics[f"reward/{name}"] = float(rewards[:, i].mean())
             metrics[f"reward_normalised/{name}"] = float(normalised[:, i].mean())
+    if fused:  # the update forms the KL-penalised rewards and advantages per micro-batch (and logs the KL)
+        return Rollouts(batches, None, preferences, groups, None, levels, references, normalised), metrics
+    penalised, kl = [], []
+    for batch, old, reference, rows in zip(batches, old_logprobs, references, _row_slices(batches), strict=True):
+        batch_penalised, batch_kl = _penalised_rewards(config, old, reference, batch, normalised[rows])
+        penalised.append(batch_penalised.cpu())
+        kl.append(batch_kl.cpu())
+    metrics["kl"] = float(torch.cat(kl).mean())
+    advantages = _advantages(config, torch.cat(penalised))
     return Rollouts(batches, old_logprobs, preferences, groups, advantages, levels), metrics
 
 
+def _old_logprobs_from_update(config: TrainConfig, model: nn.Module) -> bool:
+    """Whether the update's own forward stands in for the π_old pass, as TRL's RLOO skips that pass (§8).
+
+    With one PPO epoch π_old is π_θ at the update, so log π_old is the update forward's log-probs, detached
+    (u = 1). That needs the train-mode forward to equal the eval-mode pass, i.e. no dropout: no dropout module
+    with p > 0 (the adapter's or the base model's) and no positive `*dropout*` setting in the model config (Llama's
+    `attention_dropout`, Falcon's `hidden_dropout` are applied functionally, in train mode only; a setting that
+    never acts only costs the saving). And every micro-batch must hold whole prompts, so that each row's
+    leave-one-out baseline lies in its micro-batch. Otherwise π_old is a separate pass.
+    """
+    rl = config.rl
+    settings = model.config.to_dict() if hasattr(model.config, "to_dict") else {}
+    dropout = any(
+        isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0 for module in model.modules()
+    ) or any("dropout" in name and isinstance(value, (int, float)) and value > 0 for name, value in settings.items())
+    return rl.ppo_epochs == 1 and not dropout and config.micro_batch_size % rl.rollouts_per_prompt == 0
+
+
 @torch.no_grad()
-def _penalised_rewards(
+def _rollout_log_probs(
     config: TrainConfig,
     model: PanaceaModel,
     batches: list[PairBatch],
     preferences: Tensor,
-    normalised: Tensor,
     accelerator: Accelerator,
-) -> tuple[list[Tensor], Tensor, Tensor]:
-    """(log π_old per batch (rows, seq − 1), r̂ = r̃ − β Σ_t KL_t (n, m), Σ_t KL_t (n,)), by micro-batch.
+    *,
+    old: bool,
+) -> tuple[list[Tensor] | None, list[Tensor]]:
+    """(log π_old per batch, or None without `old`; log π_ref per batch), each (rows, seq − 1), without gradient.
 
     π_old is the policy at each row's λ, π_ref the base model (the adapter disabled, as for DPO); both of logits /
-    temperature. The rewards and the KL are returned on the CPU.
+    temperature.
     """
-    rl, micro = config.rl, config.micro_batch_size
-    old_logprobs, penalised, kl = [], [], []
-    for index, batch in enumerate(batches):
-        rows = slice(index * micro, (index + 1) * micro)
+    temperature = config.rl.temperature
+    old_logprobs, references = [], []
+    for batch, rows in zip(batches, _row_slices(batches), strict=True):
         with accelerator.autocast():
-            old = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences[rows]))
+            if old:
+                preference = _one_or_rows(preferences[rows])
+                old_logprobs.append(response_token_log_probs(model, batch, temperature, preference=preference))
             with model.disable_adapter():
-                reference = response_token_log_probs(model, batch, rl.temperature)
-        mask = batch.response_mask[:, 1:]
-        old_logprobs.append(old)
-        kl.append(torch.where(mask, kl_estimate(old, reference, rl.kl_estimator), 0.0).sum(1).cpu())
-        rewards = normalised[rows].to(old.device)
-        penalised.append(kl_penalised_rewards(rewards, old, reference, mask, rl.kl_coef, rl.kl_estimator).cpu())
-    return old_logprobs, torch.cat(penalised), torch.cat(kl)
+                references.append(response_token_log_probs(model, batch, temperature))
+    return (old_logprobs if old else None), references
+
+
+def _penalised_rewards(
+    config: TrainConfig, old: Tensor, reference: Tensor, batch: PairBatch, normalised: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(r̂ = r̃ − β Σ_t KL_t (rows, m), Σ_t KL_t (rows,)) of one micro-batch, on the log-probs' device, detached.
+
+    old, reference: log π_old and log π_ref of the batch's response tokens (rows, seq − 1); normalised: r̃ (rows, m).
+    """
+    rl, mask = config.rl, batch.response_mask[:, 1:]
+    old, reference = old.detach(), reference.to(old.device)
+    kl = torch.where(mask, kl_estimate(old, reference, rl.kl_estimator), 0.0).sum(1)
+    penalised = kl_penalised_rewards(normalised.to(old.device), old, reference, mask, rl.kl_coef, rl.kl_estimator)
+    return penalised, kl
+
+
+def _advantages(config: TrainConfig, penalised: Tensor) -> Tensor:
+    """RLOO advantages (rows, m) of KL-penalised rewards r̂ (rows, m) of whole prompts; 0 in dimensions of weight 0."""
+    advantages = rloo_advantages(penalised, config.rl.rollouts_per_prompt)
+    untrained = ~torch.tensor(config.trained_dimensions, device=advantages.device)
+    advantages[:, untrained] = 0.0  # weight 0 under 'fixed': no signal, not even KL
+    return advantages
+
+
+def _row_slices(batches: list[PairBatch]) -> list[slice]:
+    """Each batch's rows in the rollout batch (batches are consecutive rows)."""
+    ends = np.cumsum([0] + [batch.num_pairs for batch in batches]).tolist()
+    return [slice(start, stop) for start, stop in zip(ends[:-1], ends[1:], strict=True)]
 
 
 def _score_rollouts(
@@ -648,22 +702,33 @@ def _rl_accumulate(
     scalariser's weight (LS: λ_{b,i}) and the factor 1 / (the group's rows), as DPO's pairs do. Under LS the
     coefficients are the same for every unit of a group, so Σ_i of a group's units is back-propagated once (into
     unit (g, 0)): the same update as m backward passes. PAMA's one combined loss also goes to unit (g, 0).
+
+    Without `rollouts.old_logprobs` (one epoch, no dropout, whole prompts per micro-batch), π_old is this forward's
+    log-probs, detached, and each micro-batch forms its KL-penalised rewards and RLOO advantages here, with the
+    same functions as the separate pass; the mean KL is then logged from here.
     """
     rl, m = config.rl, len(config.dimensions)
-    groups, rows_total = len(rollouts.groups), len(rollouts.advantages)
+    groups, rows_total = len(rollouts.groups), len(rollouts.preferences)
     group_rows = rows_total // groups
     active = [i for i, trained in enumerate(config.trained_dimensions) if trained]
     unit_losses = torch.zeros(groups, m, dtype=torch.float64)
     per_dimension = torch.zeros(m, dtype=torch.float64)  # Σ_b ℓ_i(b), unweighted, for the logs
-    tokens, start = 0, 0
+    fused, kl, tokens = rollouts.old_logprobs is None, [], 0
     buffers.zero()
-    for batch, old in zip(rollouts.batches, rollouts.old_logprobs, strict=True):
-        rows = slice(start, start + batch.num_pairs)
-        start, group = rows.stop, rows.start // group_rows
+    for index, (batch, rows) in enumerate(zip(rollouts.batches, _row_slices(rollouts.batches), strict=True)):
+        group = rows.start // group_rows
         preferences, mask = rollouts.preferences[rows], batch.response_mask[:, 1:]
         with accelerator.autocast():
             logprobs = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences))
-        advantages = rollouts.advantages[rows].to(logprobs.device)
+        if fused:  # π_old = π_θ: u = 1, and the advantages of this micro-batch's whole prompts
+            old = logprobs.detach()
+            penalised, batch_kl = _penalised_rewards(
+                config, old, rollouts.reference_logprobs[index], batch, rollouts.normalised[rows]
+            )
+            advantages = _advantages(config, penalised)
+            kl.append(batch_kl.cpu())
+        else:
+            old, advantages = rollouts.old_logprobs[index], rollouts.advantages[rows].to(logprobs.device)
         if rl.advantage_combiner != "none":
             losses = _pama_losses(
                 config, logprobs, old, advantages[:, active], mask, preferences[:, active]
@@ -687,6 +752,8 @@ def _rl_accumulate(
         per_dimension[: losses.shape[1]] += losses.detach().double().sum(0).cpu()
         tokens += batch.num_tokens
     metrics: dict[str, float] = {"tokens": float(tokens)}
+    if fused:
+        metrics["kl"] = float(torch.cat(kl).mean())
     if rl.advantage_combiner != "none":
         metrics["loss/pama"] = float(per_dimension[0]) / rows_total
     else:

@@ -214,6 +214,81 @@ def test_tchebycheff_on_rl_takes_its_arg_max_on_the_reward_levels_not_the_surrog
 
 
 # ------------------------------------------------------------------------------------------------------
+# π_old from the update's own forward (one epoch, as TRL's RLOO)
+
+
+def count_forwards(monkeypatch) -> dict[str, int]:
+    """Count the trainer's log-prob forwards without gradient (π_old, π_ref passes) and with it (the update's)."""
+    counts, original = {"no_grad": 0, "grad": 0}, trainer_module.response_token_log_probs
+
+    def counted(*args, **kwargs):
+        counts["grad" if torch.is_grad_enabled() else "no_grad"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "response_token_log_probs", counted)
+    return counts
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"preference_sampling": "per_sample"},
+        {"scalarization": "tche", "preference_sampling": "groups", "preference_groups": 2},
+        {"rl": {"advantage_combiner": "pama_lambda", "pama_granularity": "batch"}},
+    ],
+    ids=["ls-per_sample", "tche-groups", "pama_lambda"],
+)
+def test_one_epoch_takes_pi_old_from_the_update_forward_and_equals_the_separate_pass(
+    workspace, tmp_path, classifier, monkeypatch, overrides
+):
+    """One epoch, no dropout, micro-batches of two whole prompts (K = 2, 4 rows): π_old is the update forward's own
+    log-probs, and each micro-batch forms its KL-penalised RLOO advantages. Forcing the separate π_old pass gives
+    the same adapter after 2 steps and the same logs (KL, rewards, losses, Tchebycheff's coefficients), under LS,
+    Tchebycheff and PAMA."""
+    rl = {"prompts_per_step": 4, "rollouts_per_prompt": 2, "kl_coef": 0.5, **overrides.get("rl", {})}
+    overrides = {key: value for key, value in overrides.items() if key != "rl"}
+    fused_counts = count_forwards(monkeypatch)
+    train(rl_config(workspace, tmp_path / "fused", classifier, max_steps=2, rl=rl, **overrides))
+    assert fused_counts == {"no_grad": 2 * 2, "grad": 2 * 2}  # per step and micro-batch: π_ref, then the update
+    monkeypatch.setattr(trainer_module, "_old_logprobs_from_update", lambda config, model: False)
+    separate_counts = count_forwards(monkeypatch)
+    train(rl_config(workspace, tmp_path / "separate", classifier, max_steps=2, rl=rl, **overrides))
+    assert separate_counts == {"no_grad": 2 * 2 * 2, "grad": 2 * 2}  # π_old and π_ref, then the update
+    assert max_difference(adapter_weights(tmp_path / "fused"), adapter_weights(tmp_path / "separate")) <= 1e-6
+    fused, separate = log(tmp_path / "fused"), log(tmp_path / "separate")
+    assert fused[1]["kl"] != 0.0  # the penalty acts in step 1
+    for key in fused[0]:
+        if "seconds" not in key and "per_second" not in key:
+            assert [row[key] for row in fused] == pytest.approx([row[key] for row in separate], abs=1e-6), key
+    assert fused[0].keys() == separate[0].keys()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "epochs", "batches"),
+    [
+        ({"adapter": {"svd_rank": 2, "init": "lora", "dropout": 0.1}}, 1, 2),
+        ({"rl": {"ppo_epochs": 2}}, 2, 2),
+        ({"micro_batch_size": 2}, 1, 4),  # K = 4: a prompt's rows span two micro-batches
+    ],
+    ids=["adapter-dropout", "two-epochs", "prompt-split"],
+)
+def test_dropout_two_epochs_or_a_split_prompt_keep_the_separate_pi_old_pass(
+    workspace, tmp_path, classifier, monkeypatch, overrides, epochs, batches
+):
+    counts = count_forwards(monkeypatch)
+    train(rl_config(workspace, tmp_path / "run", classifier, max_steps=1, **overrides))
+    assert counts == {"no_grad": 2 * batches, "grad": epochs * batches}
+
+
+def test_attention_dropout_in_the_model_config_keeps_the_separate_pi_old_pass(workspace, tmp_path, classifier):
+    """Llama applies attention dropout functionally in train mode, so no dropout module shows it."""
+    config = rl_config(workspace, tmp_path / "unused", classifier)
+    assert trainer_module._old_logprobs_from_update(config, panacea_llama(svd_rank=2))
+    with_dropout = panacea_llama(svd_rank=2, base_overrides={"attention_dropout": 0.1})
+    assert not trainer_module._old_logprobs_from_update(config, with_dropout)
+
+
+# ------------------------------------------------------------------------------------------------------
 # Against single-objective RL, resume, failures
 
 
