@@ -188,6 +188,18 @@ def test_a_seeded_row_samples_the_same_tokens_whatever_shares_its_batch():
     assert sample_tokens(logits, [tiny_nucleus] * 3, [torch.Generator()] * 3).tolist() == logits.argmax(-1).tolist()
 
 
+def test_sampling_without_a_nucleus_cut_draws_from_the_softmax():
+    """top_p = 1 skips the sort: the draws still follow softmax(logits / T) (20,000 draws, 4 tokens)."""
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]])
+    setting, generator = SamplingParams(8, 0.8, top_p=1.0), torch.Generator().manual_seed(3)
+    draws = torch.tensor([int(sample_tokens(logits, [setting], [generator])[0]) for _ in range(20_000)])
+    shares = torch.bincount(draws, minlength=4) / len(draws)
+    assert torch.allclose(shares, torch.softmax(logits[0] / 0.8, -1), atol=0.015)
+    nucleus = SamplingParams(8, 0.8, top_p=0.7)  # the most likely token alone holds 0.718 ≥ 0.7
+    draws = {int(sample_tokens(logits, [nucleus], [generator])[0]) for _ in range(200)}
+    assert draws == {0}
+
+
 def test_a_stop_string_is_held_back_until_it_is_decided(tokenizer):
     stream = TextStream(tokenizer, stop=["w9 w1"])
     w5, w9, w11 = tokenizer.convert_tokens_to_ids(["w5", "w9", "w11"])
