@@ -269,45 +269,63 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         accelerator.print(f"no checkpoint in {output_dir / CHECKPOINTS}; starting from step 0")
     accelerator.init_trackers("panacea")
 
-    # --- the loop ---
-    progress = tqdm(total=config.max_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process)
-    for step in range(state.step, config.max_steps):
-        started = time.perf_counter()
-        if rl is None:
-            preferences = draw_preferences(config, step)
-            metrics, unit_losses = _accumulate(
-                config, step, model, tokenizer.pad_token_id, dimensions, preferences, scalarizer, buffers, accelerator
-            )
-            _check_finite(unit_losses, step, config)
-            metrics.update(_update(config, step, model, scalarizer, buffers, unit_losses, preferences.groups))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        else:
-            metrics = _rl_step(
-                config, step, model, tokenizer, source, moments, scalarizer, buffers, optimizer, scheduler, accelerator
-            )
+    # --- the loop (the bar closes however the loop ends: an error or Ctrl-C leaves no stray bar) ---
+    bar = tqdm(total=config.max_steps, initial=state.step, desc="train", disable=not accelerator.is_main_process)
+    with bar as progress:
+        for step in range(state.step, config.max_steps):
+            started = time.perf_counter()
+            if rl is None:
+                preferences = draw_preferences(config, step)
+                metrics, unit_losses = _accumulate(
+                    config,
+                    step,
+                    model,
+                    tokenizer.pad_token_id,
+                    dimensions,
+                    preferences,
+                    scalarizer,
+                    buffers,
+                    accelerator,
+                )
+                _check_finite(unit_losses, step, config)
+                metrics.update(_update(config, step, model, scalarizer, buffers, unit_losses, preferences.groups))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                metrics = _rl_step(
+                    config,
+                    step,
+                    model,
+                    tokenizer,
+                    source,
+                    moments,
+                    scalarizer,
+                    buffers,
+                    optimizer,
+                    scheduler,
+                    accelerator,
+                )
 
-        elapsed = time.perf_counter() - started
-        state.step = step + 1
-        state.scalarizer = scalarizer.state_dict()
-        state.train_seconds += elapsed
-        state.tokens_seen += int(metrics["tokens"])
-        if rl is None:
-            for dimension, trained in zip(dimensions, config.trained_dimensions, strict=True):
-                state.pairs_seen[dimension.name] += config.batch_size if trained else 0
-        else:
-            state.prompts_seen += rl.prompts_per_step
-            state.rollouts_seen += rl.prompts_per_step * rl.rollouts_per_prompt
-            state.reward_moments = moments.state_dict()
-        metrics.update(lr=scheduler.get_last_lr()[0], tokens_per_second=metrics["tokens"] / elapsed)
-        if state.step % config.logging_steps == 0 or state.step == config.max_steps:
-            accelerator.log(metrics, step=state.step)
-        progress.set_postfix(_postfix(metrics, config), refresh=False)
-        progress.update()
-        if state.step % config.save_steps == 0 or state.step == config.max_steps:
-            _save_checkpoint(config, output_dir, model, optimizer, scheduler, state, accelerator)
-    progress.close()
+            elapsed = time.perf_counter() - started
+            state.step = step + 1
+            state.scalarizer = scalarizer.state_dict()
+            state.train_seconds += elapsed
+            state.tokens_seen += int(metrics["tokens"])
+            if rl is None:
+                for dimension, trained in zip(dimensions, config.trained_dimensions, strict=True):
+                    state.pairs_seen[dimension.name] += config.batch_size if trained else 0
+            else:
+                state.prompts_seen += rl.prompts_per_step
+                state.rollouts_seen += rl.prompts_per_step * rl.rollouts_per_prompt
+                state.reward_moments = moments.state_dict()
+            metrics.update(lr=scheduler.get_last_lr()[0], tokens_per_second=metrics["tokens"] / elapsed)
+            if state.step % config.logging_steps == 0 or state.step == config.max_steps:
+                accelerator.log(metrics, step=state.step)
+            progress.set_postfix(_postfix(metrics, config), refresh=False)
+            progress.update()
+            if state.step % config.save_steps == 0 or state.step == config.max_steps:
+                _save_checkpoint(config, output_dir, model, optimizer, scheduler, state, accelerator)
 
     if accelerator.is_main_process:
         model.save_pretrained(output_dir / ADAPTER)

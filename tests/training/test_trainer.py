@@ -17,6 +17,7 @@ import yaml
 from accelerate.utils import DistributedType
 from panacea.training import TrainConfig, TrainingError, train
 from panacea.training import trainer as trainer_module
+from tqdm.auto import tqdm
 
 from panacea import PanaceaModel, get_panacea_model, load_base_model
 from panacea._config import dump_yaml
@@ -179,10 +180,13 @@ def test_a_nan_loss_stops_naming_step_and_dimension_and_keeps_the_last_checkpoin
 
     monkeypatch.setattr(trainer_module, "dpo_loss", nan_from_step_three)
     run = tmp_path / "run"
-    with pytest.raises(TrainingError, match=r"step 2: the 'a' loss is nan"):
+    with pytest.raises(TrainingError, match=r"step 2: the 'a' loss is nan") as failure:
         train(make_config(workspace, run))
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["step-2"]
     assert (run / "checkpoints" / "step-2" / "trainer_state.json").is_file()
+    # The error closed the progress bar (its traceback, alive in `failure`, still references the loop's frame).
+    assert failure.value.__traceback__ is not None
+    assert not [bar for bar in tqdm._instances if bar.desc == "train"]
 
 
 def test_a_new_run_refuses_a_folder_that_holds_one(workspace, tmp_path):
