@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from panacea.training import TrainConfig
 from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from panacea._config import dataclass_from_dict
 from tests.conftest import VOCAB_SIZE, tiny_llama, tiny_tokenizer
@@ -169,3 +170,22 @@ def tiny_soup(rank: int = 2, seed: int = 3):
                 torch.randn(2, layer.out_features, rank, generator=generator) * 0.3,
             )
     return SoupModel(peft_model, members, scaling=1.0, mode="ab", dimensions=list(DIMENSIONS)).eval()
+
+
+def save_tiny_classifier(path: Path) -> Path:
+    """A tiny random Llama sequence classifier (one label) and its tokenizer, saved at `path`."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        num_labels=1,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path

@@ -33,9 +33,10 @@ from panacea.training.rl import (
     rloo_advantages,
     rollout_seed,
 )
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from transformers import LlamaForSequenceClassification
 
 from tests.conftest import VOCAB_SIZE, panacea_llama, tiny_llama, tiny_tokenizer
+from tests.helpers import save_tiny_classifier
 
 # ------------------------------------------------------------------------------------------------------
 # RLOO
@@ -404,24 +405,6 @@ def test_callable_reward_loads_module_function_and_names_it_when_it_cannot(tmp_p
             build_reward({"type": "callable", "function": target})
     with pytest.raises(ValueError, match="one number per response"):
         CallableReward("my_rewards:wrong_shape")(["a", "b"], ["x", "y"])
-
-
-def save_tiny_classifier(path):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        num_labels=1,
-    )
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def test_sequence_classifier_reward_equals_unpadded_forwards_one_by_one(tmp_path):

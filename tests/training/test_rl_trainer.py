@@ -16,11 +16,10 @@ from panacea.training import trainer as trainer_module
 from panacea.training.logprobs import collate_pairs
 from panacea.training.rl import ppo_clipped_loss
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
-from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from panacea._config import dump_yaml
 from panacea.data import TokenizedPair
-from tests.conftest import VOCAB_SIZE, panacea_llama, tiny_tokenizer
+from tests.conftest import panacea_llama
 from tests.helpers import (
     adapter_weights,
     config_dict,
@@ -28,6 +27,7 @@ from tests.helpers import (
     losses,
     make_config,
     max_difference,
+    save_tiny_classifier,
     train_interrupted_then_resumed,
 )
 
@@ -51,22 +51,7 @@ RL_KEYS = (
 def classifier(workspace):
     """A tiny random sequence classifier saved in the workspace: dimension b's reward (varies with the text)."""
     path = workspace / "classifier"
-    if not path.is_dir():
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=VOCAB_SIZE,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=64,
-            pad_token_id=0,
-            num_labels=1,
-        )
-        LlamaForSequenceClassification(config).save_pretrained(path)
-        tiny_tokenizer().save_pretrained(path)
-    return path
+    return path if path.is_dir() else save_tiny_classifier(path)
 
 
 def rl_dict(workspace, output_dir, classifier, **overrides) -> dict:
