@@ -429,9 +429,22 @@ def dimension_reward_model(run, dimension: str, split: str = "test") -> RewardMo
     validation prompts, so the judge has never seen the prompts it judges.
 
     The same file, pair counts and settings for every run compared, so runs of one study share one cache entry.
+    An RL dimension without `train` pairs uses the first pair file its `reward_model` reward is fitted on.
     """
-    index = run.dimensions.index(dimension)
-    path = run.config.dimensions[index].train[0].path
+    config = run.config.dimensions[run.dimensions.index(dimension)]
+    reward = config.reward or {}
+    reward_sources = (reward.get("train") or []) if reward.get("type") == "reward_model" else []
+    if config.train:
+        path = config.train[0].path
+    elif reward_sources:
+        first = reward_sources[0]
+        path = first["path"] if isinstance(first, dict) else first.path
+    else:
+        raise ValueError(
+            f"the generations scorer fits a judge for dimension {dimension!r} on a pair file, and this run names "
+            f"none: give dimensions.{run.dimensions.index(dimension)}.train a pair file of {dimension!r} (an RL "
+            "dimension does not train on it)."
+        )
     fitted, held_out = PROMPT_SPLITS[split].reward_splits
     return train_reward_model(
         run.model,

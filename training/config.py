@@ -39,7 +39,7 @@ class DimensionConfig:
         metadata={
             "help": "Training pairs, concatenated in order (required for 'dpo' and 'sft'). An 'rl' dimension trains "
             "on rollouts and does not read them; `panacea eval --scorers generations` fits its judge on the first "
-            "file named here (as for any run)."
+            "file named here (as for any run), else on the first pair file of a reward_model reward."
         },
     )
     eval: list[PairSource] = field(

@@ -6,6 +6,7 @@ answers in word salad, so nothing from the data reaches the test output.
 
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -141,3 +142,24 @@ def test_the_chosen_objective_reaches_every_scorer_that_has_it(run_dir):
     )
     assert document["scorers"]["generations"]["default_objective"] == "reward"
     assert document["scorers"]["pairs"]["default_objective"] == "accuracy"  # pairs has no 'reward': its default
+
+
+def test_an_rl_dimension_without_train_pairs_gets_its_judge_from_its_reward_models_pair_file(monkeypatch):
+    """dimension_reward_model: `train` pairs first, else a reward_model reward's first pair file, else one error."""
+    from panacea.eval import generations
+
+    seen = []
+    monkeypatch.setattr(generations, "train_reward_model", lambda *args, **kwargs: seen.append(args[3][0].path))
+
+    def rl_run(reward, train=()):
+        dimension = SimpleNamespace(train=list(train), reward=reward)
+        return SimpleNamespace(
+            config=SimpleNamespace(dimensions=[dimension]), dimensions=["a"], model=None, tokenizer=None
+        )
+
+    rl_reward = {"type": "reward_model", "train": [{"path": "data/harmless.jsonl.gz", "split": "fit"}]}
+    generations.dimension_reward_model(rl_run(rl_reward), "a")
+    generations.dimension_reward_model(rl_run(rl_reward, [SimpleNamespace(path="data/helpful.jsonl.gz")]), "a")
+    assert seen == ["data/harmless.jsonl.gz", "data/helpful.jsonl.gz"]
+    with pytest.raises(ValueError, match=r"names none: give dimensions.0.train a pair file of 'a'"):
+        generations.dimension_reward_model(rl_run({"type": "length"}), "a")
