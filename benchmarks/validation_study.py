@@ -114,8 +114,20 @@ SOUPS_GRID = [
 ]
 SOUPS_GRID += [("1e-2", "0.1", 40), ("1e-2", "0.1", 80), ("1e-2", "0.3", 40)]  # as many rows as Panacea's
 SOUPS = {f"lr{lr}_beta{beta}_steps{steps}": soups_setting(lr, beta, steps) for lr, beta, steps in SOUPS_GRID}
-METHODS = {"panacea": PANACEA, "soups": SOUPS}
-DEFAULTS = {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40"}  # each method's current settings
+# The proxy check (decided 2026-12-05, before any row finished): three of Panacea's settings again at hh-2d's own
+# budget (100 steps, its warm-up), scored the same way; the 40-step study's ranking is used only if it orders these
+# three as the 100-step rows do (docs/steering.md, round 4).
+PROXY = ("defaults", "lr1e-3", "rpo1")
+PROXY_BUDGET = ["max_steps=100", "warmup_steps=10", "save_steps=10"]  # configs/hh-2d.yaml's
+PROXY_ROWS = {
+    name: Setting(
+        f"{PANACEA[name].description}, at hh-2d's 100 steps (the proxy check)",
+        [*PANACEA[name].overrides, *PROXY_BUDGET],
+    )
+    for name in PROXY
+}
+METHODS = {"panacea": PANACEA, "soups": SOUPS, "proxy": PROXY_ROWS}
+DEFAULTS = {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40", "proxy": "defaults"}  # each one's baseline
 # The order rows run in: each method's defaults, then the levers the published run's failure points at
 # (over-optimisation: learning rate, decay, β, the RPO term, steps), then the rest.
 PRIORITY = [
@@ -129,6 +141,7 @@ PRIORITY = [
     "soups/lr2e-3_beta0.3_steps40",
     "panacea/steps80",
     "soups/lr2e-3_beta0.1_steps80",
+    *(f"proxy/{name}" for name in PROXY),  # before the rest: it decides whether the 40-step ranking may be used
     *(f"panacea/{name}" for name in PANACEA),
     *(f"soups/{name}" for name in SOUPS),
 ]
@@ -211,9 +224,8 @@ def rows_table(records: list[dict]) -> str:
     ]
     accuracy = compare(documents, objective="accuracy", baseline=present[0] if present else None)
     by_label = {row["label"]: row for row in accuracy["rows"]}
-    if len(present) > 1:  # the second method's defaults as its own baseline
-        second = compare(documents, objective="accuracy", baseline=present[1])
-        for row in second["rows"]:
+    for other in present[1:]:  # every other method's defaults as its own baseline
+        for row in compare(documents, objective="accuracy", baseline=other)["rows"]:
             by_label[row["label"]]["versus"].update(row["versus"])
     settings = [document["scorers"]["pairs"]["settings"] for document in documents]
     probability = compare(documents, objective="win_probability") if all(s == settings[0] for s in settings) else None
@@ -239,7 +251,25 @@ def rows_table(records: list[dict]) -> str:
             f"{record['wall_minutes']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    agreement = proxy_agreement({label: row["metrics"]["hypervolume"] for label, row in by_label.items()})
+    return "\n".join(lines + ([f"\n{agreement}"] if agreement else []))
+
+
+def proxy_agreement(hypervolumes: dict[str, float]) -> str | None:
+    """Whether the 40-step rows order the PROXY settings by accuracy hypervolume as their 100-step rows do (point
+    estimates); None until all six rows are finished."""
+    study = [f"panacea/{name}" for name in PROXY]
+    full = [f"proxy/{name}" for name in PROXY]
+    if not all(row in hypervolumes for row in study + full):
+        return None
+    order_40 = sorted(PROXY, key=lambda name: -hypervolumes[f"panacea/{name}"])
+    order_100 = sorted(PROXY, key=lambda name: -hypervolumes[f"proxy/{name}"])
+    verdict = (
+        "agree: the 40-step ranking is used"
+        if order_40 == order_100
+        else ("disagree: the 40-step ranking is not used until the chosen settings are confirmed at 100 steps")
+    )
+    return f"Proxy check: 40 steps order {' > '.join(order_40)}, 100 steps {' > '.join(order_100)}; {verdict}."
 
 
 def _row(comparison: dict, label: str) -> dict:

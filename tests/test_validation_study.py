@@ -76,3 +76,19 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     line = next(line for line in table if line.startswith("| `soups/lr1e-3_beta0.3_steps40`"))
     assert any(verdict in line for verdict in (" win |", " tie |", " loss |"))
     assert next(line for line in table if line.startswith("| `panacea/defaults`")).count("| - |") >= 1  # no PLC
+
+
+def test_the_proxy_check_compares_the_orders_of_the_three_settings_at_40_and_100_steps(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    study = _study(monkeypatch)
+    assert study.study_config("proxy", "rpo1").max_steps == 100 and study.study_config("proxy", "rpo1").rpo_alpha == 1
+    assert study.study_config("panacea", "rpo1").max_steps == 40
+    hypervolumes = {"panacea/defaults": 0.30, "panacea/lr1e-3": 0.32, "panacea/rpo1": 0.31}
+    assert study.proxy_agreement(hypervolumes) is None  # the 100-step rows have not run
+    same = {**hypervolumes, "proxy/defaults": 0.40, "proxy/lr1e-3": 0.45, "proxy/rpo1": 0.41}
+    assert study.proxy_agreement(same) == (
+        "Proxy check: 40 steps order lr1e-3 > rpo1 > defaults, 100 steps lr1e-3 > rpo1 > defaults; agree: the "
+        "40-step ranking is used."
+    )
+    swapped = {**same, "proxy/rpo1": 0.46}
+    assert "100 steps rpo1 > lr1e-3 > defaults; disagree" in study.proxy_agreement(swapped)
