@@ -9,7 +9,8 @@
 # from its last checkpoint, and evaluated grid points come from the cache — so after an interrupt, run the
 # same command again.
 #
-# Each evaluated run's results (results.json / results.md / front.png, per soups mode) are published to
+# Each evaluated run's results (results.json / results.md / front.png, per soups mode; with generation scores also
+# answers.md, the answers at the grid's vertices by benchmarks/vertex_answers.py) are published to
 # docs/results/NAME/RUN/eval/ and its training record (config.yaml, the per-step log.jsonl, a soups run's
 # manifest.json and its members' config and log, the final adapter weights and the last trainer_state.json; no
 # optimizer state) to docs/results/NAME/RUN/train/; a run whose folder in runs/ is gone (a fresh machine) is
@@ -148,6 +149,11 @@ publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MO
   for file in "$runs_dir/$run/$dir"/{results.json,results.md,front.png}; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/$dir/${file##*/}"; fi
   done
+  # with generation scores, the answers at the vertices too (they live only in runs/' cache): answers.md
+  if grep -qs '"generations"' "$runs_dir/$run/$dir/results.json"; then
+    "${PYTHON:-.venv/bin/python}" benchmarks/vertex_answers.py "$runs_dir/$run" ${2:+--mode $2} \
+      --out "$published/$run/$dir/answers.md" || echo "fronts.sh: no answers.md for $run${2:+ ($2)}" >&2
+  fi
 }
 
 for run in "${runs[@]}"; do
