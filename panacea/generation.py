@@ -137,7 +137,7 @@ def sample_responses(
             f"preferences {tuple(preferences.shape)} and {len(generators)} generators."
         )
     settings = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    forward, device = _cached_forward(model), model.device
+    forward, device = cached_forward(model), model.device
     length = max(len(prompt) for prompt in prompt_ids)
     input_ids = torch.full((n, length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((n, length), dtype=torch.long)
@@ -171,7 +171,14 @@ def sample_responses(
         tokens = sample_tokens(logits, [settings] * len(rows), [generators[row] for row in rows])
 
 
-def _cached_forward(model: nn.Module):
+def eos_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """The tokens that end a response: the generation config's EOS ids (as `generate` uses), else the tokenizer's."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = tokenizer.eos_token_id if ids is None else ids
+    return frozenset() if ids is None else frozenset([ids] if isinstance(ids, int) else ids)
+
+
+def cached_forward(model: nn.Module):
     """forward(input_ids, attention_mask, position_ids, cache, preference) -> the logits (batch, vocab) at each row's
     last position, appending to `cache` (transformers' argument is `cache` from 5.x, `past_key_values` before)."""
     parameters = inspect.signature(model.base_model.forward).parameters

@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from panacea._config import config_to_dict, dump_yaml, load_yaml
 from panacea.base_model import load_base_model
 from panacea.data import TokenizedPair, load_dimension, load_prompt_source, tokenize_prompts
-from panacea.generation import sample_responses
+from panacea.generation import eos_token_ids, sample_responses
 from panacea.preferences import sample_preferences
 from panacea.serving.sampling import row_generator
 
@@ -563,7 +563,7 @@ def _collect_rollouts(
                 max_new_tokens=rl.max_new_tokens,
                 temperature=rl.temperature,
                 top_p=rl.top_p,
-                eos_token_ids=_eos_token_ids(model, tokenizer),
+                eos_token_ids=eos_token_ids(model, tokenizer),
                 pad_token_id=tokenizer.pad_token_id,
             )
         generation_seconds = time.perf_counter() - started
@@ -799,13 +799,6 @@ def _pama_losses(
 def _one_or_rows(preferences: Tensor) -> Tensor:
     """One λ (m,) when every row has the same (the cheaper shape), else the rows' (rows, m)."""
     return preferences[0] if bool((preferences == preferences[0]).all()) else preferences
-
-
-def _eos_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """The tokens that end a response: the generation config's EOS ids (as `generate` uses), else the tokenizer's."""
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = tokenizer.eos_token_id if ids is None else ids
-    return set() if ids is None else {ids} if isinstance(ids, int) else set(ids)
 
 
 def _check_finite(unit_losses: Tensor, step: int, config: TrainConfig, names: list[str] | None = None) -> None:

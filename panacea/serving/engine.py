@@ -18,7 +18,6 @@ every row has the same λ.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import queue
 import threading
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from panacea.generation import cached_forward, eos_token_ids
 
 from .batch import DecodeBatch, left_padded, new_cache, positions_of, prefill_group
 from .sampling import InvalidRequest, SamplingParams, row_generator, sample_tokens
@@ -102,12 +103,11 @@ class Engine:
         self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000
         self.max_prefill_tokens = max_prefill_tokens
         self.max_model_len = max_model_len or _context_length(model.config)
-        self.eos_token_ids = _eos_token_ids(model.generation_config.eos_token_id, tokenizer.eos_token_id)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
         self.pad_token_id = tokenizer.pad_token_id or 0  # any id will do: padded positions are masked out
         new_cache(model.config)  # refuse a model whose cache cannot be batched before any request comes
-        parameters = inspect.signature(model.base_model.forward).parameters
-        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"  # transformers >= 5.x: cache
-        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+        # logits at each row's last position only (a prefill needs no other), the cache under transformers' name
+        self._forward = cached_forward(model)
         self._waiting: queue.SimpleQueue[_Row | None] = queue.SimpleQueue()
         self._pending: list[_Row] = []  # admitted, waiting for their prefill, oldest first
         self._prefilling: _Prefill | None = None  # the group whose prefill has started (chunked: not yet finished)
@@ -319,21 +319,6 @@ class Engine:
         self._stats.add_step(len(batch), time.perf_counter() - started)
         self._record(self._rows, token_list)
 
-    def _forward(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: DynamicCache, preference: Tensor
-    ) -> Tensor:
-        """Logits (batch, vocab) at every row's last position; the model appends this input's keys to `cache`."""
-        output = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            preference=preference,
-            use_cache=True,
-            **{self._cache_argument: cache},
-            **self._last_logits_only,  # the LM head on the last position only: a prefill needs no other logits
-        )
-        return output.logits[:, -1]
-
     def _record(self, rows: Sequence[_Row], tokens: list[int]) -> None:
         """Give each row its new token, send its output, and drop the rows that have finished."""
         started = time.perf_counter()
@@ -437,11 +422,3 @@ def _context_length(config) -> int:
             f"{type(config).__name__} has no max_position_embeddings to bound prompts with; pass max_model_len."
         )
     return length
-
-
-def _eos_token_ids(generation_eos: int | list[int] | None, tokenizer_eos: int | None) -> frozenset[int]:
-    """The tokens that end a row: the generation config's EOS ids (as `generate` uses), else the tokenizer's."""
-    ids = generation_eos if generation_eos is not None else tokenizer_eos
-    if ids is None:
-        return frozenset()
-    return frozenset([ids] if isinstance(ids, int) else ids)
