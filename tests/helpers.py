@@ -189,3 +189,17 @@ def save_tiny_classifier(path: Path) -> Path:
     LlamaForSequenceClassification(config).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return path
+
+
+def alone(model, prompt_ids, preference, max_tokens: int) -> list[int]:
+    """Greedy tokens of one unpadded row through transformers' `generate` (an EOS it reaches included)."""
+    input_ids = torch.tensor([list(prompt_ids)])
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        preference=torch.as_tensor(preference),
+        max_new_tokens=max_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return output[0, input_ids.shape[1] :].tolist()

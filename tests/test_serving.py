@@ -30,6 +30,7 @@ from panacea.serving.batch import DecodeBatch, left_padded, new_cache, positions
 from panacea.serving.sampling import sample_tokens  # noqa: E402
 from panacea.serving.text import TextStream  # noqa: E402
 from tests.conftest import panacea_llama, tiny_tokenizer  # noqa: E402
+from tests.helpers import alone  # noqa: E402
 
 NAMES = ["helpful", "harmless"]
 MODEL_NAME = "tiny"
@@ -41,20 +42,6 @@ PREFERENCES = [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.8, 0.2], [0.3, 0.7], [0.1,
 
 def tiny_panacea():
     return panacea_llama(seed=3, preference_names=NAMES)
-
-
-def alone(model, prompt_ids, preference, max_tokens: int) -> list[int]:
-    """Greedy tokens of one unpadded row through transformers' `generate` (an EOS it reaches included)."""
-    input_ids = torch.tensor([list(prompt_ids)])
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        preference=torch.as_tensor(preference),
-        max_new_tokens=max_tokens,
-        do_sample=False,
-        pad_token_id=0,
-    )
-    return output[0, input_ids.shape[1] :].tolist()
 
 
 @pytest.fixture(scope="module")

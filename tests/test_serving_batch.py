@@ -16,6 +16,7 @@ from panacea.serving import Engine, GenerationRequest, SamplingParams
 from panacea.serving.batch import PADDING_LIMIT, DecodeBatch, new_cache, prefill_group
 from panacea.serving.stats import EngineStats
 from tests.conftest import panacea_llama, tiny_llama, tiny_tokenizer
+from tests.helpers import alone
 
 HEADS, DIM = 2, 8  # the tiny Llama's key/value heads and head size
 
@@ -115,19 +116,6 @@ def test_a_decode_step_writes_in_place_instead_of_copying_the_cache():
 # The engine: chunked prefill interleaved with decode steps, and its stats
 
 
-def _alone(model, prompt_ids, preference, max_tokens: int) -> list[int]:
-    input_ids = torch.tensor([list(prompt_ids)])
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        preference=torch.as_tensor(preference),
-        max_new_tokens=max_tokens,
-        do_sample=False,
-        pad_token_id=0,
-    )
-    return output[0, input_ids.shape[1] :].tolist()
-
-
 @pytest.mark.parametrize("max_prefill_tokens", [2, 512])
 def test_a_long_prompt_joining_short_rows_in_chunks_answers_as_alone(max_prefill_tokens):
     tokenizer = tiny_tokenizer()
@@ -154,8 +142,8 @@ def test_a_long_prompt_joining_short_rows_in_chunks_answers_as_alone(max_prefill
         assert done.acquire(timeout=30) and done.acquire(timeout=30)
         stats = EngineStats.from_json(engine.stats())
     reference = panacea_llama(seed=3)
-    assert tokens["short"] == _alone(reference, short.prompt_ids, short.preference, 12)
-    assert tokens["long"] == _alone(reference, long.prompt_ids, long.preference, 6)
+    assert tokens["short"] == alone(reference, short.prompt_ids, short.preference, 12)
+    assert tokens["long"] == alone(reference, long.prompt_ids, long.preference, 6)
     chunks = 1 + (4 if max_prefill_tokens == 2 else 1)  # the 1-token prompt, then 7 tokens in ⌈7 / budget⌉ passes
     assert stats.prefills == chunks and stats.prefill_tokens == stats.prefill_padded_tokens == 8
     assert stats.started == stats.first_tokens == 2 and stats.tokens == len(tokens["short"]) + len(tokens["long"])
