@@ -982,10 +982,12 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
             )
         stored = load_yaml(saved)
         previous = with_absolute_data_paths(stored)  # older runs saved relative paths: the same files are the same
-        # A field added after the run was saved counts as unchanged when it holds its default (older runs resume).
-        for item in dataclasses.fields(TrainConfig):
-            if item.name not in previous and item.name in resolved and resolved[item.name] == _default(item):
-                previous[item.name] = resolved[item.name]
+        # A field added after the run was saved counts as unchanged when it holds its default (older runs resume),
+        # at the top level and in each dimension (e.g. `reward`, added with objective 'rl').
+        _fill_fields_at_default(previous, resolved, TrainConfig)
+        for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or []):
+            if isinstance(before, dict) and isinstance(now, dict):
+                _fill_fields_at_default(before, now, DimensionConfig)
         if previous.get("adapter") != resolved.get("adapter") and _same_adapter(config, previous.get("adapter")):
             previous["adapter"] = resolved["adapter"]  # e.g. an adapter field added later, at its default
         # Where the run lies is not a setting: a run folder that was moved or copied resumes where it is now.
@@ -1011,6 +1013,13 @@ def _same_adapter(config: TrainConfig, saved: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return saved_config.to_dict() == config.adapter_config().to_dict()
+
+
+def _fill_fields_at_default(saved: dict, resolved: dict, section: type) -> None:
+    """Copy into `saved` each field of dataclass `section` that it lacks and `resolved` holds at its default."""
+    for item in dataclasses.fields(section):
+        if item.name not in saved and item.name in resolved and resolved[item.name] == _default(item):
+            saved[item.name] = resolved[item.name]
 
 
 def _default(item: dataclasses.Field):

@@ -222,6 +222,23 @@ def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_defau
         train(make_config(workspace, run, max_steps=2, diagonal_lr_ratio=3.0), resume=True)
 
 
+def test_resume_accepts_a_run_whose_dimensions_lack_a_field_at_its_default(workspace, tmp_path):
+    run = tmp_path / "run"
+    train(make_config(workspace, run, max_steps=2))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    for dimension in saved["dimensions"]:
+        del dimension["reward"]  # as written before objective 'rl' added `reward`
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["dimensions"][0]["beta"]  # a missing field whose value now differs from its default is a change
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    changed = make_config(workspace, run, max_steps=2)
+    changed.dimensions[0].beta = 0.3
+    with pytest.raises(ValueError, match=r"config differs .* \['dimensions'\]"):
+        train(changed, resume=True)
+
+
 def test_resume_accepts_a_run_whose_adapter_section_lacks_a_field_at_its_default(workspace, tmp_path):
     run = tmp_path / "run"
     train(make_config(workspace, run, max_steps=2, adapter={"svd_rank": 2, "preference_rank": 1}))
