@@ -177,6 +177,30 @@ def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
     )
 
 
+def _previous_export(directory: str | os.PathLike) -> list[str]:
+    """The entries of an earlier export in `directory`, which a new export there (--overwrite) replaces whole.
+
+    A set: its index, README and the subfolders its index lists; a single LoRA: its weights, config and README.
+    Without this, an 11-point grid overwritten by a 3-point one kept 8 stale LoRAs beside the new index, and a set
+    written over a single LoRA left that LoRA's weights at the top, where peft would load them. Anything else in
+    the folder (a user's notes) is not an export's and stays.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        return []
+    names = []
+    if (path / INDEX_NAME).is_file():
+        adapters = _read_json_or_empty(path / INDEX_NAME).get("adapters")
+        for entry in adapters if isinstance(adapters, list) else []:
+            folder = entry.get("folder") if isinstance(entry, dict) else None
+            if isinstance(folder, str):
+                names.append(folder)  # matched against the folder's own entries: nothing outside it is touched
+        names += [INDEX_NAME, README_NAME]
+    if _read_json_or_empty(path / CONFIG_NAME).get("peft_type") == "LORA":
+        names += [WEIGHTS_NAME, CONFIG_NAME, README_NAME]
+    return sorted(set(names))
+
+
 def _read_json_or_empty(file: Path) -> dict:
     try:
         data = json.loads(file.read_text())
@@ -204,7 +228,7 @@ def save_peft_lora(
     safetensors metadata under 'panacea_preference' (as JSON) and into the folder's README.md.
     """
     check_export_target(directory, overwrite)
-    with atomic_directory(directory) as staging:
+    with atomic_directory(directory, replaces=_previous_export(directory)) as staging:
         _write_peft_lora(staging, Path(directory), lora_weights, config, preference)
 
 
@@ -229,7 +253,7 @@ def save_peft_lora_set(
     directory = Path(directory)
     decimals = _folder_name_decimals(num_points)
     entries = []
-    with atomic_directory(directory) as staging:
+    with atomic_directory(directory, replaces=_previous_export(directory)) as staging:
         for preference, lora_weights in loras:
             weights = list(preference.values()) if isinstance(preference, dict) else list(preference)
             folder = lora_folder_name(weights, preference_names, decimals)

@@ -10,21 +10,25 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike, *, keep_existing: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike, *, keep_existing: bool = False, replaces: Collection[str] = ()
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; when the body succeeds, it becomes `path` by rename.
 
     Readers (and a second process doing the same work) see the old folder or the complete new one,
     never a mix. If `path` exists it is renamed aside first and files the body did not write (a
     user's notes, other run outputs) are moved back into the new folder; with `keep_existing=True`
     an existing `path` wins instead and the new content is dropped (for caches whose writers all
-    produce the same thing). If the body raises, `path` is untouched and the temporary folder removed.
+    produce the same thing). `replaces`: names in the old folder that the new content supersedes (an earlier
+    export's files and subfolders), removed even where the body did not write them, so nothing stale stays.
+    If the body raises, `path` is untouched and the temporary folder removed.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -34,12 +38,12 @@ def atomic_directory(path: str | os.PathLike, *, keep_existing: bool = False) ->
     try:
         yield staging
         _apply_umask(staging)
-        _move_into_place(staging, path, keep_existing)
+        _move_into_place(staging, path, keep_existing, frozenset(replaces))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _move_into_place(staging: Path, path: Path, keep_existing: bool) -> None:
+def _move_into_place(staging: Path, path: Path, keep_existing: bool, replaces: frozenset[str]) -> None:
     try:
         os.rename(staging, path)  # atomic; succeeds when `path` is absent
         return
@@ -52,12 +56,20 @@ def _move_into_place(staging: Path, path: Path, keep_existing: bool) -> None:
     os.rename(path, previous)  # replaces the empty `previous` folder
     os.rename(staging, path)
     for entry in previous.iterdir():
-        if not (path / entry.name).exists():
+        if entry.name not in replaces and not (path / entry.name).exists():
             os.rename(entry, path / entry.name)
     shutil.rmtree(previous)
 
 
 def _umask() -> int:
+    """The process's umask, read from /proc where it can be: os.umask(0) to read it would, for that moment, give
+    files another thread creates mode 0666."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -162,3 +162,28 @@ def test_a_file_gets_the_mode_the_umask_gives_when_its_writer_makes_it_anew(tmp_
     with atomic_file(tmp_path / "logps.safetensors") as temporary:
         save_file({"x": torch.zeros(2)}, temporary)  # replaces the temporary file with a private one
     assert (tmp_path / "logps.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_replaced_entries_of_the_old_folder_are_not_carried_back(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale").mkdir()
+    (target / "notes.txt").write_text("mine")
+    with atomic_directory(target, replaces=["stale"]) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(path.name for path in target.iterdir()) == ["new.txt", "notes.txt"]
+
+
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    """os.umask(0) to read the mask would, for that moment, give files another thread creates mode 0666."""
+    from panacea import _io
+
+    previous = os.umask(0o027)
+    try:
+        calls = []
+        monkeypatch.setattr(_io.os, "umask", lambda mask: calls.append(mask) or 0o027)
+        assert _io._umask() == 0o027
+        assert calls == []
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)

@@ -244,3 +244,23 @@ def test_a_failed_set_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.export_lora_grid(5, tmp_path / "grid")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging folder
+
+
+def test_an_overwriting_export_leaves_no_stale_lora_of_the_export_it_replaces(tmp_path):
+    """A 3-point grid over a 5-point one keeps none of the 5's subfolders; a set over a single LoRA removes that
+    LoRA's top-level weights (peft would load them); a single LoRA over a set removes the index and subfolders.
+    A user's file stays throughout."""
+    model = panacea_llama(target_modules=["q_proj"])
+    out = tmp_path / "out"
+    five = model.export_lora_grid(5, out)
+    (out / "notes.txt").write_text("mine")
+    three = model.export_lora_grid(3, out, overwrite=True)
+    expected = {entry["folder"] for entry in three["adapters"]} | {INDEX_NAME, "README.md", "notes.txt"}
+    assert {path.name for path in out.iterdir()} == expected
+    assert len(five["adapters"]) == 5 and len(three["adapters"]) == 3
+    model.export_lora([0.5, 0.5], out, overwrite=True)
+    assert {path.name for path in out.iterdir()} == {WEIGHTS_NAME, "adapter_config.json", "README.md", "notes.txt"}
+    index = model.export_vertex_loras(out, overwrite=True)
+    expected = {entry["folder"] for entry in index["adapters"]} | {INDEX_NAME, "README.md", "notes.txt"}
+    assert {path.name for path in out.iterdir()} == expected
+
