@@ -123,7 +123,11 @@ publish_training() {  # copy a run's training record and final adapter weights (
   # a run records its data files by absolute path (`panacea eval RUN` works from anywhere); the published record
   # names those inside this repository relative to its root, where this script runs, so any clone restores it
   for file in "$published/$run/train/config.yaml" "$published/$run"/train/soups/*/config.yaml; do
-    if [[ -f $file ]]; then sed "s#$PWD/##g" "$file" > "$file.tmp" && mv "$file.tmp" "$file"; fi
+    if [[ -f $file ]]; then
+      local text
+      text=$(<"$file")
+      printf '%s\n' "${text//"$PWD/"/}" > "$file.tmp" && mv "$file.tmp" "$file"  # a literal match: $PWD may hold # or .
+    fi
   done
   local last
   last=$(find "$runs_dir/$run/checkpoints" -maxdepth 2 -name trainer_state.json 2>/dev/null | sort -V | tail -n 1 || true)

@@ -242,3 +242,24 @@ def test_a_run_published_with_its_weights_is_restored_not_trained_again(tmp_path
     trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
     assert len(trains) == 1 and "output_dir=" + str(runs / "soups-hh-2d") in trains[0]
     assert "hh-2d: restored from" in done.stdout
+
+
+def test_a_checkout_whose_path_holds_sed_delimiters_publishes_relative_data_paths(tmp_path):
+    """The published config names data inside the checkout relative to it, matched literally: a '#' in the path (a
+    sed delimiter) once failed the copy, and a '.' matched any character."""
+    clone = tmp_path / "clone #1.x"
+    (clone / "benchmarks").mkdir(parents=True)
+    (clone / "benchmarks" / "fronts.sh").write_bytes(SCRIPT.read_bytes())
+    (clone / "configs").mkdir()
+    (clone / "configs" / "hh-2d.yaml").write_bytes((ROOT / "configs" / "hh-2d.yaml").read_bytes())
+    run = tmp_path / "runs" / "hh-2d"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_model.safetensors").write_text("{}")
+    (run / "config.yaml").write_text(f"train: [{{path: {clone}/data/a.jsonl}}, {{path: {tmp_path}/clone #1yx/b}}]\n")
+    env = {**os.environ, "PANACEA": "echo"}
+    done = subprocess.run(
+        ["bash", str(clone / "benchmarks" / "fronts.sh"), "hh-2d", "hh-2d"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    published = tmp_path / "published" / "hh-2d" / "hh-2d" / "train" / "config.yaml"
+    assert published.read_text() == f"train: [{{path: data/a.jsonl}}, {{path: {tmp_path}/clone #1yx/b}}]\n"
