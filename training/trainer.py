@@ -985,7 +985,7 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
         # A field added after the run was saved counts as unchanged when it holds its default (older runs resume),
         # at the top level and in each dimension (e.g. `reward`, added with objective 'rl').
         _fill_fields_at_default(previous, resolved, TrainConfig)
-        for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or []):
+        for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or [], strict=False):
             if isinstance(before, dict) and isinstance(now, dict):
                 _fill_fields_at_default(before, now, DimensionConfig)
         if previous.get("adapter") != resolved.get("adapter") and _same_adapter(config, previous.get("adapter")):
@@ -1109,7 +1109,9 @@ def reference_settings(config: TrainConfig) -> dict:
 def build_scalarizer(config: TrainConfig) -> Scalarizer:
     """The scalariser of `config`, or its gradient aggregator in the scalariser seam."""
     if config.aggregator != "none":
-        return GradientAggregation(build_aggregator(config.aggregator, config.aggregator_kwargs, config.seed))
+        return GradientAggregation(
+            build_aggregator(config.aggregator, config.aggregator_kwargs, config.seed, config.dimension_names)
+        )
     return SCALARIZERS[config.scalarization].from_config(config)
 
 

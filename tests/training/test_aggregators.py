@@ -691,6 +691,10 @@ def test_a_non_finite_gram_matrix_is_one_clear_error(name, bad):
     message = rf"{name}: the Gram matrix of the dimension gradients holds NaN/inf \(M\[1, 1\] = {bad}\).*dimension 1 "
     with pytest.raises(ValueError, match=message):
         build_aggregator(name, {}, seed=0).coefficients(gram, preference, torch.ones(3, dtype=torch.float64))
+    named = rf"{name}: .*so the gradient of dimension 'harmless' is not finite"
+    with pytest.raises(ValueError, match=named):
+        aggregator = build_aggregator(name, {}, seed=0, dimension_names=["helpful", "harmless", "concise"])
+        aggregator.coefficients(gram, preference, torch.ones(3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", ["mgda", "cagrad", "clipped_cagrad", "normalized"])

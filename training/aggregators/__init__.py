@@ -7,6 +7,7 @@ config's 'none' means no aggregator (the scalarisation alone).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ._base import Aggregator
@@ -27,8 +28,11 @@ AGGREGATORS: dict[str, type[Aggregator]] = {
 }
 
 
-def build_aggregator(name: str, kwargs: dict[str, Any] | None, seed: int) -> Aggregator:
-    """The aggregator `name` with its settings `kwargs`; `seed` is the default of a random one's own seed.
+def build_aggregator(
+    name: str, kwargs: dict[str, Any] | None, seed: int, dimension_names: Sequence[str] | None = None
+) -> Aggregator:
+    """The aggregator `name` with its settings `kwargs`; `seed` is the default of a random one's own seed;
+    `dimension_names`, the run's dimensions in order, name a dimension whose gradient is not finite in the error.
 
     Raises ValueError for an unknown name (also for 'none', which the caller handles: nothing to build),
     an unknown key or a bad value.
@@ -44,7 +48,10 @@ def build_aggregator(name: str, kwargs: dict[str, Any] | None, seed: int) -> Agg
     settings = dict(kwargs or {})
     if "seed" in cls.defaults:
         settings.setdefault("seed", seed)
-    return cls(**settings)
+    aggregator = cls(**settings)
+    if dimension_names is not None:
+        aggregator.dimension_names = tuple(dimension_names)
+    return aggregator
 
 
 __all__ = [

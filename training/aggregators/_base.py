@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +23,7 @@ class Aggregator(StepRule, ABC):
     """
 
     name: ClassVar[str]
+    dimension_names: tuple[str, ...] | None = None  # the run's dimensions, for errors (set by build_aggregator)
     defaults: ClassVar[dict[str, Any]] = {}
     retired: ClassVar[dict[str, str]] = {}  # keys no longer accepted, with the reason the error gives
 
@@ -58,7 +60,7 @@ class Aggregator(StepRule, ABC):
                 f"{tuple(gram.shape)}, {tuple(preference.shape)} and {tuple(losses.shape)}."
             )
         if not bool(torch.isfinite(gram).all()):
-            raise ValueError(non_finite_message(self.name, gram))
+            raise ValueError(non_finite_message(self.name, gram, self.dimension_names))
         cpu = dict(device="cpu", dtype=torch.float64)
         c = self._coefficients(gram.detach().to(**cpu), preference.detach().to(**cpu), losses.detach().to(**cpu))
         return c.to(gram.device)
@@ -84,11 +86,12 @@ def gradient_normalizers(name: str, normalization: str, gram: Tensor, losses: Te
     return torch.where(n > 0, 1 / n, torch.zeros_like(n))
 
 
-def non_finite_message(name: str, gram: Tensor) -> str:
+def non_finite_message(name: str, gram: Tensor, dimension_names: Sequence[str] | None = None) -> str:
     """The error for a Gram matrix M (m, m) holding NaN/inf, naming the dimensions whose gradient is not finite.
 
     A NaN or infinite entry of g_i makes M_ii NaN/inf, so the diagonal names the dimensions; if it is finite
-    (the products overflowed instead), the rows holding NaN/inf do.
+    (the products overflowed instead), the rows holding NaN/inf do. With `dimension_names` (m,) the error names
+    them, else their 0-based positions.
     """
     diagonal = gram.diagonal()
     bad = [i for i in range(gram.shape[0]) if not bool(torch.isfinite(diagonal[i]))]
@@ -97,10 +100,13 @@ def non_finite_message(name: str, gram: Tensor) -> str:
         bad = [i for i in range(gram.shape[0]) if not bool(torch.isfinite(gram[i]).all())]
         entries = "off the diagonal"
     which = "dimension" if len(bad) == 1 else "dimensions"
+    if dimension_names is not None and len(dimension_names) == gram.shape[0]:
+        named = ", ".join(f"{dimension_names[i]!r}" for i in bad)
+    else:
+        named = f"{', '.join(map(str, bad))} (0-based, in the order of `dimensions`)"
     return (
         f"{name}: the Gram matrix of the dimension gradients holds NaN/inf ({entries}), so the gradient of "
-        f"{which} {', '.join(map(str, bad))} (0-based, in the order of `dimensions`) is not finite; check that "
-        "loss for NaN/inf and lower the learning rate."
+        f"{which} {named} is not finite; check that loss for NaN/inf and lower the learning rate."
     )
 
 
