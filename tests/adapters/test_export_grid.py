@@ -263,4 +263,3 @@ def test_an_overwriting_export_leaves_no_stale_lora_of_the_export_it_replaces(tm
     index = model.export_vertex_loras(out, overwrite=True)
     expected = {entry["folder"] for entry in index["adapters"]} | {INDEX_NAME, "README.md", "notes.txt"}
     assert {path.name for path in out.iterdir()} == expected
-
