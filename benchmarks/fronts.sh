@@ -5,6 +5,7 @@
 #   NAME-tche   Panacea + Tchebycheff (needs one λ per group of pairs: 4 groups of 2 pairs per dimension)
 #   soups-NAME       rewarded soups at Panacea's total steps and tokens (budget split across the m LoRAs)
 #   soups-NAME-full  rewarded soups with m× that budget (each LoRA gets Panacea's whole budget)
+#   NAME-full   Panacea + linear scalarisation at m× its steps (the budget of soups-NAME-full)
 # Seed 0 (the config's). Every step resumes: a finished training is reused, an interrupted one continues
 # from its last checkpoint, and evaluated grid points come from the cache — so after an interrupt, run the
 # same command again.
@@ -47,13 +48,19 @@ runs_dir=${RUNS_DIR:-runs}
 published=${PUBLISH_DIR:-docs/results}/$name
 [[ -f $config ]] || { echo "fronts.sh: no config $config" >&2; exit 2; }
 
+# Panacea at m× its steps (m dimensions): the budget soups-NAME-full spends, so "each objective gets 1/m of the
+# gradient" is measured, not guessed
+full_steps=$("${PYTHON:-.venv/bin/python}" -c 'import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+print(len(config["dimensions"]) * config["max_steps"])' "$config")
 declare -A settings=(
   [$name]=""
   [$name-tche]="--set scalarization=tche --set preference_sampling=groups --set preference_groups=4 --set micro_batch_size=2"
   [soups-$name]="--set method=soups --set soups_budget=split"
   [soups-$name-full]="--set method=soups --set soups_budget=full"
+  [$name-full]="--set max_steps=$full_steps"
 )
-order=("$name" "$name-tche" "soups-$name" "soups-$name-full")
+order=("$name" "$name-tche" "soups-$name" "soups-$name-full" "$name-full")
 runs=("$@")
 ((${#runs[@]})) || runs=("${order[@]}")
 read -ra soups_modes <<< "${SOUPS_MODES:-ab delta}"  # the modes a soups run is evaluated in, in order

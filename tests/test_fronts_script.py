@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,20 +40,22 @@ def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
     done = _dry_run(name)
     assert done.returncode == 0, done.stderr
     trains = [shlex.split(line)[1:] for line in done.stdout.splitlines() if line.startswith("train ")]
-    assert len(trains) == 4
+    assert len(trains) == 5
     configs = []
     for words in trains:
         assert words[-1] == "--resume"
         overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
         configs.append(TrainConfig.from_yaml(ROOT / words[0], overrides))
-    runs = (name, f"{name}-tche", f"soups-{name}", f"soups-{name}-full")
+    runs = (name, f"{name}-tche", f"soups-{name}", f"soups-{name}-full", f"{name}-full")
     assert [c.output_dir for c in configs] == [f"{tmp_path}/runs/{run}" for run in runs]
-    panacea_ls, panacea_tche, soups_split, soups_full = configs
+    panacea_ls, panacea_tche, soups_split, soups_full, panacea_full = configs
     assert (panacea_ls.method, panacea_ls.scalarization) == ("panacea", "ls")
     assert (panacea_tche.method, panacea_tche.scalarization) == ("panacea", "tche")
     assert (soups_split.method, soups_split.soups_budget) == ("soups", "split")
     assert (soups_full.method, soups_full.soups_budget) == ("soups", "full")
-    assert {c.max_steps for c in configs} == {panacea_ls.max_steps}  # one budget; soups splits or multiplies it
+    assert {c.max_steps for c in configs[:4]} == {panacea_ls.max_steps}  # one budget; soups splits or multiplies it
+    assert (panacea_full.method, panacea_full.scalarization) == ("panacea", "ls")
+    assert panacea_full.max_steps == len(panacea_ls.dimensions) * panacea_ls.max_steps  # soups-NAME-full's budget
 
 
 def test_an_unknown_config_or_run_is_refused_before_anything_runs():
@@ -66,7 +69,7 @@ def test_an_unknown_config_or_run_is_refused_before_anything_runs():
 def test_eval_args_reach_every_evaluation():
     done = _dry_run("hh-2d", EVAL_ARGS="--grid 6 --limit 8")
     evals = [line for line in done.stdout.splitlines() if line.startswith("eval ")]
-    assert done.returncode == 0 and len(evals) == 6  # a soups run once per mode, so each is published when done
+    assert done.returncode == 0 and len(evals) == 7  # a soups run once per mode, so each is published when done
     assert all(line.endswith("--grid 6 --limit 8") for line in evals)
     soups = [line.split()[1:4] for line in evals if "/soups-" in line]
     assert [words[1:] for words in soups] == [["--soups-mode", mode] for mode in ("ab", "delta")] * 2
@@ -256,7 +259,7 @@ def test_a_checkout_whose_path_holds_sed_delimiters_publishes_relative_data_path
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_model.safetensors").write_text("{}")
     (run / "config.yaml").write_text(f"train: [{{path: {clone}/data/a.jsonl}}, {{path: {tmp_path}/clone #1yx/b}}]\n")
-    env = {**os.environ, "PANACEA": "echo"}
+    env = {**os.environ, "PANACEA": "echo", "PYTHON": sys.executable}  # the copy has no .venv
     done = subprocess.run(
         ["bash", str(clone / "benchmarks" / "fronts.sh"), "hh-2d", "hh-2d"], capture_output=True, text=True, env=env
     )
