@@ -109,10 +109,11 @@ def soups_setting(lr: str, beta: str, steps: int) -> Setting:
     )  # fmt: skip
 
 
-SOUPS_GRID = [
-    (lr, beta, steps) for lr in ("5e-4", "1e-3", "2e-3", "5e-3") for beta in ("0.1", "0.3") for steps in (40, 80)
-]
-SOUPS_GRID += [("1e-2", "0.1", 40), ("1e-2", "0.1", 80), ("1e-2", "0.3", 40)]  # as many rows as Panacea's
+# Its members' learning rate × β at the study's 40 steps, as many configurations as Panacea's 40-step rows, and one
+# 80-step row beside Panacea's `steps80` (steps are a budget, not a setting to pick: docs/steering.md round 4).
+SOUPS_LEARNING_RATES = ("2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "7e-3", "1e-2", "2e-2")
+SOUPS_GRID = [(lr, beta, 40) for lr in SOUPS_LEARNING_RATES for beta in ("0.1", "0.3")]
+SOUPS_GRID += [("2e-3", "0.1", 80)]
 SOUPS = {f"lr{lr}_beta{beta}_steps{steps}": soups_setting(lr, beta, steps) for lr, beta, steps in SOUPS_GRID}
 # The proxy check (decided 2026-12-05, before any row finished): three of Panacea's settings again at hh-2d's own
 # budget (100 steps, its warm-up), scored the same way; the 40-step study's ranking is used only if it orders these
@@ -251,8 +252,35 @@ def rows_table(records: list[dict]) -> str:
             f"{record['wall_minutes']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    agreement = proxy_agreement({label: row["metrics"]["hypervolume"] for label, row in by_label.items()})
-    return "\n".join(lines + ([f"\n{agreement}"] if agreement else []))
+    hypervolumes = {label: row["metrics"]["hypervolume"] for label, row in by_label.items()}
+    notes = [proxy_agreement(hypervolumes), *(choice(hypervolumes, method) for method in ("panacea", "soups"))]
+    return "\n".join(lines + [f"\n{note}" for note in notes if note])
+
+
+def budget_binds(name: str) -> bool:
+    """Whether the row is one of the 80-step rows, which measure whether the budget binds rather than compete
+    (docs/steering.md round 4, "Steps are a budget")."""
+    return "max_steps=80" in METHODS["panacea" if name in PANACEA else "soups"][name].overrides
+
+
+def choice(hypervolumes: dict[str, float], method: str) -> str | None:
+    """The method's chosen row by the protocol: the highest accuracy-hypervolume point estimate among its finished
+    40-step rows (an exact tie keeps the defaults); with its 80-step rows finished, whether the budget binds.
+    None until its defaults row is finished."""
+    rows = {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
+    if DEFAULTS[method] not in rows:
+        return None
+    candidates = {name: value for name, value in rows.items() if not budget_binds(name)}
+    best = max(candidates.values())
+    chosen = DEFAULTS[method] if candidates[DEFAULTS[method]] == best else max(candidates, key=candidates.get)
+    total = len(PANACEA if method == "panacea" else SOUPS) - sum(map(budget_binds, METHODS[method]))
+    text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): {chosen} ({best:.3f})"
+    longer = {name: value for name, value in rows.items() if budget_binds(name)}
+    if longer:
+        top = max(longer, key=longer.get)
+        verb = "binds" if longer[top] > best else "does not bind"
+        text += f"; at 80 steps the best is {top} ({longer[top]:.3f}): the 40-step budget {verb} (point estimates)"
+    return text + "."
 
 
 def proxy_agreement(hypervolumes: dict[str, float]) -> str | None:

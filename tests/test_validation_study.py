@@ -22,6 +22,9 @@ def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configura
     monkeypatch.chdir(ROOT)
     study = _study(monkeypatch)
     assert len(study.SOUPS) == len(study.PANACEA)  # the same tuning budget for the baseline
+    for method in ("panacea", "soups"):  # ... among the rows a method is chosen from (steps are a budget)
+        longer = [name for name in study.METHODS[method] if study.budget_binds(name)]
+        assert len(longer) == 1, (method, longer)
     assert sorted(study.PRIORITY) == sorted(f"{m}/{name}" for m, rows in study.METHODS.items() for name in rows)
     for row in study.PRIORITY:
         method, name = row.split("/")
@@ -92,3 +95,19 @@ def test_the_proxy_check_compares_the_orders_of_the_three_settings_at_40_and_100
     )
     swapped = {**same, "proxy/rpo1": 0.46}
     assert "100 steps rpo1 > lr1e-3 > defaults; disagree" in study.proxy_agreement(swapped)
+
+
+def test_the_choice_is_the_best_40_step_row_and_the_80_step_rows_only_say_whether_the_budget_binds(monkeypatch):
+    study = _study(monkeypatch)
+    assert study.choice({"panacea/lr1e-3": 0.4}, "panacea") is None  # no defaults row yet
+    rows = {"panacea/defaults": 0.30, "panacea/lr1e-3": 0.32, "panacea/steps80": 0.50, "soups/lr1e-3_beta0.1_steps40": 1}
+    chosen = study.choice(rows, "panacea")
+    assert chosen.startswith("Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320)")
+    assert chosen.endswith("at 80 steps the best is steps80 (0.500): the 40-step budget binds (point estimates).")
+    tie = {"panacea/defaults": 0.30, "panacea/cosine": 0.30}
+    assert study.choice(tie, "panacea").startswith("Chosen for panacea (2 of 18 40-step rows finished): defaults")
+    soups = {"soups/lr2e-3_beta0.1_steps40": 0.2, "soups/lr2e-3_beta0.1_steps80": 0.1, "soups/lr1e-3_beta0.3_steps40": 0.25}
+    assert study.choice(soups, "soups") == (
+        "Chosen for soups (2 of 18 40-step rows finished): lr1e-3_beta0.3_steps40 (0.250); at 80 steps the best is "
+        "lr2e-3_beta0.1_steps80 (0.100): the 40-step budget does not bind (point estimates)."
+    )
