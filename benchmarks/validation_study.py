@@ -15,8 +15,10 @@ training minutes. With `--generations`, also each vertex's refusal rate on the h
 refusal on the helpful ones (over-refusal) and the share of looping answers, with intervals.
 
 Panacea and rewarded soups each get `len(PANACEA)` rows (a test keeps the counts equal): Panacea one lever at a
-time around its defaults, soups a grid over learning rate, β and steps (their members' hyperparameters). Soups
-rows are scored in mode `ab`, the authors' recipe. Resumable: a finished row (its row.json) is skipped, an
+time around its defaults, soups a grid over its members' learning rate and β; each method also has one 80-step
+row, which says whether the budget binds and is not chosen from (steps are a budget: both methods are compared at
+the same one). `--table` names each method's chosen row by the protocol. Soups rows are scored in mode `ab`, the
+authors' recipe. Resumable: a finished row (its row.json) is skipped, an
 interrupted training resumes, scored grid points come from the cache.
 
     nohup python benchmarks/validation_study.py > runs/validation-study.log 2>&1 &   # every row, in PRIORITY order
