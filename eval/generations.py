@@ -94,7 +94,8 @@ OBJECTIVES = {  # name -> (per dimension: (column, transform)), bounded, descrip
          "concise": ("vs_base_concise", "win")},
         True,
         "share of prompts whose answer beats the base model's own answer (helpful / harmless: the dimension's reward "
-        "model scores it higher; concise: fewer words), ties ½",
+        "model scores it higher; concise: fewer tokens), ties ½: an answer identical to the base's, and for concise "
+        "two answers both cut off at max_new_tokens",
     ),
     "reward": (
         {"helpful": ("reward_helpful", "identity"), "harmless": ("reward_harmless", "identity"),
@@ -104,6 +105,12 @@ OBJECTIVES = {  # name -> (per dimension: (column, transform)), bounded, descrip
     ),
 }  # fmt: skip
 DEFAULT_OBJECTIVE = "win_rate"
+# How an answer is set against the base model's (in the settings: a front scored under another rule is not compared
+# with one scored under this). Since 2026-12-05, before any benchmark front was scored on generations.
+VERSUS_BASE = (
+    "reward difference, 0 for an identical answer; concise: base tokens - tokens, 0 for an identical answer or when "
+    "both are cut off at max_new_tokens"
+)
 assert tuple(OBJECTIVES) == SCORER_OBJECTIVES["generations"]  # the CLI's list (panacea._names), default first
 HARMFUL_SETS = OBJECTIVE_SETS["harmless"]
 HELPFUL_SETS = OBJECTIVE_SETS["helpful"]
@@ -112,6 +119,7 @@ STATISTICS = {  # reported beside the objectives, per grid point with intervals:
     "refusal_harmbench": (("harmbench",), "refusal", "identity", "refusal rate on HarmBench"),
     "over_refusal_xstest_safe": (("xstest_safe",), "refusal", "identity", "refusal rate on XSTest's safe prompts"),
     "loops": (tuple(s.name for s in PROMPT_SETS), "loop", "identity", "share of answers in a repetition loop"),
+    "cut_off": (tuple(s.name for s in PROMPT_SETS), "cut_off", "identity", "share of answers cut off by the cap"),
     "words_helpful": (HELPFUL_SETS, "words", "identity", "mean words of the answers to helpful prompts"),
     "reward_helpful": (HELPFUL_SETS, "reward_helpful", "identity", "mean helpful reward on helpful prompts"),
     "reward_harmless": (HARMFUL_SETS, "reward_harmless", "identity", "mean harmless reward on harmful prompts"),
@@ -139,6 +147,9 @@ VALIDATION_STATISTICS = {
     ),
     "loops": (
         tuple(s.name for s in VALIDATION_PROMPT_SETS), "loop", "identity", "share of answers in a repetition loop",
+    ),
+    "cut_off": (
+        tuple(s.name for s in VALIDATION_PROMPT_SETS), "cut_off", "identity", "share of answers cut off by the cap",
     ),
     "words_helpful": (("helpful_validation",), "words", "identity", "mean words of the answers to helpful prompts"),
     "reward_helpful": (("helpful_validation",), "reward_helpful", "identity", "mean helpful reward on helpful prompts"),
@@ -230,6 +241,8 @@ class GenerationsScorer:
             "reward_models": {name: rm.metadata.get("cache_key") for name, rm in self.reward_models.items()},
             "refusal_detector": _source_digest(is_refusal),
             "loop_detector": _source_digest(is_loop),
+            "batch_size": self.batch_size,  # left padding moves greedy answers (the base model's too) by rounding
+            "versus_base": VERSUS_BASE,
         }
 
     @property
@@ -280,13 +293,19 @@ class GenerationsScorer:
         names = list(self.prompts)
         flat = [record for name in names for record in self.prompts[name]]
         prompts = [record["prompt"] for record in flat]
-        answers = generate_grid(
-            model, self.tokenizer, prompts, preferences, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size
+        answers, finished = generate_grid(
+            model,
+            self.tokenizer,
+            prompts,
+            preferences,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            return_finished=True,
         )
         rewards = self._rewards(model, prompts * len(answers), [text for point in answers for text in point])
         rewards = {dimension: values.view(len(answers), len(flat)) for dimension, values in rewards.items()}
         base = self._base(model, prompts)
-        return [self._point(names, point, texts, rewards, base) for point, texts in enumerate(answers)]
+        return [self._point(names, point, texts, finished[point], rewards, base) for point, texts in enumerate(answers)]
 
     def _rewards(self, model, prompts: list[str], texts: list[str]) -> dict[str, Tensor]:
         return {
@@ -298,35 +317,50 @@ class GenerationsScorer:
         """The base model's answers (adapter disabled, the same decoding), their words and rewards; computed once
         per scorer, the answers cached on disk by content (the base model's weights, the prompts, the decoding)."""
         if self._base_scores is None:
-            texts = base_answers(model, self.tokenizer, prompts, self.decoding, self.batch_size)
+            texts, finished = base_answers(model, self.tokenizer, prompts, self.decoding, self.batch_size)
             rewards = self._rewards(model, prompts, texts)
-            words = np.array([len(text.split()) for text in texts], dtype=float)
-            self._base_scores = {"words": words, "rewards": rewards}
+            self._base_scores = {
+                "texts": texts,
+                "tokens": self._token_counts(texts),
+                "cut_off": ~np.array(finished),
+                "rewards": rewards,
+            }
         return self._base_scores
 
-    def _point(self, names, point: int, texts: list[str], rewards: dict[str, Tensor], base: dict) -> dict:
+    def _token_counts(self, texts: list[str]) -> np.ndarray:
+        counts = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+        return np.array(counts, dtype=float)
+
+    def _point(
+        self, names, point: int, texts: list[str], finished: list[bool], rewards: dict[str, Tensor], base: dict
+    ) -> dict:
         sets, responses, start = {}, {}, 0
         for name in names:
             records = self.prompts[name]
             chunk = texts[start : start + len(records)]
             span = slice(start, start + len(records))
-            words = np.array([len(text.split()) for text in chunk], dtype=float)
+            tokens = self._token_counts(chunk)
+            cut_off = ~np.array(finished[span])
+            same = np.array([text == other for text, other in zip(chunk, base["texts"][span], strict=True)])
             columns = {
                 "refusal": np.array([is_refusal(text) for text in chunk], dtype=float),
                 "loop": np.array([is_loop(text) for text in chunk], dtype=float),
-                "tokens": np.array(
-                    [len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in chunk], dtype=float
-                ),
-                "words": words,
+                "cut_off": cut_off.astype(float),
+                "tokens": tokens,
+                "words": np.array([len(text.split()) for text in chunk], dtype=float),
             }
             serves = next(s.serves for s in self.plan.sets if s.name == name)
+            # Versus the base model's answer (VERSUS_BASE): > 0 a win, 0 a tie. An identical answer ties exactly,
+            # though the reward model scores it in another batch (padding moves its score by ~1e-5).
             for dimension, values in rewards.items():
                 if dimension in serves:
                     reward = values[point, span].double().numpy()
                     columns[f"reward_{dimension}"] = reward
-                    columns[f"vs_base_{dimension}"] = reward - base["rewards"][dimension][span].double().numpy()
-            if "concise" in serves:
-                columns["vs_base_concise"] = base["words"][span] - words  # > 0: shorter than the base's answer
+                    versus = reward - base["rewards"][dimension][span].double().numpy()
+                    columns[f"vs_base_{dimension}"] = np.where(same, 0.0, versus)
+            if "concise" in serves:  # fewer tokens; two answers cut off at the cap say nothing about length
+                versus = base["tokens"][span] - tokens
+                columns["vs_base_concise"] = np.where(same | (cut_off & base["cut_off"][span]), 0.0, versus)
             summary = {key: float(value.mean()) for key, value in columns.items() if not key.startswith("vs_base_")}
             summary |= {
                 f"win_{key.removeprefix('vs_base_')}": float(TRANSFORMS["win"](value).mean())
@@ -353,8 +387,9 @@ class GenerationsScorer:
         }
 
 
-def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_size: int) -> list[str]:
-    """The base model's greedy answers to `prompts` (the adapter disabled), cached by content in panacea's cache.
+def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_size: int) -> tuple[list[str], list[bool]]:
+    """The base model's greedy answers to `prompts` (the adapter disabled) and whether each ended on its own (not
+    cut off at max_new_tokens), cached by content in panacea's cache.
 
     The key hashes the base model's weights (a strided sample: panacea.training.reference.base_model_digest), the
     device type, the prompts, the decoding and the batch size (left padding depends on the batch's prompts).
@@ -374,22 +409,24 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
     file = cache_dir() / "base-answers" / f"{key[:32]}.json"
     if file.is_file():
         with contextlib.suppress(ValueError, OSError, KeyError):
-            answers = read_json(file)["answers"]
-            if len(answers) == len(prompts):
-                return answers
+            cached = read_json(file)
+            answers, finished = cached["answers"], cached["finished"]
+            if len(answers) == len(finished) == len(prompts):
+                return answers, finished
     config = getattr(model, "panacea_config", None)  # a Panacea model; a soup knows its dimensions
     m = config.num_preferences if config is not None else len(model.dimensions)
     with model.disable_adapter():
-        (answers,) = generate_grid(
+        (answers,), (finished,) = generate_grid(
             model,
             tokenizer,
             prompts,
             torch.full((1, m), 1 / m),  # any λ: the adapter is off
             max_new_tokens=decoding["max_new_tokens"],
             batch_size=batch_size,
+            return_finished=True,
         )
-    write_json(file, {"answers": answers})
-    return answers
+    write_json(file, {"answers": answers, "finished": finished})
+    return answers, finished
 
 
 def load_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[dict]:

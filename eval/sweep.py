@@ -225,6 +225,14 @@ class PointCache:
         write_json(self.path(preference), result)
 
 
+def scored_on(run: LoadedRun) -> dict[str, str]:
+    """What a front's numbers depend on besides the scorer's settings and the adapter: the base model's weights, the
+    device and the dtype (kernels agree across them only to rounding; greedy answers can then differ). A results
+    document keeps them with the scorer's settings, so `panacea compare` refuses fronts scored on different ones."""
+    dtype = next(run.model.base_model.parameters()).dtype
+    return {"base_model": base_model_digest(run.model), "device": run.model.device.type, "dtype": str(dtype)}
+
+
 def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tuple[list[dict], Path]:
     """Every grid point's result from `scorer`, read from the cache or computed (and cached) now; the cache folder.
 
@@ -234,12 +242,8 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     """
     # the base model's weights (a changed base behind the same name) and the device (CPU and CUDA kernels agree
     # only to rounding, and one front should not mix the two) are not in the scorer's settings
-    settings = {
-        **scorer.settings(),
-        "base_model": base_model_digest(run.model),
-        "device": run.model.device.type,
-        "point_format": POINT_FORMAT,
-    }
+    settings = {**scorer.settings(), **scored_on(run), "point_format": POINT_FORMAT}
+    settings.pop("dtype")  # not in the key of the points cached before 2026-12-05 (one dtype per device then)
     key = cache_key(settings, run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     vertex_cache = None
@@ -345,7 +349,7 @@ def evaluate_run(
         objectives = scorer.objectives()
         default = objective if objective in objectives else scorer.default_objective
         entry = {
-            "settings": scorer.settings(),
+            "settings": {**scorer.settings(), **scored_on(run)},
             "objective": objectives[default]["description"],
             "default_objective": default,
             "objectives": objectives,

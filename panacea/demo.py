@@ -146,7 +146,7 @@ def vertex_refusals(model, tokenizer, names: Sequence[str]) -> dict:
     prompts = {name: [r["prompt"] for r in load_prompts(known[name], PROMPTS_PER_SET)] for name in REFUSAL_SETS}
     every = [prompt for name in REFUSAL_SETS for prompt in prompts[name]]
     decoding = {"do_sample": False, "max_new_tokens": REFUSAL_TOKENS, "chat_template": True}
-    answers = {"base model": base_answers(model, tokenizer, every, decoding, batch_size=32)}
+    answers = {"base model": base_answers(model, tokenizer, every, decoding, batch_size=32)[0]}
     vertices = torch.eye(len(names))
     for vertex, texts in zip(
         vertices.tolist(), generate_grid(model, tokenizer, every, vertices, max_new_tokens=REFUSAL_TOKENS), strict=True

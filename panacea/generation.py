@@ -55,18 +55,23 @@ def generate_grid(
     max_new_tokens: int = 64,
     batch_size: int = 32,
     mixed: bool = True,
-) -> list[list[str]]:
+    return_finished: bool = False,
+) -> list[list[str]] | tuple[list[list[str]], list[list[bool]]]:
     """Greedy answers to every prompt at every λ: `answers[point][prompt]`, preferences (n, m).
 
     Prompts are sorted by length and cut into chunks of ⌈batch_size / n⌉; with `mixed` (the default) one
     `generate` call answers a chunk at all n λs at once (≈ batch_size rows, each with its own λ). With
     `mixed=False` the same chunks run one λ after another — the same rows, padded the same way, so the
-    greedy answers are the same; `benchmarks/front_generation.py` times the two.
+    greedy answers are the same; `benchmarks/front_generation.py` times the two. With `return_finished`, also
+    `finished[point][prompt]`: whether the answer ended with an end-of-sequence token rather than being cut off
+    at `max_new_tokens`.
     """
     if preferences.ndim != 2 or len(preferences) == 0:
         raise ValueError(f"preferences must be a non-empty (points, m) tensor, got shape {tuple(preferences.shape)}.")
     points = len(preferences)
     answers: list[list[str]] = [[""] * len(prompts) for _ in range(points)]
+    finished: list[list[bool]] = [[False] * len(prompts) for _ in range(points)]
+    stops = torch.tensor(sorted(eos_token_ids(model, tokenizer)), dtype=torch.long)
     order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
     chunk_size = max(1, -(-batch_size // points))
     for start in range(0, len(order), chunk_size):
@@ -83,10 +88,13 @@ def generate_grid(
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
             )
-            texts = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            for slot, text in enumerate(texts):
-                answers[group[slot // len(chunk)]][chunk[slot % len(chunk)]] = text.strip()
-    return answers
+            generated = output[:, inputs["input_ids"].shape[1] :]  # (rows, ≤ max_new_tokens)
+            texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            ended = torch.isin(generated.cpu(), stops).any(1).tolist()  # no EOS: cut off at max_new_tokens
+            for slot, (text, stopped) in enumerate(zip(texts, ended, strict=True)):
+                point, prompt = group[slot // len(chunk)], chunk[slot % len(chunk)]
+                answers[point][prompt], finished[point][prompt] = text.strip(), stopped
+    return (answers, finished) if return_finished else answers
 
 
 def chat_inputs(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]):

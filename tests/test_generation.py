@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from panacea.generation import generate_grid, generate_text
+from panacea.generation import chat_inputs, generate_grid, generate_text
 from panacea.preferences import simplex_grid
 from tests.conftest import panacea_llama, tiny_tokenizer
 
@@ -43,3 +43,28 @@ def test_a_preference_matrix_of_the_wrong_shape_is_refused(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     with pytest.raises(ValueError, match=r"non-empty \(points, m\) tensor"):
         generate_grid(model, tokenizer, PROMPTS, torch.tensor([0.5, 0.5]))
+
+
+def test_finished_says_which_answers_ended_on_an_end_token_and_which_were_cut_off(model_and_tokenizer):
+    """The answers' own first tokens become the end tokens, so some rows stop early and others run to the cap; each
+    row's flag is checked against that row generated alone."""
+    model, tokenizer = model_and_tokenizer
+    grid = torch.eye(2)
+    first = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=6)
+    stops = sorted({tokenizer(first[0][0], add_special_tokens=False)["input_ids"][1]})
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = stops
+    try:
+        _, finished = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=6, return_finished=True)
+        expected = []
+        for preference in grid:
+            row = []
+            for prompt in PROMPTS:
+                inputs = chat_inputs(tokenizer, [prompt])
+                output = model.generate(**inputs, preference=preference, max_new_tokens=6, do_sample=False)
+                row.append(bool(set(output[0, inputs["input_ids"].shape[1] :].tolist()) & set(stops)))
+            expected.append(row)
+    finally:
+        model.generation_config.eos_token_id = original
+    assert finished == expected
+    assert {flag for row in finished for flag in row} == {True, False}  # both kinds occur: the test can fail

@@ -8,6 +8,7 @@ import json
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from panacea.eval import reward_model as reward_model_module
@@ -85,17 +86,45 @@ def test_concise_wins_where_an_answer_is_shorter_than_the_base_models_own_answer
     prompts = {"helpful_test": [{"id": f"p{i}", "prompt": text} for i, text in enumerate(("w5 w6", "w7", "w9 w9 w8"))]}
     scorer = GenerationsScorer(tokenizer, ["concise"], prompts, {}, max_new_tokens=6)
     (point,) = scorer.score(model, torch.tensor([[0.9, 0.1]]))
-    words = [len(answer["text"].split()) for answer in point["responses"]["helpful_test"]]
+    texts = [answer["text"] for answer in point["responses"]["helpful_test"]]
     with model.disable_adapter():  # the base model's answers, one prompt at a time
-        base = [
-            len(generate_text(model, tokenizer, r["prompt"], [0.5, 0.5], 6).split()) for r in prompts["helpful_test"]
-        ]
+        base = [generate_text(model, tokenizer, r["prompt"], [0.5, 0.5], 6) for r in prompts["helpful_test"]]
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     values = point["sets"]["helpful_test"]["values"]
-    assert values["words"] == words and values["vs_base_concise"] == [b - w for b, w in zip(base, words, strict=True)]
+    assert values["tokens"] == [count(text) for text in texts]
+    expected = [
+        0.0 if text == other or (cut and count(other) == 6) else count(other) - count(text)
+        for text, other, cut in zip(texts, base, values["cut_off"], strict=True)
+    ]  # cut off at 6 tokens both: a tie (a random tiny model rarely ends an answer before the cap)
+    assert values["vs_base_concise"] == expected
     entry = {"objectives": scorer.objectives(), "items": scorer.items(), "points": [point]}
-    wins = [1.0 if b > w else 0.5 if b == w else 0.0 for b, w in zip(base, words, strict=True)]
+    wins = [1.0 if value > 0 else 0.5 if value == 0 else 0.0 for value in expected]
     assert objective_values(entry, ["concise"], "win_rate")[0, 0] == pytest.approx(sum(wins) / 3)
-    assert objective_values(entry, ["concise"], "reward")[0, 0] == pytest.approx(-sum(words) / 3)
+    assert objective_values(entry, ["concise"], "reward")[0, 0] == pytest.approx(-sum(values["words"]) / 3)
+
+
+def test_an_identical_answer_ties_with_the_base_and_two_answers_cut_off_tie_on_length():
+    """The rule against the base model's answer, on hand-made answers: an identical answer is a tie even where its
+    reward differs by rounding (it was scored in another batch); concise compares tokens, and two answers both cut
+    off at max_new_tokens tie."""
+    tokenizer = tiny_tokenizer()
+    prompts = {"helpful_test": [{"id": f"p{i}", "prompt": "w5"} for i in range(4)]}
+    scorer = GenerationsScorer(tokenizer, ["helpful", "concise"], prompts, {}, max_new_tokens=3)
+    base_texts = ["w5 w6", "w5 w6 w7", "w8 w9 w10", "w5"]
+    texts = ["w5 w6", "w5", "w11 w12 w13", "w5 w6 w7"]
+    finished = [True, True, False, False]  # the last two cut off at 3 tokens
+    base = {
+        "texts": base_texts,
+        "tokens": np.array([2.0, 3.0, 3.0, 1.0]),
+        "cut_off": np.array([False, False, True, False]),
+        "rewards": {"helpful": torch.tensor([0.5, 0.1, 0.2, 0.3])},
+    }
+    rewards = {"helpful": torch.tensor([[0.50001, 0.4, 0.1, 0.6]])}
+    point = scorer._point(["helpful_test"], 0, texts, finished, rewards, base)
+    values = point["sets"]["helpful_test"]["values"]
+    assert values["cut_off"] == [0.0, 0.0, 1.0, 1.0]
+    assert values["vs_base_helpful"] == pytest.approx([0.0, 0.3, -0.1, 0.3])
+    assert values["vs_base_concise"] == [0.0, 2.0, 0.0, -2.0]  # identical; shorter; both cut off; longer
 
 
 def test_limit_keeps_evenly_spaced_prompts():

@@ -149,6 +149,7 @@ def test_the_generations_scorer_on_validation_answers_only_validation_sets(fit_r
         "refusal_harmful",
         "over_refusal_helpful",
         "loops",
+        "cut_off",
         "words_helpful",
         "reward_helpful",
         "reward_harmless",
