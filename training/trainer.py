@@ -5,11 +5,15 @@ batch (a λ per prompt, K responses each, in one mixed-λ sampling call), scores
 and turns it into per-dimension PPO losses for the same gradient buffers, scalarisers and aggregators
 (docs/algorithms.md §8).
 
-One process by default; `accelerate launch --num_processes N` splits every dimension's batch across
-processes. The model is not wrapped in DDP: each (λ-group, dimension) unit is back-propagated into a
-flat gradient buffer of its own, the buffers are all-reduced (summed) once per step, and the
+One process by default; N data-parallel processes (`accelerate launch --num_processes N` on CUDA GPUs; on CPUs
+`torchrun --nproc_per_node N`, as accelerate's launcher starts CPU processes only through mpirun) split every step:
+each dimension's pair batch, or (RL) the rollout batch by whole prompts, each process sampling, scoring and
+forwarding its own rows. The model is not wrapped in DDP: each (λ-group, dimension) unit is back-propagated into a
+flat gradient buffer of its own, the buffers are all-reduced (summed) once per update, and the
 scalariser's coefficients combine them into `.grad`. That is DDP's arithmetic, plus the separate
-per-dimension gradients that Tchebycheff (and the gradient aggregators) need.
+per-dimension gradients that Tchebycheff (and the gradient aggregators) need. The metric sums are all-reduced
+with the buffers, and RL's raw rewards are gathered, so that every process normalises, checks and logs the whole
+batch and takes the same decisions (a stop, Tchebycheff's arg max) as one process would.
 """
 
 from __future__ import annotations
@@ -206,12 +210,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             f"each λ-group of {group_size} pairs must split into rounds of micro_batch_size × processes = {round_size} "
             "pairs; change batch_size, micro_batch_size or preference_groups for this number of processes."
         )
-    if rl is not None and accelerator.num_processes > 1:
-        raise ValueError(
-            f"RL (objective 'rl') trains in one process: splitting a rollout batch across {accelerator.num_processes} "
-            "processes (each generating and scoring its share, then sharing rewards for RLOO and the running moments) "
-            "is not implemented. Launch it without --num_processes."
-        )
+    if rl is not None:
+        _check_rollout_split(config, accelerator.num_processes)
     resuming = resume and (output_dir / CONFIG_FILE).is_file()  # --resume on an empty folder starts a new run
     created = not output_dir.exists()
     check_output_dir(config, output_dir, resume, accelerator)
@@ -232,7 +232,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         if rl is None:
             dimensions = _load_dimensions(config, model, tokenizer, accelerator)
         else:
-            source, moments = _load_rollout_source(config, model, tokenizer), RunningMoments(len(config.dimensions))
+            with accelerator.main_process_first():  # a reward model fitted here: the first caches it, the rest read it
+                source = _load_rollout_source(config, model, tokenizer)
+            moments = RunningMoments(len(config.dimensions))
     except BaseException:
         if not resuming and accelerator.is_main_process:  # a new run that never started leaves nothing behind,
             _forget_failed_start(output_dir, created)  # so the rerun after the fix just works
@@ -415,8 +417,7 @@ def _accumulate(
             tokens += batch_tokens
     if world > 1:
         buffers.all_reduce()
-        for tensor in (sums, stats, tokens):
-            dist.all_reduce(tensor)
+    _sum_over_processes(accelerator, sums, stats, tokens)
     metrics = {"tokens": float(tokens)}
     for i, dimension in enumerate(dimensions):
         if not trained[i]:
@@ -463,22 +464,26 @@ def _pair_losses(
 
 @dataclass
 class Rollouts:
-    """One step's rollout batch: n = prompts · K rows, a prompt's K rows consecutive, λ-groups of consecutive prompts.
+    """One process's share of a step's rollout batch, and what the whole batch decides.
 
-    `batches` are the update's forwards (micro_batch_size rows each, prompt + response, right-padded) and
-    `old_logprobs` their response tokens' log π_old, (rows, seq − 1) each, 0 off the response. When the update's
-    own forward gives π_old (`_old_logprobs_from_update`), `old_logprobs` and `advantages` are None and each
-    micro-batch forms them in the update from `reference_logprobs` and `normalised`.
+    The batch is n = prompts · K rows, a prompt's K rows consecutive, λ-groups of consecutive prompts; a process
+    holds the rows [first_row, first_row + rows), whole prompts (all n in one process). `batches` are the update's
+    forwards (micro_batch_size rows each, prompt + response, right-padded) and `old_logprobs` their response
+    tokens' log π_old, (rows, seq − 1) each, 0 off the response. When the update's own forward gives π_old
+    (`_old_logprobs_from_update`), `old_logprobs` and `advantages` are None and each micro-batch forms them in the
+    update from `reference_logprobs` and `normalised`.
     """
 
     batches: list[PairBatch]
     old_logprobs: list[Tensor] | None
-    preferences: Tensor  # (n, m): each row's λ (its prompt's)
+    preferences: Tensor  # (rows, m): each row's λ (its prompt's)
     groups: Tensor  # (G, m): the step's group λs (per_sample: their mean, for the logs)
-    advantages: Tensor | None  # (n, m): RLOO on the KL-penalised normalised rewards; 0 for dimensions of weight 0
-    levels: Tensor  # (G, m): −(mean normalised reward) per λ-group, Tchebycheff's levels
+    advantages: Tensor | None  # (rows, m): RLOO on the KL-penalised normalised rewards; 0 for dimensions of weight 0
+    levels: Tensor  # (G, m): −(mean normalised reward) per λ-group of the whole batch, Tchebycheff's levels
+    first_row: int  # this process's first row in the batch: with rows_total, each micro-batch's λ-group
+    rows_total: int  # n, every process's rows: the unit losses divide by a λ-group's rows in the whole batch
     reference_logprobs: list[Tensor] | None = None  # log π_ref per batch, (rows, seq − 1); with old_logprobs None
-    normalised: Tensor | None = None  # (n, m): r̃, the rewards after the running moments; with old_logprobs None
+    normalised: Tensor | None = None  # (rows, m): r̃, the rewards after the running moments; with old_logprobs None
 
 
 def draw_rollout_preferences(config: TrainConfig, step: int) -> tuple[Tensor, Tensor]:
@@ -524,6 +529,7 @@ def _rl_step(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += epoch_metrics["tokens"]
+    # Every process's tokens over this process's seconds (the main process's are logged), as for the rollouts.
     metrics.update(tokens=tokens, update_tokens_per_second=tokens / (time.perf_counter() - started))
     return metrics
 
@@ -537,42 +543,32 @@ def _collect_rollouts(
     moments: RunningMoments,
     accelerator: Accelerator,
 ) -> tuple[Rollouts, dict[str, float]]:
-    """Generate K responses per prompt (one mixed-λ call), score them, and form the advantages; eval mode, no grad.
+    """Generate this process's rows of the step's batch, score them, and form the advantages; eval mode, no grad.
 
-    Row r samples with its own generator seeded by (seed, step, r) (`rollout_seed`), so a resumed run redraws
-    the same batch with no RNG state. Rewards are normalised by the running moments after updating them with
-    this batch; the KL (policy vs the adapter disabled, per response token) enters the reward (§8).
+    The raw rewards of every process are gathered: the running moments are updated with the whole batch (alike on
+    every process) and normalise it, and its normalised rewards give Tchebycheff's levels and the logs. The KL
+    (policy vs the adapter disabled, per response token) enters the reward in the process that sampled the row (§8).
     """
     rl, m = config.rl, len(config.dimensions)
     per_prompt, groups = draw_rollout_preferences(config, step)
     preferences = per_prompt.repeat_interleave(rl.rollouts_per_prompt, dim=0)  # (n, m): a prompt's K rows share it
     prompts = source.indices(step * rl.prompts_per_step + torch.arange(rl.prompts_per_step))
     prompts = prompts.repeat_interleave(rl.rollouts_per_prompt).tolist()  # (n,) the prompt of each row
-    generators = [
-        row_generator(rollout_seed(config.seed, step, row), accelerator.device) for row in range(len(prompts))
-    ]
+    local = _process_rows(len(prompts), accelerator)  # this process's rows: whole prompts
+    preferences, prompts = preferences[local], prompts[local]  # (rows, m), (rows,)
     model.eval()  # rollouts and π_old without dropout
     try:
-        started = time.perf_counter()
-        with accelerator.autocast():
-            responses = sample_responses(
-                model,
-                [source.prompt_ids[prompt] for prompt in prompts],
-                preferences,
-                generators,
-                max_new_tokens=rl.max_new_tokens,
-                temperature=rl.temperature,
-                top_p=rl.top_p,
-                eos_token_ids=eos_token_ids(model, tokenizer),
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        generation_seconds = time.perf_counter() - started
+        responses, metrics = _sample_rollouts(
+            config, step, model, tokenizer, source, prompts, preferences, local, accelerator
+        )
         texts = [text.strip() for text in tokenizer.batch_decode(responses, skip_special_tokens=True)]
-        rewards, scoring_seconds = _score_rollouts(config, step, source, prompts, texts)  # (n, m) raw
+        rewards, metrics["scoring_seconds"] = _score_rollouts(config, source, prompts, texts)  # (rows, m) raw
+        rewards = _gather_rewards(config, step, rewards, accelerator)  # (n, m): every process's, checked
         moments.update(rewards)
-        normalised = moments.normalise(rewards)
+        normalised = moments.normalise(rewards)  # (n, m)
         rows = [
-            TokenizedPair(str(row), source.prompt_ids[prompt], responses[row], []) for row, prompt in enumerate(prompts)
+            TokenizedPair(str(local.start + row), source.prompt_ids[prompt], response, [])
+            for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True))
         ]
         micro = config.micro_batch_size  # the update's forwards: consecutive rows, so each lies in one λ-group
         batches = [
@@ -585,27 +581,86 @@ def _collect_rollouts(
         old_logprobs, references = _rollout_log_probs(config, model, batches, preferences, accelerator, old=not fused)
     finally:
         model.train()
-    levels = -normalised.view(len(groups), -1, m).mean(1)  # (G, m): each group's rows are consecutive
-    generated = sum(len(response) for response in responses)
-    metrics = {
-        "response_length": generated / len(responses),
-        "rollout_tokens_per_second": generated / generation_seconds,
-        "scoring_seconds": scoring_seconds,
-    }
     for i, (name, trained) in enumerate(zip(config.dimension_names, config.trained_dimensions, strict=True)):
         if trained:
             metrics[f"reward/{name}"] = float(rewards[:, i].mean())
             metrics[f"reward_normalised/{name}"] = float(normalised[:, i].mean())
+    levels = -normalised.view(len(groups), -1, m).mean(1)  # (G, m): each group's rows are consecutive
+    rollouts = Rollouts(batches, old_logprobs, preferences, groups, None, levels, local.start, len(rewards))
     if fused:  # the update forms the KL-penalised rewards and advantages per micro-batch (and logs the KL)
-        return Rollouts(batches, None, preferences, groups, None, levels, references, normalised), metrics
-    penalised, kl = [], []
-    for batch, old, reference, rows in zip(batches, old_logprobs, references, _row_slices(batches), strict=True):
+        rollouts.reference_logprobs, rollouts.normalised = references, normalised[local]
+    else:
+        rollouts.advantages, metrics["kl"] = _rollout_advantages(
+            config, rollouts, references, normalised[local], accelerator
+        )
+    return rollouts, metrics
+
+
+def _process_rows(n: int, accelerator: Accelerator) -> slice:
+    """This process's rows of a rollout batch of n: the p-th of W equal runs (whole prompts: `_check_rollout_split`)."""
+    share = n // accelerator.num_processes
+    return slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+
+
+def _sample_rollouts(
+    config: TrainConfig,
+    step: int,
+    model: PanaceaModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: RolloutSource,
+    prompts: list[int],
+    preferences: Tensor,
+    rows: slice,
+    accelerator: Accelerator,
+) -> tuple[list[list[int]], dict[str, float]]:
+    """The responses (token ids) of the batch's `rows`, in one mixed-λ call, and their length and speed metrics.
+
+    Row r of the step's batch samples with its own generator seeded by (seed, step, r) (`rollout_seed`), so a
+    resumed run, or a run in any number of processes, draws the same batch with no RNG state.
+    """
+    rl = config.rl
+    generators = [
+        row_generator(rollout_seed(config.seed, step, row), accelerator.device) for row in range(rows.start, rows.stop)
+    ]
+    started = time.perf_counter()
+    with accelerator.autocast():
+        responses = sample_responses(
+            model,
+            [source.prompt_ids[prompt] for prompt in prompts],
+            preferences,
+            generators,
+            max_new_tokens=rl.max_new_tokens,
+            temperature=rl.temperature,
+            top_p=rl.top_p,
+            eos_token_ids=eos_token_ids(model, tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    seconds = time.perf_counter() - started
+    generated = torch.tensor(float(sum(len(response) for response in responses)), dtype=torch.float64)
+    _sum_over_processes(accelerator, generated)  # every process's response tokens
+    return responses, {
+        "response_length": float(generated) / (len(responses) * accelerator.num_processes),
+        # Every process's tokens over this process's seconds (the main process's are logged): the processes sample
+        # at once, so this is the run's rate.
+        "rollout_tokens_per_second": float(generated) / seconds,
+    }
+
+
+def _rollout_advantages(
+    config: TrainConfig, rollouts: Rollouts, references: list[Tensor], normalised: Tensor, accelerator: Accelerator
+) -> tuple[Tensor, float]:
+    """(RLOO advantages (rows, m) of this process's rows after the separate π_old pass, the whole batch's mean KL).
+
+    references: log π_ref per batch of `rollouts`; normalised: r̃ of this process's rows (rows, m).
+    """
+    batches, penalised, kl = rollouts.batches, [], torch.zeros((), dtype=torch.float64)  # kl: Σ_b Σ_t KL_t
+    pieces = zip(batches, rollouts.old_logprobs, references, _row_slices(batches), strict=True)
+    for batch, old, reference, rows in pieces:
         batch_penalised, batch_kl = _penalised_rewards(config, old, reference, batch, normalised[rows])
         penalised.append(batch_penalised.cpu())
-        kl.append(batch_kl.cpu())
-    metrics["kl"] = float(torch.cat(kl).mean())
-    advantages = _advantages(config, torch.cat(penalised))
-    return Rollouts(batches, old_logprobs, preferences, groups, advantages, levels), metrics
+        kl += batch_kl.double().sum().cpu()
+    _sum_over_processes(accelerator, kl)
+    return _advantages(config, torch.cat(penalised)), float(kl) / rollouts.rows_total
 
 
 def _old_logprobs_from_update(config: TrainConfig, model: nn.Module) -> bool:
@@ -682,28 +737,37 @@ def _row_slices(batches: list[PairBatch]) -> list[slice]:
 
 
 def _score_rollouts(
-    config: TrainConfig, step: int, source: RolloutSource, prompts: list[int], texts: list[str]
+    config: TrainConfig, source: RolloutSource, prompts: list[int], texts: list[str]
 ) -> tuple[Tensor, float]:
-    """Every dimension's reward of every rollout, (n, m) float32 (0 for dimensions of weight 0), and the seconds.
-
-    A non-finite reward stops the run naming the dimension, before the running moments or the model change.
-    """
+    """Every dimension's raw reward of this process's rollouts, (rows, m) float32 (0 for dimensions of weight 0), and
+    the seconds; `_gather_rewards` checks them."""
     started = time.perf_counter()
     prompt_texts = [source.texts[prompt] for prompt in prompts]
     rewards = torch.zeros(len(texts), len(config.dimensions))
-    for i, (dimension, reward) in enumerate(zip(config.dimensions, source.rewards, strict=True)):
-        if reward is None:
-            continue
-        values = torch.as_tensor(reward(prompt_texts, texts), dtype=torch.float32).cpu()
-        bad = ~torch.isfinite(values)
+    for i, reward in enumerate(source.rewards):
+        if reward is not None:
+            rewards[:, i] = torch.as_tensor(reward(prompt_texts, texts), dtype=torch.float32).cpu()
+    return rewards, time.perf_counter() - started
+
+
+def _gather_rewards(config: TrainConfig, step: int, rewards: Tensor, accelerator: Accelerator) -> Tensor:
+    """The whole batch's raw rewards (n, m), every process's rows (rows, m) in row order, on every process; checked.
+
+    A non-finite reward stops the run naming the dimension, before the running moments or the model change. The
+    check reads the gathered batch, so every process raises the same error: a process that stopped alone would
+    leave the others waiting in their next collective.
+    """
+    if accelerator.num_processes > 1:
+        rewards = torch.cat(_all_gather(accelerator, rewards))
+    for i, dimension in enumerate(config.dimensions):
+        bad = ~torch.isfinite(rewards[:, i])
         if bad.any():
             raise TrainingError(
                 f"step {step}: the {dimension.name!r} reward ({dimension.reward['type']}) is "
-                f"{float(values[bad][0])} for {int(bad.sum())} of {len(values)} rollouts; stopped before the update, "
-                "the last checkpoint is intact. Check that reward source."
+                f"{float(rewards[:, i][bad][0])} for {int(bad.sum())} of {len(rewards)} rollouts; stopped before the "
+                "update, the last checkpoint is intact. Check that reward source."
             )
-        rewards[:, i] = values
-    return rewards, time.perf_counter() - started
+    return rewards
 
 
 def _rl_accumulate(
@@ -724,17 +788,21 @@ def _rl_accumulate(
     Without `rollouts.old_logprobs` (one epoch, no dropout, whole prompts per micro-batch), π_old is this forward's
     log-probs, detached, and each micro-batch forms its KL-penalised rewards and RLOO advantages here, with the
     same functions as the separate pass; the mean KL is then logged from here.
+
+    A process forwards its own rows; the buffers and sums are then summed over the processes, and the factors count
+    the whole batch's rows, so the sums are the one-process sums.
     """
     rl, m = config.rl, len(config.dimensions)
-    groups, rows_total = len(rollouts.groups), len(rollouts.preferences)
+    groups, rows_total = len(rollouts.groups), rollouts.rows_total
     group_rows = rows_total // groups
     active = [i for i, trained in enumerate(config.trained_dimensions) if trained]
     unit_losses = torch.zeros(groups, m, dtype=torch.float64)
     per_dimension = torch.zeros(m, dtype=torch.float64)  # Σ_b ℓ_i(b), unweighted, for the logs
-    fused, kl, tokens = rollouts.old_logprobs is None, [], 0
+    totals = torch.zeros(2, dtype=torch.float64)  # Σ tokens, Σ_b Σ_t KL_t (the fused path's)
+    fused = rollouts.old_logprobs is None
     buffers.zero()
     for index, (batch, rows) in enumerate(zip(rollouts.batches, _row_slices(rollouts.batches), strict=True)):
-        group = rows.start // group_rows
+        group = (rollouts.first_row + rows.start) // group_rows  # the row's λ-group in the whole batch
         preferences, mask = rollouts.preferences[rows], batch.response_mask[:, 1:]
         with accelerator.autocast():
             logprobs = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences))
@@ -744,7 +812,7 @@ def _rl_accumulate(
                 config, old, rollouts.reference_logprobs[index], batch, rollouts.normalised[rows]
             )
             advantages = _advantages(config, penalised)
-            kl.append(batch_kl.cpu())
+            totals[1] += float(batch_kl.double().sum())
         else:
             old, advantages = rollouts.old_logprobs[index], rollouts.advantages[rows].to(logprobs.device)
         if rl.advantage_combiner != "none":
@@ -768,10 +836,13 @@ def _rl_accumulate(
                     units[i].backward(retain_graph=i != active[-1])
         unit_losses[group] += units.detach().double().cpu()
         per_dimension[: losses.shape[1]] += losses.detach().double().sum(0).cpu()
-        tokens += batch.num_tokens
-    metrics: dict[str, float] = {"tokens": float(tokens)}
+        totals[0] += batch.num_tokens
+    if accelerator.num_processes > 1:
+        buffers.all_reduce()
+    _sum_over_processes(accelerator, unit_losses, per_dimension, totals)
+    metrics: dict[str, float] = {"tokens": float(totals[0])}
     if fused:
-        metrics["kl"] = float(torch.cat(kl).mean())
+        metrics["kl"] = float(totals[1]) / rows_total
     if rl.advantage_combiner != "none":
         metrics["loss/pama"] = float(per_dimension[0]) / rows_total
     else:
@@ -785,7 +856,8 @@ def _pama_losses(
     """PAMA's one PPO loss per row, (rows, 1), on the combined advantage s* of this micro-batch's current ratio.
 
     'pama' is as published (no λ); 'pama_lambda' (ours) applies Theorem 1 to λ-scaled advantages. Under
-    granularity 'batch' the batch is the micro-batch, as the port takes the PPO minibatch.
+    granularity 'batch' the batch is the micro-batch, as the port takes the PPO minibatch (under several processes
+    a process's micro-batch: the one-process micro-batches, dealt out).
     """
     rl = config.rl
     ratio = torch.exp(torch.where(mask, logprobs.detach() - old, 0.0))
@@ -913,6 +985,36 @@ class GradientBuffers:
 
 
 # ------------------------------------------------------------------------------------------------
+# Across processes (data parallelism: every process holds the whole adapter)
+
+
+def _all_gather(accelerator: Accelerator, tensor: Tensor) -> list[Tensor]:
+    """Every process's `tensor` (one shape on all), in process order, on the CPU; on every process.
+
+    The exchange runs on the accelerator's device: NCCL, the backend accelerate starts for CUDA processes, moves
+    no CPU tensors (gloo, the CPU processes' backend, moves both).
+    """
+    local = tensor.to(accelerator.device)
+    gathered = [torch.empty_like(local) for _ in range(accelerator.num_processes)]
+    dist.all_gather(gathered, local)
+    return [part.cpu() for part in gathered]
+
+
+def _sum_over_processes(accelerator: Accelerator, *tensors: Tensor) -> None:
+    """Sum each of `tensors` (CPU metric sums, any shapes) in place over the processes; nothing in one process.
+
+    One all-reduce of them all, flattened into one float64 vector on the accelerator's device (see `_all_gather`).
+    """
+    if accelerator.num_processes == 1:
+        return
+    flat = torch.cat([tensor.detach().reshape(-1).double() for tensor in tensors]).to(accelerator.device)
+    dist.all_reduce(flat)
+    parts = flat.cpu().split([tensor.numel() for tensor in tensors])
+    for tensor, part in zip(tensors, parts, strict=True):
+        tensor.copy_(part.view_as(tensor))
+
+
+# ------------------------------------------------------------------------------------------------
 # Start-up, checkpoints, logging
 
 
@@ -944,6 +1046,29 @@ def _check_launch(launch: DistributedType) -> None:
     )
 
 
+def _check_rollout_split(config: TrainConfig, processes: int) -> None:
+    """Refuse an RL run whose rollout batch does not split into whole prompts and whole micro-batches per process.
+
+    Process p owns rows [p·n/W, (p+1)·n/W) of the step's n = P·K (`_process_rows`). Whole prompts keep each
+    prompt's K rows, and so RLOO's leave-one-out baseline, in one process. A multiple of micro_batch_size rows per
+    process makes its micro-batches the one-process micro-batches, so each lies in one λ-group (the config checks
+    that micro_batch_size divides a group's rows) and holds whole prompts whenever K divides micro_batch_size.
+    """
+    rl = config.rl
+    prompts, k, micro = rl.prompts_per_step, rl.rollouts_per_prompt, config.micro_batch_size
+    if processes == 1 or (prompts % processes == 0 and prompts // processes * k % micro == 0):
+        return
+    share = f"{prompts} / {processes} prompts"
+    if prompts % processes == 0:
+        share += f" = {prompts // processes} × {k} rollouts = {prompts // processes * k} rows"
+    raise ValueError(
+        f"RL splits each step's rl.prompts_per_step = {prompts} prompts across the {processes} processes, whole "
+        f"prompts each, and each process's rows into micro-batches of micro_batch_size = {micro}; a process's share "
+        f"is {share}. Make rl.prompts_per_step a multiple of {processes} and (rl.prompts_per_step / {processes}) × "
+        f"rl.rollouts_per_prompt a multiple of micro_batch_size, or launch another number of processes."
+    )
+
+
 def _resuming_message(resumed: Resumed) -> str:
     """One line: the checkpoint a run resumes from, and the newer ones it skipped and why."""
     skipped = "; ".join(f"skipped {path.name}, {reason}" for path, reason in resumed.skipped.items())
@@ -960,11 +1085,14 @@ def _forget_failed_start(output_dir: Path, created: bool) -> None:
 def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator) -> None:
     """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config.
 
-    The config is saved with absolute data paths, so the run folder works from any directory.
-    `accelerator`: anything with `is_main_process` and `wait_for_everyone()` (an Accelerator, a PartialState).
+    The config is saved with absolute data paths, so the run folder works from any directory. Every process checks
+    the folder before the main process writes to it (another process would see its config.yaml's temporary file
+    as a stranger's). `accelerator`: anything with `is_main_process` and `wait_for_everyone()` (an Accelerator, a
+    PartialState).
     """
     saved = output_dir / CONFIG_FILE
     resolved = with_absolute_data_paths(config_to_dict(config))
+    write = not saved.is_file()
     if (
         not saved.is_file()
         and output_dir.is_dir()
@@ -999,9 +1127,9 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
                 f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
             )
         moved = stored.get("output_dir") != resolved.get("output_dir")
-        if (moved or stored.get("dimensions") != resolved.get("dimensions")) and accelerator.is_main_process:
-            dump_yaml(resolved, saved)  # where the run lies now, and absolute data paths for an older run
-    elif accelerator.is_main_process:
+        write = moved or stored.get("dimensions") != resolved.get("dimensions")  # where it lies now, absolute paths
+    accelerator.wait_for_everyone()
+    if write and accelerator.is_main_process:
         dump_yaml(resolved, saved)
     accelerator.wait_for_everyone()
 
@@ -1132,9 +1260,7 @@ def _gather_rng(accelerator: Accelerator) -> dict[str, Tensor]:
         return {f"{key}.0": value for key, value in local.items()}
     states = {}
     for key, value in local.items():
-        gathered = [torch.empty_like(value) for _ in range(accelerator.num_processes)]
-        dist.all_gather(gathered, value)
-        states.update({f"{key}.{rank}": tensor for rank, tensor in enumerate(gathered)})
+        states.update({f"{key}.{rank}": tensor for rank, tensor in enumerate(_all_gather(accelerator, value))})
     return states
 
 

@@ -1,9 +1,12 @@
 """RL in the trainer on a tiny random Llama: the step's logs, the update against a dense reference, one-hot LS against
-single-objective RL, resume (also after SIGKILL), a NaN reward, start-up failures, Tchebycheff, PAMA and soups."""
+single-objective RL, resume (also after SIGKILL), a NaN reward, start-up failures, two processes, Tchebycheff, PAMA
+and soups."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 
@@ -16,6 +19,7 @@ from panacea.training import trainer as trainer_module
 from panacea.training.logprobs import collate_pairs
 from panacea.training.rl import ppo_clipped_loss
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
+from safetensors.torch import load_file
 
 from panacea._config import dump_yaml
 from panacea.data import TokenizedPair
@@ -133,7 +137,7 @@ def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspa
             for i, batch in enumerate(batches)
         ]
     groups = torch.tensor([[0.6, 0.4], [0.25, 0.75]])
-    rollouts = trainer_module.Rollouts(batches, old, preferences, groups, advantages, levels=-advantages[::2])
+    rollouts = trainer_module.Rollouts(batches, old, preferences, groups, advantages, -advantages[::2], 0, 4)
 
     def dense_losses():  # (4, 2): ℓ_i(b) from a full log-softmax and the ppo loss row by row
         rows = []
@@ -376,16 +380,6 @@ def test_a_reward_that_does_not_load_fails_before_step_0_and_leaves_nothing(work
     assert not (tmp_path / "run").exists()
 
 
-def test_an_rl_run_refuses_two_processes(workspace, tmp_path, classifier, monkeypatch):
-    class TwoProcesses(trainer_module.Accelerator):
-        num_processes = property(lambda self: 2)
-
-    monkeypatch.setattr(trainer_module, "Accelerator", TwoProcesses)
-    with pytest.raises(ValueError, match=r"RL \(objective 'rl'\) trains in one process"):
-        train(rl_config(workspace, tmp_path / "run", classifier))
-    assert not (tmp_path / "run").exists()
-
-
 def test_a_run_saved_before_the_rl_section_existed_resumes(workspace, tmp_path):
     """TrainConfig.rl is a nested section: its default must compare as the dict a config.yaml holds."""
     run = tmp_path / "run"
@@ -394,6 +388,142 @@ def test_a_run_saved_before_the_rl_section_existed_resumes(workspace, tmp_path):
     del saved["rl"]  # as written by an older panacea
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
+
+
+# ------------------------------------------------------------------------------------------------------
+# Several processes (data parallel: each process samples, scores and forwards whole prompts)
+
+# Two CPU processes on this machine (gloo), as torchrun starts them. Not `accelerate launch --num_processes 2 --cpu`:
+# accelerate (1.16) starts more than one CPU process only through mpirun, and otherwise runs one process alone.
+LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"preference_sampling": "per_sample"},
+        {
+            "scalarization": "tche",
+            "preference_sampling": "groups",
+            "preference_groups": 4,
+            "micro_batch_size": 2,
+            "rl": {"prompts_per_step": 4, "rollouts_per_prompt": 2, "ppo_epochs": 2},
+        },
+    ],
+    ids=["ls-per_sample", "tche-4groups-2epochs"],
+)
+def test_two_processes_follow_the_one_process_rl_trajectory(workspace, tmp_path, classifier, overrides):
+    """Two processes (gloo, CPU): each samples its rows with the rows' own generators, the raw rewards are gathered
+    for the running moments and Tchebycheff's levels, and the buffers and sums are summed, so every logged number
+    (rewards, KL, losses, Tchebycheff's coefficients) and the adapter are the one-process run's. LS: one prompt per
+    process, π_old from the update's forward. Tchebycheff: four λ-groups of one prompt, two per process (so process
+    1's micro-batches belong to groups 2 and 3), and two epochs after a separate π_old pass."""
+    script = tmp_path / "launch.py"
+    script.write_text("import sys\nfrom panacea.cli import main\nsys.exit(main())\n")
+    for name in ("one", "two"):
+        config = rl_dict(
+            workspace, tmp_path / name, classifier, max_steps=3, save_steps=3, **json.loads(json.dumps(overrides))
+        )
+        dump_yaml(config, tmp_path / f"{name}.yaml")
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, str(script), "train", str(tmp_path / "one.yaml")],
+        check=True,
+        env=environment,
+        capture_output=True,
+    )
+    completed = subprocess.run(
+        [*LAUNCH, str(script), "train", str(tmp_path / "two.yaml")], env=environment, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rng = load_file(tmp_path / "two" / "checkpoints" / "step-3" / "rng.safetensors")
+    assert sorted(rng) == ["cpu.0", "cpu.1"]  # two processes ran (a launch that ran one alone would pass the rest)
+    one, two = log(tmp_path / "one"), log(tmp_path / "two")
+    assert len(two) == 3 and two[0].keys() == one[0].keys() and two[2]["kl"] != 0.0
+    for key in one[0]:
+        if "seconds" not in key and "per_second" not in key:
+            assert [row[key] for row in two] == pytest.approx([row[key] for row in one], abs=1e-5), key
+    assert max_difference(adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")) <= 1e-5
+    saved = [
+        json.loads((tmp_path / run / "checkpoints" / "step-3" / "trainer_state.json").read_text())["reward_moments"]
+        for run in ("one", "two")
+    ]
+    assert saved[1]["count"] == saved[0]["count"] == 3 * 8  # every process's rows: the whole batch
+    assert saved[1]["mean"] + saved[1]["m2"] == pytest.approx(saved[0]["mean"] + saved[0]["m2"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "share"),
+    [
+        ({"rl": {"prompts_per_step": 3}}, "3 / 2 prompts"),
+        ({"micro_batch_size": 8}, "2 / 2 prompts = 1 × 4 rollouts = 4 rows"),
+    ],
+    ids=["prompts", "micro-batches"],
+)
+def test_an_rl_run_that_does_not_split_into_whole_prompts_and_micro_batches_per_process_is_refused(
+    workspace, tmp_path, classifier, monkeypatch, overrides, share
+):
+    class TwoProcesses(trainer_module.Accelerator):
+        num_processes = property(lambda self: 2)
+
+    monkeypatch.setattr(trainer_module, "Accelerator", TwoProcesses)
+    with pytest.raises(ValueError, match=r"across the 2 processes, whole prompts each") as error:
+        train(rl_config(workspace, tmp_path / "run", classifier, **overrides))
+    assert f"a process's share is {share}" in str(error.value)
+    assert "Make rl.prompts_per_step a multiple of 2" in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_nan_reward_in_one_process_rows_stops_every_process_naming_it(workspace, tmp_path, classifier):
+    """Two processes (gloo) in torchrun's environment but without a launcher, which would stop the other process
+    once one fails: a NaN among process 1's rows at step 2 stops both with the same error, since the check reads the
+    gathered rewards. Had process 1 stopped alone, process 0 would have failed in its next collective (gloo's
+    "Connection closed by peer"; checked by moving the check before the gather) or waited there."""
+    (tmp_path / "flaky_reward.py").write_text(
+        "import os\n"
+        "calls = {'count': 0}\n"
+        "def score(prompts, responses):\n"
+        "    calls['count'] += 1\n"
+        "    bad = calls['count'] == 3 and os.environ['RANK'] == '1'\n"
+        "    return [float('nan') if bad and i == 1 else 1.0 + len(r) for i, r in enumerate(responses)]\n"
+    )
+    data = rl_dict(workspace, tmp_path / "run", classifier)
+    data["dimensions"][1]["reward"] = {"type": "callable", "function": "flaky_reward:score"}
+    dump_yaml(data, tmp_path / "run.yaml")
+    with socket.socket() as probe:  # a free port for the processes' rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    command = [sys.executable, "-m", "panacea.cli", "train", str(tmp_path / "run.yaml")]
+    processes = [
+        subprocess.Popen(
+            command,
+            env={**environment, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    try:
+        errors = [process.communicate(timeout=300)[1] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    expected = "step 2: the 'b' reward (callable) is nan for 1 of 8 rollouts"
+    for process, error in zip(processes, errors, strict=True):
+        assert process.returncode == 2 and expected in error, error[-2000:]
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"]
 
 
 # ------------------------------------------------------------------------------------------------------
