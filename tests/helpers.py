@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -11,7 +14,7 @@ from panacea.training import TrainConfig
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from panacea._config import dataclass_from_dict
+from panacea._config import dataclass_from_dict, dump_yaml
 from tests.conftest import VOCAB_SIZE, tiny_llama, tiny_tokenizer
 
 DIMENSIONS = ("a", "b")
@@ -203,3 +206,27 @@ def alone(model, prompt_ids, preference, max_tokens: int) -> list[int]:
         pad_token_id=0,
     )
     return output[0, input_ids.shape[1] :].tolist()
+
+
+# Two CPU processes (gloo), as torchrun starts them. Not `accelerate launch --num_processes 2 --cpu`: accelerate
+# (1.16) starts more than one CPU process only through mpirun, and otherwise runs the script in one process alone.
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def train_in_one_and_in_two_processes(one: dict, two: dict, folder: Path) -> None:
+    """`panacea train` config dict `one` in one process and `two` in two (TWO_PROCESSES), each in a subprocess;
+    asserts that the second run's checkpoints hold both processes' RNG states (two processes really ran) at `step`."""
+    script = folder / "launch.py"
+    script.write_text("import sys\nfrom panacea.cli import main\nsys.exit(main())\n")
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    for name, config, launch in (("one", one, [sys.executable]), ("two", two, TWO_PROCESSES)):
+        dump_yaml(config, folder / f"{name}.yaml")
+        done = subprocess.run(
+            [*launch, str(script), "train", str(folder / f"{name}.yaml")],
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    last = max((Path(two["output_dir"]) / "checkpoints").glob("step-*"), key=lambda path: int(path.name[5:]))
+    assert sorted(load_file(last / "rng.safetensors")) == ["cpu.0", "cpu.1"]  # a launch of one process fails here

@@ -100,13 +100,22 @@ def test_the_proxy_check_compares_the_orders_of_the_three_settings_at_40_and_100
 def test_the_choice_is_the_best_40_step_row_and_the_80_step_rows_only_say_whether_the_budget_binds(monkeypatch):
     study = _study(monkeypatch)
     assert study.choice({"panacea/lr1e-3": 0.4}, "panacea") is None  # no defaults row yet
-    rows = {"panacea/defaults": 0.30, "panacea/lr1e-3": 0.32, "panacea/steps80": 0.50, "soups/lr1e-3_beta0.1_steps40": 1}
+    rows = {
+        "panacea/defaults": 0.30,
+        "panacea/lr1e-3": 0.32,
+        "panacea/steps80": 0.50,
+        "soups/lr1e-3_beta0.1_steps40": 1,
+    }
     chosen = study.choice(rows, "panacea")
     assert chosen.startswith("Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320)")
     assert chosen.endswith("at 80 steps the best is steps80 (0.500): the 40-step budget binds (point estimates).")
     tie = {"panacea/defaults": 0.30, "panacea/cosine": 0.30}
     assert study.choice(tie, "panacea").startswith("Chosen for panacea (2 of 18 40-step rows finished): defaults")
-    soups = {"soups/lr2e-3_beta0.1_steps40": 0.2, "soups/lr2e-3_beta0.1_steps80": 0.1, "soups/lr1e-3_beta0.3_steps40": 0.25}
+    soups = {
+        "soups/lr2e-3_beta0.1_steps40": 0.2,
+        "soups/lr2e-3_beta0.1_steps80": 0.1,
+        "soups/lr1e-3_beta0.3_steps40": 0.25,
+    }
     assert study.choice(soups, "soups") == (
         "Chosen for soups (2 of 18 40-step rows finished): lr1e-3_beta0.3_steps40 (0.250); at 80 steps the best is "
         "lr2e-3_beta0.1_steps80 (0.100): the 40-step budget does not bind (point estimates)."

@@ -19,7 +19,6 @@ from panacea.training import trainer as trainer_module
 from panacea.training.logprobs import collate_pairs
 from panacea.training.rl import ppo_clipped_loss
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
-from safetensors.torch import load_file
 
 from panacea._config import dump_yaml
 from panacea.data import TokenizedPair
@@ -32,6 +31,7 @@ from tests.helpers import (
     make_config,
     max_difference,
     save_tiny_classifier,
+    train_in_one_and_in_two_processes,
     train_interrupted_then_resumed,
 )
 
@@ -418,26 +418,11 @@ def test_two_processes_follow_the_one_process_rl_trajectory(workspace, tmp_path,
     (rewards, KL, losses, Tchebycheff's coefficients) and the adapter are the one-process run's. LS: one prompt per
     process, π_old from the update's forward. Tchebycheff: four λ-groups of one prompt, two per process (so process
     1's micro-batches belong to groups 2 and 3), and two epochs after a separate π_old pass."""
-    script = tmp_path / "launch.py"
-    script.write_text("import sys\nfrom panacea.cli import main\nsys.exit(main())\n")
-    for name in ("one", "two"):
-        config = rl_dict(
-            workspace, tmp_path / name, classifier, max_steps=3, save_steps=3, **json.loads(json.dumps(overrides))
-        )
-        dump_yaml(config, tmp_path / f"{name}.yaml")
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, str(script), "train", str(tmp_path / "one.yaml")],
-        check=True,
-        env=environment,
-        capture_output=True,
+    one, two = (
+        rl_dict(workspace, tmp_path / name, classifier, max_steps=3, save_steps=3, **json.loads(json.dumps(overrides)))
+        for name in ("one", "two")
     )
-    completed = subprocess.run(
-        [*LAUNCH, str(script), "train", str(tmp_path / "two.yaml")], env=environment, capture_output=True, text=True
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    rng = load_file(tmp_path / "two" / "checkpoints" / "step-3" / "rng.safetensors")
-    assert sorted(rng) == ["cpu.0", "cpu.1"]  # two processes ran (a launch that ran one alone would pass the rest)
+    train_in_one_and_in_two_processes(one, two, tmp_path)
     one, two = log(tmp_path / "one"), log(tmp_path / "two")
     assert len(two) == 3 and two[0].keys() == one[0].keys() and two[2]["kl"] != 0.0
     for key in one[0]:

@@ -28,6 +28,7 @@ from tests.helpers import (
     losses,
     make_config,
     max_difference,
+    train_in_one_and_in_two_processes,
     train_interrupted_then_resumed,
 )
 
@@ -298,41 +299,15 @@ def test_a_new_run_refuses_a_folder_of_other_files_and_leaves_them_alone(workspa
     "overrides", [{}, {"aggregator": "cagrad", "preference_sampling": "per_step"}], ids=["ls", "cagrad"]
 )
 def test_two_processes_follow_the_one_process_trajectory(workspace, tmp_path, overrides):
-    """accelerate launch --num_processes 2 (gloo, CPU) at the same global batch gives the same losses.
+    """Two processes (torchrun, gloo, CPU) at the same global batch give the same losses.
 
     With an aggregator, each process all-reduces the per-dimension buffers before the Gram matrix is formed,
     so both compute the one-process coefficients.
     """
-    script = tmp_path / "launch.py"
-    script.write_text("import sys\nfrom panacea.cli import main\nsys.exit(main())\n")
-    for name in ("one", "two"):
-        config = config_dict(workspace, tmp_path / name, max_steps=4, save_steps=4, **overrides)
-        dump_yaml(config, tmp_path / f"{name}.yaml")
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, str(script), "train", str(tmp_path / "one.yaml")],
-        check=True,
-        env=environment,
-        capture_output=True,
+    one, two = (
+        config_dict(workspace, tmp_path / name, max_steps=4, save_steps=4, **overrides) for name in ("one", "two")
     )
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "2",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
-    completed = subprocess.run(
-        [*launch, str(script), "train", str(tmp_path / "two.yaml")], env=environment, capture_output=True, text=True
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    train_in_one_and_in_two_processes(one, two, tmp_path)
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
     assert max_difference(adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")) <= 1e-5
 
