@@ -155,10 +155,21 @@ restore() {  # a run published with its weights (publish_training) back into $ru
   cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
 }
 
+current() {  # whether FILE is a results document `panacea compare` reads: per-item values (scored since 2026-12-04)
+  grep -qs '"items"' "$1"
+}
+
 publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MODE] to $published/RUN/eval[/MODE]/:
   local run=$1 dir=eval${2:+/$2} file  # only the evaluation just done, never another mode's older one
   for file in "$runs_dir/$run/$dir"/{results.json,results.md,front.png}; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/$dir/${file##*/}"; fi
+  done
+  # a front scored on the old measures (margins, no intervals) in another mode of RUN goes: it is replaced, not kept
+  # beside the new (git keeps it), and compare could not read it
+  for file in "$published/$run"/eval/*/results.json; do
+    if [[ -f $file && $file != "$published/$run/$dir/results.json" ]] && ! current "$file"; then
+      rm -r "${file%/results.json}"
+    fi
   done
   # with generation scores, the answers at the vertices too (they live only in runs/' cache): answers.md
   if grep -qs '"generations"' "$runs_dir/$run/$dir/results.json"; then
@@ -193,11 +204,15 @@ done
 
 evaluated=() documents=0
 for run in "${order[@]}"; do
-  found=0
+  found=0 stale=0
   for file in "$published/$run"/eval/results.json "$published/$run"/eval/*/results.json; do
-    if [[ -f $file ]]; then found=$((found + 1)); fi
+    if [[ -f $file ]]; then found=$((found + 1)); current "$file" || stale=1; fi
   done
-  if ((found)); then evaluated+=("$published/$run"); documents=$((documents + found)); fi
+  if ((stale)); then
+    echo "fronts.sh: not compared: $run (scored on the old measures; re-score it: benchmarks/fronts.sh $name $run)" >&2
+  elif ((found)); then
+    evaluated+=("$published/$run") documents=$((documents + found))
+  fi
 done
 # a soups run holds one front per interpolation mode; compare needs two fronts
 ((documents >= 2)) || { echo "fronts.sh: $documents front(s) published in $published: nothing to compare yet" >&2; exit 0; }

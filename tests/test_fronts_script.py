@@ -29,6 +29,9 @@ def _folders(tmp_path, monkeypatch):
     monkeypatch.setenv("PANACEA_CACHE_DIR", str(tmp_path / "cache"))
 
 
+SCORED = '{"scorers": {"pairs": {"items": {}}}}'  # a results document on the current measures (per-item values)
+
+
 def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
     """Run the script with `echo` standing in for the panacea command: it prints what it would run."""
     env = {**os.environ, "PANACEA": "echo", **env_vars}
@@ -104,11 +107,11 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
     )
     for document in written:
         (runs / document).parent.mkdir(parents=True, exist_ok=True)
-        (runs / document).write_text("{}")
+        (runs / document).write_text(SCORED if document.endswith("results.json") else "{}")
     for config in ("hh-2d/config.yaml", "soups-hh-2d/soups/helpful/config.yaml"):  # runs record absolute data paths
         (runs / config).write_text(f"train: [{{path: {ROOT}/data/helpful.jsonl.gz}}, {{path: /elsewhere/x.jsonl}}]\n")
     (published / "hh-2d-tche/eval").mkdir(parents=True)  # published by an earlier run of the script
-    (published / "hh-2d-tche/eval/results.json").write_text("{}")
+    (published / "hh-2d-tche/eval/results.json").write_text(SCORED)
 
     done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d")
     assert done.returncode == 0, done.stderr
@@ -147,7 +150,7 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
 
 def test_one_published_front_is_not_compared(tmp_path):
     (tmp_path / "runs/hh-2d/eval").mkdir(parents=True)
-    (tmp_path / "runs/hh-2d/eval/results.json").write_text("{}")
+    (tmp_path / "runs/hh-2d/eval/results.json").write_text(SCORED)
     done = _dry_run("hh-2d", "hh-2d")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "published/hh-2d/hh-2d/eval/results.json").is_file()
@@ -266,3 +269,24 @@ def test_a_checkout_whose_path_holds_sed_delimiters_publishes_relative_data_path
     assert done.returncode == 0, done.stderr
     published = tmp_path / "published" / "hh-2d" / "hh-2d" / "train" / "config.yaml"
     assert published.read_text() == f"train: [{{path: data/a.jsonl}}, {{path: {tmp_path}/clone #1yx/b}}]\n"
+
+
+def test_fronts_on_the_old_measures_are_replaced_or_left_out_of_the_comparison(tmp_path):
+    """A re-scored soups mode replaces the run's other mode still on the old measures (no per-item values), and a run
+    never re-scored is left out of compare with a message, where compare would refuse every run."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    for run, document in (("hh-2d", "eval/results.json"), ("soups-hh-2d", "eval/ab/results.json")):
+        (runs / run / document).parent.mkdir(parents=True)
+        (runs / run / document).write_text(SCORED)
+    for old in ("soups-hh-2d/eval/delta/results.json", "hh-2d-tche/eval/results.json"):  # published before intervals
+        (published / old).parent.mkdir(parents=True)
+        (published / old).write_text('{"scorers": {"pairs": {"points": []}}}')
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", SOUPS_MODES="ab")
+    assert done.returncode == 0, done.stderr
+    assert not (published / "soups-hh-2d/eval/delta").exists() and (published / "soups-hh-2d/eval/ab").is_dir()
+    assert (
+        "not compared: hh-2d-tche (scored on the old measures; re-score it: benchmarks/fronts.sh hh-2d hh-2d-tche)"
+        in done.stderr
+    )
+    (compare,) = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
+    assert compare[1:3] == [str(published / "hh-2d"), str(published / "soups-hh-2d")]
