@@ -341,6 +341,7 @@ def evaluate_run(
         "grid": grid.tolist(),
         "seed": run.config.seed,
         "split": run.split,
+        "adapter_digest": run.weights_digest,  # which trained weights (and soups mode) these numbers are of
         **(extra or {}),
         "scorers": {},
     }

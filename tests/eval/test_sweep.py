@@ -160,7 +160,8 @@ def test_cached_points_are_not_read_for_another_adapter(run_dir, tmp_path, monke
         return original(self, model, preferences)
 
     monkeypatch.setattr(PairsScorer, "score", record)
-    first = evaluate_path(run, grid_points=3, progress=False)["scorers"]["pairs"]
+    first_document = evaluate_path(run, grid_points=3, progress=False)
+    first = first_document["scorers"]["pairs"]
     assert scored == grid
     scored.clear()
     same = evaluate_path(run, grid_points=3, progress=False)["scorers"]["pairs"]
@@ -175,8 +176,11 @@ def test_cached_points_are_not_read_for_another_adapter(run_dir, tmp_path, monke
         for name, tensor in load_file(weights_file).items()
     }
     save_file(weights, weights_file, metadata=metadata)
-    other = evaluate_path(run, grid_points=3, progress=False)["scorers"]["pairs"]
+    other_document = evaluate_path(run, grid_points=3, progress=False)
+    other = other_document["scorers"]["pairs"]
     assert scored == grid and other["cache"] != first["cache"]
+    digests = [document["adapter_digest"] for document in (first_document, other_document)]
+    assert len(set(digests)) == 2 and all(len(digest) == 64 for digest in digests)  # results name their weights
     for before, after in zip(first["points"], other["points"], strict=True):
         assert before["sets"].keys() == after["sets"].keys()
         for name in before["sets"]:
