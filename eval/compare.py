@@ -277,14 +277,16 @@ def format_vertex_statistics(comparison: dict[str, Any]) -> str:
 
 
 def format_other_metrics(comparison: dict[str, Any]) -> str:
-    """Sparsity and spacing with intervals, and their verdicts against each baseline row (lower is better)."""
+    """Sparsity and spacing with intervals, beside the number of non-dominated points they are computed on, and their
+    verdicts against each baseline row (lower is better). A collapsed front (λ does nothing) scores 0 on both, the
+    best value, so they are read only beside that number (docs/algorithms.md §6)."""
     baselines = comparison.get("baseline", [])
-    header = ["run", "sparsity ↓ [95 %]", "spacing ↓ [95 %]"]
+    header = ["run", "non-dominated points", "sparsity ↓ [95 %]", "spacing ↓ [95 %]"]
     header += [f"vs {label}: inner product / sparsity / spacing" for label in baselines]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in comparison["rows"]:
         metrics, intervals = row["metrics"], row.get("metric_intervals", {})
-        cells = [row["label"]] + [
+        cells = [row["label"], f"{metrics['num_nondominated']} of {metrics['num_points']}"] + [
             format_interval(metrics[name], intervals.get(name), 4) for name in ("sparsity", "spacing")
         ]
         for label in baselines:
@@ -295,7 +297,11 @@ def format_other_metrics(comparison: dict[str, Any]) -> str:
                 else " / ".join(versus[name]["verdict"] for name in ("inner_product", "sparsity", "spacing"))
             )
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = (
+        "Sparsity and spacing are computed on the non-dominated points and score a collapsed front 0, the best "
+        "value: read them beside that count."
+    )
+    return note + "\n\n" + "\n".join(lines)
 
 
 def compare_paths(

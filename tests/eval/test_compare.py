@@ -240,3 +240,14 @@ def test_baseline_gives_each_row_a_paired_difference_and_a_verdict(evaluated, tm
     assert "--baseline 'nobody' names none of the runs compared" in capsys.readouterr().err
     assert main(["compare", *runs, "--objective", "kindness"]) == 2
     assert "--objective 'kindness' is not one of the pairs scorer's objectives" in capsys.readouterr().err
+
+
+def test_sparsity_and_spacing_stand_beside_the_non_dominated_points_they_are_computed_on(evaluated):
+    """A collapsed front scores 0 on both, the best value; the table shows how many points they were computed on."""
+    panacea, ab, _ = run_results(evaluated["panacea"]) + run_results(evaluated["soups"])
+    comparison = compare([panacea, ab])
+    table = format_comparison(comparison)
+    assert "| run | non-dominated points | sparsity ↓ [95 %] | spacing ↓ [95 %] |" in table
+    for row in comparison["rows"]:
+        count = f"| {row['metrics']['num_nondominated']} of {len(comparison['grid'])} |"
+        assert f"| {row['label']} {count}" in table
