@@ -4,7 +4,8 @@ from .config import DimensionConfig, TrainConfig
 from .objectives import dpo_loss, implicit_rewards, reward_margin, sft_loss
 from .scalarisation import LinearScalarization, Scalarizer, Tchebycheff
 from .soups import SoupsResult, train_soups
-from .trainer import TrainingError, TrainResult, train
+from .trainer import TrainResult, train
+from .update import TrainingError
 
 __all__ = [
     "DimensionConfig",

@@ -1,7 +1,7 @@
 """On-policy RL maths per dimension: reward normalisation, RLOO advantages, KL to the reference, the PPO-clip
 loss, PAMA's advantage combiner, reward sources and per-token log-probs (docs/algorithms.md §8, "RL").
 
-The trainer (`panacea.training.trainer`, objective `rl`) runs one step as, per dimension i of m:
+The trainer's RL step (`panacea.training.rl_step`, objective `rl`) runs as, per dimension i of m:
 
     rollouts of K responses per prompt, each row at its own λ (one mixed-λ `sample_responses` call)
     r (n, m)   = the dimensions' reward sources on (prompt, response), n = prompts · K

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from panacea.training.trainer import GradientBuffers
+from panacea.training.update import GradientBuffers
 from torch import nn
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from panacea.training.trainer import draw_rollout_preferences
+from panacea.training.rl_step import draw_rollout_preferences
 
 from panacea.data import (
     PairSource,

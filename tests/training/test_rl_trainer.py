@@ -15,10 +15,12 @@ import torch
 import yaml
 from accelerate import Accelerator
 from panacea.training import TrainingError, train
+from panacea.training import rl_step as rl_step_module
 from panacea.training import trainer as trainer_module
 from panacea.training.logprobs import collate_pairs
-from panacea.training.rl import ppo_clipped_loss
+from panacea.training.rl import ppo_clipped_loss, response_token_log_probs
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
+from panacea.training.update import GradientBuffers, write_update
 
 from panacea._config import dump_yaml
 from panacea.data import TokenizedPair
@@ -130,14 +132,12 @@ def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspa
     advantages = torch.tensor([[1.0, -0.5], [-1.0, 0.5], [2.0, 1.5], [-2.0, -1.5]])
     with torch.no_grad():  # π_old: the current policy shifted by ±0.4 per token, so the clip acts on some tokens
         old = [
-            trainer_module.response_token_log_probs(
-                model, batch, temperature, preference=preferences[2 * i : 2 * i + 2]
-            )
+            response_token_log_probs(model, batch, temperature, preference=preferences[2 * i : 2 * i + 2])
             + 0.4 * torch.randn(batch.response_mask[:, 1:].shape, generator=generator) * batch.response_mask[:, 1:]
             for i, batch in enumerate(batches)
         ]
     groups = torch.tensor([[0.6, 0.4], [0.25, 0.75]])
-    rollouts = trainer_module.Rollouts(batches, old, preferences, groups, advantages, -advantages[::2], 0, 4)
+    rollouts = rl_step_module.Rollouts(batches, old, preferences, groups, advantages, -advantages[::2], 0, 4)
 
     def dense_losses():  # (4, 2): ℓ_i(b) from a full log-softmax and the ppo loss row by row
         rows = []
@@ -158,8 +158,8 @@ def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspa
         return torch.stack(rows)
 
     for scalarizer in (LinearScalarization(), Tchebycheff(["running_min", "running_min"])):
-        buffers = trainer_module.GradientBuffers(parameters, units=4)
-        metrics, unit_losses = trainer_module._rl_accumulate(
+        buffers = GradientBuffers(parameters, units=4)
+        metrics, unit_losses = rl_step_module._rl_accumulate(
             config, model, rollouts, scalarizer, buffers, Accelerator(cpu=True)
         )
         coefficients, _ = scalarizer.coefficients(unit_losses if scalarizer.name == "ls" else rollouts.levels, groups)
@@ -188,7 +188,7 @@ def test_tchebycheff_on_rl_takes_its_arg_max_on_the_reward_levels_not_the_surrog
     )
     model = panacea_llama(svd_rank=2)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    buffers = trainer_module.GradientBuffers(parameters, units=2)
+    buffers = GradientBuffers(parameters, units=2)
     buffers.flat[0].fill_(1.0)
     buffers.flat[1].fill_(-1.0)
     scalarizer = Tchebycheff(["running_min", "running_min"])
@@ -196,7 +196,7 @@ def test_tchebycheff_on_rl_takes_its_arg_max_on_the_reward_levels_not_the_surrog
     groups = torch.tensor([[0.5, 0.5]])
     surrogates = torch.tensor([[5.0, 0.0]])  # would pick a
     levels = torch.tensor([[-0.5, 0.5]])  # −R̄: b's normalised reward is the lower, so b is picked
-    metrics = trainer_module._update(config, 0, model, scalarizer, buffers, surrogates, groups, levels)
+    metrics = write_update(config, 0, model, scalarizer, buffers, surrogates, groups, levels)
     assert metrics["coefficient/a"] == 0 and metrics["coefficient/b"] == 0.5
     assert torch.equal(buffers.flat[-1], torch.full_like(buffers.flat[-1], -0.5))  # 0.5 × g_b
     assert metrics["loss"] == pytest.approx(0.5 * (0.5 + 1 + 1e-3))
@@ -208,13 +208,13 @@ def test_tchebycheff_on_rl_takes_its_arg_max_on_the_reward_levels_not_the_surrog
 
 def count_forwards(monkeypatch) -> dict[str, int]:
     """Count the trainer's log-prob forwards without gradient (π_old, π_ref passes) and with it (the update's)."""
-    counts, original = {"no_grad": 0, "grad": 0}, trainer_module.response_token_log_probs
+    counts, original = {"no_grad": 0, "grad": 0}, rl_step_module.response_token_log_probs
 
     def counted(*args, **kwargs):
         counts["grad" if torch.is_grad_enabled() else "no_grad"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "response_token_log_probs", counted)
+    monkeypatch.setattr(rl_step_module, "response_token_log_probs", counted)
     return counts
 
 
@@ -239,7 +239,7 @@ def test_one_epoch_takes_pi_old_from_the_update_forward_and_equals_the_separate_
     fused_counts = count_forwards(monkeypatch)
     train(rl_config(workspace, tmp_path / "fused", classifier, max_steps=2, rl=rl, **overrides))
     assert fused_counts == {"no_grad": 2 * 2, "grad": 2 * 2}  # per step and micro-batch: π_ref, then the update
-    monkeypatch.setattr(trainer_module, "_old_logprobs_from_update", lambda config, model: False)
+    monkeypatch.setattr(rl_step_module, "_old_logprobs_from_update", lambda config, model: False)
     separate_counts = count_forwards(monkeypatch)
     train(rl_config(workspace, tmp_path / "separate", classifier, max_steps=2, rl=rl, **overrides))
     assert separate_counts == {"no_grad": 2 * 2 * 2, "grad": 2 * 2}  # π_old and π_ref, then the update
@@ -272,9 +272,9 @@ def test_dropout_two_epochs_or_a_split_prompt_keep_the_separate_pi_old_pass(
 def test_attention_dropout_in_the_model_config_keeps_the_separate_pi_old_pass(workspace, tmp_path, classifier):
     """Llama applies attention dropout functionally in train mode, so no dropout module shows it."""
     config = rl_config(workspace, tmp_path / "unused", classifier)
-    assert trainer_module._old_logprobs_from_update(config, panacea_llama(svd_rank=2))
+    assert rl_step_module._old_logprobs_from_update(config, panacea_llama(svd_rank=2))
     with_dropout = panacea_llama(svd_rank=2, base_overrides={"attention_dropout": 0.1})
-    assert not trainer_module._old_logprobs_from_update(config, with_dropout)
+    assert not rl_step_module._old_logprobs_from_update(config, with_dropout)
 
 
 # ------------------------------------------------------------------------------------------------------

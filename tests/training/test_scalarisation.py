@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 from panacea.training.config import DimensionConfig, TrainConfig
+from panacea.training.draws import StepPreferences, draw_preferences
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
-from panacea.training.trainer import StepPreferences, draw_preferences
 
 from panacea.data import PairSource
 
@@ -185,7 +185,7 @@ def test_bad_running_min_state_raises(state):
         Tchebycheff(["running_min", 0.0]).load_state_dict(state)
 
 
-# --- Dirichlet draws of λ (trainer.draw_preferences) --------------------------------------------------------
+# --- Dirichlet draws of λ (draws.draw_preferences) ----------------------------------------------------------
 
 
 def train_config(m=2, **overrides):
