@@ -3,7 +3,8 @@
 # evaluate over the λ grid
 #   NAME        Panacea + linear scalarisation (the config as it is)
 #   NAME-tche   Panacea + Tchebycheff (needs one λ per group of pairs: 4 groups of 2 pairs per dimension)
-#   soups-NAME       rewarded soups at Panacea's total steps and tokens (budget split across the m LoRAs)
+#   soups-NAME       rewarded soups at Panacea's total steps and tokens (budget split across the m LoRAs); from
+#                    configs/soups-NAME.yaml where it exists (the baseline's own tuned settings), else NAME's
 #   soups-NAME-full  rewarded soups with m× that budget (each LoRA gets Panacea's whole budget)
 #   NAME-full   Panacea + linear scalarisation at m× its steps (the budget of soups-NAME-full)
 # Seed 0 (the config's). Every step resumes: a finished training is reused, an interrupted one continues
@@ -185,8 +186,11 @@ for run in "${runs[@]}"; do
   if finished "$run"; then
     echo "=== $run: trained already"
   else
+    # a soups run reads configs/soups-NAME.yaml where there is one: the baseline's own (tuned) settings
+    run_config=$config
+    if [[ $run == soups-* && -f configs/soups-$name.yaml ]]; then run_config=configs/soups-$name.yaml; fi
     # shellcheck disable=SC2086  # the settings are words on purpose
-    "$panacea" train "$config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
+    "$panacea" train "$run_config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
   fi
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record

@@ -59,6 +59,9 @@ def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
     assert {c.max_steps for c in configs[:4]} == {panacea_ls.max_steps}  # one budget; soups splits or multiplies it
     assert (panacea_full.method, panacea_full.scalarization) == ("panacea", "ls")
     assert panacea_full.max_steps == len(panacea_ls.dimensions) * panacea_ls.max_steps  # soups-NAME-full's budget
+    soups_config = f"configs/soups-{name}.yaml"  # the baseline's own settings, where it has them
+    expected = soups_config if (ROOT / soups_config).is_file() else f"configs/{name}.yaml"
+    assert [words[0] for words in trains] == [f"configs/{name}.yaml"] * 2 + [expected] * 2 + [f"configs/{name}.yaml"]
 
 
 def test_an_unknown_config_or_run_is_refused_before_anything_runs():
