@@ -59,7 +59,7 @@ from panacea.generation import generate_grid
 from .bootstrap import TRANSFORMS, prompt_cluster
 from .degeneration import is_loop
 from .refusal import is_refusal, xstest_agreement
-from .reward_model import RewardModel, score_responses, train_reward_model
+from .reward_model import RewardModel, score_responses_many, train_reward_model
 
 DATA = Path("data")
 PROMPTS = DATA / "prompts"
@@ -308,10 +308,10 @@ class GenerationsScorer:
         return [self._point(names, point, texts, finished[point], rewards, base) for point, texts in enumerate(answers)]
 
     def _rewards(self, model, prompts: list[str], texts: list[str]) -> dict[str, Tensor]:
-        return {
-            dimension: score_responses(reward_model, model, self.tokenizer, prompts, texts, batch_size=self.batch_size)
-            for dimension, reward_model in self.reward_models.items()
-        }
+        if not self.reward_models:
+            return {}
+        batch_size = self.batch_size
+        return score_responses_many(self.reward_models, model, self.tokenizer, prompts, texts, batch_size=batch_size)
 
     def _base(self, model, prompts: list[str]) -> dict:
         """The base model's answers (adapter disabled, the same decoding), their words and rewards; computed once

@@ -54,7 +54,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -445,31 +445,65 @@ def score_responses(
 
     `model` must be the base model the reward model was trained on (checked against its metadata).
     """
-    trained_on = reward_model.metadata.get("base_model")
-    if trained_on is not None:
-        given = base_model_identity(model)
-        keys = (set(trained_on) | set(given)) - {"dtype"}  # another dtype shifts features a little; allowed
-        different = sorted(key for key in keys if trained_on.get(key) != given.get(key))
-        if different:
+    scores = score_responses_many({"reward": reward_model}, model, tokenizer, prompts, responses, batch_size=batch_size)
+    return scores["reward"]
+
+
+@torch.no_grad()
+def score_responses_many(
+    reward_models: Mapping[str, RewardModel],
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> dict[str, Tensor]:
+    """Every reward model's r(x, y) of each (prompt, response), {name: (n,)}: `score_responses` for each, with the
+    features φ computed once for the reward models that truncate alike (the same base model, max_length and
+    max_prompt_length): the same batches, so the same numbers as scoring one model at a time, at a fraction of the
+    forward passes."""
+    groups: dict[str, list[str]] = {}
+    for name, reward_model in reward_models.items():
+        meta = reward_model.metadata
+        if "max_length" not in meta or "max_prompt_length" not in meta:
             raise ValueError(
-                f"{reward_model.dimension} reward model was trained on base model "
-                f"{trained_on.get('name_or_path')!r}, not on this one ({given.get('name_or_path')!r}; differs in "
-                f"{different}); score with the base model it was trained on."
+                f"{reward_model.dimension} reward model has no max_length/max_prompt_length in its metadata."
             )
-    meta = reward_model.metadata
-    if "max_length" not in meta or "max_prompt_length" not in meta:
-        raise ValueError(f"{reward_model.dimension} reward model has no max_length/max_prompt_length in its metadata.")
-    sequences = tokenize_responses(
-        tokenizer, prompts, responses, max_length=meta["max_length"], max_prompt_length=meta["max_prompt_length"]
-    )
-    features = response_features(
-        model,
-        [s.prompt_ids for s in sequences],
-        [s.chosen_ids for s in sequences],
-        pad_token_id=_pad_token_id(tokenizer),
-        batch_size=batch_size,
-    )
-    return reward_model.score(features)
+        _check_base_model(reward_model, model)
+        settings = [meta.get("base_model"), meta["max_length"], meta["max_prompt_length"]]
+        groups.setdefault(json.dumps(settings, sort_keys=True, default=str), []).append(name)
+    scores = {}
+    for names in groups.values():
+        meta = reward_models[names[0]].metadata
+        sequences = tokenize_responses(
+            tokenizer, prompts, responses, max_length=meta["max_length"], max_prompt_length=meta["max_prompt_length"]
+        )
+        features = response_features(
+            model,
+            [s.prompt_ids for s in sequences],
+            [s.chosen_ids for s in sequences],
+            pad_token_id=_pad_token_id(tokenizer),
+            batch_size=batch_size,
+        )
+        scores |= {name: reward_models[name].score(features) for name in names}
+    return {name: scores[name] for name in reward_models}
+
+
+def _check_base_model(reward_model: RewardModel, model: nn.Module) -> None:
+    """Refuse to score with a model other than the base model the reward model was trained on (its features)."""
+    trained_on = reward_model.metadata.get("base_model")
+    if trained_on is None:
+        return
+    given = base_model_identity(model)
+    keys = (set(trained_on) | set(given)) - {"dtype"}  # another dtype shifts features a little; allowed
+    different = sorted(key for key in keys if trained_on.get(key) != given.get(key))
+    if different:
+        raise ValueError(
+            f"{reward_model.dimension} reward model was trained on base model "
+            f"{trained_on.get('name_or_path')!r}, not on this one ({given.get('name_or_path')!r}; differs in "
+            f"{different}); score with the base model it was trained on."
+        )
 
 
 def base_model_identity(model: nn.Module) -> dict[str, Any]:

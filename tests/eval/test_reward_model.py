@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -255,3 +256,21 @@ def test_score_responses_matches_the_pair_path_and_refuses_another_base_model(tm
         score_responses(head, tiny_llama(num_hidden_layers=1), tokenizer, prompts, chosen)
     with pytest.raises(ValueError, match="one response per prompt"):
         score_responses(head, model, tokenizer, prompts, chosen[:-1])
+
+
+def test_reward_models_that_truncate_alike_share_one_feature_pass_and_score_as_alone(tmp_path, monkeypatch):
+    """Two heads on one base model with the same truncation: one features pass, the numbers of scoring each alone."""
+    head, model, tokenizer = train_tiny(tmp_path), tiny_llama(), tiny_tokenizer()
+    other = dataclasses.replace(head, dimension="b", weight=-2 * head.weight, bias=head.bias + 1.0)
+    prompts, responses = ["w5 w6", "w7", "w9 w8"], ["w10 w11", "w12", "w13 w14 w15"]
+    alone = {name: score_responses(rm, model, tokenizer, prompts, responses, batch_size=2) for name, rm in
+             (("a", head), ("b", other))}  # fmt: skip
+    calls, original = [], rm.response_features
+    monkeypatch.setattr(rm, "response_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    together = rm.score_responses_many({"a": head, "b": other}, model, tokenizer, prompts, responses, batch_size=2)
+    assert len(calls) == 1 and list(together) == ["a", "b"]
+    assert all(torch.equal(together[name], alone[name]) for name in alone)
+    assert not torch.equal(together["a"], together["b"])
+    shorter = dataclasses.replace(head, metadata={**head.metadata, "max_length": head.metadata["max_length"] - 1})
+    rm.score_responses_many({"a": head, "s": shorter}, model, tokenizer, prompts, responses, batch_size=2)
+    assert len(calls) == 3  # another truncation: a pass of its own
