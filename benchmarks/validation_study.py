@@ -45,7 +45,7 @@ from panacea.training import TrainConfig, train
 from panacea.training.reference import SEED_DIRS_ENV
 from panacea.training.soups import train_soups
 
-from panacea._io import read_json, write_json
+from panacea._io import read_json, write_json, write_text
 
 BASE_CONFIG = "configs/hh-2d.yaml"
 DIMENSIONS = 2
@@ -60,6 +60,14 @@ PROTOCOL = [
 GRID = 3  # the vertices and λ = (½, ½): the study ranks settings; the published fronts use the config's grid
 VALIDATION_PAIRS = 256  # per dimension (of 495 helpful, 284 harmless)
 OUTPUT = Path("runs/validation-study")
+# Each finished row's record, validation results and training record (no weights), in git: runs/ does not survive a
+# machine change, and a row published here is neither trained nor scored again.
+PUBLISHED = Path("docs/results/validation-study")
+PUBLISHED_FILES = (
+    "config.yaml", "log.jsonl", "manifest.json", "soups/*/config.yaml", "soups/*/log.jsonl",
+    "eval-validation/results.json", "eval-validation/results.md", "eval-validation/ab/results.json",
+    "eval-validation/ab/results.md",
+)  # fmt: skip
 AGGREGATOR_BATCH = ["preference_sampling=groups", "preference_groups=4", "micro_batch_size=2"]
 BETA = [f"dimensions.{d}.beta" for d in range(DIMENSIONS)]
 
@@ -199,7 +207,33 @@ def run_row(row: str, *, generations: bool = False) -> dict:
         "veto_rate": veto_rate(folder),
     }
     write_json(folder_of(row) / "row.json", record)
+    publish_row(row)
     return record
+
+
+def publish_row(row: str) -> dict:
+    """Copy a finished row's record and files to PUBLISHED/ROW/ (its row.json names the published results)."""
+    run, target = folder_of(row) / "run", PUBLISHED / row
+    for pattern in PUBLISHED_FILES:
+        for file in run.glob(pattern):
+            destination = target / "run" / file.relative_to(run)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            text = file.read_text()
+            if file.name == "config.yaml":  # data paths inside the checkout, relative to it (as fronts.sh publishes)
+                text = text.replace(f"{Path.cwd()}/", "")
+            write_text(destination, text)
+    record = read_json(folder_of(row) / "row.json")
+    record["results"] = str(target / Path(record["results"]).relative_to(run.parent))
+    write_json(target / "row.json", record)
+    return record
+
+
+def finished_record(row: str) -> dict | None:
+    """The row's record: the published one (it survives a new machine), else the one in runs/, else None."""
+    for folder in (PUBLISHED / row, folder_of(row)):
+        if (folder / "row.json").is_file():
+            return read_json(folder / "row.json")
+    return None
 
 
 def veto_rate(run: Path) -> float | None:
@@ -325,12 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         seed = str(Path("benchmarks/reference-logps").resolve())
         os.environ[SEED_DIRS_ENV] = os.pathsep.join(filter(None, [seed, os.environ.get(SEED_DIRS_ENV)]))
         for row in args.only or PRIORITY:
-            if (folder_of(row) / "row.json").is_file():
+            if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
+                publish_row(row)  # finished before rows were published
+            if finished_record(row) is not None:
                 print(f"{row}: done, skipped")
                 continue
             print(f"\n=== {row}: {METHODS[row.split('/')[0]][row.split('/')[1]].description}", flush=True)
             run_row(row, generations=args.generations)
-    finished = [read_json(folder_of(row) / "row.json") for row in PRIORITY if (folder_of(row) / "row.json").is_file()]
+    finished = [record for row in PRIORITY if (record := finished_record(row)) is not None]
     print(rows_table(finished))
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     monkeypatch.setattr(study, "BASE_CONFIG", str(tmp_path / "base.yaml"))
     monkeypatch.setattr(study, "PROTOCOL", ["max_steps=2", *(f"dimensions.{d}.train.0.split=fit" for d in (0, 1))])
     monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
     monkeypatch.setattr(study, "DEFAULTS", {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40"})
     rows = ["panacea/defaults", "soups/lr2e-3_beta0.1_steps40", "soups/lr1e-3_beta0.3_steps40"]
     for row in rows:
@@ -78,6 +80,19 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     table = capsys.readouterr().out.splitlines()
     line = next(line for line in table if line.startswith("| `soups/lr1e-3_beta0.3_steps40`"))
     assert any(verdict in line for verdict in (" win |", " tie |", " loss |"))
+    published = tmp_path / "published"
+    assert (published / "panacea/defaults/run/eval-validation/results.json").is_file()
+    assert (published / "soups/lr1e-3_beta0.3_steps40/run/eval-validation/ab/results.json").is_file()
+    assert sorted(path.name for path in (published / "soups/lr1e-3_beta0.3_steps40/run/soups").iterdir()) == [
+        "harmless",
+        "helpful",
+    ]  # the members' config and log, no weights
+    assert not list(published.rglob("*.safetensors"))
+    shutil.rmtree(tmp_path / "study")  # a new machine: runs/ is gone, the published rows stay
+    trained = []
+    monkeypatch.setattr(study, "run_row", lambda row, **options: trained.append(row))
+    assert study.main(["--only", *rows]) == 0 and trained == []  # nothing trained or scored again
+    assert line in capsys.readouterr().out.splitlines()  # the same table, from the published rows
     assert next(line for line in table if line.startswith("| `panacea/defaults`")).count("| - |") >= 1  # no PLC
 
 
