@@ -293,10 +293,10 @@ def rows_table(records: list[dict]) -> str:
     return "\n".join(lines + [f"\n{note}" for note in notes if note])
 
 
-def budget_binds(name: str) -> bool:
+def budget_binds(method: str, name: str) -> bool:
     """Whether the row is one of the 80-step rows, which measure whether the budget binds rather than compete
     (docs/steering.md round 4, "Steps are a budget")."""
-    return "max_steps=80" in METHODS["panacea" if name in PANACEA else "soups"][name].overrides
+    return "max_steps=80" in METHODS[method][name].overrides
 
 
 def choice(hypervolumes: dict[str, float], method: str) -> str | None:
@@ -306,12 +306,12 @@ def choice(hypervolumes: dict[str, float], method: str) -> str | None:
     rows = {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
     if DEFAULTS[method] not in rows:
         return None
-    candidates = {name: value for name, value in rows.items() if not budget_binds(name)}
+    candidates = {name: value for name, value in rows.items() if not budget_binds(method, name)}
     best = max(candidates.values())
     chosen = DEFAULTS[method] if candidates[DEFAULTS[method]] == best else max(candidates, key=candidates.get)
-    total = len(PANACEA if method == "panacea" else SOUPS) - sum(map(budget_binds, METHODS[method]))
+    total = sum(not budget_binds(method, name) for name in METHODS[method])
     text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): {chosen} ({best:.3f})"
-    longer = {name: value for name, value in rows.items() if budget_binds(name)}
+    longer = {name: value for name, value in rows.items() if budget_binds(method, name)}
     if longer:
         top = max(longer, key=longer.get)
         verb = "binds" if longer[top] > best else "does not bind"

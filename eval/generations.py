@@ -308,10 +308,9 @@ class GenerationsScorer:
         return [self._point(names, point, texts, finished[point], rewards, base) for point, texts in enumerate(answers)]
 
     def _rewards(self, model, prompts: list[str], texts: list[str]) -> dict[str, Tensor]:
-        if not self.reward_models:
-            return {}
-        batch_size = self.batch_size
-        return score_responses_many(self.reward_models, model, self.tokenizer, prompts, texts, batch_size=batch_size)
+        return score_responses_many(
+            self.reward_models, model, self.tokenizer, prompts, texts, batch_size=self.batch_size
+        )
 
     def _base(self, model, prompts: list[str]) -> dict:
         """The base model's answers (adapter disabled, the same decoding), their words and rewards; computed once

@@ -24,7 +24,7 @@ def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configura
     study = _study(monkeypatch)
     assert len(study.SOUPS) == len(study.PANACEA)  # the same tuning budget for the baseline
     for method in ("panacea", "soups"):  # ... among the rows a method is chosen from (steps are a budget)
-        longer = [name for name in study.METHODS[method] if study.budget_binds(name)]
+        longer = [name for name in study.METHODS[method] if study.budget_binds(method, name)]
         assert len(longer) == 1, (method, longer)
     assert sorted(study.PRIORITY) == sorted(f"{m}/{name}" for m, rows in study.METHODS.items() for name in rows)
     for row in study.PRIORITY:
