@@ -46,9 +46,15 @@ def vertex_answers(run: Path, *, mode: str | None = None, sets=BENIGN_SETS, coun
         answers[tuple(vertex)] = read_json(file)["responses"]
     known = {prompt_set.name: prompt_set for prompt_set in PROMPT_SPLITS[split].sets}
     lines = [f"# {results['label']}: answers at the vertices ({', '.join(dimensions)})", ""]
-    tokens = generations["settings"]["decoding"].get("max_new_tokens", "?")
+    decoding = generations["settings"]["decoding"]
+    tokens = f"{decoding.get('max_new_tokens', '?')} new tokens at most"
+    by_set = decoding.get("max_new_tokens_by_set", {})
+    tokens += "".join(
+        f", {cap} for {', '.join(sorted(n for n in by_set if by_set[n] == cap))}"
+        for cap in sorted(set(by_set.values()))
+    )
     lines.append(
-        f"Greedy, as scored ({tokens} new tokens at most); the first "
+        f"Greedy, as scored ({tokens}); the first "
         f"{count} prompts of each set in the scorer's order; answers over {MAX_CHARACTERS} characters are cut (…)."
     )
     for name in sets:

@@ -31,6 +31,8 @@ each with its interval: refusal on the harmful sets (pooled, and on HarmBench al
 safe prompts, the share of looping answers, the mean words on the helpful sets, the mean rewards.
 
 `--limit K` keeps K prompts of each set, evenly spaced through the file (so MT-Bench keeps every category).
+`--concise-max-new-tokens N` gives the sets that serve concise (when it is a dimension) a cap of their own: the length
+concise rewards must fit under it (docs/algorithms.md §6: hhc-3d's is 256).
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ class GenerationsScorer:
         reward_models: dict[str, RewardModel],
         *,
         max_new_tokens: int = 96,
+        concise_max_new_tokens: int | None = None,
         batch_size: int = 32,
         split: str = "test",
     ) -> None:
@@ -209,13 +212,31 @@ class GenerationsScorer:
         if foreign:
             raise ValueError(f"prompt set(s) {foreign} are not {split} sets: {[s.name for s in self.plan.sets]}.")
         self.tokenizer, self.dimensions, self.prompts = tokenizer, list(dimensions), prompts
+        for flag, value in (("max_new_tokens", max_new_tokens), ("concise_max_new_tokens", concise_max_new_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"the generations scorer's {flag} must be a positive number of tokens, got {value!r}.")
         self.reward_models, self.max_new_tokens, self.batch_size = reward_models, max_new_tokens, batch_size
+        # Each set's cap: the sets that serve concise (a dimension here) may have their own, so that the length
+        # concise rewards fits under it; every other set keeps max_new_tokens.
+        lengthy = {s.name for s in self.plan.sets if "concise" in s.serves} if "concise" in self.dimensions else set()
+        self.caps = {
+            name: concise_max_new_tokens if concise_max_new_tokens and name in lengthy else max_new_tokens
+            for name in prompts
+        }
         self._base_scores: dict | None = None
         total = sum(len(records) for records in prompts.values())
         self.points_per_call = max(1, min(11, (4 * batch_size) // max(1, total)))
 
     @classmethod
-    def from_run(cls, run, *, limit: int | None = None, max_new_tokens: int = 96, batch_size: int = 32):
+    def from_run(
+        cls,
+        run,
+        *,
+        limit: int | None = None,
+        max_new_tokens: int = 96,
+        concise_max_new_tokens: int | None = None,
+        batch_size: int = 32,
+    ):
         """The sets of the run's held-out split (`run.split`) its dimensions need, and their reward models (trained
         now, or read from the cache)."""
         split = getattr(run, "split", "test")
@@ -230,6 +251,7 @@ class GenerationsScorer:
             prompts,
             reward_models,
             max_new_tokens=max_new_tokens,
+            concise_max_new_tokens=concise_max_new_tokens,
             batch_size=batch_size,
             split=split,
         )
@@ -247,7 +269,23 @@ class GenerationsScorer:
 
     @property
     def decoding(self) -> dict:
-        return {"do_sample": False, "max_new_tokens": self.max_new_tokens, "chat_template": True}
+        """Greedy, in the chat template, at most max_new_tokens; the sets with another cap under
+        `max_new_tokens_by_set` (absent when there are none, so such settings are what they were before caps per set
+        existed)."""
+        decoding = _decoding(self.max_new_tokens)
+        other = {name: cap for name, cap in self.caps.items() if cap != self.max_new_tokens}
+        return decoding | {"max_new_tokens_by_set": other} if other else decoding
+
+    def _cap_groups(self, names: list[str]) -> list[tuple[int, list[int]]]:
+        """(cap, the indices of its prompts in the sets `names` laid end to end), in order of first appearance: one
+        generate pass per cap."""
+        groups: dict[int, list[int]] = {}
+        start = 0
+        for name in names:
+            count = len(self.prompts[name])
+            groups.setdefault(self.caps[name], []).extend(range(start, start + count))
+            start += count
+        return list(groups.items())
 
     @property
     def objective(self) -> str:
@@ -293,18 +331,24 @@ class GenerationsScorer:
         names = list(self.prompts)
         flat = [record for name in names for record in self.prompts[name]]
         prompts = [record["prompt"] for record in flat]
-        answers, finished = generate_grid(
-            model,
-            self.tokenizer,
-            prompts,
-            preferences,
-            max_new_tokens=self.max_new_tokens,
-            batch_size=self.batch_size,
-            return_finished=True,
-        )
+        answers = [[""] * len(flat) for _ in range(len(preferences))]
+        finished = [[False] * len(flat) for _ in range(len(preferences))]
+        for cap, indices in self._cap_groups(names):
+            texts, ended = generate_grid(
+                model,
+                self.tokenizer,
+                [prompts[index] for index in indices],
+                preferences,
+                max_new_tokens=cap,
+                batch_size=self.batch_size,
+                return_finished=True,
+            )
+            for point in range(len(preferences)):
+                for slot, index in enumerate(indices):
+                    answers[point][index], finished[point][index] = texts[point][slot], ended[point][slot]
         rewards = self._rewards(model, prompts * len(answers), [text for point in answers for text in point])
         rewards = {dimension: values.view(len(answers), len(flat)) for dimension, values in rewards.items()}
-        base = self._base(model, prompts)
+        base = self._base(model, names, prompts)
         return [self._point(names, point, texts, finished[point], rewards, base) for point, texts in enumerate(answers)]
 
     def _rewards(self, model, prompts: list[str], texts: list[str]) -> dict[str, Tensor]:
@@ -312,11 +356,17 @@ class GenerationsScorer:
             self.reward_models, model, self.tokenizer, prompts, texts, batch_size=self.batch_size
         )
 
-    def _base(self, model, prompts: list[str]) -> dict:
-        """The base model's answers (adapter disabled, the same decoding), their words and rewards; computed once
-        per scorer, the answers cached on disk by content (the base model's weights, the prompts, the decoding)."""
+    def _base(self, model, names: list[str], prompts: list[str]) -> dict:
+        """The base model's answers (adapter disabled, the same decoding and caps), their words and rewards; computed
+        once per scorer, the answers cached on disk by content (the base model's weights, the prompts, the decoding)."""
         if self._base_scores is None:
-            texts, finished = base_answers(model, self.tokenizer, prompts, self.decoding, self.batch_size)
+            texts, finished = [""] * len(prompts), [False] * len(prompts)
+            for cap, indices in self._cap_groups(names):
+                answers, ended = base_answers(
+                    model, self.tokenizer, [prompts[index] for index in indices], _decoding(cap), self.batch_size
+                )
+                for slot, index in enumerate(indices):
+                    texts[index], finished[index] = answers[slot], ended[slot]
             rewards = self._rewards(model, prompts, texts)
             self._base_scores = {
                 "texts": texts,
@@ -384,6 +434,10 @@ class GenerationsScorer:
             },
             "refusal_detector_xstest": {key: agreement[key] for key in ("dev", "test", "all", "precision", "recall")},
         }
+
+
+def _decoding(max_new_tokens: int) -> dict:
+    return {"do_sample": False, "max_new_tokens": max_new_tokens, "chat_template": True}
 
 
 def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_size: int) -> tuple[list[str], list[bool]]:

@@ -406,6 +406,7 @@ def evaluate_path(
     limit: int | None = None,
     max_prompts: int | None = None,
     max_new_tokens: int = 96,
+    concise_max_new_tokens: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
     mode: str = "ab",
@@ -418,7 +419,8 @@ def evaluate_path(
     """`panacea eval`: load the run in `path` (a soups run interpolating in `mode`), build the scorers, evaluate.
 
     `grid_points`: None takes the run config's `eval_grid`. `limit` cuts every pair and prompt set, `max_prompts`
-    the prompt sets only (it wins over `limit` there). `objective`: the front shown first (and in
+    the prompt sets only (it wins over `limit` there). `concise_max_new_tokens`: the
+    cap of the prompt sets that serve concise (default `max_new_tokens`). `objective`: the front shown first (and in
     `points[i]["objectives"]`) for every scorer that defines it; each scorer's own default otherwise. `split`
     "validation" scores the validation pairs and prompt sets instead of the held-out test ones (for tuning; the run
     must have trained on split 'fit'), into RUN/eval-validation/.
@@ -443,7 +445,11 @@ def evaluate_path(
 
             built.append(
                 GenerationsScorer.from_run(
-                    run, limit=max_prompts or limit, max_new_tokens=max_new_tokens, batch_size=batch_size
+                    run,
+                    limit=max_prompts or limit,
+                    max_new_tokens=max_new_tokens,
+                    concise_max_new_tokens=concise_max_new_tokens,
+                    batch_size=batch_size,
                 )
             )
     return evaluate_run(

@@ -173,6 +173,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Generations scorer: new tokens per answer, greedy (default: %(default)s).",
     )
     evaluate.add_argument(
+        "--concise-max-new-tokens",
+        type=int,
+        help="Generations scorer: the cap on the prompt sets that serve concise, when concise is a dimension, so "
+        "that the length it rewards fits (default: --max-new-tokens).",
+    )
+    evaluate.add_argument(
         "--batch-size", type=int, default=32, help="Generations scorer: rows per generate call (default: %(default)s)."
     )
     evaluate.add_argument("--device", help="cpu, cuda, cuda:1, … (default: the run config's device).")
@@ -388,6 +394,12 @@ def _run_eval(args: argparse.Namespace) -> None:
     for flag, value in (("--limit", args.limit), ("--max-prompts", args.max_prompts)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be a positive number of pairs / prompts, got {value}.")
+    for flag, value in (
+        ("--max-new-tokens", args.max_new_tokens),
+        ("--concise-max-new-tokens", args.concise_max_new_tokens),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a positive number of tokens, got {value}.")
     modes = [None]
     if is_soups_run(args.run_dir):
         modes = ["ab", "delta"] if args.soups_mode == "both" else [args.soups_mode]
@@ -400,6 +412,7 @@ def _run_eval(args: argparse.Namespace) -> None:
                 limit=args.limit,
                 max_prompts=args.max_prompts,
                 max_new_tokens=args.max_new_tokens,
+                concise_max_new_tokens=args.concise_max_new_tokens,
                 batch_size=args.batch_size,
                 device=args.device,
                 mode=mode or "ab",

@@ -191,6 +191,13 @@ def test_unreadable_inputs_give_one_line_errors(saved_adapter, tmp_path, capsys)
     assert "a-file exists and is not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--limit", "--max-prompts", "--max-new-tokens", "--concise-max-new-tokens"])
+def test_eval_refuses_a_count_below_one_before_loading_anything(flag, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "no-run"), flag, "0"]) == 2
+    error = capsys.readouterr().err
+    assert f"{flag} must be a positive number" in error and error.count("\n") == 1
+
+
 def test_adapter_without_a_recorded_base_model_asks_for_model(tmp_path, capsys):
     from tests.conftest import panacea_llama
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from panacea.eval import generations as generations_module
 from panacea.eval import reward_model as reward_model_module
 from panacea.eval.bootstrap import objective_values
 from panacea.eval.compare import compare, format_comparison
@@ -19,7 +20,7 @@ from panacea.eval.sweep import evaluate_path
 from panacea.training import TrainConfig, train
 
 from panacea._config import dataclass_from_dict
-from panacea.generation import generate_text
+from panacea.generation import generate_grid, generate_text
 from tests.conftest import panacea_llama, tiny_tokenizer
 from tests.helpers import config_dict, make_workspace
 
@@ -125,6 +126,46 @@ def test_an_identical_answer_ties_with_the_base_and_two_answers_cut_off_tie_on_l
     assert values["cut_off"] == [0.0, 0.0, 1.0, 1.0]
     assert values["vs_base_helpful"] == pytest.approx([0.0, 0.3, -0.1, 0.3])
     assert values["vs_base_concise"] == [0.0, 2.0, 0.0, -2.0]  # identical; shorter; both cut off; longer
+
+
+def test_the_sets_that_serve_concise_get_their_own_cap_the_base_models_answers_too(tmp_path, monkeypatch):
+    """--concise-max-new-tokens: helpful_test (serves concise) is answered to 7 tokens, harmbench to 3, at λ and by
+    the base model; each set's answers are those of one generate pass over that set at its cap."""
+    monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path)  # the base answers' cache
+    model, tokenizer = panacea_llama(), tiny_tokenizer()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter))
+    prompts = {
+        "helpful_test": [{"id": f"h{i}", "prompt": text} for i, text in enumerate(("w5 w6", "w7", "w9 w9 w8"))],
+        "harmbench": [{"id": f"b{i}", "prompt": text} for i, text in enumerate(("w11", "w12 w13"))],
+    }
+    scorer = GenerationsScorer(
+        tokenizer, ["harmless", "concise"], prompts, {}, max_new_tokens=3, concise_max_new_tokens=7
+    )
+    assert scorer.decoding == {
+        "do_sample": False, "max_new_tokens": 3, "chat_template": True, "max_new_tokens_by_set": {"helpful_test": 7}
+    }  # fmt: skip
+    preference = torch.tensor([[0.9, 0.1]])
+    (point,) = scorer.score(model, preference)
+    for name, cap in (("helpful_test", 7), ("harmbench", 3)):
+        texts = [record["prompt"] for record in prompts[name]]
+        (expected,), (ended,) = generate_grid(
+            model, tokenizer, texts, preference, max_new_tokens=cap, batch_size=32, return_finished=True
+        )
+        assert [answer["text"] for answer in point["responses"][name]] == expected
+        assert point["sets"][name]["values"]["cut_off"] == [float(not e) for e in ended]
+        with model.disable_adapter():
+            (base,) = generate_grid(model, tokenizer, texts, preference, max_new_tokens=cap, batch_size=32)
+        span = slice(0, 3) if name == "helpful_test" else slice(3, 5)
+        assert scorer._base_scores["texts"][span] == base
+    assert max(point["sets"]["helpful_test"]["values"]["tokens"]) > 3  # the longer cap was used (random answers run on)
+    # Without concise among the dimensions the cap is shared and the settings are as before caps per set existed
+    shared = GenerationsScorer(tokenizer, ["harmless"], prompts, {}, max_new_tokens=3, concise_max_new_tokens=7)
+    assert shared.decoding == {"do_sample": False, "max_new_tokens": 3, "chat_template": True}
+    with pytest.raises(ValueError, match="concise_max_new_tokens must be a positive number of tokens, got 0"):
+        GenerationsScorer(tokenizer, ["concise"], prompts, {}, max_new_tokens=3, concise_max_new_tokens=0)
 
 
 def test_limit_keeps_evenly_spaced_prompts():
