@@ -11,8 +11,9 @@ Per row (docs/steering.md, "Round 4"; decided before any row ran): the accuracy 
 paired-bootstrap interval and its difference to the method's `defaults` row with interval and verdict (win / tie
 / loss, the interval alone); win-probability hypervolume beside it; the smallest Spearman ρ of a dimension's
 accuracy with its weight; accuracy at each vertex; PLC's veto rate (from the training log; rows without PLC: -);
-training minutes. With `--generations`, also each vertex's refusal rate on the harmful validation prompts,
-refusal on the helpful ones (over-refusal) and the share of looping answers, with intervals.
+minutes of training steps (from the run's logs, so a resumed row counts them all). With `--generations`, also
+each vertex's refusal rate on the harmful validation prompts, refusal on the helpful ones (over-refusal) and the
+share of looping answers, with intervals.
 
 Panacea and rewarded soups each get `len(PANACEA)` rows (a test keeps the counts equal): Panacea one lever at a
 time around its defaults, soups a grid over its members' learning rate and β; each method also has one 80-step
@@ -203,7 +204,7 @@ def run_row(row: str, *, generations: bool = False) -> dict:
         "overrides": [*PROTOCOL, *METHODS[method][name].overrides],
         "seed": config.seed,
         "results": str(folder / "eval-validation" / ("ab" if method == "soups" else "") / "results.json"),
-        "wall_minutes": (time.perf_counter() - started) / 60,
+        "wall_minutes": (time.perf_counter() - started) / 60,  # this call's only (a resumed row's is partial)
         "veto_rate": veto_rate(folder),
     }
     write_json(folder_of(row) / "row.json", record)
@@ -256,7 +257,7 @@ def rows_table(records: list[dict]) -> str:
     present = [label for label in (document["label"] for document in documents) if label in baselines]
     lines = [
         "| row | accuracy HV [95 %] | vs its defaults [95 %], verdict | win-prob HV | min ρ | accuracy at "
-        "(1,0) / (0,1) | PLC veto rate | wall min |",
+        "(1,0) / (0,1) | PLC veto rate | train min |",
         "|---|---|---|---|---|---|---|---|",
     ]
     accuracy = compare(documents, objective="accuracy", baseline=present[0] if present else None)
@@ -285,12 +286,19 @@ def rows_table(records: list[dict]) -> str:
             _lowest(rho),
             " / ".join(f"{value:.3f}" for value in vertices),
             "-" if record["veto_rate"] is None else f"{record['veto_rate']:.2f}",
-            f"{record['wall_minutes']:.0f}",
+            _train_minutes(documents, record["row"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     hypervolumes = {label: row["metrics"]["hypervolume"] for label, row in by_label.items()}
     notes = [proxy_agreement(hypervolumes), *(choice(hypervolumes, method) for method in ("panacea", "soups"))]
     return "\n".join(lines + [f"\n{note}" for note in notes if note])
+
+
+def _train_minutes(documents: list[dict], row: str) -> str:
+    """Minutes of training steps, from the run's own logs (as `panacea compare` counts them): the same whether the
+    row trained in one call or resumed in several (its `wall_minutes` counts only the last call)."""
+    seconds = next(document for document in documents if document["label"] == row)["training"]["train_seconds"]
+    return "-" if seconds is None else f"{seconds / 60:.0f}"
 
 
 def budget_binds(method: str, name: str) -> bool:

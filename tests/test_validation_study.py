@@ -89,11 +89,17 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     ]  # the members' config and log, no weights
     assert not list(published.rglob("*.safetensors"))
     shutil.rmtree(tmp_path / "study")  # a new machine: runs/ is gone, the published rows stay
+    record = published / "soups/lr1e-3_beta0.3_steps40/row.json"  # as if the row had resumed: one call's minutes
+    record.write_text(json.dumps({**json.loads(record.read_text()), "wall_minutes": 999.0}))
     trained = []
     monkeypatch.setattr(study, "run_row", lambda row, **options: trained.append(row))
     assert study.main(["--only", *rows]) == 0 and trained == []  # nothing trained or scored again
-    assert line in capsys.readouterr().out.splitlines()  # the same table, from the published rows
+    assert line in capsys.readouterr().out.splitlines()  # the same table (step minutes), from the published rows
     assert next(line for line in table if line.startswith("| `panacea/defaults`")).count("| - |") >= 1  # no PLC
+    cells = lambda text: [cell.strip() for cell in text.strip("| ").split(" | ")]  # noqa: E731
+    minutes = cells(line)[cells(next(line for line in table if line.startswith("| row |"))).index("train min")]
+    results = json.loads((published / "soups/lr1e-3_beta0.3_steps40/run/eval-validation/ab/results.json").read_text())
+    assert minutes == f"{results['training']['train_seconds'] / 60:.0f}"  # the run's step minutes, not this call's
 
 
 def test_the_proxy_check_compares_the_orders_of_the_three_settings_at_40_and_100_steps(monkeypatch):
