@@ -142,14 +142,26 @@ publish_training() {  # copy a run's training record and final adapter weights (
   if [[ -n $last ]]; then copy "$last" "$published/$run/train/${last#"$runs_dir/$run"/}"; fi
 }
 
-finished() {  # whether RUN's training is complete in $runs_dir: its final adapter, or a soups run's manifest
-  [[ -f $runs_dir/$1/adapter/adapter_model.safetensors ]] || grep -qs '"complete": true' "$runs_dir/$1/manifest.json"
+has_weights() {  # whether the run folder DIR holds a complete training: its final adapter, or a soups run's complete
+  local dir=$1 member found=""  # manifest and every member's adapter (records published before weights were lack them)
+  [[ -f $dir/adapter/adapter_model.safetensors ]] && return 0
+  grep -qs '"complete": true' "$dir/manifest.json" || return 1
+  for member in "$dir"/soups/*/; do
+    [[ -d $member ]] || continue
+    [[ -f ${member}adapter/adapter_model.safetensors ]] || return 1
+    found=1
+  done
+  [[ -n $found ]]
+}
+
+finished() {  # whether RUN's training is complete in $runs_dir
+  has_weights "$runs_dir/$1"
 }
 
 restore() {  # a run published with its weights (publish_training) back into $runs_dir when it is not there
   local run=$1 record=$published/$1/train
   if finished "$run"; then return; fi
-  [[ -f $record/adapter/adapter_model.safetensors ]] || grep -qs '"complete": true' "$record/manifest.json" || return 0
+  has_weights "$record" || return 0
   [[ ! -e $runs_dir/$run ]] || { echo "fronts.sh: $runs_dir/$run holds an unfinished run; not restoring over it" >&2; return 0; }
   echo "=== $run: restored from $record (its published weights; not trained again)"
   mkdir -p "$runs_dir"

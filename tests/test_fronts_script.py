@@ -253,6 +253,27 @@ def test_a_run_published_with_its_weights_is_restored_not_trained_again(tmp_path
     assert "hh-2d: restored from" in done.stdout
 
 
+def test_a_soups_record_published_without_its_members_weights_is_trained_not_restored(tmp_path):
+    """Soups records published before weights were (a complete manifest, the members' configs and logs only) were
+    restored as finished, and eval then failed on the missing LoRAs (2026-12-05): now such a run trains."""
+    soups = tmp_path / "published/hh-2d/soups-hh-2d/train"
+    for name in ("config.yaml", "soups/helpful/config.yaml", "soups/helpful/log.jsonl", "soups/harmless/log.jsonl"):
+        (soups / name).parent.mkdir(parents=True, exist_ok=True)
+        (soups / name).write_text("{}")
+    (soups / "manifest.json").write_text('{"complete": true}')
+    (soups / "soups/helpful/adapter").mkdir()
+    (soups / "soups/helpful/adapter/adapter_model.safetensors").write_text("{}")  # harmless's weights are missing
+    done = _dry_run("hh-2d", "soups-hh-2d")
+    assert done.returncode == 0, done.stderr
+    assert "restored from" not in done.stdout and not (tmp_path / "runs/soups-hh-2d/manifest.json").exists()
+    trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+    assert len(trains) == 1 and "output_dir=" + str(tmp_path / "runs/soups-hh-2d") in trains[0]
+    (soups / "soups/harmless/adapter").mkdir()
+    (soups / "soups/harmless/adapter/adapter_model.safetensors").write_text("{}")  # now every member's weights
+    done = _dry_run("hh-2d", "soups-hh-2d")
+    assert "soups-hh-2d: restored from" in done.stdout and "soups-hh-2d: trained already" in done.stdout
+
+
 def test_a_checkout_whose_path_holds_sed_delimiters_publishes_relative_data_paths(tmp_path):
     """The published config names data inside the checkout relative to it, matched literally: a '#' in the path (a
     sed delimiter) once failed the copy, and a '.' matched any character."""
