@@ -114,10 +114,13 @@ def compare(
         )
     shared = _scored_alike(entries[0], scorer, objective)
     for document in documents[1:]:
-        if _scored_alike(document["scorers"][scorer], scorer, objective) != shared:
+        own = _scored_alike(document["scorers"][scorer], scorer, objective)
+        if own != shared:
+            differ = sorted(key for key in shared.keys() | own.keys() if shared.get(key) != own.get(key))
             raise ValueError(
-                f"{document['run']} and {first['run']} were scored with different {scorer!r} settings (other pairs, "
-                "prompts, reward models, decoding or, except for accuracy, β); evaluate both with the same settings."
+                f"{document['run']} and {first['run']} were scored with different {scorer!r} settings "
+                f"({', '.join(differ)}: other pairs, prompts, reward models, decoding, base model or, except for "
+                "accuracy, β); evaluate both with the same settings."
             )
     if reference is not None and (
         len(reference) != len(dimensions) or not all(np.isfinite(value) for value in reference)

@@ -100,13 +100,13 @@ def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
         compare([documents[0], other])
     other = json.loads(json.dumps(documents[1]))
     other["scorers"]["pairs"]["settings"]["sets"]["a/a"]["pairs"] = 3
-    with pytest.raises(ValueError, match="different 'pairs' settings"):
+    with pytest.raises(ValueError, match=r"different 'pairs' settings \(sets: "):
         compare([documents[0], other])
     for key, value in (("device", "cuda"), ("dtype", "torch.bfloat16"), ("base_model", "another")):
         other = json.loads(json.dumps(documents[1]))  # scored on another device, dtype or base model
         assert documents[0]["scorers"]["pairs"]["settings"][key] != value
         other["scorers"]["pairs"]["settings"][key] = value
-        with pytest.raises(ValueError, match="different 'pairs' settings"):
+        with pytest.raises(ValueError, match=rf"different 'pairs' settings \({key}: "):  # the error names the key
             compare([documents[0], other])
     other = json.loads(json.dumps(documents[1]))  # another DPO β: accuracy (the margin's sign) compares, the rest not
     other["scorers"]["pairs"]["settings"]["sets"]["a/a"]["beta"] = 0.3
