@@ -34,6 +34,7 @@ from .config import TrainConfig
 from .trainer import check_output_dir, train
 
 SOUPS_DIR = "soups"  # RUN/soups/<dimension>/: one member run per dimension
+COUNTS = ("steps", "pairs", "prompts", "rollouts", "tokens", "train_seconds")  # summed over the members
 
 
 @dataclass
@@ -97,15 +98,16 @@ def train_soups(config: TrainConfig, *, resume: bool = False) -> SoupsResult:
         del result
         gc.collect()
     manifest["complete"] = True
-    manifest["total"] = {
-        key: sum(run[key] for run in manifest["runs"].values()) for key in ("steps", "pairs", "tokens", "train_seconds")
+    runs = manifest["runs"].values()
+    manifest["total"] = {  # pairs for DPO / SFT, prompts and rollouts for RL: what every member counted
+        key: sum(run[key] for run in runs) for key in COUNTS if all(key in run for run in runs)
     }
     _write_manifest(output_dir, manifest, state)
     return SoupsResult(output_dir, manifest)
 
 
 def _new_manifest(config: TrainConfig) -> dict[str, Any]:
-    m, adapter = len(config.dimensions), config.adapter_config()
+    adapter = config.adapter_config()
     return {
         "format_version": MANIFEST_FORMAT,
         "method": "soups",
@@ -115,19 +117,40 @@ def _new_manifest(config: TrainConfig) -> dict[str, Any]:
         "rank": adapter.rank,
         "lora_alpha": adapter.rank if adapter.alpha is None else adapter.alpha,
         "seed": config.seed,
-        "panacea_budget": {  # what the Panacea run of this config trains, for comparison
-            "steps": config.max_steps,
-            "batch_size": config.batch_size,
-            "pairs": m * config.max_steps * config.batch_size,
-        },
+        "panacea_budget": _panacea_budget(config),  # what the Panacea run of this config trains, for comparison
         "runs": {},
         "complete": False,
     }
 
 
+def _panacea_budget(config: TrainConfig) -> dict[str, Any]:
+    """Steps and data of the Panacea run of `config`: pairs (B per dimension a step), or RL's prompts and rollouts."""
+    steps = config.max_steps
+    if config.is_rl:
+        rl = config.rl
+        return {
+            "steps": steps,
+            "prompts_per_step": rl.prompts_per_step,
+            "rollouts_per_prompt": rl.rollouts_per_prompt,
+            "prompts": steps * rl.prompts_per_step,
+            "rollouts": steps * rl.prompts_per_step * rl.rollouts_per_prompt,
+        }
+    return {
+        "steps": steps,
+        "batch_size": config.batch_size,
+        "pairs": len(config.dimensions) * steps * config.batch_size,
+    }
+
+
 def _member_entry(member: TrainConfig, state: TrainState, output_dir: Path) -> dict[str, Any]:
-    """One member's budget and what it used; paths relative to the run folder."""
+    """One member's budget and what it used (pairs, or an RL member's prompts and rollouts); paths relative to the
+    run folder."""
     folder = Path(member.output_dir).relative_to(output_dir)
+    data = (
+        {"prompts": state.prompts_seen, "rollouts": state.rollouts_seen}
+        if member.is_rl
+        else {"pairs": sum(state.pairs_seen.values())}
+    )
     return {
         "path": str(folder),
         "adapter": str(folder / ADAPTER),
@@ -135,7 +158,7 @@ def _member_entry(member: TrainConfig, state: TrainState, output_dir: Path) -> d
         "batch_size": member.batch_size,
         "warmup_steps": member.warmup_steps,
         "steps": state.step,
-        "pairs": sum(state.pairs_seen.values()),
+        **data,
         "tokens": state.tokens_seen,
         "train_seconds": state.train_seconds,
     }

@@ -539,6 +539,14 @@ def test_rewarded_soups_train_one_rl_lora_per_dimension(workspace, tmp_path, cla
     run = tmp_path / "soups"
     result = train_soups(rl_config(workspace, run, classifier, method="soups", max_steps=4, save_steps=2))
     assert result.manifest["complete"] and sorted(result.manifest["runs"]) == ["a", "b"]
+    # 'split': each member 2 steps of the same 2 prompts × 4 rollouts, together the Panacea run's 8 prompts and 32
+    # rollouts (the manifest once said 0 pairs and nothing of prompts)
+    assert result.manifest["panacea_budget"] == {
+        "steps": 4, "prompts_per_step": 2, "rollouts_per_prompt": 4, "prompts": 8, "rollouts": 32
+    }  # fmt: skip
+    assert [(entry["prompts"], entry["rollouts"]) for entry in result.manifest["runs"].values()] == [(4, 16)] * 2
+    assert "pairs" not in result.manifest["total"]
+    assert (result.manifest["total"]["prompts"], result.manifest["total"]["rollouts"]) == (8, 32)
     for name, other in (("a", "b"), ("b", "a")):
         rows = log(run / "soups" / name)
         assert len(rows) == 2 and all(f"reward/{name}" in row and f"reward/{other}" not in row for row in rows)
