@@ -178,6 +178,8 @@ PROMPT_SPLITS = {
     ),
 }
 REWARD_DIMENSIONS = ("helpful", "harmless")  # concise is scored by length
+JUDGE_PROMPT_TOKENS = 128  # the reward models' max_prompt_length (the prompt's last tokens)
+JUDGE_ROOM = 32  # tokens a judge keeps beyond an answer's cap: the chat template's end, re-tokenisation
 ACCURACY_KEYS = ("test_accuracy", "train_accuracy", "train_pairs", "test_pairs")
 
 
@@ -212,17 +214,17 @@ class GenerationsScorer:
         if foreign:
             raise ValueError(f"prompt set(s) {foreign} are not {split} sets: {[s.name for s in self.plan.sets]}.")
         self.tokenizer, self.dimensions, self.prompts = tokenizer, list(dimensions), prompts
-        for flag, value in (("max_new_tokens", max_new_tokens), ("concise_max_new_tokens", concise_max_new_tokens)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"the generations scorer's {flag} must be a positive number of tokens, got {value!r}.")
         self.reward_models, self.max_new_tokens, self.batch_size = reward_models, max_new_tokens, batch_size
-        # Each set's cap: the sets that serve concise (a dimension here) may have their own, so that the length
-        # concise rewards fits under it; every other set keeps max_new_tokens.
-        lengthy = {s.name for s in self.plan.sets if "concise" in s.serves} if "concise" in self.dimensions else set()
-        self.caps = {
-            name: concise_max_new_tokens if concise_max_new_tokens and name in lengthy else max_new_tokens
-            for name in prompts
-        }
+        self.caps = prompt_caps(self.plan, list(prompts), self.dimensions, max_new_tokens, concise_max_new_tokens)
+        for dimension, reward_model in reward_models.items():  # a judge must see every answer it scores whole
+            cap = judge_cap(self.plan, self.caps, dimension)
+            visible = reward_model.metadata.get("max_length", 0) - reward_model.metadata.get("max_prompt_length", 0)
+            if cap is not None and visible < cap + JUDGE_ROOM:
+                raise ValueError(
+                    f"the {dimension} reward model keeps {visible} tokens after the prompt, fewer than an answer of "
+                    f"{cap} new tokens and the template's end ({cap + JUDGE_ROOM}): it would judge cut answers; fit it "
+                    f"with max_length {judge_max_length(cap)} (generations.judge_max_length)."
+                )
         self._base_scores: dict | None = None
         total = sum(len(records) for records in prompts.values())
         self.points_per_call = max(1, min(11, (4 * batch_size) // max(1, total)))
@@ -240,10 +242,14 @@ class GenerationsScorer:
         """The sets of the run's held-out split (`run.split`) its dimensions need, and their reward models (trained
         now, or read from the cache)."""
         split = getattr(run, "split", "test")
-        needed = [s for s in PROMPT_SPLITS[split].sets if set(s.serves) & set(run.dimensions)]
+        plan = PROMPT_SPLITS[split]
+        needed = [s for s in plan.sets if set(s.serves) & set(run.dimensions)]
         prompts = {s.name: load_prompts(s, limit) for s in needed}
+        caps = prompt_caps(plan, list(prompts), run.dimensions, max_new_tokens, concise_max_new_tokens)
         reward_models = {
-            name: dimension_reward_model(run, name, split) for name in run.dimensions if name in REWARD_DIMENSIONS
+            name: dimension_reward_model(run, name, split, max_length=judge_max_length(judge_cap(plan, caps, name)))
+            for name in run.dimensions
+            if name in REWARD_DIMENSIONS
         }
         return cls(
             run.tokenizer,
@@ -436,6 +442,41 @@ class GenerationsScorer:
         }
 
 
+def prompt_caps(
+    plan: PromptSplit,
+    names: Sequence[str],
+    dimensions: Sequence[str],
+    max_new_tokens: int,
+    concise_max_new_tokens: int | None = None,
+) -> dict[str, int]:
+    """Each prompt set's cap on new tokens: the sets that serve concise (when it is one of `dimensions`) take
+    `concise_max_new_tokens` where it is given, so that the length concise rewards fits; every other set
+    `max_new_tokens`."""
+    for flag, value in (("max_new_tokens", max_new_tokens), ("concise_max_new_tokens", concise_max_new_tokens)):
+        if (value is not None or flag == "max_new_tokens") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"the generations scorer's {flag} must be a positive number of tokens, got {value!r}.")
+    lengthy = {s.name for s in plan.sets if "concise" in s.serves} if "concise" in dimensions else set()
+    return {
+        name: concise_max_new_tokens if concise_max_new_tokens and name in lengthy else max_new_tokens for name in names
+    }
+
+
+def judge_cap(plan: PromptSplit, caps: dict[str, int], dimension: str) -> int | None:
+    """The longest answer the reward model of `dimension` judges: the largest cap among the sets it scores."""
+    served = [caps[s.name] for s in plan.sets if s.name in caps and dimension in s.serves]
+    return max(served) if served else None
+
+
+def judge_max_length(cap: int | None) -> int:
+    """A judge's max_length: the prompt's JUDGE_PROMPT_TOKENS, the whole answer (`cap` new tokens) and JUDGE_ROOM for
+    the template's end and re-tokenisation, never below 256 — so at the default cap of 96 the judges are what they
+    were before caps per set (128 + 96 + 32 = 256), and at hhc-3d's 256 on the helpful sets the helpful judge reads
+    416 (docs/algorithms.md §6, "Generation caps")."""
+    return max(256, JUDGE_PROMPT_TOKENS + (cap or 0) + JUDGE_ROOM)
+
+
 def _decoding(max_new_tokens: int) -> dict:
     return {"do_sample": False, "max_new_tokens": max_new_tokens, "chat_template": True}
 
@@ -513,7 +554,7 @@ def load_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[dict]:
 REWARD_TRAIN_PAIRS, REWARD_TEST_PAIRS = 400, 100
 
 
-def dimension_reward_model(run, dimension: str, split: str = "test") -> RewardModel:
+def dimension_reward_model(run, dimension: str, split: str = "test", *, max_length: int = 256) -> RewardModel:
     """The reward model of `dimension`, on the run's first data file for it (cached): fitted to its train split and
     measured on test when scoring test prompts; fitted to 'fit' and measured on 'validation' when scoring the
     validation prompts, so the judge has never seen the prompts it judges.
@@ -542,8 +583,8 @@ def dimension_reward_model(run, dimension: str, split: str = "test") -> RewardMo
         dimension,
         [PairSource(path, split=fitted, max_pairs=REWARD_TRAIN_PAIRS)],
         [PairSource(path, split=held_out, max_pairs=REWARD_TEST_PAIRS)],
-        max_length=256,
-        max_prompt_length=128,
+        max_length=max_length,
+        max_prompt_length=JUDGE_PROMPT_TOKENS,
         known_dimensions=run.dimensions,
     )
 

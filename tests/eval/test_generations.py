@@ -168,6 +168,34 @@ def test_the_sets_that_serve_concise_get_their_own_cap_the_base_models_answers_t
         GenerationsScorer(tokenizer, ["concise"], prompts, {}, max_new_tokens=3, concise_max_new_tokens=0)
 
 
+def test_every_judge_reads_the_whole_answer_at_its_sets_cap(monkeypatch):
+    """The reward models read the prompt's last 128 tokens and then max_length - 128: at hhc-3d's 256-token cap on the
+    helpful sets a 256-long judge would score cut answers (two answers alike up to the cut then differ by padding
+    noise alone). Each judge is fitted to the largest cap of the sets it scores; a judge too short is refused."""
+    assert [generations_module.judge_max_length(cap) for cap in (None, 4, 96, 256)] == [256, 256, 256, 416]
+    lengths = {}
+
+    def fake_judge(run, dimension, split="test", *, max_length=256):
+        lengths[dimension] = max_length
+        return SimpleNamespace(metadata={"max_length": max_length, "max_prompt_length": 128, "cache_key": dimension})
+
+    monkeypatch.setattr(generations_module, "dimension_reward_model", fake_judge)
+    run = SimpleNamespace(split="test", dimensions=["helpful", "harmless", "concise"], tokenizer=tiny_tokenizer())
+    GenerationsScorer.from_run(run, limit=1, max_new_tokens=96, concise_max_new_tokens=256)
+    assert lengths == {"helpful": 416, "harmless": 256}  # helpful judges helpful_test and mt_bench, capped at 256
+    GenerationsScorer.from_run(run, limit=1, max_new_tokens=96)
+    assert lengths == {"helpful": 256, "harmless": 256}  # one cap of 96: the judges as they always were
+    prompts = {"helpful_test": [{"id": "p0", "prompt": "w5"}]}
+    short = {"helpful": fake_judge(run, "helpful", max_length=256)}
+    with pytest.raises(
+        ValueError, match="helpful reward model keeps 128 tokens after the prompt, fewer than an answer"
+    ):
+        GenerationsScorer(
+            tokenizer := tiny_tokenizer(), ["helpful", "concise"], prompts, short, concise_max_new_tokens=256
+        )
+    GenerationsScorer(tokenizer, ["helpful", "concise"], prompts, short)  # at 96 it reads every answer whole
+
+
 def test_limit_keeps_evenly_spaced_prompts():
     mt_bench = next(s for s in PROMPT_SETS if s.name == "mt_bench")
     every = load_prompts(mt_bench)
