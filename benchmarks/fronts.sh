@@ -143,15 +143,17 @@ publish_training() {  # copy a run's training record and final adapter weights (
 }
 
 has_weights() {  # whether the run folder DIR holds a complete training: its final adapter, or a soups run's complete
-  local dir=$1 member found=""  # manifest and every member's adapter (records published before weights were lack them)
+  local dir=$1  # manifest and the adapter of every member it lists (records published before weights were lack them)
   [[ -f $dir/adapter/adapter_model.safetensors ]] && return 0
   grep -qs '"complete": true' "$dir/manifest.json" || return 1
-  for member in "$dir"/soups/*/; do
-    [[ -d $member ]] || continue
-    [[ -f ${member}adapter/adapter_model.safetensors ]] || return 1
-    found=1
-  done
-  [[ -n $found ]]
+  "${PYTHON:-.venv/bin/python}" - "$dir" <<'EOF'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+members = json.loads((run / "manifest.json").read_text()).get("runs", {})
+weights = [run / member["adapter"] / "adapter_model.safetensors" for member in members.values()]
+sys.exit(0 if weights and all(file.is_file() for file in weights) else 1)
+EOF
 }
 
 finished() {  # whether RUN's training is complete in $runs_dir

@@ -297,7 +297,8 @@ def rows_table(records: list[dict]) -> str:
 def _train_minutes(documents: list[dict], row: str) -> str:
     """Minutes of training steps, from the run's own logs (as `panacea compare` counts them): the same whether the
     row trained in one call or resumed in several (its `wall_minutes` counts only the last call)."""
-    seconds = next(document for document in documents if document["label"] == row)["training"]["train_seconds"]
+    document = next(document for document in documents if document["label"] == row)
+    seconds = document.get("training", {}).get("train_seconds")
     return "-" if seconds is None else f"{seconds / 60:.0f}"
 
 

@@ -116,7 +116,10 @@ def compare(
     for document in documents[1:]:
         own = _scored_alike(document["scorers"][scorer], scorer, objective)
         if own != shared:
-            differ = sorted(key for key in shared.keys() | own.keys() if shared.get(key) != own.get(key))
+            missing = object()  # a key absent from one document and None in the other differs too
+            differ = sorted(
+                key for key in shared.keys() | own.keys() if shared.get(key, missing) != own.get(key, missing)
+            )
             raise ValueError(
                 f"{document['run']} and {first['run']} were scored with different {scorer!r} settings "
                 f"({', '.join(differ)}: other pairs, prompts, reward models, decoding, base model or, except for "

@@ -4,6 +4,7 @@ machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -260,17 +261,19 @@ def test_a_soups_record_published_without_its_members_weights_is_trained_not_res
     for name in ("config.yaml", "soups/helpful/config.yaml", "soups/helpful/log.jsonl", "soups/harmless/log.jsonl"):
         (soups / name).parent.mkdir(parents=True, exist_ok=True)
         (soups / name).write_text("{}")
-    (soups / "manifest.json").write_text('{"complete": true}')
+    members = {name: {"adapter": f"soups/{name}/adapter"} for name in ("helpful", "harmless", "concise")}
+    (soups / "manifest.json").write_text(json.dumps({"complete": True, "runs": members}))
     (soups / "soups/helpful/adapter").mkdir()
     (soups / "soups/helpful/adapter/adapter_model.safetensors").write_text("{}")  # harmless's weights are missing
-    done = _dry_run("hh-2d", "soups-hh-2d")
-    assert done.returncode == 0, done.stderr
-    assert "restored from" not in done.stdout and not (tmp_path / "runs/soups-hh-2d/manifest.json").exists()
-    trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
-    assert len(trains) == 1 and "output_dir=" + str(tmp_path / "runs/soups-hh-2d") in trains[0]
-    (soups / "soups/harmless/adapter").mkdir()
-    (soups / "soups/harmless/adapter/adapter_model.safetensors").write_text("{}")  # now every member's weights
-    done = _dry_run("hh-2d", "soups-hh-2d")
+    for missing in ("harmless", "concise"):  # a member without weights, then one without even a folder
+        done = _dry_run("hh-2d", "soups-hh-2d")
+        assert done.returncode == 0, done.stderr
+        assert "restored from" not in done.stdout and not (tmp_path / "runs/soups-hh-2d/manifest.json").exists()
+        trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+        assert len(trains) == 1 and "output_dir=" + str(tmp_path / "runs/soups-hh-2d") in trains[0]
+        (soups / f"soups/{missing}/adapter").mkdir(parents=True, exist_ok=True)
+        (soups / f"soups/{missing}/adapter/adapter_model.safetensors").write_text("{}")
+    done = _dry_run("hh-2d", "soups-hh-2d")  # now every member's weights
     assert "soups-hh-2d: restored from" in done.stdout and "soups-hh-2d: trained already" in done.stdout
 
 

@@ -108,6 +108,11 @@ def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
         other["scorers"]["pairs"]["settings"][key] = value
         with pytest.raises(ValueError, match=rf"different 'pairs' settings \({key}: "):  # the error names the key
             compare([documents[0], other])
+    first, other = json.loads(json.dumps(documents[0])), json.loads(json.dumps(documents[1]))
+    first["scorers"]["pairs"]["settings"]["example_setting"] = None  # None in one, absent in the other: still named
+    other["scorers"]["pairs"]["settings"].pop("example_setting", None)
+    with pytest.raises(ValueError, match=r"different 'pairs' settings \(example_setting: "):
+        compare([first, other])
     other = json.loads(json.dumps(documents[1]))  # another DPO β: accuracy (the margin's sign) compares, the rest not
     other["scorers"]["pairs"]["settings"]["sets"]["a/a"]["beta"] = 0.3
     assert len(compare([documents[0], other], objective="accuracy")["rows"]) == 2

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from panacea.adapters import PanaceaConfig, SoupModel, get_lora_model, get_panacea_model
+from panacea.adapters.serialization import WEIGHTS_NAME
 from panacea.training import TrainConfig, train
+from panacea.training import soups as soups_module
 from panacea.training import trainer as trainer_module
 from panacea.training.reference import reference_cache_key
 from panacea.training.soups import member_config, train_soups
@@ -134,6 +137,25 @@ def test_an_interrupted_soups_run_resumes_to_the_same_loras(workspace, soups_run
         resumed["complete"]
         and resumed["total"]["tokens"] == json.loads((soups_run / "manifest.json").read_text())["total"]["tokens"]
     )
+
+
+def test_a_complete_soups_run_missing_a_members_weights_is_incomplete_until_that_member_trains_again(
+    workspace, soups_run, tmp_path, monkeypatch
+):
+    """A run folder whose manifest says complete but whose b LoRA is gone (a lost or partial copy): resuming retrains
+    b, and while it does the manifest on disk says incomplete (it kept "complete": true)."""
+    shutil.copytree(soups_run, tmp_path / "run")
+    (tmp_path / "run/soups/b/adapter" / WEIGHTS_NAME).unlink()
+    seen = []
+
+    def interrupted(member, resume=False):
+        seen.append(json.loads((tmp_path / "run/manifest.json").read_text())["complete"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(soups_module, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_soups(make_config(workspace, tmp_path / "run", method="soups"), resume=True)
+    assert seen == [False]
 
 
 def test_the_cli_trains_the_soups_baseline(workspace, tmp_path, capsys):
