@@ -18,8 +18,9 @@ share of looping answers, with intervals.
 Panacea and rewarded soups each get `len(PANACEA)` rows (a test keeps the counts equal): Panacea one lever at a
 time around its defaults, soups a grid over its members' learning rate and β; each method also has one 80-step
 row, which says whether the budget binds and is not chosen from (steps are a budget: both methods are compared at
-the same one). `--table` names each method's chosen row by the protocol. Soups rows are scored in mode `ab`, the
-authors' recipe. Resumable: a finished row (its row.json) is skipped, an
+the same one). `--table` names each method's chosen row by the protocol: the most accurate 40-step row whose
+validation answers loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers).
+Soups rows are scored in mode `ab`, the authors' recipe. Resumable: a finished row (its row.json) is skipped, an
 interrupted training resumes, scored grid points come from the cache.
 
     nohup python benchmarks/validation_study.py > runs/validation-study.log 2>&1 &   # every row, in PRIORITY order
@@ -140,6 +141,7 @@ PROXY_ROWS = {
 }
 METHODS = {"panacea": PANACEA, "soups": SOUPS, "proxy": PROXY_ROWS}
 DEFAULTS = {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40", "proxy": "defaults"}  # each one's baseline
+LOOP_LIMIT = 0.05  # a chosen row's validation answers loop at most this often at every grid point (issue 28's target)
 # The order rows run in: each method's defaults, then the levers the published run's failure points at
 # (over-optimisation: learning rate, decay, β, the RPO term, steps), then the rest.
 PRIORITY = [
@@ -212,6 +214,38 @@ def run_row(row: str, *, generations: bool = False) -> dict:
     return record
 
 
+def has_generations(row: str) -> bool:
+    return loop_shares(read_json(Path(finished_record(row)["results"]))) is not None
+
+
+def score_generations(row: str) -> dict:
+    """Score a finished row's validation prompt sets too (its pairs points come from the cache), then publish it
+    again; it needs the row's weights in runs/ (rows are published without them)."""
+    method = row.split("/")[0]
+    folder = folder_of(row) / "run"
+    if not (folder / "adapter").is_dir() and not (folder / "manifest.json").is_file():
+        raise SystemExit(
+            f"{row}: its weights are not in {folder} (rows are published without them); train it again there "
+            f"(`rm -r docs/results/validation-study/{row}` and rerun --only {row} --generations)."
+        )
+    evaluate_path(
+        folder,
+        grid_points=GRID,
+        scorers=["pairs", "generations"],
+        limit=VALIDATION_PAIRS,
+        mode="ab",
+        split="validation",
+        progress=False,
+    )
+    record = read_json(folder_of(row) / "row.json") if (folder_of(row) / "row.json").is_file() else None
+    if record is None:
+        raise SystemExit(f"{row}: no {folder_of(row) / 'row.json'} on this machine; rerun the row.")
+    record["command"] = f"python benchmarks/validation_study.py --only {row} --generations"
+    record["results"] = str(folder / "eval-validation" / ("ab" if method == "soups" else "") / "results.json")
+    write_json(folder_of(row) / "row.json", record)
+    return publish_row(row)
+
+
 def publish_row(row: str) -> dict:
     """Copy a finished row's record and files to PUBLISHED/ROW/ (its row.json names the published results)."""
     run, target = folder_of(row) / "run", PUBLISHED / row
@@ -257,8 +291,8 @@ def rows_table(records: list[dict]) -> str:
     present = [label for label in (document["label"] for document in documents) if label in baselines]
     lines = [
         "| row | accuracy HV [95 %] | vs its defaults [95 %], verdict | win-prob HV | min ρ | accuracy at "
-        "(1,0) / (0,1) | PLC veto rate | train min |",
-        "|---|---|---|---|---|---|---|---|",
+        "(1,0) / (0,1) | loops, most at a point | PLC veto rate | train min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     accuracy = compare(documents, objective="accuracy", baseline=present[0] if present else None)
     by_label = {row["label"]: row for row in accuracy["rows"]}
@@ -285,20 +319,25 @@ def rows_table(records: list[dict]) -> str:
             "-" if probability is None else f"{_row(probability, record['row'])['metrics']['hypervolume']:.3f}",
             _lowest(rho),
             " / ".join(f"{value:.3f}" for value in vertices),
+            "-" if (shares := loop_shares(_document(documents, record["row"]))) is None else f"{max(shares):.3f}",
             "-" if record["veto_rate"] is None else f"{record['veto_rate']:.2f}",
             _train_minutes(documents, record["row"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     hypervolumes = {label: row["metrics"]["hypervolume"] for label, row in by_label.items()}
-    notes = [proxy_agreement(hypervolumes), *(choice(hypervolumes, method) for method in ("panacea", "soups"))]
+    loops = {document["label"]: shares for document in documents if (shares := loop_shares(document)) is not None}
+    notes = [proxy_agreement(hypervolumes), *(choice(hypervolumes, method, loops) for method in ("panacea", "soups"))]
     return "\n".join(lines + [f"\n{note}" for note in notes if note])
+
+
+def _document(documents: list[dict], row: str) -> dict:
+    return next(document for document in documents if document["label"] == row)
 
 
 def _train_minutes(documents: list[dict], row: str) -> str:
     """Minutes of training steps, from the run's own logs (as `panacea compare` counts them): the same whether the
     row trained in one call or resumed in several (its `wall_minutes` counts only the last call)."""
-    document = next(document for document in documents if document["label"] == row)
-    seconds = document.get("training", {}).get("train_seconds")
+    seconds = _document(documents, row).get("training", {}).get("train_seconds")
     return "-" if seconds is None else f"{seconds / 60:.0f}"
 
 
@@ -308,24 +347,49 @@ def budget_binds(method: str, name: str) -> bool:
     return "max_steps=80" in METHODS[method][name].overrides
 
 
-def choice(hypervolumes: dict[str, float], method: str) -> str | None:
-    """The method's chosen row by the protocol: the highest accuracy-hypervolume point estimate among its finished
-    40-step rows (an exact tie keeps the defaults); with its 80-step rows finished, whether the budget binds.
-    None until its defaults row is finished."""
+def choice(hypervolumes: dict[str, float], method: str, loops: dict[str, list[float]] | None = None) -> str | None:
+    """The method's chosen row by the protocol: its finished 40-step rows in order of accuracy-hypervolume point
+    estimate (an exact tie puts the defaults first), the first whose validation answers loop at most LOOP_LIMIT at
+    every grid point (`loops`: per row, the loop share of each point; a row without it is checked first, with
+    `--generations`). If every row loops, the best is chosen and the text says so. With its 80-step rows finished,
+    whether the budget binds. None until its defaults row is finished."""
+    loops = loops or {}
     rows = {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
     if DEFAULTS[method] not in rows:
         return None
     candidates = {name: value for name, value in rows.items() if not budget_binds(method, name)}
-    best = max(candidates.values())
-    chosen = DEFAULTS[method] if candidates[DEFAULTS[method]] == best else max(candidates, key=candidates.get)
+    ranked = sorted(candidates, key=lambda name: (-candidates[name], name != DEFAULTS[method]))
     total = sum(not budget_binds(method, name) for name in METHODS[method])
-    text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): {chosen} ({best:.3f})"
+    text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
+    looping = []
+    for name in ranked:
+        shares = loops.get(f"{method}/{name}")
+        if shares is None:
+            text += (
+                f"pending — {name} ({candidates[name]:.3f}) is the best row not yet checked for loops: "
+                f"`python benchmarks/validation_study.py --only {method}/{name} --generations`"
+            )
+            break
+        if max(shares) <= LOOP_LIMIT:
+            text += f"{name} ({candidates[name]:.3f}; loops at most {max(shares):.3f})"
+            break
+        looping.append(f"{name} {max(shares):.3f}")
+    else:
+        text += f"{ranked[0]} ({candidates[ranked[0]]:.3f}), though every row loops above {LOOP_LIMIT:.2f}"
+    if looping:
+        text += f"; above it, looping more than {LOOP_LIMIT:.2f} at some point: {', '.join(looping)}"
     longer = {name: value for name, value in rows.items() if budget_binds(method, name)}
     if longer:
-        top = max(longer, key=longer.get)
+        top, best = max(longer, key=longer.get), candidates[ranked[0]]
         verb = "binds" if longer[top] > best else "does not bind"
         text += f"; at 80 steps the best is {top} ({longer[top]:.3f}): the 40-step budget {verb} (point estimates)"
     return text + "."
+
+
+def loop_shares(document: dict) -> list[float] | None:
+    """The share of looping answers at each grid point of a row's validation results; None without generations."""
+    generations = document["scorers"].get("generations")
+    return None if generations is None else list(generations["statistics"]["loops"]["values"])
 
 
 def proxy_agreement(hypervolumes: dict[str, float]) -> str | None:
@@ -371,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
             if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
                 publish_row(row)  # finished before rows were published
             if finished_record(row) is not None:
-                print(f"{row}: done, skipped")
+                if args.generations and not has_generations(row):
+                    print(f"\n=== {row}: finished; scoring its validation answers", flush=True)
+                    score_generations(row)
+                else:
+                    print(f"{row}: done, skipped")
                 continue
             print(f"\n=== {row}: {METHODS[row.split('/')[0]][row.split('/')[1]].description}", flush=True)
             run_row(row, generations=args.generations)

@@ -118,7 +118,9 @@ def test_the_proxy_check_compares_the_orders_of_the_three_settings_at_40_and_100
     assert "100 steps rpo1 > lr1e-3 > defaults; disagree" in study.proxy_agreement(swapped)
 
 
-def test_the_choice_is_the_best_40_step_row_and_the_80_step_rows_only_say_whether_the_budget_binds(monkeypatch):
+def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_rows_only_say_whether_the_budget_binds(
+    monkeypatch,
+):
     study = _study(monkeypatch)
     assert study.choice({"panacea/lr1e-3": 0.4}, "panacea") is None  # no defaults row yet
     rows = {
@@ -127,17 +129,65 @@ def test_the_choice_is_the_best_40_step_row_and_the_80_step_rows_only_say_whethe
         "panacea/steps80": 0.50,
         "soups/lr1e-3_beta0.1_steps40": 1,
     }
-    chosen = study.choice(rows, "panacea")
-    assert chosen.startswith("Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320)")
+    clean = {row: [0.0, 0.02, 0.05] for row in rows}  # at most LOOP_LIMIT at every point
+    chosen = study.choice(rows, "panacea", clean)
+    assert chosen.startswith("Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320; loops at most 0.050)")
     assert chosen.endswith("at 80 steps the best is steps80 (0.500): the 40-step budget binds (point estimates).")
+    # the best row loops at one point: the next best that does not is chosen, and the text names the one passed over
+    looping = {**clean, "panacea/lr1e-3": [0.0, 0.01, 0.30]}
+    assert study.choice(rows, "panacea", looping).startswith(
+        "Chosen for panacea (2 of 18 40-step rows finished): defaults (0.300; loops at most 0.050); above it, "
+        "looping more than 0.05 at some point: lr1e-3 0.300;"
+    )
+    # a row not yet checked for loops stops the choice there: it must be checked first
+    assert study.choice(rows, "panacea", {"panacea/defaults": [0.0] * 3}) == (
+        "Chosen for panacea (2 of 18 40-step rows finished): pending — lr1e-3 (0.320) is the best row not yet checked "
+        "for loops: `python benchmarks/validation_study.py --only panacea/lr1e-3 --generations`; at 80 steps the best "
+        "is steps80 (0.500): the 40-step budget binds (point estimates)."
+    )
+    everywhere = {row: [0.5] * 3 for row in rows}
+    assert "lr1e-3 (0.320), though every row loops above 0.05; above it, looping more than 0.05 at some point: " \
+        "lr1e-3 0.500, defaults 0.500" in study.choice(rows, "panacea", everywhere)  # fmt: skip
     tie = {"panacea/defaults": 0.30, "panacea/cosine": 0.30}
-    assert study.choice(tie, "panacea").startswith("Chosen for panacea (2 of 18 40-step rows finished): defaults")
+    assert study.choice(tie, "panacea", {row: [0.0] for row in tie}).startswith(
+        "Chosen for panacea (2 of 18 40-step rows finished): defaults"
+    )
     soups = {
         "soups/lr2e-3_beta0.1_steps40": 0.2,
         "soups/lr2e-3_beta0.1_steps80": 0.1,
         "soups/lr1e-3_beta0.3_steps40": 0.25,
     }
-    assert study.choice(soups, "soups") == (
-        "Chosen for soups (2 of 18 40-step rows finished): lr1e-3_beta0.3_steps40 (0.250); at 80 steps the best is "
-        "lr2e-3_beta0.1_steps80 (0.100): the 40-step budget does not bind (point estimates)."
+    assert study.choice(soups, "soups", {row: [0.01] for row in soups}) == (
+        "Chosen for soups (2 of 18 40-step rows finished): lr1e-3_beta0.3_steps40 (0.250; loops at most 0.010); at "
+        "80 steps the best is lr2e-3_beta0.1_steps80 (0.100): the 40-step budget does not bind (point estimates)."
     )
+
+
+def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(monkeypatch, tmp_path):
+    """`--only ROW --generations` on a row finished without generations scores them (pairs from the cache) and
+    publishes the row again; a row that has them is skipped; without its weights in runs/ it stops, saying so."""
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    row, calls = "panacea/rpo1", []
+    run = tmp_path / "study" / row / "run"
+    results = run / "eval-validation" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"scorers": {"pairs": {}}}))
+    (tmp_path / "study" / row / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
+
+    def evaluate(folder, **options):
+        calls.append(options["scorers"])
+        loops = {"statistics": {"loops": {"values": [0.0, 0.1, 0.0]}}}
+        results.write_text(json.dumps({"scorers": {"pairs": {}, "generations": loops}}))
+
+    monkeypatch.setattr(study, "evaluate_path", evaluate)
+    monkeypatch.setattr(study, "rows_table", lambda records: "")
+    with pytest.raises(SystemExit, match="its weights are not in"):
+        study.main(["--only", row, "--generations"])
+    (run / "adapter").mkdir()
+    assert study.main(["--only", row, "--generations"]) == 0 and calls == [["pairs", "generations"]]
+    published = json.loads((tmp_path / "published" / row / "row.json").read_text())
+    assert published["command"].endswith("--only panacea/rpo1 --generations")
+    assert study.loop_shares(json.loads(Path(published["results"]).read_text())) == [0.0, 0.1, 0.0]
+    assert study.main(["--only", row, "--generations"]) == 0 and len(calls) == 1  # has them now: skipped
