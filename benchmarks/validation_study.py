@@ -347,43 +347,92 @@ def budget_binds(method: str, name: str) -> bool:
     return "max_steps=80" in METHODS[method][name].overrides
 
 
-def choice(hypervolumes: dict[str, float], method: str, loops: dict[str, list[float]] | None = None) -> str | None:
-    """The method's chosen row by the protocol: its finished 40-step rows in order of accuracy-hypervolume point
-    estimate (an exact tie puts the defaults first), the first whose validation answers loop at most LOOP_LIMIT at
-    every grid point (`loops`: per row, the loop share of each point; a row without it is checked first, with
-    `--generations`). If every row loops, the best is chosen and the text says so. With its 80-step rows finished,
-    whether the budget binds. None until its defaults row is finished."""
+def ranking(
+    hypervolumes: dict[str, float], method: str, loops: dict[str, list[float]] | None = None
+) -> tuple[str | None, str | None, list[str]] | None:
+    """The protocol's choice among the method's finished 40-step rows: (chosen, pending, looping). The rows in order
+    of accuracy-hypervolume point estimate (an exact tie puts the defaults first); the first whose validation answers
+    loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each point) is `chosen`; a row
+    met before it with no loop shares is `pending` (its answers are scored first) and stops the walk; the rows passed
+    over for looping are `looping`. If every row loops, the best is chosen. None until the defaults row is finished."""
     loops = loops or {}
     rows = {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
     if DEFAULTS[method] not in rows:
         return None
     candidates = {name: value for name, value in rows.items() if not budget_binds(method, name)}
     ranked = sorted(candidates, key=lambda name: (-candidates[name], name != DEFAULTS[method]))
-    total = sum(not budget_binds(method, name) for name in METHODS[method])
-    text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
     looping = []
     for name in ranked:
         shares = loops.get(f"{method}/{name}")
         if shares is None:
-            text += (
-                f"pending — {name} ({candidates[name]:.3f}) is the best row not yet checked for loops: "
-                f"`python benchmarks/validation_study.py --only {method}/{name} --generations`"
-            )
-            break
+            return None, name, looping
         if max(shares) <= LOOP_LIMIT:
-            text += f"{name} ({candidates[name]:.3f}; loops at most {max(shares):.3f})"
-            break
-        looping.append(f"{name} {max(shares):.3f}")
+            return name, None, looping
+        looping.append(name)
+    return ranked[0], None, looping
+
+
+def choice(hypervolumes: dict[str, float], method: str, loops: dict[str, list[float]] | None = None) -> str | None:
+    """The method's chosen row by the protocol (`ranking`) as a sentence; with its 80-step rows finished, whether
+    the budget binds. None until its defaults row is finished."""
+    ranked = ranking(hypervolumes, method, loops)
+    if ranked is None:
+        return None
+    loops = loops or {}
+    chosen, pending, looping = ranked
+    value = {row.split("/")[1]: hv for row, hv in hypervolumes.items() if row.startswith(f"{method}/")}
+    candidates = [name for name in value if not budget_binds(method, name)]
+    total = sum(not budget_binds(method, name) for name in METHODS[method])
+    text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
+    if pending is not None:
+        text += (
+            f"pending — {pending} ({value[pending]:.3f}) is the best row not yet checked for loops: "
+            f"`python benchmarks/validation_study.py --only {method}/{pending} --generations`"
+        )
+    elif chosen in looping:
+        text += f"{chosen} ({value[chosen]:.3f}), though every row loops above {LOOP_LIMIT:.2f}"
     else:
-        text += f"{ranked[0]} ({candidates[ranked[0]]:.3f}), though every row loops above {LOOP_LIMIT:.2f}"
+        text += f"{chosen} ({value[chosen]:.3f}; loops at most {max(loops[f'{method}/{chosen}']):.3f})"
     if looping:
-        text += f"; above it, looping more than {LOOP_LIMIT:.2f} at some point: {', '.join(looping)}"
-    longer = {name: value for name, value in rows.items() if budget_binds(method, name)}
+        shares = ", ".join(f"{name} {max(loops[f'{method}/{name}']):.3f}" for name in looping)
+        text += f"; above it, looping more than {LOOP_LIMIT:.2f} at some point: {shares}"
+    longer = {name: hv for name, hv in value.items() if budget_binds(method, name)}
     if longer:
-        top, best = max(longer, key=longer.get), candidates[ranked[0]]
+        top, best = max(longer, key=longer.get), max(value[name] for name in candidates)
         verb = "binds" if longer[top] > best else "does not bind"
         text += f"; at 80 steps the best is {top} ({longer[top]:.3f}): the 40-step budget {verb} (point estimates)"
     return text + "."
+
+
+def check_loops(unavailable: set[str]) -> None:
+    """Score the answers of every row the protocol's choice waits on, until none is due (a row that loops makes the
+    next one due); a row whose weights are not on this machine is reported once and left (`unavailable`)."""
+    while due := [row for row in loop_checks_due() if row not in unavailable]:
+        for row in due:
+            print(f"\n=== {row}: the best row of its method not yet checked for loops; scoring its answers", flush=True)
+            try:
+                score_generations(row)
+            except SystemExit as error:
+                print(error, flush=True)
+                unavailable.add(row)
+
+
+def loop_checks_due() -> list[str]:
+    """The finished rows whose answers the protocol needs next: per method, the row its choice waits on."""
+    hypervolumes, loops = {}, {}
+    for row in PRIORITY:
+        if (record := finished_record(row)) is None:
+            continue
+        document = read_json(Path(record["results"]))
+        hypervolumes[row] = document["scorers"]["pairs"]["fronts"]["accuracy"]["metrics"]["hypervolume"]
+        if (shares := loop_shares(document)) is not None:
+            loops[row] = shares
+    due = []
+    for method in ("panacea", "soups"):
+        ranked = ranking(hypervolumes, method, loops)
+        if ranked is not None and ranked[1] is not None:
+            due.append(f"{method}/{ranked[1]}")
+    return due
 
 
 def loop_shares(document: dict) -> list[float] | None:
@@ -431,7 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())
         os.environ[SEED_DIRS_ENV] = os.pathsep.join(filter(None, [seed, os.environ.get(SEED_DIRS_ENV)]))
+        unavailable: set[str] = set()  # rows due a loop check whose weights are not on this machine
         for row in args.only or PRIORITY:
+            if not args.only:
+                check_loops(unavailable)
             if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
                 publish_row(row)  # finished before rows were published
             if finished_record(row) is not None:
@@ -443,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"\n=== {row}: {METHODS[row.split('/')[0]][row.split('/')[1]].description}", flush=True)
             run_row(row, generations=args.generations)
+    if not args.table and not args.only:
+        check_loops(unavailable)
     finished = [record for row in PRIORITY if (record := finished_record(row)) is not None]
     print(rows_table(finished))
     return 0

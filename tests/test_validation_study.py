@@ -191,3 +191,43 @@ def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(mo
     assert published["command"].endswith("--only panacea/rpo1 --generations")
     assert study.loop_shares(json.loads(Path(published["results"]).read_text())) == [0.0, 0.1, 0.0]
     assert study.main(["--only", row, "--generations"]) == 0 and len(calls) == 1  # has them now: skipped
+
+
+def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_not_loop(monkeypatch, tmp_path):
+    """Before each row (and at the end) the study scores the answers of each method's best unchecked row; when that
+    row loops, the next best is due and scored too; a row without weights here is reported once and left."""
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    accuracy = {
+        "panacea/defaults": 0.40,
+        "panacea/lr1e-3": 0.45,
+        "panacea/rpo1": 0.30,
+        "soups/lr1e-3_beta0.1_steps40": 0.5,
+        "soups/lr2e-3_beta0.1_steps40": 0.3,
+    }
+    loops = {"panacea/lr1e-3": [0.0, 0.2, 0.0], "panacea/defaults": [0.0, 0.01, 0.02]}
+    for row, hypervolume in accuracy.items():
+        results = tmp_path / "published" / row / "results.json"
+        results.parent.mkdir(parents=True)
+        results.write_text(
+            json.dumps({"scorers": {"pairs": {"fronts": {"accuracy": {"metrics": {"hypervolume": hypervolume}}}}}})
+        )
+        (results.parent / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
+    scored = []
+
+    def score(row):
+        if row.startswith("soups/"):
+            raise SystemExit(f"{row}: its weights are not in runs/")
+        scored.append(row)
+        results = tmp_path / "published" / row / "results.json"
+        document = json.loads(results.read_text())
+        document["scorers"]["generations"] = {"statistics": {"loops": {"values": loops[row]}}}
+        results.write_text(json.dumps(document))
+
+    monkeypatch.setattr(study, "score_generations", score)
+    unavailable = set()
+    study.check_loops(unavailable)
+    assert scored == ["panacea/lr1e-3", "panacea/defaults"] and unavailable == {"soups/lr1e-3_beta0.1_steps40"}
+    study.check_loops(unavailable)  # nothing due any more, and the soups row is not tried again
+    assert scored == ["panacea/lr1e-3", "panacea/defaults"]
