@@ -231,3 +231,14 @@ def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_no
     assert scored == ["panacea/lr1e-3", "panacea/defaults"] and unavailable == {"soups/lr1e-3_beta0.1_steps40"}
     study.check_loops(unavailable)  # nothing due any more, and the soups row is not tried again
     assert scored == ["panacea/lr1e-3", "panacea/defaults"]
+
+
+def test_the_100_step_proxy_rows_score_their_answers_and_the_40_step_rows_only_when_asked(monkeypatch, tmp_path):
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    monkeypatch.setattr(study, "rows_table", lambda records: "")
+    runs = []
+    monkeypatch.setattr(study, "run_row", lambda row, generations=False: runs.append((row, generations)))
+    assert study.main(["--only", "proxy/defaults", "panacea/cosine"]) == 0
+    assert runs == [("proxy/defaults", True), ("panacea/cosine", False)]
