@@ -151,6 +151,7 @@ PRIORITY = [
     "panacea/lr1e-3",
     "soups/lr1e-3_beta0.1_steps40",
     "panacea/cosine",
+    "proxy/defaults",  # moved up 2026-12-05: whether the defaults loop at the benchmark's 100 steps on validation
     "panacea/beta0.3",
     "soups/lr2e-3_beta0.3_steps40",
     "panacea/steps80",
