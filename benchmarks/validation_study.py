@@ -407,15 +407,16 @@ def choice(hypervolumes: dict[str, float], method: str, loops: dict[str, list[fl
 
 def check_loops(unavailable: set[str]) -> None:
     """Score the answers of every row the protocol's choice waits on, until none is due (a row that loops makes the
-    next one due); a row whose weights are not on this machine is reported once and left (`unavailable`)."""
+    next one due); each is tried once per call (`unavailable` collects them): a row whose weights are not on this
+    machine is reported and left."""
     while due := [row for row in loop_checks_due() if row not in unavailable]:
         for row in due:
             print(f"\n=== {row}: the best row of its method not yet checked for loops; scoring its answers", flush=True)
+            unavailable.add(row)  # one try per call: a row that stays due is not scored again
             try:
                 score_generations(row)
             except SystemExit as error:
                 print(error, flush=True)
-                unavailable.add(row)
 
 
 def loop_checks_due() -> list[str]:

@@ -228,7 +228,7 @@ def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_no
     monkeypatch.setattr(study, "score_generations", score)
     unavailable = set()
     study.check_loops(unavailable)
-    assert scored == ["panacea/lr1e-3", "panacea/defaults"] and unavailable == {"soups/lr1e-3_beta0.1_steps40"}
+    assert scored == ["panacea/lr1e-3", "panacea/defaults"] and "soups/lr1e-3_beta0.1_steps40" in unavailable
     study.check_loops(unavailable)  # nothing due any more, and the soups row is not tried again
     assert scored == ["panacea/lr1e-3", "panacea/defaults"]
 
