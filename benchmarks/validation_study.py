@@ -189,15 +189,7 @@ def run_row(row: str, *, generations: bool = False) -> dict:
     else:
         train(config, resume=True)
     gc.collect()
-    evaluate_path(
-        folder,
-        grid_points=GRID,
-        scorers=["pairs", "generations"] if generations else ["pairs"],
-        limit=VALIDATION_PAIRS,
-        mode="ab",
-        split="validation",
-        progress=False,
-    )
+    results = score_row(row, generations=generations)
     record = {
         "row": row,
         "method": method,
@@ -206,7 +198,7 @@ def run_row(row: str, *, generations: bool = False) -> dict:
         "config": BASE_CONFIG,
         "overrides": [*PROTOCOL, *METHODS[method][name].overrides],
         "seed": config.seed,
-        "results": str(folder / "eval-validation" / ("ab" if method == "soups" else "") / "results.json"),
+        "results": results,
         "wall_minutes": (time.perf_counter() - started) / 60,  # this call's only (a resumed row's is partial)
         "veto_rate": veto_rate(folder),
     }
@@ -222,29 +214,35 @@ def has_generations(row: str) -> bool:
 def score_generations(row: str) -> dict:
     """Score a finished row's validation prompt sets too (its pairs points come from the cache), then publish it
     again; it needs the row's weights in runs/ (rows are published without them)."""
-    method = row.split("/")[0]
     folder = folder_of(row) / "run"
     if not (folder / "adapter").is_dir() and not (folder / "manifest.json").is_file():
         raise SystemExit(
             f"{row}: its weights are not in {folder} (rows are published without them); train it again there "
             f"(`rm -r docs/results/validation-study/{row}` and rerun --only {row} --generations)."
         )
+    if not (folder_of(row) / "row.json").is_file():
+        raise SystemExit(f"{row}: no {folder_of(row) / 'row.json'} on this machine; rerun the row.")
+    record = read_json(folder_of(row) / "row.json")
+    record["results"] = score_row(row, generations=True)
+    record["command"] = f"python benchmarks/validation_study.py --only {row} --generations"
+    write_json(folder_of(row) / "row.json", record)
+    return publish_row(row)
+
+
+def score_row(row: str, *, generations: bool) -> str:
+    """Score the row's run on validation — its pairs, and with `generations` its answers (scored points come from
+    the cache) — and return its results file (soups: mode `ab`'s)."""
+    folder = folder_of(row) / "run"
     evaluate_path(
         folder,
         grid_points=GRID,
-        scorers=["pairs", "generations"],
+        scorers=["pairs", "generations"] if generations else ["pairs"],
         limit=VALIDATION_PAIRS,
         mode="ab",
         split="validation",
         progress=False,
     )
-    record = read_json(folder_of(row) / "row.json") if (folder_of(row) / "row.json").is_file() else None
-    if record is None:
-        raise SystemExit(f"{row}: no {folder_of(row) / 'row.json'} on this machine; rerun the row.")
-    record["command"] = f"python benchmarks/validation_study.py --only {row} --generations"
-    record["results"] = str(folder / "eval-validation" / ("ab" if method == "soups" else "") / "results.json")
-    write_json(folder_of(row) / "row.json", record)
-    return publish_row(row)
+    return str(folder / "eval-validation" / ("ab" if row.startswith("soups/") else "") / "results.json")
 
 
 def publish_row(row: str) -> dict:

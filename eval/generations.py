@@ -282,16 +282,26 @@ class GenerationsScorer:
         other = {name: cap for name, cap in self.caps.items() if cap != self.max_new_tokens}
         return decoding | {"max_new_tokens_by_set": other} if other else decoding
 
-    def _cap_groups(self, names: list[str]) -> list[tuple[int, list[int]]]:
-        """(cap, the indices of its prompts in the sets `names` laid end to end), in order of first appearance: one
-        generate pass per cap."""
+    def _answer_by_cap(
+        self, names: list[str], prompts: list[str], points: int, answer
+    ) -> tuple[list[list[str]], list[list[bool]]]:
+        """Answers to `prompts` (the sets `names` laid end to end) at `points` λs, one `answer(subset, cap)` call per
+        cap — (texts[point][i], ended[point][i]) over its prompts, in order of first appearance — laid back in the
+        order of `prompts`. With one cap, a single call over every prompt."""
         groups: dict[int, list[int]] = {}
         start = 0
         for name in names:
             count = len(self.prompts[name])
             groups.setdefault(self.caps[name], []).extend(range(start, start + count))
             start += count
-        return list(groups.items())
+        texts = [[""] * len(prompts) for _ in range(points)]
+        finished = [[False] * len(prompts) for _ in range(points)]
+        for cap, indices in groups.items():
+            group_texts, group_ended = answer([prompts[index] for index in indices], cap)
+            for point in range(points):
+                for slot, index in enumerate(indices):
+                    texts[point][index], finished[point][index] = group_texts[point][slot], group_ended[point][slot]
+        return texts, finished
 
     @property
     def objective(self) -> str:
@@ -337,21 +347,20 @@ class GenerationsScorer:
         names = list(self.prompts)
         flat = [record for name in names for record in self.prompts[name]]
         prompts = [record["prompt"] for record in flat]
-        answers = [[""] * len(flat) for _ in range(len(preferences))]
-        finished = [[False] * len(flat) for _ in range(len(preferences))]
-        for cap, indices in self._cap_groups(names):
-            texts, ended = generate_grid(
+        answers, finished = self._answer_by_cap(
+            names,
+            prompts,
+            len(preferences),
+            lambda subset, cap: generate_grid(
                 model,
                 self.tokenizer,
-                [prompts[index] for index in indices],
+                subset,
                 preferences,
                 max_new_tokens=cap,
                 batch_size=self.batch_size,
                 return_finished=True,
-            )
-            for point in range(len(preferences)):
-                for slot, index in enumerate(indices):
-                    answers[point][index], finished[point][index] = texts[point][slot], ended[point][slot]
+            ),
+        )
         rewards = self._rewards(model, prompts * len(answers), [text for point in answers for text in point])
         rewards = {dimension: values.view(len(answers), len(flat)) for dimension, values in rewards.items()}
         base = self._base(model, names, prompts)
@@ -366,13 +375,12 @@ class GenerationsScorer:
         """The base model's answers (adapter disabled, the same decoding and caps), their words and rewards; computed
         once per scorer, the answers cached on disk by content (the base model's weights, the prompts, the decoding)."""
         if self._base_scores is None:
-            texts, finished = [""] * len(prompts), [False] * len(prompts)
-            for cap, indices in self._cap_groups(names):
-                answers, ended = base_answers(
-                    model, self.tokenizer, [prompts[index] for index in indices], _decoding(cap), self.batch_size
-                )
-                for slot, index in enumerate(indices):
-                    texts[index], finished[index] = answers[slot], ended[slot]
+
+            def answer(subset: list[str], cap: int) -> tuple[list[list[str]], list[list[bool]]]:
+                texts, ended = base_answers(model, self.tokenizer, subset, _decoding(cap), self.batch_size)
+                return [texts], [ended]
+
+            (texts,), (finished,) = self._answer_by_cap(names, prompts, 1, answer)
             rewards = self._rewards(model, prompts, texts)
             self._base_scores = {
                 "texts": texts,
@@ -452,15 +460,15 @@ def prompt_caps(
     """Each prompt set's cap on new tokens: the sets that serve concise (when it is one of `dimensions`) take
     `concise_max_new_tokens` where it is given, so that the length concise rewards fits; every other set
     `max_new_tokens`."""
-    for flag, value in (("max_new_tokens", max_new_tokens), ("concise_max_new_tokens", concise_max_new_tokens)):
-        if (value is not None or flag == "max_new_tokens") and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
+    given = {"max_new_tokens": max_new_tokens}
+    if concise_max_new_tokens is not None:
+        given["concise_max_new_tokens"] = concise_max_new_tokens
+    for flag, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"the generations scorer's {flag} must be a positive number of tokens, got {value!r}.")
     lengthy = {s.name for s in plan.sets if "concise" in s.serves} if "concise" in dimensions else set()
-    return {
-        name: concise_max_new_tokens if concise_max_new_tokens and name in lengthy else max_new_tokens for name in names
-    }
+    long = concise_max_new_tokens is not None
+    return {name: concise_max_new_tokens if long and name in lengthy else max_new_tokens for name in names}
 
 
 def judge_cap(plan: PromptSplit, caps: dict[str, int], dimension: str) -> int | None:

@@ -84,17 +84,13 @@ def train_soups(config: TrainConfig, *, resume: bool = False) -> SoupsResult:
     resuming = resume and (output_dir / MANIFEST_NAME).is_file()
     check_output_dir(config, output_dir, resume, state)  # writes RUN/config.yaml, or checks it on --resume
     manifest = read_json(output_dir / MANIFEST_NAME) if resuming else _new_manifest(config)
-    missing = [
-        n
-        for n in config.dimension_names
-        if not (Path(member_config(config, n).output_dir) / ADAPTER / WEIGHTS_NAME).is_file()
-    ]
-    if missing and manifest.get("complete"):  # a member trains again: the run is not complete until it has
+    retrain = not all(_trained(member_config(config, name)) for name in config.dimension_names)
+    if retrain and manifest.get("complete"):  # a member trains again: the run is not complete until it has
         manifest["complete"] = False
         _write_manifest(output_dir, manifest, state)
     for name in config.dimension_names:
         member = member_config(config, name)
-        if name in manifest["runs"] and (Path(member.output_dir) / ADAPTER / WEIGHTS_NAME).is_file():
+        if name in manifest["runs"] and _trained(member):
             state.print(f"rewarded soups: {name!r} is trained already ({member.output_dir}); skipping it")
             continue
         state.print(f"\nrewarded soups: training the LoRA of {name!r} in {member.output_dir}")
@@ -112,6 +108,11 @@ def train_soups(config: TrainConfig, *, resume: bool = False) -> SoupsResult:
     }
     _write_manifest(output_dir, manifest, state)
     return SoupsResult(output_dir, manifest)
+
+
+def _trained(member: TrainConfig) -> bool:
+    """Whether the member's final adapter is saved in its folder."""
+    return (Path(member.output_dir) / ADAPTER / WEIGHTS_NAME).is_file()
 
 
 def _new_manifest(config: TrainConfig) -> dict[str, Any]:
