@@ -19,7 +19,9 @@ Panacea and rewarded soups each get `len(PANACEA)` rows (a test keeps the counts
 time around its defaults, soups a grid over its members' learning rate and β; each method also has one 80-step
 row, which says whether the budget binds and is not chosen from (steps are a budget: both methods are compared at
 the same one). `--table` names each method's chosen row by the protocol: the most accurate 40-step row whose
-validation answers loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers).
+validation answers loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers);
+where the 100-step proxy rows show that this check does not carry to hh-2d's budget, the row's settings must also
+pass it at 100 steps (its proxy row, or a `confirm/METHOD-NAME` row the study trains when its choice waits on it).
 Soups rows are scored in mode `ab`, the authors' recipe. Resumable: a finished row (its row.json) is skipped, an
 interrupted training resumes, scored grid points come from the cache.
 
@@ -32,13 +34,16 @@ interrupted training resumes, scored grid points come from the cache.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import gc
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from panacea.eval.compare import compare
@@ -47,7 +52,7 @@ from panacea.training import TrainConfig, train
 from panacea.training.reference import SEED_DIRS_ENV
 from panacea.training.soups import train_soups
 
-from panacea._io import read_json, write_json, write_text
+from panacea._io import atomic_directory, read_json, write_json, write_text
 
 BASE_CONFIG = "configs/hh-2d.yaml"
 DIMENSIONS = 2
@@ -139,7 +144,26 @@ PROXY_ROWS = {
     )
     for name in PROXY
 }
-METHODS = {"panacea": PANACEA, "soups": SOUPS, "proxy": PROXY_ROWS}
+
+
+# The confirmation (docs/steering.md round 4, amended 2026-12-05 ~13:25 and ~14:50 UTC): where the 40-step loop check
+# does not carry to hh-2d's 100 steps (a proxy row loops while its 40-step row does not) or the proxy orders
+# disagree, a 40-step row is chosen only if the same settings at 100 steps loop at most LOOP_LIMIT too. These rows
+# are not in PRIORITY: the study trains the one its choice waits on, once every 40-step row of its method is finished.
+def _confirm_rows() -> dict[str, Setting]:
+    rows = {}
+    for method, settings in (("panacea", PANACEA), ("soups", SOUPS)):
+        for name, setting in settings.items():
+            if "max_steps=80" not in setting.overrides and not (method == "panacea" and name in PROXY):
+                rows[f"{method}-{name}"] = Setting(
+                    f"{setting.description}, at hh-2d's 100 steps (confirming a choice)",
+                    [*setting.overrides, *PROXY_BUDGET],
+                )
+    return rows
+
+
+CONFIRM_ROWS = _confirm_rows()
+METHODS = {"panacea": PANACEA, "soups": SOUPS, "proxy": PROXY_ROWS, "confirm": CONFIRM_ROWS}
 DEFAULTS = {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40", "proxy": "defaults"}  # each one's baseline
 LOOP_LIMIT = 0.05  # a chosen row's validation answers loop at most this often at every grid point (issue 28's target)
 # The order rows run in: each method's defaults, then the levers the published run's failure points at
@@ -161,6 +185,8 @@ PRIORITY = [
     *(f"soups/{name}" for name in SOUPS),
 ]
 PRIORITY = list(dict.fromkeys(PRIORITY))
+ALL_ROWS = [*PRIORITY, *(f"confirm/{name}" for name in CONFIRM_ROWS)]  # the confirmation rows run only when due
+HUNDRED_STEPS = ("proxy/", "confirm/")  # rows at hh-2d's 100 steps: their answers are always scored
 
 
 def folder_of(row: str) -> Path:
@@ -183,28 +209,42 @@ def run_row(row: str, *, generations: bool = False) -> dict:
     method, name = row.split("/")
     config = study_config(method, name)
     folder = folder_of(row) / "run"
-    started = time.perf_counter()
-    if config.method == "soups":
-        train_soups(config, resume=True)
-    else:
-        train(config, resume=True)
-    gc.collect()
-    results = score_row(row, generations=generations)
-    record = {
-        "row": row,
-        "method": method,
-        "description": METHODS[method][name].description,
-        "command": f"python benchmarks/validation_study.py --only {row}" + (" --generations" if generations else ""),
-        "config": BASE_CONFIG,
-        "overrides": [*PROTOCOL, *METHODS[method][name].overrides],
-        "seed": config.seed,
-        "results": results,
-        "wall_minutes": (time.perf_counter() - started) / 60,  # this call's only (a resumed row's is partial)
-        "veto_rate": veto_rate(folder),
-    }
-    write_json(folder_of(row) / "row.json", record)
-    publish_row(row)
-    return record
+    with row_lock(row):
+        started = time.perf_counter()
+        if config.method == "soups":
+            train_soups(config, resume=True)
+        else:
+            train(config, resume=True)
+        gc.collect()
+        results = score_row(row, generations=generations)
+        record = {
+            "row": row,
+            "method": method,
+            "description": METHODS[method][name].description,
+            "command": f"python benchmarks/validation_study.py --only {row}{' --generations' * generations}",
+            "config": BASE_CONFIG,
+            "overrides": [*PROTOCOL, *METHODS[method][name].overrides],
+            "seed": config.seed,
+            "results": results,
+            "wall_minutes": (time.perf_counter() - started) / 60,  # this call's only (a resumed row's is partial)
+            "veto_rate": veto_rate(folder),
+        }
+        write_json(folder_of(row) / "row.json", record)
+        return publish_row(row)
+
+
+@contextlib.contextmanager
+def row_lock(row: str) -> Iterator[None]:
+    """Hold the row's lock while training, scoring or publishing it: a second process (a manual `--only ROW`
+    beside the full run) is refused rather than writing into the same folders."""
+    path = folder_of(row) / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"{row}: another process is working on it (it holds {path}); wait for it.") from None
+        yield
 
 
 def has_generations(row: str) -> bool:
@@ -213,20 +253,37 @@ def has_generations(row: str) -> bool:
 
 def score_generations(row: str) -> dict:
     """Score a finished row's validation prompt sets too (its pairs points come from the cache), then publish it
-    again; it needs the row's weights in runs/ (rows are published without them)."""
+    again; it needs the row's weights in runs/ (rows are published without them), and refuses to publish when the
+    weights or the pairs numbers are not the published ones."""
     folder = folder_of(row) / "run"
     if not (folder / "adapter").is_dir() and not (folder / "manifest.json").is_file():
         raise SystemExit(
-            f"{row}: its weights are not in {folder} (rows are published without them); train it again there "
-            f"(`rm -r docs/results/validation-study/{row}` and rerun --only {row} --generations)."
+            f"{row}: its weights are not in {folder} (rows are published without them), so its answers can be scored "
+            "only on the machine that trained it; its published pairs numbers stand as they are."
         )
     if not (folder_of(row) / "row.json").is_file():
         raise SystemExit(f"{row}: no {folder_of(row) / 'row.json'} on this machine; rerun the row.")
-    record = read_json(folder_of(row) / "row.json")
-    record["results"] = score_row(row, generations=True)
-    record["command"] = f"python benchmarks/validation_study.py --only {row} --generations"
-    write_json(folder_of(row) / "row.json", record)
-    return publish_row(row)
+    published = PUBLISHED / row / "row.json"
+    before = read_json(Path(read_json(published)["results"])) if published.is_file() else None
+    with row_lock(row):
+        record = read_json(folder_of(row) / "row.json")
+        record["results"] = score_row(row, generations=True)
+        if before is not None and (problem := _differs(before, read_json(Path(record["results"])))) is not None:
+            raise SystemExit(f"{row}: not published again: {problem} than the published row ({published}).")
+        record["command"] = f"python benchmarks/validation_study.py --only {row} --generations"
+        write_json(folder_of(row) / "row.json", record)
+        return publish_row(row)
+
+
+def _differs(published: dict, scored: dict) -> str | None:
+    """Why a re-scored row's results cannot replace its published ones (other weights, other pairs numbers)."""
+    if published.get("adapter_digest") != scored.get("adapter_digest"):
+        return "its weights in runs/ are others"
+    accuracy = [[point["objectives"] for point in document["scorers"]["pairs"]["points"]]
+                for document in (published, scored)]  # fmt: skip
+    if accuracy[0] != accuracy[1]:
+        return "its pairs were scored to other numbers"
+    return None
 
 
 def score_row(row: str, *, generations: bool) -> str:
@@ -242,23 +299,29 @@ def score_row(row: str, *, generations: bool) -> str:
         split="validation",
         progress=False,
     )
-    return str(folder / "eval-validation" / ("ab" if row.startswith("soups/") else "") / "results.json")
+    return str(folder / "eval-validation" / ("ab" if is_soups(row) else "") / "results.json")
+
+
+def is_soups(row: str) -> bool:
+    return row.startswith(("soups/", "confirm/soups-"))
 
 
 def publish_row(row: str) -> dict:
-    """Copy a finished row's record and files to PUBLISHED/ROW/ (its row.json names the published results)."""
+    """Copy a finished row's record and files to PUBLISHED/ROW/ (its row.json names the published results), all at
+    once: an interrupt leaves the old publication or the new one, never a mix."""
     run, target = folder_of(row) / "run", PUBLISHED / row
-    for pattern in PUBLISHED_FILES:
-        for file in run.glob(pattern):
-            destination = target / "run" / file.relative_to(run)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            text = file.read_text()
-            if file.name == "config.yaml":  # data paths inside the checkout, relative to it (as fronts.sh publishes)
-                text = text.replace(f"{Path.cwd()}/", "")
-            write_text(destination, text)
     record = read_json(folder_of(row) / "row.json")
     record["results"] = str(target / Path(record["results"]).relative_to(run.parent))
-    write_json(target / "row.json", record)
+    with atomic_directory(target) as staging:
+        for pattern in PUBLISHED_FILES:
+            for file in run.glob(pattern):
+                destination = staging / "run" / file.relative_to(run)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                text = file.read_text()
+                if file.name == "config.yaml":  # data paths inside the checkout, relative to it (as fronts.sh does)
+                    text = text.replace(f"{Path.cwd()}/", "")
+                write_text(destination, text)
+        write_json(staging / "row.json", record)
     return record
 
 
@@ -271,7 +334,8 @@ def finished_record(row: str) -> dict | None:
 
 
 def veto_rate(run: Path) -> float | None:
-    """PLC's share of steps with a veto, from the last row of the run's log (None without PLC)."""
+    """PLC's share of updates with a veto (one per step and λ-group), from the last row of the run's log (None
+    without PLC)."""
     log = run / "log.jsonl"
     if not log.is_file():
         return None
@@ -302,7 +366,7 @@ def rows_table(records: list[dict]) -> str:
     probability = compare(documents, objective="win_probability") if all(s == settings[0] for s in settings) else None
     for record in records:
         row = by_label[record["row"]]
-        own = f"{record['method']}/{DEFAULTS[record['method']]}"
+        own = f"{record['method']}/{DEFAULTS.get(record['method'])}"
         versus = row["versus"].get(own, {}).get("hypervolume")
         difference = "-"
         if versus is not None:
@@ -325,7 +389,13 @@ def rows_table(records: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     hypervolumes = {label: row["metrics"]["hypervolume"] for label, row in by_label.items()}
     loops = {document["label"]: shares for document in documents if (shares := loop_shares(document)) is not None}
-    notes = [proxy_agreement(hypervolumes), *(choice(hypervolumes, method, loops) for method in ("panacea", "soups"))]
+    confirm = confirming(hypervolumes, loops)
+    notes = [
+        proxy_agreement(hypervolumes),
+        loop_carry_note(loops),
+        *(choice(hypervolumes, method, loops, confirm) for method in ("panacea", "soups")),
+        *(budget_note(documents, hypervolumes, method) for method in ("panacea", "soups")),
+    ]
     return "\n".join(lines + [f"\n{note}" for note in notes if note])
 
 
@@ -346,14 +416,24 @@ def budget_binds(method: str, name: str) -> bool:
     return "max_steps=80" in METHODS[method][name].overrides
 
 
+def confirm_row(method: str, name: str) -> str:
+    """The row holding `method/name`'s settings at hh-2d's 100 steps: its proxy row where it has one."""
+    return f"proxy/{name}" if method == "panacea" and name in PROXY else f"confirm/{method}-{name}"
+
+
 def ranking(
-    hypervolumes: dict[str, float], method: str, loops: dict[str, list[float]] | None = None
-) -> tuple[str | None, str | None, list[str]] | None:
+    hypervolumes: dict[str, float],
+    method: str,
+    loops: dict[str, list[float]] | None = None,
+    confirm: bool = False,
+) -> tuple[str | None, str | None, list[tuple[str, str]]] | None:
     """The protocol's choice among the method's finished 40-step rows: (chosen, pending, looping). The rows in order
-    of accuracy-hypervolume point estimate (an exact tie puts the defaults first); the first whose validation answers
-    loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each point) is `chosen`; a row
-    met before it with no loop shares is `pending` (its answers are scored first) and stops the walk; the rows passed
-    over for looping are `looping`. If every row loops, the best is chosen. None until the defaults row is finished."""
+    of accuracy-hypervolume point estimate (an exact tie puts the defaults first, then the run order); the first
+    whose validation answers loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each
+    point) — with `confirm`, at 40 steps and at 100 steps (`confirm_row`) — is `chosen`; a row met before it with no
+    loop shares is `pending` (the row whose answers are needed next) and stops the walk; the rows passed over are
+    `looping`, each as (name, the row that looped). If every row loops, the best is chosen. None until the defaults
+    row is finished."""
     loops = loops or {}
     rows = {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
     if DEFAULTS[method] not in rows:
@@ -362,19 +442,28 @@ def ranking(
     ranked = sorted(candidates, key=lambda name: (-candidates[name], name != DEFAULTS[method]))
     looping = []
     for name in ranked:
-        shares = loops.get(f"{method}/{name}")
-        if shares is None:
-            return None, name, looping
-        if max(shares) <= LOOP_LIMIT:
+        for row in (f"{method}/{name}", *([confirm_row(method, name)] if confirm else [])):
+            shares = loops.get(row)
+            if shares is None:
+                return None, row, looping
+            if max(shares) > LOOP_LIMIT:
+                looping.append((name, row))
+                break
+        else:
             return name, None, looping
-        looping.append(name)
     return ranked[0], None, looping
 
 
-def choice(hypervolumes: dict[str, float], method: str, loops: dict[str, list[float]] | None = None) -> str | None:
-    """The method's chosen row by the protocol (`ranking`) as a sentence; with its 80-step rows finished, whether
-    the budget binds. None until its defaults row is finished."""
-    ranked = ranking(hypervolumes, method, loops)
+def choice(
+    hypervolumes: dict[str, float],
+    method: str,
+    loops: dict[str, list[float]] | None = None,
+    confirm: bool | None = False,
+) -> str | None:
+    """The method's chosen row by the protocol (`ranking`) as a sentence; `confirm` None: whether the choice must be
+    confirmed at 100 steps is not decided yet (`confirming`), so it is provisional. None until its defaults row is
+    finished."""
+    ranked = ranking(hypervolumes, method, loops, bool(confirm))
     if ranked is None:
         return None
     loops = loops or {}
@@ -384,55 +473,99 @@ def choice(hypervolumes: dict[str, float], method: str, loops: dict[str, list[fl
     total = sum(not budget_binds(method, name) for name in METHODS[method])
     text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
     if pending is not None:
+        name = next(name for name in candidates if pending in (f"{method}/{name}", confirm_row(method, name)))
+        where = "" if pending == f"{method}/{name}" else f" at 100 steps ({pending})"
         text += (
-            f"pending — {pending} ({value[pending]:.3f}) is the best row not yet checked for loops: "
-            f"`python benchmarks/validation_study.py --only {method}/{pending} --generations`"
+            f"pending — {name} ({value[name]:.3f}) is the best row not yet checked for loops{where}: "
+            f"`python benchmarks/validation_study.py --only {pending} --generations`"
         )
-    elif chosen in looping:
-        text += f"{chosen} ({value[chosen]:.3f}), though every row loops above {LOOP_LIMIT:.2f}"
     else:
-        text += f"{chosen} ({value[chosen]:.3f}; loops at most {max(loops[f'{method}/{chosen}']):.3f})"
-    if looping:
-        shares = ", ".join(f"{name} {max(loops[f'{method}/{name}']):.3f}" for name in looping)
-        text += f"; above it, looping more than {LOOP_LIMIT:.2f} at some point: {shares}"
-    longer = {name: hv for name, hv in value.items() if budget_binds(method, name)}
-    if longer:
-        top, best = max(longer, key=longer.get), max(value[name] for name in candidates)
-        verb = "binds" if longer[top] > best else "does not bind"
-        text += f"; at 80 steps the best is {top} ({longer[top]:.3f}): the 40-step budget {verb} (point estimates)"
+        steps = " at 40 and 100 steps" if confirm else ""
+        checked = (f"{method}/{chosen}", *([confirm_row(method, chosen)] if confirm else []))
+        if chosen in {name for name, _ in looping}:
+            text += f"{chosen} ({value[chosen]:.3f}), though every finished row loops above {LOOP_LIMIT:.2f}{steps}"
+        else:
+            most = max(max(loops[row]) for row in checked)
+            text += f"{chosen} ({value[chosen]:.3f}; loops at most {most:.3f}{steps})"
+        if confirm is None:
+            text += " — provisional: whether it must also be checked at 100 steps waits on the proxy rows"
+    others = [(name, row) for name, row in looping if name != chosen]
+    if others:
+        shares = ", ".join(
+            f"{name} {max(loops[row]):.3f}" + ("" if row == f"{method}/{name}" else " at 100 steps")
+            for name, row in others
+        )
+        text += f"; passed over, looping more than {LOOP_LIMIT:.2f} at some point: {shares}"
     return text + "."
 
 
+def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: str) -> str | None:
+    """Whether the 40-step budget binds the method: its best 80-step row against its best 40-step row, by the
+    interval of the difference (docs/steering.md round 4, "Steps are a budget"); None before both are finished."""
+    value = {row.split("/")[1]: hv for row, hv in hypervolumes.items() if row.startswith(f"{method}/")}
+    longer = [name for name in value if budget_binds(method, name)]
+    shorter = [name for name in value if not budget_binds(method, name)]
+    if not longer or not shorter:
+        return None
+    top, best = max(longer, key=value.get), max(shorter, key=value.get)
+    pair = [_document(documents, f"{method}/{name}") for name in (top, best)]
+    versus = _row(compare(pair, objective="accuracy", baseline=f"{method}/{best}"), f"{method}/{top}")["versus"]
+    difference = versus[f"{method}/{best}"]["hypervolume"]
+    low, high = difference["interval"]
+    verb = "binds" if difference["verdict"] == "win" else "does not bind"
+    return (
+        f"Budget, {method}: at 80 steps the best is {top} ({value[top]:.3f}), against the best 40-step row {best} "
+        f"({value[best]:.3f}) {difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {difference['verdict']}: "
+        f"the 40-step budget {verb}."
+    )
+
+
 def check_loops(unavailable: set[str]) -> None:
-    """Score the answers of every row the protocol's choice waits on, until none is due (a row that loops makes the
-    next one due); each is tried once per call (`unavailable` collects them): a row whose weights are not on this
-    machine is reported and left."""
+    """Score the answers (training a 100-step row first where it has not run) of every row the protocol waits on,
+    until none is due (a row that loops makes the next one due); each is tried once per call (`unavailable`
+    collects them): a row that cannot be scored here (no weights on this machine, another process on it, an error)
+    is reported and left, and the study goes on."""
     while due := [row for row in loop_checks_due() if row not in unavailable]:
         for row in due:
-            print(f"\n=== {row}: the best row of its method not yet checked for loops; scoring its answers", flush=True)
+            print(f"\n=== {row}: its answers are what the protocol's choice waits on; scoring them", flush=True)
             unavailable.add(row)  # one try per call: a row that stays due is not scored again
             try:
-                score_generations(row)
-            except SystemExit as error:
-                print(error, flush=True)
+                if finished_record(row) is None:
+                    run_row(row, generations=True)
+                else:
+                    score_generations(row)
+            except (SystemExit, Exception) as error:  # noqa: BLE001 — one row's failure must not end the study
+                print(f"{row}: not scored: {error!r}", flush=True)
 
 
-def loop_checks_due() -> list[str]:
-    """The finished rows whose answers the protocol needs next: per method, the row its choice waits on."""
+def study_state() -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Every finished row's accuracy hypervolume and, where its answers are scored, its loop share per point."""
     hypervolumes, loops = {}, {}
-    for row in PRIORITY:
+    for row in ALL_ROWS:
         if (record := finished_record(row)) is None:
             continue
         document = read_json(Path(record["results"]))
         hypervolumes[row] = document["scorers"]["pairs"]["fronts"]["accuracy"]["metrics"]["hypervolume"]
         if (shares := loop_shares(document)) is not None:
             loops[row] = shares
-    due = []
+    return hypervolumes, loops
+
+
+def loop_checks_due() -> list[str]:
+    """The rows whose answers the protocol needs next: the proxy rows' and the 40-step rows they are compared with
+    (`loop_carry`), then per method the row its choice waits on — a 100-step row only once every 40-step row of the
+    method is finished (until then the ranking can still change)."""
+    hypervolumes, loops = study_state()
+    due = carry_checks_due(hypervolumes, loops)
+    confirm = confirming(hypervolumes, loops)
     for method in ("panacea", "soups"):
-        ranked = ranking(hypervolumes, method, loops)
-        if ranked is not None and ranked[1] is not None:
-            due.append(f"{method}/{ranked[1]}")
-    return due
+        ranked = ranking(hypervolumes, method, loops, bool(confirm))
+        if ranked is None or ranked[1] is None:
+            continue
+        every = all(f"{method}/{name}" in hypervolumes for name in METHODS[method] if not budget_binds(method, name))
+        if ranked[1].split("/")[0] == method or every:
+            due.append(ranked[1])
+    return list(dict.fromkeys(due))
 
 
 def loop_shares(document: dict) -> list[float] | None:
@@ -441,21 +574,84 @@ def loop_shares(document: dict) -> list[float] | None:
     return None if generations is None else list(generations["statistics"]["loops"]["values"])
 
 
-def proxy_agreement(hypervolumes: dict[str, float]) -> str | None:
+def loop_carry(loops: dict[str, list[float]]) -> bool | None:
+    """Whether the 40-step loop check carries to hh-2d's 100 steps (docs/steering.md round 4, amended ~13:25 UTC):
+    False once a proxy row loops above LOOP_LIMIT at some point while its 40-step row does not; True once every
+    proxy row's answers are scored and none does so; None until then."""
+    decided = True
+    for name in PROXY:
+        proxy, short = loops.get(f"proxy/{name}"), loops.get(f"panacea/{name}")
+        if proxy is None or (max(proxy) > LOOP_LIMIT and short is None):
+            decided = False
+        elif max(proxy) > LOOP_LIMIT and max(short) <= LOOP_LIMIT:
+            return False
+    return True if decided else None
+
+
+def carry_checks_due(hypervolumes: dict[str, float], loops: dict[str, list[float]]) -> list[str]:
+    """While `loop_carry` is undecided: the finished proxy rows without answers, and the 40-step row of each proxy
+    row that loops."""
+    if loop_carry(loops) is not None:
+        return []
+    due = [f"proxy/{name}" for name in PROXY if f"proxy/{name}" in hypervolumes and f"proxy/{name}" not in loops]
+    for name in PROXY:
+        proxy, short = f"proxy/{name}", f"panacea/{name}"
+        if proxy in loops and max(loops[proxy]) > LOOP_LIMIT and short in hypervolumes and short not in loops:
+            due.append(short)
+    return due
+
+
+def loop_carry_note(loops: dict[str, list[float]]) -> str | None:
+    """`loop_carry` as a sentence, with each proxy row's loops beside its 40-step row's; None before any proxy's."""
+    pairs = [
+        f"{name} {max(loops[f'panacea/{name}']):.3f}" if f"panacea/{name}" in loops else f"{name} -" for name in PROXY
+    ]
+    proxies = [f"{max(loops[f'proxy/{name}']):.3f}" if f"proxy/{name}" in loops else "-" for name in PROXY]
+    if all(share == "-" for share in proxies):
+        return None
+    carry = loop_carry(loops)
+    verdict = {
+        True: "the 40-step loop check carries",
+        False: "the 40-step loop check does not carry: the chosen settings are checked at 100 steps too",
+        None: "undecided",
+    }[carry]
+    shown = ", ".join(f"{pair} → {proxy} at 100 steps" for pair, proxy in zip(pairs, proxies, strict=True))
+    return f"Loops, most at a point, 40 steps → 100 steps: {shown}; {verdict}."
+
+
+def proxy_orders_agree(hypervolumes: dict[str, float]) -> bool | None:
     """Whether the 40-step rows order the PROXY settings by accuracy hypervolume as their 100-step rows do (point
     estimates); None until all six rows are finished."""
-    study = [f"panacea/{name}" for name in PROXY]
-    full = [f"proxy/{name}" for name in PROXY]
-    if not all(row in hypervolumes for row in study + full):
+    if not all(f"{kind}/{name}" in hypervolumes for kind in ("panacea", "proxy") for name in PROXY):
         return None
-    order_40 = sorted(PROXY, key=lambda name: -hypervolumes[f"panacea/{name}"])
-    order_100 = sorted(PROXY, key=lambda name: -hypervolumes[f"proxy/{name}"])
+    return _order(hypervolumes, "panacea") == _order(hypervolumes, "proxy")
+
+
+def _order(hypervolumes: dict[str, float], kind: str) -> list[str]:
+    return sorted(PROXY, key=lambda name: -hypervolumes[f"{kind}/{name}"])
+
+
+def confirming(hypervolumes: dict[str, float], loops: dict[str, list[float]]) -> bool | None:
+    """Whether the chosen settings must also pass the loop check at 100 steps: where the loop check does not carry
+    or the proxy orders disagree (docs/steering.md round 4); None while that is undecided."""
+    carry, agree = loop_carry(loops), proxy_orders_agree(hypervolumes)
+    if carry is False or agree is False:
+        return True
+    return None if carry is None or agree is None else False
+
+
+def proxy_agreement(hypervolumes: dict[str, float]) -> str | None:
+    """`proxy_orders_agree` as a sentence; None until all six rows are finished."""
+    agree = proxy_orders_agree(hypervolumes)
+    if agree is None:
+        return None
     verdict = (
         "agree: the 40-step ranking is used"
-        if order_40 == order_100
-        else ("disagree: the 40-step ranking is not used until the chosen settings are confirmed at 100 steps")
+        if agree
+        else "disagree: the 40-step ranking is used only with the chosen settings checked at 100 steps too"
     )
-    return f"Proxy check: 40 steps order {' > '.join(order_40)}, 100 steps {' > '.join(order_100)}; {verdict}."
+    orders = (" > ".join(_order(hypervolumes, kind)) for kind in ("panacea", "proxy"))
+    return f"Proxy check: 40 steps order {next(orders)}, 100 steps {next(orders)}; {verdict}."
 
 
 def _row(comparison: dict, label: str) -> dict:
@@ -473,9 +669,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print the finished rows as a table and exit")
     parser.add_argument("--generations", action="store_true", help="also score the validation prompt sets")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(PRIORITY))
+    unknown = sorted(set(args.only or ()) - set(ALL_ROWS))
     if unknown:
-        parser.error(f"no row {', '.join(unknown)}; rows are METHOD/NAME: {', '.join(PRIORITY)}")
+        parser.error(
+            f"no row {', '.join(unknown)}; rows are METHOD/NAME: {', '.join(PRIORITY)}, and confirm/METHOD-NAME for "
+            "a 40-step row's settings at 100 steps"
+        )
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())
@@ -487,18 +686,18 @@ def main(argv: list[str] | None = None) -> int:
             if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
                 publish_row(row)  # finished before rows were published
             if finished_record(row) is not None:
-                if args.generations and not has_generations(row):
+                if (args.generations or row.startswith(HUNDRED_STEPS)) and not has_generations(row):
                     print(f"\n=== {row}: finished; scoring its validation answers", flush=True)
                     score_generations(row)
                 else:
                     print(f"{row}: done, skipped")
                 continue
             print(f"\n=== {row}: {METHODS[row.split('/')[0]][row.split('/')[1]].description}", flush=True)
-            # the 100-step proxy rows' answers too: whether the benchmark's budget loops where 40 steps do not
-            run_row(row, generations=args.generations or row.startswith("proxy/"))
+            # the 100-step rows' answers too: whether the benchmark's budget loops where 40 steps do not
+            run_row(row, generations=args.generations or row.startswith(HUNDRED_STEPS))
     if not args.table and not args.only:
         check_loops(unavailable)
-    finished = [record for row in PRIORITY if (record := finished_record(row)) is not None]
+    finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
     print(rows_table(finished))
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -26,12 +27,21 @@ def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configura
     for method in ("panacea", "soups"):  # ... among the rows a method is chosen from (steps are a budget)
         longer = [name for name in study.METHODS[method] if study.budget_binds(method, name)]
         assert len(longer) == 1, (method, longer)
-    assert sorted(study.PRIORITY) == sorted(f"{m}/{name}" for m, rows in study.METHODS.items() for name in rows)
-    for row in study.PRIORITY:
+    assert sorted(study.ALL_ROWS) == sorted(f"{m}/{name}" for m, rows in study.METHODS.items() for name in rows)
+    assert not [row for row in study.PRIORITY if row.startswith("confirm/")]  # run only when a choice waits on one
+    for row in study.ALL_ROWS:
         method, name = row.split("/")
         config = study.study_config(method, name)  # every override is a valid config
-        assert config.method == ("soups" if method == "soups" else "panacea"), row
+        assert config.method == ("soups" if study.is_soups(row) else "panacea"), row
         assert all(source.split == "fit" for dimension in config.dimensions for source in dimension.train), row
+        assert config.max_steps == (100 if method in ("proxy", "confirm") else 80 if "80" in name else 40), row
+    # every 40-step row's settings have one 100-step row: its proxy row, else its confirmation row
+    for method in ("panacea", "soups"):
+        for name in study.METHODS[method]:
+            if not study.budget_binds(method, name):
+                assert study.confirm_row(method, name) in study.ALL_ROWS, (method, name)
+    assert study.confirm_row("panacea", "rpo1") == "proxy/rpo1"
+    assert study.study_config("confirm", "soups-lr5e-3_beta0.3_steps40").learning_rate == 5e-3
     assert study.study_config("panacea", "plc_tau_inf").aggregator_kwargs == {"tau": float("inf")}
 
 
@@ -66,7 +76,8 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
     monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
     monkeypatch.setattr(study, "DEFAULTS", {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40"})
-    rows = ["panacea/defaults", "soups/lr2e-3_beta0.1_steps40", "soups/lr1e-3_beta0.3_steps40"]
+    rows = ["panacea/defaults", "soups/lr2e-3_beta0.1_steps40", "soups/lr1e-3_beta0.3_steps40",
+            "soups/lr2e-3_beta0.1_steps80"]  # fmt: skip
     for row in rows:
         method, name = row.split("/")
         settings = study.METHODS[method][name]
@@ -80,6 +91,13 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     table = capsys.readouterr().out.splitlines()
     line = next(line for line in table if line.startswith("| `soups/lr1e-3_beta0.3_steps40`"))
     assert any(verdict in line for verdict in (" win |", " tie |", " loss |"))
+    budget = next(line for line in table if line.startswith("Budget, soups:"))  # the 80-step row, by its interval
+    assert re.fullmatch(
+        r"Budget, soups: at 80 steps the best is lr2e-3_beta0\.1_steps80 \(\d\.\d{3}\), against the best 40-step "
+        r"row lr\S+ \(\d\.\d{3}\) [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] (win|tie|loss): the 40-step "
+        r"budget (binds|does not bind)\.",
+        budget,
+    ), budget
     published = tmp_path / "published"
     assert (published / "panacea/defaults/run/eval-validation/results.json").is_file()
     assert (published / "soups/lr1e-3_beta0.3_steps40/run/eval-validation/ab/results.json").is_file()
@@ -118,9 +136,7 @@ def test_the_proxy_check_compares_the_orders_of_the_three_settings_at_40_and_100
     assert "100 steps rpo1 > lr1e-3 > defaults; disagree" in study.proxy_agreement(swapped)
 
 
-def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_rows_only_say_whether_the_budget_binds(
-    monkeypatch,
-):
+def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_rows_are_not_chosen(monkeypatch):
     study = _study(monkeypatch)
     assert study.choice({"panacea/lr1e-3": 0.4}, "panacea") is None  # no defaults row yet
     rows = {
@@ -130,37 +146,115 @@ def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_r
         "soups/lr1e-3_beta0.1_steps40": 1,
     }
     clean = {row: [0.0, 0.02, 0.05] for row in rows}  # at most LOOP_LIMIT at every point
-    chosen = study.choice(rows, "panacea", clean)
-    assert chosen.startswith("Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320; loops at most 0.050)")
-    assert chosen.endswith("at 80 steps the best is steps80 (0.500): the 40-step budget binds (point estimates).")
+    assert study.choice(rows, "panacea", clean) == (
+        "Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320; loops at most 0.050)."
+    )  # the 80-step row is not chosen from, however accurate
     # the best row loops at one point: the next best that does not is chosen, and the text names the one passed over
     looping = {**clean, "panacea/lr1e-3": [0.0, 0.01, 0.30]}
-    assert study.choice(rows, "panacea", looping).startswith(
-        "Chosen for panacea (2 of 18 40-step rows finished): defaults (0.300; loops at most 0.050); above it, "
-        "looping more than 0.05 at some point: lr1e-3 0.300;"
+    assert study.choice(rows, "panacea", looping) == (
+        "Chosen for panacea (2 of 18 40-step rows finished): defaults (0.300; loops at most 0.050); passed over, "
+        "looping more than 0.05 at some point: lr1e-3 0.300."
     )
     # a row not yet checked for loops stops the choice there: it must be checked first
     assert study.choice(rows, "panacea", {"panacea/defaults": [0.0] * 3}) == (
         "Chosen for panacea (2 of 18 40-step rows finished): pending — lr1e-3 (0.320) is the best row not yet checked "
-        "for loops: `python benchmarks/validation_study.py --only panacea/lr1e-3 --generations`; at 80 steps the best "
-        "is steps80 (0.500): the 40-step budget binds (point estimates)."
+        "for loops: `python benchmarks/validation_study.py --only panacea/lr1e-3 --generations`."
     )
     everywhere = {row: [0.5] * 3 for row in rows}
-    assert "lr1e-3 (0.320), though every row loops above 0.05; above it, looping more than 0.05 at some point: " \
-        "lr1e-3 0.500, defaults 0.500" in study.choice(rows, "panacea", everywhere)  # fmt: skip
+    assert study.choice(rows, "panacea", everywhere) == (
+        "Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320), though every finished row loops above "
+        "0.05; passed over, looping more than 0.05 at some point: defaults 0.500."
+    )
     tie = {"panacea/defaults": 0.30, "panacea/cosine": 0.30}
     assert study.choice(tie, "panacea", {row: [0.0] for row in tie}).startswith(
         "Chosen for panacea (2 of 18 40-step rows finished): defaults"
     )
-    soups = {
-        "soups/lr2e-3_beta0.1_steps40": 0.2,
-        "soups/lr2e-3_beta0.1_steps80": 0.1,
-        "soups/lr1e-3_beta0.3_steps40": 0.25,
-    }
-    assert study.choice(soups, "soups", {row: [0.01] for row in soups}) == (
-        "Chosen for soups (2 of 18 40-step rows finished): lr1e-3_beta0.3_steps40 (0.250; loops at most 0.010); at "
-        "80 steps the best is lr2e-3_beta0.1_steps80 (0.100): the 40-step budget does not bind (point estimates)."
+    # undecided whether the choice must be checked at 100 steps: provisional
+    assert study.choice(rows, "panacea", clean, None).endswith(
+        "lr1e-3 (0.320; loops at most 0.050) — provisional: whether it must also be checked at 100 steps waits on "
+        "the proxy rows."
     )
+
+
+def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_100_steps_either(monkeypatch):
+    """docs/steering.md round 4 (~13:25 and ~14:50 UTC): a proxy row that loops while its 40-step row does not means
+    the 40-step check does not carry; each method's choice then needs its settings' 100-step row to pass too."""
+    study = _study(monkeypatch)
+    clean, loops = [0.0, 0.01, 0.02], [0.0, 0.02, 0.40]
+    assert study.loop_carry({}) is None
+    assert study.loop_carry({"proxy/defaults": loops}) is None  # its 40-step row's loops are not known yet
+    assert study.loop_carry({"proxy/defaults": loops, "panacea/defaults": loops}) is None  # both loop: the others
+    assert study.loop_carry({"proxy/defaults": loops, "panacea/defaults": clean}) is False
+    every = {f"{kind}/{name}": clean for kind in ("panacea", "proxy") for name in study.PROXY}
+    assert study.loop_carry(every) is True
+    assert study.loop_carry({**every, "proxy/rpo1": loops, "panacea/rpo1": loops}) is True  # loops at both budgets
+    assert study.loop_carry({**every, "panacea/rpo1": loops}) is True  # the 100-step row does not loop
+    hypervolumes = {f"{kind}/{name}": 0.3 + 0.01 * index for kind in ("panacea", "proxy")
+                    for index, name in enumerate(study.PROXY)}  # fmt: skip
+    assert study.proxy_orders_agree(hypervolumes) is True
+    assert study.confirming(hypervolumes, every) is False
+    assert study.confirming(hypervolumes, {**every, "panacea/lr1e-3": clean, "proxy/lr1e-3": loops}) is True
+    assert study.confirming({**hypervolumes, "proxy/defaults": 0.9}, every) is True  # the orders disagree
+    assert study.confirming(hypervolumes, {}) is None
+    rows = {"panacea/defaults": 0.30, "panacea/cosine": 0.35, "soups/lr2e-3_beta0.1_steps40": 0.4}
+    checked = {row: clean for row in rows}
+    # cosine passes at 40 steps; at 100 steps its confirmation row has not run: the choice waits on it
+    assert study.ranking(rows, "panacea", checked, confirm=True) == (None, "confirm/panacea-cosine", [])
+    assert study.choice(rows, "panacea", checked, True) == (
+        "Chosen for panacea (2 of 18 40-step rows finished): pending — cosine (0.350) is the best row not yet checked "
+        "for loops at 100 steps (confirm/panacea-cosine): `python benchmarks/validation_study.py --only "
+        "confirm/panacea-cosine --generations`."
+    )
+    # it loops at 100 steps: passed over; defaults' 100-step row is its proxy row, which does not loop: chosen
+    at_100 = {**checked, "confirm/panacea-cosine": loops, "proxy/defaults": clean}
+    assert study.choice(rows, "panacea", at_100, True) == (
+        "Chosen for panacea (2 of 18 40-step rows finished): defaults (0.300; loops at most 0.020 at 40 and 100 "
+        "steps); passed over, looping more than 0.05 at some point: cosine 0.400 at 100 steps."
+    )
+    assert study.ranking(rows, "soups", checked, confirm=True)[1] == "confirm/soups-lr2e-3_beta0.1_steps40"
+    assert study.ranking(rows, "soups", checked, confirm=False) == ("lr2e-3_beta0.1_steps40", None, [])
+
+
+def _published_rows(tmp_path, accuracy: dict[str, float], loops: dict[str, list[float]]) -> None:
+    for row, hypervolume in accuracy.items():
+        results = tmp_path / "published" / row / "results.json"
+        results.parent.mkdir(parents=True)
+        document = {"scorers": {"pairs": {"fronts": {"accuracy": {"metrics": {"hypervolume": hypervolume}}}}}}
+        if row in loops:
+            document["scorers"]["generations"] = {"statistics": {"loops": {"values": loops[row]}}}
+        results.write_text(json.dumps(document))
+        (results.parent / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
+
+
+def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_finished_and_trains_it(
+    monkeypatch, tmp_path
+):
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    clean, looping = [0.0, 0.01, 0.0], [0.0, 0.3, 0.0]
+    accuracy = {"panacea/defaults": 0.40, "panacea/cosine": 0.45, "proxy/defaults": 0.5}
+    _published_rows(tmp_path, accuracy, {"panacea/defaults": clean, "panacea/cosine": clean, "proxy/defaults": looping})
+    # proxy/defaults loops where panacea/defaults does not: confirmation needed, but 16 40-step rows have not run
+    assert study.loop_carry(study.study_state()[1]) is False and study.loop_checks_due() == []
+    others = {f"panacea/{name}": 0.1 for name in study.PANACEA if name not in ("defaults", "cosine", "steps80")}
+    _published_rows(tmp_path, others, {})
+    assert study.loop_checks_due() == ["confirm/panacea-cosine"]  # cosine's 100-step row, before the rest's loops
+    trained = []
+    monkeypatch.setattr(study, "run_row", lambda row, generations=False: trained.append((row, generations)))
+    study.check_loops(set())
+    assert trained == [("confirm/panacea-cosine", True)]  # not finished: trained, with its answers
+
+
+def test_the_proxy_rows_answers_and_their_40_step_rows_are_scored_while_the_carry_is_undecided(monkeypatch, tmp_path):
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    accuracy = {"panacea/defaults": 0.40, "panacea/lr1e-3": 0.3, "proxy/defaults": 0.5, "proxy/lr1e-3": 0.4}
+    _published_rows(tmp_path, accuracy, {"panacea/defaults": [0.5], "proxy/lr1e-3": [0.3]})
+    # proxy/defaults has no answers; proxy/lr1e-3 loops and panacea/lr1e-3 is unchecked; defaults loops (best row)
+    # is passed over, so lr1e-3 is also what panacea's choice waits on
+    assert study.loop_checks_due() == ["proxy/defaults", "panacea/lr1e-3"]
 
 
 def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(monkeypatch, tmp_path):
@@ -173,13 +267,13 @@ def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(mo
     run = tmp_path / "study" / row / "run"
     results = run / "eval-validation" / "results.json"
     results.parent.mkdir(parents=True)
-    results.write_text(json.dumps({"scorers": {"pairs": {}}}))
+    results.write_text(json.dumps({"scorers": {"pairs": {"points": []}}}))
     (tmp_path / "study" / row / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
 
     def evaluate(folder, **options):
         calls.append(options["scorers"])
         loops = {"statistics": {"loops": {"values": [0.0, 0.1, 0.0]}}}
-        results.write_text(json.dumps({"scorers": {"pairs": {}, "generations": loops}}))
+        results.write_text(json.dumps({"scorers": {"pairs": {"points": []}, "generations": loops}}))
 
     monkeypatch.setattr(study, "evaluate_path", evaluate)
     monkeypatch.setattr(study, "rows_table", lambda records: "")
@@ -207,18 +301,14 @@ def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_no
         "soups/lr2e-3_beta0.1_steps40": 0.3,
     }
     loops = {"panacea/lr1e-3": [0.0, 0.2, 0.0], "panacea/defaults": [0.0, 0.01, 0.02]}
-    for row, hypervolume in accuracy.items():
-        results = tmp_path / "published" / row / "results.json"
-        results.parent.mkdir(parents=True)
-        results.write_text(
-            json.dumps({"scorers": {"pairs": {"fronts": {"accuracy": {"metrics": {"hypervolume": hypervolume}}}}}})
-        )
-        (results.parent / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
+    _published_rows(tmp_path, accuracy, {})
     scored = []
 
     def score(row):
-        if row.startswith("soups/"):
+        if row == "soups/lr1e-3_beta0.1_steps40":
             raise SystemExit(f"{row}: its weights are not in runs/")
+        if row.startswith("soups/"):  # any other failure (a damaged weights file) is reported alike
+            raise FileNotFoundError(f"{row}: adapter_model.safetensors")
         scored.append(row)
         results = tmp_path / "published" / row / "results.json"
         document = json.loads(results.read_text())
@@ -231,6 +321,9 @@ def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_no
     assert scored == ["panacea/lr1e-3", "panacea/defaults"] and "soups/lr1e-3_beta0.1_steps40" in unavailable
     study.check_loops(unavailable)  # nothing due any more, and the soups row is not tried again
     assert scored == ["panacea/lr1e-3", "panacea/defaults"]
+    shutil.rmtree(tmp_path / "published" / "soups/lr1e-3_beta0.1_steps40")
+    study.check_loops(unavailable := set())  # the next soups row fails otherwise: reported, and the study goes on
+    assert unavailable == {"soups/lr2e-3_beta0.1_steps40"}
 
 
 def test_the_100_step_proxy_rows_score_their_answers_and_the_40_step_rows_only_when_asked(monkeypatch, tmp_path):
@@ -242,3 +335,72 @@ def test_the_100_step_proxy_rows_score_their_answers_and_the_40_step_rows_only_w
     monkeypatch.setattr(study, "run_row", lambda row, generations=False: runs.append((row, generations)))
     assert study.main(["--only", "proxy/defaults", "panacea/cosine"]) == 0
     assert runs == [("proxy/defaults", True), ("panacea/cosine", False)]
+
+
+def test_answers_scored_again_are_not_published_over_a_row_whose_weights_or_pairs_numbers_differ(monkeypatch, tmp_path):
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    row = "panacea/rpo1"
+    run = tmp_path / "study" / row / "run"
+    (run / "adapter").mkdir(parents=True)
+    results = run / "eval-validation" / "results.json"
+    results.parent.mkdir()
+    points = [{"objectives": {"helpful": 0.5, "harmless": 0.25}}]
+    document = {"adapter_digest": "aa", "scorers": {"pairs": {"points": points}}}
+    results.write_text(json.dumps(document))
+    (tmp_path / "study" / row / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
+    study.publish_row(row)
+    published = (tmp_path / "published" / row / "run" / "eval-validation" / "results.json").read_text()
+    rescored = {"adapter_digest": "aa", "scorers": {"pairs": {"points": points}, "generations": {}}}
+    monkeypatch.setattr(study, "evaluate_path", lambda folder, **options: results.write_text(json.dumps(rescored)))
+    for changed, problem in (
+        ({"adapter_digest": "bb"}, "its weights in runs/ are others"),
+        ({"scorers": {"pairs": {"points": [{"objectives": {"helpful": 0.5, "harmless": 0.5}}]}}}, "its pairs were"),
+    ):
+        rescored.update(changed)
+        with pytest.raises(SystemExit, match=f"{row}: not published again: {problem}"):
+            study.score_generations(row)
+        assert (tmp_path / "published" / row / "run" / "eval-validation" / "results.json").read_text() == published
+        rescored.update({"adapter_digest": "aa", "scorers": {"pairs": {"points": points}, "generations": {}}})
+    study.score_generations(row)  # the same weights and pairs numbers: published with its answers
+    assert "generations" in (tmp_path / "published" / row / "run" / "eval-validation" / "results.json").read_text()
+
+
+def test_a_row_another_process_works_on_is_refused_and_an_interrupted_publication_leaves_the_old_one(
+    monkeypatch, tmp_path
+):
+    import fcntl
+
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    row = "panacea/cosine"
+    (tmp_path / "study" / row).mkdir(parents=True)
+    with open(tmp_path / "study" / row / ".lock", "w") as other:  # another process's hold on the row
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="another process is working on it"), study.row_lock(row):
+            pass
+    with study.row_lock(row):  # released: taken
+        pass
+    run = tmp_path / "study" / row / "run"
+    for name, text in (("config.yaml", "old"), ("log.jsonl", "old")):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    (tmp_path / "study" / row / "row.json").write_text(json.dumps({"row": row, "results": str(run / "x.json")}))
+    study.publish_row(row)
+    for name in ("config.yaml", "log.jsonl"):
+        (run / name).write_text("new")
+    writes = []
+
+    def write_text(path, text):
+        writes.append(path)
+        if len(writes) == 2:
+            raise KeyboardInterrupt  # killed halfway through publishing
+        Path(path).write_text(text)
+
+    monkeypatch.setattr(study, "write_text", write_text)
+    with pytest.raises(KeyboardInterrupt):
+        study.publish_row(row)
+    published = tmp_path / "published" / row / "run"
+    assert [(published / name).read_text() for name in ("config.yaml", "log.jsonl")] == ["old", "old"]
