@@ -17,7 +17,8 @@
 # manifest.json and its members' config and log, the final adapter weights and the last trainer_state.json; no
 # optimizer state) to docs/results/NAME/RUN/train/; a run whose folder in runs/ is gone (a fresh machine) is
 # restored from there instead of trained again, and `panacea compare` then
-# compares every published run of NAME into docs/results/NAME/compare.{md,json,png}. The published files are
+# compares every published run of NAME into docs/results/NAME/compare.{md,json,png} (accuracy, the deciding
+# objective) and compare-win-probability/ (its smooth companion). The published files are
 # what docs/benchmarks.md and the README report; runs/ (checkpoints, caches) stays out of git. A run published
 # earlier (e.g. on another machine) is compared with the new ones without being retrained.
 #
@@ -238,6 +239,8 @@ baseline=()  # every row's paired difference to rewarded soups at the same budge
 if [[ -d $published/soups-$name ]]; then baseline=(--baseline "soups-$name"); fi
 echo "=== compare ${evaluated[*]} $(date -u +%H:%M:%S)"
 "$panacea" compare "${evaluated[@]}" --out "$published" "${baseline[@]}"
+# the smooth bounded companion (docs/algorithms.md §6), into compare-win-probability/
+"$panacea" compare "${evaluated[@]}" --objective win_probability --out "$published/compare-win-probability" "${baseline[@]}"
 if [[ ${EVAL_ARGS:-} == *generations* ]]; then  # the generation front too, into compare-generations/
   "$panacea" compare "${evaluated[@]}" --scorer generations --out "$published/compare-generations" "${baseline[@]}"
 fi

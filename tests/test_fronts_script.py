@@ -140,15 +140,19 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
     trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
     assert len(trains) == 1 and "soups-hh-2d" in trains[0]  # hh-2d holds its final adapter: not trained again
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
-    assert compare == [
+    runs = [str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")]
+    assert compare == [  # the deciding objective, then its smooth companion
+        ["compare", *runs, "--out", str(published), "--baseline", "soups-hh-2d"],
         [
             "compare",
-            *(str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")),
+            *runs,
+            "--objective",
+            "win_probability",
             "--out",
-            str(published),
+            str(published / "compare-win-probability"),
             "--baseline",
             "soups-hh-2d",
-        ]
+        ],
     ]
 
 
@@ -315,5 +319,5 @@ def test_fronts_on_the_old_measures_are_replaced_or_left_out_of_the_comparison(t
         "not compared: hh-2d-tche (scored on the old measures; re-score it: benchmarks/fronts.sh hh-2d hh-2d-tche)"
         in done.stderr
     )
-    (compare,) = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
-    assert compare[1:3] == [str(published / "hh-2d"), str(published / "soups-hh-2d")]
+    compares = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
+    assert [compare[1:3] for compare in compares] == [[str(published / "hh-2d"), str(published / "soups-hh-2d")]] * 2
