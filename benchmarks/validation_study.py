@@ -326,10 +326,20 @@ def publish_row(row: str) -> dict:
 
 
 def finished_record(row: str) -> dict | None:
-    """The row's record: the published one (it survives a new machine), else the one in runs/, else None."""
+    """The row's record: the published one (it survives a new machine), else the one in runs/, else None; refused
+    when it ran under other settings than the row's definition now (a row's settings never change after it ran)."""
     for folder in (PUBLISHED / row, folder_of(row)):
         if (folder / "row.json").is_file():
-            return read_json(folder / "row.json")
+            record = read_json(folder / "row.json")
+            method, name = row.split("/")
+            defined = [*PROTOCOL, *METHODS[method][name].overrides]
+            if "overrides" in record and record["overrides"] != defined:
+                raise SystemExit(
+                    f"{row}: {folder / 'row.json'} ran with the overrides {record['overrides']}, but the row is now "
+                    f"defined as {defined}; a row's settings must not change after it ran: give new settings a new "
+                    "row name."
+                )
+            return record
     return None
 
 

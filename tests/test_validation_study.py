@@ -404,3 +404,18 @@ def test_a_row_another_process_works_on_is_refused_and_an_interrupted_publicatio
         study.publish_row(row)
     published = tmp_path / "published" / row / "run"
     assert [(published / name).read_text() for name in ("config.yaml", "log.jsonl")] == ["old", "old"]
+
+
+def test_a_row_whose_definition_changed_after_it_ran_is_refused(monkeypatch, tmp_path):
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    row = "panacea/lr1e-3"
+    record = tmp_path / "published" / row / "row.json"
+    record.parent.mkdir(parents=True)
+    ran = [*study.PROTOCOL, *study.PANACEA["lr1e-3"].overrides]
+    record.write_text(json.dumps({"row": row, "overrides": ran}))
+    assert study.finished_record(row)["overrides"] == ran
+    monkeypatch.setitem(study.PANACEA, "lr1e-3", study.Setting("learning rate 1e-3", ["learning_rate=1.5e-3"]))
+    with pytest.raises(SystemExit, match=r"panacea/lr1e-3: .* ran with the overrides .*learning_rate=1e-3.* give new"):
+        study.finished_record(row)
