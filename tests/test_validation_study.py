@@ -20,6 +20,14 @@ def _study(monkeypatch):
     return load_script(ROOT / "benchmarks" / "validation_study.py", monkeypatch)
 
 
+def _study_in(tmp_path, monkeypatch):
+    """The study with its runs in tmp_path/study and its published rows in tmp_path/published."""
+    study = _study(monkeypatch)
+    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
+    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    return study
+
+
 def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configurations(monkeypatch):
     monkeypatch.chdir(ROOT)
     study = _study(monkeypatch)
@@ -70,11 +78,9 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
         {"name": name, "train": [{"path": str(tmp_path / f"{name}.jsonl")}]} for name in ("helpful", "harmless")
     ]
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(data))
-    study = _study(monkeypatch)
+    study = _study_in(tmp_path, monkeypatch)
     monkeypatch.setattr(study, "BASE_CONFIG", str(tmp_path / "base.yaml"))
     monkeypatch.setattr(study, "PROTOCOL", ["max_steps=2", *(f"dimensions.{d}.train.0.split=fit" for d in (0, 1))])
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
     monkeypatch.setattr(study, "DEFAULTS", {"panacea": "defaults", "soups": "lr2e-3_beta0.1_steps40"})
     rows = ["panacea/defaults", "soups/lr2e-3_beta0.1_steps40", "soups/lr1e-3_beta0.3_steps40",
             "soups/lr2e-3_beta0.1_steps80"]  # fmt: skip
@@ -229,9 +235,7 @@ def _published_rows(tmp_path, accuracy: dict[str, float], loops: dict[str, list[
 def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_finished_and_trains_it(
     monkeypatch, tmp_path
 ):
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     clean, looping = [0.0, 0.01, 0.0], [0.0, 0.3, 0.0]
     accuracy = {"panacea/defaults": 0.40, "panacea/cosine": 0.45, "proxy/defaults": 0.5}
     _published_rows(tmp_path, accuracy, {"panacea/defaults": clean, "panacea/cosine": clean, "proxy/defaults": looping})
@@ -247,9 +251,7 @@ def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_fi
 
 
 def test_the_proxy_rows_answers_and_their_40_step_rows_are_scored_while_the_carry_is_undecided(monkeypatch, tmp_path):
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     accuracy = {"panacea/defaults": 0.40, "panacea/lr1e-3": 0.3, "proxy/defaults": 0.5, "proxy/lr1e-3": 0.4}
     _published_rows(tmp_path, accuracy, {"panacea/defaults": [0.5], "proxy/lr1e-3": [0.3]})
     # proxy/defaults has no answers; proxy/lr1e-3 loops and panacea/lr1e-3 is unchecked; defaults loops (best row)
@@ -260,9 +262,7 @@ def test_the_proxy_rows_answers_and_their_40_step_rows_are_scored_while_the_carr
 def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(monkeypatch, tmp_path):
     """`--only ROW --generations` on a row finished without generations scores them (pairs from the cache) and
     publishes the row again; a row that has them is skipped; without its weights in runs/ it stops, saying so."""
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     row, calls = "panacea/rpo1", []
     run = tmp_path / "study" / row / "run"
     results = run / "eval-validation" / "results.json"
@@ -290,9 +290,7 @@ def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(mo
 def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_not_loop(monkeypatch, tmp_path):
     """Before each row (and at the end) the study scores the answers of each method's best unchecked row; when that
     row loops, the next best is due and scored too; a row without weights here is reported once and left."""
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     accuracy = {
         "panacea/defaults": 0.40,
         "panacea/lr1e-3": 0.45,
@@ -327,9 +325,7 @@ def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_no
 
 
 def test_the_100_step_proxy_rows_score_their_answers_and_the_40_step_rows_only_when_asked(monkeypatch, tmp_path):
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     monkeypatch.setattr(study, "rows_table", lambda records: "")
     runs = []
     monkeypatch.setattr(study, "run_row", lambda row, generations=False: runs.append((row, generations)))
@@ -338,9 +334,7 @@ def test_the_100_step_proxy_rows_score_their_answers_and_the_40_step_rows_only_w
 
 
 def test_answers_scored_again_are_not_published_over_a_row_whose_weights_or_pairs_numbers_differ(monkeypatch, tmp_path):
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     row = "panacea/rpo1"
     run = tmp_path / "study" / row / "run"
     (run / "adapter").mkdir(parents=True)
@@ -372,9 +366,7 @@ def test_a_row_another_process_works_on_is_refused_and_an_interrupted_publicatio
 ):
     import fcntl
 
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     row = "panacea/cosine"
     (tmp_path / "study" / row).mkdir(parents=True)
     with open(tmp_path / "study" / row / ".lock", "w") as other:  # another process's hold on the row
@@ -407,9 +399,7 @@ def test_a_row_another_process_works_on_is_refused_and_an_interrupted_publicatio
 
 
 def test_a_row_whose_definition_changed_after_it_ran_is_refused(monkeypatch, tmp_path):
-    study = _study(monkeypatch)
-    monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
-    monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    study = _study_in(tmp_path, monkeypatch)
     row = "panacea/lr1e-3"
     record = tmp_path / "published" / row / "row.json"
     record.parent.mkdir(parents=True)
