@@ -493,7 +493,8 @@ def choice(
         steps = " at 40 and 100 steps" if confirm else ""
         checked = (f"{method}/{chosen}", *([confirm_row(method, chosen)] if confirm else []))
         if chosen in {name for name, _ in looping}:
-            text += f"{chosen} ({value[chosen]:.3f}), though every finished row loops above {LOOP_LIMIT:.2f}{steps}"
+            where = " at 40 or at 100 steps" if confirm else ""
+            text += f"{chosen} ({value[chosen]:.3f}), though every finished row loops above {LOOP_LIMIT:.2f}{where}"
         else:
             most = max(max(loops[row]) for row in checked)
             text += f"{chosen} ({value[chosen]:.3f}; loops at most {most:.3f}{steps})"
