@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from panacea.eval.compare import compare
-from panacea.eval.sweep import evaluate_path
+from panacea.eval.sweep import evaluate_path, is_soups_run
 from panacea.training import TrainConfig, train
 from panacea.training.reference import SEED_DIRS_ENV
 from panacea.training.soups import train_soups
@@ -150,11 +150,20 @@ PROXY_ROWS = {
 # does not carry to hh-2d's 100 steps (a proxy row loops while its 40-step row does not) or the proxy orders
 # disagree, a 40-step row is chosen only if the same settings at 100 steps loop at most LOOP_LIMIT too. These rows
 # are not in PRIORITY: the study trains the one its choice waits on, once every 40-step row of its method is finished.
+def confirm_row(method: str, name: str) -> str:
+    """The row holding `method/name`'s settings at hh-2d's 100 steps: its proxy row where it has one."""
+    return f"proxy/{name}" if method == "panacea" and name in PROXY else f"confirm/{method}-{name}"
+
+
+def _measures_budget(setting: Setting) -> bool:
+    return "max_steps=80" in setting.overrides
+
+
 def _confirm_rows() -> dict[str, Setting]:
     rows = {}
     for method, settings in (("panacea", PANACEA), ("soups", SOUPS)):
         for name, setting in settings.items():
-            if "max_steps=80" not in setting.overrides and not (method == "panacea" and name in PROXY):
+            if not _measures_budget(setting) and confirm_row(method, name).startswith("confirm/"):
                 rows[f"{method}-{name}"] = Setting(
                     f"{setting.description}, at hh-2d's 100 steps (confirming a choice)",
                     [*setting.overrides, *PROXY_BUDGET],
@@ -299,11 +308,7 @@ def score_row(row: str, *, generations: bool) -> str:
         split="validation",
         progress=False,
     )
-    return str(folder / "eval-validation" / ("ab" if is_soups(row) else "") / "results.json")
-
-
-def is_soups(row: str) -> bool:
-    return row.startswith(("soups/", "confirm/soups-"))
+    return str(folder / "eval-validation" / ("ab" if is_soups_run(folder) else "") / "results.json")
 
 
 def publish_row(row: str) -> dict:
@@ -423,12 +428,12 @@ def _train_minutes(documents: list[dict], row: str) -> str:
 def budget_binds(method: str, name: str) -> bool:
     """Whether the row is one of the 80-step rows, which measure whether the budget binds rather than compete
     (docs/steering.md round 4, "Steps are a budget")."""
-    return "max_steps=80" in METHODS[method][name].overrides
+    return _measures_budget(METHODS[method][name])
 
 
-def confirm_row(method: str, name: str) -> str:
-    """The row holding `method/name`'s settings at hh-2d's 100 steps: its proxy row where it has one."""
-    return f"proxy/{name}" if method == "panacea" and name in PROXY else f"confirm/{method}-{name}"
+def _values(hypervolumes: dict[str, float], method: str) -> dict[str, float]:
+    """The method's finished rows' hypervolumes, by row name."""
+    return {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
 
 
 def ranking(
@@ -445,7 +450,7 @@ def ranking(
     `looping`, each as (name, the row that looped). If every row loops, the best is chosen. None until the defaults
     row is finished."""
     loops = loops or {}
-    rows = {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
+    rows = _values(hypervolumes, method)
     if DEFAULTS[method] not in rows:
         return None
     candidates = {name: value for name, value in rows.items() if not budget_binds(method, name)}
@@ -478,7 +483,7 @@ def choice(
         return None
     loops = loops or {}
     chosen, pending, looping = ranked
-    value = {row.split("/")[1]: hv for row, hv in hypervolumes.items() if row.startswith(f"{method}/")}
+    value = _values(hypervolumes, method)
     candidates = [name for name in value if not budget_binds(method, name)]
     total = sum(not budget_binds(method, name) for name in METHODS[method])
     text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
@@ -513,7 +518,7 @@ def choice(
 def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: str) -> str | None:
     """Whether the 40-step budget binds the method: its best 80-step row against its best 40-step row, by the
     interval of the difference (docs/steering.md round 4, "Steps are a budget"); None before both are finished."""
-    value = {row.split("/")[1]: hv for row, hv in hypervolumes.items() if row.startswith(f"{method}/")}
+    value = _values(hypervolumes, method)
     longer = [name for name in value if budget_binds(method, name)]
     shorter = [name for name in value if not budget_binds(method, name)]
     if not longer or not shorter:
