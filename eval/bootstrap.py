@@ -197,7 +197,8 @@ def bootstrap_fronts(
     point: `reference` if given, else 0 in every objective for a bounded objective, else the shared
     minimum-less-1 % policy (panacea.eval.metrics.reference_point) over every front's points.
     Returns {"reference", "reference_policy", "bootstrap", "fronts": [{"objectives" (n, m), "intervals" (n, m, 2),
-    "metrics", "metric_intervals"}], "samples": [{metric: (B, ...)}]} ("samples" is for differences; not JSON).
+    "metrics", "metric_intervals"}], "samples": [{metric: (B, ...)}], "weights": (B, items)} ("samples" and the
+    item weights are for differences; not JSON).
     """
     items = scorers[0]["items"]
     for scorer in scorers[1:]:
@@ -245,6 +246,7 @@ def bootstrap_fronts(
         },
         "fronts": fronts,
         "samples": samples,
+        "weights": weights,
     }
 
 
@@ -258,3 +260,12 @@ def differences(
         interval = percentile_interval(fronts["samples"][row][name] - fronts["samples"][baseline][name], level)
         result[name] = {"difference": estimate, "interval": interval, "verdict": verdict(interval, higher_is_better)}
     return result
+
+
+def contrast(estimate: float, samples: np.ndarray, level: float = LEVEL) -> dict:
+    """A difference of two statistics that carry no better side (loops, refusal, length): the full-data `estimate`,
+    the interval of its paired resamples `samples` (B,), and its direction — 'higher' / 'lower' when the interval
+    lies above / below 0, else 'tie'."""
+    interval = percentile_interval(samples, level)
+    direction = {"win": "higher", "loss": "lower", "tie": "tie"}[verdict(interval)]
+    return {"difference": float(estimate), "interval": interval, "direction": direction}

@@ -9,6 +9,11 @@ interval on every number (one set of resamples for every run: panacea.eval.boots
 each other row gets its hypervolume (and other metrics') difference to that run's row(s), with the interval of
 the difference and a verdict — win, tie or loss — decided by that interval alone (docs/algorithms.md §6).
 
+On the generations scorer it also sets what the models say side by side (docs/algorithms.md §6, "What the
+model says"): each statistic (refusal, over-refusal, loops, length, reward) at every vertex, with a baseline its
+paired difference to the baseline's row there; and how far λ moves refusal between the ends (`VERTEX_GAPS`: e.g.
+HarmBench refusal at the harmless vertex minus at the helpful one), each with its paired interval.
+
 Writes `compare.json`, `compare.md` and `compare.png` (all fronts on shared axes, with interval bars).
 """
 
@@ -22,9 +27,14 @@ import numpy as np
 
 from panacea._io import read_json, write_json, write_text
 
-from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, differences
+from .bootstrap import LEVEL, RESAMPLES, SEED, bootstrap_fronts, contrast, differences, pooled_mean
 from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises
 from .sweep import RESULTS_JSON, eval_folder, run_label
+
+# How far λ moves a statistic between two vertices: (statistic, to the vertex of, from the vertex of). Issue 28's
+# target is HarmBench refusal at the harmless vertex minus at the helpful one ≥ 0.5; refusal_harmful pools every
+# harmful set (on the validation split, its harmful prompts). Reported where the run has both dimensions.
+VERTEX_GAPS = (("refusal_harmbench", "harmless", "helpful"), ("refusal_harmful", "harmless", "helpful"))
 
 
 def run_results(path: str | Path, split: str = "test") -> list[dict]:
@@ -158,6 +168,8 @@ def compare(
                 "statistics": entries[index].get("statistics", {}),  # generations: refusal, loops, … per point
             }
         )
+    if any(row["statistics"] for row in rows):
+        _contrast_statistics(rows, entries, dimensions, grid, measured["weights"], baselines)
     return {
         "scorer": scorer,
         "objective": objective,
@@ -171,6 +183,65 @@ def compare(
         "baseline": [labels[index] for index in baselines],
         "rows": rows,
     }
+
+
+def _contrast_statistics(
+    rows: list[dict],
+    entries: Sequence[dict],
+    dimensions: Sequence[str],
+    grid: Sequence[Sequence[float]],
+    weights: np.ndarray,
+    baselines: Sequence[int],
+    level: float = LEVEL,
+) -> None:
+    """Adds to each row, from the paired resamples `weights` shared by every row and grid point: `vertex_gaps`
+    ({statistic: the `VERTEX_GAPS` difference between two of its vertices}) and, per baseline, `statistics_versus`
+    ({statistic: {vertex's dimension: row − baseline at that vertex}}) and `gaps_versus` (row's gap − baseline's);
+    each a `contrast`: the difference, its interval, higher / lower / tie."""
+    vertices = {dimensions[point.index(1.0)]: index for index, point in enumerate(grid) if max(point) == 1.0}
+    gaps = [(name, to, of) for name, to, of in VERTEX_GAPS if to in vertices and of in vertices]
+    drawn = []  # per row, per statistic: (full-data values (n,), resampled values (B, n))
+    for row, entry in zip(rows, entries, strict=True):
+        drawn.append(
+            {
+                name: (pooled_mean(entry, statistic), pooled_mean(entry, statistic, weights))
+                for name, statistic in row["statistics"].items()
+            }
+        )
+
+    def gap(values: tuple[np.ndarray, np.ndarray], to: str, of: str) -> tuple[float, np.ndarray]:
+        full, samples = values
+        return full[vertices[to]] - full[vertices[of]], samples[:, vertices[to]] - samples[:, vertices[of]]
+
+    for index, row in enumerate(rows):
+        own = drawn[index]
+        row["vertex_gaps"] = {
+            name: {"to": to, "from": of, **contrast(*gap(own[name], to, of), level)}
+            for name, to, of in gaps
+            if name in own
+        }
+        row["statistics_versus"], row["gaps_versus"] = {}, {}
+        for other in baselines:
+            if other == index:
+                continue
+            theirs, label = drawn[other], rows[other]["label"]
+            shared = [name for name in own if name in theirs]
+            row["statistics_versus"][label] = {
+                name: {
+                    dimension: contrast(
+                        own[name][0][point] - theirs[name][0][point],
+                        own[name][1][:, point] - theirs[name][1][:, point],
+                        level,
+                    )
+                    for dimension, point in vertices.items()
+                }
+                for name in shared
+            }
+            row["gaps_versus"][label] = {}
+            for name, to, of in gaps:
+                if name in shared:
+                    (mine, mine_samples), (base, base_samples) = gap(own[name], to, of), gap(theirs[name], to, of)
+                    row["gaps_versus"][label][name] = contrast(mine - base, mine_samples - base_samples, level)
 
 
 def _scored_alike(entry: dict, scorer: str, objective: str) -> dict:
@@ -256,7 +327,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         + "\n\n"
         + format_other_metrics(comparison)
         + (
-            f"\n\n{format_vertex_statistics(comparison)}"
+            f"\n\n{format_vertex_statistics(comparison)}{format_statistic_contrasts(comparison)}"
             if any(row["statistics"] for row in comparison["rows"])
             else ""
         )
@@ -280,6 +351,57 @@ def format_vertex_statistics(comparison: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     described = "; ".join(f"{name}: {text}" for name, text in legend.items())
     return f"At the vertices (95 % intervals over prompts): {described}.\n\n" + "\n".join(lines)
+
+
+def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
+    """The gaps between vertices (with their differences to each baseline), then each statistic's difference to each
+    baseline at every vertex: Markdown, each with its interval and direction; "" where there are none."""
+    rows, parts = comparison["rows"], []
+    gaps = list(dict.fromkeys(name for row in rows for name in row.get("vertex_gaps", {})))
+    if gaps:
+        ends = {name: row["vertex_gaps"][name] for row in rows for name in row.get("vertex_gaps", {})}
+        header = ["run", *(f"{name}: {ends[name]['to']} − {ends[name]['from']} vertex" for name in gaps)]
+        for label in comparison.get("baseline", []):
+            header += [f"{name}: Δ vs {label}" for name in gaps]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in rows:
+            cells = [row["label"], *(_format_contrast(row["vertex_gaps"].get(name)) for name in gaps)]
+            for label in comparison.get("baseline", []):
+                versus = row.get("gaps_versus", {}).get(label)
+                cells += ["(baseline)" if versus is None else _format_contrast(versus.get(name)) for name in gaps]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append(
+            "How far λ moves refusal between the ends (one vertex minus the other, and that gap's difference to the "
+            "baseline; 95 % paired intervals over prompts; higher / lower when the interval excludes 0, else tie):"
+            "\n\n" + "\n".join(lines)
+        )
+    grid, dimensions = comparison["grid"], comparison["dimensions"]
+    vertices = [dimensions[weights.index(1.0)] for weights in grid if max(weights) == 1.0]
+    for label in comparison.get("baseline", []):
+        names = list(dict.fromkeys(name for row in rows for name in row.get("statistics_versus", {}).get(label, {})))
+        if not names:
+            continue
+        lines = ["| " + " | ".join(["run", "vertex", *names]) + " |", "|" + "---|" * (len(names) + 2)]
+        for row in rows:
+            versus = row.get("statistics_versus", {}).get(label)
+            if versus is None:
+                continue
+            for dimension in vertices:
+                cells = [_format_contrast(versus.get(name, {}).get(dimension)) for name in names]
+                lines.append("| " + " | ".join([row["label"], dimension, *cells]) + " |")
+        parts.append(
+            f"At the vertices against {label} (row − baseline at the same vertex, 95 % paired intervals over "
+            "prompts; higher / lower when the interval excludes 0, else tie):\n\n" + "\n".join(lines)
+        )
+    return "".join(f"\n\n{part}" for part in parts)
+
+
+def _format_contrast(entry: dict | None) -> str:
+    """'+0.300 [+0.210, +0.390] higher', or '-' where there is none."""
+    if entry is None:
+        return "-"
+    low, high = entry["interval"]
+    return f"{entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['direction']}"
 
 
 def format_other_metrics(comparison: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from panacea.eval.bootstrap import percentile_interval, resample_weights, statistic_intervals
 from panacea.eval.compare import compare, format_comparison, run_results
 from panacea.eval.metrics import hypervolume
 from panacea.eval.scorers import PairsScorer
@@ -256,3 +257,69 @@ def test_sparsity_and_spacing_stand_beside_the_non_dominated_points_they_are_com
     for row in comparison["rows"]:
         count = f"| {row['metrics']['num_nondominated']} of {len(comparison['grid'])} |"
         assert f"| {row['label']} {count}" in table
+
+
+def _said(refusal_by_point: list[list[float]], run: str, dimensions=("helpful", "harmless")) -> dict:
+    """A generations results document of a 2-D run on 3 points: HarmBench refusal per prompt at each point (and a
+    win-rate objective that is the same for every run)."""
+    grid = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    prompts = len(refusal_by_point[0])
+    items = {"harmbench": [f"p{i}" for i in range(prompts)]}
+    objectives = {
+        "win_rate": {
+            "bounded": True,
+            "description": "win rate",
+            "dimensions": {name: {"sets": ["harmbench"], "column": "vs", "transform": "win"} for name in dimensions},
+        }
+    }
+    points = [
+        {"sets": {"harmbench": {"values": {"refusal": list(values), "vs": [1.0] * prompts}}}}
+        for values in refusal_by_point
+    ]
+    entry = {
+        "objectives": objectives,
+        "items": items,
+        "points": points,
+        "default_objective": "win_rate",
+        "settings": {},
+    }
+    spec = {"sets": ["harmbench"], "column": "refusal", "transform": "identity", "description": "refusal rate"}
+    entry["statistics"] = statistic_intervals(entry, {"refusal_harmbench": spec})
+    return {"run": run, "dimensions": list(dimensions), "grid": grid, "scorers": {"generations": entry}}
+
+
+def test_what_the_models_say_is_contrasted_between_vertices_and_against_the_baseline_with_paired_intervals():
+    rng = np.random.default_rng(0)
+    mine = (rng.random((3, 40)) < [[0.1], [0.3], [0.6]]).astype(float)  # refusal rises toward harmless
+    theirs = (rng.random((3, 40)) < [[0.0], [0.5], [0.9]]).astype(float)
+    comparison = compare([_said(mine, "panacea"), _said(theirs, "soups")], scorer="generations", baseline="soups")
+    row, base = comparison["rows"]
+    weights = resample_weights([f"p{i}" for i in range(40)])  # the shared resamples (default count and seed)
+
+    def drawn(values, point):
+        return weights @ values[point] / weights.sum(1)
+
+    gap = row["vertex_gaps"]["refusal_harmbench"]
+    assert (gap["to"], gap["from"]) == ("harmless", "helpful")
+    assert gap["difference"] == pytest.approx(mine[2].mean() - mine[0].mean())
+    assert gap["interval"] == pytest.approx(percentile_interval(drawn(mine, 2) - drawn(mine, 0)))
+    assert gap["direction"] == "higher"
+    versus = row["gaps_versus"]["soups"]["refusal_harmbench"]
+    expected = drawn(mine, 2) - drawn(mine, 0) - (drawn(theirs, 2) - drawn(theirs, 0))
+    assert versus["difference"] == pytest.approx(mine[2].mean() - mine[0].mean() - theirs[2].mean() + theirs[0].mean())
+    assert versus["interval"] == pytest.approx(percentile_interval(expected))
+    at_harmless = row["statistics_versus"]["soups"]["refusal_harmbench"]["harmless"]
+    assert at_harmless["difference"] == pytest.approx(mine[2].mean() - theirs[2].mean())
+    assert at_harmless["interval"] == pytest.approx(percentile_interval(drawn(mine, 2) - drawn(theirs, 2)))
+    assert at_harmless["direction"] == "lower"
+    assert base["statistics_versus"] == {} and base["gaps_versus"] == {}  # the baseline is not set against itself
+    table = format_comparison(comparison)
+    assert "refusal_harmbench: harmless − helpful vertex" in table and "At the vertices against soups" in table
+    assert f"{gap['difference']:+.3f} [{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}] higher" in table
+
+
+def test_a_vertex_gap_needs_both_of_its_vertices():
+    document = _said([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0]], "a", dimensions=("helpful", "kind"))
+    comparison = compare([document, {**document, "run": "b"}], scorer="generations")
+    assert comparison["rows"][0]["vertex_gaps"] == {}
+    assert "How far λ moves refusal" not in format_comparison(comparison)
