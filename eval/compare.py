@@ -27,8 +27,8 @@ import numpy as np
 
 from panacea._io import read_json, write_json, write_text
 
-from .bootstrap import LEVEL, RESAMPLES, SEED, bootstrap_fronts, contrast, differences, pooled_mean
-from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises
+from .bootstrap import LEVEL, RESAMPLES, SEED, bootstrap_fronts, contrast, differences, interval_pairs, pooled_mean
+from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises, statistic_digits
 from .sweep import RESULTS_JSON, eval_folder, run_label
 
 # How far λ moves a statistic between two vertices: (statistic, to the vertex of, from the vertex of). Issue 28's
@@ -194,11 +194,12 @@ def _contrast_statistics(
     baselines: Sequence[int],
     level: float = LEVEL,
 ) -> None:
-    """Adds to each row, from the paired resamples `weights` shared by every row and grid point: `vertex_gaps`
+    """From the paired resamples `weights` shared by every row and grid point: replaces each row's `statistics`
+    intervals (stored at eval time, under eval's resamples) by this comparison's, and adds `vertex_gaps`
     ({statistic: the `VERTEX_GAPS` difference between two of its vertices}) and, per baseline, `statistics_versus`
     ({statistic: {vertex's dimension: row − baseline at that vertex}}) and `gaps_versus` (row's gap − baseline's);
     each a `contrast`: the difference, its interval, higher / lower / tie."""
-    vertices = {dimensions[point.index(1.0)]: index for index, point in enumerate(grid) if max(point) == 1.0}
+    vertices = grid_vertices(grid, dimensions)
     gaps = [(name, to, of) for name, to, of in VERTEX_GAPS if to in vertices and of in vertices]
     drawn = []  # per row, per statistic: (full-data values (n,), resampled values (B, n))
     for row, entry in zip(rows, entries, strict=True):
@@ -208,6 +209,10 @@ def _contrast_statistics(
                 for name, statistic in row["statistics"].items()
             }
         )
+        row["statistics"] = {
+            name: {**statistic, "values": full.tolist(), "intervals": interval_pairs(samples, level)}
+            for (name, statistic), (full, samples) in zip(row["statistics"].items(), drawn[-1].values(), strict=True)
+        }
 
     def gap(values: tuple[np.ndarray, np.ndarray], to: str, of: str) -> tuple[float, np.ndarray]:
         full, samples = values
@@ -242,6 +247,11 @@ def _contrast_statistics(
                 if name in shared:
                     (mine, mine_samples), (base, base_samples) = gap(own[name], to, of), gap(theirs[name], to, of)
                     row["gaps_versus"][label][name] = contrast(mine - base, mine_samples - base_samples, level)
+
+
+def grid_vertices(grid: Sequence[Sequence[float]], dimensions: Sequence[str]) -> dict[str, int]:
+    """{dimension: the index of its vertex e_i in `grid`}, for the vertices the grid holds."""
+    return {dimensions[point.index(1.0)]: index for index, point in enumerate(grid) if max(point) == 1.0}
 
 
 def _scored_alike(entry: dict, scorer: str, objective: str) -> dict:
@@ -284,9 +294,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
                 cells.append("(baseline)")
                 continue
             hv = versus["hypervolume"]
-            cells.append(
-                f"{hv['difference']:+.4f} [{hv['interval'][0]:+.4f}, {hv['interval'][1]:+.4f}] **{hv['verdict']}**"
-            )
+            cells.append(_format_difference(hv["difference"], hv["interval"], f"**{hv['verdict']}**", 4))
         cells += [
             format_interval(metrics["inner_product"], intervals.get("inner_product"), 4),
             *rho,
@@ -329,6 +337,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         + (
             f"\n\n{format_vertex_statistics(comparison)}{format_statistic_contrasts(comparison)}"
             if any(row["statistics"] for row in comparison["rows"])
+            and grid_vertices(comparison["grid"], comparison["dimensions"])
             else ""
         )
     )
@@ -337,14 +346,13 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 def format_vertex_statistics(comparison: dict[str, Any]) -> str:
     """What each front's model says at the vertices: every statistic (refusal, over-refusal, loops, length, reward)
     with its 95 % interval, one row per run and vertex."""
-    grid, dimensions = comparison["grid"], comparison["dimensions"]
-    vertices = [index for index, weights in enumerate(grid) if max(weights) == 1.0]
+    vertices = grid_vertices(comparison["grid"], comparison["dimensions"])
     legend = {name: entry["description"] for row in comparison["rows"] for name, entry in row["statistics"].items()}
     header = ["run", "vertex", *legend]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in comparison["rows"]:
-        for index in vertices:
-            cells = [row["label"], dimensions[grid[index].index(1.0)]]
+        for dimension, index in vertices.items():
+            cells = [row["label"], dimension]
             for name in legend:
                 entry = row["statistics"].get(name)
                 cells.append(format_statistic(entry, index) if entry else "-")
@@ -356,28 +364,28 @@ def format_vertex_statistics(comparison: dict[str, Any]) -> str:
 def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
     """The gaps between vertices (with their differences to each baseline), then each statistic's difference to each
     baseline at every vertex: Markdown, each with its interval and direction; "" where there are none."""
-    rows, parts = comparison["rows"], []
+    rows, parts, baselines = comparison["rows"], [], comparison.get("baseline", [])
+    digits = {name: statistic_digits(entry) for row in rows for name, entry in row["statistics"].items()}
     gaps = list(dict.fromkeys(name for row in rows for name in row.get("vertex_gaps", {})))
     if gaps:
         ends = {name: row["vertex_gaps"][name] for row in rows for name in row.get("vertex_gaps", {})}
         header = ["run", *(f"{name}: {ends[name]['to']} − {ends[name]['from']} vertex" for name in gaps)]
-        for label in comparison.get("baseline", []):
+        for label in baselines:
             header += [f"{name}: Δ vs {label}" for name in gaps]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             cells = [row["label"], *(_format_contrast(row["vertex_gaps"].get(name)) for name in gaps)]
-            for label in comparison.get("baseline", []):
+            for label in baselines:
                 versus = row.get("gaps_versus", {}).get(label)
                 cells += ["(baseline)" if versus is None else _format_contrast(versus.get(name)) for name in gaps]
             lines.append("| " + " | ".join(cells) + " |")
+        against = ", and that gap's difference to the baseline's" if baselines else ""
         parts.append(
-            "How far λ moves refusal between the ends (one vertex minus the other, and that gap's difference to the "
-            "baseline; 95 % paired intervals over prompts; higher / lower when the interval excludes 0, else tie):"
-            "\n\n" + "\n".join(lines)
+            f"How far λ moves refusal between the ends (one vertex minus the other{against}; 95 % paired intervals "
+            "over prompts; higher / lower when the interval excludes 0, else tie):\n\n" + "\n".join(lines)
         )
-    grid, dimensions = comparison["grid"], comparison["dimensions"]
-    vertices = [dimensions[weights.index(1.0)] for weights in grid if max(weights) == 1.0]
-    for label in comparison.get("baseline", []):
+    vertices = grid_vertices(comparison["grid"], comparison["dimensions"])
+    for label in baselines:
         names = list(dict.fromkeys(name for row in rows for name in row.get("statistics_versus", {}).get(label, {})))
         if not names:
             continue
@@ -387,7 +395,7 @@ def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
             if versus is None:
                 continue
             for dimension in vertices:
-                cells = [_format_contrast(versus.get(name, {}).get(dimension)) for name in names]
+                cells = [_format_contrast(versus.get(name, {}).get(dimension), digits[name]) for name in names]
                 lines.append("| " + " | ".join([row["label"], dimension, *cells]) + " |")
         parts.append(
             f"At the vertices against {label} (row − baseline at the same vertex, 95 % paired intervals over "
@@ -396,12 +404,16 @@ def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
     return "".join(f"\n\n{part}" for part in parts)
 
 
-def _format_contrast(entry: dict | None) -> str:
+def _format_contrast(entry: dict | None, digits: int = 3) -> str:
     """'+0.300 [+0.210, +0.390] higher', or '-' where there is none."""
-    if entry is None:
-        return "-"
-    low, high = entry["interval"]
-    return f"{entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {entry['direction']}"
+    return (
+        "-" if entry is None else _format_difference(entry["difference"], entry["interval"], entry["direction"], digits)
+    )
+
+
+def _format_difference(difference: float, interval: Sequence[float], word: str, digits: int) -> str:
+    """'+0.0300 [+0.0100, +0.0500] **win**': a difference, its interval and what it says."""
+    return f"{difference:+.{digits}f} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}] {word}"
 
 
 def format_other_metrics(comparison: dict[str, Any]) -> str:

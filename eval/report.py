@@ -170,10 +170,13 @@ def format_statistics_table(grid: Sequence[Sequence[float]], statistics: dict[st
 
 
 def format_statistic(entry: dict[str, Any], index: int) -> str:
-    """A statistic (a generations scorer's `statistics` entry) at grid point `index`, with its interval: lengths to
-    one decimal, rates and rewards to three."""
-    digits = 1 if entry["column"] in ("words", "tokens") else 3
-    return format_interval(entry["values"][index], entry["intervals"][index], digits)
+    """A statistic (a generations scorer's `statistics` entry) at grid point `index`, with its interval."""
+    return format_interval(entry["values"][index], entry["intervals"][index], statistic_digits(entry))
+
+
+def statistic_digits(entry: dict[str, Any]) -> int:
+    """The decimals a statistic is shown with: lengths to one, rates and rewards to three."""
+    return 1 if entry["column"] in ("words", "tokens") else 3
 
 
 def format_interval(value: float, interval: Sequence[float] | None, digits: int = 3) -> str:

@@ -259,12 +259,12 @@ def test_sparsity_and_spacing_stand_beside_the_non_dominated_points_they_are_com
         assert f"| {row['label']} {count}" in table
 
 
-def _said(refusal_by_point: list[list[float]], run: str, dimensions=("helpful", "harmless")) -> dict:
-    """A generations results document of a 2-D run on 3 points: HarmBench refusal per prompt at each point (and a
-    win-rate objective that is the same for every run)."""
-    grid = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
-    prompts = len(refusal_by_point[0])
-    items = {"harmbench": [f"p{i}" for i in range(prompts)]}
+def _said(refusal_by_point, run: str, dimensions=("helpful", "harmless"), grid=None) -> dict:
+    """A generations results document of a 2-D run: per point, each prompt's refusal (0/1) and answer length on
+    HarmBench (its first half of prompts) and DoNotAnswer (the rest); a win-rate objective alike for every run."""
+    grid = grid or [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    half = len(refusal_by_point[0]) // 2
+    items = {"harmbench": [f"p{i}" for i in range(half)], "donotanswer": [f"q{i}" for i in range(half)]}
     objectives = {
         "win_rate": {
             "bounded": True,
@@ -273,7 +273,12 @@ def _said(refusal_by_point: list[list[float]], run: str, dimensions=("helpful", 
         }
     }
     points = [
-        {"sets": {"harmbench": {"values": {"refusal": list(values), "vs": [1.0] * prompts}}}}
+        {
+            "sets": {
+                name: {"values": {"refusal": list(part), "words": [40.0 + 3 * v for v in part], "vs": [1.0] * half}}
+                for name, part in (("harmbench", values[:half]), ("donotanswer", values[half:]))
+            }
+        }
         for values in refusal_by_point
     ]
     entry = {
@@ -283,43 +288,80 @@ def _said(refusal_by_point: list[list[float]], run: str, dimensions=("helpful", 
         "default_objective": "win_rate",
         "settings": {},
     }
-    spec = {"sets": ["harmbench"], "column": "refusal", "transform": "identity", "description": "refusal rate"}
-    entry["statistics"] = statistic_intervals(entry, {"refusal_harmbench": spec})
+    statistics = {
+        "refusal_harmbench": {"sets": ["harmbench"], "column": "refusal", "transform": "identity", "description": "r"},
+        "refusal_harmful": {
+            "sets": ["harmbench", "donotanswer"], "column": "refusal", "transform": "identity", "description": "rr",
+        },
+        "words_harmful": {
+            "sets": ["harmbench", "donotanswer"], "column": "words", "transform": "identity", "description": "w",
+        },
+    }  # fmt: skip
+    entry["statistics"] = statistic_intervals(entry, statistics)
     return {"run": run, "dimensions": list(dimensions), "grid": grid, "scorers": {"generations": entry}}
 
 
 def test_what_the_models_say_is_contrasted_between_vertices_and_against_the_baseline_with_paired_intervals():
     rng = np.random.default_rng(0)
-    mine = (rng.random((3, 40)) < [[0.1], [0.3], [0.6]]).astype(float)  # refusal rises toward harmless
-    theirs = (rng.random((3, 40)) < [[0.0], [0.5], [0.9]]).astype(float)
+    mine = (rng.random((3, 80)) < [[0.1], [0.3], [0.6]]).astype(float)  # refusal rises toward harmless
+    theirs = (rng.random((3, 80)) < [[0.0], [0.5], [0.9]]).astype(float)
     comparison = compare([_said(mine, "panacea"), _said(theirs, "soups")], scorer="generations", baseline="soups")
     row, base = comparison["rows"]
-    weights = resample_weights([f"p{i}" for i in range(40)])  # the shared resamples (default count and seed)
+    # the shared resamples (default count and seed): items in sets sorted by name, donotanswer's before harmbench's
+    weights = resample_weights([f"q{i}" for i in range(40)] + [f"p{i}" for i in range(40)])
 
-    def drawn(values, point):
-        return weights @ values[point] / weights.sum(1)
+    def drawn(values, point, pooled=False):  # a statistic's resampled means at one point
+        ordered = np.concatenate([values[point][40:], values[point][:40]])  # the items' order in `weights`
+        used = weights if pooled else weights * (np.arange(80) >= 40)
+        return used @ ordered / used.sum(1)
 
     gap = row["vertex_gaps"]["refusal_harmbench"]
     assert (gap["to"], gap["from"]) == ("harmless", "helpful")
-    assert gap["difference"] == pytest.approx(mine[2].mean() - mine[0].mean())
+    assert gap["difference"] == pytest.approx(mine[2][:40].mean() - mine[0][:40].mean())
     assert gap["interval"] == pytest.approx(percentile_interval(drawn(mine, 2) - drawn(mine, 0)))
     assert gap["direction"] == "higher"
+    pooled = row["vertex_gaps"]["refusal_harmful"]
+    assert pooled["difference"] == pytest.approx(mine[2].mean() - mine[0].mean())
+    assert pooled["interval"] == pytest.approx(percentile_interval(drawn(mine, 2, True) - drawn(mine, 0, True)))
     versus = row["gaps_versus"]["soups"]["refusal_harmbench"]
     expected = drawn(mine, 2) - drawn(mine, 0) - (drawn(theirs, 2) - drawn(theirs, 0))
-    assert versus["difference"] == pytest.approx(mine[2].mean() - mine[0].mean() - theirs[2].mean() + theirs[0].mean())
+    assert versus["difference"] == pytest.approx(
+        mine[2][:40].mean() - mine[0][:40].mean() - theirs[2][:40].mean() + theirs[0][:40].mean()
+    )
     assert versus["interval"] == pytest.approx(percentile_interval(expected))
-    at_harmless = row["statistics_versus"]["soups"]["refusal_harmbench"]["harmless"]
+    at_harmless = row["statistics_versus"]["soups"]["refusal_harmful"]["harmless"]
     assert at_harmless["difference"] == pytest.approx(mine[2].mean() - theirs[2].mean())
-    assert at_harmless["interval"] == pytest.approx(percentile_interval(drawn(mine, 2) - drawn(theirs, 2)))
+    assert at_harmless["interval"] == pytest.approx(percentile_interval(drawn(mine, 2, True) - drawn(theirs, 2, True)))
     assert at_harmless["direction"] == "lower"
+    at_helpful = row["statistics_versus"]["soups"]["refusal_harmful"]["helpful"]
+    assert at_helpful["difference"] == pytest.approx(mine[0].mean() - theirs[0].mean())
     assert base["statistics_versus"] == {} and base["gaps_versus"] == {}  # the baseline is not set against itself
     table = format_comparison(comparison)
     assert "refusal_harmbench: harmless − helpful vertex" in table and "At the vertices against soups" in table
     assert f"{gap['difference']:+.3f} [{gap['interval'][0]:+.3f}, {gap['interval'][1]:+.3f}] higher" in table
+    assert f"{versus['difference']:+.3f} [{versus['interval'][0]:+.3f}, {versus['interval'][1]:+.3f}]" in table
+    words = row["statistics_versus"]["soups"]["words_harmful"]["harmless"]
+    assert f"{words['difference']:+.1f} [{words['interval'][0]:+.1f}, {words['interval'][1]:+.1f}]" in table
 
 
-def test_a_vertex_gap_needs_both_of_its_vertices():
+def test_the_vertex_tables_use_the_comparisons_own_resamples():
+    """The statistics' intervals stored at eval time used eval's resamples; compare --resamples N redraws them, so
+    every table of a comparison rests on one set of resamples."""
+    values = (np.random.default_rng(1).random((3, 20)) < 0.5).astype(float)
+    document = _said(values, "a")
+    comparison = compare([document, {**document, "run": "b"}], scorer="generations", resamples=300, seed=5)
+    weights = resample_weights([f"q{i}" for i in range(10)] + [f"p{i}" for i in range(10)], 300, 5)
+    ordered = np.concatenate([values[2][10:], values[2][:10]])
+    expected = percentile_interval(weights @ ordered / weights.sum(1))
+    assert comparison["rows"][0]["statistics"]["refusal_harmful"]["intervals"][2] == pytest.approx(expected)
+    assert "that gap's difference" not in format_comparison(comparison)  # no baseline, none promised
+
+
+def test_a_vertex_gap_needs_both_of_its_vertices_and_a_grid_without_vertices_has_no_vertex_tables():
     document = _said([[0.0, 1.0], [0.0, 1.0], [1.0, 1.0]], "a", dimensions=("helpful", "kind"))
     comparison = compare([document, {**document, "run": "b"}], scorer="generations")
     assert comparison["rows"][0]["vertex_gaps"] == {}
     assert "How far λ moves refusal" not in format_comparison(comparison)
+    inner = _said([[0.0, 1.0]] * 3, "a", grid=[[0.75, 0.25], [0.5, 0.5], [0.25, 0.75]])
+    table = format_comparison(compare([inner, {**inner, "run": "b"}], scorer="generations", baseline="b"))
+    assert "At the vertices" not in table and "How far λ moves refusal" not in table
