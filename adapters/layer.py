@@ -24,12 +24,15 @@ SUPPORTED_LAYERS = (nn.Linear, Conv1D)
 class PreferenceState:
     """The preference shared by all Panacea layers of one model, and the model-wide adapter switches."""
 
-    __slots__ = ("preference", "disabled", "merged_preference")
+    __slots__ = ("preference", "disabled", "merged_preference", "isolated_dimension")
 
     def __init__(self) -> None:
         self.preference: torch.Tensor | None = None  # (m,) or (batch, m)
         self.disabled = False  # True inside `disable_adapter()`: layers return W0 x only
         self.merged_preference: torch.Tensor | None = None  # λ folded into W0 by `merge`, else None
+        # Inside `isolated_dimension(i)`: only dimension i's columns of A and B (and the shared σ, s and k columns)
+        # take gradients from what is computed; the other dimensions' columns act, detached. None: all train.
+        self.isolated_dimension: int | None = None
 
     @property
     def bypass(self) -> bool:
@@ -134,10 +137,25 @@ class PanaceaLinear(nn.Module):
         At a fixed λ this is the exported peft `lora_B`; forward, merge and export all use it, so they agree bit
         for bit.
         """
+        return self.lora_B * self.diagonal_rows(preference)
+
+    def diagonal_rows(self, preference: torch.Tensor) -> torch.Tensor:
+        """d laid out to scale B's columns: (r,) for λ of shape (m,), (batch, 1, r) for λ of shape (batch, m)."""
         diagonal = self.diagonal(preference)
-        if diagonal.ndim == 2:
-            diagonal = rearrange(diagonal, "batch r -> batch 1 r")
-        return self.lora_B * diagonal
+        return rearrange(diagonal, "batch r -> batch 1 r") if diagonal.ndim == 2 else diagonal
+
+    def _factors(self, isolated: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B); with dimension `isolated`, every other dimension's rows of A and columns of B detached (same
+        values, no gradient), so that a loss computed now trains only dimension `isolated`'s directions and the
+        shared σ, s and k columns (`isolate_dimensions`, docs/algorithms.md)."""
+        if isolated is None or not torch.is_grad_enabled():
+            return self.lora_A, self.lora_B
+        trains = torch.ones(self.lora_A.shape[0], dtype=torch.bool, device=self.lora_A.device)
+        own = self.svd_rank + isolated * self.preference_rank
+        trains[self.svd_rank :] = False
+        trains[own : own + self.preference_rank] = True
+        lora_a = torch.where(rearrange(trains, "r -> r 1"), self.lora_A, self.lora_A.detach())
+        return lora_a, torch.where(trains, self.lora_B, self.lora_B.detach())
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """x: (batch, ..., in) -> (batch, ..., out)."""
@@ -145,8 +163,9 @@ class PanaceaLinear(nn.Module):
         state = self.preference_state
         if state.bypass:
             return result
-        scaled_b = self.scaled_lora_B(state.require_preference())
-        hidden = F.linear(self.dropout(x.to(self.lora_A.dtype)), self.lora_A)  # (batch, ..., r)
+        lora_a, lora_b = self._factors(state.isolated_dimension)
+        scaled_b = lora_b * self.diagonal_rows(state.require_preference())
+        hidden = F.linear(self.dropout(x.to(lora_a.dtype)), lora_a)  # (batch, ..., r)
         if scaled_b.ndim == 2:  # one preference for the batch: exactly a peft LoRA with lora_B = B·diag(d)
             update = F.linear(hidden, scaled_b)
         else:  # one preference per sample

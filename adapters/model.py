@@ -104,7 +104,8 @@ class PanaceaModel(nn.Module):
     def preference(self, preference: PreferenceLike) -> Iterator[PanaceaModel]:
         """`with model.preference(λ):` run with λ, then restore the previous preference."""
         preference = self._placed(self._validated(preference))
-        with self._temporary_state(preference, self._preference_state.disabled):
+        state = self._preference_state
+        with self._temporary_state(preference, state.disabled, state.isolated_dimension):
             yield self
 
     @contextmanager
@@ -112,19 +113,35 @@ class PanaceaModel(nn.Module):
         """`with model.disable_adapter():` run the frozen base model (e.g. as the DPO reference)."""
         if self._preference_state.merged_preference is not None:
             raise RuntimeError("the adapter is merged into the base weights; call unmerge() before disable_adapter().")
-        with self._temporary_state(self._preference_state.preference, disabled=True):
+        state = self._preference_state
+        with self._temporary_state(state.preference, True, state.isolated_dimension):
             yield self
 
     @contextmanager
-    def _temporary_state(self, preference: torch.Tensor | None, disabled: bool) -> Iterator[None]:
+    def isolated_dimension(self, dimension: int) -> Iterator[PanaceaModel]:
+        """`with model.isolated_dimension(i):` losses computed inside train only dimension i's directions (its rows
+        of A and columns of B in every layer) and the shared σ, s and k columns; the other dimensions' directions
+        still act on the forward pass, detached. The outputs are unchanged. Training's `isolate_dimensions`."""
+        if not 0 <= dimension < self.panacea_config.num_preferences:
+            raise ValueError(
+                f"isolated_dimension({dimension}): the adapter has {self.panacea_config.num_preferences} dimensions."
+            )
+        state = self._preference_state
+        with self._temporary_state(state.preference, state.disabled, dimension):
+            yield self
+
+    @contextmanager
+    def _temporary_state(
+        self, preference: torch.Tensor | None, disabled: bool, isolated_dimension: int | None
+    ) -> Iterator[None]:
         """Set what the layers read, and put back what was there on the way out, even on error."""
         state = self._preference_state
-        saved = state.preference, state.disabled
-        state.preference, state.disabled = preference, disabled
+        saved = state.preference, state.disabled, state.isolated_dimension
+        state.preference, state.disabled, state.isolated_dimension = preference, disabled, isolated_dimension
         try:
             yield
         finally:
-            state.preference, state.disabled = saved
+            state.preference, state.disabled, state.isolated_dimension = saved
 
     def _validated(self, preference: PreferenceLike) -> torch.Tensor:
         if self._preference_state.merged_preference is not None:
@@ -166,7 +183,7 @@ class PanaceaModel(nn.Module):
             preference = state.preference  # validated when it was set
         if preference.ndim == 2:
             preference = preference.repeat_interleave(self._generation_expand_size(kwargs), dim=0)
-        with self._temporary_state(preference, state.disabled):
+        with self._temporary_state(preference, state.disabled, state.isolated_dimension):
             return self.base_model.generate(*args, **kwargs)
 
     def _generation_expand_size(self, kwargs: dict[str, Any]) -> int:
@@ -205,7 +222,7 @@ class PanaceaModel(nn.Module):
     def _checkpoint_contexts(self) -> tuple[AbstractContextManager, AbstractContextManager]:
         """torch.utils.checkpoint context_fn: nothing around the forward; the forward's state around the re-run."""
         state = self._preference_state
-        return nullcontext(), self._temporary_state(state.preference, state.disabled)
+        return nullcontext(), self._temporary_state(state.preference, state.disabled, state.isolated_dimension)
 
     # ----------------------------------------------------------------------------------------------
     # Layers, merging, regularisation

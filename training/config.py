@@ -321,6 +321,15 @@ class TrainConfig:
         metadata={"help": "The aggregator's settings, e.g. {c: 0.5} for CAGrad or {tau: 2} for PLC."},
     )
     dirichlet_alpha: float = field(default=1.0, metadata={"help": "λ ~ Dirichlet(α·1); 1 is uniform on the simplex."})
+    isolate_dimensions: bool = field(
+        default=False,
+        metadata={
+            "help": "Ours: each dimension's loss trains only that dimension's directions (its columns of A and B; "
+            "σ, s and the k shared columns take every loss), so no vertex carries another objective's pull. False: "
+            "Panacea's gradient of Σ λ_i L_i, under which dimension j's directions also move with weight λ_i λ_j "
+            "on dimension i's loss (docs/algorithms.md)."
+        },
+    )
     tchebycheff_epsilon: float = field(default=1e-3, metadata={"help": "ε of the 'running_min' ideal point."})
     # --- optimisation ---
     max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
@@ -510,6 +519,12 @@ class TrainConfig:
                 f"TrainConfig.max_steps must be a multiple of the number of dimensions ({m}) for method 'soups' with "
                 f"soups_budget 'split' (each of the {m} runs trains max_steps/{m} steps), got {self.max_steps}."
             )
+        if self.method != "panacea" and self.isolate_dimensions:
+            raise ValueError(
+                f"TrainConfig.isolate_dimensions splits a Panacea adapter's directions by dimension; method "
+                f"{self.method!r} trains plain peft LoRAs, one per objective at most, which have none to split. "
+                "Set it to false."
+            )
         if self.method == "lora" and self.preference_sampling != "fixed":
             raise ValueError(
                 f"TrainConfig.method 'lora' trains one plain LoRA, which has no λ input, so it needs "
@@ -537,6 +552,13 @@ class TrainConfig:
         rl, groups = self.rl, self.num_groups
         _require(bool(rl.prompts), "rl.prompts", rl.prompts, "at least one PromptSource (the prompts rollouts answer)")
         _require(self.rpo_alpha is None, "rpo_alpha", self.rpo_alpha, "None for RL (RPO adds to DPO pair losses)")
+        _require(
+            not self.isolate_dimensions,
+            "isolate_dimensions",
+            self.isolate_dimensions,
+            "false for RL (one rollout's forward pass serves every dimension's loss, so its directions cannot be "
+            "split by loss without a forward pass per dimension)",
+        )
         _require(
             rl.prompts_per_step % groups == 0,
             "rl.prompts_per_step",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,9 +316,10 @@ def _accumulate(
                 continue
             indices = dimension.indices(step * config.batch_size + positions)  # each step draws batch_size pairs
             rows = preferences.rows(i, positions, group_size)  # (micro, m)
-            losses, correct, margins, batch_tokens = _pair_losses(
-                config, model, pad_token_id, dimension, indices, rows, accelerator
-            )
+            with model.isolated_dimension(i) if config.isolate_dimensions else nullcontext():
+                losses, correct, margins, batch_tokens = _pair_losses(
+                    config, model, pad_token_id, dimension, indices, rows, accelerator
+                )
             weights = scalarizer.sample_weights(rows, i).to(losses)
             unit_loss = (weights * losses).sum() / group_size
             with buffers.accumulating(group * m + i):

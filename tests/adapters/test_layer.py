@@ -243,3 +243,31 @@ def test_half_precision_base_keeps_float32_adapter():
 def test_rejects_unsupported_layers():
     with pytest.raises(TypeError, match="adapts nn.Linear and transformers Conv1D layers, got Embedding"):
         PanaceaLinear(nn.Embedding(4, 4), PanaceaConfig(), PreferenceState())
+
+
+@pytest.mark.parametrize("isolated", [0, 1])
+def test_an_isolated_dimensions_loss_trains_its_own_directions_and_the_shared_diagonal_only(isolated):
+    """isolate_dimensions: the output is unchanged; the gradient is the full one with every other dimension's rows
+    of A and columns of B zeroed (σ, s and the k shared columns keep theirs), at a per-sample preference."""
+    layer, state = make_layer(preference_rank=2)  # k = 3, then 2 columns per dimension
+    state.preference = torch.tensor([[0.3, 0.7], [0.9, 0.1]], dtype=torch.float64)
+    x = torch.randn(2, 4, IN, dtype=torch.float64)
+    target = torch.randn(2, 4, OUT, dtype=torch.float64)
+    parameters = (layer.lora_A, layer.lora_B, layer.singular_values, layer.preference_scale)
+
+    def gradients():
+        output = layer(x)
+        return output.detach(), torch.autograd.grad((output * target).sum(), parameters)
+
+    full_output, full = gradients()
+    state.isolated_dimension = isolated
+    output, own = gradients()
+    assert torch.equal(output, full_output)
+    keep = torch.zeros(3 + 2 * 2, dtype=torch.bool)
+    keep[:3] = True  # the k shared columns
+    keep[3 + 2 * isolated : 5 + 2 * isolated] = True
+    torch.testing.assert_close(own[0], full[0] * keep[:, None], rtol=0, atol=0)
+    torch.testing.assert_close(own[1], full[1] * keep[None, :], rtol=0, atol=0)
+    torch.testing.assert_close(own[2], full[2], rtol=0, atol=0)  # σ
+    torch.testing.assert_close(own[3], full[3], rtol=0, atol=0)  # s
+    assert own[0][~keep].abs().sum() == 0 and full[0][~keep].abs().sum() > 0  # the other dimension did move before

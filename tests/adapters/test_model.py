@@ -456,3 +456,42 @@ def test_every_entry_point_names_the_valid_preference_names(call, tmp_path):
         call(unnamed, {"helpful": 0.5, "harmless": 0.5}, tmp_path / "lora")
     assert model.active_preference is None and unnamed.active_preference is None
     assert model._preference_state.merged_preference is None and not (tmp_path / "lora").exists()
+
+
+def test_isolated_dimension_is_scoped_refuses_a_dimension_it_lacks_and_leaves_inference_alone():
+    model = panacea_llama()
+    model.set_preference([0.4, 0.6])
+    with model.isolated_dimension(1):
+        with torch.no_grad():
+            isolated = model(input_ids()).logits
+        assert all(layer.preference_state.isolated_dimension == 1 for _, layer in model.adapter_layers())
+    with torch.no_grad():
+        assert torch.equal(isolated, model(input_ids()).logits)
+    assert all(layer.preference_state.isolated_dimension is None for _, layer in model.adapter_layers())
+    with pytest.raises(ValueError, match=r"isolated_dimension\(2\): the adapter has 2 dimensions"):
+        with model.isolated_dimension(2):
+            pass
+
+
+def test_gradient_checkpointing_recomputes_with_the_forwards_isolated_dimension():
+    """Backward runs after the isolated_dimension scope has ended (the trainer's backward does): the re-run layers
+    must still detach the other dimensions' directions, as the forward did."""
+    ids = input_ids()
+
+    def gradients(checkpointing):
+        model = panacea_llama()
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        with model.isolated_dimension(0):
+            loss = model(ids, labels=ids, preference=[0.4, 0.6]).loss
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    for name, gradient in plain.items():
+        torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
+    other = [gradient for name, gradient in checkpointed.items() if name.endswith("lora_B")]
+    config = panacea_llama().panacea_config
+    column = config.svd_rank + config.preference_rank  # dimension 1's first direction
+    assert other and all(float(gradient[:, column].abs().sum()) == 0 for gradient in other)

@@ -345,6 +345,7 @@ def test_mixing_rl_with_dpo_dimensions_is_refused_with_the_reason():
         ({"prompts_per_step": 3}, {"preference_sampling": "groups", "preference_groups": 2}, r"rl.prompts_per_step"),
         ({"prompts_per_step": 2, "rollouts_per_prompt": 3}, {"micro_batch_size": 4}, r"micro_batch_size must be a"),
         ({}, {"rpo_alpha": 1.0}, r"rpo_alpha must be None for RL"),
+        ({}, {"isolate_dimensions": True}, r"isolate_dimensions must be false for RL \(one rollout's forward pass"),
         (
             {"advantage_combiner": "pama"},
             {"scalarization": "tche"},

@@ -366,6 +366,39 @@ def test_rpo_alpha_adds_the_chosen_responses_mean_token_nll_to_every_dpo_pair(wo
         assert alpha * float(nll.mean()) > 0.5  # the term is there to be seen
 
 
+@pytest.mark.parametrize("isolate", [False, True])
+def test_isolate_dimensions_keeps_each_dimensions_loss_off_the_other_dimensions_directions(
+    workspace, tmp_path, monkeypatch, isolate
+):
+    """Per-unit gradients at step 1 (B = 0 at step 0 leaves A without one): under isolate_dimensions, dimension a's
+    unit has no gradient on λ_b's column of B or row of A (k = 2: column 2 is λ_a's, 3 is λ_b's) and b's none on
+    λ_a's; without it, λ_a λ_b > 0 moves both."""
+    seen, original = [], trainer_module.GradientBuffers.combine
+
+    def capture(self, *args, **kwargs):
+        seen.append([[view.clone() for view in unit] for unit in self._views[:-1]])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.GradientBuffers, "combine", capture)
+    train(make_config(workspace, tmp_path / "run", max_steps=2, isolate_dimensions=isolate))
+    units = seen[1]  # step 1; one λ-group: unit i is dimension i
+    rank = 4
+    for unit, other in ((0, 3), (1, 2)):
+        b = [g for g in units[unit] if g.ndim == 2 and g.shape[1] == rank and g.shape[0] != rank]
+        a = [g for g in units[unit] if g.ndim == 2 and g.shape[0] == rank and g.shape[1] != rank]
+        assert b and a
+        off_b = sum(float(g[:, other].abs().sum()) for g in b)
+        off_a = sum(float(g[other].abs().sum()) for g in a)
+        own_b = sum(float(g[:, 5 - other].abs().sum()) for g in b)
+        assert own_b > 0
+        assert (off_b == 0 and off_a == 0) if isolate else (off_b > 0 and off_a > 0)
+
+
+def test_isolate_dimensions_is_refused_where_there_are_no_directions_to_split(workspace, tmp_path):
+    with pytest.raises(ValueError, match="isolate_dimensions splits a Panacea adapter's directions by dimension"):
+        make_config(workspace, tmp_path / "soups", method="soups", isolate_dimensions=True)
+
+
 # --- resuming past damaged checkpoints ----------------------------------------------------------------------
 
 DAMAGE = {  # a file of a checkpoint: what spoils it (None: deleting it), and what the resume line says of it
