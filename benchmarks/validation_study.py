@@ -114,6 +114,11 @@ PANACEA = {
         "(aggregator normalized, 4 λ-groups)",
         [*AGGREGATOR_BATCH, "aggregator=normalized"],
     ),
+    # Added 2026-12-05 ~18:10 UTC (docs/steering.md round 4), with the soups row at 1.5e-3 / β 0.1 that keeps the
+    # counts equal: the lever against the cross-dimension pull that hh-2d's test front points at.
+    "isolate": Setting(
+        "each dimension's loss trains only its own directions (isolate_dimensions)", ["isolate_dimensions=true"]
+    ),
 }
 
 
@@ -130,7 +135,7 @@ def soups_setting(lr: str, beta: str, steps: int) -> Setting:
 # 80-step row beside Panacea's `steps80` (steps are a budget, not a setting to pick: docs/steering.md round 4).
 SOUPS_LEARNING_RATES = ("2e-4", "5e-4", "1e-3", "2e-3", "3e-3", "5e-3", "7e-3", "1e-2", "2e-2")
 SOUPS_GRID = [(lr, beta, 40) for lr in SOUPS_LEARNING_RATES for beta in ("0.1", "0.3")]
-SOUPS_GRID += [("2e-3", "0.1", 80)]
+SOUPS_GRID += [("1.5e-3", "0.1", 40), ("2e-3", "0.1", 80)]  # 1.5e-3: beside Panacea's `isolate` (2026-12-05)
 SOUPS = {f"lr{lr}_beta{beta}_steps{steps}": soups_setting(lr, beta, steps) for lr, beta, steps in SOUPS_GRID}
 # The proxy check (decided 2026-12-05, before any row finished): three of Panacea's settings again at hh-2d's own
 # budget (100 steps, its warm-up), scored the same way; the 40-step study's ranking is used only if it orders these
@@ -190,6 +195,8 @@ PRIORITY = [
     "panacea/steps80",
     "soups/lr2e-3_beta0.1_steps80",
     *(f"proxy/{name}" for name in PROXY),  # before the rest: it decides whether the 40-step ranking may be used
+    "panacea/isolate",  # added 2026-12-05 ~18:10 UTC with its soups partner
+    "soups/lr1.5e-3_beta0.1_steps40",
     *(f"panacea/{name}" for name in PANACEA),
     *(f"soups/{name}" for name in SOUPS),
 ]

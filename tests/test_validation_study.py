@@ -153,27 +153,27 @@ def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_r
     }
     clean = {row: [0.0, 0.02, 0.05] for row in rows}  # at most LOOP_LIMIT at every point
     assert study.choice(rows, "panacea", clean) == (
-        "Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320; loops at most 0.050)."
+        "Chosen for panacea (2 of 19 40-step rows finished): lr1e-3 (0.320; loops at most 0.050)."
     )  # the 80-step row is not chosen from, however accurate
     # the best row loops at one point: the next best that does not is chosen, and the text names the one passed over
     looping = {**clean, "panacea/lr1e-3": [0.0, 0.01, 0.30]}
     assert study.choice(rows, "panacea", looping) == (
-        "Chosen for panacea (2 of 18 40-step rows finished): defaults (0.300; loops at most 0.050); passed over, "
+        "Chosen for panacea (2 of 19 40-step rows finished): defaults (0.300; loops at most 0.050); passed over, "
         "looping more than 0.05 at some point: lr1e-3 0.300."
     )
     # a row not yet checked for loops stops the choice there: it must be checked first
     assert study.choice(rows, "panacea", {"panacea/defaults": [0.0] * 3}) == (
-        "Chosen for panacea (2 of 18 40-step rows finished): pending — lr1e-3 (0.320) is the best row not yet checked "
+        "Chosen for panacea (2 of 19 40-step rows finished): pending — lr1e-3 (0.320) is the best row not yet checked "
         "for loops: `python benchmarks/validation_study.py --only panacea/lr1e-3 --generations`."
     )
     everywhere = {row: [0.5] * 3 for row in rows}
     assert study.choice(rows, "panacea", everywhere) == (
-        "Chosen for panacea (2 of 18 40-step rows finished): lr1e-3 (0.320), though every finished row loops above "
+        "Chosen for panacea (2 of 19 40-step rows finished): lr1e-3 (0.320), though every finished row loops above "
         "0.05; passed over, looping more than 0.05 at some point: defaults 0.500."
     )
     tie = {"panacea/defaults": 0.30, "panacea/cosine": 0.30}
     assert study.choice(tie, "panacea", {row: [0.0] for row in tie}).startswith(
-        "Chosen for panacea (2 of 18 40-step rows finished): defaults"
+        "Chosen for panacea (2 of 19 40-step rows finished): defaults"
     )
     # undecided whether the choice must be checked at 100 steps: provisional
     assert study.choice(rows, "panacea", clean, None).endswith(
@@ -207,14 +207,14 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
     # cosine passes at 40 steps; at 100 steps its confirmation row has not run: the choice waits on it
     assert study.ranking(rows, "panacea", checked, confirm=True) == (None, "confirm/panacea-cosine", [])
     assert study.choice(rows, "panacea", checked, True) == (
-        "Chosen for panacea (2 of 18 40-step rows finished): pending — cosine (0.350) is the best row not yet checked "
+        "Chosen for panacea (2 of 19 40-step rows finished): pending — cosine (0.350) is the best row not yet checked "
         "for loops at 100 steps (confirm/panacea-cosine): `python benchmarks/validation_study.py --only "
         "confirm/panacea-cosine --generations`."
     )
     # it loops at 100 steps: passed over; defaults' 100-step row is its proxy row, which does not loop: chosen
     at_100 = {**checked, "confirm/panacea-cosine": loops, "proxy/defaults": clean}
     assert study.choice(rows, "panacea", at_100, True) == (
-        "Chosen for panacea (2 of 18 40-step rows finished): defaults (0.300; loops at most 0.020 at 40 and 100 "
+        "Chosen for panacea (2 of 19 40-step rows finished): defaults (0.300; loops at most 0.020 at 40 and 100 "
         "steps); passed over, looping more than 0.05 at some point: cosine 0.400 at 100 steps."
     )
     assert study.ranking(rows, "soups", checked, confirm=True)[1] == "confirm/soups-lr2e-3_beta0.1_steps40"
