@@ -192,11 +192,11 @@ PRIORITY = [
     "proxy/defaults",  # moved up 2026-12-05: whether the defaults loop at the benchmark's 100 steps on validation
     "panacea/beta0.3",
     "soups/lr2e-3_beta0.3_steps40",
+    "panacea/isolate",  # added 2026-12-05 ~18:10 UTC with its soups partner
+    "soups/lr1.5e-3_beta0.1_steps40",
     "panacea/steps80",
     "soups/lr2e-3_beta0.1_steps80",
     *(f"proxy/{name}" for name in PROXY),  # before the rest: it decides whether the 40-step ranking may be used
-    "panacea/isolate",  # added 2026-12-05 ~18:10 UTC with its soups partner
-    "soups/lr1.5e-3_beta0.1_steps40",
     *(f"panacea/{name}" for name in PANACEA),
     *(f"soups/{name}" for name in SOUPS),
 ]
