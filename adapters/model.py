@@ -121,7 +121,8 @@ class PanaceaModel(nn.Module):
     def isolated_dimension(self, dimension: int) -> Iterator[PanaceaModel]:
         """`with model.isolated_dimension(i):` losses computed inside train only dimension i's directions (its rows
         of A and columns of B in every layer) and the shared σ, s and k columns; the other dimensions' directions
-        still act on the forward pass, detached. The outputs are unchanged. Training's `isolate_dimensions`."""
+        still act on the forward pass, detached. The outputs are unchanged. Training's `isolate_dimensions`. Like
+        `preference()`, the block restores on exit the preference that was set when it began."""
         if not 0 <= dimension < self.panacea_config.num_preferences:
             raise ValueError(
                 f"isolated_dimension({dimension}): the adapter has {self.panacea_config.num_preferences} dimensions."

@@ -324,10 +324,10 @@ class TrainConfig:
     isolate_dimensions: bool = field(
         default=False,
         metadata={
-            "help": "Ours: each dimension's loss trains only that dimension's directions (its columns of A and B; "
-            "σ, s and the k shared columns take every loss), so no vertex carries another objective's pull. False: "
-            "Panacea's gradient of Σ λ_i L_i, under which dimension j's directions also move with weight λ_i λ_j "
-            "on dimension i's loss (docs/algorithms.md)."
+            "help": "Ours: each dimension's loss trains only that dimension's directions (its rows of A and columns "
+            "of B), so they carry no other objective's pull; σ, s and the k shared columns still take every loss. "
+            "False: Panacea's gradient of Σ λ_i L_i, under which dimension j's directions also move with weight "
+            "λ_i λ_j on dimension i's loss (docs/algorithms.md). Panacea only; not with an aggregator or RL."
         },
     )
     tchebycheff_epsilon: float = field(default=1e-3, metadata={"help": "ε of the 'running_min' ideal point."})
@@ -524,6 +524,12 @@ class TrainConfig:
                 f"TrainConfig.isolate_dimensions splits a Panacea adapter's directions by dimension; method "
                 f"{self.method!r} trains plain peft LoRAs, one per objective at most, which have none to split. "
                 "Set it to false."
+            )
+        if self.isolate_dimensions and self.aggregator != "none":
+            raise ValueError(
+                f"TrainConfig.isolate_dimensions cannot be combined with aggregator {self.aggregator!r}: the "
+                "aggregators weigh each dimension's gradient ∇L_i, and under isolation a dimension's buffer holds "
+                "only its own directions' share of it. Use aggregator 'none' (LS or Tchebycheff), or isolation off."
             )
         if self.method == "lora" and self.preference_sampling != "fixed":
             raise ValueError(

@@ -397,6 +397,10 @@ def test_isolate_dimensions_keeps_each_dimensions_loss_off_the_other_dimensions_
 def test_isolate_dimensions_is_refused_where_there_are_no_directions_to_split(workspace, tmp_path):
     with pytest.raises(ValueError, match="isolate_dimensions splits a Panacea adapter's directions by dimension"):
         make_config(workspace, tmp_path / "soups", method="soups", isolate_dimensions=True)
+    with pytest.raises(ValueError, match="isolate_dimensions cannot be combined with aggregator 'mgda'"):
+        make_config(
+            workspace, tmp_path / "mgda", aggregator="mgda", preference_sampling="per_step", isolate_dimensions=True
+        )
 
 
 # --- resuming past damaged checkpoints ----------------------------------------------------------------------
