@@ -269,3 +269,11 @@ def contrast(estimate: float, samples: np.ndarray, level: float = LEVEL) -> dict
     interval = percentile_interval(samples, level)
     direction = {"win": "higher", "loss": "lower", "tie": "tie"}[verdict(interval)]
     return {"difference": float(estimate), "interval": interval, "direction": direction}
+
+
+def flagged_share(flags: Sequence[bool], prompts: Sequence[str]) -> dict:
+    """The share of answers flagged (a refusal, a loop), one flag per answer to `prompts`, with its 95 % interval
+    over prompts (the resamples of this module, clustered by prompt): {"value", "interval"}."""
+    values = np.array(flags, dtype=float)
+    weights = resample_weights([prompt_cluster(prompt) for prompt in prompts])
+    return {"value": float(values.mean()), "interval": percentile_interval(weights @ values / weights.sum(1))}

@@ -23,14 +23,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from peft import PeftModel
 
 from panacea._io import write_json, write_text
 from panacea._names import DEFAULT_PROMPT
 from panacea.base_model import load_base_model
-from panacea.eval.bootstrap import percentile_interval, prompt_cluster, resample_weights
+from panacea.eval.bootstrap import flagged_share
 from panacea.eval.compare import compare_paths, format_comparison
 from panacea.eval.degeneration import is_loop
 from panacea.eval.generations import PROMPT_SETS, base_answers, load_prompts
@@ -158,20 +157,13 @@ def vertex_refusals(model, tokenizer, names: Sequence[str]) -> dict:
         rates[row], start = {}, 0
         for name in REFUSAL_SETS:
             chunk = texts[start : start + len(prompts[name])]
-            rates[row][f"refusal_{name}"] = _rate(chunk, prompts[name], is_refusal)
+            rates[row][f"refusal_{name}"] = flagged_share([is_refusal(text) for text in chunk], prompts[name])
             start += len(chunk)
-        rates[row]["loops"] = _rate(texts, every, is_loop)
+        rates[row]["loops"] = flagged_share([is_loop(text) for text in texts], every)
         lines.append(
             f"| {row} | " + " | ".join(format_interval(r["value"], r["interval"]) for r in rates[row].values()) + " |"
         )
     return {"table": "\n".join(lines), "rates": rates}
-
-
-def _rate(texts: Sequence[str], prompts: Sequence[str], detect) -> dict:
-    """The share of `texts` that `detect` flags, with its 95 % bootstrap interval over prompts (§6's resamples)."""
-    values = np.array([detect(text) for text in texts], dtype=float)
-    weights = resample_weights([prompt_cluster(prompt) for prompt in prompts])
-    return {"value": float(values.mean()), "interval": percentile_interval(weights @ values / weights.sum(1))}
 
 
 def _pair_counts(scorer: PairsScorer) -> str:
