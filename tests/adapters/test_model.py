@@ -308,23 +308,29 @@ def test_unload_gives_back_the_original_model():
         torch.testing.assert_close(plain(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)
 
 
+def _gradients(loss_of, checkpointing: bool) -> dict[str, torch.Tensor]:
+    """Every trainable parameter's gradient of `loss_of(model)` on a fresh tiny Panacea Llama in training mode, the
+    backward run after `loss_of` has returned (outside any scope it opened)."""
+    model = panacea_llama()
+    model.train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    loss_of(model).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
 def test_gradient_checkpointing_recomputes_with_the_forward_preference():
     """Backward after the preference scope ended must still use the preference the forward used."""
     ids = input_ids()
 
-    def gradients(checkpointing):
-        model = panacea_llama()
-        model.train()
-        if checkpointing:
-            model.gradient_checkpointing_enable()
+    def loss_of(model):
         model.set_preference([1.0, 0.0])
         loss = model(ids, labels=ids, preference=[0.0, 1.0]).loss
         with model.preference([0.5, 0.5]):
             pass
-        loss.backward()  # the active preference is [1, 0] now
-        return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        return loss  # backward runs where the active preference is [1, 0]
 
-    plain, checkpointed = gradients(False), gradients(True)
+    plain, checkpointed = _gradients(loss_of, False), _gradients(loss_of, True)
     for name, gradient in plain.items():
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="non-reentrant"):
@@ -478,17 +484,11 @@ def test_gradient_checkpointing_recomputes_with_the_forwards_isolated_dimension(
     must still detach the other dimensions' directions, as the forward did."""
     ids = input_ids()
 
-    def gradients(checkpointing):
-        model = panacea_llama()
-        model.train()
-        if checkpointing:
-            model.gradient_checkpointing_enable()
+    def loss_of(model):
         with model.isolated_dimension(0):
-            loss = model(ids, labels=ids, preference=[0.4, 0.6]).loss
-        loss.backward()
-        return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+            return model(ids, labels=ids, preference=[0.4, 0.6]).loss
 
-    plain, checkpointed = gradients(False), gradients(True)
+    plain, checkpointed = _gradients(loss_of, False), _gradients(loss_of, True)
     for name, gradient in plain.items():
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7)
     other = [gradient for name, gradient in checkpointed.items() if name.endswith("lora_B")]
