@@ -21,7 +21,8 @@ row, which says whether the budget binds and is not chosen from (steps are a bud
 the same one). `--table` names each method's chosen row by the protocol: the most accurate 40-step row whose
 validation answers loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers);
 where the 100-step proxy rows show that this check does not carry to hh-2d's budget, the row's settings must also
-pass it at 100 steps (its proxy row, or a `confirm/METHOD-NAME` row the study trains when its choice waits on it).
+pass it at 100 steps in two trainings (its proxy row, or a `confirm/METHOD-NAME` row the study trains when its
+choice waits on it, and then `confirm/METHOD-NAME-seed1`, the same at seed 1).
 Soups rows are scored in mode `ab`, the authors' recipe. Resumable: a finished row (its row.json) is skipped, an
 interrupted training resumes, scored grid points come from the cache.
 
@@ -153,11 +154,20 @@ PROXY_ROWS = {
 
 # The confirmation (docs/steering.md round 4, amended 2026-12-05 ~13:25 and ~14:50 UTC): where the 40-step loop check
 # does not carry to hh-2d's 100 steps (a proxy row loops while its 40-step row does not) or the proxy orders
-# disagree, a 40-step row is chosen only if the same settings at 100 steps loop at most LOOP_LIMIT too. These rows
-# are not in PRIORITY: the study trains the one its choice waits on, once every 40-step row of its method is finished.
-def confirm_row(method: str, name: str) -> str:
-    """The row holding `method/name`'s settings at hh-2d's 100 steps: its proxy row where it has one."""
-    return f"proxy/{name}" if method == "panacea" and name in PROXY else f"confirm/{method}-{name}"
+# disagree, a 40-step row is chosen only if the same settings at 100 steps loop at most LOOP_LIMIT too — in two
+# trainings (amended 2026-12-05 ~20:35 UTC, before any confirmation row had trained: two trainings of one
+# configuration differ by an order of magnitude in how often they loop): at the config's seed and at SECOND_SEED.
+# These rows are not in PRIORITY: the study trains the one its choice waits on, once every 40-step row of its
+# method is finished, and the second training only after the first passes.
+SECOND_SEED = 1
+SEED_TAIL = f"-seed{SECOND_SEED}"
+
+
+def confirm_rows(method: str, name: str) -> tuple[str, str]:
+    """The rows holding `method/name`'s settings at hh-2d's 100 steps: at seed 0 (its proxy row where it has one,
+    else `confirm/METHOD-NAME`) and at SECOND_SEED (`confirm/METHOD-NAME-seed1`), in the order they are checked."""
+    first = f"proxy/{name}" if method == "panacea" and name in PROXY else f"confirm/{method}-{name}"
+    return first, f"confirm/{method}-{name}{SEED_TAIL}"
 
 
 def _measures_budget(setting: Setting) -> bool:
@@ -168,11 +178,18 @@ def _confirm_rows() -> dict[str, Setting]:
     rows = {}
     for method, settings in (("panacea", PANACEA), ("soups", SOUPS)):
         for name, setting in settings.items():
-            if not _measures_budget(setting) and confirm_row(method, name).startswith("confirm/"):
-                rows[f"{method}-{name}"] = Setting(
+            if _measures_budget(setting):
+                continue
+            first, second = confirm_rows(method, name)
+            if first.startswith("confirm/"):
+                rows[first.removeprefix("confirm/")] = Setting(
                     f"{setting.description}, at hh-2d's 100 steps (confirming a choice)",
                     [*setting.overrides, *PROXY_BUDGET],
                 )
+            rows[second.removeprefix("confirm/")] = Setting(
+                f"{setting.description}, at hh-2d's 100 steps and seed {SECOND_SEED} (confirming a choice)",
+                [*setting.overrides, *PROXY_BUDGET, f"seed={SECOND_SEED}"],
+            )
     return rows
 
 
@@ -452,10 +469,10 @@ def ranking(
     """The protocol's choice among the method's finished 40-step rows: (chosen, pending, looping). The rows in order
     of accuracy-hypervolume point estimate (an exact tie puts the defaults first, then the run order); the first
     whose validation answers loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each
-    point) — with `confirm`, at 40 steps and at 100 steps (`confirm_row`) — is `chosen`; a row met before it with no
-    loop shares is `pending` (the row whose answers are needed next) and stops the walk; the rows passed over are
-    `looping`, each as (name, the row that looped). If every row loops, the best is chosen. None until the defaults
-    row is finished."""
+    point) — with `confirm`, at 40 steps and in both 100-step trainings (`confirm_rows`) — is `chosen`; a row met
+    before it with no loop shares is `pending` (the row whose answers are needed next) and stops the walk; the rows
+    passed over are `looping`, each as (name, the row that looped). If every row loops, the best is chosen. None
+    until the defaults row is finished."""
     loops = loops or {}
     rows = _values(hypervolumes, method)
     if DEFAULTS[method] not in rows:
@@ -464,7 +481,7 @@ def ranking(
     ranked = sorted(candidates, key=lambda name: (-candidates[name], name != DEFAULTS[method]))
     looping = []
     for name in ranked:
-        for row in (f"{method}/{name}", *([confirm_row(method, name)] if confirm else [])):
+        for row in (f"{method}/{name}", *(confirm_rows(method, name) if confirm else ())):
             shares = loops.get(row)
             if shares is None:
                 return None, row, looping
@@ -495,15 +512,15 @@ def choice(
     total = sum(not budget_binds(method, name) for name in METHODS[method])
     text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
     if pending is not None:
-        name = next(name for name in candidates if pending in (f"{method}/{name}", confirm_row(method, name)))
+        name = next(name for name in candidates if pending in (f"{method}/{name}", *confirm_rows(method, name)))
         where = "" if pending == f"{method}/{name}" else f" at 100 steps ({pending})"
         text += (
             f"pending — {name} ({value[name]:.3f}) is the best row not yet checked for loops{where}: "
             f"`python benchmarks/validation_study.py --only {pending} --generations`"
         )
     else:
-        steps = " at 40 and 100 steps" if confirm else ""
-        checked = (f"{method}/{chosen}", *([confirm_row(method, chosen)] if confirm else []))
+        steps = " at 40 steps and in both 100-step trainings" if confirm else ""
+        checked = (f"{method}/{chosen}", *(confirm_rows(method, chosen) if confirm else ()))
         if chosen in {name for name, _ in looping}:
             where = " at 40 or at 100 steps" if confirm else ""
             text += f"{chosen} ({value[chosen]:.3f}), though every finished row loops above {LOOP_LIMIT:.2f}{where}"
@@ -514,12 +531,16 @@ def choice(
             text += " — provisional: whether it must also be checked at 100 steps waits on the proxy rows"
     others = [(name, row) for name, row in looping if name != chosen]
     if others:
-        shares = ", ".join(
-            f"{name} {max(loops[row]):.3f}" + ("" if row == f"{method}/{name}" else " at 100 steps")
-            for name, row in others
-        )
+        shares = ", ".join(f"{name} {max(loops[row]):.3f}{_where(method, name, row)}" for name, row in others)
         text += f"; passed over, looping more than {LOOP_LIMIT:.2f} at some point: {shares}"
     return text + "."
+
+
+def _where(method: str, name: str, row: str) -> str:
+    """Where a passed-over row looped, after its loop share: nothing at 40 steps, else the 100-step training."""
+    if row == f"{method}/{name}":
+        return ""
+    return f" at 100 steps (seed {SECOND_SEED})" if row.endswith(SEED_TAIL) else " at 100 steps"
 
 
 def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: str) -> str | None:
@@ -696,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(
             f"no row {', '.join(unknown)}; rows are METHOD/NAME: {', '.join(PRIORITY)}, and confirm/METHOD-NAME for "
-            "a 40-step row's settings at 100 steps"
+            "a 40-step row's settings at 100 steps (confirm/METHOD-NAME-seed1: at seed 1)"
         )
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).

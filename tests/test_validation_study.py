@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -43,12 +44,17 @@ def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configura
         assert config.method == ("soups" if row.startswith(("soups/", "confirm/soups-")) else "panacea"), row
         assert all(source.split == "fit" for dimension in config.dimensions for source in dimension.train), row
         assert config.max_steps == (100 if method in ("proxy", "confirm") else 80 if "80" in name else 40), row
-    # every 40-step row's settings have one 100-step row: its proxy row, else its confirmation row
+    # every 40-step row's settings have two 100-step trainings: its proxy row, else its confirmation row, at the
+    # config's seed, and a confirmation row at the second seed that differs from it only in the seed
     for method in ("panacea", "soups"):
         for name in study.METHODS[method]:
             if not study.budget_binds(method, name):
-                assert study.confirm_row(method, name) in study.ALL_ROWS, (method, name)
-    assert study.confirm_row("panacea", "rpo1") == "proxy/rpo1"
+                first, second = study.confirm_rows(method, name)
+                assert {first, second} <= set(study.ALL_ROWS), (method, name)
+                configs = [study.study_config(*row.split("/")) for row in (first, second)]
+                assert (configs[0].seed, configs[1].seed) == (0, study.SECOND_SEED), (method, name)
+                assert dataclasses.replace(configs[1], seed=0, output_dir=configs[0].output_dir) == configs[0]
+    assert study.confirm_rows("panacea", "rpo1") == ("proxy/rpo1", "confirm/panacea-rpo1-seed1")
     assert study.study_config("confirm", "soups-lr5e-3_beta0.3_steps40").learning_rate == 5e-3
     assert study.study_config("panacea", "plc_tau_inf").aggregator_kwargs == {"tau": float("inf")}
 
@@ -211,12 +217,31 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
         "for loops at 100 steps (confirm/panacea-cosine): `python benchmarks/validation_study.py --only "
         "confirm/panacea-cosine --generations`."
     )
-    # it loops at 100 steps: passed over; defaults' 100-step row is its proxy row, which does not loop: chosen
+    # it loops at 100 steps: passed over; defaults' 100-step row is its proxy row, which does not loop, but the
+    # defaults' second training has not run: the choice waits on it
     at_100 = {**checked, "confirm/panacea-cosine": loops, "proxy/defaults": clean}
-    assert study.choice(rows, "panacea", at_100, True) == (
-        "Chosen for panacea (2 of 19 40-step rows finished): defaults (0.300; loops at most 0.020 at 40 and 100 "
-        "steps); passed over, looping more than 0.05 at some point: cosine 0.400 at 100 steps."
+    assert study.ranking(rows, "panacea", at_100, confirm=True) == (
+        None,
+        "confirm/panacea-defaults-seed1",
+        [("cosine", "confirm/panacea-cosine")],
     )
+    # docs/steering.md round 4 (~20:35 UTC): both 100-step trainings must pass
+    both = {**at_100, "confirm/panacea-defaults-seed1": clean}
+    assert study.choice(rows, "panacea", both, True) == (
+        "Chosen for panacea (2 of 19 40-step rows finished): defaults (0.300; loops at most 0.020 at 40 steps and "
+        "in both 100-step trainings); passed over, looping more than 0.05 at some point: cosine 0.400 at 100 steps."
+    )
+    # cosine passes at seed 0 and loops at seed 1: passed over, named with the seed that looped
+    seeds = {**both, "confirm/panacea-cosine": clean, "confirm/panacea-cosine-seed1": loops}
+    assert study.ranking(rows, "panacea", seeds, confirm=True) == (
+        "defaults",
+        None,
+        [("cosine", "confirm/panacea-cosine-seed1")],
+    )
+    assert study.choice(rows, "panacea", seeds, True).endswith("cosine 0.400 at 100 steps (seed 1).")
+    # every training of both rows loops: the best is chosen, and the sentence says so
+    looping = {row: loops for row in seeds}
+    assert study.ranking(rows, "panacea", looping, confirm=True)[0] == "cosine"
     assert study.ranking(rows, "soups", checked, confirm=True)[1] == "confirm/soups-lr2e-3_beta0.1_steps40"
     assert study.ranking(rows, "soups", checked, confirm=False) == ("lr2e-3_beta0.1_steps40", None, [])
 
