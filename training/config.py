@@ -118,17 +118,18 @@ class RLConfig:
     every answer scored by every dimension's reward, then `ppo_epochs` optimizer updates on that batch.
     """
 
-    prompts: list[PromptSource] = field(
+    prompts: list[PromptSource] = field(  # "required" (docs/keys.py): an RL run refuses an empty list
         default_factory=list,
         metadata={
             "help": "Prompt sources, pooled and drawn in seeded epoch-wise shuffles: the distinct prompts of pair "
-            "files (e.g. {path: data/helpful.jsonl.gz, split: fit}) or prompt files."
+            "files (e.g. {path: data/helpful.jsonl.gz, split: fit}) or prompt files.",
+            "required": True,
         },
     )
     prompts_per_step: int = field(default=8, metadata={"help": "Prompts per step (split into the step's λ-groups)."})
     rollouts_per_prompt: int = field(
         default=4,
-        metadata={"help": "K responses per prompt, at the prompt's λ; K >= 2 (RLOO's baseline is the others)."},
+        metadata={"help": "K responses per prompt, at the prompt's λ; K ≥ 2 (RLOO's baseline is the other K − 1)."},
     )
     max_new_tokens: int = field(default=128, metadata={"help": "The most tokens a response may have."})
     temperature: float = field(
@@ -137,14 +138,18 @@ class RLConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus mass in (0, 1]."})
     kl_coef: float = field(
         default=0.05,
-        metadata={"help": "β of the KL penalty to the reference (adapter off), in reward standard deviations."},
+        metadata={"help": "β of the KL penalty to the reference (adapter off), in reward standard deviations per nat."},
     )
     kl_estimator: Literal["k1", "k3"] = field(
         default="k1",
         metadata={"help": "Per-token KL estimate in the reward: 'k1' (log ratio; exact gradient) or 'k3'."},
     )
     ppo_epochs: int = field(
-        default=1, metadata={"help": "Optimizer updates per rollout batch (1: REINFORCE-RLOO; >1: PPO's clip acts)."}
+        default=1,
+        metadata={
+            "help": "Optimizer updates per rollout batch (1: REINFORCE-RLOO; >1: PPO's clip acts). The learning-rate "
+            "schedule counts max_steps × ppo_epochs updates."
+        },
     )
     clip_epsilon: float = field(default=0.2, metadata={"help": "PPO's ε, in [0, 1)."})
     token_aggregation: Literal["sum", "mean"] = field(
@@ -271,8 +276,9 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
     # --- data ---
-    dimensions: list[DimensionConfig] = field(
-        default_factory=list, metadata={"help": "The dimensions, in λ order: λ_i weights dimensions[i]."}
+    dimensions: list[DimensionConfig] = field(  # "required" (docs/keys.py): __post_init__ refuses the empty default
+        default_factory=list,
+        metadata={"help": "The dimensions (at least one), in λ order: λ_i weights dimensions[i].", "required": True},
     )
     max_length: int = field(default=256, metadata={"help": "Prompt + response tokens; responses keep their start."})
     max_prompt_length: int = field(default=128, metadata={"help": "Prompt tokens; prompts keep their end."})
@@ -327,7 +333,7 @@ class TrainConfig:
             "help": "Ours: each dimension's loss trains only that dimension's directions (its rows of A and columns "
             "of B), so they carry no other objective's pull; σ, s and the k shared columns still take every loss. "
             "False: Panacea's gradient of Σ λ_i L_i, under which dimension j's directions also move with weight "
-            "λ_i λ_j on dimension i's loss (docs/algorithms.md). Panacea only; not with an aggregator or RL."
+            "λ_i λ_j on dimension i's loss (docs/algorithms.md §4). Panacea only; not with an aggregator or RL."
         },
     )
     tchebycheff_epsilon: float = field(default=1e-3, metadata={"help": "ε of the 'running_min' ideal point."})
