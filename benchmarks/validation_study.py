@@ -27,6 +27,8 @@ Soups rows are scored in mode `ab`, the authors' recipe. Resumable: a finished r
 interrupted training resumes, scored grid points come from the cache.
 
     nohup python benchmarks/validation_study.py > runs/validation-study.log 2>&1 &   # every row, in PRIORITY order
+    # a second full run beside it (each with OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE) takes the rows the first
+    # is not working on: a row another process holds is passed by, as `--only` refuses it
     python benchmarks/validation_study.py --only panacea/defaults soups/lr2e-3_beta0.1_steps40
     python benchmarks/validation_study.py --table                    # the finished rows
     python benchmarks/validation_study.py --only panacea/rpo1 --generations
@@ -266,17 +268,22 @@ def run_row(row: str, *, generations: bool = False) -> dict:
         return publish_row(row)
 
 
+class RowBusy(SystemExit):
+    """Another process holds the row's lock: `--only` stops with this message; the full run goes on to the next
+    row, so two full runs (one a core) share the rows between them."""
+
+
 @contextlib.contextmanager
 def row_lock(row: str) -> Iterator[None]:
     """Hold the row's lock while training, scoring or publishing it: a second process (a manual `--only ROW`
-    beside the full run) is refused rather than writing into the same folders."""
+    beside the full run, or a second full run) is refused rather than writing into the same folders."""
     path = folder_of(row) / ".lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit(f"{row}: another process is working on it (it holds {path}); wait for it.") from None
+            raise RowBusy(f"{row}: another process is working on it (it holds {path}); wait for it.") from None
         yield
 
 
@@ -707,6 +714,23 @@ def _lowest(values) -> str:
     return f"{min(numbers):+.2f}" if numbers else "nan"
 
 
+def study_row(row: str, *, generations: bool) -> None:
+    """Train and score the row unless it is finished; a finished row's answers are scored where asked (and always
+    for a 100-step row)."""
+    if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
+        publish_row(row)  # finished before rows were published
+    if finished_record(row) is not None:
+        if (generations or row.startswith(HUNDRED_STEPS)) and not has_generations(row):
+            print(f"\n=== {row}: finished; scoring its validation answers", flush=True)
+            score_generations(row)
+        else:
+            print(f"{row}: done, skipped")
+        return
+    print(f"\n=== {row}: {METHODS[row.split('/')[0]][row.split('/')[1]].description}", flush=True)
+    # the 100-step rows' answers too: whether the benchmark's budget loops where 40 steps do not
+    run_row(row, generations=generations or row.startswith(HUNDRED_STEPS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run these rows, e.g. panacea/rpo1 (default: all)")
@@ -727,18 +751,12 @@ def main(argv: list[str] | None = None) -> int:
         for row in args.only or PRIORITY:
             if not args.only:
                 check_loops(unavailable)
-            if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
-                publish_row(row)  # finished before rows were published
-            if finished_record(row) is not None:
-                if (args.generations or row.startswith(HUNDRED_STEPS)) and not has_generations(row):
-                    print(f"\n=== {row}: finished; scoring its validation answers", flush=True)
-                    score_generations(row)
-                else:
-                    print(f"{row}: done, skipped")
-                continue
-            print(f"\n=== {row}: {METHODS[row.split('/')[0]][row.split('/')[1]].description}", flush=True)
-            # the 100-step rows' answers too: whether the benchmark's budget loops where 40 steps do not
-            run_row(row, generations=args.generations or row.startswith(HUNDRED_STEPS))
+            try:
+                study_row(row, generations=args.generations)
+            except RowBusy as busy:
+                if args.only:
+                    raise
+                print(f"{busy}; going on to the next row", flush=True)
     if not args.table and not args.only:
         check_loops(unavailable)
     finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]

@@ -434,3 +434,31 @@ def test_a_row_whose_definition_changed_after_it_ran_is_refused(monkeypatch, tmp
     monkeypatch.setitem(study.PANACEA, "lr1e-3", study.Setting("learning rate 1e-3", ["learning_rate=1.5e-3"]))
     with pytest.raises(SystemExit, match=r"panacea/lr1e-3: .* ran with the overrides .*learning_rate=1e-3.* give new"):
         study.finished_record(row)
+
+
+def test_two_full_runs_share_the_rows_a_busy_one_is_passed_by_the_full_run_and_refused_with_only(
+    monkeypatch, tmp_path, capsys
+):
+    import fcntl
+
+    study = _study_in(tmp_path, monkeypatch)
+    busy, free = "panacea/cosine", "panacea/beta0.3"
+    monkeypatch.setattr(study, "PRIORITY", [busy, free])
+    monkeypatch.setattr(study, "check_loops", lambda unavailable: None)
+    monkeypatch.setattr(study, "rows_table", lambda records: "")
+    trained = []
+
+    def run_row(row, generations=False):
+        with study.row_lock(row):
+            trained.append(row)
+
+    monkeypatch.setattr(study, "run_row", run_row)
+    (tmp_path / "study" / busy).mkdir(parents=True)
+    with open(tmp_path / "study" / busy / ".lock", "w") as other:  # the other full run trains `busy`
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert study.main([]) == 0
+        assert trained == [free]
+        assert f"{busy}: another process is working on it" in capsys.readouterr().out
+        with pytest.raises(study.RowBusy, match="another process is working on it"):
+            study.main(["--only", busy])
+    assert study.main(["--only", busy]) == 0 and trained == [free, busy]  # released: trained
