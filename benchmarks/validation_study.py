@@ -245,6 +245,8 @@ def run_row(row: str, *, generations: bool = False) -> dict:
     config = study_config(method, name)
     folder = folder_of(row) / "run"
     with row_lock(row):
+        if (record := finished_record(row)) is not None:  # another process finished it since we looked
+            return record
         started = time.perf_counter()
         if config.method == "soups":
             train_soups(config, resume=True)
@@ -306,6 +308,8 @@ def score_generations(row: str) -> dict:
     published = PUBLISHED / row / "row.json"
     before = read_json(Path(read_json(published)["results"])) if published.is_file() else None
     with row_lock(row):
+        if finished_record(row) is not None and has_generations(row):  # another process scored them since
+            return finished_record(row)
         record = read_json(folder_of(row) / "row.json")
         record["results"] = score_row(row, generations=True)
         if before is not None and (problem := _differs(before, read_json(Path(record["results"])))) is not None:
@@ -521,6 +525,8 @@ def choice(
     if pending is not None:
         name = next(name for name in candidates if pending in (f"{method}/{name}", *confirm_rows(method, name)))
         where = "" if pending == f"{method}/{name}" else f" at 100 steps ({pending})"
+        if pending.endswith(SEED_TAIL):
+            where = f" in its second 100-step training ({pending}; its seed-0 training passed)"
         text += (
             f"pending — {name} ({value[name]:.3f}) is the best row not yet checked for loops{where}: "
             f"`python benchmarks/validation_study.py --only {pending} --generations`"
@@ -573,20 +579,28 @@ def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: s
 
 def check_loops(unavailable: set[str]) -> None:
     """Score the answers (training a 100-step row first where it has not run) of every row the protocol waits on,
-    until none is due (a row that loops makes the next one due); each is tried once per call (`unavailable`
-    collects them): a row that cannot be scored here (no weights on this machine, another process on it, an error)
-    is reported and left, and the study goes on."""
-    while due := [row for row in loop_checks_due() if row not in unavailable]:
+    until none is due (a row that loops makes the next one due). A row that cannot be scored here (no weights on
+    this machine, an error) is reported and joins `unavailable`, which the caller keeps, so it is not tried again;
+    a row another process holds is passed by for this call only (that process may die before finishing it)."""
+    busy: set[str] = set()
+    while due := [row for row in loop_checks_due() if row not in unavailable | busy]:
         for row in due:
+            if row not in loop_checks_due():  # another process has scored it (or an earlier one changed the walk)
+                continue
             print(f"\n=== {row}: its answers are what the protocol's choice waits on; scoring them", flush=True)
-            unavailable.add(row)  # one try per call: a row that stays due is not scored again
             try:
                 if finished_record(row) is None:
                     run_row(row, generations=True)
                 else:
                     score_generations(row)
+            except RowBusy as error:
+                busy.add(row)
+                print(f"{error}; going on", flush=True)
             except (SystemExit, Exception) as error:  # noqa: BLE001 — one row's failure must not end the study
+                unavailable.add(row)
                 print(f"{row}: not scored: {error!r}", flush=True)
+            else:
+                unavailable.add(row)  # scored: if it stays due (it should not), it is not scored again
 
 
 def study_state() -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -714,11 +728,26 @@ def _lowest(values) -> str:
     return f"{min(numbers):+.2f}" if numbers else "nan"
 
 
+def second_training_refused(row: str) -> str | None:
+    """Why `confirm/METHOD-NAME-seed1` may not train yet: its seed-0 twin has not passed the loop check
+    (docs/steering.md round 4, ~20:35 UTC: the second training runs only once the first passes); None when it may."""
+    method, name = row.removeprefix("confirm/").removesuffix(SEED_TAIL).split("-", 1)
+    first = confirm_rows(method, name)[0]
+    shares = study_state()[1].get(first)
+    if shares is None:
+        return f"{row}: its seed-0 training {first} has no scored answers yet; the second runs once it passes"
+    if max(shares) > LOOP_LIMIT:
+        return f"{row}: its seed-0 training {first} loops {max(shares):.3f} > {LOOP_LIMIT:.2f}: passed over"
+    return None
+
+
 def study_row(row: str, *, generations: bool) -> None:
     """Train and score the row unless it is finished; a finished row's answers are scored where asked (and always
     for a 100-step row)."""
     if (folder_of(row) / "row.json").is_file() and not (PUBLISHED / row / "row.json").is_file():
-        publish_row(row)  # finished before rows were published
+        with row_lock(row):
+            if not (PUBLISHED / row / "row.json").is_file():
+                publish_row(row)  # finished before rows were published
     if finished_record(row) is not None:
         if (generations or row.startswith(HUNDRED_STEPS)) and not has_generations(row):
             print(f"\n=== {row}: finished; scoring its validation answers", flush=True)
@@ -743,6 +772,9 @@ def main(argv: list[str] | None = None) -> int:
             f"no row {', '.join(unknown)}; rows are METHOD/NAME: {', '.join(PRIORITY)}, and confirm/METHOD-NAME for "
             "a 40-step row's settings at 100 steps (confirm/METHOD-NAME-seed1: at seed 1)"
         )
+    for row in args.only or ():
+        if row.endswith(SEED_TAIL) and (problem := second_training_refused(row)) is not None:
+            parser.error(problem)
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())

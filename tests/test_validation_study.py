@@ -462,3 +462,54 @@ def test_two_full_runs_share_the_rows_a_busy_one_is_passed_by_the_full_run_and_r
         with pytest.raises(study.RowBusy, match="another process is working on it"):
             study.main(["--only", busy])
     assert study.main(["--only", busy]) == 0 and trained == [free, busy]  # released: trained
+
+
+def test_a_due_row_another_process_holds_is_retried_by_the_next_loop_check(monkeypatch, tmp_path):
+    import fcntl
+
+    study = _study_in(tmp_path, monkeypatch)
+    row = "confirm/panacea-cosine"
+    monkeypatch.setattr(study, "loop_checks_due", lambda: [row])
+    monkeypatch.setattr(study, "finished_record", lambda name: None)
+    tried = []
+
+    def run_row(name, generations=False):  # as the real one: the lock first
+        tried.append(name)
+        with study.row_lock(name):
+            pass
+
+    monkeypatch.setattr(study, "run_row", run_row)
+    (tmp_path / "study" / row).mkdir(parents=True)
+    unavailable: set[str] = set()
+    with open(tmp_path / "study" / row / ".lock", "w") as other:  # the other full run trains it
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        study.check_loops(unavailable)  # passed by, once, and not marked unavailable
+        assert tried == [row] and unavailable == set()
+    study.check_loops(unavailable)  # the other process died or finished: the next call tries the row again
+    assert tried == [row, row] and unavailable == {row}
+
+
+def test_a_row_finished_by_another_process_meanwhile_is_not_trained_again(monkeypatch, tmp_path):
+    study = _study_in(tmp_path, monkeypatch)
+    row = "panacea/cosine"
+    _published_rows(tmp_path, {row: 0.4}, {})
+    monkeypatch.setattr(study, "train", lambda *args, **kwargs: pytest.fail("trained a finished row"))
+    assert study.run_row(row)["row"] == row
+
+
+def test_the_second_training_of_a_setting_runs_by_hand_only_once_its_first_passed(monkeypatch, tmp_path, capsys):
+    study = _study_in(tmp_path, monkeypatch)
+    row = "confirm/panacea-cosine-seed1"
+    with pytest.raises(SystemExit):
+        study.main(["--only", row])
+    assert "its seed-0 training confirm/panacea-cosine has no scored answers yet" in capsys.readouterr().err
+    _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": [0.0, 0.2, 0.0]})
+    with pytest.raises(SystemExit):
+        study.main(["--only", row])
+    assert "loops 0.200 > 0.05: passed over" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "published")
+    _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": [0.0, 0.02, 0.0]})
+    assert study.second_training_refused(row) is None
+    assert study.second_training_refused("confirm/soups-lr2e-3_beta0.1_steps40-seed1").startswith(
+        "confirm/soups-lr2e-3_beta0.1_steps40-seed1: its seed-0 training confirm/soups-lr2e-3_beta0.1_steps40 has"
+    )
