@@ -274,6 +274,12 @@ def contrast(estimate: float, samples: np.ndarray, level: float = LEVEL) -> dict
 def flagged_share(flags: Sequence[bool], prompts: Sequence[str]) -> dict:
     """The share of answers flagged (a refusal, a loop), one flag per answer to `prompts`, with its 95 % interval
     over prompts (the resamples of this module, clustered by prompt): {"value", "interval"}."""
-    values = np.array(flags, dtype=float)
-    weights = resample_weights([prompt_cluster(prompt) for prompt in prompts])
+    return clustered_mean(flags, [prompt_cluster(prompt) for prompt in prompts])
+
+
+def clustered_mean(values: Sequence[float], clusters: Sequence[str]) -> dict:
+    """The mean of `values`, one per item, with its 95 % interval over the items' clusters (this module's
+    resamples): {"value", "interval"}."""
+    values = np.array(values, dtype=float)
+    weights = resample_weights(clusters)
     return {"value": float(values.mean()), "interval": percentile_interval(weights @ values / weights.sum(1))}

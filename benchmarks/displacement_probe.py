@@ -1,0 +1,112 @@
+"""Likelihood displacement at the vertices: how far a run moved the log-probability of the preferred and of the
+dispreferred validation responses from the base model's, per response token, at each vertex of the simplex.
+
+DPO raises the margin log π(y_w) − log π(y_l) relative to the reference; it can do so while *lowering* the
+preferred response's own likelihood ("likelihood displacement", Razin et al. 2024, arXiv 2410.08847; the RPO
+term, `rpo_alpha`, counters it). Mass taken from both responses goes somewhere else, and greedy decoding may
+find it in a repetition loop. This probe asks whether the runs whose vertex loops (benchmarks/loop_probe.py)
+are the ones whose preferred responses fell furthest. A diagnostic, not part of any choosing rule: it reads the
+validation pairs (carved from `train`; a run trained on all of `train` has trained on some of them, which the
+table says), never a test pair.
+
+Per pair set and vertex: the mean over pairs of (log π(y) − log π_ref(y)) / |y| for y = chosen and rejected, in
+nats per token, with 95 % intervals over prompts.
+
+    python benchmarks/displacement_probe.py runs/hh-2d runs/validation-study/proxy/defaults/run --limit 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+from panacea.eval.bootstrap import clustered_mean, token_cluster
+from panacea.eval.report import format_interval, format_preference
+from panacea.eval.scorers import load_pair_sets
+from panacea.eval.sweep import load_run
+from panacea.training.logprobs import pair_log_probs
+
+from panacea.data import load_dimension
+
+RESPONSES = ("chosen", "rejected")
+
+
+def validation_pair_sets(config, tokenizer) -> tuple[list, dict[str, set[str]]]:
+    """The validation pairs of the files the run trains on, whatever split it trained on (a published run trained
+    on all of `train`: the scorer refuses it these pairs, this diagnostic reads them and says how many it trained
+    on), and per dimension the ids of the run's training pairs."""
+    fitted = dataclasses.replace(
+        config,
+        dimensions=[
+            dataclasses.replace(d, train=[dataclasses.replace(s, split="fit") for s in d.train])
+            for d in config.dimensions
+        ],
+    )
+    pair_sets = load_pair_sets(fitted, tokenizer, "validation")
+    trained = {}
+    for dimension in config.dimensions:
+        pairs, _ = load_dimension(
+            dimension.train, dimension.name, config.dimension_names, tokenizer, config.max_length,
+            config.max_prompt_length,
+        )  # fmt: skip
+        trained[dimension.name] = {pair.id for pair in pairs}
+    return pair_sets, trained
+
+
+def displacement(run: Path, *, limit: int | None = 64) -> dict:
+    """{pair set: {vertex λ as text: {"chosen", "rejected": {"value", "interval"}, "pairs", "trained_on"}}}: per-token
+    log-prob change from the base model at each vertex (a rewarded soup's vertex is its member alone), and how many
+    of the set's pairs the run trained on."""
+    loaded = load_run(run, device="cpu")
+    pad = loaded.tokenizer.pad_token_id
+    vertices = torch.eye(len(loaded.dimensions))
+    result = {}
+    pair_sets, trained = validation_pair_sets(loaded.config, loaded.tokenizer)
+    for pair_set in pair_sets:
+        pairs = pair_set.pairs[:limit]
+        with torch.no_grad():
+            reference = pair_log_probs(loaded.model, pairs, pad_token_id=pad, reference=True)[0]  # (pairs, 2)
+            # one vertex a call: a SoupModel takes one λ per call
+            policy = [pair_log_probs(loaded.model, pairs, vertex[None], pad_token_id=pad)[0] for vertex in vertices]
+        lengths = torch.tensor([[len(pair.chosen_ids), len(pair.rejected_ids)] for pair in pairs], dtype=torch.float32)
+        clusters = [token_cluster(pair.prompt_ids) for pair in pairs]
+        result[pair_set.name] = {
+            format_preference(vertex.tolist()): {
+                **{
+                    name: clustered_mean(((moved - reference) / lengths)[:, column].tolist(), clusters)
+                    for column, name in enumerate(RESPONSES)
+                },
+                "pairs": len(pairs),
+                "trained_on": sum(pair.id in trained[pair_set.dimension] for pair in pairs),
+            }
+            for vertex, moved in zip(vertices, policy, strict=True)
+        }
+    return result
+
+
+def format_displacement(label: str, table: dict) -> str:
+    """Markdown rows: run, pair set, vertex, n (of which trained on), chosen and rejected per-token change."""
+    lines = []
+    for name, vertices in table.items():
+        for vertex, moved in vertices.items():
+            cells = [format_interval(moved[key]["value"], moved[key]["interval"]) for key in RESPONSES]
+            count = f"{moved['pairs']} ({moved['trained_on']} trained on)"
+            lines.append(f"| {label} | {name} | {vertex} | {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="Trained run folders (runs/NAME).")
+    parser.add_argument("--limit", type=int, default=64, help="The first N validation pairs of each set.")
+    args = parser.parse_args(argv)
+    print("| run | pair set | λ | n | chosen Δ log π / token [95 %] | rejected Δ log π / token [95 %] |")
+    print("|---|---|---|---|---|---|")
+    for run in args.runs:
+        print(format_displacement(str(run), displacement(run, limit=args.limit)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
