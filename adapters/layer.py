@@ -179,12 +179,6 @@ class PanaceaLinear(nn.Module):
         return (result + update).to(result.dtype)
 
     @torch.no_grad()
-    def get_delta_weight(self, preference: torch.Tensor) -> torch.Tensor:
-        """ΔW = scaling · B diag(d) A at one preference of shape (m,), laid out like the base weight: what `merge`
-        adds (peft's `LoraLayer.get_delta_weight`)."""
-        return self._delta(self.lora_A, self.scaled_lora_B(preference))
-
-    @torch.no_grad()
     def merge(self, preference: torch.Tensor) -> None:
         """W0 ← W0 + scaling · B diag(d) A for one preference of shape (m,)."""
         self._merged_factors = (self.lora_A.clone(), self.scaled_lora_B(preference))

@@ -6,9 +6,7 @@ over prompts.
 A diagnostic, not part of any choosing rule. It reads no test prompt. A run trained on all of `train` (a published
 benchmark run) has trained on these prompts' pairs, so its shares here say whether it loops on these prompts too,
 not how it does on held-out ones; set beside a study row trained on `fit` (which excludes them), it separates "the
-prompts differ" from "the trained models differ" (docs/steering.md, round 4). For a Panacea run it also prints how
-far each vertex moved the weights, ‖ΔW(e_i)‖ (Frobenius, over every adapted layer): whether two runs that loop
-differently differ in how far they drifted.
+prompts differ" from "the trained models differ" (docs/steering.md, round 4).
 
     python benchmarks/loop_probe.py runs/hh-2d
     python benchmarks/loop_probe.py runs/validation-study/proxy/defaults/run --max-new-tokens 96
@@ -20,7 +18,6 @@ import argparse
 from pathlib import Path
 
 import torch
-from panacea.adapters import PanaceaModel
 from panacea.eval.bootstrap import flagged_share
 from panacea.eval.degeneration import is_loop
 from panacea.eval.generations import VALIDATION_PROMPT_SETS, load_prompts
@@ -60,19 +57,6 @@ def loop_probe(run: Path, *, max_new_tokens: int = 96, batch_size: int = 32, lim
     return result
 
 
-def update_norms(model) -> dict[str, float] | None:
-    """{vertex λ as text: ‖ΔW(e_i)‖_F over every adapted layer}; None for a model that is not a Panacea adapter."""
-    if not isinstance(model, PanaceaModel):
-        return None
-    vertices = torch.eye(model.panacea_config.num_preferences)
-    return {
-        format_preference(vertex.tolist()): float(
-            sum(layer.get_delta_weight(vertex).double().square().sum() for _, layer in model.adapter_layers()) ** 0.5
-        )
-        for vertex in vertices
-    }
-
-
 def format_probe(probe: dict) -> str:
     """One Markdown row per prompt set and vertex."""
     lines = ["| prompt set | λ | n | loops | refusal | ended within the cap |", "|---|---|---|---|---|---|"]
@@ -92,11 +76,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     probe = loop_probe(args.run, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit)
     print(format_probe(probe))
-    if (norms := update_norms(load_run(args.run, device="cpu").model)) is not None:
-        print(
-            "\nHow far each vertex moved the weights, ‖ΔW‖_F over every adapted layer: "
-            + ", ".join(f"{label} {norm:.3f}" for label, norm in norms.items())
-        )
 
 
 if __name__ == "__main__":

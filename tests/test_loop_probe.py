@@ -37,19 +37,3 @@ def test_the_probe_flags_each_vertexs_answers_to_every_validation_set_with_inter
     assert 0 <= low <= 4 / 6 <= high <= 1
     table = script.format_probe(probe)
     assert "| harmless_validation | (0.0, 1.0) | 6 | 0.667 [" in table
-
-
-def test_the_update_norm_of_a_vertex_is_its_dense_delta_over_every_adapted_layer(monkeypatch, tmp_path):
-    script = load_script(ROOT / "benchmarks" / "loop_probe.py", monkeypatch)
-    model = script.load_run(train_tiny_run(tmp_path, max_steps=2), device="cpu").model
-    norms = script.update_norms(model)
-    assert list(norms) == ["(1.0, 0.0)", "(0.0, 1.0)"]
-    for label, vertex in zip(norms, ([1.0, 0.0], [0.0, 1.0]), strict=True):
-        base = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
-        model.merge(vertex)
-        moved = [(parameter - base[name]).double() for name, parameter in model.named_parameters()]
-        model.unmerge()
-        dense = sum(delta.square().sum() for delta in moved) ** 0.5
-        assert norms[label] == pytest.approx(float(dense), rel=1e-4)
-    assert norms["(1.0, 0.0)"] != norms["(0.0, 1.0)"]  # the two dimensions' directions differ
-    assert script.update_norms(object()) is None  # a soup or a plain LoRA: not measured

@@ -98,17 +98,6 @@ def test_merge_then_unmerge(base):
     torch.testing.assert_close(base.weight, original, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("base", [nn.Linear(IN, OUT, dtype=torch.float64), Conv1D(OUT, IN).double()])
-def test_delta_weight_is_the_dense_update_in_the_base_weights_layout(base):
-    layer, _ = make_layer(base, preference_rank=2)
-    preference = torch.tensor([0.25, 0.75], dtype=torch.float64)
-    zero = torch.zeros_like(base.weight)
-    delta = layer.get_delta_weight(preference)
-    assert delta.shape == base.weight.shape
-    expected = dense_weight_from(zero, layer, preference.repeat_interleave(2), base)
-    torch.testing.assert_close(delta.T if isinstance(base, Conv1D) else delta, expected, rtol=0, atol=1e-12)
-
-
 def test_unmerge_subtracts_what_merge_added_even_after_the_adapter_changed():
     layer, _ = make_layer()
     original = layer.base_layer.weight.clone()
