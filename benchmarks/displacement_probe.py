@@ -27,6 +27,8 @@ from panacea.eval.report import format_interval, format_preference
 from panacea.eval.scorers import load_pair_sets
 from panacea.eval.sweep import load_run
 from panacea.training.logprobs import pair_log_probs
+from panacea.training.reference import reference_log_probs
+from panacea.training.trainer import reference_settings
 
 from panacea.data import load_dimension
 
@@ -66,10 +68,19 @@ def displacement(run: Path, *, limit: int | None = 64) -> dict:
     pair_sets, trained = validation_pair_sets(loaded.config, loaded.tokenizer)
     for pair_set in pair_sets:
         pairs = pair_set.pairs[:limit]
-        with torch.no_grad():
-            reference = pair_log_probs(loaded.model, pairs, pad_token_id=pad, reference=True)[0]  # (pairs, 2)
-            # one vertex a call: a SoupModel takes one λ per call
-            policy = [pair_log_probs(loaded.model, pairs, vertex[None], pad_token_id=pad)[0] for vertex in vertices]
+        # the base model's, from the cache the trainer and the pairs scorer share (computed once for every run)
+        reference = reference_log_probs(
+            loaded.model,
+            pairs,
+            pad_token_id=pad,
+            batch_size=loaded.config.eval_batch_size,
+            settings=reference_settings(loaded.config),
+            autocast=loaded.autocast,
+        )  # (pairs, 2)
+        policy = [  # one vertex a call: a SoupModel takes one λ per call
+            pair_log_probs(loaded.model, pairs, vertex[None], pad_token_id=pad, autocast=loaded.autocast)[0]
+            for vertex in vertices
+        ]
         lengths = torch.tensor([[len(pair.chosen_ids), len(pair.rejected_ids)] for pair in pairs], dtype=torch.float32)
         clusters = [token_cluster(pair.prompt_ids) for pair in pairs]
         result[pair_set.name] = {
