@@ -308,7 +308,7 @@ def score_generations(row: str) -> dict:
     published = PUBLISHED / row / "row.json"
     before = read_json(Path(read_json(published)["results"])) if published.is_file() else None
     with row_lock(row):
-        if finished_record(row) is not None and has_generations(row):  # another process scored them since
+        if has_generations(row):  # another process scored them since
             return finished_record(row)
         record = read_json(folder_of(row) / "row.json")
         record["results"] = score_row(row, generations=True)
@@ -583,24 +583,23 @@ def check_loops(unavailable: set[str]) -> None:
     this machine, an error) is reported and joins `unavailable`, which the caller keeps, so it is not tried again;
     a row another process holds is passed by for this call only (that process may die before finishing it)."""
     busy: set[str] = set()
+    # one row at a time, the due list read afresh after each: scoring one (here or in another process) changes it
     while due := [row for row in loop_checks_due() if row not in unavailable | busy]:
-        for row in due:
-            if row not in loop_checks_due():  # another process has scored it (or an earlier one changed the walk)
-                continue
-            print(f"\n=== {row}: its answers are what the protocol's choice waits on; scoring them", flush=True)
-            try:
-                if finished_record(row) is None:
-                    run_row(row, generations=True)
-                else:
-                    score_generations(row)
-            except RowBusy as error:
-                busy.add(row)
-                print(f"{error}; going on", flush=True)
-            except (SystemExit, Exception) as error:  # noqa: BLE001 — one row's failure must not end the study
-                unavailable.add(row)
-                print(f"{row}: not scored: {error!r}", flush=True)
+        row = due[0]
+        print(f"\n=== {row}: its answers are what the protocol's choice waits on; scoring them", flush=True)
+        try:
+            if finished_record(row) is None:
+                run_row(row, generations=True)
             else:
-                unavailable.add(row)  # scored: if it stays due (it should not), it is not scored again
+                score_generations(row)
+        except RowBusy as error:
+            busy.add(row)
+            print(f"{error}; going on", flush=True)
+        except (SystemExit, Exception) as error:  # noqa: BLE001 — one row's failure must not end the study
+            unavailable.add(row)
+            print(f"{row}: not scored: {error!r}", flush=True)
+        else:
+            unavailable.add(row)  # scored: if it stays due (it should not), it is not scored again
 
 
 def study_state() -> tuple[dict[str, float], dict[str, list[float]]]:
