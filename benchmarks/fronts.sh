@@ -29,6 +29,16 @@
 #                                                     # eval_grid); with generations, compare-generations/ too
 #   SOUPS_MODES=delta benchmarks/fronts.sh hhc-3d soups-hhc-3d   # evaluate (and publish) only these soups modes
 #                                                     # (default "ab delta"; a mode published earlier stays)
+#   benchmarks/fronts.sh --save-points hh-2d          # while a job runs: copy the grid points its evaluations have
+#                                                     # scored so far to docs/results/NAME/RUN/points/ (commit them)
+#
+# An evaluation takes hours here (a pairs point ~20 min, a generation point ~22 min on one core) and runs/ does not
+# survive a machine change, so the points scored so far can be kept in git: `--save-points` copies every cached
+# point of NAME's runs (or of the named ones) to $published/RUN/points/ (the cache's own tree under RUN/eval/; a
+# point's file is named by its λ in a folder named by a digest of the scorer's settings and the adapter's weights, so
+# a point is only ever read back for the same weights and settings). A later invocation on a fresh machine copies
+# them back into the run's cache before it evaluates, and scores only the rest; once a run's evaluation is done and
+# published, its points/ folder is removed (its results.json holds every value).
 #
 # The base model's log-probs on the pairs (benchmarks/reference-logps/: a few KB a set, keyed by the model's
 # weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: panacea
@@ -42,7 +52,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-name=${1:?usage: benchmarks/fronts.sh NAME [RUN ...]   (NAME: hh-2d or hhc-3d, a config in configs/)}
+save_only=0
+if [[ ${1:-} == --save-points ]]; then save_only=1; shift; fi
+name=${1:?usage: benchmarks/fronts.sh [--save-points] NAME [RUN ...]   (NAME: hh-2d or hhc-3d, a config in configs/)}
 shift
 config=configs/$name.yaml
 panacea=${PANACEA:-.venv/bin/panacea}
@@ -171,6 +183,24 @@ restore() {  # a run published with its weights (publish_training) back into $ru
   cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
 }
 
+save_points() {  # every grid point RUN's evaluations have cached so far, into $published/RUN/points/ (new ones only)
+  local run=$1 eval_dir=$runs_dir/$1/eval file
+  [[ -d $eval_dir ]] || return 0
+  while IFS= read -r file; do
+    if [[ ! -e $published/$run/points/$file ]]; then copy "$eval_dir/$file" "$published/$run/points/$file"; fi
+  done < <(cd "$eval_dir" && find . -path '*cache/*' -name '*.json' -type f | sed 's|^\./||' | sort)
+}
+
+restore_points() {  # the points saved by save_points (an earlier machine) into RUN's cache, where it lacks them
+  local run=$1 points=$published/$1/points file
+  [[ -d $points ]] || return 0
+  local restored=0
+  while IFS= read -r file; do
+    if [[ ! -e $runs_dir/$run/eval/$file ]]; then copy "$points/$file" "$runs_dir/$run/eval/$file"; restored=$((restored + 1)); fi
+  done < <(cd "$points" && find . -name '*.json' -type f | sed 's|^\./||' | sort)
+  echo "=== $run: $restored grid point(s) restored from $points"
+}
+
 current() {  # whether FILE is a results document `panacea compare` reads: per-item values (scored since 2026-12-04)
   grep -qs '"items"' "$1"
 }
@@ -194,6 +224,11 @@ publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MO
   fi
 }
 
+if ((save_only)); then
+  for run in "${runs[@]}"; do save_points "$run"; done
+  exit 0
+fi
+
 for run in "${runs[@]}"; do
   echo "=== $run: train $(date -u +%H:%M:%S)"
   snapshot "$run"
@@ -209,6 +244,7 @@ for run in "${runs[@]}"; do
   fi
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
+  restore_points "$run"
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
   if [[ $run == soups-* ]]; then modes=("${soups_modes[@]}"); fi
   for mode in "${modes[@]}"; do
@@ -219,6 +255,7 @@ for run in "${runs[@]}"; do
     publish "$run" "$mode"
   done
   rm -f "$snapshots/$run"  # evaluated: a later evaluation of this run starts a new record
+  rm -rf "$published/$run/points"  # evaluated and published: its results.json holds every point
 done
 
 evaluated=() documents=0

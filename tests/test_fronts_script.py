@@ -321,3 +321,53 @@ def test_fronts_on_the_old_measures_are_replaced_or_left_out_of_the_comparison(t
     )
     compares = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
     assert [compare[1:3] for compare in compares] == [[str(published / "hh-2d"), str(published / "soups-hh-2d")]] * 2
+
+
+def test_points_saved_on_one_machine_are_scored_no_more_on_the_next(tmp_path):
+    """`--save-points` keeps the grid points an evaluation has cached so far (in git, under docs/results); a fresh
+    machine's invocation puts them back into the run's cache before `panacea eval` runs, never over a point the cache
+    holds, and drops them once the run is evaluated and published."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    cached = {
+        "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json": '{"sets": 1}',
+        "soups-hh-2d/eval/delta/cache/generations-4567/1.0-0.0.json": '{"sets": 2}',
+        "soups-hh-2d/eval/cache/pairs-vertex-89ab/1.0-0.0.json": '{"sets": 3}',  # shared by a soup's modes
+    }
+    for path, text in {**cached, "hh-2d-tche/eval/results.json": SCORED, "hh-2d-tche/log.jsonl": "{}"}.items():
+        (runs / path).parent.mkdir(parents=True, exist_ok=True)
+        (runs / path).write_text(text)
+
+    saved = _dry_run("--save-points", "hh-2d")
+    assert saved.returncode == 0, saved.stderr
+    assert not [line for line in saved.stdout.splitlines() if line.startswith(("train ", "eval ", "compare "))]
+    points = sorted(str(path.relative_to(published)) for path in published.rglob("*") if path.is_file())
+    assert points == sorted(path.replace("/eval/", "/points/", 1) for path in cached)  # the cache only
+
+    # a fresh machine: runs/ is gone; the training record (with weights) and the points are in git
+    for run in ("hh-2d-tche",):
+        record = published / run / "train"
+        for name in ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors"):
+            (record / name).parent.mkdir(parents=True, exist_ok=True)
+            (record / name).write_text("{}")
+    fresh = tmp_path / "fresh"
+    (fresh / "hh-2d-tche/eval/cache/pairs-0123").mkdir(parents=True)
+    (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").write_text('{"sets": "scored here"}')
+    seen = tmp_path / "seen"
+    fake = tmp_path / "panacea"  # records the run's cache as `panacea eval` finds it
+    fake.write_text(f'#!/bin/sh\n[ "$1" = eval ] && (cd "$2/eval" && find . -name "*.json" | sort) >> {seen}\nexit 0\n')
+    fake.chmod(0o755)
+    done = _dry_run("hh-2d", "hh-2d-tche", PANACEA=str(fake), RUNS_DIR=str(fresh))
+    assert done.returncode == 0, done.stderr
+    assert "hh-2d-tche: 0 grid point(s) restored" in done.stdout  # the one saved point is cached there already
+    assert (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").read_text() == '{"sets": "scored here"}'
+    assert not (published / "hh-2d-tche/points").exists()  # evaluated and published: its points are dropped
+
+    (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").unlink()
+    _dry_run("--save-points", "hh-2d", "soups-hh-2d")  # the soups run's points are still in runs/, not in fresh
+    resumed = _dry_run("hh-2d", "soups-hh-2d", PANACEA=str(fake), RUNS_DIR=str(fresh))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "soups-hh-2d: 2 grid point(s) restored" in resumed.stdout
+    assert seen.read_text().splitlines()[-2:] == [  # both in place when `panacea eval` ran (mode ab, then delta)
+        "./cache/pairs-vertex-89ab/1.0-0.0.json",
+        "./delta/cache/generations-4567/1.0-0.0.json",
+    ]
