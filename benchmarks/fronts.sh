@@ -45,10 +45,13 @@
 # reads them from there ($PANACEA_REFERENCE_LOGPS), and the script copies the ones its runs computed into
 # panacea's cache back to that folder, so a fresh machine skips that pass (~15 min for hh-2d's 1,600
 # training pairs here).
-# RUNS_DIR (default runs), PUBLISH_DIR (docs/results) and REFERENCE_SEED (benchmarks/reference-logps) move
-# those folders. PANACEA=echo prints the panacea commands instead of running them, but still publishes what
-# $RUNS_DIR already holds: point RUNS_DIR, PUBLISH_DIR and REFERENCE_SEED at scratch folders for a dry run
-# that writes nothing here (as tests/test_fronts_script.py does).
+# The generations scorer's reward models and the base model's answers are kept the same way, in
+# benchmarks/eval-cache/ (laid out like panacea's cache; $PANACEA_CACHE_SEEDS): ~15 min of base-model passes a
+# benchmark on a fresh machine.
+# RUNS_DIR (default runs), PUBLISH_DIR (docs/results), REFERENCE_SEED (benchmarks/reference-logps) and
+# EVAL_CACHE_SEED (benchmarks/eval-cache) move those folders. PANACEA=echo prints the panacea commands instead of
+# running them, but still publishes what $RUNS_DIR already holds: point RUNS_DIR, PUBLISH_DIR, REFERENCE_SEED and
+# EVAL_CACHE_SEED at scratch folders for a dry run that writes nothing here (as tests/test_fronts_script.py does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -100,19 +103,32 @@ copy_new() {  # copy each FILE that DIR does not hold yet into DIR
 
 seed=${REFERENCE_SEED:-benchmarks/reference-logps}
 [[ $seed == /* ]] || seed=$PWD/$seed  # absolute: panacea reads it from $PANACEA_REFERENCE_LOGPS
-cache=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}/reference-logps  # panacea.base_model.cache_dir
+cache_root=${PANACEA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/panacea}  # panacea.base_model.cache_dir
+cache=$cache_root/reference-logps
 mkdir -p "$cache"
 export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses
+# Likewise the generations scorer's reward models (a linear head, ~20 KB; fitting one runs the base model over 1,000
+# responses, ~6-8 min here) and the base model's answers (a generation pass over the prompts) in a folder laid out
+# like the cache ($PANACEA_CACHE_SEEDS: panacea.base_model.cache_seed_dirs), kept the same way.
+eval_seed=${EVAL_CACHE_SEED:-benchmarks/eval-cache}
+[[ $eval_seed == /* ]] || eval_seed=$PWD/$eval_seed
+export PANACEA_CACHE_SEEDS=$eval_seed${PANACEA_CACHE_SEEDS:+:$PANACEA_CACHE_SEEDS}
 # Which reference files a run computed: those not in the cache when the run first started, by name (a reference file
 # is named by a digest of what it holds and never rewritten; not `find -newer`, which misses a file written within
 # the file system's timestamp resolution of the start). The names are kept in $runs_dir/.reference-snapshots/RUN
 # until the run is evaluated, so a run interrupted after its reference pass and resumed later (another session)
 # still keeps what it computed then.
 snapshots=$runs_dir/.reference-snapshots
-cache_names() {  # the reference files in the cache, a name a line
-  local file
+cache_names() {  # the reference files in the cache, a name a line; then its reward models and base answers, by
+  local file  # their path in the cache (a reward model is a folder: one whose metadata is written is whole)
   for file in "$cache"/*.safetensors; do
     if [[ -f $file ]]; then echo "${file##*/}"; fi
+  done
+  for file in "$cache_root"/reward-models/*/reward_model.json; do
+    if [[ -f $file ]]; then file=${file%/reward_model.json} && echo "reward-models/${file##*/}"; fi
+  done
+  for file in "$cache_root"/base-answers/*.json; do
+    if [[ -f $file ]]; then echo "base-answers/${file##*/}"; fi
   done
 }
 snapshot() {  # record the cache's reference files at RUN's first start; a resumed run keeps its first record
@@ -122,12 +138,19 @@ snapshot() {  # record the cache's reference files at RUN's first start; a resum
   cache_names > "$file.tmp"
   mv "$file.tmp" "$file"
 }
-keep_references() {  # the reference log-probs computed since RUN first started, into $seed
-  local name computed=()
+keep_references() {  # the reference log-probs computed since RUN first started, into $seed; its reward models and
+  local name computed=()  # base answers into $eval_seed
   local -A before=()
   while IFS= read -r name; do before[$name]=1; done < "$snapshots/$1"
   while IFS= read -r name; do
-    if [[ -z ${before[$name]:-} ]]; then computed+=("$cache/$name"); fi
+    if [[ -n ${before[$name]:-} ]]; then continue; fi
+    if [[ $name != */* ]]; then
+      computed+=("$cache/$name")
+    elif [[ ! -e $eval_seed/$name ]]; then  # a file, or a reward model's folder: whole or absent, as copy() does
+      mkdir -p "$(dirname "$eval_seed/$name")"
+      rm -rf "$eval_seed/$name.tmp"
+      cp -r "$cache_root/$name" "$eval_seed/$name.tmp" && mv "$eval_seed/$name.tmp" "$eval_seed/$name"
+    fi
   done < <(cache_names)
   copy_new "$seed" "${computed[@]}"
 }

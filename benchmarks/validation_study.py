@@ -44,6 +44,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ from panacea.training.reference import SEED_DIRS_ENV
 from panacea.training.soups import train_soups
 
 from panacea._io import atomic_directory, read_json, write_json, write_text
+from panacea.base_model import CACHE_SEEDS_ENV, cache_dir
 
 BASE_CONFIG = "configs/hh-2d.yaml"
 DIMENSIONS = 2
@@ -740,6 +742,36 @@ def second_training_refused(row: str) -> str | None:
     return None
 
 
+# The generations scorer's reward models and the base model's answers on the validation prompts: committed there
+# (as benchmarks/fronts.sh keeps the test prompts' ones), read where panacea's cache misses ($PANACEA_CACHE_SEEDS),
+# so a fresh machine skips their base-model passes (~15 min).
+EVAL_CACHE = Path("benchmarks/eval-cache")
+EVAL_CACHE_KINDS = ("reward-models", "base-answers")
+
+
+def eval_cache_entries(root: Path) -> set[str]:
+    """The whole reward models (a folder with its metadata written) and base answers under `root`, as paths."""
+    reward_models = {f"reward-models/{file.parent.name}" for file in root.glob("reward-models/*/reward_model.json")}
+    return reward_models | {f"base-answers/{file.name}" for file in root.glob("base-answers/*.json")}
+
+
+def keep_eval_cache(before: set[str], seed: Path = EVAL_CACHE) -> list[str]:
+    """Copy the entries panacea's cache gained since `before` (eval_cache_entries at the start) into `seed`, each
+    whole or not at all; the ones copied."""
+    kept = []
+    for name in sorted(eval_cache_entries(cache_dir()) - before):
+        source, target = cache_dir() / name, seed / name
+        if target.exists():
+            continue
+        if source.is_dir():
+            with atomic_directory(target, keep_existing=True) as staging:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
+        else:
+            write_text(target, source.read_text())
+        kept.append(name)
+    return kept
+
+
 def study_row(row: str, *, generations: bool) -> None:
     """Train and score the row unless it is finished; a finished row's answers are scored where asked (and always
     for a 100-step row)."""
@@ -778,6 +810,9 @@ def main(argv: list[str] | None = None) -> int:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())
         os.environ[SEED_DIRS_ENV] = os.pathsep.join(filter(None, [seed, os.environ.get(SEED_DIRS_ENV)]))
+        eval_seed = str(EVAL_CACHE.resolve())
+        os.environ[CACHE_SEEDS_ENV] = os.pathsep.join(filter(None, [eval_seed, os.environ.get(CACHE_SEEDS_ENV)]))
+        cached_before = eval_cache_entries(cache_dir())
         unavailable: set[str] = set()  # rows due a loop check whose weights are not on this machine
         for row in args.only or PRIORITY:
             if not args.only:
@@ -788,8 +823,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only:
                     raise
                 print(f"{busy}; going on to the next row", flush=True)
+            keep_eval_cache(cached_before)
     if not args.table and not args.only:
         check_loops(unavailable)
+        keep_eval_cache(cached_before)
     finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
     print(rows_table(finished))
     return 0

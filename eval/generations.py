@@ -54,7 +54,7 @@ from torch import Tensor
 
 from panacea._io import read_json, write_json
 from panacea._names import SCORER_OBJECTIVES
-from panacea.base_model import cache_dir
+from panacea.base_model import cache_dir, cache_seed_dirs
 from panacea.data import PairSource, pair_split
 from panacea.generation import generate_grid
 
@@ -491,7 +491,8 @@ def _decoding(max_new_tokens: int) -> dict:
 
 def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_size: int) -> tuple[list[str], list[bool]]:
     """The base model's greedy answers to `prompts` (the adapter disabled) and whether each ended on its own (not
-    cut off at max_new_tokens), cached by content in panacea's cache.
+    cut off at max_new_tokens), cached by content in panacea's cache (read also from the base-answers/ folder of a
+    $PANACEA_CACHE_SEEDS folder, never written there).
 
     The key hashes the base model's weights (a strided sample: panacea.training.reference.base_model_digest), the
     device type, the prompts, the decoding and the batch size (left padding depends on the batch's prompts).
@@ -509,12 +510,13 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
         ).encode()
     ).hexdigest()
     file = cache_dir() / "base-answers" / f"{key[:32]}.json"
-    if file.is_file():
-        with contextlib.suppress(ValueError, OSError, KeyError):
-            cached = read_json(file)
-            answers, finished = cached["answers"], cached["finished"]
-            if len(answers) == len(finished) == len(prompts):
-                return answers, finished
+    for candidate in (file, *(seed / "base-answers" / file.name for seed in cache_seed_dirs())):
+        if candidate.is_file():
+            with contextlib.suppress(ValueError, OSError, KeyError):
+                cached = read_json(candidate)
+                answers, finished = cached["answers"], cached["finished"]
+                if len(answers) == len(finished) == len(prompts):
+                    return answers, finished
     config = getattr(model, "panacea_config", None)  # a Panacea model; a soup knows its dimensions
     m = config.num_preferences if config is not None else len(model.dimensions)
     with model.disable_adapter():

@@ -70,7 +70,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from panacea._io import atomic_directory, read_json, write_json
-from panacea.base_model import cache_dir
+from panacea.base_model import cache_dir, cache_seed_dirs
 from panacea.data import PairRecord, PairSource, TokenizedPair, TruncationStats, load_dimension, tokenize_pairs
 
 logger = logging.getLogger(__name__)
@@ -368,7 +368,9 @@ def train_reward_model(
     cache_root: str | os.PathLike | None = None,
 ) -> RewardModel:
     """The reward model of `dimension`: fitted on the `train` sources' pairs and scored on the `test` ones, or
-    read from `cache_root` (default <panacea cache>/reward-models) when these exact inputs were seen before.
+    read from `cache_root` (default <panacea cache>/reward-models) when these exact inputs were seen before, else from
+    the reward-models/ folder of a $PANACEA_CACHE_SEEDS folder (panacea.base_model.cache_seed_dirs); a fitted head
+    is written to `cache_root` only.
 
     `PairSource.max_pairs` caps each source; `known_dimensions` (default: just `dimension`) are the dims the
     files may contain. Truncation as in training; `batch_size` responses per forward (no effect on the result).
@@ -398,10 +400,11 @@ def train_reward_model(
     identity = base_model_identity(model)
     key = reward_cache_key(model, train_pairs, test_pairs, {**settings, "base_model": identity})
     folder = Path(cache_root or cache_dir() / "reward-models") / f"{dimension}-{key[:32]}"
-    cached = _read_cached(folder, key)
-    if cached is not None:
-        logger.info("reward model %s: cache hit %s; %s", dimension, folder, cached.summary())
-        return cached
+    for candidate in (folder, *(seed / "reward-models" / folder.name for seed in cache_seed_dirs())):
+        cached = _read_cached(candidate, key)
+        if cached is not None:
+            logger.info("reward model %s: cache hit %s; %s", dimension, candidate, cached.summary())
+            return cached
     pad_token_id = _pad_token_id(tokenizer)
     started = time.perf_counter()
     train_chosen, train_rejected = pair_features(model, train_pairs, pad_token_id=pad_token_id, batch_size=batch_size)

@@ -14,9 +14,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
-from panacea.base_model import CACHE_DIR_ENV, cache_dir
+from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV, cache_dir
 
 os.environ.pop(SEED_DIRS_ENV, None)  # no committed reference folder, unless a test names one
+os.environ.pop(CACHE_SEEDS_ENV, None)  # nor committed reward models and base answers
 
 VOCAB_SIZE = 64
 

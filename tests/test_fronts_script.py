@@ -27,6 +27,7 @@ def _folders(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("PUBLISH_DIR", str(tmp_path / "published"))
     monkeypatch.setenv("REFERENCE_SEED", str(tmp_path / "seed"))
+    monkeypatch.setenv("EVAL_CACHE_SEED", str(tmp_path / "eval-seed"))
     monkeypatch.setenv("PANACEA_CACHE_DIR", str(tmp_path / "cache"))
 
 
@@ -200,6 +201,31 @@ def test_the_script_keeps_what_panacea_computed_in_its_cache_folder(tmp_path, mo
     fake.chmod(0o755)
     assert _dry_run("hh-2d", "hh-2d", PANACEA=str(fake)).returncode == 0
     assert (tmp_path / "seed/computed-now.safetensors").read_text() == "new\n"
+
+
+def test_the_reward_models_and_base_answers_an_evaluation_computed_are_kept_and_read_back(tmp_path):
+    """The generations scorer's judges (a folder each) and the base model's answers go to EVAL_CACHE_SEED as the
+    reference log-probs go to REFERENCE_SEED: those computed by the run only, and whole; panacea reads them from there
+    ($PANACEA_CACHE_SEEDS)."""
+    cache = tmp_path / "cache"
+    for old in ("reward-models/harmless-old/reward_model.json", "base-answers/old.json"):
+        (cache / old).parent.mkdir(parents=True, exist_ok=True)
+        (cache / old).write_text("{}")
+    (cache / "reward-models/helpful-half").mkdir()  # being written: no metadata yet, so not kept
+    fake = tmp_path / "panacea"
+    fake.write_text(
+        f'#!/bin/sh\necho "$PANACEA_CACHE_SEEDS" > {tmp_path}/seen\n[ "$1" = eval ] || exit 0\n'
+        f"mkdir -p {cache}/reward-models/helpful-new && echo w > {cache}/reward-models/helpful-new/weights\n"
+        f"echo m > {cache}/reward-models/helpful-new/reward_model.json && echo a > {cache}/base-answers/new.json\n"
+    )
+    fake.chmod(0o755)
+    done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake), PANACEA_CACHE_SEEDS="/elsewhere")
+    assert done.returncode == 0, done.stderr
+    seed = tmp_path / "eval-seed"
+    assert (tmp_path / "seen").read_text().strip() == f"{seed}:/elsewhere"
+    kept = sorted(str(path.relative_to(seed)) for path in seed.rglob("*") if path.is_file())
+    assert kept == ["base-answers/new.json", "reward-models/helpful-new/reward_model.json",
+                    "reward-models/helpful-new/weights"]  # fmt: skip
 
 
 def test_a_run_resumed_in_a_later_invocation_keeps_what_its_interrupted_start_computed(tmp_path):

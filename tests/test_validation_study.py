@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from panacea.base_model import CACHE_DIR_ENV
 from tests.helpers import config_dict, load_script, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -513,3 +514,35 @@ def test_the_second_training_of_a_setting_runs_by_hand_only_once_its_first_passe
     assert study.second_training_refused("confirm/soups-lr2e-3_beta0.1_steps40-seed1").startswith(
         "confirm/soups-lr2e-3_beta0.1_steps40-seed1: its seed-0 training confirm/soups-lr2e-3_beta0.1_steps40 has"
     )
+
+
+def test_the_reward_models_and_base_answers_the_study_computed_are_kept_whole(tmp_path, monkeypatch):
+    """keep_eval_cache: what panacea's cache gained since the study started goes to the seed folder (read back through
+    $PANACEA_CACHE_SEEDS on a fresh machine); what was there before, and a reward model still being written (no
+    metadata yet), is not copied."""
+    study = _study(monkeypatch)
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    cache = study.cache_dir()
+    for name in ("reward-models/helpful-old/reward_model.json", "base-answers/old.json"):
+        (cache / name).parent.mkdir(parents=True, exist_ok=True)
+        (cache / name).write_text("{}")
+    before = study.eval_cache_entries(cache)
+    assert before == {"reward-models/helpful-old", "base-answers/old.json"}
+    for name, text in (
+        ("reward-models/harmless-new/reward_model.safetensors", "weights"),
+        ("reward-models/harmless-new/reward_model.json", "{}"),
+        ("reward-models/helpful-half/reward_model.safetensors", "weights"),  # being written
+        ("base-answers/new.json", '{"answers": []}'),
+    ):
+        (cache / name).parent.mkdir(parents=True, exist_ok=True)
+        (cache / name).write_text(text)
+    seed = tmp_path / "eval-seed"
+    assert study.keep_eval_cache(before, seed) == ["base-answers/new.json", "reward-models/harmless-new"]
+    kept = sorted(str(path.relative_to(seed)) for path in seed.rglob("*") if path.is_file())
+    assert kept == [
+        "base-answers/new.json",
+        "reward-models/harmless-new/reward_model.json",
+        "reward-models/harmless-new/reward_model.safetensors",
+    ]
+    assert (seed / "base-answers/new.json").read_text() == '{"answers": []}'
+    assert study.keep_eval_cache(before, seed) == []  # kept already

@@ -20,6 +20,7 @@ from panacea.eval.sweep import evaluate_path
 from panacea.training import TrainConfig, train
 
 from panacea._config import dataclass_from_dict
+from panacea.base_model import CACHE_SEEDS_ENV
 from panacea.generation import generate_grid, generate_text
 from tests.conftest import panacea_llama, tiny_tokenizer
 from tests.helpers import config_dict, make_workspace
@@ -261,3 +262,26 @@ def test_an_rl_dimension_without_train_pairs_gets_its_judge_from_its_reward_mode
     assert seen == ["data/harmless.jsonl.gz", "data/helpful.jsonl.gz"]
     with pytest.raises(ValueError, match=r"names none: give dimensions.0.train a pair file of 'a'"):
         generations.dimension_reward_model(rl_run({"type": "length"}), "a")
+
+
+def test_the_base_models_answers_are_read_from_a_seed_folder_where_the_cache_misses(tmp_path, monkeypatch):
+    """$PANACEA_CACHE_SEEDS: base answers committed in a seed folder's base-answers/ are used without generating;
+    the cache comes first; answers generated now are written to the cache only."""
+    monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path / "cache")
+    model, tokenizer = panacea_llama(), tiny_tokenizer()
+    prompts, decoding = ["w5 w6", "w7"], generations_module._decoding(3)
+    answers, finished = generations_module.base_answers(model, tokenizer, prompts, decoding, batch_size=4)
+    (entry,) = (tmp_path / "cache" / "base-answers").iterdir()
+    seed = tmp_path / "seed"
+    (seed / "base-answers").mkdir(parents=True)
+    planted = {"answers": ["from the seed", "folder"], "finished": [True, False]}  # not what the model would say
+    (seed / "base-answers" / entry.name).write_text(json.dumps(planted))
+    monkeypatch.setenv(CACHE_SEEDS_ENV, str(seed))
+    assert generations_module.base_answers(model, tokenizer, prompts, decoding, batch_size=4) == (answers, finished)
+    entry.unlink()  # the cache misses: the seed answers
+    read = generations_module.base_answers(model, tokenizer, prompts, decoding, batch_size=4)
+    assert read == (planted["answers"], planted["finished"])
+    assert not entry.exists()  # read, not copied
+    monkeypatch.delenv(CACHE_SEEDS_ENV)
+    assert generations_module.base_answers(model, tokenizer, prompts, decoding, batch_size=4) == (answers, finished)
+    assert entry.is_file() and json.loads((seed / "base-answers" / entry.name).read_text()) == planted

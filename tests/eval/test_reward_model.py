@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 
 import pytest
@@ -21,6 +22,7 @@ from panacea.eval.reward_model import (
     train_reward_model,
 )
 
+from panacea.base_model import CACHE_SEEDS_ENV
 from panacea.data import PairSource, load_dimension
 from tests.conftest import panacea_llama, tiny_llama, tiny_tokenizer
 
@@ -229,6 +231,29 @@ def test_train_reports_accuracies_and_a_second_call_is_a_cache_hit(tmp_path, mon
         train_tiny(tmp_path, train=[PairSource(str(tmp_path / "a.jsonl"), split="train", max_pairs=10)])
     with pytest.raises(AssertionError, match="cache hit"):  # another base model
         train_tiny(tmp_path, model=tiny_llama(seed=1))
+
+
+def test_a_seed_folder_is_read_where_the_cache_misses_and_never_written(tmp_path, monkeypatch):
+    """$PANACEA_CACHE_SEEDS: a head committed in a seed folder (laid out like the cache) spares a fresh machine the
+    base-model pass; the cache is searched first, and a head fitted now goes to the cache, not to the seed."""
+    first = train_tiny(tmp_path)
+    (folder,) = (tmp_path / "cache").iterdir()
+    seed = tmp_path / "seed"
+    (seed / "reward-models").mkdir(parents=True)
+    folder.rename(seed / "reward-models" / folder.name)  # the cache is now empty; the seed holds the head
+    monkeypatch.setenv(CACHE_SEEDS_ENV, f"{tmp_path / 'elsewhere'}{os.pathsep}{seed}")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("features were computed although a seed folder holds the head")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rm, "response_features", refuse)
+        read = train_tiny(tmp_path)
+    assert torch.equal(read.weight, first.weight) and read.metadata == first.metadata
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing copied to cache
+    other = train_tiny(tmp_path, model=tiny_llama(seed=1))  # no entry anywhere: fitted, written to the cache only
+    assert [entry.name for entry in (tmp_path / "cache").iterdir()] == [f"a-{other.metadata['cache_key'][:32]}"]
+    assert [entry.name for entry in (seed / "reward-models").iterdir()] == [folder.name]
 
 
 def test_a_damaged_cache_entry_is_trained_again(tmp_path):
