@@ -755,9 +755,10 @@ def eval_cache_entries(root: Path) -> set[str]:
     return reward_models | {f"base-answers/{file.name}" for file in root.glob("base-answers/*.json")}
 
 
-def keep_eval_cache(before: set[str], seed: Path = EVAL_CACHE) -> list[str]:
-    """Copy the entries panacea's cache gained since `before` (eval_cache_entries at the start) into `seed`, each
-    whole or not at all; the ones copied."""
+def keep_eval_cache(before: set[str], seed: Path | None = None) -> list[str]:
+    """Copy the entries panacea's cache gained since `before` (eval_cache_entries at the start) into `seed` (default
+    EVAL_CACHE), each whole or not at all; the ones copied."""
+    seed = EVAL_CACHE if seed is None else seed
     kept = []
     for name in sorted(eval_cache_entries(cache_dir()) - before):
         source, target = cache_dir() / name, seed / name

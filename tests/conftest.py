@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,6 +21,7 @@ os.environ.pop(SEED_DIRS_ENV, None)  # no committed reference folder, unless a t
 os.environ.pop(CACHE_SEEDS_ENV, None)  # nor committed reward models and base answers
 
 VOCAB_SIZE = 64
+CONTENT_CACHES = ("reference-logps", "reward-models", "base-answers")  # the cache's folders of entries keyed by content
 
 
 def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> LlamaForCausalLM:
@@ -89,17 +91,24 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def link_converted_models(user: Path, private: Path) -> None:
+    """Link into `private` what the user's panacea cache holds besides its content caches (the converted embedded
+    model): a link to a content cache would let a test write into the user's folder."""
+    for entry in sorted(user.iterdir()) if user.is_dir() else ():
+        if entry.name not in CONTENT_CACHES:
+            (private / entry.name).symlink_to(entry.resolve())
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_panacea_cache(tmp_path_factory):
-    """A panacea cache of the test session's own: reference log-probs of tiny models never land in the user's.
+    """A panacea cache of the test session's own: reference log-probs, reward models and base answers of tiny models
+    never land in the user's.
 
-    (benchmarks/fronts.sh keeps what appears in the user's cache.) What the user's cache holds besides
-    reference log-probs — the converted embedded model — is linked, so integration tests load it at once.
+    (benchmarks/fronts.sh and the validation study keep what appears in the user's cache.) What the user's cache holds
+    besides those — the converted embedded model — is linked, so integration tests load it at once.
     """
-    user, private = cache_dir(), tmp_path_factory.mktemp("panacea-cache")
-    for entry in sorted(user.iterdir()) if user.is_dir() else ():
-        if entry.name != "reference-logps":
-            (private / entry.name).symlink_to(entry.resolve())
+    private = tmp_path_factory.mktemp("panacea-cache")
+    link_converted_models(cache_dir(), private)
     previous = os.environ.get(CACHE_DIR_ENV)
     os.environ[CACHE_DIR_ENV] = str(private)
     yield private

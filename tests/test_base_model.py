@@ -10,6 +10,7 @@ import torch
 
 from panacea import EMBEDDED_MODEL_NAME, load_base_model
 from panacea.base_model import EMBEDDED_GGUF_FILE, cache_dir, resolve_device, resolve_dtype
+from tests.conftest import CONTENT_CACHES, link_converted_models
 
 
 def test_local_path_loads_with_dtype_and_device(tiny_model_dir):
@@ -146,6 +147,18 @@ def test_two_processes_converting_at_once_leave_one_complete_cache(tmp_path, mon
 def test_the_test_session_writes_into_a_cache_of_its_own(_private_panacea_cache, tmp_path_factory):
     assert cache_dir() == _private_panacea_cache
     assert _private_panacea_cache.is_relative_to(tmp_path_factory.getbasetemp())
+
+
+def test_the_test_session_s_cache_links_the_user_s_converted_model_and_none_of_its_content_caches(tmp_path):
+    """A test that fitted a reward model wrote it through a link into the user's reward-models/ (found 2026-12-05)."""
+    user, private = tmp_path / "user", tmp_path / "private"
+    for name in ("SmolLM2-135M-Instruct-0.1.2-float32", *CONTENT_CACHES):
+        (user / name).mkdir(parents=True)
+    private.mkdir()
+    link_converted_models(user, private)
+    assert [(path.name, path.is_symlink()) for path in private.iterdir()] == [
+        ("SmolLM2-135M-Instruct-0.1.2-float32", True)
+    ]
 
 
 def test_cuda_without_cuda_is_one_clear_error(monkeypatch):

@@ -27,6 +27,7 @@ def _study_in(tmp_path, monkeypatch):
     study = _study(monkeypatch)
     monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
     monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
+    monkeypatch.setattr(study, "EVAL_CACHE", tmp_path / "eval-cache")  # never the checkout's
     return study
 
 
