@@ -37,8 +37,9 @@
 # point of NAME's runs (or of the named ones) to $published/RUN/points/ (the cache's own tree under RUN/eval/; a
 # point's file is named by its λ in a folder named by a digest of the scorer's settings and the adapter's weights, so
 # a point is only ever read back for the same weights and settings). A later invocation on a fresh machine copies
-# them back into the run's cache before it evaluates, and scores only the rest; once a run's evaluation is done and
-# published, its points/ folder is removed (its results.json holds every value).
+# them back into the run's cache before it evaluates, and scores only the rest; once a front is published, its saved
+# points go (its results.json holds every value; a soups run's shared vertex points once both modes are published).
+# Only a run in progress is saved (one whose evaluation has not finished in this runs/ folder).
 #
 # The base model's log-probs on the pairs (benchmarks/reference-logps/: a few KB a set, keyed by the model's
 # weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: panacea
@@ -131,25 +132,33 @@ cache_names() {  # the reference files in the cache, a name a line; then its rew
     if [[ -f $file ]]; then echo "base-answers/${file##*/}"; fi
   done
 }
-snapshot() {  # record the cache's reference files at RUN's first start; a resumed run keeps its first record
+SNAPSHOT_FORMAT="# cache entries v2"  # v2 lists reward models and base answers too; a v1 record only reference files
+snapshot() {  # record the cache's entries at RUN's first start; a resumed run keeps its first record
   local file=$snapshots/$1
   if [[ -f $file ]]; then return; fi
   mkdir -p "$snapshots"
-  cache_names > "$file.tmp"
+  { echo "$SNAPSHOT_FORMAT"; cache_names; } > "$file.tmp"
   mv "$file.tmp" "$file"
 }
+keep_entry() {  # copy the cache entry NAME (a file, or a reward model's folder) into $eval_seed: whole or not at all,
+  local name=$1 target=$eval_seed/$1 staging  # and never into or over one another process put there meanwhile
+  if [[ -e $target ]]; then return 0; fi
+  mkdir -p "$(dirname "$target")"
+  staging=$(mktemp -d "$(dirname "$target")/.keep.XXXXXX")
+  if cp -r "$cache_root/$name" "$staging/entry" && mv -T "$staging/entry" "$target" 2>/dev/null; then :; fi
+  rm -rf "$staging"
+}
 keep_references() {  # the reference log-probs computed since RUN first started, into $seed; its reward models and
-  local name computed=()  # base answers into $eval_seed
+  local name computed=() first  # base answers into $eval_seed
   local -A before=()
+  IFS= read -r first < "$snapshots/$1" || true
   while IFS= read -r name; do before[$name]=1; done < "$snapshots/$1"
   while IFS= read -r name; do
     if [[ -n ${before[$name]:-} ]]; then continue; fi
     if [[ $name != */* ]]; then
       computed+=("$cache/$name")
-    elif [[ ! -e $eval_seed/$name ]]; then  # a file, or a reward model's folder: whole or absent, as copy() does
-      mkdir -p "$(dirname "$eval_seed/$name")"
-      rm -rf "$eval_seed/$name.tmp"
-      cp -r "$cache_root/$name" "$eval_seed/$name.tmp" && mv "$eval_seed/$name.tmp" "$eval_seed/$name"
+    elif [[ $first == "$SNAPSHOT_FORMAT" ]]; then  # a v1 record cannot tell which of these the run computed
+      keep_entry "$name"
     fi
   done < <(cache_names)
   copy_new "$seed" "${computed[@]}"
@@ -206,9 +215,9 @@ restore() {  # a run published with its weights (publish_training) back into $ru
   cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
 }
 
-save_points() {  # every grid point RUN's evaluations have cached so far, into $published/RUN/points/ (new ones only)
-  local run=$1 eval_dir=$runs_dir/$1/eval file
-  [[ -d $eval_dir ]] || return 0
+save_points() {  # every grid point RUN's evaluations have cached so far, into $published/RUN/points/ (new ones only);
+  local run=$1 eval_dir=$runs_dir/$1/eval file  # only while RUN is in progress (its snapshot goes once it is
+  [[ -d $eval_dir && -f $snapshots/$run ]] || return 0  # evaluated): a published run's points are not brought back
   while IFS= read -r file; do
     if [[ ! -e $published/$run/points/$file ]]; then copy "$eval_dir/$file" "$published/$run/points/$file"; fi
   done < <(cd "$eval_dir" && find . -path '*cache/*' -name '*.json' -type f | sed 's|^\./||' | sort)
@@ -222,6 +231,23 @@ restore_points() {  # the points saved by save_points (an earlier machine) into 
     if [[ ! -e $runs_dir/$run/eval/$file ]]; then copy "$points/$file" "$runs_dir/$run/eval/$file"; restored=$((restored + 1)); fi
   done < <(cd "$points" && find . -name '*.json' -type f | sed 's|^\./||' | sort)
   echo "=== $run: $restored grid point(s) restored from $points"
+}
+
+drop_points() {  # the saved points of the fronts RUN [in soups MODE] just published: the cache folders its results.json
+  local run=$1 dir=${2:+$2/} points=$published/$1/points folder mode all=1  # names (its scorers' points only)
+  local results=$runs_dir/$1/eval/${2:+$2/}results.json
+  [[ -d $points && -f $results ]] || return 0
+  while IFS= read -r folder; do
+    rm -rf "${points:?}/${dir}cache/$folder"
+  done < <("${PYTHON:-.venv/bin/python}" -c 'import json, sys
+for scorer in json.load(open(sys.argv[1])).get("scorers", {}).values():
+    if scorer.get("cache"):
+        print(scorer["cache"].rstrip("/").rsplit("/", 1)[-1])' "$results")
+  if [[ $run == soups-* ]]; then  # the vertex points both modes share go once every mode is published on these measures
+    for mode in ab delta; do current "$published/$run/eval/$mode/results.json" || all=0; done
+    if ((all)); then rm -rf "${points:?}/cache"; fi
+  fi
+  find "$points" -depth -type d -empty -delete
 }
 
 current() {  # whether FILE is a results document `panacea compare` reads: per-item values (scored since 2026-12-04)
@@ -276,9 +302,9 @@ for run in "${runs[@]}"; do
     "$panacea" eval "$runs_dir/$run" ${mode:+--soups-mode $mode} ${EVAL_ARGS:-}
     keep_references "$run"
     publish "$run" "$mode"
+    drop_points "$run" "$mode"  # its results.json holds every value of those points
   done
   rm -f "$snapshots/$run"  # evaluated: a later evaluation of this run starts a new record
-  rm -rf "$published/$run/points"  # evaluated and published: its results.json holds every point
 done
 
 evaluated=() documents=0

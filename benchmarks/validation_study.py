@@ -750,25 +750,41 @@ EVAL_CACHE_KINDS = ("reward-models", "base-answers")
 
 
 def eval_cache_entries(root: Path) -> set[str]:
-    """The whole reward models (a folder with its metadata written) and base answers under `root`, as paths."""
+    """The whole reward models (a folder with its metadata written) and base answers under `root`, as paths; not a
+    hidden folder or file (another process's staging copy, written and renamed into place)."""
     reward_models = {f"reward-models/{file.parent.name}" for file in root.glob("reward-models/*/reward_model.json")}
-    return reward_models | {f"base-answers/{file.name}" for file in root.glob("base-answers/*.json")}
+    entries = reward_models | {f"base-answers/{file.name}" for file in root.glob("base-answers/*.json")}
+    return {name for name in entries if not name.split("/")[1].startswith(".")}
+
+
+def eval_cache_before() -> set[str]:
+    """The cache's entries when the study first started on this machine: recorded in OUTPUT, so that what a row
+    computed before an interrupt is still kept by the next start (the record goes after a full run)."""
+    record = OUTPUT / "eval-cache-before.json"
+    if record.is_file():
+        return set(read_json(record)["entries"])
+    before = eval_cache_entries(cache_dir())
+    write_json(record, {"entries": sorted(before)})
+    return before
 
 
 def keep_eval_cache(before: set[str], seed: Path | None = None) -> list[str]:
-    """Copy the entries panacea's cache gained since `before` (eval_cache_entries at the start) into `seed` (default
-    EVAL_CACHE), each whole or not at all; the ones copied."""
+    """Copy the entries panacea's cache gained since `before` (eval_cache_before) into `seed` (default EVAL_CACHE),
+    each whole or not at all; the ones copied."""
     seed = EVAL_CACHE if seed is None else seed
     kept = []
     for name in sorted(eval_cache_entries(cache_dir()) - before):
         source, target = cache_dir() / name, seed / name
         if target.exists():
             continue
-        if source.is_dir():
-            with atomic_directory(target, keep_existing=True) as staging:
-                shutil.copytree(source, staging, dirs_exist_ok=True)
-        else:
-            write_text(target, source.read_text())
+        try:
+            if source.is_dir():
+                with atomic_directory(target, keep_existing=True) as staging:
+                    shutil.copytree(source, staging, dirs_exist_ok=True)
+            else:
+                write_text(target, source.read_text())
+        except FileNotFoundError:  # removed meanwhile (a damaged entry being replaced): the next call keeps it
+            continue
         kept.append(name)
     return kept
 
@@ -813,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[SEED_DIRS_ENV] = os.pathsep.join(filter(None, [seed, os.environ.get(SEED_DIRS_ENV)]))
         eval_seed = str(EVAL_CACHE.resolve())
         os.environ[CACHE_SEEDS_ENV] = os.pathsep.join(filter(None, [eval_seed, os.environ.get(CACHE_SEEDS_ENV)]))
-        cached_before = eval_cache_entries(cache_dir())
+        cached_before = eval_cache_before()
         unavailable: set[str] = set()  # rows due a loop check whose weights are not on this machine
         for row in args.only or PRIORITY:
             if not args.only:
@@ -824,10 +840,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only:
                     raise
                 print(f"{busy}; going on to the next row", flush=True)
-            keep_eval_cache(cached_before)
+            finally:
+                keep_eval_cache(cached_before)
     if not args.table and not args.only:
-        check_loops(unavailable)
-        keep_eval_cache(cached_before)
+        try:
+            check_loops(unavailable)
+        finally:
+            keep_eval_cache(cached_before)
+        (OUTPUT / "eval-cache-before.json").unlink(missing_ok=True)  # a full run: the next one starts a new record
     finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
     print(rows_table(finished))
     return 0

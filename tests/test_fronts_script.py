@@ -228,6 +228,21 @@ def test_the_reward_models_and_base_answers_an_evaluation_computed_are_kept_and_
                     "reward-models/helpful-new/weights"]  # fmt: skip
 
 
+def test_a_run_recorded_by_the_older_script_keeps_its_references_but_no_judge_it_cannot_tell_it_computed(tmp_path):
+    """A run whose start was recorded before reward models and base answers were kept (reference file names only):
+    every judge in the cache would look new, so none is kept; its new reference files still are."""
+    cache = tmp_path / "cache"
+    (cache / "reward-models/tiny-judge").mkdir(parents=True)
+    (cache / "reward-models/tiny-judge/reward_model.json").write_text("{}")
+    (cache / "reference-logps").mkdir()
+    (cache / "reference-logps/new.safetensors").write_text("new")
+    (tmp_path / "runs/.reference-snapshots").mkdir(parents=True)
+    (tmp_path / "runs/.reference-snapshots/hh-2d").write_text("old.safetensors\n")
+    assert _dry_run("hh-2d", "hh-2d").returncode == 0
+    assert not (tmp_path / "eval-seed").exists()
+    assert [path.name for path in (tmp_path / "seed").iterdir()] == ["new.safetensors"]
+
+
 def test_a_run_resumed_in_a_later_invocation_keeps_what_its_interrupted_start_computed(tmp_path):
     """The reference pass finishes, the training is killed, the next invocation (another session) resumes it."""
     seed, cache = tmp_path / "seed", tmp_path / "cache" / "reference-logps"
@@ -350,50 +365,71 @@ def test_fronts_on_the_old_measures_are_replaced_or_left_out_of_the_comparison(t
 
 
 def test_points_saved_on_one_machine_are_scored_no_more_on_the_next(tmp_path):
-    """`--save-points` keeps the grid points an evaluation has cached so far (in git, under docs/results); a fresh
+    """`--save-points` keeps the grid points a run in progress has cached so far (in git, under docs/results); a fresh
     machine's invocation puts them back into the run's cache before `panacea eval` runs, never over a point the cache
-    holds, and drops them once the run is evaluated and published."""
+    holds, and drops those of each front once it is published (a soups run's shared vertex points once both modes
+    are)."""
     runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
     cached = {
         "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json": '{"sets": 1}',
         "soups-hh-2d/eval/delta/cache/generations-4567/1.0-0.0.json": '{"sets": 2}',
         "soups-hh-2d/eval/cache/pairs-vertex-89ab/1.0-0.0.json": '{"sets": 3}',  # shared by a soup's modes
     }
-    for path, text in {**cached, "hh-2d-tche/eval/results.json": SCORED, "hh-2d-tche/log.jsonl": "{}"}.items():
+    finished = {"hh-2d/eval/cache/pairs-cdef/1.0-0.0.json": "{}", "hh-2d/eval/results.json": SCORED}
+    for path, text in {**cached, **finished, "hh-2d-tche/eval/results.json": SCORED}.items():
         (runs / path).parent.mkdir(parents=True, exist_ok=True)
         (runs / path).write_text(text)
+    for run in ("hh-2d-tche", "soups-hh-2d"):  # in progress: their record of the cache at their start is there
+        (runs / ".reference-snapshots").mkdir(exist_ok=True)
+        (runs / ".reference-snapshots" / run).write_text("# cache entries v2\n")
 
     saved = _dry_run("--save-points", "hh-2d")
     assert saved.returncode == 0, saved.stderr
     assert not [line for line in saved.stdout.splitlines() if line.startswith(("train ", "eval ", "compare "))]
     points = sorted(str(path.relative_to(published)) for path in published.rglob("*") if path.is_file())
-    assert points == sorted(path.replace("/eval/", "/points/", 1) for path in cached)  # the cache only
+    assert points == sorted(path.replace("/eval/", "/points/", 1) for path in cached)  # the cache only; not hh-2d's
 
-    # a fresh machine: runs/ is gone; the training record (with weights) and the points are in git
-    for run in ("hh-2d-tche",):
+    # a fresh machine: runs/ is gone; the training records (with weights) and the points are in git
+    for run in ("hh-2d-tche", "soups-hh-2d"):
         record = published / run / "train"
-        for name in ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors"):
+        names = ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors")
+        if run.startswith("soups"):
+            names = ("config.yaml", "soups/helpful/adapter/adapter_model.safetensors")
+            (record / "manifest.json").parent.mkdir(parents=True, exist_ok=True)
+            (record / "manifest.json").write_text(
+                '{"complete": true, "runs": {"helpful": {"adapter": "soups/helpful/adapter"}}}'
+            )
+        for name in names:
             (record / name).parent.mkdir(parents=True, exist_ok=True)
             (record / name).write_text("{}")
     fresh = tmp_path / "fresh"
     (fresh / "hh-2d-tche/eval/cache/pairs-0123").mkdir(parents=True)
     (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").write_text('{"sets": "scored here"}')
     seen = tmp_path / "seen"
-    fake = tmp_path / "panacea"  # records the run's cache as `panacea eval` finds it
-    fake.write_text(f'#!/bin/sh\n[ "$1" = eval ] && (cd "$2/eval" && find . -name "*.json" | sort) >> {seen}\nexit 0\n')
+    fake = tmp_path / "panacea"  # records the run's cache as `panacea eval` finds it; writes the results it names
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = eval ] || exit 0\n'
+        f'(cd "$2/eval" && find . -name "*.json" | sort) >> {seen}\n'
+        'out="$2/eval"; [ "$3" = --soups-mode ] && out="$2/eval/$4"; mkdir -p "$out"\n'
+        'folder=pairs-0123; [ "$3" = --soups-mode ] && folder=generations-4567\n'
+        'printf \'{"items": 1, "scorers": {"x": {"cache": "%s"}}}\' '
+        '"$out/cache/$folder" > "$out/results.json"\n'
+    )
     fake.chmod(0o755)
     done = _dry_run("hh-2d", "hh-2d-tche", PANACEA=str(fake), RUNS_DIR=str(fresh))
     assert done.returncode == 0, done.stderr
     assert "hh-2d-tche: 0 grid point(s) restored" in done.stdout  # the one saved point is cached there already
     assert (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").read_text() == '{"sets": "scored here"}'
-    assert not (published / "hh-2d-tche/points").exists()  # evaluated and published: its points are dropped
+    assert not (published / "hh-2d-tche/points").exists()  # published: its points are dropped
 
-    (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").unlink()
-    _dry_run("--save-points", "hh-2d", "soups-hh-2d")  # the soups run's points are still in runs/, not in fresh
-    resumed = _dry_run("hh-2d", "soups-hh-2d", PANACEA=str(fake), RUNS_DIR=str(fresh))
+    resumed = _dry_run("hh-2d", "soups-hh-2d", PANACEA=str(fake), RUNS_DIR=str(fresh), SOUPS_MODES="delta")
     assert resumed.returncode == 0, resumed.stderr
     assert "soups-hh-2d: 2 grid point(s) restored" in resumed.stdout
-    assert seen.read_text().splitlines()[-2:] == [  # both in place when `panacea eval` ran (mode ab, then delta)
+    assert seen.read_text().splitlines()[-2:] == [  # both in place when `panacea eval` ran
         "./cache/pairs-vertex-89ab/1.0-0.0.json",
         "./delta/cache/generations-4567/1.0-0.0.json",
     ]
+    points = sorted(str(path.relative_to(published)) for path in published.glob("*/points/**/*") if path.is_file())
+    # delta's own points went; the vertex points wait for ab, and empty folders go
+    assert sorted(path.name for path in (published / "soups-hh-2d/points").iterdir()) == ["cache"]
+    assert points == ["soups-hh-2d/points/cache/pairs-vertex-89ab/1.0-0.0.json"]

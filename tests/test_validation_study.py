@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from panacea.training.reference import SEED_DIRS_ENV
 
-from panacea.base_model import CACHE_DIR_ENV
+from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV
 from tests.helpers import config_dict, load_script, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,8 @@ def _study_in(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "OUTPUT", tmp_path / "study")
     monkeypatch.setattr(study, "PUBLISHED", tmp_path / "published")
     monkeypatch.setattr(study, "EVAL_CACHE", tmp_path / "eval-cache")  # never the checkout's
+    for variable in (CACHE_SEEDS_ENV, SEED_DIRS_ENV):  # main() names its seed folders there: put back after the test
+        monkeypatch.delenv(variable, raising=False)
     return study
 
 
@@ -537,6 +540,8 @@ def test_the_reward_models_and_base_answers_the_study_computed_are_kept_whole(tm
     ):
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
         (cache / name).write_text(text)
+    (cache / "reward-models/.harmless-other.tmp-1234").mkdir()  # another process's staging copy: not an entry
+    (cache / "reward-models/.harmless-other.tmp-1234/reward_model.json").write_text("{}")
     seed = tmp_path / "eval-seed"
     assert study.keep_eval_cache(before, seed) == ["base-answers/new.json", "reward-models/harmless-new"]
     kept = sorted(str(path.relative_to(seed)) for path in seed.rglob("*") if path.is_file())
@@ -547,3 +552,16 @@ def test_the_reward_models_and_base_answers_the_study_computed_are_kept_whole(tm
     ]
     assert (seed / "base-answers/new.json").read_text() == '{"answers": []}'
     assert study.keep_eval_cache(before, seed) == []  # kept already
+
+
+def test_what_the_cache_held_when_the_study_first_started_is_recorded_across_an_interrupt(tmp_path, monkeypatch):
+    """An entry computed by a row that was then interrupted is still kept by the next start: the record of what was
+    there before is on disk, not in the interrupted process."""
+    study = _study_in(tmp_path, monkeypatch)
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    (tmp_path / "cache/base-answers").mkdir(parents=True)
+    (tmp_path / "cache/base-answers/old.json").write_text("{}")
+    assert study.eval_cache_before() == {"base-answers/old.json"}
+    (tmp_path / "cache/base-answers/computed-then-killed.json").write_text("{}")
+    assert study.eval_cache_before() == {"base-answers/old.json"}  # the restart reads the first record
+    assert study.keep_eval_cache(study.eval_cache_before()) == ["base-answers/computed-then-killed.json"]
