@@ -40,6 +40,14 @@ def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
+def _fake_panacea(tmp_path: Path, script: str) -> Path:
+    """An executable shell script standing in for the panacea command (PANACEA=...)."""
+    fake = tmp_path / "panacea"
+    fake.write_text(script)
+    fake.chmod(0o755)
+    return fake
+
+
 @pytest.mark.parametrize("name", ["hh-2d", "hhc-3d"])
 def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
     done = _dry_run(name)
@@ -176,13 +184,12 @@ def test_reference_log_probs_are_read_from_the_seed_folder_and_new_ones_kept(tmp
     # The fake "trains" by computing one new reference file, and records where it may read. The new file's timestamp
     # is the epoch's, as old as the unrelated one: on a file system with coarse timestamps a file written just after
     # the script started can carry its start time (CI once missed it that way), so its name must decide, not its time.
-    fake = tmp_path / "panacea"
-    fake.write_text(
+    fake = _fake_panacea(
+        tmp_path,
         f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors'
         f" && touch -d @0 {cache}/computed-now.safetensors\n"
-        f'echo "$PANACEA_REFERENCE_LOGPS" > {tmp_path}/seen\nexit 0\n'
+        f'echo "$PANACEA_REFERENCE_LOGPS" > {tmp_path}/seen\nexit 0\n',
     )
-    fake.chmod(0o755)
 
     done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake), PANACEA_REFERENCE_LOGPS="/elsewhere")
     assert done.returncode == 0, done.stderr
@@ -196,9 +203,9 @@ def test_the_script_keeps_what_panacea_computed_in_its_cache_folder(tmp_path, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     cache = cache_dir() / "reference-logps"
     assert str(cache).startswith(str(tmp_path / "xdg"))
-    fake = tmp_path / "panacea"
-    fake.write_text(f"#!/bin/sh\nmkdir -p {cache} && echo new > {cache}/computed-now.safetensors\nexit 0\n")
-    fake.chmod(0o755)
+    fake = _fake_panacea(
+        tmp_path, f"#!/bin/sh\nmkdir -p {cache} && echo new > {cache}/computed-now.safetensors\nexit 0\n"
+    )
     assert _dry_run("hh-2d", "hh-2d", PANACEA=str(fake)).returncode == 0
     assert (tmp_path / "seed/computed-now.safetensors").read_text() == "new\n"
 
@@ -212,13 +219,12 @@ def test_the_reward_models_and_base_answers_an_evaluation_computed_are_kept_and_
         (cache / old).parent.mkdir(parents=True, exist_ok=True)
         (cache / old).write_text("{}")
     (cache / "reward-models/helpful-half").mkdir()  # being written: no metadata yet, so not kept
-    fake = tmp_path / "panacea"
-    fake.write_text(
+    fake = _fake_panacea(
+        tmp_path,
         f'#!/bin/sh\necho "$PANACEA_CACHE_SEEDS" > {tmp_path}/seen\n[ "$1" = eval ] || exit 0\n'
         f"mkdir -p {cache}/reward-models/helpful-new && echo w > {cache}/reward-models/helpful-new/weights\n"
-        f"echo m > {cache}/reward-models/helpful-new/reward_model.json && echo a > {cache}/base-answers/new.json\n"
+        f"echo m > {cache}/reward-models/helpful-new/reward_model.json && echo a > {cache}/base-answers/new.json\n",
     )
-    fake.chmod(0o755)
     done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake), PANACEA_CACHE_SEEDS="/elsewhere")
     assert done.returncode == 0, done.stderr
     seed = tmp_path / "eval-seed"
@@ -248,12 +254,11 @@ def test_a_run_resumed_in_a_later_invocation_keeps_what_its_interrupted_start_co
     seed, cache = tmp_path / "seed", tmp_path / "cache" / "reference-logps"
     cache.mkdir(parents=True)
     (cache / "unrelated.safetensors").write_text("old")
-    fake = tmp_path / "panacea"
-    fake.write_text(  # the first `train` computes a reference file and dies; later calls succeed at once
+    fake = _fake_panacea(
+        tmp_path,  # the first `train` computes a reference file and dies; later calls succeed at once
         f'#!/bin/sh\nif [ "$1" = train ] && [ ! -f {tmp_path}/died ]; then\n'
-        f"  echo new > {cache}/computed-then.safetensors; touch {tmp_path}/died; exit 137\nfi\nexit 0\n"
+        f"  echo new > {cache}/computed-then.safetensors; touch {tmp_path}/died; exit 137\nfi\nexit 0\n",
     )
-    fake.chmod(0o755)
 
     interrupted = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
     assert interrupted.returncode == 137 and not seed.exists()
@@ -270,9 +275,7 @@ def test_an_evaluation_cut_short_publishes_only_the_mode_it_finished(tmp_path):
     for mode in ("ab", "delta"):
         (runs / "eval" / mode).mkdir(parents=True)
         (runs / "eval" / mode / "results.json").write_text(f'{{"mode": "{mode}"}}')
-    fake = tmp_path / "panacea"
-    fake.write_text('#!/bin/sh\nfor word in "$@"; do [ "$word" = delta ] && exit 137; done\nexit 0\n')
-    fake.chmod(0o755)
+    fake = _fake_panacea(tmp_path, '#!/bin/sh\nfor word in "$@"; do [ "$word" = delta ] && exit 137; done\nexit 0\n')
     done = _dry_run("hh-2d", "soups-hh-2d", PANACEA=str(fake))
     assert done.returncode == 137
     assert sorted(str(path.relative_to(published)) for path in published.rglob("results.json")) == [
@@ -406,16 +409,15 @@ def test_points_saved_on_one_machine_are_scored_no_more_on_the_next(tmp_path):
     (fresh / "hh-2d-tche/eval/cache/pairs-0123").mkdir(parents=True)
     (fresh / "hh-2d-tche/eval/cache/pairs-0123/0.5-0.5.json").write_text('{"sets": "scored here"}')
     seen = tmp_path / "seen"
-    fake = tmp_path / "panacea"  # records the run's cache as `panacea eval` finds it; writes the results it names
-    fake.write_text(
+    fake = _fake_panacea(
+        tmp_path,
         '#!/bin/sh\n[ "$1" = eval ] || exit 0\n'
         f'(cd "$2/eval" && find . -name "*.json" | sort) >> {seen}\n'
         'out="$2/eval"; [ "$3" = --soups-mode ] && out="$2/eval/$4"; mkdir -p "$out"\n'
         'folder=pairs-0123; [ "$3" = --soups-mode ] && folder=generations-4567\n'
         'printf \'{"items": 1, "scorers": {"x": {"cache": "%s"}}}\' '
-        '"$out/cache/$folder" > "$out/results.json"\n'
-    )
-    fake.chmod(0o755)
+        '"$out/cache/$folder" > "$out/results.json"\n',
+    )  # records the run's cache as `panacea eval` finds it; writes the results it names
     done = _dry_run("hh-2d", "hh-2d-tche", PANACEA=str(fake), RUNS_DIR=str(fresh))
     assert done.returncode == 0, done.stderr
     assert "hh-2d-tche: 0 grid point(s) restored" in done.stdout  # the one saved point is cached there already
