@@ -215,27 +215,29 @@ restore() {  # a run published with its weights (publish_training) back into $ru
   cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
 }
 
-save_points() {  # every grid point RUN's evaluations have cached so far, into $published/RUN/points/ (new ones only);
-  local run=$1 eval_dir=$runs_dir/$1/eval file  # only while RUN is in progress (its snapshot goes once it is
-  [[ -d $eval_dir && -f $snapshots/$run ]] || return 0  # evaluated): a published run's points are not brought back
+copy_points() {  # copy each grid point (a cache folder's .json file) under FROM to the same path under TO where TO
+  local from=$1 to=$2 file copied=0  # lacks it; print how many were copied
   while IFS= read -r file; do
-    if [[ ! -e $published/$run/points/$file ]]; then copy "$eval_dir/$file" "$published/$run/points/$file"; fi
-  done < <(cd "$eval_dir" && find . -path '*cache/*' -name '*.json' -type f | sed 's|^\./||' | sort)
+    if [[ ! -e $to/$file ]]; then copy "$from/$file" "$to/$file"; copied=$((copied + 1)); fi
+  done < <(cd "$from" && find . -path '*cache/*' -name '*.json' -type f | sed 's|^\./||' | sort)
+  echo "$copied"
+}
+
+save_points() {  # every grid point RUN's evaluations have cached so far, into $published/RUN/points/ (new ones only);
+  local run=$1  # only while RUN is in progress (its snapshot goes once it is evaluated): a published run's points
+  [[ -d $runs_dir/$run/eval && -f $snapshots/$run ]] || return 0  # are not brought back
+  copy_points "$runs_dir/$run/eval" "$published/$run/points" > /dev/null
 }
 
 restore_points() {  # the points saved by save_points (an earlier machine) into RUN's cache, where it lacks them
-  local run=$1 points=$published/$1/points file
+  local points=$published/$1/points
   [[ -d $points ]] || return 0
-  local restored=0
-  while IFS= read -r file; do
-    if [[ ! -e $runs_dir/$run/eval/$file ]]; then copy "$points/$file" "$runs_dir/$run/eval/$file"; restored=$((restored + 1)); fi
-  done < <(cd "$points" && find . -name '*.json' -type f | sed 's|^\./||' | sort)
-  echo "=== $run: $restored grid point(s) restored from $points"
+  echo "=== $1: $(copy_points "$points" "$runs_dir/$1/eval") grid point(s) restored from $points"
 }
 
 drop_points() {  # the saved points of the fronts RUN [in soups MODE] just published: the cache folders its results.json
   local run=$1 dir=${2:+$2/} points=$published/$1/points folder mode all=1  # names (its scorers' points only)
-  local results=$runs_dir/$1/eval/${2:+$2/}results.json
+  local results=$runs_dir/$1/eval/${dir}results.json
   [[ -d $points && -f $results ]] || return 0
   while IFS= read -r folder; do
     rm -rf "${points:?}/${dir}cache/$folder"

@@ -746,7 +746,6 @@ def second_training_refused(row: str) -> str | None:
 # (as benchmarks/fronts.sh keeps the test prompts' ones), read where panacea's cache misses ($PANACEA_CACHE_SEEDS),
 # so a fresh machine skips their base-model passes (~15 min).
 EVAL_CACHE = Path("benchmarks/eval-cache")
-EVAL_CACHE_KINDS = ("reward-models", "base-answers")
 
 
 def eval_cache_entries(root: Path) -> set[str]:

@@ -54,7 +54,7 @@ from torch import Tensor
 
 from panacea._io import read_json, write_json
 from panacea._names import SCORER_OBJECTIVES
-from panacea.base_model import cache_dir, cache_seed_dirs
+from panacea.base_model import cache_dir, seeded
 from panacea.data import PairSource, pair_split
 from panacea.generation import generate_grid
 
@@ -510,7 +510,7 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
         ).encode()
     ).hexdigest()
     file = cache_dir() / "base-answers" / f"{key[:32]}.json"
-    for candidate in (file, *(seed / "base-answers" / file.name for seed in cache_seed_dirs())):
+    for candidate in seeded(file, "base-answers"):
         if candidate.is_file():
             with contextlib.suppress(ValueError, OSError, KeyError):
                 cached = read_json(candidate)

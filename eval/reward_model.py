@@ -70,7 +70,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from panacea._io import atomic_directory, read_json, write_json
-from panacea.base_model import cache_dir, cache_seed_dirs
+from panacea.base_model import cache_dir, seeded
 from panacea.data import PairRecord, PairSource, TokenizedPair, TruncationStats, load_dimension, tokenize_pairs
 
 logger = logging.getLogger(__name__)
@@ -400,7 +400,7 @@ def train_reward_model(
     identity = base_model_identity(model)
     key = reward_cache_key(model, train_pairs, test_pairs, {**settings, "base_model": identity})
     folder = Path(cache_root or cache_dir() / "reward-models") / f"{dimension}-{key[:32]}"
-    for candidate in (folder, *(seed / "reward-models" / folder.name for seed in cache_seed_dirs())):
+    for candidate in seeded(folder, "reward-models"):
         cached = _read_cached(candidate, key)
         if cached is not None:
             logger.info("reward model %s: cache hit %s; %s", dimension, candidate, cached.summary())

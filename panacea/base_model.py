@@ -120,12 +120,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "panacea"
 
 
+def env_paths(variable: str) -> list[Path]:
+    """The folders named in the environment variable `variable`, os.pathsep-separated (empty entries skipped)."""
+    return [Path(entry).expanduser() for entry in os.environ.get(variable, "").split(os.pathsep) if entry]
+
+
 def cache_seed_dirs() -> list[Path]:
     """The folders named in $PANACEA_CACHE_SEEDS (os.pathsep-separated), laid out like the cache (reward-models/,
     base-answers/): an entry the cache lacks is read from the first that holds it, and never written there. A fresh
     machine skips the base-model passes of every entry committed in one (benchmarks/eval-cache/, as fronts.sh and
     the validation study use it); entries are keyed by content, so one that does not match is never read."""
-    return [Path(entry).expanduser() for entry in os.environ.get(CACHE_SEEDS_ENV, "").split(os.pathsep) if entry]
+    return env_paths(CACHE_SEEDS_ENV)
+
+
+def seeded(entry: Path, kind: str) -> list[Path]:
+    """Where to look for the cache entry `entry` (a file or folder of the cache's `kind` folder, e.g.
+    "reward-models"), in order: itself, then the same name in each $PANACEA_CACHE_SEEDS folder."""
+    return [entry, *(seed / kind / entry.name for seed in cache_seed_dirs())]
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:

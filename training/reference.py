@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from panacea._io import atomic_file
-from panacea.base_model import cache_dir
+from panacea.base_model import cache_dir, env_paths
 from panacea.data import TokenizedPair
 
 from .logprobs import collate_pairs, response_log_probs
@@ -119,7 +119,7 @@ def reference_log_probs(
 
 def seed_dirs() -> list[Path]:
     """The read-only folders of precomputed reference log-probs named in $PANACEA_REFERENCE_LOGPS."""
-    return [Path(entry).expanduser() for entry in os.environ.get(SEED_DIRS_ENV, "").split(os.pathsep) if entry]
+    return env_paths(SEED_DIRS_ENV)
 
 
 @torch.no_grad()
