@@ -22,7 +22,7 @@ import numpy as np
 
 from panacea._names import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
-from .metrics import front_metrics, reference_point
+from .metrics import front_metrics, monotonicity, reference_point, set_metrics
 
 RESAMPLES, SEED = BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED  # 2,000 ≥ 1,000 (docs/algorithms.md): 50 beyond each 2.5 %
 LEVEL = 0.95
@@ -167,16 +167,20 @@ def objective_spec(scorer: Mapping, objective: str) -> dict:
 
 
 def metric_samples(grid: np.ndarray, samples: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
-    """Every front metric on every resample: {name: (B,)}, "monotonicity": (B, m); NaN rows for a NaN resample."""
+    """Every front metric on every resample: {name: (B,)}, "monotonicity": (B, m); NaN rows for a NaN resample.
+
+    The same numbers as `front_metrics` on each resample: the λ-dependent metrics for all resamples at once,
+    the set metrics (hypervolume, sparsity, spacing) one resample at a time.
+    """
     resamples, _, m = samples.shape
+    finite = np.isfinite(samples).all(axis=(1, 2))
     result = {name: np.full(resamples, np.nan) for name, _ in METRICS}
+    result["inner_product"][finite] = (grid[None] * samples[finite]).sum(axis=2).mean(axis=1)
     result["monotonicity"] = np.full((resamples, m), np.nan)
-    for b in range(resamples):
-        if not np.isfinite(samples[b]).all():
-            continue
-        metrics = front_metrics(grid, samples[b], reference)
-        for name in result:
-            result[name][b] = metrics[name]
+    result["monotonicity"][finite] = monotonicity(grid, samples[finite])
+    for b in np.flatnonzero(finite):
+        for name, value in set_metrics(samples[b], reference).items():
+            result[name][b] = value
     return result
 
 

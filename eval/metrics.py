@@ -41,11 +41,7 @@ def sparsity(points: ArrayLike) -> float:
     1/(k−1) · Σ_dim Σ_j (F̃[j+1] − F̃[j])², F̃ the sorted coordinates of the k non-dominated points in
     that dimension; 0 if k < 2. Lower is better.
     """
-    front = nondominated(points)
-    if len(front) < 2:
-        return 0.0
-    gaps = np.diff(np.sort(front, axis=0), axis=0)  # (k − 1, m): neighbour gaps per dimension
-    return float((gaps**2).sum() / (len(front) - 1))
+    return _sparsity(nondominated(points))
 
 
 def spacing(points: ArrayLike) -> float:
@@ -55,7 +51,17 @@ def spacing(points: ArrayLike) -> float:
     points. Taken on the non-dominated set, as sparsity is (our reading: Schott measures a front, and a
     dominated point is not on it); 0 if k < 2, where no distance exists.
     """
-    front = nondominated(points)
+    return _spacing(nondominated(points))
+
+
+def _sparsity(front: np.ndarray) -> float:
+    if len(front) < 2:
+        return 0.0
+    gaps = np.diff(np.sort(front, axis=0), axis=0)  # (k − 1, m): neighbour gaps per dimension
+    return float((gaps**2).sum() / (len(front) - 1))
+
+
+def _spacing(front: np.ndarray) -> float:
     if len(front) < 2:
         return 0.0
     distances = np.abs(front[:, None, :] - front[None, :, :]).sum(axis=2)  # (k, k) L1 distances
@@ -104,19 +110,38 @@ def front_metrics(preferences: ArrayLike, points: ArrayLike, reference: ArrayLik
     """
     preferences, points = _as_grid(preferences, points, "front_metrics")
     reference = _as_reference(reference, points.shape[1], "front_metrics")
-    monotonicity = [
-        spearman(preferences[:, i], points[:, i]) if len(points) >= 2 else math.nan for i in range(points.shape[1])
-    ]
+    on_the_set = set_metrics(points, reference)
     return {
-        "hypervolume": hypervolume(points, reference),
+        "hypervolume": on_the_set["hypervolume"],
         "inner_product": inner_product(preferences, points),
-        "sparsity": sparsity(points),
-        "spacing": spacing(points),
-        "monotonicity": monotonicity,
+        "sparsity": on_the_set["sparsity"],
+        "spacing": on_the_set["spacing"],
+        "monotonicity": monotonicity(preferences, points[None])[0].tolist(),
         "num_points": len(points),
         "num_nondominated": len(nondominated(points)),
         "reference": reference.tolist(),
     }
+
+
+def set_metrics(points: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Hypervolume, sparsity and spacing of one checked front (n, m) against a checked reference (m,).
+
+    The part of `front_metrics` that depends on the points as a set; the bootstrap calls it once per resample
+    (panacea.eval.bootstrap.metric_samples) and takes the λ-dependent metrics for every resample at once.
+    """
+    front = nondominated(points)
+    return {"hypervolume": hypervolume(front, reference), "sparsity": _sparsity(front), "spacing": _spacing(front)}
+
+
+def monotonicity(preferences: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Spearman's ρ between λ_i and objective i, per dimension, for a stack of fronts (B, n, m) on one grid (n, m).
+
+    Returns (B, m); NaN where ρ is undefined (a single point, a constant column).
+    """
+    resamples, n, m = points.shape
+    if n < 2:
+        return np.full((resamples, m), math.nan)
+    return np.stack([spearman_rows(preferences[:, i], points[:, :, i]) for i in range(m)], axis=1)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -127,22 +152,30 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
         raise ValueError(f"spearman needs two 1-D sequences of equal length >= 2, got shapes {x.shape} and {y.shape}.")
-    if np.isnan(x).any() or np.isnan(y).any():
-        return float("nan")
-    rank_x, rank_y = _average_ranks(x), _average_ranks(y)
-    if rank_x.std() == 0 or rank_y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rank_x, rank_y)[0, 1])
+    return float(spearman_rows(x, y[None])[0])
+
+
+def spearman_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Spearman's ρ between `x` (n,) and every row of `ys` (B, n), as `spearman` computes it, all at once: (B,)."""
+    ranks_x, ranks_y = _average_ranks(x[None]), _average_ranks(ys)
+    centred_x = ranks_x - ranks_x.mean(axis=1, keepdims=True)
+    centred_y = ranks_y - ranks_y.mean(axis=1, keepdims=True)
+    scale = np.sqrt((centred_x**2).sum(axis=1) * (centred_y**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(scale > 0, (centred_x * centred_y).sum(axis=1) / scale, math.nan)
+    undefined = np.isnan(x).any() | np.isnan(ys).any(axis=1)
+    return np.clip(np.where(undefined, math.nan, rho), -1.0, 1.0)
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):  # ties share the mean of their ranks
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    """Ranks from 1 along the last axis of `values` (B, n), ties sharing the mean of their ranks.
+
+    A value's mean rank is 1 + (how many are below it) + (how many others equal it) / 2: exact, and the same
+    for every row at once (n is a grid's size, so the (B, n, n) comparison is small).
+    """
+    below = (values[:, None, :] < values[:, :, None]).sum(axis=2)
+    equal = (values[:, None, :] == values[:, :, None]).sum(axis=2)
+    return 1 + below + (equal - 1) / 2
 
 
 def _as_front(points: ArrayLike, name: str, caller: str) -> np.ndarray:

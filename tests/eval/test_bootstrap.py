@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 from panacea.eval.bootstrap import (
+    METRICS,
     bootstrap_fronts,
     differences,
+    metric_samples,
     objective_values,
     percentile_interval,
     resample_weights,
     statistic_intervals,
     verdict,
 )
-from panacea.eval.metrics import hypervolume
+from panacea.eval.metrics import front_metrics, hypervolume
 
 GRID = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
 ACCURACY = {
@@ -151,3 +153,27 @@ def _probit(p: float) -> float:
         middle = (low + high) / 2
         low, high = (middle, high) if 0.5 * (1 + erf(middle / sqrt(2))) < p else (low, middle)
     return (low + high) / 2
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_metric_samples_equal_front_metrics_on_every_resample(m):
+    """The bootstrap computes the λ-dependent metrics for all resamples at once: each must equal front_metrics'
+    value on that resample alone, ties, constant columns and dominated points included; a NaN resample stays NaN."""
+    rng = np.random.default_rng(3)
+    grid = rng.dirichlet(np.ones(m), size=7)
+    grid[:, 0] = np.round(grid[:, 0], 1)  # ties in λ_1
+    samples = rng.random((40, 7, m))
+    samples[:10] = np.round(samples[:10], 1)  # ties in the scores
+    samples[10, :, 0] = 0.5  # a constant column: ρ undefined
+    samples[11, 3] = np.nan
+    reference = np.full(m, -0.1)
+    drawn = metric_samples(grid, samples, reference)
+    for b in range(len(samples)):
+        if b == 11:
+            assert all(np.isnan(drawn[name][b]).all() for name in drawn)
+            continue
+        expected = front_metrics(grid, samples[b], reference)
+        for name, _ in METRICS:
+            assert drawn[name][b] == pytest.approx(expected[name], abs=1e-12), (name, b)
+        np.testing.assert_allclose(drawn["monotonicity"][b], expected["monotonicity"], atol=1e-12, equal_nan=True)
+    assert np.isnan(drawn["monotonicity"][10, 0]) and not np.isnan(drawn["monotonicity"][10, 1])
