@@ -120,34 +120,47 @@ def _xstest_completions(path: str | Path) -> tuple[list[_Completion], int]:
     return completions, len(labels) - len(completions)
 
 
-def _half(prompt: str) -> str:
+def half_of(prompt: str) -> str:
     """'dev' when sha256 of the prompt (lower-cased, whitespace collapsed) is even, else 'test'."""
     digest = hashlib.sha256(" ".join(prompt.lower().split()).encode("utf-8")).hexdigest()
     return "test" if int(digest, 16) % 2 else "dev"
 
 
-def xstest_agreement(path: str | Path = "data/xstest.jsonl.gz") -> dict[str, float | int | list[str]]:
-    """Agreement of `is_refusal` with XSTest's human labels: accuracy on the dev and test halves and overall,
-    precision and recall of 'refusal' overall, counts, and the ids of the disagreements (never their text)."""
-    completions, conflicting = _xstest_completions(path)
-    verdicts = [is_refusal(completion.text) for completion in completions]
-    halves = [_half(completion.prompt) for completion in completions]
-    labels = [completion.refusal for completion in completions]
+def agreement(verdicts: list[bool], labels: list[bool], halves: list[str]) -> dict[str, float | int]:
+    """A detector's `verdicts` against `labels` (True = refusal), one per completion: accuracy on the 'dev' and
+    'test' halves and overall, precision and recall of 'refusal' overall, and the counts."""
     agree = [verdict == label for verdict, label in zip(verdicts, labels, strict=True)]
     true_positives = sum(verdict and label for verdict, label in zip(verdicts, labels, strict=True))
-    summary: dict[str, float | int | list[str]] = {}
+    summary: dict[str, float | int] = {}
     for name in ("dev", "test"):
         summary[name] = _mean([ok for ok, half in zip(agree, halves, strict=True) if half == name])
-    summary |= {
+    return summary | {
         "all": _mean(agree),
         "precision": true_positives / max(sum(verdicts), 1),
         "recall": true_positives / max(sum(labels), 1),
-        "completions": len(completions),
+        "completions": len(agree),
         "dev_completions": halves.count("dev"),
         "test_completions": halves.count("test"),
         "refusals": sum(labels),
+    }
+
+
+def xstest_agreement(path: str | Path = "data/xstest.jsonl.gz") -> dict[str, float | int | list[str]]:
+    """Agreement of `is_refusal` with XSTest's human labels (`agreement`), the completions labelled both ways and
+    dropped, and the ids of the disagreements (never their text)."""
+    completions, conflicting = _xstest_completions(path)
+    verdicts = [is_refusal(completion.text) for completion in completions]
+    labels = [completion.refusal for completion in completions]
+    summary: dict[str, float | int | list[str]] = dict(
+        agreement(verdicts, labels, [half_of(completion.prompt) for completion in completions])
+    )
+    summary |= {
         "conflicting": conflicting,
-        "disagreements": [completion.id for completion, ok in zip(completions, agree, strict=True) if not ok],
+        "disagreements": [
+            completion.id
+            for completion, verdict in zip(completions, verdicts, strict=True)
+            if verdict != completion.refusal
+        ],
     }
     return summary
 
