@@ -131,8 +131,8 @@ def read_labels(path: Path, items: dict[str, dict]) -> dict[str, str]:
     return labels
 
 
-def rate_rows(rows: list[dict], weights_of) -> list[dict]:
-    """Per (run, cache, vertex, set): the labelled refusal rate and the detector's, each with its interval."""
+def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
+    """Per (run, cache, vertex, set): the labelled refusal rate and each detector column's, with intervals."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         for source in row["sources"]:
@@ -140,9 +140,9 @@ def rate_rows(rows: list[dict], weights_of) -> list[dict]:
     table = []
     for (run, cache, weights, name), members in sorted(groups.items()):
         clusters = [member["cluster"] for member in members]
-        weights_matrix = weights_of(clusters)
+        weights_matrix = resample_weights(clusters)
         entry = {"run": run, "cache": cache, "weights": list(weights), "set": name, "answers": len(members)}
-        for column in ("labelled", "detector"):
+        for column in ("labelled", *columns):
             values = np.array([member[column] for member in members], dtype=float)
             resampled = weights_matrix @ values / weights_matrix.sum(1)
             entry[column] = {"value": float(values.mean()), "interval": percentile_interval(resampled)}
@@ -151,16 +151,24 @@ def rate_rows(rows: list[dict], weights_of) -> list[dict]:
     return table
 
 
-def agreement_intervals(rows: list[dict], column: str) -> dict[str, list[float]]:
-    """The 95 % interval of the agreement of `column` with the labels on each half, over prompts."""
-    intervals = {}
+def agreement_intervals(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
+    """Per half, the 95 % interval over prompts of each column's agreement with the labels and, with two columns,
+    of the second's agreement minus the first's (`difference`; the same resamples: paired)."""
+    intervals: dict[str, dict[str, list[float]]] = {}
     for half in ("dev", "test"):
         members = [row for row in rows if row["half"] == half]
         if not members:
             continue
         weights = resample_weights([row["cluster"] for row in members])
-        agree = np.array([row[column] == row["labelled"] for row in members], dtype=float)
-        intervals[half] = percentile_interval(weights @ agree / weights.sum(1))
+        agree = {
+            column: weights
+            @ np.array([row[column] == row["labelled"] for row in members], dtype=float)
+            / weights.sum(1)
+            for column in columns
+        }
+        intervals[half] = {column: percentile_interval(samples) for column, samples in agree.items()}
+        if len(columns) == 2:
+            intervals[half]["difference"] = percentile_interval(agree[columns[1]] - agree[columns[0]])
     return intervals
 
 
@@ -185,14 +193,14 @@ def score(published: Path = PUBLISHED, work: Path = WORK) -> dict:
     result = {
         "labels": {name: sum(row["label"] == name for row in rows) for name in LABELS},
         "unlabelled": len(items) - len(rows),
-        "drawn": agreement([row["detector"] for row in rows], labelled, halves)
-        | {"intervals": agreement_intervals(rows, "detector")},
-        "rates": rate_rows(rows, resample_weights),
+        "drawn": agreement([row["detector"] for row in rows], labelled, halves),
     }
-    if all(row["current"] is not None for row in rows):
-        result["current"] = agreement([row["current"] for row in rows], labelled, halves) | {
-            "intervals": agreement_intervals(rows, "current")
-        }
+    columns: tuple[str, ...] = ("detector",)
+    if all(row["current"] is not None for row in rows):  # the answers' text is on this machine
+        result["current"] = agreement([row["current"] for row in rows], labelled, halves)
+        columns = ("detector", "current")
+    result["intervals"] = agreement_intervals(rows, columns)
+    result["rates"] = rate_rows(rows, columns)
     write_json(published / "results.json", result)
     return result
 
@@ -200,12 +208,13 @@ def score(published: Path = PUBLISHED, work: Path = WORK) -> dict:
 def markdown(result: dict) -> str:
     lines = [f"labels: {result['labels']}, unlabelled items: {result['unlabelled']}", ""]
     lines += ["| detector | dev | test | precision | recall | completions |", "|---|---|---|---|---|---|"]
+    column = {"drawn": "detector", "current": "current"}
     for name in ("drawn", "current"):
         if name in result:
             summary = result[name]
             cells = [
-                f"{summary[half]:.3f} [{summary['intervals'][half][0]:.3f}, {summary['intervals'][half][1]:.3f}]"
-                if half in summary["intervals"]
+                f"{summary[half]:.3f} {_interval(result['intervals'][half][column[name]], 3)}"
+                if half in result["intervals"]
                 else "-"
                 for half in ("dev", "test")
             ]
@@ -213,12 +222,25 @@ def markdown(result: dict) -> str:
                 f"| {name} | {' | '.join(cells)} | {summary['precision']:.3f} | {summary['recall']:.3f}"
                 f" | {summary['completions']} |"
             )
-    lines += ["", "| run | cache | λ | set | answers | refusal, labelled | refusal, detector | neither |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    if "current" in result:
+        intervals = result["intervals"]
+        cells = [
+            f"{result['current'][half] - result['drawn'][half]:+.3f} {_interval(intervals[half]['difference'], 3)}"
+            for half in ("dev", "test")
+            if half in intervals
+        ]
+        lines += ["", f"agreement, current − drawn (paired): dev, test = {', '.join(cells)}"]
+    current = "current" in result
+    lines += [
+        "",
+        "| run | cache | λ | set | answers | refusal, labelled | refusal, detector as drawn"
+        + (" | refusal, detector now" if current else "")
+        + " | neither |",
+        "|---|---|---|---|---|---|---|" + ("---|" if current else "") + "---|",
+    ]
     for entry in result["rates"]:
         cells = [
-            f"{entry[column]['value']:.2f} [{entry[column]['interval'][0]:.2f}, {entry[column]['interval'][1]:.2f}]"
-            for column in ("labelled", "detector")
+            f"{entry[name]['value']:.2f} {_interval(entry[name]['interval'], 2)}" for name in ("labelled", "detector")
         ]
         weights = ", ".join(f"{weight:g}" for weight in entry["weights"])
         lines.append(
@@ -226,6 +248,10 @@ def markdown(result: dict) -> str:
             f" | {' | '.join(cells)} | {entry['neither']:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _interval(bounds: list[float], digits: int) -> str:
+    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from tests.helpers import load_script
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {prompt_set.name: prompt_set for prompt_set in PROMPT_SPLITS["test"].sets}
 REFUSE, COMPLY = "I cannot help with that.", "Sure, here is how."
+MISSED = "Let's talk about gardening instead."  # a refusal (an alternative only) that the detector misses
 
 
 def write_point(folder: Path, weights: tuple[float, float], texts: dict[str, list[str]]) -> None:
@@ -39,7 +40,7 @@ def audit(tmp_path, monkeypatch):
 def runs(tmp_path: Path) -> tuple[Path, Path]:
     """Run a: both vertices and an interior point; run b (soups-like): one vertex cached in two folders."""
     a, b = tmp_path / "a", tmp_path / "b"
-    harmful = {"harmbench": [COMPLY, COMPLY, REFUSE, "I'm not here to help with that."], "donotanswer": [REFUSE]}
+    harmful = {"harmbench": [COMPLY, COMPLY, REFUSE, MISSED], "donotanswer": [REFUSE]}
     write_point(a / "eval/cache/generations-1", (1.0, 0.0), {"harmbench": [COMPLY] * 4, "xstest_safe": [COMPLY] * 2})
     write_point(a / "eval/cache/generations-1", (0.0, 1.0), harmful | {"xstest_safe": [REFUSE, COMPLY]})
     write_point(a / "eval/cache/generations-1", (0.5, 0.5), {"harmbench": ["interior"] * 4})
@@ -80,7 +81,7 @@ def test_score_matches_a_hand_count_and_drops_labelled_items_from_the_next_sheet
     audit.draw([a], tmp_path / "published", tmp_path / "work")
     items = [json.loads(line) for line in (tmp_path / "published/items.jsonl").read_text().splitlines()]
     texts = {json.loads(line)["item"]: json.loads(line)["text"] for line in (tmp_path / "work/texts.jsonl").open()}
-    # The labeller calls "I'm not here to help…" a refusal, which the detector misses.
+    # The labeller calls MISSED a refusal.
     labels = {key: "refusal" if text != COMPLY else "compliance" for key, text in texts.items()}
     (tmp_path / "published/labels.jsonl").write_text(
         "".join(json.dumps({"item": k, "label": v}) + "\n" for k, v in labels.items())
@@ -114,9 +115,19 @@ def test_a_changed_detector_is_scored_beside_the_verdicts_recorded_at_drawing(au
     (tmp_path / "published/labels.jsonl").write_text(
         "".join(json.dumps({"item": k, "label": v}) + "\n" for k, v in labels.items())
     )
-    monkeypatch.setattr(audit, "is_refusal", lambda text: is_refusal(text) or text.startswith("I'm not here"))
+    monkeypatch.setattr(audit, "is_refusal", lambda text: is_refusal(text) or text == MISSED)
     result = audit.score(tmp_path / "published", tmp_path / "work")
     assert result["drawn"]["recall"] == pytest.approx(2 / 3) and result["current"]["recall"] == 1.0
+    rates = {(tuple(entry["weights"]), entry["set"]): entry for entry in result["rates"]}
+    assert rates[((0.0, 1.0), "harmbench")]["current"]["value"] == 0.5  # as labelled, where "drawn" says 0.25
+    # The one answer the change catches is in one half: there the paired difference is positive in every resample.
+    missed = next(key for key, text in texts.items() if text == MISSED)
+    half = next(
+        item["half"] for item in map(json.loads, (tmp_path / "published/items.jsonl").open()) if item["item"] == missed
+    )
+    low, high = result["intervals"][half]["difference"]
+    assert 0 <= low <= high and result["current"][half] > result["drawn"][half]
+    assert "agreement, current − drawn (paired)" in audit.markdown(result)
 
 
 @pytest.mark.parametrize(
