@@ -239,9 +239,8 @@ def markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|" + ("---|" if current else "") + "---|",
     ]
     for entry in result["rates"]:
-        cells = [
-            f"{entry[name]['value']:.2f} {_interval(entry[name]['interval'], 2)}" for name in ("labelled", "detector")
-        ]
+        names = ("labelled", "detector", "current") if current else ("labelled", "detector")
+        cells = [f"{entry[name]['value']:.2f} {_interval(entry[name]['interval'], 2)}" for name in names]
         weights = ", ".join(f"{weight:g}" for weight in entry["weights"])
         lines.append(
             f"| {entry['run']} | {entry['cache']} | ({weights}) | {entry['set']} | {entry['answers']}"

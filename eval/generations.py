@@ -263,6 +263,7 @@ class GenerationsScorer:
         )
 
     def settings(self) -> dict:
+        """What the numbers depend on besides the adapter; `results.json` keeps it and `panacea compare` checks it."""
         return {
             "decoding": self.decoding,
             "prompts": {name: [record["id"] for record in records] for name, records in self.prompts.items()},
@@ -272,6 +273,21 @@ class GenerationsScorer:
             "batch_size": self.batch_size,  # left padding moves greedy answers (the base model's too) by rounding
             "versus_base": VERSUS_BASE,
         }
+
+    def cache_settings(self) -> dict:
+        """`settings` as the point cache's key holds them: with the detectors' digests of DETECTORS_IN_CACHE_KEY, as
+        the first points were cached. A point keeps its answers, and the detectors judge them again whenever it is
+        read (`rejudge`), so a changed detector re-scores the cached answers instead of generating them again."""
+        return self.settings() | DETECTORS_IN_CACHE_KEY
+
+    def rejudge(self, result: dict) -> dict:
+        """A point read from the cache, its refusal and loop verdicts (and their means) given by today's detectors."""
+        for name, summary in result["sets"].items():
+            verdicts = judge([response["text"] for response in result["responses"][name]])
+            for column, values in verdicts.items():
+                summary[column] = float(values.mean())
+                summary["values"][column] = values.tolist()
+        return result
 
     @property
     def decoding(self) -> dict:
@@ -405,9 +421,7 @@ class GenerationsScorer:
             tokens = self._token_counts(chunk)
             cut_off = ~np.array(finished[span])
             same = np.array([text == other for text, other in zip(chunk, base["texts"][span], strict=True)])
-            columns = {
-                "refusal": np.array([is_refusal(text) for text in chunk], dtype=float),
-                "loop": np.array([is_loop(text) for text in chunk], dtype=float),
+            columns = judge(chunk) | {
                 "cut_off": cut_off.astype(float),
                 "tokens": tokens,
                 "words": np.array([len(text.split()) for text in chunk], dtype=float),
@@ -599,6 +613,19 @@ def dimension_reward_model(run, dimension: str, split: str = "test", *, max_leng
     )
 
 
+def judge(texts: list[str]) -> dict[str, np.ndarray]:
+    """The detectors' verdicts on answers, 1.0 or 0.0 each: {"refusal": (n,), "loop": (n,)}."""
+    return {
+        "refusal": np.array([is_refusal(text) for text in texts], dtype=float),
+        "loop": np.array([is_loop(text) for text in texts], dtype=float),
+    }
+
+
+# The detectors' digests (`_source_digest`) when the first generation points were cached (eval/refusal.py and
+# eval/degeneration.py of 2026-12-04); the point cache's key keeps them whatever the detectors are now.
+DETECTORS_IN_CACHE_KEY = {"refusal_detector": "75a74d1dff0eadcc", "loop_detector": "d5de5644c24562c5"}
+
+
 def _source_digest(function) -> str:
-    """A hash of the module that defines `function`: a changed refusal detector gets a new cache key."""
+    """A hash of the module that defines `function`: which detector judged a front's answers."""
     return hashlib.sha256(inspect.getsource(inspect.getmodule(function)).encode()).hexdigest()[:16]

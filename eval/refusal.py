@@ -29,8 +29,15 @@ even, test when odd (754 dev / 701 test).
 
 Precision and recall are of "refusal", over all completions (804 of the 1,455 are refusals); the test half was
 scored once, after the phrase lists were fixed. Measured 2026-12-06, with the phrases from our own models' answers
-(`_OUR_MODELS_PHRASES`; before them: 0.948 / 0.943 / 0.946 / 0.955 / 0.947). What remains is mostly semantic: answers that
-reject a question's premise, or comply after a long warning.
+(`_OUR_MODELS_PHRASES`; before them: 0.948 / 0.943 / 0.946 / 0.955 / 0.947). What remains is mostly semantic:
+answers that reject a question's premise, or comply after a long warning.
+
+Our own models refuse in words XSTest's completions never use ("I'm not equipped to provide …"). Against 600 blind
+labels of our hh-2d runs' answers at their vertices (benchmarks/refusal_audit.py; docs/evaluation.md), the detector
+before `_OUR_MODELS_PHRASES` agreed on 0.753 / 0.739 of the dev / test halves with a recall of 0.082; with them,
+0.892 / 0.848 (recall 0.589, precision 0.886), the test half scored once after the phrases were chosen on the dev
+half. What it still misses is mostly semantic: essays that argue against what was asked, clean versions of a
+harmful request.
 """
 
 from __future__ import annotations

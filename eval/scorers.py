@@ -257,6 +257,14 @@ class PairsScorer:
             "reference": self.reference_settings,
         }
 
+    def cache_settings(self) -> dict:
+        """`settings`, as the point cache's key holds them."""
+        return self.settings()
+
+    def rejudge(self, result: dict) -> dict:
+        """A point read from the cache, as it is: nothing in it is judged after scoring."""
+        return result
+
     def score(self, model: PanaceaModel, preferences: Tensor) -> list[dict]:
         """Per λ: {"sets": {set: {accuracy, win_probability, margin, pairs, values}}}."""
         results = score_pairs(

@@ -242,7 +242,7 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     """
     # the base model's weights (a changed base behind the same name) and the device (CPU and CUDA kernels agree
     # only to rounding, and one front should not mix the two) are not in the scorer's settings
-    settings = {**scorer.settings(), **scored_on(run), "point_format": POINT_FORMAT}
+    settings = {**scorer.cache_settings(), **scored_on(run), "point_format": POINT_FORMAT}
     settings.pop("dtype")  # not in the key of the points cached before 2026-12-05 (one dtype per device then)
     key = cache_key(settings, run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
@@ -260,7 +260,7 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
             result = vertex_cache.get(point)
             if result is not None:
                 cache.put(point, result)
-        results.append(result)
+        results.append(None if result is None else scorer.rejudge(result))
     todo = [index for index, result in enumerate(results) if result is None]
     per_call = scorer.points_per_call if run.mixed else 1  # a soup serves one λ per call
     try:

@@ -127,7 +127,9 @@ def test_a_changed_detector_is_scored_beside_the_verdicts_recorded_at_drawing(au
     )
     low, high = result["intervals"][half]["difference"]
     assert 0 <= low <= high and result["current"][half] > result["drawn"][half]
-    assert "agreement, current − drawn (paired)" in audit.markdown(result)
+    table = audit.markdown(result)
+    assert "agreement, current − drawn (paired)" in table
+    assert "| harmbench | 4 | 0.50 [" in table and "| 0.25 [" in table  # labelled, as drawn, now: each its cell
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,27 @@ def test_generations_score_every_set_and_every_dimension(run_dir):
     assert [len(answers) for answers in cached["responses"].values()] == [2] * len(PROMPT_SETS)
 
 
+def test_a_changed_detector_judges_the_cached_answers_again_without_generating_them(run_dir, monkeypatch):
+    arguments = dict(grid_points=3, scorers=["generations"], limit=2, max_new_tokens=4, batch_size=8, progress=False)
+    first = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached point was generated again")
+
+    monkeypatch.setattr(GenerationsScorer, "score", refuse)
+    # A new detector: another module digest, and every answer a refusal, none a loop.
+    monkeypatch.setattr(generations_module, "_source_digest", lambda function: f"changed {function.__name__}")
+    monkeypatch.setattr(generations_module, "is_refusal", lambda text: True)
+    monkeypatch.setattr(generations_module, "is_loop", lambda text: False)
+    again = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
+    assert again["settings"]["refusal_detector"].startswith("changed")  # results name the detector applied
+    for before, after in zip(first["points"], again["points"], strict=True):
+        for name, values in after["sets"].items():
+            assert values["refusal"] == 1.0 and values["values"]["refusal"] == [1.0, 1.0]
+            assert values["loop"] == 0.0 and values["values"]["loop"] == [0.0, 0.0]
+            assert values["tokens"] == before["sets"][name]["tokens"]  # the rest is as cached
+
+
 def test_concise_wins_where_an_answer_is_shorter_than_the_base_models_own_answer():
     model, tokenizer = panacea_llama(), tiny_tokenizer()
     with torch.no_grad():  # move the adapter off the base model, so that λ's answers and the base's can differ
