@@ -39,7 +39,9 @@
 # a point is only ever read back for the same weights and settings). A later invocation on a fresh machine copies
 # them back into the run's cache before it evaluates, and scores only the rest; once a front is published, its saved
 # points go (its results.json holds every value; a soups run's shared vertex points once both modes are published).
-# Only a run in progress is saved (one whose evaluation has not finished in this runs/ folder).
+# Only a run in progress is saved (one whose evaluation has not finished in this runs/ folder). A published front's
+# results.json gives back the points it holds whole (the pairs scorer's; the generations' answers are not in it), so
+# re-scoring a published run — e.g. its cached answers judged by a changed refusal detector — scores only the rest.
 #
 # The base model's log-probs on the pairs (benchmarks/reference-logps/: a few KB a set, keyed by the model's
 # weights, the pairs and the settings, so a mismatch is recomputed, never reused) are kept in git too: panacea
@@ -229,10 +231,22 @@ save_points() {  # every grid point RUN's evaluations have cached so far, into $
   copy_points "$runs_dir/$run/eval" "$published/$run/points" > /dev/null
 }
 
-restore_points() {  # the points saved by save_points (an earlier machine) into RUN's cache, where it lacks them
-  local points=$published/$1/points
-  [[ -d $points ]] || return 0
-  echo "=== $1: $(copy_points "$points" "$runs_dir/$1/eval") grid point(s) restored from $points"
+restore_points() {  # the points saved by save_points (an earlier machine) into RUN's cache, where it lacks them; and
+  local run=$1 points=$published/$1/points file target count  # those RUN's published fronts hold whole (the pairs
+  if [[ -d $points ]]; then  # scorer's: panacea.eval.sweep.restore_points), so re-scoring a published run (e.g. its
+    echo "=== $run: $(copy_points "$points" "$runs_dir/$run/eval") grid point(s) restored from $points"  # answers
+  fi  # judged by a changed detector) scores only what its results.json cannot give
+  for file in "$published/$run"/eval/results.json "$published/$run"/eval/*/results.json; do
+    if [[ ! -f $file ]] || ! current "$file"; then continue; fi
+    target=$runs_dir/$run/eval${file#"$published/$run/eval"} && target=${target%/results.json}
+    if count=$("${PYTHON:-.venv/bin/python}" -c 'import sys
+from panacea.eval.sweep import restore_points
+print(restore_points(sys.argv[1], sys.argv[2]))' "$file" "$target"); then
+      echo "=== $run: $count grid point(s) restored from $file"
+    else
+      echo "fronts.sh: no points restored from $file" >&2
+    fi
+  done
 }
 
 drop_points() {  # the saved points of the fronts RUN [in soups MODE] just published: the cache folders its results.json

@@ -225,6 +225,29 @@ class PointCache:
         write_json(self.path(preference), result)
 
 
+# The scorers whose points a results document holds whole (the pairs scorer's per-pair values); the generations
+# scorer's answers stay in the cache (its detectors judge them whenever a point is read), out of results.json.
+WHOLE_IN_RESULTS = ("pairs",)
+
+
+def restore_points(results: str | Path, eval_dir: str | Path) -> int:
+    """The points of a results document (a published results.json) back into the point cache of `eval_dir` (the run's
+    eval folder, or a soups mode's), where it lacks them: each as its scorer cached it, in the cache folder the
+    document names, so re-evaluating a published run on another machine scores only what the document cannot give
+    (e.g. the generations, or a changed scorer). A point is read back only where the scorer's settings and the
+    adapter still give that folder's key. Returns how many points were written."""
+    document, written = read_json(results), 0
+    for name, entry in document.get("scorers", {}).items():
+        if name not in WHOLE_IN_RESULTS or not entry.get("cache"):
+            continue
+        cache = PointCache(Path(eval_dir) / "cache" / Path(entry["cache"]).name)
+        for preference, point in zip(document["grid"], entry["points"], strict=True):
+            if cache.get(preference) is None:
+                cache.put(preference, {key: value for key, value in point.items() if key != "objectives"})
+                written += 1
+    return written
+
+
 def scored_on(run: LoadedRun) -> dict[str, str]:
     """What a front's numbers depend on besides the scorer's settings and the adapter: the base model's weights, the
     device and the dtype (kernels agree across them only to rounding; greedy answers can then differ). A results

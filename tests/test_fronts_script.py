@@ -435,3 +435,36 @@ def test_points_saved_on_one_machine_are_scored_no_more_on_the_next(tmp_path):
     # delta's own points went; the vertex points wait for ab, and empty folders go
     assert sorted(path.name for path in (published / "soups-hh-2d/points").iterdir()) == ["cache"]
     assert points == ["soups-hh-2d/points/cache/pairs-vertex-89ab/1.0-0.0.json"]
+
+
+def test_a_published_front_gives_back_the_points_it_holds_whole_before_the_run_is_scored_again(tmp_path):
+    """Re-scoring a published run on a fresh machine (e.g. its answers judged by a changed detector) scores only what
+    its results.json cannot give: the pairs scorer's points are put back into the cache, the generations' are not
+    (their answers are not in the document)."""
+    published = tmp_path / "published" / "hh-2d" / "hh-2d"
+    for name in ("config.yaml", "log.jsonl", "adapter/adapter_model.safetensors"):
+        (published / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+        (published / "train" / name).write_text("{}")
+    pairs = {"items": {}, "cache": "/elsewhere/runs/hh-2d/eval/cache/pairs-abcd"}
+    document = {
+        "grid": [[1.0, 0.0], [0.0, 1.0]],
+        "scorers": {
+            "pairs": pairs | {"points": [{"sets": {"a": 1}, "objectives": {"x": 1}}, {"sets": {"a": 2}}]},
+            "generations": pairs | {"cache": "/elsewhere/generations-ef01", "points": [{"sets": {}}, {"sets": {}}]},
+        },
+    }
+    (published / "eval").mkdir(parents=True)
+    (published / "eval" / "results.json").write_text(json.dumps(document))
+    seen = tmp_path / "seen"
+    fake = _fake_panacea(
+        tmp_path, f'#!/bin/sh\n[ "$1" = eval ] || exit 0\n(cd "$2/eval" && find . -type f | sort) > {seen}\n'
+    )
+    done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
+    assert done.returncode == 0, done.stderr
+    assert "hh-2d: 2 grid point(s) restored from" in done.stdout
+    assert seen.read_text().splitlines() == [  # in place when `panacea eval` ran; the generations' are not
+        "./cache/pairs-abcd/0.0000-1.0000.json",
+        "./cache/pairs-abcd/1.0000-0.0000.json",
+    ]
+    point = json.loads((tmp_path / "runs/hh-2d/eval/cache/pairs-abcd/1.0000-0.0000.json").read_text())
+    assert point == {"sets": {"a": 1}}  # as the scorer cached it: the objectives are the document's

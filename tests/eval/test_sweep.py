@@ -90,6 +90,31 @@ def test_a_rerun_reads_every_point_from_the_cache(run_dir, monkeypatch):
     assert again["scorers"]["pairs"]["points"] == first["scorers"]["pairs"]["points"]
 
 
+def test_points_restored_from_a_published_document_are_read_not_scored_again(run_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    first = evaluate_path(run, grid_points=3, progress=False)
+    published = tmp_path / "published.json"
+    document = json.loads((run / "eval" / "results.json").read_text())
+    cache = document["scorers"]["pairs"]["cache"]
+    document["scorers"]["generations"] = {**document["scorers"]["pairs"], "cache": cache.replace("pairs-", "gen-")}
+    published.write_text(json.dumps(document))
+    shutil.rmtree(run / "eval")  # a fresh machine: only the published document is left
+    assert sweep_module.restore_points(published, run / "eval") == 3
+    assert sweep_module.restore_points(published, run / "eval") == 0  # only where the cache lacks a point
+    assert [folder.name for folder in (run / "eval" / "cache").iterdir()] == [cache.rsplit("/", 1)[-1]]  # pairs only
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a restored point was scored again")
+
+    monkeypatch.setattr(PairsScorer, "score", refuse)
+    again = evaluate_path(run, grid_points=3, progress=False)
+    assert again["scorers"]["pairs"]["points"] == first["scorers"]["pairs"]["points"]
+    fronts = [json.dumps(document["scorers"]["pairs"]["fronts"], sort_keys=True) for document in (first, again)]
+    assert fronts[0] == fronts[1]  # as text: a NaN (monotonicity of a flat front) is not equal to itself
+
+
 def test_an_interrupted_sweep_resumes_with_the_points_it_lacks(run_dir, monkeypatch):
     scored, original = [], PairsScorer.score
 
