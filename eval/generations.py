@@ -268,8 +268,7 @@ class GenerationsScorer:
             "decoding": self.decoding,
             "prompts": {name: [record["id"] for record in records] for name, records in self.prompts.items()},
             "reward_models": {name: rm.metadata.get("cache_key") for name, rm in self.reward_models.items()},
-            "refusal_detector": _source_digest(is_refusal),
-            "loop_detector": _source_digest(is_loop),
+            **DETECTORS,
             "batch_size": self.batch_size,  # left padding moves greedy answers (the base model's too) by rounding
             "versus_base": VERSUS_BASE,
         }
@@ -629,3 +628,8 @@ DETECTORS_IN_CACHE_KEY = {"refusal_detector": "75a74d1dff0eadcc", "loop_detector
 def _source_digest(function) -> str:
     """A hash of the module that defines `function`: which detector judged a front's answers."""
     return hashlib.sha256(inspect.getsource(inspect.getmodule(function)).encode()).hexdigest()[:16]
+
+
+# The detectors this process judges with, digested once at import: `inspect.getsource` reads the file on disk, so a
+# digest taken later would name an edited detector while the process still runs the one it loaded.
+DETECTORS = {"refusal_detector": _source_digest(is_refusal), "loop_detector": _source_digest(is_loop)}

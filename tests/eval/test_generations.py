@@ -88,16 +88,25 @@ def test_a_changed_detector_judges_the_cached_answers_again_without_generating_t
 
     monkeypatch.setattr(GenerationsScorer, "score", refuse)
     # A new detector: another module digest, and every answer a refusal, none a loop.
-    monkeypatch.setattr(generations_module, "_source_digest", lambda function: f"changed {function.__name__}")
+    monkeypatch.setitem(generations_module.DETECTORS, "refusal_detector", "changed")
     monkeypatch.setattr(generations_module, "is_refusal", lambda text: True)
     monkeypatch.setattr(generations_module, "is_loop", lambda text: False)
     again = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
-    assert again["settings"]["refusal_detector"].startswith("changed")  # results name the detector applied
+    assert again["settings"]["refusal_detector"] == "changed"  # results name the detector applied
     for before, after in zip(first["points"], again["points"], strict=True):
         for name, values in after["sets"].items():
             assert values["refusal"] == 1.0 and values["values"]["refusal"] == [1.0, 1.0]
             assert values["loop"] == 0.0 and values["values"]["loop"] == [0.0, 0.0]
             assert values["tokens"] == before["sets"][name]["tokens"]  # the rest is as cached
+
+
+def test_the_detectors_named_are_the_ones_loaded_not_a_file_edited_since(monkeypatch):
+    """A long evaluation that started before eval/refusal.py changed judges with the detector it loaded: its results
+    (and, until 2026-12-06, its cache key) must name that one, not the file now on disk (found 2026-12-06)."""
+    scorer = GenerationsScorer(tiny_tokenizer(), ["helpful"], {}, {})
+    loaded = scorer.settings()
+    monkeypatch.setattr(generations_module.inspect, "getsource", lambda module: "edited since")
+    assert scorer.settings() == loaded
 
 
 def test_concise_wins_where_an_answer_is_shorter_than_the_base_models_own_answer():
