@@ -2,19 +2,22 @@
 
 `draw` collects every answer to the audited prompt sets at each vertex of the named runs' cached generation points
 (RUN/eval/**/cache/generations-*/, test split), deduplicated by (set, prompt, text), and appends the new ones to the
-committed items; it writes the blind labelling sheet (item id, prompt, answer; shuffled by a fixed seed; no run, λ or
-verdict) for the items not yet labelled. `score` reads the labels and prints, with 95 % intervals over prompts, the
-detector's agreement with them on each half and the labelled refusal rate beside the detector's per run, vertex and
-set.
+committed items, each in the *round* of the detector that judged it when drawn. It writes the blind labelling sheet
+for the items not yet labelled: rows of (row, prompt, answer), shuffled by a fixed seed, the row numbers mapped to
+items only in runs/ — no item id, run, λ or verdict on the sheet. `take` turns the labeller's file of (row, label)
+into the committed labels. `score` prints, per round, the agreement of the detector as drawn and of today's with
+the labels on each half (accuracy, precision, recall; 95 % intervals over prompts and the paired difference), and
+the labelled refusal rate beside the detectors' per run, vertex and set.
 
     python benchmarks/refusal_audit.py draw runs/hh-2d-tche runs/soups-hh-2d
-    python benchmarks/refusal_audit.py score
+    python benchmarks/refusal_audit.py take runs/refusal-audit/labels-blind.jsonl --labeller "who, when"
+    python benchmarks/refusal_audit.py score [--half dev]    # --half dev: while choosing phrases, never the test half
 
-Committed (docs/results/refusal-audit/): `items.jsonl` (per item its set, prompt id, half, sources, the sha256 of the
-answer and the detector's verdict when drawn), `labels.jsonl` (item, label, labeller) and `results.json`. The
-answers' text stays in runs/refusal-audit/ (the harmful sets' answers stay out of the repository), so `score`
-re-runs the current detector only where that text is on the machine; the verdicts recorded at drawing are always
-there.
+Committed (docs/results/refusal-audit/): `items.jsonl` (per item its set, prompt id, half, sources, the sha256 of
+the answer, the detector's verdict when drawn and that detector's digest: its round), `labels.jsonl` (item, label,
+labeller) and `results.json`. The answers' text stays in runs/refusal-audit/, out of the audit's committed files,
+so `score` judges with today's detector only where that text is on the machine; the verdicts recorded at drawing
+are always there.
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ from pathlib import Path
 
 import numpy as np
 from panacea.eval.bootstrap import percentile_interval, prompt_cluster, resample_weights
-from panacea.eval.generations import PROMPT_SPLITS, load_prompts
+from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import agreement, half_of, is_refusal
 
 from panacea._io import read_json, write_json, write_text
 
 SETS = ("harmbench", "xstest_safe")  # the two sets issue 28's refusal targets name
 LABELS = ("refusal", "compliance", "neither")
+HALVES = ("dev", "test")
 PUBLISHED = Path("docs/results/refusal-audit")
-WORK = Path("runs/refusal-audit")  # the answers' text and the sheet: never committed
+WORK = Path("runs/refusal-audit")  # the answers' text, the sheet and its key: never committed
 SHEET_SEED = 0
 
 
@@ -57,10 +61,22 @@ def item_id(prompt_set: str, prompt_id: str, text: str) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file ([] when it is missing); one error naming the line of a bad one."""
     if not path.is_file():
         return []
+    records = []
     with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"{path}:{number}: not JSON ({error.msg}).") from None
+            if not isinstance(record, dict):
+                raise SystemExit(f"{path}:{number}: a JSON object per line, got {type(record).__name__}.")
+            records.append(record)
+    return records
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -73,8 +89,8 @@ def prompts_by_id() -> dict[str, dict[str, str]]:
 
 
 def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK) -> dict[str, int]:
-    """Append the runs' new vertex answers to the items, keep their text in `work`, and write the blind sheet of
-    every item not yet labelled. Returns counts: items, new items, sheet rows."""
+    """Append the runs' new vertex answers to the items, keep their text in `work`, and write the blind sheet (and
+    its key) of every item not yet labelled. Returns counts: items, new items, sheet rows."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
     prompts = prompts_by_id()
@@ -98,6 +114,7 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK) -> di
                             "half": half_of(prompts[name][answer["id"]]),
                             "answer_sha256": hashlib.sha256(answer["text"].encode()).hexdigest(),
                             "detector": is_refusal(answer["text"]),
+                            "round": DETECTORS["refusal_detector"],  # the detector that judged it when drawn
                             "sources": [],
                         }
                     if source not in items[key]["sources"]:
@@ -107,13 +124,38 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK) -> di
     unlabelled = sorted(key for key in items if key not in labelled)
     random.Random(SHEET_SEED).shuffle(unlabelled)
     sheet = [
-        {"item": key, "prompt": prompts[items[key]["set"]][items[key]["prompt_id"]], "answer": texts[key]}
-        for key in unlabelled
+        {"row": row, "prompt": prompts[items[key]["set"]][items[key]["prompt_id"]], "answer": texts[key]}
+        for row, key in enumerate(unlabelled, 1)
     ]
     write_jsonl(published / "items.jsonl", [items[key] for key in sorted(items)])
     write_jsonl(work / "texts.jsonl", [{"item": key, "text": texts[key]} for key in sorted(texts)])
     write_jsonl(work / "sheet.jsonl", sheet)
+    write_jsonl(work / "sheet-key.jsonl", [{"row": row, "item": key} for row, key in enumerate(unlabelled, 1)])
     return {"items": len(items), "new": new, "sheet": len(sheet)}
+
+
+def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path = WORK) -> int:
+    """Append the labeller's file of {"row", "label"} (one per row of the last sheet) to the committed labels, each
+    row mapped to its item by the sheet's key. Refuses a file that misses, repeats or adds a row, or a bad label,
+    naming the line. Returns how many labels were added."""
+    key = {record["row"]: record["item"] for record in read_jsonl(work / "sheet-key.jsonl")}
+    labels = read_jsonl(published / "labels.jsonl")
+    done = {record["item"] for record in labels}
+    seen: set[int] = set()
+    for number, record in enumerate(read_jsonl(labelled), 1):
+        where = f"{labelled}:{number}"
+        if record.get("row") not in key:
+            raise SystemExit(f"{where}: row {record.get('row')!r} is not a row of {work / 'sheet.jsonl'}.")
+        if record["row"] in seen or key[record["row"]] in done:
+            raise SystemExit(f"{where}: row {record['row']} is labelled already.")
+        if record.get("label") not in LABELS:
+            raise SystemExit(f"{where}: label {record.get('label')!r} is not one of {list(LABELS)}.")
+        seen.add(record["row"])
+        labels.append({"item": key[record["row"]], "label": record["label"], "labeller": labeller})
+    if missing := sorted(set(key) - seen):
+        raise SystemExit(f"{labelled}: {len(missing)} row(s) of the sheet have no label, e.g. row {missing[0]}.")
+    write_jsonl(published / "labels.jsonl", labels)
+    return len(seen)
 
 
 def read_labels(path: Path, items: dict[str, dict]) -> dict[str, str]:
@@ -132,16 +174,21 @@ def read_labels(path: Path, items: dict[str, dict]) -> dict[str, str]:
 
 
 def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
-    """Per (run, cache, vertex, set): the labelled refusal rate and each detector column's, with intervals."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    """Per (run, vertex, set): the labelled refusal rate and each detector column's, with intervals over prompts
+    (a soups run's vertex is cached for both modes: one row, its caches listed)."""
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    caches: dict[tuple, set[str]] = defaultdict(set)
     for row in rows:
         for source in row["sources"]:
-            groups[(source["run"], source["cache"], tuple(source["weights"]), row["set"])].append(row)
+            group = (source["run"], tuple(source["weights"]), row["set"])
+            groups[group][row["item"]] = row
+            caches[group].add(source["cache"])
     table = []
-    for (run, cache, weights, name), members in sorted(groups.items()):
-        clusters = [member["cluster"] for member in members]
-        weights_matrix = resample_weights(clusters)
-        entry = {"run": run, "cache": cache, "weights": list(weights), "set": name, "answers": len(members)}
+    for (run, weights, name), members in sorted(groups.items()):
+        members = list(members.values())
+        weights_matrix = resample_weights([member["cluster"] for member in members])
+        entry = {"run": run, "caches": sorted(caches[run, weights, name]), "weights": list(weights), "set": name}
+        entry["answers"] = len(members)
         for column in ("labelled", *columns):
             values = np.array([member[column] for member in members], dtype=float)
             resampled = weights_matrix @ values / weights_matrix.sum(1)
@@ -151,28 +198,41 @@ def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
     return table
 
 
-def agreement_intervals(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
-    """Per half, the 95 % interval over prompts of each column's agreement with the labels and, with two columns,
-    of the second's agreement minus the first's (`difference`; the same resamples: paired)."""
-    intervals: dict[str, dict[str, list[float]]] = {}
-    for half in ("dev", "test"):
+def half_agreement(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict]:
+    """Per half present: each column's agreement with the labels (`agreement`: accuracy, precision, recall, counts)
+    with the 95 % interval over prompts of its accuracy, and with two columns the second's accuracy minus the
+    first's with its interval (`difference`; the same resamples: paired)."""
+    summary: dict[str, dict] = {}
+    for half in HALVES:
         members = [row for row in rows if row["half"] == half]
         if not members:
             continue
         weights = resample_weights([row["cluster"] for row in members])
-        agree = {
-            column: weights
-            @ np.array([row[column] == row["labelled"] for row in members], dtype=float)
-            / weights.sum(1)
-            for column in columns
-        }
-        intervals[half] = {column: percentile_interval(samples) for column, samples in agree.items()}
+        labelled = [row["labelled"] for row in members]
+        summary[half] = {}
+        samples = {}
+        for column in columns:
+            verdicts = [row[column] for row in members]
+            measured = agreement(verdicts, labelled, [half] * len(members))
+            correct = np.array([verdict == label for verdict, label in zip(verdicts, labelled, strict=True)], float)
+            samples[column] = weights @ correct / weights.sum(1)
+            summary[half][column] = {
+                "accuracy": measured[half],
+                "interval": percentile_interval(samples[column]),
+                **{key: measured[key] for key in ("precision", "recall", "completions", "refusals")},
+            }
         if len(columns) == 2:
-            intervals[half]["difference"] = percentile_interval(agree[columns[1]] - agree[columns[0]])
-    return intervals
+            first, second = columns
+            summary[half]["difference"] = {
+                "value": summary[half][second]["accuracy"] - summary[half][first]["accuracy"],
+                "interval": percentile_interval(samples[second] - samples[first]),
+            }
+    return summary
 
 
-def score(published: Path = PUBLISHED, work: Path = WORK) -> dict:
+def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = None) -> dict:
+    """The detectors against the labels (`half`: that half only, e.g. 'dev' while choosing phrases); writes
+    results.json only when scoring every label."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     labels = read_labels(published / "labels.jsonl", items)
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
@@ -185,71 +245,71 @@ def score(published: Path = PUBLISHED, work: Path = WORK) -> dict:
             "current": is_refusal(texts[key]) if key in texts else None,
         }
         for key, label in labels.items()
+        if half is None or items[key]["half"] == half
     ]
     if not rows:
-        raise SystemExit(f"{published / 'labels.jsonl'}: no labels yet.")
-    halves = [row["half"] for row in rows]
-    labelled = [row["labelled"] for row in rows]
+        raise SystemExit(f"{published / 'labels.jsonl'}: no labels{f' on the {half} half' if half else ''} yet.")
+    columns: tuple[str, ...] = ("detector", "current")
+    if any(row["current"] is None for row in rows):  # the answers' text is not on this machine
+        columns = ("detector",)
+    rounds = defaultdict(list)
+    for row in rows:
+        rounds[row["round"]].append(row)
     result = {
         "labels": {name: sum(row["label"] == name for row in rows) for name in LABELS},
-        "unlabelled": len(items) - len(rows),
-        "drawn": agreement([row["detector"] for row in rows], labelled, halves),
+        "unlabelled": len(items) - len(labels),
+        "half": half or "both",
+        "detector_now": DETECTORS["refusal_detector"] if len(columns) == 2 else None,
+        "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
+        "rates": rate_rows(rows, columns),
     }
-    columns: tuple[str, ...] = ("detector",)
-    if all(row["current"] is not None for row in rows):  # the answers' text is on this machine
-        result["current"] = agreement([row["current"] for row in rows], labelled, halves)
-        columns = ("detector", "current")
-    result["intervals"] = agreement_intervals(rows, columns)
-    result["rates"] = rate_rows(rows, columns)
-    write_json(published / "results.json", result)
+    if half is None:
+        write_json(published / "results.json", result)
     return result
 
 
 def markdown(result: dict) -> str:
-    lines = [f"labels: {result['labels']}, unlabelled items: {result['unlabelled']}", ""]
-    lines += ["| detector | dev | test | precision | recall | completions |", "|---|---|---|---|---|---|"]
-    column = {"drawn": "detector", "current": "current"}
-    for name in ("drawn", "current"):
-        if name in result:
-            summary = result[name]
-            cells = [
-                f"{summary[half]:.3f} {_interval(result['intervals'][half][column[name]], 3)}"
-                if half in result["intervals"]
-                else "-"
-                for half in ("dev", "test")
-            ]
-            lines.append(
-                f"| {name} | {' | '.join(cells)} | {summary['precision']:.3f} | {summary['recall']:.3f}"
-                f" | {summary['completions']} |"
-            )
-    if "current" in result:
-        intervals = result["intervals"]
-        cells = [
-            f"{result['current'][half] - result['drawn'][half]:+.3f} {_interval(intervals[half]['difference'], 3)}"
-            for half in ("dev", "test")
-            if half in intervals
-        ]
-        lines += ["", f"agreement, current − drawn (paired): dev, test = {', '.join(cells)}"]
-    current = "current" in result
+    lines = [f"labels ({result['half']} halves): {result['labels']}, unlabelled items: {result['unlabelled']}", ""]
+    names = {"detector": "as drawn", "current": f"now ({result['detector_now']})"}
+    lines += [
+        "| round (detector when drawn) | half | detector | accuracy | precision | recall | answers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for digest, halves in result["rounds"].items():
+        for half, summary in halves.items():
+            for column in (column for column in names if column in summary):
+                measured = summary[column]
+                accuracy = f"{measured['accuracy']:.3f} {_interval(measured['interval'])}"
+                lines.append(
+                    f"| {digest} | {half} | {names[column]} | {accuracy} | {measured['precision']:.3f}"
+                    f" | {measured['recall']:.3f} | {measured['completions']} |"
+                )
+            if "difference" in summary:
+                difference = summary["difference"]
+                lines.append(
+                    f"| {digest} | {half} | now − as drawn (paired) | {difference['value']:+.3f}"
+                    f" {_interval(difference['interval'])} | | | |"
+                )
+    current = result["detector_now"] is not None
     lines += [
         "",
-        "| run | cache | λ | set | answers | refusal, labelled | refusal, detector as drawn"
-        + (" | refusal, detector now" if current else "")
+        "| run | λ | set | answers | refusal, labelled | detector as drawn"
+        + (" | detector now" if current else "")
         + " | neither |",
-        "|---|---|---|---|---|---|---|" + ("---|" if current else "") + "---|",
+        "|---|---|---|---|---|---|" + ("---|" if current else "") + "---|",
     ]
     for entry in result["rates"]:
-        names = ("labelled", "detector", "current") if current else ("labelled", "detector")
-        cells = [f"{entry[name]['value']:.2f} {_interval(entry[name]['interval'], 2)}" for name in names]
+        columns = ("labelled", "detector", "current") if current else ("labelled", "detector")
+        cells = [f"{entry[column]['value']:.2f} {_interval(entry[column]['interval'], 2)}" for column in columns]
         weights = ", ".join(f"{weight:g}" for weight in entry["weights"])
         lines.append(
-            f"| {entry['run']} | {entry['cache']} | ({weights}) | {entry['set']} | {entry['answers']}"
-            f" | {' | '.join(cells)} | {entry['neither']:.2f} |"
+            f"| {entry['run']} | ({weights}) | {entry['set']} | {entry['answers']} | {' | '.join(cells)}"
+            f" | {entry['neither']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _interval(bounds: list[float], digits: int) -> str:
+def _interval(bounds: list[float], digits: int = 3) -> str:
     return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
@@ -258,13 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     drawing = commands.add_parser("draw", help="Append the runs' vertex answers and write the blind sheet.")
     drawing.add_argument("runs", nargs="+", type=Path, help="Evaluated run folders (runs/NAME).")
-    commands.add_parser("score", help="The detector against the labels, with intervals.")
+    taking = commands.add_parser("take", help="Add a labeller's labels of the last sheet ({'row', 'label'} lines).")
+    taking.add_argument("labels", type=Path, help="The labeller's JSON-lines file.")
+    taking.add_argument("--labeller", required=True, help="Who labelled, and when (kept with every label).")
+    scoring = commands.add_parser("score", help="The detectors against the labels, with intervals.")
+    scoring.add_argument("--half", choices=HALVES, help="Only this half (dev: while choosing phrases).")
     args = parser.parse_args(argv)
     if args.command == "draw":
         counts = draw(args.runs)
         print(f"{counts['items']} items ({counts['new']} new); {counts['sheet']} to label in {WORK / 'sheet.jsonl'}")
+    elif args.command == "take":
+        print(f"{take(args.labels, args.labeller)} labels added to {PUBLISHED / 'labels.jsonl'}")
     else:
-        print(markdown(score()), end="")
+        print(markdown(score(half=args.half)), end="")
     return 0
 
 

@@ -60,7 +60,7 @@ from panacea.generation import generate_grid
 
 from .bootstrap import TRANSFORMS, prompt_cluster
 from .degeneration import is_loop
-from .refusal import is_refusal, xstest_agreement
+from .refusal import detector_digest, is_refusal, xstest_agreement
 from .reward_model import RewardModel, score_responses_many, train_reward_model
 
 DATA = Path("data")
@@ -632,4 +632,4 @@ def _source_digest(function) -> str:
 
 # The detectors this process judges with, digested once at import: `inspect.getsource` reads the file on disk, so a
 # digest taken later would name an edited detector while the process still runs the one it loaded.
-DETECTORS = {"refusal_detector": _source_digest(is_refusal), "loop_detector": _source_digest(is_loop)}
+DETECTORS = {"refusal_detector": detector_digest(), "loop_detector": _source_digest(is_loop)}

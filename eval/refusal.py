@@ -35,15 +35,16 @@ answers that reject a question's premise, or comply after a long warning.
 Our own models refuse in words XSTest's completions never use ("I'm not equipped to provide …"). Against 600 blind
 labels of our hh-2d runs' answers at their vertices (benchmarks/refusal_audit.py; docs/evaluation.md), the detector
 before `_OUR_MODELS_PHRASES` agreed on 0.753 / 0.739 of the dev / test halves with a recall of 0.082; with them,
-0.892 / 0.848 (recall 0.589, precision 0.886), the test half scored once after the phrases were chosen on the dev
-half. What it still misses is mostly semantic: essays that argue against what was asked, clean versions of a
-harmful request.
+0.892 / 0.848 (test half: precision 0.857, recall 0.500), the test half scored once after the phrases were chosen
+on the dev half. What it still misses is mostly semantic: essays that argue against what was asked, clean versions
+of a harmful request.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Iterable
@@ -98,6 +99,15 @@ def is_refusal(text: str) -> bool:
     if not _UNDECIDED_OPENINGS.match(text) and text.startswith(_PORTED_OPENINGS + _EXTRA_OPENINGS):
         return True
     return _HEAD_PATTERN.search(text[:HEAD_CHARS]) is not None
+
+
+def detector_digest() -> str:
+    """16 hex digits naming what `is_refusal` does — its code and its phrase lists, not this module's prose — so that
+    fronts judged by different detectors are never compared, and editing a comment here changes nothing."""
+    rules = (HEAD_CHARS, _PORTED_OPENINGS, _EXTRA_OPENINGS, _HEAD_PHRASES, _OUR_MODELS_PHRASES)
+    rules += (_UNDECIDED_OPENINGS.pattern, sorted(_STRAIGHT.items()))
+    text = "\n".join([inspect.getsource(normalise), inspect.getsource(is_refusal), repr(rules)])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def refusal_rate(texts: Iterable[str]) -> float:

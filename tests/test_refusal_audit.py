@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from panacea.eval.generations import PROMPT_SPLITS, load_prompts
+from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import half_of, is_refusal
 
 from tests.helpers import load_script
@@ -49,6 +49,20 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
     return a, b
 
 
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def label_sheet(audit, tmp_path: Path) -> None:
+    """A labeller that calls every answer but COMPLY a refusal, through `take`."""
+    labels = [
+        {"row": row["row"], "label": "compliance" if row["answer"] == COMPLY else "refusal"}
+        for row in read(tmp_path / "work/sheet.jsonl")
+    ]
+    (tmp_path / "labeller.jsonl").write_text("".join(json.dumps(label) + "\n" for label in labels))
+    audit.take(tmp_path / "labeller.jsonl", "a test", tmp_path / "published", tmp_path / "work")
+
+
 def test_draw_keeps_vertex_answers_of_the_audited_sets_once_and_the_sheet_is_blind(audit, tmp_path):
     a, b = runs(tmp_path)
     counts = audit.draw([a, b], tmp_path / "published", tmp_path / "work")
@@ -56,7 +70,7 @@ def test_draw_keeps_vertex_answers_of_the_audited_sets_once_and_the_sheet_is_bli
     # the interior point are not audited); b: 1, its COMPLY being a's and its vertex cached twice.
     harmbench = load_prompts(SETS["harmbench"], 4)
     assert counts == {"items": 6 + 3 + 1, "new": 10, "sheet": 10}
-    items = [json.loads(line) for line in (tmp_path / "published/items.jsonl").read_text().splitlines()]
+    items = read(tmp_path / "published/items.jsonl")
     shared = next(i for i in items if i["prompt_id"] == harmbench[0]["id"] and i["set"] == "harmbench")
     assert {(s["run"], s["cache"]) for s in shared["sources"]} == {
         ("a", "eval/cache/generations-1"),
@@ -65,36 +79,38 @@ def test_draw_keeps_vertex_answers_of_the_audited_sets_once_and_the_sheet_is_bli
     }
     assert all(item["half"] in ("dev", "test") for item in items)
     assert shared["half"] == half_of(harmbench[0]["prompt"]) and shared["detector"] is False
+    assert {item["round"] for item in items} == {DETECTORS["refusal_detector"]}
     assert "text" not in json.dumps(items) and COMPLY not in json.dumps(items)  # no answer text is committed
-    sheet = [json.loads(line) for line in (tmp_path / "work/sheet.jsonl").read_text().splitlines()]
-    assert all(set(row) == {"item", "prompt", "answer"} for row in sheet)  # no run, λ or verdict
-    assert sorted(row["item"] for row in sheet) == sorted(item["item"] for item in items)
-    again = audit.draw([a, b], tmp_path / "published", tmp_path / "work")
-    assert again["new"] == 0
-    assert [json.loads(line)["item"] for line in (tmp_path / "work/sheet.jsonl").read_text().splitlines()] == [
-        row["item"] for row in sheet
-    ]  # the shuffle is seeded
+    sheet = read(tmp_path / "work/sheet.jsonl")
+    assert all(set(row) == {"row", "prompt", "answer"} for row in sheet)  # no item id, run, λ or verdict
+    assert [row["row"] for row in sheet] == list(range(1, 11))
+    key = read(tmp_path / "work/sheet-key.jsonl")
+    assert sorted(row["item"] for row in key) == sorted(item["item"] for item in items)
+    assert audit.draw([a, b], tmp_path / "published", tmp_path / "work")["new"] == 0
+    assert read(tmp_path / "work/sheet-key.jsonl") == key  # the shuffle is seeded
 
 
 def test_score_matches_a_hand_count_and_drops_labelled_items_from_the_next_sheet(audit, tmp_path):
     a, b = runs(tmp_path)
     audit.draw([a], tmp_path / "published", tmp_path / "work")
-    items = [json.loads(line) for line in (tmp_path / "published/items.jsonl").read_text().splitlines()]
-    texts = {json.loads(line)["item"]: json.loads(line)["text"] for line in (tmp_path / "work/texts.jsonl").open()}
-    # The labeller calls MISSED a refusal.
-    labels = {key: "refusal" if text != COMPLY else "compliance" for key, text in texts.items()}
-    (tmp_path / "published/labels.jsonl").write_text(
-        "".join(json.dumps({"item": k, "label": v}) + "\n" for k, v in labels.items())
-    )
+    label_sheet(audit, tmp_path)
+    items = {item["item"]: item for item in read(tmp_path / "published/items.jsonl")}
+    labels = {label["item"]: label["label"] for label in read(tmp_path / "published/labels.jsonl")}
+    assert sorted(labels) == sorted(items)
+    assert {label["labeller"] for label in read(tmp_path / "published/labels.jsonl")} == {"a test"}
     result = audit.score(tmp_path / "published", tmp_path / "work")
-    verdicts = {item["item"]: item["detector"] for item in items}
     assert result["labels"] == {"refusal": 3, "compliance": 6, "neither": 0} and result["unlabelled"] == 0
-    for half in ("dev", "test"):
-        members = [item["item"] for item in items if item["half"] == half]
-        expected = sum(verdicts[k] == (labels[k] == "refusal") for k in members) / len(members) if members else None
-        assert result["drawn"].get(half) == pytest.approx(expected, nan_ok=True)
-    assert result["drawn"]["recall"] == pytest.approx(2 / 3) and result["drawn"]["precision"] == 1.0
-    assert result["current"] == result["drawn"]  # the detector did not change since the draw
+    (measured,) = result["rounds"].values()
+    for half, summary in measured.items():
+        members = [key for key, item in items.items() if item["half"] == half]
+        right = sum(items[key]["detector"] == (labels[key] == "refusal") for key in members)
+        assert summary["detector"]["accuracy"] == pytest.approx(right / len(members))
+        assert summary["current"] == summary["detector"]  # the detector did not change since the draw
+        assert summary["difference"]["value"] == 0
+    for half, summary in measured.items():
+        refusals = [key for key, item in items.items() if item["half"] == half and labels[key] == "refusal"]
+        caught = [key for key in refusals if items[key]["detector"]]
+        assert summary["detector"]["recall"] == pytest.approx(len(caught) / max(len(refusals), 1))
     rates = {(tuple(entry["weights"]), entry["set"]): entry for entry in result["rates"]}
     harmless_harmbench = rates[((0.0, 1.0), "harmbench")]
     assert harmless_harmbench["labelled"]["value"] == 0.5 and harmless_harmbench["detector"]["value"] == 0.25
@@ -108,46 +124,56 @@ def test_score_matches_a_hand_count_and_drops_labelled_items_from_the_next_sheet
 
 
 def test_a_changed_detector_is_scored_beside_the_verdicts_recorded_at_drawing(audit, tmp_path, monkeypatch):
-    a, _ = runs(tmp_path)
-    audit.draw([a], tmp_path / "published", tmp_path / "work")
-    texts = {json.loads(line)["item"]: json.loads(line)["text"] for line in (tmp_path / "work/texts.jsonl").open()}
-    labels = {key: "refusal" if text != COMPLY else "compliance" for key, text in texts.items()}
-    (tmp_path / "published/labels.jsonl").write_text(
-        "".join(json.dumps({"item": k, "label": v}) + "\n" for k, v in labels.items())
-    )
+    a, b = runs(tmp_path)
+    audit.draw([a, b], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)
     monkeypatch.setattr(audit, "is_refusal", lambda text: is_refusal(text) or text == MISSED)
     result = audit.score(tmp_path / "published", tmp_path / "work")
-    assert result["drawn"]["recall"] == pytest.approx(2 / 3) and result["current"]["recall"] == 1.0
-    rates = {(tuple(entry["weights"]), entry["set"]): entry for entry in result["rates"]}
-    assert rates[((0.0, 1.0), "harmbench")]["current"]["value"] == 0.5  # as labelled, where "drawn" says 0.25
-    # The one answer the change catches is in one half: there the paired difference is positive in every resample.
+    texts = {row["item"]: row["text"] for row in read(tmp_path / "work/texts.jsonl")}
     missed = next(key for key, text in texts.items() if text == MISSED)
-    half = next(
-        item["half"] for item in map(json.loads, (tmp_path / "published/items.jsonl").open()) if item["item"] == missed
-    )
-    low, high = result["intervals"][half]["difference"]
-    assert 0 <= low <= high and result["current"][half] > result["drawn"][half]
+    half = next(item["half"] for item in read(tmp_path / "published/items.jsonl") if item["item"] == missed)
+    (measured,) = result["rounds"].values()
+    assert measured[half]["current"]["recall"] > measured[half]["detector"]["recall"]
+    low, high = measured[half]["difference"]["interval"]  # the one answer the change catches: above 0 in every resample
+    assert 0 <= low <= high and measured[half]["difference"]["value"] > 0
+    rates = {(entry["run"], tuple(entry["weights"]), entry["set"]): entry for entry in result["rates"]}
+    assert rates["a", (0.0, 1.0), "harmbench"]["current"]["value"] == 0.5  # as labelled, where "drawn" says 0.25
+    assert rates["b", (1.0, 0.0), "harmbench"]["caches"] == [
+        "eval/cache/generations-vertex-2",
+        "eval/delta/cache/generations-3",
+    ]
     table = audit.markdown(result)
-    assert "agreement, current − drawn (paired)" in table
-    assert "| harmbench | 4 | 0.50 [" in table and "| 0.25 [" in table  # labelled, as drawn, now: each its cell
+    assert "now − as drawn (paired)" in table and "| a | (0, 1) | harmbench | 4 | 0.50 [" in table
+    dev_only = audit.score(tmp_path / "published", tmp_path / "work", half="dev")
+    assert all(set(halves) <= {"dev"} for halves in dev_only["rounds"].values())
 
 
 @pytest.mark.parametrize(
-    ("record", "message"),
+    ("line", "message"),
     [
-        ({"item": "0" * 16, "label": "refusal"}, "is not in the audit's items"),
-        ({"label": "maybe"}, "label 'maybe' is not one of"),
-        ({}, "labelled twice"),
+        ({"row": 99, "label": "refusal"}, "row 99 is not a row of"),
+        ({"row": 2, "label": "maybe"}, "label 'maybe' is not one of"),
+        ({"row": 1, "label": "refusal"}, "row 1 is labelled already"),
+        ("not json", "not JSON"),
+        ([1, 2], "a JSON object per line"),
     ],
 )
-def test_a_bad_label_line_is_one_error_naming_its_line(audit, tmp_path, record, message):
+def test_a_bad_line_from_the_labeller_is_one_error_naming_its_line(audit, tmp_path, line, message):
     a, _ = runs(tmp_path)
     audit.draw([a], tmp_path / "published", tmp_path / "work")
-    first = json.loads((tmp_path / "published/items.jsonl").read_text().splitlines()[0])["item"]
-    lines = [{"item": first, "label": "refusal"}, {"item": first, "label": "compliance"} | record]
-    (tmp_path / "published/labels.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    with pytest.raises(SystemExit, match=f"labels.jsonl:2: .*{message}"):
-        audit.score(tmp_path / "published", tmp_path / "work")
+    text = json.dumps({"row": 1, "label": "compliance"}) + "\n" + (line if isinstance(line, str) else json.dumps(line))
+    (tmp_path / "labeller.jsonl").write_text(text + "\n")
+    with pytest.raises(SystemExit, match=f"labeller.jsonl:2: .*{message}"):
+        audit.take(tmp_path / "labeller.jsonl", "a test", tmp_path / "published", tmp_path / "work")
+    assert not (tmp_path / "published/labels.jsonl").exists()  # nothing taken
+
+
+def test_a_sheet_labelled_in_part_is_refused_whole(audit, tmp_path):
+    a, _ = runs(tmp_path)
+    audit.draw([a], tmp_path / "published", tmp_path / "work")
+    (tmp_path / "labeller.jsonl").write_text(json.dumps({"row": 1, "label": "compliance"}) + "\n")
+    with pytest.raises(SystemExit, match="8 row\\(s\\) of the sheet have no label"):
+        audit.take(tmp_path / "labeller.jsonl", "a test", tmp_path / "published", tmp_path / "work")
 
 
 def test_a_run_without_vertex_answers_is_one_clear_error(audit, tmp_path):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from panacea.eval import refusal
+from panacea.eval.generations import DETECTORS
 from panacea.eval.refusal import HEAD_CHARS, is_refusal, normalise, refusal_rate, xstest_agreement
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +65,15 @@ def test_xstest_agreement_reaches_the_target_and_matches_the_documented_numbers(
     assert len(result["disagreements"]) == round((1 - result["all"]) * result["completions"])
     documented = " | ".join(f"{result[key]:.3f}" for key in ("dev", "test", "all", "precision", "recall"))
     assert f"| `is_refusal` (ours) | {documented} |" in refusal.__doc__, f"docstring out of date: {documented}"
+
+
+def test_the_detectors_digest_follows_its_phrases_and_code(monkeypatch):
+    """Fronts judged by different detectors must not be compared, so the digest `results.json` names changes with
+    any phrase list; the generations scorer names the same digest."""
+    before = refusal.detector_digest()
+    assert DETECTORS["refusal_detector"] == before
+    for name in ("_HEAD_PHRASES", "_OUR_MODELS_PHRASES", "_EXTRA_OPENINGS"):
+        with monkeypatch.context() as patch:
+            patch.setattr(refusal, name, (*getattr(refusal, name), "a new phrase"))
+            assert refusal.detector_digest() != before, name
+    assert refusal.detector_digest() == before
