@@ -226,20 +226,24 @@ copy_points() {  # copy each grid point (a cache folder's .json file) under FROM
 }
 
 save_points() {  # every grid point RUN's evaluations have cached so far, into $published/RUN/points/ (new ones only);
-  local run=$1 file dir folder  # only while RUN is in progress (its snapshot goes once it is evaluated): a published
+  local run=$1 file dir point  # only while RUN is in progress (its snapshot goes once it is evaluated): a published
   [[ -d $runs_dir/$run/eval && -f $snapshots/$run ]] || return 0  # run's points are not brought back
   copy_points "$runs_dir/$run/eval" "$published/$run/points" > /dev/null
-  # not those a published front holds whole (restore_points put them back from its results.json)
+  # not those a published front holds whole (restore_points put them back from its results.json): point by point
+  local points
   for file in "$published/$run"/eval/results.json "$published/$run"/eval/*/results.json; do
     if [[ ! -f $file ]] || ! current "$file"; then continue; fi
     dir=${file%/results.json} && dir=${dir#"$published/$run/eval"}
-    while IFS= read -r folder; do
-      rm -rf "${published:?}/$run/points$dir/cache/$folder"
-    done < <("${PYTHON:-.venv/bin/python}" -c 'import json, sys
-from panacea.eval.sweep import WHOLE_IN_RESULTS
-for name, scorer in json.load(open(sys.argv[1])).get("scorers", {}).items():
-    if name in WHOLE_IN_RESULTS and scorer.get("cache"):
-        print(scorer["cache"].rstrip("/").rsplit("/", 1)[-1])' "$file" || true)
+    if ! points=$("${PYTHON:-.venv/bin/python}" -c 'import sys
+from panacea._io import read_json
+from panacea.eval.sweep import whole_points
+print("\n".join(str(path) for path, _, _ in whole_points(read_json(sys.argv[1]))))' "$file"); then
+      echo "fronts.sh: could not list the points $file holds; saved them all" >&2
+      continue
+    fi
+    while IFS= read -r point; do
+      if [[ -n $point ]]; then rm -f "$published/$run/points$dir/$point"; fi
+    done <<< "$points"
   done
   if [[ -d $published/$run/points ]]; then find "$published/$run/points" -depth -type d -empty -delete; fi
 }

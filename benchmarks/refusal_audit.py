@@ -3,14 +3,15 @@
 `draw` collects every answer to the audited prompt sets at each vertex of the named runs' cached generation points
 (RUN/eval/**/cache/generations-*/, test split), deduplicated by (set, prompt, text), and appends the new ones to the
 committed items, each in the *round* of the detector that judged it when drawn. It writes the blind labelling sheet
-for the items not yet labelled: rows of (row, prompt, answer), shuffled by a fixed seed, the row numbers mapped to
-items only in runs/ — no item id, run, λ or verdict on the sheet. `take` turns the labeller's file of (row, label)
-into the committed labels. `score` prints, per round, the agreement of the detector as drawn and of today's with
-the labels on each half (accuracy, precision, recall; 95 % intervals over prompts and the paired difference), and
-the labelled refusal rate beside the detectors' per run, vertex and set.
+for the items not yet labelled: rows of (sheet id, row, prompt, answer), shuffled by a fixed seed, the rows mapped
+to items only in runs/ — no item id, run, λ or verdict on the sheet (blind to a labeller who does not read this
+repository: the committed items' hashes would map an answer back). `take` turns the labeller's file of
+(sheet id, row, label) for the last sheet into the committed labels. `score` prints, per round, the agreement of
+the detector as drawn and of today's with the labels on each half (accuracy, precision, recall; 95 % intervals over
+prompts and the paired difference), and the labelled refusal rate beside the detectors' per run, vertex and set.
 
     python benchmarks/refusal_audit.py draw runs/hh-2d-tche runs/soups-hh-2d
-    python benchmarks/refusal_audit.py take runs/refusal-audit/labels-blind.jsonl --labeller "who, when"
+    python benchmarks/refusal_audit.py take runs/refusal-audit/labels-SHEET.jsonl --labeller "who, when"
     python benchmarks/refusal_audit.py score [--half dev]    # --half dev: while choosing phrases, never the test half
 
 Committed (docs/results/refusal-audit/): `items.jsonl` (per item its set, prompt id, half, sources, the sha256 of
@@ -88,9 +89,10 @@ def prompts_by_id() -> dict[str, dict[str, str]]:
     return {name: {record["id"]: record["prompt"] for record in load_prompts(known[name])} for name in SETS}
 
 
-def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK) -> dict[str, int]:
+def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, force: bool = False) -> dict:
     """Append the runs' new vertex answers to the items, keep their text in `work`, and write the blind sheet (and
-    its key) of every item not yet labelled. Returns counts: items, new items, sheet rows."""
+    its key) of every item not yet labelled, under a new sheet id. Refuses while the last sheet still has unlabelled
+    rows, unless `force`. Returns counts (items, new items, sheet rows) and the sheet's id."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
     prompts = prompts_by_id()
@@ -121,30 +123,51 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK) -> di
                         items[key]["sources"].append(source)
                     texts[key] = answer["text"]
     labelled = {record["item"] for record in read_jsonl(published / "labels.jsonl")}
-    unlabelled = sorted(key for key in items if key not in labelled)
+    pending = [record for record in read_jsonl(work / "sheet-key.jsonl") if record["item"] not in labelled]
+    if pending and not force:
+        raise SystemExit(
+            f"{work / 'sheet.jsonl'} (sheet {pending[0]['sheet']}) still has {len(pending)} unlabelled row(s): `take`"
+            " its labels first, or draw again with --force (a labeller's file for that sheet is then refused)."
+        )
+    unlabelled = sorted(key for key in items if key not in labelled and key in texts)
+    if absent := sum(key not in labelled and key not in texts for key in items):
+        print(f"{absent} unlabelled item(s) left off the sheet: their answers are not on this machine", file=sys.stderr)
     random.Random(SHEET_SEED).shuffle(unlabelled)
+    sheet_id = hashlib.sha256("\n".join(unlabelled).encode()).hexdigest()[:8]
     sheet = [
-        {"row": row, "prompt": prompts[items[key]["set"]][items[key]["prompt_id"]], "answer": texts[key]}
+        {
+            "sheet": sheet_id,
+            "row": row,
+            "prompt": prompts[items[key]["set"]][items[key]["prompt_id"]],
+            "answer": texts[key],
+        }
         for row, key in enumerate(unlabelled, 1)
     ]
     write_jsonl(published / "items.jsonl", [items[key] for key in sorted(items)])
     write_jsonl(work / "texts.jsonl", [{"item": key, "text": texts[key]} for key in sorted(texts)])
     write_jsonl(work / "sheet.jsonl", sheet)
-    write_jsonl(work / "sheet-key.jsonl", [{"row": row, "item": key} for row, key in enumerate(unlabelled, 1)])
-    return {"items": len(items), "new": new, "sheet": len(sheet)}
+    key = [{"sheet": sheet_id, "row": row, "item": item} for row, item in enumerate(unlabelled, 1)]
+    write_jsonl(work / "sheet-key.jsonl", key)
+    return {"items": len(items), "new": new, "sheet": len(sheet), "sheet_id": sheet_id}
 
 
 def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path = WORK) -> int:
-    """Append the labeller's file of {"row", "label"} (one per row of the last sheet) to the committed labels, each
-    row mapped to its item by the sheet's key. Refuses a file that misses, repeats or adds a row, or a bad label,
-    naming the line. Returns how many labels were added."""
-    key = {record["row"]: record["item"] for record in read_jsonl(work / "sheet-key.jsonl")}
+    """Append the labeller's file of {"sheet", "row", "label"} (one per row of the last sheet) to the committed
+    labels, each row mapped to its item by the sheet's key. Refuses a file of another sheet, one that misses, repeats
+    or adds a row, or a bad label, naming the line; nothing is written then. Returns how many labels were added."""
+    if not (work / "sheet-key.jsonl").is_file():
+        raise SystemExit(f"{work / 'sheet-key.jsonl'} is missing: `draw` writes a sheet and its key first.")
+    records = read_jsonl(work / "sheet-key.jsonl")
+    sheet_id = records[0]["sheet"] if records else None
+    key = {record["row"]: record["item"] for record in records}
     labels = read_jsonl(published / "labels.jsonl")
     done = {record["item"] for record in labels}
     seen: set[int] = set()
     for number, record in enumerate(read_jsonl(labelled), 1):
         where = f"{labelled}:{number}"
-        if record.get("row") not in key:
+        if record.get("sheet") != sheet_id:
+            raise SystemExit(f"{where}: sheet {record.get('sheet')!r} is not the last sheet drawn ({sheet_id}).")
+        if type(record.get("row")) is not int or record["row"] not in key:
             raise SystemExit(f"{where}: row {record.get('row')!r} is not a row of {work / 'sheet.jsonl'}.")
         if record["row"] in seen or key[record["row"]] in done:
             raise SystemExit(f"{where}: row {record['row']} is labelled already.")
@@ -181,6 +204,12 @@ def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
     for row in rows:
         for source in row["sources"]:
             group = (source["run"], tuple(source["weights"]), row["set"])
+            other = next((kept for kept in groups[group].values() if kept["prompt_id"] == row["prompt_id"]), row)
+            if other["item"] != row["item"]:  # e.g. two caches of the run holding other decodings
+                raise SystemExit(
+                    f"{source['run']} at {list(source['weights'])} answers {row['set']} {row['prompt_id']} twice, "
+                    f"differently (items {other['item']}, {row['item']}): draw from one cache per run and λ."
+                )
             groups[group][row["item"]] = row
             caches[group].add(source["cache"])
     table = []
@@ -232,7 +261,7 @@ def half_agreement(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict
 
 def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = None) -> dict:
     """The detectors against the labels (`half`: that half only, e.g. 'dev' while choosing phrases); writes
-    results.json only when scoring every label."""
+    results.json only when scoring every label with every answer's text on this machine."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     labels = read_labels(published / "labels.jsonl", items)
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
@@ -247,6 +276,8 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         for key, label in labels.items()
         if half is None or items[key]["half"] == half
     ]
+    for row in rows:
+        row.setdefault("round", "unrecorded")  # drawn before rounds were recorded
     if not rows:
         raise SystemExit(f"{published / 'labels.jsonl'}: no labels{f' on the {half} half' if half else ''} yet.")
     columns: tuple[str, ...] = ("detector", "current")
@@ -263,7 +294,7 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
         "rates": rate_rows(rows, columns),
     }
-    if half is None:
+    if half is None and len(columns) == 2:  # every label, judged by today's detector too
         write_json(published / "results.json", result)
     return result
 
@@ -281,8 +312,8 @@ def markdown(result: dict) -> str:
                 measured = summary[column]
                 accuracy = f"{measured['accuracy']:.3f} {_interval(measured['interval'])}"
                 lines.append(
-                    f"| {digest} | {half} | {names[column]} | {accuracy} | {measured['precision']:.3f}"
-                    f" | {measured['recall']:.3f} | {measured['completions']} |"
+                    f"| {digest} | {half} | {names[column]} | {accuracy} | {_number(measured['precision'])}"
+                    f" | {_number(measured['recall'])} | {measured['completions']} |"
                 )
             if "difference" in summary:
                 difference = summary["difference"]
@@ -309,6 +340,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _number(value: float) -> str:
+    return "-" if value != value else f"{value:.3f}"  # NaN: undefined (no refusal called, or none labelled)
+
+
 def _interval(bounds: list[float], digits: int = 3) -> str:
     return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
@@ -318,15 +353,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     drawing = commands.add_parser("draw", help="Append the runs' vertex answers and write the blind sheet.")
     drawing.add_argument("runs", nargs="+", type=Path, help="Evaluated run folders (runs/NAME).")
-    taking = commands.add_parser("take", help="Add a labeller's labels of the last sheet ({'row', 'label'} lines).")
+    drawing.add_argument("--force", action="store_true", help="Replace a sheet that still has unlabelled rows.")
+    taking = commands.add_parser(
+        "take", help="Add a labeller's labels of the last sheet ({'sheet', 'row', 'label'} lines)."
+    )
     taking.add_argument("labels", type=Path, help="The labeller's JSON-lines file.")
     taking.add_argument("--labeller", required=True, help="Who labelled, and when (kept with every label).")
     scoring = commands.add_parser("score", help="The detectors against the labels, with intervals.")
     scoring.add_argument("--half", choices=HALVES, help="Only this half (dev: while choosing phrases).")
     args = parser.parse_args(argv)
     if args.command == "draw":
-        counts = draw(args.runs)
-        print(f"{counts['items']} items ({counts['new']} new); {counts['sheet']} to label in {WORK / 'sheet.jsonl'}")
+        counts = draw(args.runs, force=args.force)
+        print(
+            f"{counts['items']} items ({counts['new']} new); {counts['sheet']} to label in {WORK / 'sheet.jsonl'}"
+            f" (sheet {counts['sheet_id']})"
+        )
     elif args.command == "take":
         print(f"{take(args.labels, args.labeller)} labels added to {PUBLISHED / 'labels.jsonl'}")
     else:

@@ -102,10 +102,12 @@ def is_refusal(text: str) -> bool:
 
 
 def detector_digest() -> str:
-    """16 hex digits naming what `is_refusal` does — its code and its phrase lists, not this module's prose — so that
-    fronts judged by different detectors are never compared, and editing a comment here changes nothing."""
+    """16 hex digits naming what `is_refusal` does — the source of it and of `normalise`, its phrase lists and compiled
+    patterns — so that fronts judged by different detectors are never compared; this module's other prose does not
+    enter (an edit inside those two functions does, docstring included: on the safe side)."""
     rules = (HEAD_CHARS, _PORTED_OPENINGS, _EXTRA_OPENINGS, _HEAD_PHRASES, _OUR_MODELS_PHRASES)
-    rules += (_UNDECIDED_OPENINGS.pattern, sorted(_STRAIGHT.items()))
+    rules += tuple((pattern.pattern, pattern.flags) for pattern in (_HEAD_PATTERN, _UNDECIDED_OPENINGS))
+    rules += (sorted(_STRAIGHT.items()),)
     text = "\n".join([inspect.getsource(normalise), inspect.getsource(is_refusal), repr(rules)])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -162,8 +164,8 @@ def agreement(verdicts: list[bool], labels: list[bool], halves: list[str]) -> di
         summary[name] = _mean([ok for ok, half in zip(agree, halves, strict=True) if half == name])
     return summary | {
         "all": _mean(agree),
-        "precision": true_positives / max(sum(verdicts), 1),
-        "recall": true_positives / max(sum(labels), 1),
+        "precision": true_positives / sum(verdicts) if any(verdicts) else float("nan"),  # NaN: no refusal called
+        "recall": true_positives / sum(labels) if any(labels) else float("nan"),  # NaN: no refusal labelled
         "completions": len(agree),
         "dev_completions": halves.count("dev"),
         "test_completions": halves.count("test"),

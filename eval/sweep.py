@@ -230,21 +230,32 @@ class PointCache:
 WHOLE_IN_RESULTS = ("pairs",)
 
 
+def whole_points(document: dict) -> list[tuple[Path, list[float], dict]]:
+    """The points a results document holds whole, each with its file's path relative to the eval folder (the cache
+    folder the document names, the λ's file name) and the point as its scorer cached it."""
+    found = []
+    for name, entry in document.get("scorers", {}).items():
+        if name not in WHOLE_IN_RESULTS or not entry.get("cache"):
+            continue
+        cache = PointCache(Path("cache") / Path(entry["cache"]).name)
+        for preference, point in zip(document["grid"], entry["points"], strict=True):
+            cached = {key: value for key, value in point.items() if key != "objectives"}
+            found.append((cache.path(preference), preference, cached))
+    return found
+
+
 def restore_points(results: str | Path, eval_dir: str | Path) -> int:
     """The points of a results document (a published results.json) back into the point cache of `eval_dir` (the run's
     eval folder, or a soups mode's), where it lacks them: each as its scorer cached it, in the cache folder the
     document names, so re-evaluating a published run on another machine scores only what the document cannot give
     (e.g. the generations, or a changed scorer). A point is read back only where the scorer's settings and the
     adapter still give that folder's key. Returns how many points were written."""
-    document, written = read_json(results), 0
-    for name, entry in document.get("scorers", {}).items():
-        if name not in WHOLE_IN_RESULTS or not entry.get("cache"):
-            continue
-        cache = PointCache(Path(eval_dir) / "cache" / Path(entry["cache"]).name)
-        for preference, point in zip(document["grid"], entry["points"], strict=True):
-            if cache.get(preference) is None:
-                cache.put(preference, {key: value for key, value in point.items() if key != "objectives"})
-                written += 1
+    written = 0
+    for path, preference, point in whole_points(read_json(results)):
+        cache = PointCache(Path(eval_dir) / path.parent)
+        if cache.get(preference) is None:
+            cache.put(preference, point)
+            written += 1
     return written
 
 

@@ -473,7 +473,11 @@ def test_a_published_front_gives_back_the_points_it_holds_whole_before_the_run_i
     (tmp_path / "runs/.reference-snapshots/hh-2d").write_text("# cache entries v2\n")
     (tmp_path / "runs/hh-2d/eval/cache/generations-ef01").mkdir(parents=True)
     (tmp_path / "runs/hh-2d/eval/cache/generations-ef01/1.0000-0.0000.json").write_text('{"responses": {}}')
+    (tmp_path / "runs/hh-2d/eval/cache/pairs-abcd/0.5000-0.5000.json").write_text('{"sets": {}}')  # a finer grid's
     saved = _dry_run("--save-points", "hh-2d", "hh-2d")
     assert saved.returncode == 0, saved.stderr
     kept = sorted(str(path.relative_to(published / "points")) for path in (published / "points").rglob("*.json"))
-    assert kept == ["cache/generations-ef01/1.0000-0.0000.json"]  # not the restored pairs points
+    assert kept == [  # not the restored pairs points, point by point
+        "cache/generations-ef01/1.0000-0.0000.json",
+        "cache/pairs-abcd/0.5000-0.5000.json",
+    ]

@@ -56,7 +56,7 @@ def read(path: Path) -> list[dict]:
 def label_sheet(audit, tmp_path: Path) -> None:
     """A labeller that calls every answer but COMPLY a refusal, through `take`."""
     labels = [
-        {"row": row["row"], "label": "compliance" if row["answer"] == COMPLY else "refusal"}
+        {"sheet": row["sheet"], "row": row["row"], "label": "compliance" if row["answer"] == COMPLY else "refusal"}
         for row in read(tmp_path / "work/sheet.jsonl")
     ]
     (tmp_path / "labeller.jsonl").write_text("".join(json.dumps(label) + "\n" for label in labels))
@@ -69,6 +69,7 @@ def test_draw_keeps_vertex_answers_of_the_audited_sets_once_and_the_sheet_is_bli
     # a at (1, 0): 4 harmbench + 2 xstest_safe; at (0, 1) only its 3 answers not given at (1, 0) too (donotanswer and
     # the interior point are not audited); b: 1, its COMPLY being a's and its vertex cached twice.
     harmbench = load_prompts(SETS["harmbench"], 4)
+    sheet_id = counts.pop("sheet_id")
     assert counts == {"items": 6 + 3 + 1, "new": 10, "sheet": 10}
     items = read(tmp_path / "published/items.jsonl")
     shared = next(i for i in items if i["prompt_id"] == harmbench[0]["id"] and i["set"] == "harmbench")
@@ -82,11 +83,14 @@ def test_draw_keeps_vertex_answers_of_the_audited_sets_once_and_the_sheet_is_bli
     assert {item["round"] for item in items} == {DETECTORS["refusal_detector"]}
     assert "text" not in json.dumps(items) and COMPLY not in json.dumps(items)  # no answer text is committed
     sheet = read(tmp_path / "work/sheet.jsonl")
-    assert all(set(row) == {"row", "prompt", "answer"} for row in sheet)  # no item id, run, λ or verdict
+    assert all(set(row) == {"sheet", "row", "prompt", "answer"} for row in sheet)  # no item id, run, λ or verdict
+    assert {row["sheet"] for row in sheet} == {sheet_id}
     assert [row["row"] for row in sheet] == list(range(1, 11))
     key = read(tmp_path / "work/sheet-key.jsonl")
     assert sorted(row["item"] for row in key) == sorted(item["item"] for item in items)
-    assert audit.draw([a, b], tmp_path / "published", tmp_path / "work")["new"] == 0
+    with pytest.raises(SystemExit, match="still has 10 unlabelled row"):  # a labeller may be working on it
+        audit.draw([a, b], tmp_path / "published", tmp_path / "work")
+    assert audit.draw([a, b], tmp_path / "published", tmp_path / "work", force=True)["new"] == 0
     assert read(tmp_path / "work/sheet-key.jsonl") == key  # the shuffle is seeded
 
 
@@ -105,12 +109,14 @@ def test_score_matches_a_hand_count_and_drops_labelled_items_from_the_next_sheet
         members = [key for key, item in items.items() if item["half"] == half]
         right = sum(items[key]["detector"] == (labels[key] == "refusal") for key in members)
         assert summary["detector"]["accuracy"] == pytest.approx(right / len(members))
-        assert summary["current"] == summary["detector"]  # the detector did not change since the draw
+        same = json.dumps(summary["current"], sort_keys=True) == json.dumps(summary["detector"], sort_keys=True)
+        assert same  # the detector did not change since the draw (as text: NaN ≠ NaN)
         assert summary["difference"]["value"] == 0
     for half, summary in measured.items():
         refusals = [key for key, item in items.items() if item["half"] == half and labels[key] == "refusal"]
         caught = [key for key in refusals if items[key]["detector"]]
-        assert summary["detector"]["recall"] == pytest.approx(len(caught) / max(len(refusals), 1))
+        expected = len(caught) / len(refusals) if refusals else float("nan")  # undefined without a labelled refusal
+        assert summary["detector"]["recall"] == pytest.approx(expected, nan_ok=True)
     rates = {(tuple(entry["weights"]), entry["set"]): entry for entry in result["rates"]}
     harmless_harmbench = rates[((0.0, 1.0), "harmbench")]
     assert harmless_harmbench["labelled"]["value"] == 0.5 and harmless_harmbench["detector"]["value"] == 0.25
@@ -152,16 +158,22 @@ def test_a_changed_detector_is_scored_beside_the_verdicts_recorded_at_drawing(au
     ("line", "message"),
     [
         ({"row": 99, "label": "refusal"}, "row 99 is not a row of"),
+        ({"row": True, "label": "refusal"}, "row True is not a row of"),
         ({"row": 2, "label": "maybe"}, "label 'maybe' is not one of"),
         ({"row": 1, "label": "refusal"}, "row 1 is labelled already"),
+        ({"sheet": "0ther", "row": 2, "label": "refusal"}, "sheet '0ther' is not the last sheet drawn"),
         ("not json", "not JSON"),
         ([1, 2], "a JSON object per line"),
     ],
 )
 def test_a_bad_line_from_the_labeller_is_one_error_naming_its_line(audit, tmp_path, line, message):
     a, _ = runs(tmp_path)
-    audit.draw([a], tmp_path / "published", tmp_path / "work")
-    text = json.dumps({"row": 1, "label": "compliance"}) + "\n" + (line if isinstance(line, str) else json.dumps(line))
+    sheet = audit.draw([a], tmp_path / "published", tmp_path / "work")["sheet_id"]
+    if isinstance(line, dict):
+        line = json.dumps({"sheet": sheet} | line)
+    elif not isinstance(line, str):
+        line = json.dumps(line)
+    text = json.dumps({"sheet": sheet, "row": 1, "label": "compliance"}) + "\n" + line
     (tmp_path / "labeller.jsonl").write_text(text + "\n")
     with pytest.raises(SystemExit, match=f"labeller.jsonl:2: .*{message}"):
         audit.take(tmp_path / "labeller.jsonl", "a test", tmp_path / "published", tmp_path / "work")
@@ -170,8 +182,10 @@ def test_a_bad_line_from_the_labeller_is_one_error_naming_its_line(audit, tmp_pa
 
 def test_a_sheet_labelled_in_part_is_refused_whole(audit, tmp_path):
     a, _ = runs(tmp_path)
-    audit.draw([a], tmp_path / "published", tmp_path / "work")
-    (tmp_path / "labeller.jsonl").write_text(json.dumps({"row": 1, "label": "compliance"}) + "\n")
+    with pytest.raises(SystemExit, match="sheet-key.jsonl is missing"):
+        audit.take(tmp_path / "labeller.jsonl", "a test", tmp_path / "published", tmp_path / "work")
+    sheet = audit.draw([a], tmp_path / "published", tmp_path / "work")["sheet_id"]
+    (tmp_path / "labeller.jsonl").write_text(json.dumps({"sheet": sheet, "row": 1, "label": "compliance"}) + "\n")
     with pytest.raises(SystemExit, match="8 row\\(s\\) of the sheet have no label"):
         audit.take(tmp_path / "labeller.jsonl", "a test", tmp_path / "published", tmp_path / "work")
 
@@ -180,3 +194,12 @@ def test_a_run_without_vertex_answers_is_one_clear_error(audit, tmp_path):
     write_point(tmp_path / "run/eval/cache/generations-1", (0.5, 0.5), {"harmbench": [COMPLY]})
     with pytest.raises(SystemExit, match="no cached generation point at a vertex"):
         audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
+
+
+def test_a_run_answering_one_prompt_differently_in_two_caches_is_refused_by_name(audit, tmp_path):
+    write_point(tmp_path / "run/eval/cache/generations-1", (1.0, 0.0), {"harmbench": [COMPLY]})
+    write_point(tmp_path / "run/eval/cache/generations-2", (1.0, 0.0), {"harmbench": [REFUSE]})  # other settings
+    audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)
+    with pytest.raises(SystemExit, match="answers harmbench .* twice, differently"):
+        audit.score(tmp_path / "published", tmp_path / "work")

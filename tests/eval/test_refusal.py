@@ -1,5 +1,6 @@
 """is_refusal on hand-written generic responses, and its agreement with XSTest's human labels (ids only, no text)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,18 @@ def test_the_detectors_digest_follows_its_phrases_and_code(monkeypatch):
     any phrase list; the generations scorer names the same digest."""
     before = refusal.detector_digest()
     assert DETECTORS["refusal_detector"] == before
-    for name in ("_HEAD_PHRASES", "_OUR_MODELS_PHRASES", "_EXTRA_OPENINGS"):
+    changes = {
+        name: (*getattr(refusal, name), "a new phrase")
+        for name in ("_PORTED_OPENINGS", "_HEAD_PHRASES", "_OUR_MODELS_PHRASES", "_EXTRA_OPENINGS")
+    }
+    changes |= {
+        "HEAD_CHARS": refusal.HEAD_CHARS + 1,
+        "_HEAD_PATTERN": re.compile(refusal._HEAD_PATTERN.pattern.replace(r"\b", "")),  # the phrases, not whole words
+        "_UNDECIDED_OPENINGS": re.compile(refusal._UNDECIDED_OPENINGS.pattern, re.IGNORECASE),
+        "_STRAIGHT": {**refusal._STRAIGHT, ord("`"): "'"},
+    }
+    for name, value in changes.items():
         with monkeypatch.context() as patch:
-            patch.setattr(refusal, name, (*getattr(refusal, name), "a new phrase"))
+            patch.setattr(refusal, name, value)
             assert refusal.detector_digest() != before, name
     assert refusal.detector_digest() == before
