@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from panacea.eval.bootstrap import percentile_interval, prompt_cluster, resample_weights
+from panacea.eval.bootstrap import clustered_mean, percentile_interval, prompt_cluster, resample_weights
 from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import agreement, half_of, is_refusal
 
@@ -199,29 +199,26 @@ def read_labels(path: Path, items: dict[str, dict]) -> dict[str, str]:
 def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
     """Per (run, vertex, set): the labelled refusal rate and each detector column's, with intervals over prompts
     (a soups run's vertex is cached for both modes: one row, its caches listed)."""
-    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)  # per group, its answer to each prompt
     caches: dict[tuple, set[str]] = defaultdict(set)
     for row in rows:
         for source in row["sources"]:
             group = (source["run"], tuple(source["weights"]), row["set"])
-            other = next((kept for kept in groups[group].values() if kept["prompt_id"] == row["prompt_id"]), row)
-            if other["item"] != row["item"]:  # e.g. two caches of the run holding other decodings
+            kept = groups[group].setdefault(row["prompt_id"], row)
+            if kept["item"] != row["item"]:  # e.g. two caches of the run holding other decodings
                 raise SystemExit(
                     f"{source['run']} at {list(source['weights'])} answers {row['set']} {row['prompt_id']} twice, "
-                    f"differently (items {other['item']}, {row['item']}): draw from one cache per run and λ."
+                    f"differently (items {kept['item']}, {row['item']}): draw from one cache per run and λ."
                 )
-            groups[group][row["item"]] = row
             caches[group].add(source["cache"])
     table = []
-    for (run, weights, name), members in sorted(groups.items()):
-        members = list(members.values())
-        weights_matrix = resample_weights([member["cluster"] for member in members])
+    for (run, weights, name), answers in sorted(groups.items()):
+        members = list(answers.values())
+        clusters = [member["cluster"] for member in members]
         entry = {"run": run, "caches": sorted(caches[run, weights, name]), "weights": list(weights), "set": name}
         entry["answers"] = len(members)
         for column in ("labelled", *columns):
-            values = np.array([member[column] for member in members], dtype=float)
-            resampled = weights_matrix @ values / weights_matrix.sum(1)
-            entry[column] = {"value": float(values.mean()), "interval": percentile_interval(resampled)}
+            entry[column] = clustered_mean([member[column] for member in members], clusters)
         entry["neither"] = float(np.mean([member["label"] == "neither" for member in members]))
         table.append(entry)
     return table
