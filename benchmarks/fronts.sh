@@ -268,6 +268,9 @@ print(restore_points(sys.argv[1], sys.argv[2]))' "$file" "$target"); then
 
 drop_points() {  # the saved points of the fronts RUN [in soups MODE] just published: the cache folders its results.json
   local run=$1 dir=${2:+$2/} points=$published/$1/points folder mode all=1  # names (its scorers' points only)
+  # The generations' answers go too, though results.json does not hold them: a point is ~8,000 lines, answers to
+  # harmful requests among them, kept in the tree only until its numbers are published; a fresh machine generates
+  # them again (~20 min a point) only if the front must be scored again (e.g. a detector changed since).
   local results=$runs_dir/$1/eval/${dir}results.json
   [[ -d $points && -f $results ]] || return 0
   while IFS= read -r folder; do

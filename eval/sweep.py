@@ -294,6 +294,8 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
             result = vertex_cache.get(point)
             if result is not None:
                 cache.put(point, result)
+        elif is_shared and vertex_cache.get(point) is None:  # e.g. restored into this mode's folder alone (a fresh
+            vertex_cache.put(point, result)  # machine, one mode published): the next mode reads it instead of scoring
         results.append(None if result is None else scorer.rejudge(result))
     todo = [index for index, result in enumerate(results) if result is None]
     per_call = scorer.points_per_call if run.mixed else 1  # a soup serves one λ per call
