@@ -67,7 +67,6 @@ def test_the_second_mode_scores_only_the_points_the_first_could_not_serve(evalua
     assert len(list((soups / "eval" / "delta" / "cache").glob("*/*.json"))) == 3  # its own folder holds every point
 
 
-
 def test_a_mode_read_from_its_own_cache_gives_the_next_mode_its_vertices(evaluated, monkeypatch):
     """A fresh machine gets each published mode's points back in that mode's folder (restore_points), not in the
     folder of the vertices the modes share; evaluating ab from its cache must put them there, so delta scores only
@@ -87,6 +86,7 @@ def test_a_mode_read_from_its_own_cache_gives_the_next_mode_its_vertices(evaluat
     assert scored == []  # every ab point from its own folder
     assert main(["eval", str(soups), "--grid", "3", "--soups-mode", "delta"]) == 0
     assert scored == [[0.5, 0.5]]
+
 
 def test_compare_prints_one_table_against_one_reference(evaluated, tmp_path, capsys):
     out = tmp_path / "out"

@@ -68,10 +68,10 @@ def test_xstest_agreement_reaches_the_target_and_matches_the_documented_numbers(
     assert f"| `is_refusal` (ours) | {documented} |" in refusal.__doc__, f"docstring out of date: {documented}"
 
 
-
 def _other_code(function):
     """`function`'s results from other source code."""
     return lambda text: function(text)
+
 
 def test_the_detectors_digest_follows_its_phrases_and_code(monkeypatch):
     """Fronts judged by different detectors must not be compared, so the digest `results.json` names changes with
