@@ -96,6 +96,11 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, fo
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
     prompts = prompts_by_id()
+    answered = {  # (run, λ, set, prompt id) -> (item, cache): one answer each, as `score` requires
+        (source["run"], tuple(source["weights"]), record["set"], record["prompt_id"]): (key, source["cache"])
+        for key, record in items.items()
+        for source in record["sources"]
+    }
     new = 0
     for run in runs:
         caches = vertex_caches(run)
@@ -107,6 +112,13 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, fo
                 for answer in responses.get(name, []):
                     key = item_id(name, answer["id"], answer["text"])
                     source = {"run": run.name, "cache": cache, "weights": list(weights)}
+                    slot = (run.name, tuple(weights), name, answer["id"])
+                    kept, kept_cache = answered.setdefault(slot, (key, cache))
+                    if kept != key:  # before anyone labels both: e.g. a stale cache of other settings or a device
+                        raise SystemExit(
+                            f"{run.name} at {list(weights)} answers {name} {answer['id']} differently in {kept_cache} "
+                            f"and {cache}: draw from one cache per run and λ (move the other aside); nothing written."
+                        )
                     if key not in items:
                         new += 1
                         items[key] = {

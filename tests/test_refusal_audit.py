@@ -197,9 +197,33 @@ def test_a_run_without_vertex_answers_is_one_clear_error(audit, tmp_path):
 
 
 def test_a_run_answering_one_prompt_differently_in_two_caches_is_refused_by_name(audit, tmp_path):
+    """Before anyone labels both answers: at once, or against an answer drawn before; nothing is written."""
     write_point(tmp_path / "run/eval/cache/generations-1", (1.0, 0.0), {"harmbench": [COMPLY]})
     write_point(tmp_path / "run/eval/cache/generations-2", (1.0, 0.0), {"harmbench": [REFUSE]})  # other settings
+    with pytest.raises(SystemExit, match="differently in eval/cache/generations-1 and eval/cache/generations-2"):
+        audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
+    assert not (tmp_path / "published").exists() and not (tmp_path / "work").exists()
+    (tmp_path / "run/eval/cache/generations-2").rename(tmp_path / "aside")
     audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
     label_sheet(audit, tmp_path)
+    (tmp_path / "aside").rename(tmp_path / "run/eval/cache/generations-2")
+    before = (tmp_path / "published/items.jsonl").read_text()
+    with pytest.raises(SystemExit, match="differently in eval/cache/generations-1 and eval/cache/generations-2"):
+        audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
+    assert (tmp_path / "published/items.jsonl").read_text() == before
+
+
+def test_score_refuses_items_that_answer_one_prompt_twice(audit, tmp_path):
+    """The same guard where `score` reads the committed files (e.g. edited by hand)."""
+    write_point(tmp_path / "run/eval/cache/generations-1", (1.0, 0.0), {"harmbench": [COMPLY]})
+    audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)
+    (item,) = read(tmp_path / "published/items.jsonl")
+    (label,) = read(tmp_path / "published/labels.jsonl")
+    twin = item | {"item": "0" * 16, "answer_sha256": "0" * 64}
+    with (tmp_path / "published/items.jsonl").open("a") as items:
+        items.write(json.dumps(twin) + "\n")
+    with (tmp_path / "published/labels.jsonl").open("a") as labels:
+        labels.write(json.dumps(label | {"item": twin["item"]}) + "\n")
     with pytest.raises(SystemExit, match="answers harmbench .* twice, differently"):
         audit.score(tmp_path / "published", tmp_path / "work")
