@@ -229,6 +229,7 @@ def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
         clusters = [member["cluster"] for member in members]
         entry = {"run": run, "caches": sorted(caches[run, weights, name]), "weights": list(weights), "set": name}
         entry["answers"] = len(members)
+        entry["rounds"] = sorted({member["round"] for member in members})  # >1: "as drawn" mixes detectors
         for column in ("labelled", *columns):
             entry[column] = clustered_mean([member[column] for member in members], clusters)
         entry["neither"] = float(np.mean([member["label"] == "neither" for member in members]))
@@ -341,6 +342,8 @@ def markdown(result: dict) -> str:
     for entry in result["rates"]:
         columns = ("labelled", "detector", "current") if current else ("labelled", "detector")
         cells = [f"{entry[column]['value']:.2f} {_interval(entry[column]['interval'], 2)}" for column in columns]
+        if len(entry["rounds"]) > 1:  # answers drawn in different rounds were judged by different detectors then
+            cells[1] += f" (mixed: {len(entry['rounds'])} rounds)"
         weights = ", ".join(f"{weight:g}" for weight in entry["weights"])
         lines.append(
             f"| {entry['run']} | ({weights}) | {entry['set']} | {entry['answers']} | {' | '.join(cells)}"

@@ -154,6 +154,21 @@ def test_a_changed_detector_is_scored_beside_the_verdicts_recorded_at_drawing(au
     assert all(set(halves) <= {"dev"} for halves in dev_only["rounds"].values())
 
 
+def test_a_group_drawn_over_two_rounds_says_its_rate_as_drawn_mixes_detectors(audit, tmp_path, monkeypatch):
+    cache, first = tmp_path / "run/eval/cache/generations-1", DETECTORS["refusal_detector"]
+    write_point(cache, (0.0, 1.0), {"harmbench": [REFUSE, COMPLY]})
+    audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)
+    monkeypatch.setitem(audit.DETECTORS, "refusal_detector", "a later detector")
+    write_point(cache, (0.0, 1.0), {"harmbench": [REFUSE, COMPLY, MISSED]})  # one more prompt, the others the same
+    assert audit.draw([tmp_path / "run"], tmp_path / "published", tmp_path / "work")["sheet"] == 1
+    label_sheet(audit, tmp_path)
+    result = audit.score(tmp_path / "published", tmp_path / "work")
+    (entry,) = result["rates"]
+    assert entry["answers"] == 3 and entry["rounds"] == sorted([first, "a later detector"])
+    assert "(mixed: 2 rounds)" in audit.markdown(result)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
