@@ -35,6 +35,18 @@ def evaluated(tmp_path_factory):
     return runs
 
 
+def recorded_scores(monkeypatch) -> list:
+    """The λs the pairs scorer is asked to score from now on (it still scores them)."""
+    scored, original = [], PairsScorer.score
+
+    def record(self, model, preferences):
+        scored.extend(preferences.tolist())
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    return scored
+
+
 def test_a_soups_run_is_evaluated_in_both_modes(evaluated):
     documents = run_results(evaluated["soups"])
     assert [document["mode"] for document in documents] == ["ab", "delta"]
@@ -55,13 +67,7 @@ def test_the_second_mode_scores_only_the_points_the_first_could_not_serve(evalua
             assert scores["values"]["margin"] == pytest.approx(cached["sets"][name]["values"]["margin"], abs=1e-5)
 
     shutil.rmtree(soups / "eval" / "delta" / "cache")
-    scored, original = [], PairsScorer.score
-
-    def record(self, model, preferences):
-        scored.extend(preferences.tolist())
-        return original(self, model, preferences)
-
-    monkeypatch.setattr(PairsScorer, "score", record)
+    scored = recorded_scores(monkeypatch)
     assert main(["eval", str(soups), "--grid", "3", "--soups-mode", "delta"]) == 0
     assert scored == [[0.5, 0.5]]
     assert len(list((soups / "eval" / "delta" / "cache").glob("*/*.json"))) == 3  # its own folder holds every point
@@ -75,13 +81,7 @@ def test_a_mode_read_from_its_own_cache_gives_the_next_mode_its_vertices(evaluat
     for folder in (soups / "eval" / "cache").glob("pairs-vertex-*"):
         shutil.rmtree(folder)
     shutil.rmtree(soups / "eval" / "delta" / "cache")
-    scored, original = [], PairsScorer.score
-
-    def record(self, model, preferences):
-        scored.extend(preferences.tolist())
-        return original(self, model, preferences)
-
-    monkeypatch.setattr(PairsScorer, "score", record)
+    scored = recorded_scores(monkeypatch)
     assert main(["eval", str(soups), "--grid", "3", "--soups-mode", "ab"]) == 0
     assert scored == []  # every ab point from its own folder
     assert main(["eval", str(soups), "--grid", "3", "--soups-mode", "delta"]) == 0
