@@ -96,11 +96,6 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, fo
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
     prompts = prompts_by_id()
-    answered = {  # (run, λ, set, prompt id) -> (item, cache): one answer each, as `score` requires
-        (source["run"], tuple(source["weights"]), record["set"], record["prompt_id"]): (key, source["cache"])
-        for key, record in items.items()
-        for source in record["sources"]
-    }
     new = 0
     for run in runs:
         caches = vertex_caches(run)
@@ -112,13 +107,6 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, fo
                 for answer in responses.get(name, []):
                     key = item_id(name, answer["id"], answer["text"])
                     source = {"run": run.name, "cache": cache, "weights": list(weights)}
-                    slot = (run.name, tuple(weights), name, answer["id"])
-                    kept, kept_cache = answered.setdefault(slot, (key, cache))
-                    if kept != key:  # before anyone labels both: e.g. a stale cache of other settings or a device
-                        raise SystemExit(
-                            f"{run.name} at {list(weights)} answers {name} {answer['id']} differently in {kept_cache} "
-                            f"and {cache}: draw from one cache per run and λ (move the other aside); nothing written."
-                        )
                     if key not in items:
                         new += 1
                         items[key] = {
@@ -134,6 +122,7 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, fo
                     if source not in items[key]["sources"]:
                         items[key]["sources"].append(source)
                     texts[key] = answer["text"]
+    answers_by_group(items.values())  # before anyone labels both answers of a prompt (e.g. a stale cache)
     labelled = {record["item"] for record in read_jsonl(published / "labels.jsonl")}
     pending = [record for record in read_jsonl(work / "sheet-key.jsonl") if record["item"] not in labelled]
     if pending and not force:
@@ -208,26 +197,34 @@ def read_labels(path: Path, items: dict[str, dict]) -> dict[str, str]:
     return labels
 
 
+def answers_by_group(records) -> dict[tuple, dict[str, dict]]:
+    """Per (run, λ, set), each prompt's one answer (its item record). Refuses a run that answers a prompt at a λ
+    twice, differently (e.g. two caches of other settings or devices), naming both caches; nothing is written."""
+    groups: dict[tuple, dict[str, tuple[dict, str]]] = defaultdict(dict)
+    for record in records:
+        for source in record["sources"]:
+            group = (source["run"], tuple(source["weights"]), record["set"])
+            kept, cache = groups[group].setdefault(record["prompt_id"], (record, source["cache"]))
+            if kept["item"] != record["item"]:
+                raise SystemExit(
+                    f"{source['run']} at {list(source['weights'])} answers {record['set']} {record['prompt_id']} "
+                    f"twice, differently in {cache} and {source['cache']} (items {kept['item']}, {record['item']}): "
+                    "draw from one cache per run and λ (move the other aside); nothing written."
+                )
+    return {group: {prompt: record for prompt, (record, _) in answers.items()} for group, answers in groups.items()}
+
+
 def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
     """Per (run, vertex, set): the labelled refusal rate and each detector column's, with intervals over prompts
     (a soups run's vertex is cached for both modes: one row, its caches listed)."""
-    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)  # per group, its answer to each prompt
-    caches: dict[tuple, set[str]] = defaultdict(set)
-    for row in rows:
-        for source in row["sources"]:
-            group = (source["run"], tuple(source["weights"]), row["set"])
-            kept = groups[group].setdefault(row["prompt_id"], row)
-            if kept["item"] != row["item"]:  # e.g. two caches of the run holding other decodings
-                raise SystemExit(
-                    f"{source['run']} at {list(source['weights'])} answers {row['set']} {row['prompt_id']} twice, "
-                    f"differently (items {kept['item']}, {row['item']}): draw from one cache per run and λ."
-                )
-            caches[group].add(source["cache"])
+    groups = answers_by_group(rows)
     table = []
     for (run, weights, name), answers in sorted(groups.items()):
         members = list(answers.values())
         clusters = [member["cluster"] for member in members]
-        entry = {"run": run, "caches": sorted(caches[run, weights, name]), "weights": list(weights), "set": name}
+        sources = [source for member in members for source in member["sources"]]
+        caches = {source["cache"] for source in sources if (source["run"], tuple(source["weights"])) == (run, weights)}
+        entry = {"run": run, "caches": sorted(caches), "weights": list(weights), "set": name}
         entry["answers"] = len(members)
         entry["rounds"] = sorted({member["round"] for member in members})  # >1: "as drawn" mixes detectors
         for column in ("labelled", *columns):
