@@ -8,7 +8,8 @@ to items only in runs/ — no item id, run, λ or verdict on the sheet (blind to
 repository: the committed items' hashes would map an answer back). `take` turns the labeller's file of
 (sheet id, row, label) for the last sheet into the committed labels. `score` prints, per round, the agreement of
 the detector as drawn and of today's with the labels on each half (accuracy, precision, recall; 95 % intervals over
-prompts and the paired difference), and the labelled refusal rate beside the detectors' per run, vertex and set.
+prompts and the paired difference), the labelled refusal rate beside the detectors' per run, vertex and set, and
+each run's refusal gain between its vertices (issue 28's target) and its difference between runs, paired by prompt.
 
     python benchmarks/refusal_audit.py draw runs/hh-2d-tche runs/soups-hh-2d
     python benchmarks/refusal_audit.py take runs/refusal-audit/labels-SHEET.jsonl --labeller "who, when"
@@ -234,6 +235,52 @@ def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
     return table
 
 
+def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """How far a run's refusal moves between two of its vertices, and how two runs' moves differ, paired by prompt.
+
+    Per (run, set) and pair of vertices (from the earlier of λ's coordinates to the later: (1, 0) → (0, 1) on hh-2d,
+    the helpful vertex to the harmless one, issue 28's "refusal gain"): the mean over the prompts both vertices
+    answer of (refusal at `to` − refusal at `from`), labelled and by each detector column, with its 95 % interval
+    over prompts. Then for each two runs with the same gain on the same set: the mean of their per-prompt gains'
+    difference over the prompts all four answers share, with its interval (`differences`)."""
+    vertices: dict[tuple, dict[tuple, dict[str, dict]]] = defaultdict(dict)
+    for (run, weights, name), answers in answers_by_group(rows).items():
+        vertices[(run, name)][weights] = answers
+    per_prompt: dict[tuple, dict[str, dict[str, float]]] = {}
+    gains = []
+    for (run, name), answers in sorted(vertices.items()):
+        order = sorted(answers, reverse=True)  # e_0 first
+        for position, start in enumerate(order):
+            for end in order[position + 1 :]:
+                prompts = sorted(set(answers[start]) & set(answers[end]))
+                moves = {
+                    prompt: {
+                        column: float(answers[end][prompt][column]) - float(answers[start][prompt][column])
+                        for column in ("labelled", *columns)
+                    }
+                    for prompt in prompts
+                }
+                per_prompt[(run, name, start, end)] = moves
+                clusters = [answers[end][prompt]["cluster"] for prompt in prompts]
+                entry = {"run": run, "set": name, "from": list(start), "to": list(end), "answers": len(prompts)}
+                for column in ("labelled", *columns):
+                    entry[column] = clustered_mean([moves[prompt][column] for prompt in prompts], clusters)
+                gains.append(entry)
+    differences = []
+    for (run, name, start, end), moves in sorted(per_prompt.items()):
+        for (other, other_name, other_start, other_end), other_moves in sorted(per_prompt.items()):
+            if (other_name, other_start, other_end) != (name, start, end) or other <= run:
+                continue
+            prompts = sorted(set(moves) & set(other_moves))
+            clusters = [prompt_cluster(f"{name}/{prompt}") for prompt in prompts]
+            entry = {"runs": [run, other], "set": name, "from": list(start), "to": list(end), "answers": len(prompts)}
+            for column in ("labelled", *columns):
+                values = [moves[prompt][column] - other_moves[prompt][column] for prompt in prompts]
+                entry[column] = clustered_mean(values, clusters)
+            differences.append(entry)
+    return gains, differences
+
+
 def half_agreement(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict]:
     """Per half present: each column's agreement with the labels (`agreement`: accuracy, precision, recall, counts)
     with the 95 % interval over prompts of its accuracy, and with two columns the second's accuracy minus the
@@ -301,6 +348,7 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
         "rates": rate_rows(rows, columns),
     }
+    result["gains"], result["gain_differences"] = gain_rows(rows, columns)
     if half is None and len(columns) == 2:  # every label, judged by today's detector too
         write_json(published / "results.json", result)
     return result
@@ -346,6 +394,23 @@ def markdown(result: dict) -> str:
             f"| {entry['run']} | ({weights}) | {entry['set']} | {entry['answers']} | {' | '.join(cells)}"
             f" | {entry['neither']:.2f} |"
         )
+    lines += [
+        "",
+        "Refusal gain between two vertices of a run (paired by prompt; its difference between runs, paired too):",
+        "",
+        "| run | set | from → to | answers | gain, labelled | detector as drawn"
+        + (" | detector now" if current else "")
+        + " |",
+        "|---|---|---|---|---|---|" + ("---|" if current else ""),
+    ]
+    columns = ("labelled", "detector", "current") if current else ("labelled", "detector")
+    for entry in result["gains"] + result["gain_differences"]:
+        run = entry["run"] if "run" in entry else " − ".join(entry["runs"])
+        moved = f"({', '.join(f'{w:g}' for w in entry['from'])}) → ({', '.join(f'{w:g}' for w in entry['to'])})"
+        cells = [
+            f"{entry[column]['value']:+.2f} {_interval(entry[column]['interval'], 2, sign=True)}" for column in columns
+        ]
+        lines.append(f"| {run} | {entry['set']} | {moved} | {entry['answers']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -353,8 +418,9 @@ def _number(value: float) -> str:
     return "-" if value != value else f"{value:.3f}"  # NaN: undefined (no refusal called, or none labelled)
 
 
-def _interval(bounds: list[float], digits: int = 3) -> str:
-    return f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+def _interval(bounds: list[float], digits: int = 3, *, sign: bool = False) -> str:
+    spec = f"{'+' if sign else ''}.{digits}f"
+    return f"[{bounds[0]:{spec}}, {bounds[1]:{spec}}]"
 
 
 def main(argv: list[str] | None = None) -> int:
