@@ -236,20 +236,25 @@ def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
 
 
 def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
-    """How far a run's refusal moves between two of its vertices, and how two runs' moves differ, paired by prompt.
+    """How far a run's refusal moves between two of its vertices, and how two runs differ, paired by prompt.
 
-    Per (run, set) and pair of vertices (from the earlier of λ's coordinates to the later: (1, 0) → (0, 1) on hh-2d,
-    the helpful vertex to the harmless one, issue 28's "refusal gain"): the mean over the prompts both vertices
-    answer of (refusal at `to` − refusal at `from`), labelled and by each detector column, with its 95 % interval
-    over prompts. Then for each two runs with the same gain on the same set: the mean of their per-prompt gains'
-    difference over the prompts all four answers share, with its interval (`differences`)."""
+    `gains`: per (run, set) and pair of vertices (from the earlier of λ's coordinates to the later: (1, 0) → (0, 1) on
+    hh-2d, the helpful vertex to the harmless one, issue 28's "refusal gain"), the mean over the prompts both
+    vertices answer of (refusal at `to` − refusal at `from`), labelled and by each detector column, with its 95 %
+    interval over prompts. `differences`: for each two runs, per set, their refusal rates at one vertex and their
+    gains between two, each difference the mean over the prompts both runs answer, with its interval."""
     vertices: dict[tuple, dict[tuple, dict[str, dict]]] = defaultdict(dict)
     for (run, weights, name), answers in answers_by_group(rows).items():
         vertices[(run, name)][weights] = answers
-    per_prompt: dict[tuple, dict[str, dict[str, float]]] = {}
+    measures: dict[tuple, dict[str, dict[str, dict[str, float]]]] = defaultdict(dict)  # what → run → prompt → column
     gains = []
     for (run, name), answers in sorted(vertices.items()):
         order = sorted(answers, reverse=True)  # e_0 first
+        for weights in order:
+            measures[(name, weights, None)][run] = {
+                prompt: {column: float(record[column]) for column in ("labelled", *columns)}
+                for prompt, record in answers[weights].items()
+            }
         for position, start in enumerate(order):
             for end in order[position + 1 :]:
                 prompts = sorted(set(answers[start]) & set(answers[end]))
@@ -260,25 +265,31 @@ def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], l
                     }
                     for prompt in prompts
                 }
-                per_prompt[(run, name, start, end)] = moves
-                clusters = [answers[end][prompt]["cluster"] for prompt in prompts]
+                measures[(name, start, end)][run] = moves
                 entry = {"run": run, "set": name, "from": list(start), "to": list(end), "answers": len(prompts)}
-                for column in ("labelled", *columns):
-                    entry[column] = clustered_mean([moves[prompt][column] for prompt in prompts], clusters)
-                gains.append(entry)
+                gains.append(entry | _paired_means(name, [moves], columns))
     differences = []
-    for (run, name, start, end), moves in sorted(per_prompt.items()):
-        for (other, other_name, other_start, other_end), other_moves in sorted(per_prompt.items()):
-            if (other_name, other_start, other_end) != (name, start, end) or other <= run:
-                continue
-            prompts = sorted(set(moves) & set(other_moves))
-            clusters = [prompt_cluster(f"{name}/{prompt}") for prompt in prompts]
-            entry = {"runs": [run, other], "set": name, "from": list(start), "to": list(end), "answers": len(prompts)}
-            for column in ("labelled", *columns):
-                values = [moves[prompt][column] - other_moves[prompt][column] for prompt in prompts]
-                entry[column] = clustered_mean(values, clusters)
-            differences.append(entry)
+    for (name, start, end), by_run in sorted(measures.items(), key=lambda item: (item[0][0], item[0][2] is not None)):
+        for position, run in enumerate(sorted(by_run)):
+            for other in sorted(by_run)[position + 1 :]:
+                entry = {"runs": [run, other], "set": name}
+                entry |= {"at": list(start)} if end is None else {"from": list(start), "to": list(end)}
+                differences.append(entry | _paired_means(name, [by_run[run], by_run[other]], columns))
     return gains, differences
+
+
+def _paired_means(name: str, values: list[dict[str, dict[str, float]]], columns: tuple[str, ...]) -> dict:
+    """The mean of one per-prompt measure (or of the first minus the second) over the prompts they share, per column,
+    with its 95 % interval over prompts, and the count of those prompts (`answers`)."""
+    prompts = sorted(set.intersection(*(set(value) for value in values)))
+    clusters = [prompt_cluster(f"{name}/{prompt}") for prompt in prompts]
+    result: dict = {"answers": len(prompts)}
+    for column in ("labelled", *columns):
+        per_prompt = [
+            values[0][prompt][column] - sum(value[prompt][column] for value in values[1:]) for prompt in prompts
+        ]
+        result[column] = clustered_mean(per_prompt, clusters)
+    return result
 
 
 def half_agreement(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict]:
@@ -348,7 +359,7 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
         "rates": rate_rows(rows, columns),
     }
-    result["gains"], result["gain_differences"] = gain_rows(rows, columns)
+    result["gains"], result["differences"] = gain_rows(rows, columns)
     if half is None and len(columns) == 2:  # every label, judged by today's detector too
         write_json(published / "results.json", result)
     return result
@@ -389,29 +400,35 @@ def markdown(result: dict) -> str:
         cells = [f"{entry[column]['value']:.2f} {_interval(entry[column]['interval'], 2)}" for column in columns]
         if len(entry["rounds"]) > 1:  # answers drawn in different rounds were judged by different detectors then
             cells[1] += f" (mixed: {len(entry['rounds'])} rounds)"
-        weights = ", ".join(f"{weight:g}" for weight in entry["weights"])
         lines.append(
-            f"| {entry['run']} | ({weights}) | {entry['set']} | {entry['answers']} | {' | '.join(cells)}"
-            f" | {entry['neither']:.2f} |"
+            f"| {entry['run']} | {_weights(entry['weights'])} | {entry['set']} | {entry['answers']}"
+            f" | {' | '.join(cells)} | {entry['neither']:.2f} |"
         )
     lines += [
         "",
-        "Refusal gain between two vertices of a run (paired by prompt; its difference between runs, paired too):",
+        "Refusal gain between two vertices of a run, and differences between runs (each paired by prompt):",
         "",
-        "| run | set | from → to | answers | gain, labelled | detector as drawn"
+        "| run | set | measure | answers | labelled | detector as drawn"
         + (" | detector now" if current else "")
         + " |",
         "|---|---|---|---|---|---|" + ("---|" if current else ""),
     ]
     columns = ("labelled", "detector", "current") if current else ("labelled", "detector")
-    for entry in result["gains"] + result["gain_differences"]:
+    for entry in result["gains"] + result["differences"]:
         run = entry["run"] if "run" in entry else " − ".join(entry["runs"])
-        moved = f"({', '.join(f'{w:g}' for w in entry['from'])}) → ({', '.join(f'{w:g}' for w in entry['to'])})"
+        if "at" in entry:
+            measure = f"refusal at {_weights(entry['at'])}"
+        else:
+            measure = f"gain {_weights(entry['from'])} → {_weights(entry['to'])}"
         cells = [
             f"{entry[column]['value']:+.2f} {_interval(entry[column]['interval'], 2, sign=True)}" for column in columns
         ]
-        lines.append(f"| {run} | {entry['set']} | {moved} | {entry['answers']} | {' | '.join(cells)} |")
+        lines.append(f"| {run} | {entry['set']} | {measure} | {entry['answers']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
+
+
+def _weights(weights: list[float]) -> str:
+    return "(" + ", ".join(f"{weight:g}" for weight in weights) + ")"
 
 
 def _number(value: float) -> str:
