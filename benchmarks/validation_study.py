@@ -414,8 +414,9 @@ def rows_table(records: list[dict]) -> str:
     for other in present[1:]:  # every other method's defaults as its own baseline
         for row in compare(documents, objective="accuracy", baseline=other)["rows"]:
             by_label[row["label"]]["versus"].update(row["versus"])
-    settings = [document["scorers"]["pairs"]["settings"] for document in documents]
-    probability = compare(documents, objective="win_probability") if all(s == settings[0] for s in settings) else None
+    # Win probability depends on β: each row's own hypervolume where its pairs were scored as the first defaults
+    # row's (same β, pairs, base model), else "-" (not comparable).
+    reference = _document(documents, present[0] if present else documents[0]["label"])["scorers"]["pairs"]["settings"]
     for record in records:
         row = by_label[record["row"]]
         own = f"{record['method']}/{DEFAULTS.get(record['method'])}"
@@ -431,7 +432,7 @@ def rows_table(records: list[dict]) -> str:
             f"`{record['row']}`",
             f"{hv:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]",
             difference,
-            "-" if probability is None else f"{_row(probability, record['row'])['metrics']['hypervolume']:.3f}",
+            _win_probability(_document(documents, record["row"]), reference),
             _lowest(rho),
             " / ".join(f"{value:.3f}" for value in vertices),
             "-" if (shares := loop_shares(_document(documents, record["row"]))) is None else f"{max(shares):.3f}",
@@ -449,6 +450,13 @@ def rows_table(records: list[dict]) -> str:
         *(budget_note(documents, hypervolumes, method) for method in ("panacea", "soups")),
     ]
     return "\n".join(lines + [f"\n{note}" for note in notes if note])
+
+
+def _win_probability(document: dict, reference: dict) -> str:
+    pairs = document["scorers"]["pairs"]
+    if pairs["settings"] != reference:
+        return "- (β or pairs differ)"
+    return f"{pairs['fronts']['win_probability']['metrics']['hypervolume']:.3f}"
 
 
 def _document(documents: list[dict], row: str) -> dict:

@@ -565,3 +565,16 @@ def test_what_the_cache_held_when_the_study_first_started_is_recorded_across_an_
     (tmp_path / "cache/base-answers/computed-then-killed.json").write_text("{}")
     assert study.eval_cache_before() == {"base-answers/old.json"}  # the restart reads the first record
     assert study.keep_eval_cache(study.eval_cache_before()) == ["base-answers/computed-then-killed.json"]
+
+
+def test_the_table_gives_each_rows_own_win_probability_only_where_its_pairs_were_scored_as_the_defaults(monkeypatch):
+    study = _study(monkeypatch)
+
+    def document(beta: float, hypervolume: float) -> dict:
+        sets = {"helpful/helpful-validation": {"beta": beta, "ids": "x", "pairs": 256}}
+        fronts = {"win_probability": {"metrics": {"hypervolume": hypervolume}}}
+        return {"scorers": {"pairs": {"settings": {"sets": sets}, "fronts": fronts}}}
+
+    reference = document(0.1, 0.3)["scorers"]["pairs"]["settings"]
+    assert study._win_probability(document(0.1, 0.3127), reference) == "0.313"  # its own, not the defaults'
+    assert study._win_probability(document(0.3, 0.346), reference) == "- (β or pairs differ)"  # β changes the measure
