@@ -93,7 +93,11 @@ def run_demo(
         answer = generate_text(model, tokenizer, prompt, preference, max_new_tokens)
         print(f"\nλ = {_label(preference)}:\n  {answer}")
     refusals = vertex_refusals(model, tokenizer, names)
-    print(f"\nwhat each vertex does with held-out requests (greedy, {REFUSAL_TOKENS} tokens):\n{refusals['table']}")
+    print(
+        f"\nwhat each vertex does with held-out requests (greedy, {REFUSAL_TOKENS} tokens; refusals by a string"
+        " detector that misses many of a small model's refusals, so read them as undercounts: docs/evaluation.md,"
+        f" 'Audit on our own models' answers'):\n{refusals['table']}"
+    )
     document["refusal"] = refusals["rates"]
     _export_check(model, tokenizer, config, names, prompt)
 
