@@ -15,11 +15,11 @@ each run's refusal gain between its vertices (issue 28's target) and its differe
     python benchmarks/refusal_audit.py take runs/refusal-audit/labels-SHEET.jsonl --labeller "who, when"
     python benchmarks/refusal_audit.py score [--half dev]    # --half dev: while choosing phrases, never the test half
 
-Committed (docs/results/refusal-audit/): `items.jsonl` (per item its set, prompt id, half, sources, the sha256 of
-the answer, the detector's verdict when drawn and that detector's digest: its round), `labels.jsonl` (item, label,
-labeller) and `results.json`. The answers' text stays in runs/refusal-audit/, out of the audit's committed files,
-so `score` judges with today's detector only where that text is on the machine; the verdicts recorded at drawing
-are always there.
+Committed (docs/results/refusal-audit/): `items.jsonl` (per item its set, prompt id, half, sources (run, cache, λ,
+the run's dimension names), the sha256 of the answer, the detector's verdict when drawn and that detector's digest:
+its round), `labels.jsonl` (item, label, labeller) and `results.json`. The answers' text stays in
+runs/refusal-audit/, out of the audit's committed files, so `score` judges with today's detector only where that
+text is on the machine; the verdicts recorded at drawing are always there.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 from panacea.eval.bootstrap import clustered_mean, percentile_interval, prompt_cluster, resample_weights
 from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import agreement, half_of, is_refusal
@@ -90,6 +91,14 @@ def prompts_by_id() -> dict[str, dict[str, str]]:
     return {name: {record["id"]: record["prompt"] for record in load_prompts(known[name])} for name in SETS}
 
 
+def dimension_names(run: Path) -> list[str]:
+    """The run's dimension names in λ's order, from its config.yaml."""
+    try:
+        return [dimension["name"] for dimension in yaml.safe_load((run / "config.yaml").read_text())["dimensions"]]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as error:
+        raise SystemExit(f"{run / 'config.yaml'}: cannot read the run's dimension names ({error}).") from error
+
+
 def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, force: bool = False) -> dict:
     """Append the runs' new vertex answers to the items, keep their text in `work`, and write the blind sheet (and
     its key) of every item not yet labelled, under a new sheet id. Refuses while the last sheet still has unlabelled
@@ -102,12 +111,13 @@ def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, fo
         caches = vertex_caches(run)
         if not caches:
             raise SystemExit(f"{run}: no cached generation point at a vertex under {run / 'eval'}.")
+        dimensions = dimension_names(run)
         for cache, weights, file in caches:
             responses = read_json(file)["responses"]
             for name in SETS:
                 for answer in responses.get(name, []):
                     key = item_id(name, answer["id"], answer["text"])
-                    source = {"run": run.name, "cache": cache, "weights": list(weights)}
+                    source = {"run": run.name, "cache": cache, "weights": list(weights), "dimensions": dimensions}
                     if key not in items:
                         new += 1
                         items[key] = {
@@ -241,8 +251,10 @@ def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], l
     `gains`: per (run, set) and pair of vertices (from the earlier of λ's coordinates to the later: (1, 0) → (0, 1) on
     hh-2d, the helpful vertex to the harmless one, issue 28's "refusal gain"), the mean over the prompts both
     vertices answer of (refusal at `to` − refusal at `from`), labelled and by each detector column, with its 95 %
-    interval over prompts. `differences`: for each two runs, per set, their refusal rates at one vertex and their
-    gains between two, each difference the mean over the prompts both runs answer, with its interval."""
+    interval over prompts. `differences`: for each two runs with the same dimensions in the same order, per set,
+    their refusal rates at one vertex and their gains between two, each difference the mean over the prompts both
+    runs answer, with its interval. A measure over no shared prompt is left out."""
+    dimensions = run_dimensions(rows)
     vertices: dict[tuple, dict[tuple, dict[str, dict]]] = defaultdict(dict)
     for (run, weights, name), answers in answers_by_group(rows).items():
         vertices[(run, name)][weights] = answers
@@ -251,36 +263,52 @@ def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], l
     for (run, name), answers in sorted(vertices.items()):
         order = sorted(answers, reverse=True)  # e_0 first
         for weights in order:
-            measures[(name, weights, None)][run] = {
+            measures[(dimensions[run], name, weights, None)][run] = {
                 prompt: {column: float(record[column]) for column in ("labelled", *columns)}
                 for prompt, record in answers[weights].items()
             }
         for position, start in enumerate(order):
             for end in order[position + 1 :]:
-                prompts = sorted(set(answers[start]) & set(answers[end]))
                 moves = {
                     prompt: {
                         column: float(answers[end][prompt][column]) - float(answers[start][prompt][column])
                         for column in ("labelled", *columns)
                     }
-                    for prompt in prompts
+                    for prompt in sorted(set(answers[start]) & set(answers[end]))
                 }
-                measures[(name, start, end)][run] = moves
-                entry = {"run": run, "set": name, "from": list(start), "to": list(end), "answers": len(prompts)}
-                gains.append(entry | _paired_means(name, [moves], columns))
+                measures[(dimensions[run], name, start, end)][run] = moves
+                if moves:
+                    entry = {"run": run, "set": name, "from": list(start), "to": list(end)}
+                    gains.append(entry | _paired_means(name, [moves], columns))
     differences = []
-    for (name, start, end), by_run in sorted(measures.items(), key=lambda item: (item[0][0], item[0][2] is not None)):
+    for (_, name, start, end), by_run in sorted(
+        measures.items(), key=lambda item: (item[0][1], item[0][3] is not None)
+    ):
         for position, run in enumerate(sorted(by_run)):
             for other in sorted(by_run)[position + 1 :]:
+                if not set(by_run[run]) & set(by_run[other]):
+                    continue
                 entry = {"runs": [run, other], "set": name}
                 entry |= {"at": list(start)} if end is None else {"from": list(start), "to": list(end)}
                 differences.append(entry | _paired_means(name, [by_run[run], by_run[other]], columns))
     return gains, differences
 
 
+def run_dimensions(rows: list[dict]) -> dict[str, tuple[str, ...] | None]:
+    """Each run's dimension names in λ's order, as drawn (None for items drawn before names were recorded, which
+    pair only with one another); refuses a run recorded with two orders."""
+    names: dict[str, tuple[str, ...] | None] = {}
+    for record in rows:
+        for source in record["sources"]:
+            found = tuple(source["dimensions"]) if "dimensions" in source else None
+            if names.setdefault(source["run"], found) != found:
+                raise SystemExit(f"{source['run']} is recorded with dimensions {names[source['run']]} and {found}.")
+    return names
+
+
 def _paired_means(name: str, values: list[dict[str, dict[str, float]]], columns: tuple[str, ...]) -> dict:
-    """The mean of one per-prompt measure (or of the first minus the second) over the prompts they share, per column,
-    with its 95 % interval over prompts, and the count of those prompts (`answers`)."""
+    """The mean of one per-prompt measure (or of the first minus the second) over the prompts they share (at least
+    one), per column, with its 95 % interval over prompts, and the count of those prompts (`answers`)."""
     prompts = sorted(set.intersection(*(set(value) for value in values)))
     clusters = [prompt_cluster(f"{name}/{prompt}") for prompt in prompts]
     result: dict = {"answers": len(prompts)}

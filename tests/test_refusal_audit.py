@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import half_of, is_refusal
 
@@ -17,13 +18,29 @@ REFUSE, COMPLY = "I cannot help with that.", "Sure, here is how."
 MISSED = "Let's talk about gardening instead."  # a refusal (an alternative only) that the detector misses
 
 
-def write_point(folder: Path, weights: tuple[float, float], texts: dict[str, list[str]]) -> None:
-    """A cached generation point: per set, the i-th text answers the set's i-th prompt."""
+def write_point(
+    folder: Path,
+    weights: tuple[float, float],
+    texts: dict[str, list[str]],
+    *,
+    drop: tuple[int, ...] = (),
+    dimensions: tuple[str, str] = ("helpful", "harmless"),
+) -> None:
+    """A cached generation point of the run above `folder`'s eval/ (its config.yaml written once, naming
+    `dimensions`): per set, the i-th text answers the set's i-th prompt, except the prompts at `drop`."""
     folder.mkdir(parents=True, exist_ok=True)
+    run = folder.parents[folder.parts[::-1].index("eval")]  # a/eval/cache/generations-1 → a
+    config = run / "config.yaml"
+    if not config.exists():
+        config.write_text(yaml.safe_dump({"dimensions": [{"name": name} for name in dimensions]}))
     responses = {}
     for name, answers in texts.items():
         records = load_prompts(SETS[name], 4)[: len(answers)]
-        responses[name] = [{"id": record["id"], "text": text} for record, text in zip(records, answers, strict=True)]
+        responses[name] = [
+            {"id": record["id"], "text": text}
+            for index, (record, text) in enumerate(zip(records, answers, strict=True))
+            if index not in drop
+        ]
     name = "-".join(f"{weight:.4f}" for weight in weights) + ".json"
     (folder / name).write_text(json.dumps({"sets": {}, "responses": responses, "seconds": 1.0}))
 
@@ -131,9 +148,11 @@ def test_score_matches_a_hand_count_and_drops_labelled_items_from_the_next_sheet
 
 def test_refusal_gains_and_their_difference_between_runs_match_a_hand_count_paired_by_prompt(audit, tmp_path):
     a, _ = runs(tmp_path)
-    c = tmp_path / "c"  # per harmbench prompt, c's gain from (1, 0) to (0, 1) is (0, 1, 1, 1); a's is (0, 0, 1, 1)
-    write_point(c / "eval/cache/generations-1", (1.0, 0.0), {"harmbench": [REFUSE, COMPLY, COMPLY, COMPLY]})
-    write_point(c / "eval/cache/generations-1", (0.0, 1.0), {"harmbench": [REFUSE, REFUSE, REFUSE, REFUSE]})
+    # c answers harmbench's prompts 0, 2 and 3 (not 1): its gain from (1, 0) to (0, 1) per prompt is (0, 0, 1); a's
+    # there is (0, 1, 1) — paired by position instead of by prompt, a's first three (0, 0, 1) would match c's.
+    c = tmp_path / "c"
+    write_point(c / "eval/cache/generations-1", (1.0, 0.0), {"harmbench": [REFUSE, COMPLY, COMPLY, COMPLY]}, drop=(1,))
+    write_point(c / "eval/cache/generations-1", (0.0, 1.0), {"harmbench": [REFUSE, REFUSE, COMPLY, REFUSE]}, drop=(1,))
     write_point(c / "eval/cache/generations-1", (0.5, 0.5), {"harmbench": [COMPLY] * 4})  # not a vertex: no gain
     audit.draw([a, c], tmp_path / "published", tmp_path / "work")
     label_sheet(audit, tmp_path)
@@ -144,24 +163,46 @@ def test_refusal_gains_and_their_difference_between_runs_match_a_hand_count_pair
     assert gains["a", "harmbench"]["labelled"]["value"] == 0.5  # (0 + 0 + 1 + 1) / 4
     assert gains["a", "harmbench"]["detector"]["value"] == 0.25  # MISSED is no refusal to the detector
     assert gains["a", "xstest_safe"]["labelled"]["value"] == 0.5 and gains["a", "xstest_safe"]["answers"] == 2
-    assert gains["c", "harmbench"]["labelled"]["value"] == 0.75
+    assert gains["c", "harmbench"]["labelled"]["value"] == pytest.approx(1 / 3)
+    assert gains["c", "harmbench"]["answers"] == 3
     differences = {(entry["set"], "at" in entry, str(entry.get("at"))): entry for entry in result["differences"]}
     assert sorted(differences) == [
         ("harmbench", False, "None"),  # the gain; xstest_safe: c has no answer there
         ("harmbench", True, "[0.0, 1.0]"),
         ("harmbench", True, "[1.0, 0.0]"),
     ]
-    at_harmless = differences["harmbench", True, "[0.0, 1.0]"]
-    assert at_harmless["runs"] == ["a", "c"] and at_harmless["labelled"]["value"] == -0.5  # (0, 0, 1, 1) − (1, 1, 1, 1)
+    at_harmless = differences["harmbench", True, "[0.0, 1.0]"]  # a (0, 1, 1) − c (1, 0, 1) on prompts 0, 2, 3
+    assert at_harmless["runs"] == ["a", "c"] and at_harmless["labelled"]["value"] == 0 and at_harmless["answers"] == 3
     difference = differences["harmbench", False, "None"]
-    assert difference["runs"] == ["a", "c"] and difference["answers"] == 4
-    assert difference["labelled"]["value"] == -0.25  # per prompt (0, -1, 0, 0)
+    assert difference["runs"] == ["a", "c"] and difference["answers"] == 3
+    assert difference["labelled"]["value"] == pytest.approx(1 / 3)  # per prompt (0, 1, 0)
     low, high = difference["labelled"]["interval"]
-    assert -1 <= low <= -0.25 <= high <= 0  # no prompt moves a's gain above c's
-    assert difference["detector"]["value"] == -0.5  # per prompt (0, -1, 0, -1): c's REFUSE is caught, a's MISSED not
+    assert 0 <= low <= 1 / 3 <= high <= 1  # no prompt moves a's gain below c's
+    assert difference["detector"]["value"] == 0  # per prompt (0, 1, -1): MISSED is a's, c's REFUSE at 3 is caught
     table = audit.markdown(result)
-    assert "| a − c | harmbench | gain (1, 0) → (0, 1) | 4 | -0.25 [" in table
-    assert "| a − c | harmbench | refusal at (0, 1) | 4 | -0.50 [" in table
+    assert "| a − c | harmbench | gain (1, 0) → (0, 1) | 3 | +0.33 [" in table
+    assert "| a − c | harmbench | refusal at (0, 1) | 3 | +0.00 [" in table
+
+
+def test_runs_whose_dimensions_differ_in_order_are_never_compared(audit, tmp_path):
+    a, _ = runs(tmp_path)
+    swapped = tmp_path / "swapped"  # λ = (1, 0) is its harmless vertex
+    for weights in ((1.0, 0.0), (0.0, 1.0)):
+        write_point(
+            swapped / "eval/cache/generations-1",
+            weights,
+            {"harmbench": [REFUSE] * 4},
+            dimensions=("harmless", "helpful"),
+        )
+    audit.draw([a, swapped], tmp_path / "published", tmp_path / "work")
+    assert {s["run"]: s["dimensions"] for i in read(tmp_path / "published/items.jsonl") for s in i["sources"]} == {
+        "a": ["helpful", "harmless"],
+        "swapped": ["harmless", "helpful"],
+    }
+    label_sheet(audit, tmp_path)
+    result = audit.score(tmp_path / "published", tmp_path / "work")
+    assert {entry["run"] for entry in result["gains"]} == {"a", "swapped"}
+    assert result["differences"] == []
 
 
 def test_a_changed_detector_is_scored_beside_the_verdicts_recorded_at_drawing(audit, tmp_path, monkeypatch):
