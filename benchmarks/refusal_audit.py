@@ -225,10 +225,9 @@ def answers_by_group(records) -> dict[tuple, dict[str, dict]]:
     return {group: {prompt: record for prompt, (record, _) in answers.items()} for group, answers in groups.items()}
 
 
-def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
-    """Per (run, vertex, set): the labelled refusal rate and each detector column's, with intervals over prompts
-    (a soups run's vertex is cached for both modes: one row, its caches listed)."""
-    groups = answers_by_group(rows)
+def rate_rows(groups: dict[tuple, dict[str, dict]], columns: tuple[str, ...]) -> list[dict]:
+    """Per (run, vertex, set) of `answers_by_group`: the labelled refusal rate and each detector column's, with
+    intervals over prompts (a soups run's vertex is cached for both modes: one row, its caches listed)."""
     table = []
     for (run, weights, name), answers in sorted(groups.items()):
         members = list(answers.values())
@@ -245,7 +244,9 @@ def rate_rows(rows: list[dict], columns: tuple[str, ...]) -> list[dict]:
     return table
 
 
-def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+def gain_rows(
+    groups: dict[tuple, dict[str, dict]], dimensions: dict[str, tuple[str, ...] | None], columns: tuple[str, ...]
+) -> tuple[list[dict], list[dict]]:
     """How far a run's refusal moves between two of its vertices, and how two runs differ, paired by prompt.
 
     `gains`: per (run, set) and pair of vertices (from the earlier of λ's coordinates to the later: (1, 0) → (0, 1) on
@@ -253,34 +254,37 @@ def gain_rows(rows: list[dict], columns: tuple[str, ...]) -> tuple[list[dict], l
     vertices answer of (refusal at `to` − refusal at `from`), labelled and by each detector column, with its 95 %
     interval over prompts. `differences`: for each two runs with the same dimensions in the same order, per set,
     their refusal rates at one vertex and their gains between two, each difference the mean over the prompts both
-    runs answer, with its interval. A measure over no shared prompt is left out."""
-    dimensions = run_dimensions(rows)
+    runs answer, with its interval. A measure over no shared prompt is left out. `groups`: `answers_by_group`'s;
+    `dimensions`: `run_dimensions`'."""
     vertices: dict[tuple, dict[tuple, dict[str, dict]]] = defaultdict(dict)
-    for (run, weights, name), answers in answers_by_group(rows).items():
+    for (run, weights, name), answers in groups.items():
         vertices[(run, name)][weights] = answers
     measures: dict[tuple, dict[str, dict[str, dict[str, float]]]] = defaultdict(dict)  # what → run → prompt → column
     gains = []
     for (run, name), answers in sorted(vertices.items()):
         order = sorted(answers, reverse=True)  # e_0 first
-        for weights in order:
-            measures[(dimensions[run], name, weights, None)][run] = {
+        rates = {
+            weights: {
                 prompt: {column: float(record[column]) for column in ("labelled", *columns)}
                 for prompt, record in answers[weights].items()
             }
+            for weights in order
+        }
+        for weights in order:
+            measures[(dimensions[run], name, weights, None)][run] = rates[weights]
         for position, start in enumerate(order):
             for end in order[position + 1 :]:
                 moves = {
-                    prompt: {
-                        column: float(answers[end][prompt][column]) - float(answers[start][prompt][column])
-                        for column in ("labelled", *columns)
-                    }
-                    for prompt in sorted(set(answers[start]) & set(answers[end]))
+                    prompt: {column: rates[end][prompt][column] - rates[start][prompt][column] for column in rate}
+                    for prompt, rate in rates[start].items()
+                    if prompt in rates[end]
                 }
                 measures[(dimensions[run], name, start, end)][run] = moves
                 if moves:
                     entry = {"run": run, "set": name, "from": list(start), "to": list(end)}
                     gains.append(entry | _paired_means(name, [moves], columns))
     differences = []
+    # per set: the rates at each vertex first, then the gains (a key is (dimensions, set, start, end or None))
     for (_, name, start, end), by_run in sorted(
         measures.items(), key=lambda item: (item[0][1], item[0][3] is not None)
     ):
@@ -385,9 +389,10 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "half": half or "both",
         "detector_now": DETECTORS["refusal_detector"] if len(columns) == 2 else None,
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
-        "rates": rate_rows(rows, columns),
     }
-    result["gains"], result["differences"] = gain_rows(rows, columns)
+    groups = answers_by_group(rows)
+    result["rates"] = rate_rows(groups, columns)
+    result["gains"], result["differences"] = gain_rows(groups, run_dimensions(rows), columns)
     if half is None and len(columns) == 2:  # every label, judged by today's detector too
         write_json(published / "results.json", result)
     return result
