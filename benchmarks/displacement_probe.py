@@ -10,7 +10,8 @@ validation pairs (carved from `train`; a run trained on all of `train` has train
 table says), never a test pair.
 
 Per pair set and vertex: the mean over pairs of (log π(y) − log π_ref(y)) / |y| for y = chosen and rejected, in
-nats per token, with 95 % intervals over prompts.
+nats per token, with 95 % intervals over prompts; given several runs, a second table gives each run's difference to
+the first on the same pairs, with paired intervals over prompts (the same resamples for every run).
 
     python benchmarks/displacement_probe.py runs/hh-2d runs/validation-study/proxy/defaults/run --limit 64
 """
@@ -21,8 +22,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
-from panacea.eval.bootstrap import clustered_mean, token_cluster
+from panacea.eval.bootstrap import clustered_mean, contrast, resample_weights, token_cluster
+from panacea.eval.compare import format_contrast
 from panacea.eval.report import format_interval, format_preference
 from panacea.eval.scorers import load_pair_sets
 from panacea.eval.sweep import load_run
@@ -58,9 +61,10 @@ def validation_pair_sets(config, tokenizer) -> tuple[list, dict[str, set[str]]]:
 
 
 def displacement(run: Path, *, limit: int | None = 64) -> dict:
-    """{pair set: {vertex λ as text: {"chosen", "rejected": {"value", "interval"}, "pairs", "trained_on"}}}: per-token
-    log-prob change from the base model at each vertex (a rewarded soup's vertex is its member alone), and how many
-    of the set's pairs the run trained on."""
+    """{pair set: {vertex λ as text: {"chosen", "rejected": {"value", "interval"}, "pairs", "trained_on", "per_pair"}}}:
+    per-token log-prob change from the base model at each vertex (a rewarded soup's vertex is its member alone), how
+    many of the set's pairs the run trained on, and per pair {"ids", "clusters", "chosen", "rejected"} (what
+    `paired_differences` compares)."""
     loaded = load_run(run, device="cpu")
     pad = loaded.tokenizer.pad_token_id
     vertices = torch.eye(len(loaded.dimensions))
@@ -83,18 +87,39 @@ def displacement(run: Path, *, limit: int | None = 64) -> dict:
         ]
         lengths = torch.tensor([[len(pair.chosen_ids), len(pair.rejected_ids)] for pair in pairs], dtype=torch.float32)
         clusters = [token_cluster(pair.prompt_ids) for pair in pairs]
-        result[pair_set.name] = {
-            format_preference(vertex.tolist()): {
-                **{
-                    name: clustered_mean(((moved - reference) / lengths)[:, column].tolist(), clusters)
-                    for column, name in enumerate(RESPONSES)
-                },
+        result[pair_set.name] = {}
+        for vertex, moved in zip(vertices, policy, strict=True):
+            per_token = ((moved - reference) / lengths).tolist()
+            per_pair = {name: [row[column] for row in per_token] for column, name in enumerate(RESPONSES)}
+            result[pair_set.name][format_preference(vertex.tolist())] = {
+                **{name: clustered_mean(per_pair[name], clusters) for name in RESPONSES},
                 "pairs": len(pairs),
                 "trained_on": sum(pair.id in trained[pair_set.dimension] for pair in pairs),
+                "per_pair": {"ids": [pair.id for pair in pairs], "clusters": clusters, **per_pair},
             }
-            for vertex, moved in zip(vertices, policy, strict=True)
-        }
     return result
+
+
+def paired_differences(table: dict, baseline: dict, *, where: str) -> dict:
+    """{pair set: {vertex: {"chosen", "rejected": contrast}}}: `table` − `baseline` (two `displacement` results) on
+    the pair sets and vertices both hold, each a paired interval over prompts. The two must hold the same pairs in
+    each shared set (same data, split and --limit); `where` names the run in the error when they do not."""
+    result = {}
+    for name in table.keys() & baseline.keys():
+        result[name] = {}
+        for vertex in table[name].keys() & baseline[name].keys():
+            mine, theirs = table[name][vertex]["per_pair"], baseline[name][vertex]["per_pair"]
+            if mine["ids"] != theirs["ids"]:
+                raise ValueError(
+                    f"{where}: pair set {name!r} holds other pairs than the first run's, so the two cannot be paired "
+                    f"(same data files, split and --limit needed)."
+                )
+            weights = resample_weights(mine["clusters"])
+            result[name][vertex] = {}
+            for response in RESPONSES:
+                gap = np.array(mine[response]) - np.array(theirs[response])
+                result[name][vertex][response] = contrast(gap.mean(), weights @ gap / weights.sum(1))
+    return {name: result[name] for name in table if name in result}  # the table's order
 
 
 def format_displacement(label: str, table: dict) -> str:
@@ -108,6 +133,16 @@ def format_displacement(label: str, table: dict) -> str:
     return "\n".join(lines)
 
 
+def format_differences(label: str, differences: dict) -> str:
+    """Markdown rows of `paired_differences`: run, pair set, vertex, chosen and rejected difference."""
+    lines = []
+    for name, vertices in differences.items():
+        for vertex, gaps in vertices.items():
+            cells = [format_contrast(gaps[key]) for key in RESPONSES]
+            lines.append(f"| {label} | {name} | {vertex} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="Trained run folders (runs/NAME).")
@@ -115,8 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print("| run | pair set | λ | n | chosen Δ log π / token [95 %] | rejected Δ log π / token [95 %] |")
     print("|---|---|---|---|---|---|")
+    tables = []
     for run in args.runs:
-        print(format_displacement(str(run), displacement(run, limit=args.limit)), flush=True)
+        tables.append(displacement(run, limit=args.limit))
+        print(format_displacement(str(run), tables[-1]), flush=True)
+    if len(tables) > 1:
+        print(f"\nEach run − {args.runs[0]} on the same pairs (95 % paired intervals over prompts; higher / lower when")
+        print("the interval excludes 0, else tie):\n")
+        print("| run | pair set | λ | chosen: difference [95 %] | rejected: difference [95 %] |")
+        print("|---|---|---|---|---|")
+        for run, table in zip(args.runs[1:], tables[1:], strict=True):
+            print(format_differences(str(run), paired_differences(table, tables[0], where=str(run))))
 
 
 if __name__ == "__main__":

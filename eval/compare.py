@@ -374,10 +374,10 @@ def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
             header += [f"{name}: Δ vs {label}" for name in gaps]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
-            cells = [row["label"], *(_format_contrast(row["vertex_gaps"].get(name)) for name in gaps)]
+            cells = [row["label"], *(format_contrast(row["vertex_gaps"].get(name)) for name in gaps)]
             for label in baselines:
                 versus = row.get("gaps_versus", {}).get(label)
-                cells += ["(baseline)" if versus is None else _format_contrast(versus.get(name)) for name in gaps]
+                cells += ["(baseline)" if versus is None else format_contrast(versus.get(name)) for name in gaps]
             lines.append("| " + " | ".join(cells) + " |")
         against = ", and that gap's difference to the baseline's" if baselines else ""
         parts.append(
@@ -395,7 +395,7 @@ def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
             if versus is None:
                 continue
             for dimension in vertices:
-                cells = [_format_contrast(versus.get(name, {}).get(dimension), digits[name]) for name in names]
+                cells = [format_contrast(versus.get(name, {}).get(dimension), digits[name]) for name in names]
                 lines.append("| " + " | ".join([row["label"], dimension, *cells]) + " |")
         parts.append(
             f"At the vertices against {label} (row − baseline at the same vertex, 95 % paired intervals over "
@@ -404,7 +404,7 @@ def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
     return "".join(f"\n\n{part}" for part in parts)
 
 
-def _format_contrast(entry: dict | None, digits: int = 3) -> str:
+def format_contrast(entry: dict | None, digits: int = 3) -> str:
     """'+0.300 [+0.210, +0.390] higher', or '-' where there is none."""
     return (
         "-" if entry is None else _format_difference(entry["difference"], entry["interval"], entry["direction"], digits)

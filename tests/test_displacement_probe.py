@@ -69,6 +69,9 @@ def test_each_vertexs_change_is_the_merged_models_log_prob_less_the_base_models_
                 assert expected != 0.0  # the run moved the responses: not a check of zeros
                 assert moved["value"] == pytest.approx(expected, abs=1e-5)
                 assert moved["interval"][0] <= moved["value"] <= moved["interval"][1]
+                per_pair = table[pair_set.name][label]["per_pair"]
+                assert per_pair["ids"] == [p.id for p in pairs]
+                assert sum(per_pair[name]) / len(pairs) == pytest.approx(moved["value"], abs=1e-12)
             # a run trained on all of 'train' has trained on its validation pairs, and the table says so
             assert table[pair_set.name][label]["pairs"] == table[pair_set.name][label]["trained_on"] == len(pairs)
             assert {pair.id for pair in pairs} <= trained[pair_set.dimension]
@@ -82,3 +85,40 @@ def test_a_run_trained_on_fit_has_trained_on_none_of_the_validation_pairs(monkey
     script = load_script(ROOT / "benchmarks" / "displacement_probe.py", monkeypatch)
     table = script.displacement(tiny_run(tmp_path, "fit"), limit=3)
     assert [vertex["trained_on"] for vertices in table.values() for vertex in vertices.values()] == [0] * 4
+
+
+def synthetic_table(ids, chosen, rejected, clusters=None) -> dict:
+    """A `displacement` result of one pair set and one vertex from per-pair values."""
+    clusters = clusters or [f"{index // 2:016x}" for index in range(len(ids))]  # prompts in twos
+    per_pair = {"ids": list(ids), "clusters": clusters, "chosen": list(chosen), "rejected": list(rejected)}
+    return {"harmless": {"(0.0, 1.0)": {"per_pair": per_pair}}}
+
+
+def test_paired_differences_pair_each_pair_with_itself(monkeypatch):
+    script = load_script(ROOT / "benchmarks" / "displacement_probe.py", monkeypatch)
+    rng = random.Random(1)
+    ids = [f"h{index}" for index in range(20)]
+    chosen, rejected = [rng.gauss(-0.3, 0.2) for _ in ids], [rng.gauss(-0.5, 0.3) for _ in ids]
+    first = synthetic_table(ids, chosen, rejected)
+    # every pair moved by the same amount: a paired interval has no width; resampling the two runs apart would
+    shifted = synthetic_table(ids, [value - 0.25 for value in chosen], [value + 0.1 for value in rejected])
+    gaps = script.paired_differences(shifted, first, where="second")["harmless"]["(0.0, 1.0)"]
+    assert gaps["chosen"]["difference"] == pytest.approx(-0.25)
+    assert gaps["chosen"]["interval"] == pytest.approx([-0.25, -0.25]) and gaps["chosen"]["direction"] == "lower"
+    assert gaps["rejected"]["interval"] == pytest.approx([0.1, 0.1]) and gaps["rejected"]["direction"] == "higher"
+    # noise around no shift: a tie, and the estimate is the difference of the two means
+    noisy = synthetic_table(ids, [value + rng.gauss(0, 0.05) for value in chosen], rejected)
+    gap = script.paired_differences(noisy, first, where="second")["harmless"]["(0.0, 1.0)"]["chosen"]
+    expected = sum(noisy["harmless"]["(0.0, 1.0)"]["per_pair"]["chosen"]) / 20 - sum(chosen) / 20
+    assert gap["difference"] == pytest.approx(expected) and gap["direction"] == "tie"
+    assert gap["interval"][0] < 0 < gap["interval"][1]
+    row = script.format_differences("second", {"harmless": {"(0.0, 1.0)": gaps}})
+    assert row == "| second | harmless | (0.0, 1.0) | -0.250 [-0.250, -0.250] lower | +0.100 [+0.100, +0.100] higher |"
+
+
+def test_paired_differences_refuse_runs_scored_on_other_pairs(monkeypatch):
+    script = load_script(ROOT / "benchmarks" / "displacement_probe.py", monkeypatch)
+    first = synthetic_table(["a", "b"], [0.0, 0.1], [0.0, 0.1])
+    other = synthetic_table(["a", "c"], [0.0, 0.1], [0.0, 0.1])
+    with pytest.raises(ValueError, match=r"runs/other: pair set 'harmless' holds other pairs"):
+        script.paired_differences(other, first, where="runs/other")
