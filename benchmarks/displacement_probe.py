@@ -105,9 +105,9 @@ def paired_differences(table: dict, baseline: dict, *, where: str) -> dict:
     the pair sets and vertices both hold, each a paired interval over prompts. The two must hold the same pairs in
     each shared set (same data, split and --limit); `where` names the run in the error when they do not."""
     result = {}
-    for name in table.keys() & baseline.keys():
+    for name in (name for name in table if name in baseline):  # the table's order, sets and vertices alike
         result[name] = {}
-        for vertex in table[name].keys() & baseline[name].keys():
+        for vertex in (vertex for vertex in table[name] if vertex in baseline[name]):
             mine, theirs = table[name][vertex]["per_pair"], baseline[name][vertex]["per_pair"]
             if mine["ids"] != theirs["ids"]:
                 raise ValueError(
@@ -119,7 +119,7 @@ def paired_differences(table: dict, baseline: dict, *, where: str) -> dict:
             for response in RESPONSES:
                 gap = np.array(mine[response]) - np.array(theirs[response])
                 result[name][vertex][response] = contrast(gap.mean(), weights @ gap / weights.sum(1))
-    return {name: result[name] for name in table if name in result}  # the table's order
+    return result
 
 
 def format_displacement(label: str, table: dict) -> str:

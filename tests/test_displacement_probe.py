@@ -122,3 +122,12 @@ def test_paired_differences_refuse_runs_scored_on_other_pairs(monkeypatch):
     other = synthetic_table(["a", "c"], [0.0, 0.1], [0.0, 0.1])
     with pytest.raises(ValueError, match=r"runs/other: pair set 'harmless' holds other pairs"):
         script.paired_differences(other, first, where="runs/other")
+
+
+def test_paired_differences_keep_the_tables_order_of_sets_and_vertices(monkeypatch):
+    script = load_script(ROOT / "benchmarks" / "displacement_probe.py", monkeypatch)
+    cell = synthetic_table(["a", "b"], [0.0, 0.1], [0.0, 0.1])["harmless"]["(0.0, 1.0)"]
+    vertices = ["(1.0, 0.0)", "(0.0, 1.0)", "(0.5, 0.5)"]
+    table = {name: {vertex: cell for vertex in vertices} for name in ["helpful", "harmless", "xstest"]}
+    gaps = script.paired_differences(table, table, where="same")
+    assert list(gaps) == ["helpful", "harmless", "xstest"] and all(list(v) == vertices for v in gaps.values())
