@@ -448,6 +448,7 @@ def rows_table(records: list[dict]) -> str:
         loop_carry_note(loops),
         *(choice(hypervolumes, method, loops, confirm) for method in ("panacea", "soups")),
         *(budget_note(documents, hypervolumes, method) for method in ("panacea", "soups")),
+        aggregator_note(documents),
     ]
     return "\n".join(lines + [f"\n{note}" for note in notes if note])
 
@@ -585,6 +586,35 @@ def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: s
         f"({value[best]:.3f}) {difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {difference['verdict']}: "
         f"the 40-step budget {verb}."
     )
+
+
+AGGREGATOR_BASELINE = "panacea/groups4"  # LS on the λ-group layout every aggregator row trains on
+
+
+def aggregator_note(documents: list[dict]) -> str | None:
+    """Each finished aggregator row against `panacea/groups4`, its own layout under LS, paired on one set of
+    resamples: the aggregator's own effect (docs/steering.md round 4); the choosing rule still compares every row
+    with the defaults. None until the baseline and one aggregator row are finished."""
+    labels = {document["label"] for document in documents}
+    rows = [
+        f"panacea/{name}"
+        for name, setting in PANACEA.items()
+        if f"panacea/{name}" in labels
+        and f"panacea/{name}" != AGGREGATOR_BASELINE
+        and set(AGGREGATOR_BATCH) <= set(setting.overrides)
+    ]
+    if AGGREGATOR_BASELINE not in labels or not rows:
+        return None
+    chosen = [_document(documents, label) for label in (AGGREGATOR_BASELINE, *rows)]
+    comparison = compare(chosen, objective="accuracy", baseline=AGGREGATOR_BASELINE)
+    parts = []
+    for label in rows:
+        difference = _row(comparison, label)["versus"][AGGREGATOR_BASELINE]["hypervolume"]
+        low, high = difference["interval"]
+        parts.append(
+            f"{label.split('/')[1]} {difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {difference['verdict']}"
+        )
+    return f"Aggregators against {AGGREGATOR_BASELINE} (LS on their λ-group layout; paired): " + "; ".join(parts) + "."
 
 
 def check_loops(unavailable: set[str]) -> None:

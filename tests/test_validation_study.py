@@ -578,3 +578,22 @@ def test_the_table_gives_each_rows_own_win_probability_only_where_its_pairs_were
     reference = document(0.1, 0.3)["scorers"]["pairs"]["settings"]
     assert study._win_probability(document(0.1, 0.3127), reference) == "0.313"  # its own, not the defaults'
     assert study._win_probability(document(0.3, 0.346), reference) == "- (β or pairs differ)"  # β changes the measure
+
+
+def test_the_aggregator_note_pairs_each_aggregator_row_with_ls_on_its_own_layout(monkeypatch):
+    """On the published rows: MGDA against `panacea/groups4` (the paired interval `panacea compare --baseline`
+    gives, −0.0314 [−0.0830, +0.0238]); the defaults row, not on the λ-group layout, is left out."""
+    study = _study(monkeypatch)
+    published = ROOT / "docs/results/validation-study/panacea"
+
+    def document(name: str) -> dict:
+        record = json.loads((published / name / "row.json").read_text())
+        return {**json.loads((ROOT / record["results"]).read_text()), "label": record["row"]}
+
+    rows = [document(name) for name in ("defaults", "groups4", "mgda")]
+    note = study.aggregator_note(rows)
+    assert note == (
+        "Aggregators against panacea/groups4 (LS on their λ-group layout; paired): mgda -0.031 [-0.083, +0.024] tie."
+    )
+    assert study.aggregator_note([rows[0], rows[2]]) is None  # no baseline yet
+    assert study.aggregator_note(rows[:2]) is None  # no aggregator row yet
