@@ -1,7 +1,8 @@
 """The refusal detector's audit on our own models' answers (docs/evaluation.md, "Audit on our own models' answers").
 
 `draw` collects every answer to the audited prompt sets at each vertex of the named runs' cached generation points
-(RUN/eval/**/cache/generations-*/, test split), deduplicated by (set, prompt, text), and appends the new ones to the
+(RUN/eval/**/cache/generations-*/, test split; `--every-point`: at every grid point, a soups run's interior ones in
+mode ab), deduplicated by (set, prompt, text), and appends the new ones to the
 committed items, each in the *round* of the detector that judged it when drawn. It writes the blind labelling sheet
 for the items not yet labelled: rows of (sheet id, row, prompt, answer), shuffled by a fixed seed, the rows mapped
 to items only in runs/ — no item id, run, λ or verdict on the sheet (blind to a labeller who does not read this
@@ -48,14 +49,25 @@ WORK = Path("runs/refusal-audit")  # the answers' text, the sheet and its key: n
 SHEET_SEED = 0
 
 
-def vertex_caches(run: Path) -> list[tuple[str, tuple[float, ...], Path]]:
-    """(cache folder relative to the run, vertex λ, file) of every cached generation point at a vertex, test split."""
+SOUPS_MODE = "ab"  # a soups run's interior points are drawn in the deciding comparison's mode only
+
+
+def point_caches(run: Path, *, every_point: bool = False) -> list[tuple[str, tuple[float, ...], Path]]:
+    """(cache folder relative to the run, λ, file) of every cached generation point at a vertex, test split; with
+    `every_point`, at every grid point — a soups run's interior points from its SOUPS_MODE caches only (its modes
+    answer an interior λ differently; a vertex is its member alone in every mode)."""
     found = []
     for file in sorted((run / "eval").glob("**/cache/generations-*/*.json")):
         weights = tuple(float(weight) for weight in file.stem.split("-"))
-        if sorted(weights) == [0.0] * (len(weights) - 1) + [1.0]:
-            found.append((str(file.parent.relative_to(run)), weights, file))
+        relative = file.parent.relative_to(run)  # eval/cache/generations-… or eval/MODE/cache/generations-…
+        mode = None if relative.parts[1] == "cache" else relative.parts[1]
+        if is_vertex(weights) or (every_point and mode in (None, SOUPS_MODE)):
+            found.append((str(relative), weights, file))
     return found
+
+
+def is_vertex(weights) -> bool:
+    return sorted(weights) == [0.0] * (len(weights) - 1) + [1.0]
 
 
 def item_id(prompt_set: str, prompt_id: str, text: str) -> str:
@@ -99,16 +111,19 @@ def dimension_names(run: Path) -> list[str]:
         raise SystemExit(f"{run / 'config.yaml'}: cannot read the run's dimension names ({error}).") from error
 
 
-def draw(runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, force: bool = False) -> dict:
-    """Append the runs' new vertex answers to the items, keep their text in `work`, and write the blind sheet (and
-    its key) of every item not yet labelled, under a new sheet id. Refuses while the last sheet still has unlabelled
-    rows, unless `force`. Returns counts (items, new items, sheet rows) and the sheet's id."""
+def draw(
+    runs: list[Path], published: Path = PUBLISHED, work: Path = WORK, *, force: bool = False, every_point: bool = False
+) -> dict:
+    """Append the runs' new vertex answers (`every_point`: at every grid point, `point_caches`) to the items, keep
+    their text in `work`, and write the blind sheet (and its key) of every item not yet labelled, under a new sheet
+    id. Refuses while the last sheet still has unlabelled rows, unless `force`. Returns counts (items, new items,
+    sheet rows) and the sheet's id."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
     prompts = prompts_by_id()
     new = 0
     for run in runs:
-        caches = vertex_caches(run)
+        caches = point_caches(run, every_point=every_point)
         if not caches:
             raise SystemExit(f"{run}: no cached generation point at a vertex under {run / 'eval'}.")
         dimensions = dimension_names(run)
@@ -253,15 +268,16 @@ def gain_rows(
     hh-2d, the helpful vertex to the harmless one, issue 28's "refusal gain"), the mean over the prompts both
     vertices answer of (refusal at `to` − refusal at `from`), labelled and by each detector column, with its 95 %
     interval over prompts. `differences`: for each two runs with the same dimensions in the same order, per set,
-    their refusal rates at one vertex and their gains between two, each difference the mean over the prompts both
+    their refusal rates at one point (a vertex, or an interior point where both were drawn `--every-point`) and
+    their gains between two vertices, each difference the mean over the prompts both
     runs answer, with its interval. A measure over no shared prompt is left out. `groups`: `answers_by_group`'s;
     `dimensions`: `run_dimensions`'."""
-    vertices: dict[tuple, dict[tuple, dict[str, dict]]] = defaultdict(dict)
+    points: dict[tuple, dict[tuple, dict[str, dict]]] = defaultdict(dict)
     for (run, weights, name), answers in groups.items():
-        vertices[(run, name)][weights] = answers
+        points[(run, name)][weights] = answers
     measures: dict[tuple, dict[str, dict[str, dict[str, float]]]] = defaultdict(dict)  # what → run → prompt → column
     gains = []
-    for (run, name), answers in sorted(vertices.items()):
+    for (run, name), answers in sorted(points.items()):
         order = sorted(answers, reverse=True)  # e_0 first
         rates = {
             weights: {
@@ -270,10 +286,11 @@ def gain_rows(
             }
             for weights in order
         }
-        for weights in order:
+        for weights in order:  # the rate at every point drawn (vertices, and interior points where drawn)
             measures[(dimensions[run], name, weights, None)][run] = rates[weights]
-        for position, start in enumerate(order):
-            for end in order[position + 1 :]:
+        corners = [weights for weights in order if is_vertex(weights)]  # gains: between vertices only
+        for position, start in enumerate(corners):
+            for end in corners[position + 1 :]:
                 moves = {
                     prompt: {column: rates[end][prompt][column] - rates[start][prompt][column] for column in rate}
                     for prompt, rate in rates[start].items()
@@ -479,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     drawing = commands.add_parser("draw", help="Append the runs' vertex answers and write the blind sheet.")
     drawing.add_argument("runs", nargs="+", type=Path, help="Evaluated run folders (runs/NAME).")
     drawing.add_argument("--force", action="store_true", help="Replace a sheet that still has unlabelled rows.")
+    drawing.add_argument(
+        "--every-point",
+        action="store_true",
+        help=f"Every grid point, not only the vertices (soups: mode {SOUPS_MODE}).",
+    )
     taking = commands.add_parser(
         "take", help="Add a labeller's labels of the last sheet ({'sheet', 'row', 'label'} lines)."
     )
@@ -488,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     scoring.add_argument("--half", choices=HALVES, help="Only this half (dev: while choosing phrases).")
     args = parser.parse_args(argv)
     if args.command == "draw":
-        counts = draw(args.runs, force=args.force)
+        counts = draw(args.runs, force=args.force, every_point=args.every_point)
         print(
             f"{counts['items']} items ({counts['new']} new); {counts['sheet']} to label in {WORK / 'sheet.jsonl'}"
             f" (sheet {counts['sheet_id']})"
