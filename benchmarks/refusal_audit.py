@@ -178,16 +178,20 @@ def draw(
     return {"items": len(items), "new": new, "sheet": len(sheet), "sheet_id": sheet_id}
 
 
-def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path = WORK) -> int:
+def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path = WORK, *, second: bool = False) -> int:
     """Append the labeller's file of {"sheet", "row", "label"} (one per row of the last sheet) to the committed
     labels, each row mapped to its item by the sheet's key. Refuses a file of another sheet, one that misses, repeats
-    or adds a row, or a bad label, naming the line; nothing is written then. Returns how many labels were added."""
+    or adds a row, or a bad label, naming the line; nothing is written then. Returns how many labels were added.
+
+    `second`: a second labeller's labels of some rows of the sheet (any subset), kept apart in second-labels.jsonl
+    for the labellers' agreement (`score`), never in the rates."""
     if not (work / "sheet-key.jsonl").is_file():
         raise SystemExit(f"{work / 'sheet-key.jsonl'} is missing: `draw` writes a sheet and its key first.")
     records = read_jsonl(work / "sheet-key.jsonl")
     sheet_id = records[0]["sheet"] if records else None
     key = {record["row"]: record["item"] for record in records}
-    labels = read_jsonl(published / "labels.jsonl")
+    target = published / ("second-labels.jsonl" if second else "labels.jsonl")
+    labels = read_jsonl(target)
     done = {record["item"] for record in labels}
     seen: set[int] = set()
     for number, record in enumerate(read_jsonl(labelled), 1):
@@ -202,10 +206,24 @@ def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path 
             raise SystemExit(f"{where}: label {record.get('label')!r} is not one of {list(LABELS)}.")
         seen.add(record["row"])
         labels.append({"item": key[record["row"]], "label": record["label"], "labeller": labeller})
-    if missing := sorted(set(key) - seen):
+    if not second and (missing := sorted(set(key) - seen)):
         raise SystemExit(f"{labelled}: {len(missing)} row(s) of the sheet have no label, e.g. row {missing[0]}.")
-    write_jsonl(published / "labels.jsonl", labels)
+    write_jsonl(target, labels)
     return len(seen)
+
+
+def labeller_agreement(first: dict[str, str], second: dict[str, str]) -> dict:
+    """Two labellers on the items both labelled: the share with the same label, the share agreeing on `refusal`
+    or not (what the rates count), and Cohen's κ of that refusal call; `items`: how many."""
+    shared = sorted(first.keys() & second.keys())
+    if not shared:
+        return {"items": 0}
+    same = np.mean([first[item] == second[item] for item in shared])
+    calls = np.array([[first[item] == "refusal", second[item] == "refusal"] for item in shared], dtype=float)
+    observed = float(np.mean(calls[:, 0] == calls[:, 1]))
+    expected = float(calls[:, 0].mean() * calls[:, 1].mean() + (1 - calls[:, 0].mean()) * (1 - calls[:, 1].mean()))
+    kappa = (observed - expected) / (1 - expected) if expected < 1 else float("nan")
+    return {"items": len(shared), "same_label": float(same), "refusal_agreement": observed, "kappa": kappa}
 
 
 def read_labels(path: Path, items: dict[str, dict]) -> dict[str, str]:
@@ -407,6 +425,8 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "detector_now": DETECTORS["refusal_detector"] if len(columns) == 2 else None,
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
     }
+    if half is None and (published / "second-labels.jsonl").is_file():
+        result["agreement"] = labeller_agreement(labels, read_labels(published / "second-labels.jsonl", items))
     groups = answers_by_group(rows)
     result["rates"] = rate_rows(groups, columns)
     result["gains"], result["differences"] = gain_rows(groups, run_dimensions(rows), columns)
@@ -417,6 +437,12 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
 
 def markdown(result: dict) -> str:
     lines = [f"labels ({result['half']} halves): {result['labels']}, unlabelled items: {result['unlabelled']}", ""]
+    if (agreement := result.get("agreement", {})).get("items"):
+        lines[-1:] = [
+            f"a second labeller on {agreement['items']} of them: the same label {agreement['same_label']:.3f}, the same"
+            f" refusal call {agreement['refusal_agreement']:.3f}, Cohen's κ {agreement['kappa']:.3f}",
+            "",
+        ]
     names = {"detector": "as drawn", "current": f"now ({result['detector_now']})"}
     lines += [
         "| round (detector when drawn) | half | detector | accuracy | precision | recall | answers |",
@@ -506,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     taking.add_argument("labels", type=Path, help="The labeller's JSON-lines file.")
     taking.add_argument("--labeller", required=True, help="Who labelled, and when (kept with every label).")
+    taking.add_argument(
+        "--second", action="store_true", help="A second labeller's labels of some rows: for agreement only."
+    )
     scoring = commands.add_parser("score", help="The detectors against the labels, with intervals.")
     scoring.add_argument("--half", choices=HALVES, help="Only this half (dev: while choosing phrases).")
     args = parser.parse_args(argv)
@@ -516,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             f" (sheet {counts['sheet_id']})"
         )
     elif args.command == "take":
-        print(f"{take(args.labels, args.labeller)} labels added to {PUBLISHED / 'labels.jsonl'}")
+        target = PUBLISHED / ("second-labels.jsonl" if args.second else "labels.jsonl")
+        print(f"{take(args.labels, args.labeller, second=args.second)} labels added to {target}")
     else:
         print(markdown(score(half=args.half)), end="")
     return 0

@@ -350,3 +350,34 @@ def test_every_point_draws_interior_answers_soups_in_mode_ab_only_and_gains_stay
     }
     at_middle = next(entry for entry in result["differences"] if entry.get("at") == [0.5, 0.5])
     assert at_middle["runs"] == ["a", "s"] and at_middle["labelled"]["value"] == 0.5  # (1, 1, 1, 1) − (1, 1, 0, 0)
+
+
+def test_a_second_labeller_on_some_rows_gives_agreement_and_kappa_by_hand_and_never_the_rates(audit, tmp_path):
+    a, _ = runs(tmp_path)
+    audit.draw([a], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)  # first labeller: every answer but COMPLY a refusal
+    before = audit.score(tmp_path / "published", tmp_path / "work")
+    assert "agreement" not in before
+    sheet = read(tmp_path / "work/sheet.jsonl")[:4]  # a second labeller on four rows: flips one, calls one neither
+    first = ["compliance" if row["answer"] == COMPLY else "refusal" for row in sheet]
+    second = list(first)
+    second[0] = "refusal" if first[0] == "compliance" else "compliance"
+    second[1] = "neither"
+    lines = [
+        {"sheet": row["sheet"], "row": row["row"], "label": label} for row, label in zip(sheet, second, strict=True)
+    ]
+    (tmp_path / "second.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert audit.take(tmp_path / "second.jsonl", "b", tmp_path / "published", tmp_path / "work", second=True) == 4
+    result = audit.score(tmp_path / "published", tmp_path / "work")
+    assert result["rates"] == before["rates"]  # a second labeller's labels never enter the rates
+    agreement = result["agreement"]
+    assert agreement["items"] == 4 and agreement["same_label"] == 0.5
+    calls = [(x == "refusal", y == "refusal") for x, y in zip(first, second, strict=True)]
+    observed = sum(x == y for x, y in calls) / 4
+    p, q = sum(x for x, _ in calls) / 4, sum(y for _, y in calls) / 4
+    expected = p * q + (1 - p) * (1 - q)
+    assert agreement["refusal_agreement"] == observed
+    assert agreement["kappa"] == pytest.approx((observed - expected) / (1 - expected))
+    assert "a second labeller on 4 of them: the same label 0.500" in audit.markdown(result)
+    with pytest.raises(SystemExit, match="row .* is labelled already"):  # the same rows twice
+        audit.take(tmp_path / "second.jsonl", "b", tmp_path / "published", tmp_path / "work", second=True)
