@@ -391,6 +391,31 @@ def test_pcgrad_state_round_trip_continues_the_same_orders():
         second.load_state_dict({"generator": {"state": 1}})
 
 
+def test_pcgrads_conflict_rate_is_the_share_of_calls_with_a_conflicting_weighted_pair():
+    """GEOMETRY's two gradients conflict (g1·g2 = −1): PCGrad projects; orthogonal ones never; a conflict with a
+    zero-weight objective is no conflict (it is never a target). The counts survive a checkpoint, and a state saved
+    before they existed (only 'generator') resumes them from 0."""
+    aggregator = PCGrad()
+    assert aggregator.metrics() == {"conflict_rate": 0.0}
+    aggregate(aggregator, GEOMETRY, (0.5, 0.5))
+    assert aggregator.metrics() == {"conflict_rate": 1.0}
+    aggregate(aggregator, ((1, 0), (0, 1)), (0.5, 0.5))
+    aggregate(aggregator, GEOMETRY, (1.0, 0.0))
+    c, _ = aggregate(aggregator, GEOMETRY, (1.0, 0.0))
+    assert torch.equal(c, tensor(1.0, 0.0))  # no projection happened: LS
+    assert aggregator.metrics() == {"conflict_rate": 0.25}
+    state = json.loads(json.dumps(aggregator.state_dict()))
+    assert (state["steps"], state["conflicted_steps"]) == (4, 1)
+    resumed = PCGrad()
+    resumed.load_state_dict(state)
+    assert resumed.metrics() == {"conflict_rate": 0.25}
+    old = PCGrad()
+    old.load_state_dict({"generator": state["generator"]})
+    assert (old.steps, old.conflicted_steps) == (0, 0)
+    with pytest.raises(ValueError, match="'steps' ≥ 'conflicted_steps'"):
+        old.load_state_dict({**state, "conflicted_steps": 5})
+
+
 # --- CAGrad -------------------------------------------------------------------------------------------------------
 
 

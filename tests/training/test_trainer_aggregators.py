@@ -58,6 +58,10 @@ def test_every_aggregator_lowers_every_dimension_loss(workspace, tmp_path, monke
     if method == "plc":  # no veto at the default τ = 2 in this run (test_plcs_veto_rate_is_the_share_... has one)
         assert all(row["aggregator/veto_rate"] == 0 for row in log)
         assert not any(plc_vetoes(gram[0], preferences[0], tau=2.0) for gram, preferences, _ in calls)
+    if method == "pcgrad":  # after step k: the share of the calls so far whose Gram matrix has a conflict
+        conflicted = [bool((gram[0] < 0).any()) for gram, _, _ in calls]  # two dimensions: one off-diagonal entry
+        expected = [sum(conflicted[: k + 1]) / (k + 1) for k in range(len(calls))]
+        assert [row["aggregator/conflict_rate"] for row in log] == pytest.approx(expected)
 
 
 def test_plcs_veto_rate_is_the_share_of_steps_with_a_veto(workspace, tmp_path, monkeypatch):

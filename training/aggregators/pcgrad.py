@@ -22,12 +22,17 @@ from ._simplex import project_conflicts
 
 
 class PCGrad(Aggregator):
-    """λ-weighted PCGrad; one seeded numpy Generator draws every objective's order (saved in state_dict)."""
+    """λ-weighted PCGrad; one seeded numpy Generator draws every objective's order (saved in state_dict).
+
+    `metrics()` gives `conflict_rate`, the share of calls (one per step and λ-group) in which two weighted,
+    non-zero gradients conflict (g_i·g_j < 0) — exactly the calls where PCGrad projects, and so differs from LS."""
 
     name: ClassVar[str] = "pcgrad"
     defaults: ClassVar[dict[str, Any]] = {"seed": 0}
     seed: int
     order: Sequence[int] | None = None  # a fixed order for the next call (tests), else a random one
+    steps: int = 0  # calls so far
+    conflicted_steps: int = 0  # calls with a conflicting pair
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,26 +56,41 @@ class PCGrad(Aggregator):
         m = gram.shape[0]
         orders = [self.order if self.order is not None else self.generator.permutation(m).tolist() for _ in range(m)]
         targets = [[int(j) for j in orders[i] if j != i and preference[j] != 0] for i in range(m)]
+        weighted = [i for i in range(m) if preference[i] != 0 and gram[i, i] > 0]
+        self.steps += 1
+        self.conflicted_steps += any(gram[i, j] < 0 for i in weighted for j in weighted if i < j)
         return project_conflicts(gram, preference, targets)
+
+    def metrics(self) -> dict[str, float]:
+        return {"conflict_rate": self.conflicted_steps / self.steps if self.steps else 0.0}
 
     def state_dict(self) -> dict[str, Any]:
         # PCG64's 128-bit integers as decimal strings, so any JSON reader keeps them exact.
         state = self.generator.bit_generator.state
         return {
+            "steps": self.steps,
+            "conflicted_steps": self.conflicted_steps,
             "generator": {
                 "bit_generator": state["bit_generator"],
                 "state": str(state["state"]["state"]),
                 "inc": str(state["state"]["inc"]),
                 "has_uint32": int(state["has_uint32"]),
                 "uinteger": int(state["uinteger"]),
-            }
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("generator") if isinstance(state, dict) and set(state) == {"generator"} else None
+        """A checkpoint's state; one saved before the counts were (only 'generator') resumes them from 0."""
+        counted = isinstance(state, dict) and "steps" in state
+        fields = {"generator", "steps", "conflicted_steps"} if counted else {"generator"}
+        saved = state.get("generator") if isinstance(state, dict) and set(state) == fields else None
         keys = {"bit_generator", "state", "inc", "has_uint32", "uinteger"}
         if not isinstance(saved, dict) or set(saved) != keys or saved["bit_generator"] != "PCG64":
             raise ValueError(f"pcgrad state needs 'generator' with a PCG64 state {sorted(keys)}, got {state!r}.")
+        steps, conflicted = state.get("steps", 0), state.get("conflicted_steps", 0)
+        if not (isinstance(steps, int) and isinstance(conflicted, int) and 0 <= conflicted <= steps):
+            raise ValueError(f"pcgrad state needs integers 'steps' ≥ 'conflicted_steps' ≥ 0, got {state!r}.")
+        self.steps, self.conflicted_steps = steps, conflicted
         self.generator.bit_generator.state = {
             "bit_generator": "PCG64",
             "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
