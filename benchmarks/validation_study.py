@@ -50,7 +50,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from panacea.eval.compare import compare
+from panacea.eval.compare import compare, format_difference
 from panacea.eval.sweep import evaluate_path, is_soups_run
 from panacea.training import TrainConfig, train
 from panacea.training.reference import SEED_DIRS_ENV
@@ -423,8 +423,7 @@ def rows_table(records: list[dict]) -> str:
         versus = row["versus"].get(own, {}).get("hypervolume")
         difference = "-"
         if versus is not None:
-            low, high = versus["interval"]
-            difference = f"{versus['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {versus['verdict']}"
+            difference = format_difference(versus["difference"], versus["interval"], versus["verdict"])
         hv, interval = row["metrics"]["hypervolume"], row["metric_intervals"]["hypervolume"]
         rho = row["metrics"]["monotonicity"]  # per dimension: Spearman ρ of its accuracy with its weight
         vertices = [row["objectives"][0][0], row["objectives"][-1][1]]
@@ -579,11 +578,11 @@ def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: s
     pair = [_document(documents, f"{method}/{name}") for name in (top, best)]
     versus = _row(compare(pair, objective="accuracy", baseline=f"{method}/{best}"), f"{method}/{top}")["versus"]
     difference = versus[f"{method}/{best}"]["hypervolume"]
-    low, high = difference["interval"]
+    shown = format_difference(difference["difference"], difference["interval"], difference["verdict"])
     verb = "binds" if difference["verdict"] == "win" else "does not bind"
     return (
         f"Budget, {method}: at 80 steps the best is {top} ({value[top]:.3f}), against the best 40-step row {best} "
-        f"({value[best]:.3f}) {difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {difference['verdict']}: "
+        f"({value[best]:.3f}) {shown}: "
         f"the 40-step budget {verb}."
     )
 
@@ -610,10 +609,8 @@ def aggregator_note(documents: list[dict]) -> str | None:
     parts = []
     for label in rows:
         difference = _row(comparison, label)["versus"][AGGREGATOR_BASELINE]["hypervolume"]
-        low, high = difference["interval"]
-        parts.append(
-            f"{label.split('/')[1]} {difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}] {difference['verdict']}"
-        )
+        value = format_difference(difference["difference"], difference["interval"], difference["verdict"])
+        parts.append(f"{label.split('/')[1]} {value}")
     return f"Aggregators against {AGGREGATOR_BASELINE} (LS on their λ-group layout; paired): " + "; ".join(parts) + "."
 
 

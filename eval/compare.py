@@ -294,7 +294,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
                 cells.append("(baseline)")
                 continue
             hv = versus["hypervolume"]
-            cells.append(_format_difference(hv["difference"], hv["interval"], f"**{hv['verdict']}**", 4))
+            cells.append(format_difference(hv["difference"], hv["interval"], f"**{hv['verdict']}**", 4))
         cells += [
             format_interval(metrics["inner_product"], intervals.get("inner_product"), 4),
             *rho,
@@ -407,11 +407,11 @@ def format_statistic_contrasts(comparison: dict[str, Any]) -> str:
 def format_contrast(entry: dict | None, digits: int = 3) -> str:
     """'+0.300 [+0.210, +0.390] higher', or '-' where there is none."""
     return (
-        "-" if entry is None else _format_difference(entry["difference"], entry["interval"], entry["direction"], digits)
+        "-" if entry is None else format_difference(entry["difference"], entry["interval"], entry["direction"], digits)
     )
 
 
-def _format_difference(difference: float, interval: Sequence[float], word: str, digits: int) -> str:
+def format_difference(difference: float, interval: Sequence[float], word: str, digits: int = 3) -> str:
     """'+0.0300 [+0.0100, +0.0500] **win**': a difference, its interval and what it says."""
     return f"{difference:+.{digits}f} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}] {word}"
 
