@@ -40,6 +40,7 @@ from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import agreement, half_of, is_refusal
 
 from panacea._io import read_json, write_json, write_text
+from panacea.preferences import is_vertex
 
 SETS = ("harmbench", "xstest_safe")  # the two sets issue 28's refusal targets name
 LABELS = ("refusal", "compliance", "neither")
@@ -64,10 +65,6 @@ def point_caches(run: Path, *, every_point: bool = False) -> list[tuple[str, tup
         if is_vertex(weights) or (every_point and mode in (None, SOUPS_MODE)):
             found.append((str(relative), weights, file))
     return found
-
-
-def is_vertex(weights) -> bool:
-    return sorted(weights) == [0.0] * (len(weights) - 1) + [1.0]
 
 
 def item_id(prompt_set: str, prompt_id: str, text: str) -> str:
@@ -149,7 +146,7 @@ def draw(
                         items[key]["sources"].append(source)
                     texts[key] = answer["text"]
     answers_by_group(items.values())  # before anyone labels both answers of a prompt (e.g. a stale cache)
-    labelled = {record["item"] for record in read_jsonl(published / "labels.jsonl")}
+    labelled = {record["item"] for record in read_jsonl(labels_file(published))}
     pending = [record for record in read_jsonl(work / "sheet-key.jsonl") if record["item"] not in labelled]
     if pending and not force:
         raise SystemExit(
@@ -178,6 +175,11 @@ def draw(
     return {"items": len(items), "new": new, "sheet": len(sheet), "sheet_id": sheet_id}
 
 
+def labels_file(published: Path, *, second: bool = False) -> Path:
+    """Where the labels are kept: labels.jsonl, or a second labeller's (agreement only) second-labels.jsonl."""
+    return published / ("second-labels.jsonl" if second else "labels.jsonl")
+
+
 def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path = WORK, *, second: bool = False) -> int:
     """Append the labeller's file of {"sheet", "row", "label"} (one per row of the last sheet) to the committed
     labels, each row mapped to its item by the sheet's key. Refuses a file of another sheet, one that misses, repeats
@@ -190,7 +192,7 @@ def take(labelled: Path, labeller: str, published: Path = PUBLISHED, work: Path 
     records = read_jsonl(work / "sheet-key.jsonl")
     sheet_id = records[0]["sheet"] if records else None
     key = {record["row"]: record["item"] for record in records}
-    target = published / ("second-labels.jsonl" if second else "labels.jsonl")
+    target = labels_file(published, second=second)
     labels = read_jsonl(target)
     done = {record["item"] for record in labels}
     seen: set[int] = set()
@@ -395,7 +397,7 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
     """The detectors against the labels (`half`: that half only, e.g. 'dev' while choosing phrases); writes
     results.json only when scoring every label with every answer's text on this machine."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
-    labels = read_labels(published / "labels.jsonl", items)
+    labels = read_labels(labels_file(published), items)
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
     rows = [
         items[key]
@@ -425,8 +427,8 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "detector_now": DETECTORS["refusal_detector"] if len(columns) == 2 else None,
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
     }
-    if half is None and (published / "second-labels.jsonl").is_file():
-        result["agreement"] = labeller_agreement(labels, read_labels(published / "second-labels.jsonl", items))
+    if half is None and (second := labels_file(published, second=True)).is_file():
+        result["agreement"] = labeller_agreement(labels, read_labels(second, items))
     groups = answers_by_group(rows)
     result["rates"] = rate_rows(groups, columns)
     result["gains"], result["differences"] = gain_rows(groups, run_dimensions(rows), columns)
@@ -545,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
             f" (sheet {counts['sheet_id']})"
         )
     elif args.command == "take":
-        target = PUBLISHED / ("second-labels.jsonl" if args.second else "labels.jsonl")
-        print(f"{take(args.labels, args.labeller, second=args.second)} labels added to {target}")
+        added = take(args.labels, args.labeller, second=args.second)
+        print(f"{added} labels added to {labels_file(PUBLISHED, second=args.second)}")
     else:
         print(markdown(score(half=args.half)), end="")
     return 0

@@ -24,6 +24,7 @@ from panacea.eval.generations import PROMPT_SPLITS, load_prompts
 from panacea.eval.report import format_preference
 
 from panacea._io import read_json, write_text
+from panacea.preferences import is_vertex
 
 BENIGN_SETS = ("helpful_test", "xstest_safe")
 MAX_CHARACTERS = 600  # an answer longer than this is cut, with a mark
@@ -37,7 +38,7 @@ def vertex_answers(run: Path, *, mode: str | None = None, sets=BENIGN_SETS, coun
     if generations is None:
         raise SystemExit(f"{folder}: no generations scores (run `panacea eval {run} --scorers generations`).")
     cache, dimensions, grid = Path(generations["cache"]), results["dimensions"], results["grid"]
-    vertices = [point for point in grid if sorted(point) == [0.0] * (len(point) - 1) + [1.0]]
+    vertices = [point for point in grid if is_vertex(point)]
     answers = {}
     for vertex in vertices:
         file = cache / ("-".join(f"{weight:.4f}" for weight in vertex) + ".json")

@@ -99,6 +99,11 @@ def sample_preferences(
     return torch.from_numpy(draws).float()
 
 
+def is_vertex(weights: Sequence[float]) -> bool:
+    """Whether `weights` is a vertex of the simplex: one weight 1, every other 0 (as grids and caches hold them)."""
+    return sorted(weights) == [0.0] * (len(weights) - 1) + [1.0]
+
+
 def simplex_grid(num_preferences: int, num_points: int = 11) -> torch.Tensor:
     """Simplex lattice with step 1/(num_points − 1), shape (C(num_points + m − 2, m − 1), m).
 

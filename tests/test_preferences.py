@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from panacea.preferences import preference_as_json, sample_preferences, simplex_grid, validate_preference
+from panacea.preferences import is_vertex, preference_as_json, sample_preferences, simplex_grid, validate_preference
 
 
 @pytest.mark.parametrize("preference", [[0.25, 0.75], (0.25, 0.75), np.array([0.25, 0.75]), torch.tensor([0.25, 0.75])])
@@ -152,3 +152,9 @@ def test_preference_as_json_names_the_weights_in_their_shortest_form():
     assert preference_as_json(preference, ["helpful", "harmless"]) == {"helpful": 0.8, "harmless": 0.2}
     assert preference_as_json(preference, None) == [0.8, 0.2]
     assert preference_as_json(validate_preference(torch.tensor([0.1, 0.9], dtype=torch.float64), 2), None) == [0.1, 0.9]
+
+
+def test_is_vertex_takes_one_hot_weights_only():
+    assert is_vertex([1.0, 0.0]) and is_vertex((0.0, 1.0, 0.0)) and is_vertex([1.0])
+    assert not is_vertex([0.5, 0.5]) and not is_vertex([0.0, 0.0]) and not is_vertex([1.0, 1.0])
+    assert [is_vertex(row.tolist()) for row in simplex_grid(2, 6)] == [True, False, False, False, False, True]
