@@ -38,6 +38,7 @@ import yaml
 from panacea.eval.bootstrap import clustered_mean, percentile_interval, prompt_cluster, resample_weights
 from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import agreement, half_of, is_refusal
+from panacea.eval.report import format_interval
 
 from panacea._io import read_json, write_json, write_text
 from panacea.preferences import is_vertex
@@ -454,7 +455,7 @@ def markdown(result: dict) -> str:
         for half, summary in halves.items():
             for column in (column for column in names if column in summary):
                 measured = summary[column]
-                accuracy = f"{measured['accuracy']:.3f} {_interval(measured['interval'])}"
+                accuracy = format_interval(measured["accuracy"], measured["interval"])
                 lines.append(
                     f"| {digest} | {half} | {names[column]} | {accuracy} | {_number(measured['precision'])}"
                     f" | {_number(measured['recall'])} | {measured['completions']} |"
@@ -462,8 +463,8 @@ def markdown(result: dict) -> str:
             if "difference" in summary:
                 difference = summary["difference"]
                 lines.append(
-                    f"| {digest} | {half} | now − as drawn (paired) | {difference['value']:+.3f}"
-                    f" {_interval(difference['interval'])} | | | |"
+                    f"| {digest} | {half} | now − as drawn (paired) |"
+                    f" {format_interval(difference['value'], difference['interval'], sign=True)} | | | |"
                 )
     current = result["detector_now"] is not None
     lines += [
@@ -475,7 +476,7 @@ def markdown(result: dict) -> str:
     ]
     for entry in result["rates"]:
         columns = ("labelled", "detector", "current") if current else ("labelled", "detector")
-        cells = [f"{entry[column]['value']:.2f} {_interval(entry[column]['interval'], 2)}" for column in columns]
+        cells = [format_interval(entry[column]["value"], entry[column]["interval"], 2) for column in columns]
         if len(entry["rounds"]) > 1:  # answers drawn in different rounds were judged by different detectors then
             cells[1] += f" (mixed: {len(entry['rounds'])} rounds)"
         lines.append(
@@ -498,9 +499,7 @@ def markdown(result: dict) -> str:
             measure = f"refusal at {_weights(entry['at'])}"
         else:
             measure = f"gain {_weights(entry['from'])} → {_weights(entry['to'])}"
-        cells = [
-            f"{entry[column]['value']:+.2f} {_interval(entry[column]['interval'], 2, sign=True)}" for column in columns
-        ]
+        cells = [format_interval(entry[column]["value"], entry[column]["interval"], 2, sign=True) for column in columns]
         lines.append(f"| {run} | {entry['set']} | {measure} | {entry['answers']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
@@ -511,11 +510,6 @@ def _weights(weights: list[float]) -> str:
 
 def _number(value: float) -> str:
     return "-" if value != value else f"{value:.3f}"  # NaN: undefined (no refusal called, or none labelled)
-
-
-def _interval(bounds: list[float], digits: int = 3, *, sign: bool = False) -> str:
-    spec = f"{'+' if sign else ''}.{digits}f"
-    return f"[{bounds[0]:{spec}}, {bounds[1]:{spec}}]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,8 @@ import math
 import sys
 from pathlib import Path
 
+from panacea.eval.report import format_interval
+
 from panacea._io import read_json
 
 PUBLISHED = Path("docs/results")
@@ -56,13 +58,6 @@ def judge_every_point(values: list[float], intervals: list[list[float]], thresho
     return f"{'met' if met else 'missed'} ({how})"
 
 
-def _interval_text(value: float, interval: list[float] | None, *, sign: bool = False) -> str:
-    """'0.640 [0.530, 0.740]' (signed: '+0.640 [+0.530, +0.740]'), or the bare number without an interval."""
-    form = "+.3f" if sign else ".3f"
-    number = f"{value:{form}}"
-    return number if interval is None else f"{number} [{interval[0]:{form}}, {interval[1]:{form}}]"
-
-
 def hypervolume_targets(comparison: dict, front: str, name: str) -> list[dict]:
     """Panacea's hypervolume ≥ rewarded soups' at the same budget (`soups_budget: split`, each mode), for every
     Panacea row: the target is Panacea + LS's (run NAME); the other Panacea rows (Tchebycheff, m×) are descriptive.
@@ -83,7 +78,7 @@ def hypervolume_targets(comparison: dict, front: str, name: str) -> list[dict]:
                 continue
             strict = decided_only and label.endswith(", ab)")  # the deciding comparison: soups in mode ab
             judged = judge(difference["difference"], difference["interval"], 0.0, at_least=True, decided_only=strict)
-            value = _interval_text(difference["difference"], difference["interval"], sign=True)
+            value = format_interval(difference["difference"], difference["interval"], sign=True)
             rows.append({"target": target, "run": row["label"], "value": value, "judged": judged + role})
     return rows
 
@@ -102,7 +97,7 @@ def monotone_targets(comparison: dict, front: str) -> list[dict]:
             value, met = "undefined", False
         else:
             interval = None if lows[smallest] is None else [lows[smallest], highs[smallest]]
-            value, met = _interval_text(rho[smallest], interval), rho[smallest] >= RHO
+            value, met = format_interval(rho[smallest], interval), rho[smallest] >= RHO
         rows.append(
             {
                 "target": f"{front}: every ρ ≥ {RHO:g} (the smallest, {dimension}'s)",
@@ -127,7 +122,7 @@ def loop_targets(generations: dict) -> list[dict]:
             {
                 "target": f"loops ≤ {LOOPS:g} at every grid point (the most, at {point})",
                 "run": row["label"],
-                "value": _interval_text(loops["values"][worst], loops["intervals"][worst]),
+                "value": format_interval(loops["values"][worst], loops["intervals"][worst]),
                 "judged": judge_every_point(loops["values"], loops["intervals"], LOOPS),
             }
         )
@@ -178,10 +173,10 @@ def refusal_targets(generations: dict, audit: dict | None, folder: Path) -> list
         ):  # fmt: skip
             if entry is not None and entry.get("labelled") is not None and current:
                 labelled = entry["labelled"]
-                value = _interval_text(labelled["value"], labelled["interval"], sign=at_least)
+                value = format_interval(labelled["value"], labelled["interval"], sign=at_least)
                 judged = judge(labelled["value"], labelled["interval"], threshold, at_least=at_least)
             else:
-                shown = "-" if detector is None else _interval_text(detector[0], detector[1], sign=at_least)
+                shown = "-" if detector is None else format_interval(detector[0], detector[1], sign=at_least)
                 value = f"detector: {shown}"
                 judged = "not labelled" if entry is None else "labels stale (of another training's answers)"
             rows.append({"target": target, "run": run, "value": value, "judged": judged})

@@ -413,7 +413,7 @@ def format_contrast(entry: dict | None, digits: int = 3) -> str:
 
 def format_difference(difference: float, interval: Sequence[float], word: str, digits: int = 3) -> str:
     """'+0.0300 [+0.0100, +0.0500] **win**': a difference, its interval and what it says."""
-    return f"{difference:+.{digits}f} [{interval[0]:+.{digits}f}, {interval[1]:+.{digits}f}] {word}"
+    return f"{format_interval(difference, interval, digits, sign=True)} {word}"
 
 
 def format_other_metrics(comparison: dict[str, Any]) -> str:

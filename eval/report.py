@@ -179,11 +179,12 @@ def statistic_digits(entry: dict[str, Any]) -> int:
     return 1 if entry["column"] in ("words", "tokens") else 3
 
 
-def format_interval(value: float, interval: Sequence[float] | None, digits: int = 3) -> str:
-    """'0.612 [0.581, 0.640]': a number and its interval."""
-    if interval is None:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+def format_interval(value: float, interval: Sequence[float] | None, digits: int = 3, *, sign: bool = False) -> str:
+    """'0.612 [0.581, 0.640]': a number and its interval (without one, the bare number); with `sign` every number
+    carries its sign, as a difference does: '+0.030 [-0.010, +0.070]'."""
+    spec = f"{'+' if sign else ''}.{digits}f"
+    number = f"{value:{spec}}"
+    return number if interval is None else f"{number} [{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 def format_sets_table(grid: Sequence[Sequence[float]], points: Sequence[dict], dimensions: Sequence[str]) -> str:

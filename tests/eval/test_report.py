@@ -4,6 +4,7 @@ import torch
 from panacea.eval import report
 from panacea.eval.report import (
     PANEL_TITLE_CHARACTERS,
+    format_interval,
     format_monotonicity,
     format_preference,
     format_sets_table,
@@ -108,3 +109,10 @@ def test_an_objective_that_does_not_move_is_not_called_non_monotone():
     assert "helpful: ρ = +nan **does not change with its weight (ρ undefined)**" in line
     assert "harmless: ρ = +0.50 **non-monotone (ρ < 0.9)**" in line
     assert line.endswith("concise: ρ = +1.00.")
+
+
+def test_an_interval_is_signed_throughout_when_its_number_is():
+    assert format_interval(0.6126, [0.58, 0.64]) == "0.613 [0.580, 0.640]"
+    assert format_interval(0.03, [-0.01, 0.07], sign=True) == "+0.030 [-0.010, +0.070]"
+    assert format_interval(0.3, [0.21, 0.39], 2, sign=True) == "+0.30 [+0.21, +0.39]"
+    assert format_interval(-0.5, None, sign=True) == "-0.500"
