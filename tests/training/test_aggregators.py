@@ -411,7 +411,7 @@ def test_pcgrads_conflict_rate_is_the_share_of_calls_with_a_conflicting_weighted
     assert resumed.metrics() == {"conflict_rate": 0.25}
     old = PCGrad()
     old.load_state_dict({"generator": state["generator"]})
-    assert (old.steps, old.conflicted_steps) == (0, 0)
+    assert (old.state_dict()["steps"], old.state_dict()["conflicted_steps"]) == (0, 0)
     with pytest.raises(ValueError, match="'steps' ≥ 'conflicted_steps'"):
         old.load_state_dict({**state, "conflicted_steps": 5})
 

@@ -70,6 +70,34 @@ class Aggregator(StepRule, ABC):
         """The method's rule; float64 CPU tensors in and out."""
 
 
+class CountsEvents:
+    """For an aggregator whose rule sometimes acts: counts its calls (one per step and λ-group) and those in which
+    the rule acted, logs the share as `metrics()[rate]` and keeps both counts in its checkpoint state as
+    {"steps": …, event: …} (PLC: its veto; PCGrad: a conflict, where it projects)."""
+
+    event: ClassVar[str]  # the state key of the acting calls' count, e.g. "vetoed_steps"
+    rate: ClassVar[str]  # the metric, e.g. "veto_rate"
+    steps: int = 0
+    events: int = 0
+
+    def count(self, acted: bool) -> None:
+        self.steps += 1
+        self.events += bool(acted)
+
+    def metrics(self) -> dict[str, float]:
+        return {self.rate: self.events / self.steps if self.steps else 0.0}
+
+    def counts(self) -> dict[str, int]:
+        return {"steps": self.steps, self.event: self.events}
+
+    def load_counts(self, state: dict[str, Any], owner: str) -> None:
+        """Take the counts from `state` (integers, steps ≥ events ≥ 0), else one error naming `owner`."""
+        steps, events = state.get("steps"), state.get(self.event)
+        if not (isinstance(steps, int) and isinstance(events, int) and 0 <= events <= steps):
+            raise ValueError(f"{owner} state needs integers 'steps' ≥ '{self.event}' ≥ 0, got {state!r}.")
+        self.steps, self.events = steps, events
+
+
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")  # n_i = 1, ‖g_i‖, L_i, L_i ‖g_i‖ (isl-org's MGDA options)
 
 

@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import Tensor
 
-from ._base import Aggregator
+from ._base import Aggregator, CountsEvents
 from ._simplex import project_conflicts
 
 
-class PCGrad(Aggregator):
+class PCGrad(CountsEvents, Aggregator):
     """λ-weighted PCGrad; one seeded numpy Generator draws every objective's order (saved in state_dict).
 
     `metrics()` gives `conflict_rate`, the share of calls (one per step and λ-group) in which two weighted,
@@ -29,10 +29,10 @@ class PCGrad(Aggregator):
 
     name: ClassVar[str] = "pcgrad"
     defaults: ClassVar[dict[str, Any]] = {"seed": 0}
+    event: ClassVar[str] = "conflicted_steps"  # calls with a conflicting pair
+    rate: ClassVar[str] = "conflict_rate"
     seed: int
     order: Sequence[int] | None = None  # a fixed order for the next call (tests), else a random one
-    steps: int = 0  # calls so far
-    conflicted_steps: int = 0  # calls with a conflicting pair
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -57,19 +57,14 @@ class PCGrad(Aggregator):
         orders = [self.order if self.order is not None else self.generator.permutation(m).tolist() for _ in range(m)]
         targets = [[int(j) for j in orders[i] if j != i and preference[j] != 0] for i in range(m)]
         weighted = [i for i in range(m) if preference[i] != 0 and gram[i, i] > 0]
-        self.steps += 1
-        self.conflicted_steps += any(gram[i, j] < 0 for i in weighted for j in weighted if i < j)
+        self.count(any(gram[i, j] < 0 for i in weighted for j in weighted if i < j))
         return project_conflicts(gram, preference, targets)
-
-    def metrics(self) -> dict[str, float]:
-        return {"conflict_rate": self.conflicted_steps / self.steps if self.steps else 0.0}
 
     def state_dict(self) -> dict[str, Any]:
         # PCG64's 128-bit integers as decimal strings, so any JSON reader keeps them exact.
         state = self.generator.bit_generator.state
         return {
-            "steps": self.steps,
-            "conflicted_steps": self.conflicted_steps,
+            **self.counts(),
             "generator": {
                 "bit_generator": state["bit_generator"],
                 "state": str(state["state"]["state"]),
@@ -82,15 +77,12 @@ class PCGrad(Aggregator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A checkpoint's state; one saved before the counts were (only 'generator') resumes them from 0."""
         counted = isinstance(state, dict) and "steps" in state
-        fields = {"generator", "steps", "conflicted_steps"} if counted else {"generator"}
+        fields = {"generator", "steps", self.event} if counted else {"generator"}
         saved = state.get("generator") if isinstance(state, dict) and set(state) == fields else None
         keys = {"bit_generator", "state", "inc", "has_uint32", "uinteger"}
         if not isinstance(saved, dict) or set(saved) != keys or saved["bit_generator"] != "PCG64":
             raise ValueError(f"pcgrad state needs 'generator' with a PCG64 state {sorted(keys)}, got {state!r}.")
-        steps, conflicted = state.get("steps", 0), state.get("conflicted_steps", 0)
-        if not (isinstance(steps, int) and isinstance(conflicted, int) and 0 <= conflicted <= steps):
-            raise ValueError(f"pcgrad state needs integers 'steps' ≥ 'conflicted_steps' ≥ 0, got {state!r}.")
-        self.steps, self.conflicted_steps = steps, conflicted
+        self.load_counts(state if counted else {"steps": 0, self.event: 0}, "pcgrad")
         self.generator.bit_generator.state = {
             "bit_generator": "PCG64",
             "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},

@@ -21,18 +21,18 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ._base import Aggregator, is_number
+from ._base import Aggregator, CountsEvents, is_number
 from ._simplex import project_conflicts
 
 
-class PLC(Aggregator):
+class PLC(CountsEvents, Aggregator):
     """PLC (our reading); `tau` is how much coalition surplus per unit of degradation buys tolerance."""
 
     name: ClassVar[str] = "plc"
     defaults: ClassVar[dict[str, Any]] = {"tau": 2.0}
+    event: ClassVar[str] = "vetoed_steps"  # calls where V was not empty
+    rate: ClassVar[str] = "veto_rate"
     tau: float
-    steps: int = 0  # calls so far (one per step and λ-group)
-    vetoed_steps: int = 0  # calls where V was not empty
 
     def validate(self) -> None:
         self.require(is_number(self.tau) and self.tau >= 0, "tau", "a number ≥ 0 (float('inf') allowed)")
@@ -44,22 +44,16 @@ class PLC(Aggregator):
         coalition = surplus.sum() - surplus
         # C_i > 0 first, so τ = ∞ never meets 0 · ∞; zero gradients have a_i = 0 and are never vetoed.
         vetoed = [i for i in range(len(gains)) if degradation[i] > 0 and coalition[i] < self.tau * degradation[i]]
-        self.steps += 1
-        self.vetoed_steps += bool(vetoed)
+        self.count(bool(vetoed))
         if not vetoed:
             return preference.clone()
         targets = [[i for i in vetoed if i != j] for j in range(len(gains))]
         return project_conflicts(gram, preference, targets)
 
-    def metrics(self) -> dict[str, float]:
-        return {"veto_rate": self.vetoed_steps / self.steps if self.steps else 0.0}
-
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "vetoed_steps": self.vetoed_steps}
+        return self.counts()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        valid = isinstance(state, dict) and set(state) == {"steps", "vetoed_steps"}
-        steps, vetoed = (state["steps"], state["vetoed_steps"]) if valid else (None, None)
-        if not (valid and isinstance(steps, int) and isinstance(vetoed, int) and 0 <= vetoed <= steps):
-            raise ValueError(f"plc state needs integers 'steps' ≥ 'vetoed_steps' ≥ 0, got {state!r}.")
-        self.steps, self.vetoed_steps = steps, vetoed
+        if not (isinstance(state, dict) and set(state) == {"steps", self.event}):
+            raise ValueError(f"plc state needs integers 'steps' ≥ '{self.event}' ≥ 0, got {state!r}.")
+        self.load_counts(state, "plc")
