@@ -20,7 +20,10 @@
 # compares every published run of NAME into docs/results/NAME/compare.{md,json,png} (accuracy, the deciding
 # objective) and compare-win-probability/ (its smooth companion). The published files are
 # what docs/benchmarks.md and the README report; runs/ (checkpoints, caches) stays out of git. A run published
-# earlier (e.g. on another machine) is compared with the new ones without being retrained.
+# earlier (e.g. on another machine) is compared with the new ones without being retrained. A finished training (in
+# runs/ or published) is reused only if it was trained with the config the script trains that run with now (checked
+# first, by `panacea train --check`); after configs/NAME.yaml changes, move the old run aside, keeping it under
+# RUN@LABEL, with benchmarks/retire_run.py NAME RUN LABEL.
 #
 #   nohup benchmarks/fronts.sh hh-2d > runs/fronts-hh-2d.log 2>&1 &
 #   benchmarks/fronts.sh hh-2d soups-hh-2d        # only the named runs (then compare all published ones)
@@ -90,6 +93,10 @@ done
 for run in "${runs[@]}"; do
   [[ -v settings[$run] ]] || { echo "fronts.sh: unknown run $run (one of ${order[*]})" >&2; exit 2; }
 done
+
+config_for() {  # the config RUN trains from: a soups run reads configs/soups-NAME.yaml where there is one (the
+  if [[ $1 == soups-* && -f configs/soups-$name.yaml ]]; then echo "configs/soups-$name.yaml"; else echo "$config"; fi
+}  # baseline's own, tuned settings), every other run configs/NAME.yaml; then ${settings[RUN]} on top
 
 copy() {  # copy FILE to TARGET through a temporary file: TARGET is whole or absent, never half-written
   mkdir -p "$(dirname "$2")"
@@ -314,6 +321,26 @@ if ((save_only)); then
   exit 0
 fi
 
+# A finished training is reused (below: "trained already", or restored from its published record) only if it was
+# trained with the config this script trains that run with now: after configs/NAME.yaml changes (new defaults, new
+# held-out sets) the old weights would otherwise be scored as the new config's, on the sets the old config names.
+# `panacea train --check` compares them; every run is checked before anything runs, and nothing is changed. (An
+# unfinished run is checked by `panacea train --resume` itself.)
+for run in "${runs[@]}"; do
+  trained=
+  if finished "$run"; then trained=$runs_dir/$run
+  elif [[ ! -e $runs_dir/$run ]] && has_weights "$published/$run/train"; then trained=$published/$run/train
+  fi
+  [[ -n $trained ]] || continue
+  # shellcheck disable=SC2086
+  if ! "$panacea" train "$(config_for "$run")" ${settings[$run]} --set output_dir=$trained --resume --check; then
+    echo "fronts.sh: $trained was trained with another config than $(config_for "$run")${settings[$run]:+ + ${settings[$run]}}" \
+      "(above); its weights are not that config's. Move the old run aside first, keeping it (its runs/ folder," \
+      "published record and refusal labels): python benchmarks/retire_run.py $name $run LABEL" >&2
+    exit 2
+  fi
+done
+
 for run in "${runs[@]}"; do
   echo "=== $run: train $(date -u +%H:%M:%S)"
   snapshot "$run"
@@ -321,11 +348,8 @@ for run in "${runs[@]}"; do
   if finished "$run"; then
     echo "=== $run: trained already"
   else
-    # a soups run reads configs/soups-NAME.yaml where there is one: the baseline's own (tuned) settings
-    run_config=$config
-    if [[ $run == soups-* && -f configs/soups-$name.yaml ]]; then run_config=configs/soups-$name.yaml; fi
     # shellcheck disable=SC2086  # the settings are words on purpose
-    "$panacea" train "$run_config" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
+    "$panacea" train "$(config_for "$run")" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
   fi
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record

@@ -131,6 +131,12 @@ def _build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--resume", action="store_true", help="Continue the run in output_dir from its last complete checkpoint."
     )
+    training.add_argument(
+        "--check",
+        action="store_true",
+        help="Check the config, and that training could start in output_dir (with --resume: that the run there was "
+        "trained with this config), then exit without training or writing anything.",
+    )
     training.set_defaults(run=_run_train)
 
     generate = commands.add_parser("generate", help="Answer a prompt at a preference.")
@@ -452,10 +458,25 @@ def _run_train(args: argparse.Namespace) -> None:
     from panacea.training import TrainConfig
 
     config = TrainConfig.from_yaml(args.config, args.overrides)
+    if args.check:
+        print(_check(config, args.config, resume=args.resume))
+        return
     try:
         print(_train(config, resume=args.resume))
     except KeyboardInterrupt as interrupt:
         raise KeyboardInterrupt(_resume_hint(config, args)) from interrupt
+
+
+def _check(config: TrainConfig, path: str, *, resume: bool) -> str:
+    """`panacea train --check`: what training `config` in its output_dir would do, in one line; the errors training
+    would raise there (a stranger's folder, a run trained with another config) are raised, nothing is written."""
+    from panacea.training.trainer import CONFIG_FILE, validate_output_dir
+
+    output_dir = Path(config.output_dir)
+    validate_output_dir(config, output_dir, resume)
+    if (output_dir / CONFIG_FILE).is_file():
+        return f"{path}: the run in {output_dir} was trained with this config (--resume continues or reuses it)"
+    return f"{path}: a valid config; {output_dir} holds no run yet (training starts a new one there)"
 
 
 def _train(config: TrainConfig, *, resume: bool) -> str:

@@ -75,6 +75,26 @@ def test_train_writes_a_run_folder(training_config, tmp_path, capsys):
     assert "already holds a run; pass --resume" in capsys.readouterr().err
 
 
+def test_train_check_says_what_training_would_do_and_writes_nothing(training_config, tmp_path, capsys):
+    """`panacea train --check` (what benchmarks/fronts.sh asks before it reuses a finished run): a new folder passes
+    and is not created; the run there passes with --resume when trained with this config, and is refused, naming the
+    fields, when trained with another; nothing is written either way."""
+    run = tmp_path / "trained"
+    assert main(["train", str(training_config), "--check"]) == 0
+    assert "holds no run yet" in capsys.readouterr().out and not run.exists()
+    one_step = ["train", str(training_config), "--set", "max_steps=1"]
+    assert main(one_step) == 0
+    capsys.readouterr()
+    files = {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()}
+    assert main([*one_step, "--resume", "--check"]) == 0
+    assert "was trained with this config" in capsys.readouterr().out
+    assert main([*one_step, "--set", "learning_rate=0.5", "--resume", "--check"]) == 2
+    assert "the config differs from" in (error := capsys.readouterr().err) and "in ['learning_rate']" in error
+    assert main([*one_step, "--check"]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in sorted(run.rglob("*")) if path.is_file()} == files
+
+
 def test_train_config_with_unknown_key_is_named(tmp_path, capsys):
     path = tmp_path / "train.yaml"
     path.write_text("learning_rat: 1e-4\n")

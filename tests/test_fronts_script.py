@@ -48,11 +48,16 @@ def _fake_panacea(tmp_path: Path, script: str) -> Path:
     return fake
 
 
+def _trains(stdout: str) -> list[str]:
+    """The `panacea train` commands a dry run printed, less the `--check`s before it reuses a finished run."""
+    return [line for line in stdout.splitlines() if line.startswith("train ") and not line.endswith(" --check")]
+
+
 @pytest.mark.parametrize("name", ["hh-2d", "hhc-3d"])
 def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
     done = _dry_run(name)
     assert done.returncode == 0, done.stderr
-    trains = [shlex.split(line)[1:] for line in done.stdout.splitlines() if line.startswith("train ")]
+    trains = [shlex.split(line)[1:] for line in _trains(done.stdout)]
     assert len(trains) == 5
     configs = []
     for words in trains:
@@ -146,7 +151,7 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
     relative = "train: [{path: data/helpful.jsonl.gz}, {path: /elsewhere/x.jsonl}]\n"  # any clone restores it
     for config in ("hh-2d/train/config.yaml", "soups-hh-2d/train/soups/helpful/config.yaml"):
         assert (published / config).read_text() == relative
-    trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+    trains = _trains(done.stdout)
     assert len(trains) == 1 and "soups-hh-2d" in trains[0]  # hh-2d holds its final adapter: not trained again
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
     runs = [str(published / run) for run in ("hh-2d", "hh-2d-tche", "soups-hh-2d")]
@@ -297,9 +302,45 @@ def test_a_run_published_with_its_weights_is_restored_not_trained_again(tmp_path
     runs = tmp_path / "runs"
     assert (runs / "hh-2d/adapter/adapter_model.safetensors").is_file()
     assert (runs / "hh-2d/checkpoints/step-100" / STATE_FILE).is_file()
-    trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+    trains = _trains(done.stdout)
     assert len(trains) == 1 and "output_dir=" + str(runs / "soups-hh-2d") in trains[0]
     assert "hh-2d: restored from" in done.stdout
+
+
+def test_a_finished_run_trained_with_another_config_stops_the_script_before_anything_runs(tmp_path):
+    """After configs/NAME.yaml changes (e.g. tuned defaults), a finished run in runs/, or a published record with
+    weights that would be restored, holds the old config's weights: reused, they would be scored as the new
+    config's. Each is checked (`panacea train --check`, with the run's settings, against the folder holding it) before
+    anything runs, and one that differs stops the script, naming how to move it aside."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    for name in ("config.yaml", "adapter/adapter_model.safetensors"):
+        (runs / "hh-2d-tche" / name).parent.mkdir(parents=True, exist_ok=True)
+        (runs / "hh-2d-tche" / name).write_text("{}")
+    record = published / "soups-hh-2d" / "train"
+    for name in ("config.yaml", "soups/helpful/adapter/adapter_model.safetensors"):
+        (record / name).parent.mkdir(parents=True, exist_ok=True)
+        (record / name).write_text("{}")
+    members = {"helpful": {"adapter": "soups/helpful/adapter"}}
+    (record / "manifest.json").write_text(json.dumps({"complete": True, "runs": members}))
+    calls = tmp_path / "calls"
+
+    def files() -> list[Path]:
+        return sorted(path for path in tmp_path.rglob("*") if path.is_file() and path != calls)
+
+    fake = _fake_panacea(  # records every call; the soups record was trained with another config
+        tmp_path, f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *{record}*--check) exit 2;; esac\n'
+    )
+    before = files()
+    done = _dry_run("hh-2d", "hh-2d", "hh-2d-tche", "soups-hh-2d", PANACEA=str(fake))
+    assert done.returncode == 2
+    assert "python benchmarks/retire_run.py hh-2d soups-hh-2d LABEL" in done.stderr
+    tche = "scalarization=tche --set preference_sampling=groups --set preference_groups=4 --set micro_batch_size=2"
+    soups = "method=soups --set soups_budget=split"
+    assert calls.read_text().splitlines() == [  # hh-2d holds no training: nothing to check
+        f"train configs/hh-2d.yaml --set {tche} --set output_dir={runs / 'hh-2d-tche'} --resume --check",
+        f"train configs/soups-hh-2d.yaml --set {soups} --set output_dir={record} --resume --check",  # its own config
+    ]
+    assert files() == before  # nothing restored, trained, scored or published
 
 
 def test_a_soups_record_published_without_its_members_weights_is_trained_not_restored(tmp_path):
@@ -317,7 +358,7 @@ def test_a_soups_record_published_without_its_members_weights_is_trained_not_res
         done = _dry_run("hh-2d", "soups-hh-2d")
         assert done.returncode == 0, done.stderr
         assert "restored from" not in done.stdout and not (tmp_path / "runs/soups-hh-2d/manifest.json").exists()
-        trains = [line for line in done.stdout.splitlines() if line.startswith("train ")]
+        trains = _trains(done.stdout)
         assert len(trains) == 1 and "output_dir=" + str(tmp_path / "runs/soups-hh-2d") in trains[0]
         (soups / f"soups/{missing}/adapter").mkdir(parents=True, exist_ok=True)
         (soups / f"soups/{missing}/adapter/adapter_model.safetensors").write_text("{}")

@@ -416,55 +416,66 @@ def _forget_failed_start(output_dir: Path, created: bool) -> None:
 
 
 def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator) -> None:
-    """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config.
+    """Refuse to mix runs (`validate_output_dir`), then record the config in a new run's folder.
 
     The config is saved with absolute data paths, so the run folder works from any directory. Every process checks
     the folder before the main process writes to it (another process would see its config.yaml's temporary file
     as a stranger's). `accelerator`: anything with `is_main_process` and `wait_for_everyone()` (an Accelerator, a
     PartialState).
     """
-    saved = output_dir / CONFIG_FILE
-    resolved = with_absolute_data_paths(config_to_dict(config))
-    write = not saved.is_file()
-    if (
-        not saved.is_file()
-        and output_dir.is_dir()
-        and (contents := sorted(entry.name for entry in output_dir.iterdir()))
-    ):
-        shown = ", ".join(contents[:3]) + (", …" if len(contents) > 3 else "")
-        raise ValueError(
-            f"{output_dir} is not empty ({shown}) and holds no panacea run; a new run writes its log, checkpoints "
-            "and adapter there and would mix with (or truncate) those files. Choose a new or empty output_dir."
-        )
-    if saved.is_file():
-        if not resume:
-            raise ValueError(
-                f"{output_dir} already holds a run; pass --resume to continue it, or choose another output_dir."
-            )
-        stored = load_yaml(saved)
-        previous = with_absolute_data_paths(stored)  # older runs saved relative paths: the same files are the same
-        # A field added after the run was saved counts as unchanged when it holds its default (older runs resume),
-        # at the top level and in each dimension (e.g. `reward`, added with objective 'rl').
-        _fill_fields_at_default(previous, resolved, TrainConfig)
-        for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or [], strict=False):
-            if isinstance(before, dict) and isinstance(now, dict):
-                _fill_fields_at_default(before, now, DimensionConfig)
-        if previous.get("adapter") != resolved.get("adapter") and _same_adapter(config, previous.get("adapter")):
-            previous["adapter"] = resolved["adapter"]  # e.g. an adapter field added later, at its default
-        # Where the run lies is not a setting: a run folder that was moved or copied resumes where it is now.
-        keys = (set(previous) | set(resolved)) - {"output_dir"}
-        changed = sorted(key for key in keys if previous.get(key) != resolved.get(key))
-        if changed:
-            raise ValueError(
-                f"--resume: the config differs from {saved} in {changed}; resume with the same config, or start "
-                f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
-            )
-        moved = stored.get("output_dir") != resolved.get("output_dir")
-        write = moved or stored.get("dimensions") != resolved.get("dimensions")  # where it lies now, absolute paths
+    write = validate_output_dir(config, output_dir, resume)
     accelerator.wait_for_everyone()
     if write and accelerator.is_main_process:
-        dump_yaml(resolved, saved)
+        dump_yaml(with_absolute_data_paths(config_to_dict(config)), output_dir / CONFIG_FILE)
     accelerator.wait_for_everyone()
+
+
+def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> bool:
+    """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config
+    (`config_changes`). Writes nothing; returns whether the folder's config.yaml is to be (re)written: for a new run,
+    or for a resumed one that was moved or recorded its data paths relatively."""
+    saved = output_dir / CONFIG_FILE
+    if not saved.is_file():
+        if output_dir.is_dir() and (contents := sorted(entry.name for entry in output_dir.iterdir())):
+            shown = ", ".join(contents[:3]) + (", …" if len(contents) > 3 else "")
+            raise ValueError(
+                f"{output_dir} is not empty ({shown}) and holds no panacea run; a new run writes its log, "
+                "checkpoints and adapter there and would mix with (or truncate) those files. Choose a new or empty "
+                "output_dir."
+            )
+        return True
+    if not resume:
+        raise ValueError(
+            f"{output_dir} already holds a run; pass --resume to continue it, or choose another output_dir."
+        )
+    if changed := config_changes(config, saved):
+        raise ValueError(
+            f"--resume: the config differs from {saved} in {changed}; resume with the same config, or start "
+            f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
+        )
+    stored, resolved = load_yaml(saved), with_absolute_data_paths(config_to_dict(config))
+    moved = stored.get("output_dir") != resolved.get("output_dir")
+    return moved or stored.get("dimensions") != resolved.get("dimensions")  # where it lies now, absolute paths
+
+
+def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
+    """The top-level fields in which `config` differs from a run's saved config.yaml (sorted; [] = the same run).
+
+    Data paths compare as absolute paths (older runs saved relative ones); a field added after the run was saved
+    counts as unchanged when `config` holds it at its default, at the top level and in each dimension (e.g.
+    `reward`, added with objective 'rl'), and so does an adapter section that resolves to the same adapter. Where
+    the run lies (`output_dir`) is not a setting: a run folder that was moved or copied is the same run.
+    """
+    resolved = with_absolute_data_paths(config_to_dict(config))
+    previous = with_absolute_data_paths(load_yaml(saved))
+    _fill_fields_at_default(previous, resolved, TrainConfig)
+    for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or [], strict=False):
+        if isinstance(before, dict) and isinstance(now, dict):
+            _fill_fields_at_default(before, now, DimensionConfig)
+    if previous.get("adapter") != resolved.get("adapter") and _same_adapter(config, previous.get("adapter")):
+        previous["adapter"] = resolved["adapter"]  # e.g. an adapter field added later, at its default
+    keys = (set(previous) | set(resolved)) - {"output_dir"}
+    return sorted(key for key in keys if previous.get(key) != resolved.get(key))
 
 
 def _same_adapter(config: TrainConfig, saved: Any) -> bool:

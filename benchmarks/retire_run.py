@@ -1,0 +1,134 @@
+"""Move a benchmark run aside under a label, so that its name can train again with a changed config.
+
+    python benchmarks/retire_run.py hh-2d hh-2d defaults        # hh-2d's Panacea + LS run becomes hh-2d@defaults
+    python benchmarks/retire_run.py hh-2d hh-2d defaults --dry-run
+
+`benchmarks/fronts.sh NAME` refuses to reuse a finished training of RUN whose config differs from the one it would
+train RUN with now (new defaults, new held-out sets); this keeps the old run, under RUN@LABEL, everywhere its name
+identifies it:
+  - runs/RUN → runs/RUN@LABEL (checkpoints, caches; a moved run still evaluates and resumes where it lies), and
+    runs/.reference-snapshots/RUN with it;
+  - docs/results/NAME/RUN → docs/results/NAME/RUN@LABEL (its training record, weights and published fronts), and
+    every markdown link to a file under it (README.md, docs/**/*.md), so the docs keep pointing at what they
+    describe; fronts.sh no longer compares it (it compares the runs it trains, by name);
+  - the refusal audit's items (docs/results/refusal-audit/items.jsonl): each answer's source run RUN becomes
+    RUN@LABEL, so its blind labels stay with the answers they judged and the new training's answers are drawn
+    under RUN. Re-run `python benchmarks/refusal_audit.py score` afterwards to rename it in the audit's results.
+
+Nothing moves unless every step can: a target that exists already, or a RUN found nowhere, is refused first. Files
+are rewritten through a temporary file and a rename. Run it while no job uses RUN; commit docs/ afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from panacea._io import write_text
+
+AUDIT_ITEMS = "refusal-audit/items.jsonl"  # under docs/results (benchmarks/refusal_audit.py)
+LINK_END = r"(?=[/)\s#`\"'>]|$)"  # the path ends at a folder separator, a link's end or whitespace
+
+
+def retired_name(name: str, run: str, label: str) -> str:
+    """RUN@LABEL; NAME, RUN and LABEL each a plain name (letters, digits, '.', '_', '-'): none reaches elsewhere."""
+    for what, value in (("benchmark", name), ("run", run), ("label", label)):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise SystemExit(f"retire_run: the {what} {value!r} must be letters, digits, '.', '_' or '-'.")
+    return f"{run}@{label}"
+
+
+def plan(name: str, run: str, label: str, runs: Path, published: Path, docs: list[Path], items: Path) -> list[tuple]:
+    """The steps retiring RUN takes, as (kind, what, detail); refuses (SystemExit) before any of them if one cannot
+    be taken."""
+    retired = retired_name(name, run, label)
+    steps: list[tuple] = []
+    for folder in (runs / run, runs / ".reference-snapshots" / run, published / name / run):
+        target = folder.with_name(retired)
+        if target.exists():
+            raise SystemExit(f"retire_run: {target} exists already; choose another label. Nothing moved.")
+        if folder.exists():
+            steps.append(("move", folder, target))
+    if not any(step[0] == "move" and step[1] != runs / ".reference-snapshots" / run for step in steps):
+        raise SystemExit(f"retire_run: neither {runs / run} nor {published / name / run} exists. Nothing moved.")
+    folder = re.escape(f"results/{name}/{run}")
+    pattern = re.compile(rf"(?<![\w.@-]){folder}{LINK_END}")
+    for doc in docs:
+        text = doc.read_text()
+        count = len(pattern.findall(text))
+        if count:
+            steps.append(("links", doc, (pattern, f"results/{name}/{retired}", count)))
+    if items.is_file():
+        records = [json.loads(line) for line in items.read_text().splitlines() if line.strip()]
+        sources = [source for record in records for source in record["sources"] if source["run"] == run]
+        for source in sources:
+            source["run"] = retired
+        if sources:  # written as refusal_audit writes it: a record a line, in the same order
+            text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+            steps.append(("items", items, (text, len(sources))))
+    return steps
+
+
+def apply(steps: list[tuple]) -> None:
+    for kind, what, detail in steps:
+        if kind == "move":
+            detail.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(what, detail)
+        elif kind == "links":
+            pattern, replacement, _ = detail
+            write_text(what, pattern.sub(replacement, what.read_text()))
+        else:
+            write_text(what, detail[0])
+
+
+def describe(step: tuple) -> str:
+    kind, what, detail = step
+    if kind == "move":
+        return f"move {what} → {detail}"
+    if kind == "links":
+        return f"point {detail[2]} link(s) in {what} at {detail[1]}"
+    return f"rename {detail[1]} answer source(s) in {what}"
+
+
+def markdown_files(root: Path) -> list[Path]:
+    """README.md and every markdown file under docs/ (the published results' own markdown included)."""
+    files = [root / "README.md"] if (root / "README.md").is_file() else []
+    return files + sorted((root / "docs").rglob("*.md"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="the benchmark, e.g. hh-2d (configs/NAME.yaml, docs/results/NAME/)")
+    parser.add_argument("run", help="the run to retire, e.g. hh-2d or soups-hh-2d")
+    parser.add_argument("label", help="what distinguishes it, e.g. 'defaults': it becomes RUN@LABEL")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps; change nothing")
+    args = parser.parse_args(argv)
+    runs = Path(os.environ.get("RUNS_DIR", "runs"))
+    published = Path(os.environ.get("PUBLISH_DIR", "docs/results"))
+    # the moved files first: a markdown file under the run's published folder is rewritten where it then lies
+    steps = plan(args.name, args.run, args.label, runs, published, markdown_files(Path(".")), published / AUDIT_ITEMS)
+    for step in steps:
+        print(("would " if args.dry_run else "") + describe(step))
+    if not args.dry_run:
+        moved = {what: target for kind, what, target in steps if kind == "move"}
+        apply([step for step in steps if step[0] == "move"])
+        apply([(kind, _moved(what, moved), detail) for kind, what, detail in steps if kind != "move"])
+        if any(step[0] == "items" for step in steps):
+            print("now: python benchmarks/refusal_audit.py score (the audit's results name the retired run)")
+    return 0
+
+
+def _moved(path: Path, moved: dict[Path, Path]) -> Path:
+    """Where PATH lies after the moves (a file inside a moved folder moved with it)."""
+    for folder, target in moved.items():
+        if path.is_relative_to(folder):
+            return target / path.relative_to(folder)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
