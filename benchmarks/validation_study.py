@@ -55,6 +55,7 @@ from panacea.eval.sweep import evaluate_path, is_soups_run
 from panacea.training import TrainConfig, train
 from panacea.training.reference import SEED_DIRS_ENV
 from panacea.training.soups import train_soups
+from panacea.training.trainer import config_changes
 
 from panacea._io import atomic_directory, read_json, write_json, write_text
 from panacea.base_model import CACHE_SEEDS_ENV, cache_dir
@@ -383,6 +384,16 @@ def finished_record(row: str) -> dict | None:
                 )
             return record
     return None
+
+
+def base_changes() -> tuple[Path, list[str]]:
+    """(the record, the fields) in which BASE_CONFIG under the protocol now differs from the config the published
+    `panacea/defaults` trained with: a changed BASE_CONFIG (e.g. tuned defaults written into it once the study has
+    chosen) would make every row trained from now on a different study. [] when the same, or nothing is published."""
+    saved = PUBLISHED / "panacea" / "defaults" / "run" / "config.yaml"
+    if not saved.is_file():
+        return saved, []
+    return saved, config_changes(study_config("panacea", "defaults"), saved)
 
 
 def veto_rate(run: Path) -> float | None:
@@ -857,6 +868,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in args.only or ():
         if row.endswith(SEED_TAIL) and (problem := second_training_refused(row)) is not None:
             parser.error(problem)
+    if not args.table and (changed := base_changes())[1]:
+        parser.error(
+            f"{BASE_CONFIG} differs from the study's base ({changed[0]}, the protocol's `panacea/defaults`) in "
+            f"{changed[1]}: rows trained now would not be comparable with the published ones. Run them with the "
+            "base the study recorded (restore those fields), or start a new round under a new name."
+        )
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())

@@ -441,6 +441,29 @@ def test_a_row_whose_definition_changed_after_it_ran_is_refused(monkeypatch, tmp
         study.finished_record(row)
 
 
+def test_rows_are_refused_once_the_base_config_differs_from_the_one_the_published_rows_trained_on(
+    monkeypatch, tmp_path, capsys
+):
+    """Once the study chooses, its settings go into configs/hh-2d.yaml, the study's base: a row trained after that
+    would belong to another study. Running rows is refused, naming the fields; the table still prints."""
+    monkeypatch.chdir(ROOT)
+    study = _study_in(tmp_path, monkeypatch)
+    recorded = tmp_path / "published" / "panacea" / "defaults" / "run" / "config.yaml"
+    recorded.parent.mkdir(parents=True)
+    shutil.copy(ROOT / "docs/results/validation-study/panacea/defaults/run/config.yaml", recorded)
+    assert study.base_changes() == (recorded, [])  # the checkout's base is the one the study ran on
+    base = yaml.safe_load((ROOT / study.BASE_CONFIG).read_text())
+    base["learning_rate"] = 1e-3  # e.g. a tuned default written into it
+    (tmp_path / "hh-2d.yaml").write_text(yaml.safe_dump(base))
+    monkeypatch.setattr(study, "BASE_CONFIG", str(tmp_path / "hh-2d.yaml"))
+    monkeypatch.setattr(study, "study_row", lambda *args, **kwargs: pytest.fail("a row ran"))
+    with pytest.raises(SystemExit) as refused:
+        study.main(["--only", "panacea/lr1e-3"])
+    assert refused.value.code == 2 and "differs from the study's base" in (error := capsys.readouterr().err)
+    assert "['learning_rate']" in error
+    assert study.main(["--table"]) == 0
+
+
 def test_two_full_runs_share_the_rows_a_busy_one_is_passed_by_the_full_run_and_refused_with_only(
     monkeypatch, tmp_path, capsys
 ):
