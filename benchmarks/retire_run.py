@@ -55,13 +55,10 @@ def plan(name: str, run: str, label: str, runs: Path, published: Path, docs: lis
             steps.append(("move", folder, target))
     if not any(step[0] == "move" and step[1] != runs / ".reference-snapshots" / run for step in steps):
         raise SystemExit(f"retire_run: neither {runs / run} nor {published / name / run} exists. Nothing moved.")
-    folder = re.escape(f"results/{name}/{run}")
-    pattern = re.compile(rf"(?<![\w.@-]){folder}{LINK_END}")
     for doc in docs:
-        text = doc.read_text()
-        count = len(pattern.findall(text))
+        text, count = retarget_links(doc, published / name / run, published / name / retired)
         if count:
-            steps.append(("links", doc, (pattern, f"results/{name}/{retired}", count)))
+            steps.append(("links", doc, (text, count)))
     if items.is_file():
         records = [json.loads(line) for line in items.read_text().splitlines() if line.strip()]
         sources = [source for record in records for source in record["sources"] if source["run"] == run]
@@ -73,14 +70,30 @@ def plan(name: str, run: str, label: str, runs: Path, published: Path, docs: lis
     return steps
 
 
+def retarget_links(doc: Path, old: Path, new: Path) -> tuple[str, int]:
+    """DOC's text with each path to OLD (or to a file under it) pointing at NEW instead, and how many there were.
+
+    A path is matched as written relative to DOC's folder (a link) or to the checkout's root (a path named in the
+    text, e.g. `docs/results/hh-2d/hh-2d`), whole: not inside a longer name (hh-2d-tche, hh-2d@first). A folder
+    outside the checkout (PUBLISH_DIR elsewhere) has no links here; a bare sibling name (no '/') is not matched."""
+    text, count = doc.read_text(), 0
+    if not old.resolve().is_relative_to(Path.cwd().resolve()):
+        return text, 0
+    for base in sorted({doc.parent, Path(".")}):
+        written = os.path.relpath(old, base)
+        if "/" not in written:
+            continue
+        pattern = re.compile(rf"(?<![\w.@/-]){re.escape(written)}{LINK_END}")
+        text, found = pattern.subn(os.path.relpath(new, base), text)
+        count += found
+    return text, count
+
+
 def apply(steps: list[tuple]) -> None:
     for kind, what, detail in steps:
         if kind == "move":
             detail.parent.mkdir(parents=True, exist_ok=True)
             os.rename(what, detail)
-        elif kind == "links":
-            pattern, replacement, _ = detail
-            write_text(what, pattern.sub(replacement, what.read_text()))
         else:
             write_text(what, detail[0])
 
@@ -90,7 +103,7 @@ def describe(step: tuple) -> str:
     if kind == "move":
         return f"move {what} → {detail}"
     if kind == "links":
-        return f"point {detail[2]} link(s) in {what} at {detail[1]}"
+        return f"point {detail[1]} link(s) in {what} at the retired run's folder"
     return f"rename {detail[1]} answer source(s) in {what}"
 
 

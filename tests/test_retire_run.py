@@ -94,3 +94,16 @@ def test_a_step_that_cannot_be_taken_refuses_them_all(retire, workspace, argumen
     with pytest.raises(SystemExit, match=message):
         retire.main(arguments)
     assert _tree(workspace) == before and Path("runs/hh-2d").is_dir()
+
+
+def test_a_published_folder_outside_the_checkout_moves_without_touching_the_checkouts_docs(
+    retire, workspace, tmp_path_factory, monkeypatch
+):
+    """PUBLISH_DIR elsewhere (a dry run of the benchmarks): the checkout's docs link to its own docs/results."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "hh-2d" / "hh-2d").mkdir(parents=True)
+    monkeypatch.setenv("PUBLISH_DIR", str(elsewhere))
+    docs = {path: path.read_text() for path in (Path("README.md"), Path("docs/benchmarks.md"))}
+    assert retire.main(["hh-2d", "hh-2d", "defaults"]) == 0
+    assert (elsewhere / "hh-2d" / "hh-2d@defaults").is_dir() and Path("docs/results/hh-2d/hh-2d").is_dir()
+    assert {path: path.read_text() for path in docs} == docs
