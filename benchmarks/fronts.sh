@@ -323,9 +323,13 @@ fi
 
 # A finished training is reused (below: "trained already", or restored from its published record) only if it was
 # trained with the config this script trains that run with now: after configs/NAME.yaml changes (new defaults, new
-# held-out sets) the old weights would otherwise be scored as the new config's, on the sets the old config names.
-# `panacea train --check` compares them; every run is checked before anything runs, and nothing is changed. (An
-# unfinished run is checked by `panacea train --resume` itself.)
+# held-out sets or sizes) the old weights would otherwise be scored as the new config's, on the sets the old config
+# names. `panacea train --check` compares them (the config's fields, data by path: a data file rebuilt in place is not
+# told apart); every run is checked before anything runs, and nothing is changed. (An unfinished run is checked by
+# `panacea train --resume` itself.)
+places=  # where this invocation's runs and published records lie, for the retire_run command it names
+if [[ -n ${RUNS_DIR:-} ]]; then places+="RUNS_DIR=$(printf %q "$runs_dir") "; fi
+if [[ -n ${PUBLISH_DIR:-} ]]; then places+="PUBLISH_DIR=$(printf %q "${PUBLISH_DIR}") "; fi
 for run in "${runs[@]}"; do
   trained=
   if finished "$run"; then trained=$runs_dir/$run
@@ -333,10 +337,11 @@ for run in "${runs[@]}"; do
   fi
   [[ -n $trained ]] || continue
   # shellcheck disable=SC2086
-  if ! "$panacea" train "$(config_for "$run")" ${settings[$run]} --set output_dir=$trained --resume --check; then
-    echo "fronts.sh: $trained was trained with another config than $(config_for "$run")${settings[$run]:+ + ${settings[$run]}}" \
-      "(above); its weights are not that config's. Move the old run aside first, keeping it (its runs/ folder," \
-      "published record and refusal labels): python benchmarks/retire_run.py $name $run LABEL" >&2
+  if ! "$panacea" train "$(config_for "$run")" ${settings[$run]} --set "output_dir=$trained" --resume --check; then
+    echo "fronts.sh: the check of $trained against $(config_for "$run")${settings[$run]:+ + ${settings[$run]}} failed" \
+      "(above). If it names fields that differ, the run was trained with another config and its weights are not" \
+      "this one's: move the old run aside first, keeping it (its runs/ folder, published record and refusal" \
+      "labels): ${places}python benchmarks/retire_run.py $name $run LABEL" >&2
     exit 2
   fi
 done
@@ -349,7 +354,7 @@ for run in "${runs[@]}"; do
     echo "=== $run: trained already"
   else
     # shellcheck disable=SC2086  # the settings are words on purpose
-    "$panacea" train "$(config_for "$run")" ${settings[$run]} --set output_dir=$runs_dir/$run --resume
+    "$panacea" train "$(config_for "$run")" ${settings[$run]} --set "output_dir=$runs_dir/$run" --resume
   fi
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record

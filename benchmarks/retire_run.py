@@ -15,8 +15,10 @@ identifies it:
     RUN@LABEL, so its blind labels stay with the answers they judged and the new training's answers are drawn
     under RUN. Re-run `python benchmarks/refusal_audit.py score` afterwards to rename it in the audit's results.
 
-Nothing moves unless every step can: a target that exists already, or a RUN found nowhere, is refused first. Files
-are rewritten through a temporary file and a rename. Run it while no job uses RUN; commit docs/ afterwards.
+Nothing moves unless every step can: a target that exists beside its source, or a RUN found nowhere, is refused
+first. Files are rewritten through a temporary file and a rename; an interrupted retirement is finished by the same
+command again (what is done is skipped). The run's own published markdown (answers.md) moves unchanged. Run it while
+no job uses RUN; commit docs/ afterwards.
 """
 
 from __future__ import annotations
@@ -47,15 +49,20 @@ def plan(name: str, run: str, label: str, runs: Path, published: Path, docs: lis
     be taken."""
     retired = retired_name(name, run, label)
     steps: list[tuple] = []
-    for folder in (runs / run, runs / ".reference-snapshots" / run, published / name / run):
+    folders = (runs / run, runs / ".reference-snapshots" / run, published / name / run)
+    for folder in folders:
         target = folder.with_name(retired)
-        if target.exists():
+        if folder.exists() and target.exists():
             raise SystemExit(f"retire_run: {target} exists already; choose another label. Nothing moved.")
         if folder.exists():
             steps.append(("move", folder, target))
-    if not any(step[0] == "move" and step[1] != runs / ".reference-snapshots" / run for step in steps):
+    done = [folder for folder in folders if not folder.exists() and folder.with_name(retired).exists()]
+    if not steps and not done:
         raise SystemExit(f"retire_run: neither {runs / run} nor {published / name / run} exists. Nothing moved.")
+    moved = [folder for folder in folders if folder.exists()]
     for doc in docs:
+        if any(doc.resolve().is_relative_to(folder.resolve()) for folder in moved):  # its own (answers.md): not
+            continue  # rewritten (a model's answer may hold any path), and their links move with them
         text, count = retarget_links(doc, published / name / run, published / name / retired)
         if count:
             steps.append(("links", doc, (text, count)))
@@ -108,7 +115,7 @@ def describe(step: tuple) -> str:
 
 
 def markdown_files(root: Path) -> list[Path]:
-    """README.md and every markdown file under docs/ (the published results' own markdown included)."""
+    """README.md and every markdown file under docs/ (`plan` leaves those of the moved folders alone)."""
     files = [root / "README.md"] if (root / "README.md").is_file() else []
     return files + sorted((root / "docs").rglob("*.md"))
 
@@ -122,25 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = Path(os.environ.get("RUNS_DIR", "runs"))
     published = Path(os.environ.get("PUBLISH_DIR", "docs/results"))
-    # the moved files first: a markdown file under the run's published folder is rewritten where it then lies
     steps = plan(args.name, args.run, args.label, runs, published, markdown_files(Path(".")), published / AUDIT_ITEMS)
     for step in steps:
         print(("would " if args.dry_run else "") + describe(step))
+    if not steps:
+        print(f"{args.run} is retired as {retired_name(args.name, args.run, args.label)} already: nothing left to do")
     if not args.dry_run:
-        moved = {what: target for kind, what, target in steps if kind == "move"}
-        apply([step for step in steps if step[0] == "move"])
-        apply([(kind, _moved(what, moved), detail) for kind, what, detail in steps if kind != "move"])
+        apply(steps)  # the moves first, then the rewrites (no file rewritten lies in a moved folder)
         if any(step[0] == "items" for step in steps):
             print("now: python benchmarks/refusal_audit.py score (the audit's results name the retired run)")
     return 0
-
-
-def _moved(path: Path, moved: dict[Path, Path]) -> Path:
-    """Where PATH lies after the moves (a file inside a moved folder moved with it)."""
-    for folder, target in moved.items():
-        if path.is_relative_to(folder):
-            return target / path.relative_to(folder)
-    return path
 
 
 if __name__ == "__main__":

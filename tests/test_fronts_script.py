@@ -333,7 +333,9 @@ def test_a_finished_run_trained_with_another_config_stops_the_script_before_anyt
     before = files()
     done = _dry_run("hh-2d", "hh-2d", "hh-2d-tche", "soups-hh-2d", PANACEA=str(fake))
     assert done.returncode == 2
-    assert "python benchmarks/retire_run.py hh-2d soups-hh-2d LABEL" in done.stderr
+    # the command names this invocation's folders: pasted, it retires these, not the checkout's
+    command = f"RUNS_DIR={runs} PUBLISH_DIR={published.parent} python benchmarks/retire_run.py hh-2d soups-hh-2d LABEL"
+    assert command in done.stderr
     tche = "scalarization=tche --set preference_sampling=groups --set preference_groups=4 --set micro_batch_size=2"
     soups = "method=soups --set soups_budget=split"
     assert calls.read_text().splitlines() == [  # hh-2d holds no training: nothing to check
@@ -341,6 +343,21 @@ def test_a_finished_run_trained_with_another_config_stops_the_script_before_anyt
         f"train configs/soups-hh-2d.yaml --set {soups} --set output_dir={record} --resume --check",  # its own config
     ]
     assert files() == before  # nothing restored, trained, scored or published
+
+
+def test_a_finished_run_in_a_folder_whose_path_holds_a_space_is_checked_and_reused(tmp_path):
+    """The check passed output_dir unquoted: a space split it, `panacea train` refused the stray word, and the script
+    stopped as if the run had been trained with another config."""
+    runs = tmp_path / "runs dir"
+    for name in ("config.yaml", "adapter/adapter_model.safetensors"):
+        (runs / "hh-2d" / name).parent.mkdir(parents=True, exist_ok=True)
+        (runs / "hh-2d" / name).write_text("{}")
+    fake = _fake_panacea(  # `train CONFIG --set output_dir=DIR --resume --check`: six words, or a split path
+        tmp_path, '#!/bin/sh\nif [ "$1" = train ] && [ "$#" -ne 6 ]; then echo "split: $*" >&2; exit 2; fi\n'
+    )
+    done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake), RUNS_DIR=str(runs))
+    assert done.returncode == 0, done.stderr
+    assert "hh-2d: trained already" in done.stdout
 
 
 def test_a_soups_record_published_without_its_members_weights_is_trained_not_restored(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
+ANSWERS = "A model's answer may name any path: `ls ../../etc` and ../..\n"  # ../.. is the run's folder from there
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def workspace(tmp_path, monkeypatch):
         Path(folder).mkdir(parents=True)
     Path("runs/hh-2d/adapter/adapter_model.safetensors").write_text("weights")
     Path("runs/.reference-snapshots/hh-2d").write_text("# cache entries v2\n")
-    Path("docs/results/hh-2d/hh-2d/eval/answers.md").write_text("answers\n")
+    Path("docs/results/hh-2d/hh-2d/eval/answers.md").write_text(ANSWERS)
     Path("docs/results/refusal-audit").mkdir(parents=True)
     items = [
         {"item": "1", "set": "harmbench", "sources": [_source("hh-2d"), _source("soups-hh-2d")]},
@@ -54,7 +55,7 @@ def test_the_run_its_record_links_and_audit_sources_move_under_the_label(retire,
     assert not Path("runs/hh-2d").exists() and not Path("docs/results/hh-2d/hh-2d").exists()
     assert Path("runs/hh-2d@defaults/adapter/adapter_model.safetensors").read_text() == "weights"
     assert Path("runs/.reference-snapshots/hh-2d@defaults").is_file()
-    assert Path("docs/results/hh-2d/hh-2d@defaults/eval/answers.md").read_text() == "answers\n"
+    assert Path("docs/results/hh-2d/hh-2d@defaults/eval/answers.md").read_text() == ANSWERS  # moved, unchanged
     assert Path("README.md").read_text() == (
         "[answers](docs/results/hh-2d/hh-2d@defaults/eval/answers.md) and `docs/results/hh-2d/hh-2d@defaults`\n"
     )
@@ -107,3 +108,12 @@ def test_a_published_folder_outside_the_checkout_moves_without_touching_the_chec
     assert retire.main(["hh-2d", "hh-2d", "defaults"]) == 0
     assert (elsewhere / "hh-2d" / "hh-2d@defaults").is_dir() and Path("docs/results/hh-2d/hh-2d").is_dir()
     assert {path: path.read_text() for path in docs} == docs
+
+
+def test_an_interrupted_retirement_is_finished_by_the_same_command(retire, workspace, capsys):
+    Path("runs/hh-2d").rename("runs/hh-2d@defaults")  # the first move happened, then the process died
+    assert retire.main(["hh-2d", "hh-2d", "defaults"]) == 0
+    assert Path("docs/results/hh-2d/hh-2d@defaults").is_dir() and "hh-2d@defaults/eval" in Path("README.md").read_text()
+    assert "would" not in capsys.readouterr().out
+    assert retire.main(["hh-2d", "hh-2d", "defaults"]) == 0
+    assert "nothing left to do" in capsys.readouterr().out

@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from panacea._config import config_to_dict, dump_yaml, load_yaml
 from panacea.base_model import load_base_model
-from panacea.data import TokenizedPair, load_dimension
+from panacea.data import PairSource, PromptSource, TokenizedPair, load_dimension
 
 from ._distributed import all_gather, sum_over_processes
 from .aggregators import build_aggregator
@@ -472,6 +472,10 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
     for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or [], strict=False):
         if isinstance(before, dict) and isinstance(now, dict):
             _fill_fields_at_default(before, now, DimensionConfig)
+            for key in ("train", "eval"):  # ... and in each of its pair sources (e.g. `columns`)
+                _fill_sources_at_default(before.get(key), now.get(key), PairSource)
+    if isinstance(previous.get("rl"), dict) and isinstance(resolved.get("rl"), dict):
+        _fill_sources_at_default(previous["rl"].get("prompts"), resolved["rl"].get("prompts"), PromptSource)
     if previous.get("adapter") != resolved.get("adapter") and _same_adapter(config, previous.get("adapter")):
         previous["adapter"] = resolved["adapter"]  # e.g. an adapter field added later, at its default
     keys = (set(previous) | set(resolved)) - {"output_dir"}
@@ -492,6 +496,14 @@ def _fill_fields_at_default(saved: dict, resolved: dict, section: type) -> None:
     for item in dataclasses.fields(section):
         if item.name not in saved and item.name in resolved and resolved[item.name] == _default(item):
             saved[item.name] = resolved[item.name]
+
+
+def _fill_sources_at_default(saved: Any, resolved: Any, section: type) -> None:
+    """`_fill_fields_at_default` for each pair of data-source entries of two lists (a saved run's and the config's)."""
+    if isinstance(saved, list) and isinstance(resolved, list):
+        for before, now in zip(saved, resolved, strict=False):
+            if isinstance(before, dict) and isinstance(now, dict):
+                _fill_fields_at_default(before, now, section)
 
 
 def _default(item: dataclasses.Field):

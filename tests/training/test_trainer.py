@@ -17,10 +17,12 @@ import yaml
 from accelerate.utils import DistributedType
 from panacea.training import TrainConfig, TrainingError, train
 from panacea.training import trainer as trainer_module
+from panacea.training.config import with_absolute_data_paths
 from tqdm.auto import tqdm
 
 from panacea import PanaceaModel, get_panacea_model, load_base_model
-from panacea._config import dump_yaml
+from panacea._config import config_to_dict, dump_yaml
+from panacea.data import PairSource
 from tests.helpers import (
     adapter_weights,
     config_dict,
@@ -499,6 +501,24 @@ def test_resume_counts_an_older_runs_relative_data_paths_as_the_same_files(works
     dimensions = [{"name": "a", "train": [{"path": str(tmp_path / "a.jsonl")}]}, relative_dimensions()[1]]
     with pytest.raises(ValueError, match=r"config differs .* \['dimensions'\]"):
         train(make_config(workspace, run, max_steps=2, dimensions=dimensions), resume=True)
+
+
+def test_a_data_source_field_added_after_a_run_was_saved_counts_as_unchanged_at_its_default(workspace, tmp_path):
+    """`config_changes` (what --resume and `panacea train --check` compare) filled the defaults of fields added later
+    at the top level and per dimension, not per data source: a saved run without a source's newer field (e.g.
+    `columns`) differed in ['dimensions'] and could be neither resumed nor reused."""
+    config = make_config(workspace, tmp_path / "run", max_steps=2)
+    config.dimensions[0].eval = [PairSource(path=str(workspace / "a.jsonl"), max_pairs=3)]
+    saved = with_absolute_data_paths(config_to_dict(config))
+    for dimension in saved["dimensions"]:
+        for source in dimension["train"] + dimension["eval"]:
+            del source["columns"], source["seed"]  # as a run saved before these fields existed holds them
+    path = tmp_path / "config.yaml"
+    dump_yaml(saved, path)
+    assert trainer_module.config_changes(config, path) == []
+    saved["dimensions"][0]["eval"][0]["max_pairs"] = 4  # another held-out size is another config
+    dump_yaml(saved, path)
+    assert trainer_module.config_changes(config, path) == ["dimensions"]
 
 
 # --- regularisation and file modes --------------------------------------------------------------------------
