@@ -40,7 +40,7 @@ from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import agreement, half_of, is_refusal
 from panacea.eval.report import format_interval
 
-from panacea._io import read_json, write_json, write_text
+from panacea._io import read_json, write_json, write_jsonl
 from panacea.preferences import is_vertex
 
 SETS = ("harmbench", "xstest_safe")  # the two sets issue 28's refusal targets name
@@ -90,10 +90,6 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise SystemExit(f"{path}:{number}: a JSON object per line, got {type(record).__name__}.")
             records.append(record)
     return records
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def prompts_by_id() -> dict[str, dict[str, str]]:

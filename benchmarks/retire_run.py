@@ -30,7 +30,7 @@ import re
 import sys
 from pathlib import Path
 
-from panacea._io import write_text
+from panacea._io import write_jsonl, write_text
 
 AUDIT_ITEMS = "refusal-audit/items.jsonl"  # under docs/results (benchmarks/refusal_audit.py)
 LINK_END = r"(?=[/)\s#`\"'>]|$)"  # the path ends at a folder separator, a link's end or whitespace
@@ -72,8 +72,7 @@ def plan(name: str, run: str, label: str, runs: Path, published: Path, docs: lis
         for source in sources:
             source["run"] = retired
         if sources:  # written as refusal_audit writes it: a record a line, in the same order
-            text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-            steps.append(("items", items, (text, len(sources))))
+            steps.append(("items", items, (records, len(sources))))
     return steps
 
 
@@ -101,8 +100,10 @@ def apply(steps: list[tuple]) -> None:
         if kind == "move":
             detail.parent.mkdir(parents=True, exist_ok=True)
             os.rename(what, detail)
-        else:
+        elif kind == "links":
             write_text(what, detail[0])
+        else:
+            write_jsonl(what, detail[0])
 
 
 def describe(step: tuple) -> str:

@@ -116,6 +116,11 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Write `records` atomically as JSON lines, one object a line in the given order, non-ASCII kept as it is."""
+    write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read a JSON object, with an error that names the file when it is missing or malformed."""
     path = Path(path)
