@@ -75,6 +75,7 @@ class CountsEvents:
     the rule acted, logs the share as `metrics()[rate]` and keeps both counts in its checkpoint state as
     {"steps": …, event: …} (PLC: its veto; PCGrad: a conflict, where it projects)."""
 
+    name: ClassVar[str]  # the aggregator's, for errors
     event: ClassVar[str]  # the state key of the acting calls' count, e.g. "vetoed_steps"
     rate: ClassVar[str]  # the metric, e.g. "veto_rate"
     steps: int = 0
@@ -90,11 +91,11 @@ class CountsEvents:
     def counts(self) -> dict[str, int]:
         return {"steps": self.steps, self.event: self.events}
 
-    def load_counts(self, state: dict[str, Any], owner: str) -> None:
-        """Take the counts from `state` (integers, steps ≥ events ≥ 0), else one error naming `owner`."""
+    def load_counts(self, state: dict[str, Any]) -> None:
+        """Take the counts from `state` (integers, steps ≥ events ≥ 0), else one error naming the aggregator."""
         steps, events = state.get("steps"), state.get(self.event)
         if not (isinstance(steps, int) and isinstance(events, int) and 0 <= events <= steps):
-            raise ValueError(f"{owner} state needs integers 'steps' ≥ '{self.event}' ≥ 0, got {state!r}.")
+            raise ValueError(f"{self.name} state needs integers 'steps' ≥ '{self.event}' ≥ 0, got {state!r}.")
         self.steps, self.events = steps, events
 
 

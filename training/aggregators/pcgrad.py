@@ -82,7 +82,7 @@ class PCGrad(CountsEvents, Aggregator):
         keys = {"bit_generator", "state", "inc", "has_uint32", "uinteger"}
         if not isinstance(saved, dict) or set(saved) != keys or saved["bit_generator"] != "PCG64":
             raise ValueError(f"pcgrad state needs 'generator' with a PCG64 state {sorted(keys)}, got {state!r}.")
-        self.load_counts(state if counted else {"steps": 0, self.event: 0}, "pcgrad")
+        self.load_counts(state if counted else {"steps": 0, self.event: 0})
         self.generator.bit_generator.state = {
             "bit_generator": "PCG64",
             "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},

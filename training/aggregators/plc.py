@@ -56,4 +56,4 @@ class PLC(CountsEvents, Aggregator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not (isinstance(state, dict) and set(state) == {"steps", self.event}):
             raise ValueError(f"plc state needs integers 'steps' ≥ '{self.event}' ≥ 0, got {state!r}.")
-        self.load_counts(state, "plc")
+        self.load_counts(state)
