@@ -134,18 +134,27 @@ class GradientAggregation(Scalarizer):
 
     def __init__(self, aggregator: Any) -> None:
         self.aggregator = aggregator
+        self.step_metrics: dict[str, float] | None = None  # the last step's aggregator numbers
 
     def coefficients(self, losses: Tensor, preferences: Tensor, gram: Tensor | None = None) -> tuple[Tensor, float]:
         if gram is None:
             raise ValueError(f"{self.aggregator.name} needs the Gram matrix of the unit gradients.")
         groups = losses.shape[0]
-        coefficients = torch.stack(
-            [self.aggregator.coefficients(gram[g], preferences[g], losses[g]).to(losses) for g in range(groups)]
-        )
-        return coefficients / groups, float((preferences * losses).sum() / groups)
+        rows, calls = [], []
+        for g in range(groups):
+            rows.append(self.aggregator.coefficients(gram[g], preferences[g], losses[g]).to(losses))
+            calls.append(self.aggregator.metrics())
+        # a per-call number (CAGrad's ρ, a solver's iterations) is the mean of the step's λ-groups; a running
+        # total (PLC's veto rate) its value after the step's last call
+        if self.aggregator.running_metrics:
+            self.step_metrics = calls[-1]
+        else:
+            self.step_metrics = {key: sum(call[key] for call in calls) / groups for key in calls[0]}
+        return torch.stack(rows) / groups, float((preferences * losses).sum() / groups)
 
     def metrics(self) -> dict[str, float]:
-        return {f"aggregator/{key}": value for key, value in self.aggregator.metrics().items()}
+        step_metrics = self.aggregator.metrics() if self.step_metrics is None else self.step_metrics
+        return {f"aggregator/{key}": value for key, value in step_metrics.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return self.aggregator.state_dict()

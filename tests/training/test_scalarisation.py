@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from panacea.training.aggregators import CAGrad, PCGrad
 from panacea.training.config import DimensionConfig, TrainConfig
 from panacea.training.draws import StepPreferences, draw_preferences
-from panacea.training.scalarisation import LinearScalarization, Tchebycheff
+from panacea.training.scalarisation import GradientAggregation, LinearScalarization, Tchebycheff
 
 from panacea.data import PairSource
 
@@ -263,3 +264,41 @@ def test_step_preferences_rows_are_the_per_sample_rows_of_the_dimension():
     preferences = StepPreferences(groups=per_sample.mean(dim=(0, 1)).unsqueeze(0), per_sample=per_sample)
     rows = preferences.rows(dimension=1, positions=torch.tensor([2, 3]), group_size=4)
     torch.testing.assert_close(rows, per_sample[1, 2:4])
+
+
+# --- a gradient aggregator in the scalariser seam: what a step logs ------------------------------------------------
+
+
+def gram_groups(*gradients):
+    """(G, m, m) Gram matrices of one (m, P) gradient matrix per λ-group."""
+    matrices = [torch.tensor(g, dtype=torch.float64) for g in gradients]
+    return torch.stack([g @ g.T for g in matrices])
+
+
+def test_aggregator_metrics_of_a_step_are_the_mean_over_its_groups():
+    """CAGrad's ρ and solver numbers describe one call; a step with two λ-groups logs their mean (it logged the last
+    group's alone)."""
+    grams = gram_groups(((1, 0), (-1, 1)), ((3, 1), (0, 2)))
+    preferences = torch.tensor([[0.5, 0.5], [0.2, 0.8]], dtype=torch.float64)
+    losses = torch.ones(2, 2, dtype=torch.float64)
+    per_group = []
+    for g in range(2):
+        alone = CAGrad(c=0.5)
+        alone.coefficients(grams[g], preferences[g], losses[g])
+        per_group.append(alone.metrics())
+    assert per_group[0]["rho"] != per_group[1]["rho"]
+    step = GradientAggregation(CAGrad(c=0.5))
+    step.coefficients(losses, preferences, grams)
+    expected = {f"aggregator/{key}": (per_group[0][key] + per_group[1][key]) / 2 for key in per_group[0]}
+    assert step.metrics() == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_running_rate_is_logged_as_it_stands_after_the_steps_last_group():
+    """PCGrad's conflict rate counts every call so far: a conflicting group then an orthogonal one is 1 of 2 calls
+    (0.5), not the mean of the rates after each call (0.75)."""
+    grams = gram_groups(((1, 0), (-1, 1)), ((1, 0), (0, 1)))
+    preferences = torch.full((2, 2), 0.5, dtype=torch.float64)
+    step = GradientAggregation(PCGrad())
+    assert step.metrics() == {"aggregator/conflict_rate": 0.0}  # before the first step
+    step.coefficients(torch.ones(2, 2, dtype=torch.float64), preferences, grams)
+    assert step.metrics() == {"aggregator/conflict_rate": 0.5}

@@ -25,6 +25,9 @@ class Aggregator(StepRule, ABC):
     name: ClassVar[str]
     dimension_names: tuple[str, ...] | None = None  # the run's dimensions, for errors (set by build_aggregator)
     defaults: ClassVar[dict[str, Any]] = {}
+    # metrics() describes its last call (False: a step logs the mean over its λ-groups' calls) or is a running
+    # total over all calls so far (True: a step logs the value after its last call)
+    running_metrics: ClassVar[bool] = False
     retired: ClassVar[dict[str, str]] = {}  # keys no longer accepted, with the reason the error gives
 
     def __init__(self, **kwargs: Any) -> None:
@@ -76,6 +79,7 @@ class CountsEvents:
     {"steps": …, event: …} (PLC: its veto; PCGrad: a conflict, where it projects)."""
 
     name: ClassVar[str]  # the aggregator's, for errors
+    running_metrics: ClassVar[bool] = True  # the rate counts every call so far
     event: ClassVar[str]  # the state key of the acting calls' count, e.g. "vetoed_steps"
     rate: ClassVar[str]  # the metric, e.g. "veto_rate"
     steps: int = 0
