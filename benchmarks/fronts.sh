@@ -174,11 +174,12 @@ keep_references() {  # the reference log-probs computed since RUN first started,
 }
 
 publish_training() {  # copy a run's training record and final adapter weights (not its checkpoints' optimizer
-  local run=$1 file  # state) to $published/RUN/train/: the config, the per-step log, a soups manifest, members'
-  # configs and logs, the final adapter(s) (4.75 MB for hh-2d's Panacea) and the last checkpoint's trainer_state.json (steps,
-  # tokens, seconds): a fresh machine re-scores a published run from these without training it again (restore)
-  for file in "$runs_dir/$run"/{config.yaml,log.jsonl,manifest.json} \
-              "$runs_dir/$run"/soups/*/{config.yaml,log.jsonl} \
+  local run=$1 file  # state) to $published/RUN/train/: the config, what it trained on (data.json: counts and
+  # digests), the per-step log, a soups manifest, members' configs, data and logs, the final adapter(s) (4.75 MB for
+  # hh-2d's Panacea) and the last checkpoint's trainer_state.json (steps, tokens, seconds): a fresh machine re-scores a
+  # published run from these without training it again (restore)
+  for file in "$runs_dir/$run"/{config.yaml,data.json,log.jsonl,manifest.json} \
+              "$runs_dir/$run"/soups/*/{config.yaml,data.json,log.jsonl} \
               "$runs_dir/$run"/adapter/* "$runs_dir/$run"/soups/*/adapter/*; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
   done
@@ -324,9 +325,9 @@ fi
 # A finished training is reused (below: "trained already", or restored from its published record) only if it was
 # trained with the config this script trains that run with now: after configs/NAME.yaml changes (new defaults, new
 # held-out sets or sizes) the old weights would otherwise be scored as the new config's, on the sets the old config
-# names. `panacea train --check` compares them (the config's fields, data by path: a data file rebuilt in place is not
-# told apart); every run is checked before anything runs, and nothing is changed. (An unfinished run is checked by
-# `panacea train --resume` itself.)
+# names. `panacea train --check` compares them (the config's fields; the training data by content where the run
+# recorded it, in data.json, since 2026-12-06, else by path only); every run is checked before anything runs, and
+# nothing is changed. (An unfinished run is checked by `panacea train --resume` itself.)
 places=  # where this invocation's runs and published records lie, for the retire_run command it names
 if [[ -n ${RUNS_DIR:-} ]]; then places+="RUNS_DIR=$(printf %q "$runs_dir") "; fi
 if [[ -n ${PUBLISH_DIR:-} ]]; then places+="PUBLISH_DIR=$(printf %q "${PUBLISH_DIR}") "; fi

@@ -470,13 +470,17 @@ def _run_train(args: argparse.Namespace) -> None:
 def _check(config: TrainConfig, path: str, *, resume: bool) -> str:
     """`panacea train --check`: what training `config` in its output_dir would do, in one line; the errors training
     would raise there (a stranger's folder, a run trained with another config) are raised, nothing is written."""
-    from panacea.training.trainer import CONFIG_FILE, validate_output_dir
+    from panacea.training.trainer import CONFIG_FILE, DATA_FILE, training_data, validate_output_dir
 
     output_dir = Path(config.output_dir)
     validate_output_dir(config, output_dir, resume)
     if (output_dir / CONFIG_FILE).is_file():
-        return f"{path}: the run in {output_dir} was trained with this config (--resume continues or reuses it)"
-    return f"{path}: a valid config; {output_dir} holds no run yet (training starts a new one there)"
+        data = "and data" if (output_dir / DATA_FILE).is_file() else "(its data by path: trained before data.json)"
+        return f"{path}: the run in {output_dir} was trained with this config {data} (--resume continues or reuses it)"
+    data = training_data(config)  # reads every training file, so a data error is raised now, not at start-up
+    counts = ", ".join(f"{name} {entry['count']}" for name, entry in data["dimensions"].items())
+    pairs = f"; training pairs: {counts}" if counts else ""
+    return f"{path}: a valid config{pairs}; {output_dir} holds no run yet (training starts a new one there)"
 
 
 def _train(config: TrainConfig, *, resume: bool) -> str:

@@ -111,6 +111,7 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "hh-2d/eval/results.json",
         "hh-2d/eval/cache/pairs-0/0.json",
         "hh-2d/config.yaml",
+        "hh-2d/data.json",
         "hh-2d/log.jsonl",
         "hh-2d/adapter/adapter_model.safetensors",
         "hh-2d/checkpoints/step-10/optimizer.safetensors",
@@ -121,6 +122,7 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "soups-hh-2d/manifest.json",
         "soups-hh-2d/soups/helpful/log.jsonl",
         "soups-hh-2d/soups/helpful/config.yaml",
+        "soups-hh-2d/soups/helpful/data.json",
         "soups-hh-2d/soups/helpful/adapter/adapter_model.safetensors",
     )
     for document in written:
@@ -140,12 +142,14 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
         "hh-2d/train/adapter/adapter_model.safetensors",
         f"hh-2d/train/checkpoints/step-10/{STATE_FILE}",  # the last checkpoint's (step 10, not 9): steps, tokens, time
         "hh-2d/train/config.yaml",
+        "hh-2d/train/data.json",
         "hh-2d/train/log.jsonl",
         "soups-hh-2d/eval/ab/results.json",
         "soups-hh-2d/eval/delta/front.png",
         "soups-hh-2d/train/manifest.json",
         "soups-hh-2d/train/soups/helpful/adapter/adapter_model.safetensors",
         "soups-hh-2d/train/soups/helpful/config.yaml",
+        "soups-hh-2d/train/soups/helpful/data.json",
         "soups-hh-2d/train/soups/helpful/log.jsonl",
     ]
     relative = "train: [{path: data/helpful.jsonl.gz}, {path: /elsewhere/x.jsonl}]\n"  # any clone restores it

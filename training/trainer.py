@@ -20,6 +20,8 @@ batch and takes the same decisions (a stop, Tchebycheff's arg max) as one proces
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -36,8 +38,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from panacea._config import config_to_dict, dump_yaml, load_yaml
+from panacea._io import read_json, write_json
 from panacea.base_model import load_base_model
-from panacea.data import PairSource, PromptSource, TokenizedPair, load_dimension
+from panacea.data import PairSource, PromptSource, TokenizedPair, load_dimension, load_pairs, load_prompt_source
 
 from ._distributed import all_gather, sum_over_processes
 from .aggregators import build_aggregator
@@ -63,6 +66,7 @@ from .tracking import JSONLTracker
 from .update import GradientBuffers, check_finite, write_update
 
 CONFIG_FILE = "config.yaml"
+DATA_FILE = "data.json"  # what the run trains on, by content (`training_data`)
 # Data parallelism only: every process holds the whole adapter and the buffers are all-reduced. Sharded
 # training would need each shard's partial Gram matrix; data parallelism on other accelerators is untested
 # (their RNG states are not checkpointed). Both are refused at start-up.
@@ -409,23 +413,31 @@ def _resuming_message(resumed: Resumed) -> str:
 
 
 def _forget_failed_start(output_dir: Path, created: bool) -> None:
-    """Remove what a new run's start wrote before its first step (its config.yaml; the folder if it made it)."""
+    """Remove what a new run's start wrote before its first step (config.yaml, data.json; the folder if it made it)."""
     (output_dir / CONFIG_FILE).unlink(missing_ok=True)
+    (output_dir / DATA_FILE).unlink(missing_ok=True)
     if created and output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()
 
 
 def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accelerator) -> None:
-    """Refuse to mix runs (`validate_output_dir`), then record the config in a new run's folder.
+    """Refuse to mix runs (`validate_output_dir`), then record the config (and a new run's data.json) in its folder.
 
     The config is saved with absolute data paths, so the run folder works from any directory. Every process checks
     the folder before the main process writes to it (another process would see its config.yaml's temporary file
     as a stranger's). `accelerator`: anything with `is_main_process` and `wait_for_everyone()` (an Accelerator, a
     PartialState).
     """
+    new = not (output_dir / CONFIG_FILE).is_file()
     write = validate_output_dir(config, output_dir, resume)
+    # what a new run trains on (a resumed run keeps its record or, trained before records, has none); read by every
+    # process, so a data error raises in all of them, before the run's folder exists
+    record = training_data(config) if new else None
     accelerator.wait_for_everyone()
     if write and accelerator.is_main_process:
+        if record is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_json(output_dir / DATA_FILE, record)
         dump_yaml(with_absolute_data_paths(config_to_dict(config)), output_dir / CONFIG_FILE)
     accelerator.wait_for_everyone()
 
@@ -452,6 +464,13 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
         raise ValueError(
             f"--resume: the config differs from {saved} in {changed}; resume with the same config, or start "
             f"a new run in another output_dir (--set output_dir=...) or after deleting {output_dir}."
+        )
+    if (recorded := output_dir / DATA_FILE).is_file() and (changed := data_changes(config, read_json(recorded))):
+        raise ValueError(
+            f"--resume: the config names the data the run in {output_dir} trained on, but its contents changed: "
+            f"{'; '.join(changed)} ({recorded} records what it trained on). A data file was rebuilt or the split "
+            "or subsample rules changed; start a new run in another output_dir (--set output_dir=...) or after "
+            f"deleting {output_dir}."
         )
     stored, resolved = load_yaml(saved), with_absolute_data_paths(config_to_dict(config))
     moved = stored.get("output_dir") != resolved.get("output_dir")
@@ -480,6 +499,54 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
         previous["adapter"] = resolved["adapter"]  # e.g. an adapter field added later, at its default
     keys = (set(previous) | set(resolved)) - {"output_dir"}
     return sorted(key for key in keys if previous.get(key) != resolved.get(key))
+
+
+def training_data(config: TrainConfig) -> dict[str, Any]:
+    """What a run trains on, by content (the run's data.json): per dimension with training pairs, their count and
+    the sha256 of every pair's id, prompt, chosen and rejected text in training order (after split and max_pairs);
+    for RL, the same of its distinct prompts. `config_changes` compares data by path; this catches a file rebuilt in
+    place or a changed split."""
+    record: dict[str, Any] = {"format": 1, "dimensions": {}}
+    for dimension in config.dimensions:
+        if dimension.train:
+            pairs = [
+                (pair.id, pair.prompt, pair.chosen, pair.rejected)
+                for source in dimension.train
+                for pair in load_pairs(source, dimension.name, config.dimension_names)
+            ]
+            record["dimensions"][dimension.name] = _content_record(pairs)
+    if config.is_rl:
+        prompts = [(prompt.id, prompt.prompt) for source in config.rl.prompts for prompt in load_prompt_source(source)]
+        record["rl_prompts"] = _content_record(prompts)
+    return record
+
+
+def _content_record(items: list[tuple[str, ...]]) -> dict[str, Any]:
+    digest = hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
+    return {"count": len(items), "sha256": digest}
+
+
+def data_changes(config: TrainConfig, recorded: dict[str, Any]) -> list[str]:
+    """Where the data `config` trains on now differs from a run's data.json (`training_data`), one line each."""
+    now = training_data(config)
+    if recorded.get("format") != now["format"]:
+        return [f"data.json has format {recorded.get('format')!r}, this version writes {now['format']}"]
+    lines = []
+    entries = {f"dimension {name!r}": value for name, value in now["dimensions"].items()}
+    before = {f"dimension {name!r}": value for name, value in (recorded.get("dimensions") or {}).items()}
+    if "rl_prompts" in now or "rl_prompts" in recorded:
+        entries["RL's prompts"], before["RL's prompts"] = now.get("rl_prompts"), recorded.get("rl_prompts")
+    for what in sorted(set(entries) | set(before)):
+        old, new = before.get(what), entries.get(what)
+        if old != new:
+            lines.append(f"{what}: {_describe_content(old)} then, {_describe_content(new)} now")
+    return lines
+
+
+def _describe_content(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return "none"
+    return f"{entry.get('count')} items, sha256 {str(entry.get('sha256'))[:12]}"
 
 
 def _same_adapter(config: TrainConfig, saved: Any) -> bool:

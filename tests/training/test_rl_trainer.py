@@ -105,6 +105,8 @@ def test_an_rl_run_logs_rewards_kl_and_costs_per_step_and_its_kl_is_zero_at_step
     assert state.reward_moments["count"] == 24  # every rollout's rewards entered the running moments
     saved = json.loads((run / "checkpoints" / "step-3" / "trainer_state.json").read_text())
     assert saved["reward_moments"] == state.reward_moments
+    data = json.loads((run / "data.json").read_text())  # what it trained on: its prompts, by content
+    assert data["rl_prompts"]["count"] > 0 and len(data["rl_prompts"]["sha256"]) == 64
 
 
 def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspace, tmp_path, classifier):

@@ -214,6 +214,33 @@ def test_a_moved_run_folder_resumes_where_it_lies_and_records_its_new_place(work
     assert yaml.safe_load((tmp_path / "moved" / "config.yaml").read_text())["output_dir"] == str(tmp_path / "moved")
 
 
+def test_resume_refuses_training_data_rebuilt_in_place(workspace, tmp_path):
+    """The config names its data by path; a file rewritten under the same path (or a changed split) is other data. A
+    run records what it trained on (data.json) and --resume compares contents, naming the dimension."""
+    data = tmp_path / "a.jsonl"
+    shutil.copy(workspace / "a.jsonl", data)
+    config = make_config(workspace, tmp_path / "run", max_steps=2)
+    config.dimensions[0].train = [PairSource(str(data))]
+    train(config)
+    recorded = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert recorded["dimensions"]["a"]["count"] == len(data.read_text().splitlines())
+    assert recorded == trainer_module.training_data(config)
+    assert train(config, resume=True).state.step == 2  # unchanged data resumes
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    records[3]["chosen"] += " again"
+    data.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(ValueError, match=r"contents changed: dimension 'a': \d+ items, sha256 \w+ then, \d+ items"):
+        train(config, resume=True)
+
+
+def test_resume_accepts_a_run_trained_before_data_was_recorded(workspace, tmp_path):
+    run = tmp_path / "run"
+    train(make_config(workspace, run, max_steps=2))
+    (run / "data.json").unlink()  # as written by an older panacea
+    assert train(make_config(workspace, run, max_steps=2), resume=True).state.step == 2
+    assert not (run / "data.json").exists()  # the data it trained on is unknown, so nothing is recorded now
+
+
 def test_resume_accepts_a_run_saved_before_a_field_existed_if_it_holds_its_default(workspace, tmp_path):
     run = tmp_path / "run"
     train(make_config(workspace, run, max_steps=2))
