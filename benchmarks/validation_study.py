@@ -413,6 +413,7 @@ def rows_table(records: list[dict]) -> str:
     if len(records) < 2:
         return "(fewer than two finished rows)"
     documents = [{**read_json(Path(record["results"])), "label": record["row"]} for record in records]
+    check_measured_alike({document["label"]: document for document in documents})
     baselines = {f"{method}/{name}" for method, name in DEFAULTS.items()}
     present = [label for label in (document["label"] for document in documents) if label in baselines]
     lines = [
@@ -499,7 +500,7 @@ def ranking(
     confirm: bool = False,
 ) -> tuple[str | None, str | None, list[tuple[str, str]]] | None:
     """The protocol's choice among the method's finished 40-step rows: (chosen, pending, looping). The rows in order
-    of accuracy-hypervolume point estimate (an exact tie puts the defaults first, then the run order); the first
+    of accuracy-hypervolume point estimate (an exact tie puts the defaults first, then PRIORITY's order); the first
     whose validation answers loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each
     point) — with `confirm`, at 40 steps and in both 100-step trainings (`confirm_rows`) — is `chosen`; a row met
     before it with no loop shares is `pending` (the row whose answers are needed next) and stops the walk; the rows
@@ -548,10 +549,13 @@ def choice(
         where = "" if pending == f"{method}/{name}" else f" at 100 steps ({pending})"
         if pending.endswith(SEED_TAIL):
             where = f" in its second 100-step training ({pending}; its seed-0 training passed)"
-        text += (
-            f"pending — {name} ({value[name]:.3f}) is the best row not yet checked for loops{where}: "
-            f"`python benchmarks/validation_study.py --only {pending} --generations`"
-        )
+        if (
+            pending != f"{method}/{name}" and len(candidates) < total
+        ):  # the ranking can still change (`confirm_refused`)
+            then = f"due once all {total} 40-step rows are finished (the full run trains it then)"
+        else:
+            then = f"`python benchmarks/validation_study.py --only {pending} --generations`"
+        text += f"pending — {name} ({value[name]:.3f}) is the best row not yet checked for loops{where}: {then}"
     else:
         steps = " at 40 steps and in both 100-step trainings" if confirm else ""
         checked = (f"{method}/{chosen}", *(confirm_rows(method, chosen) if confirm else ()))
@@ -651,16 +655,68 @@ def check_loops(unavailable: set[str]) -> None:
 
 
 def study_state() -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Every finished row's accuracy hypervolume and, where its answers are scored, its loop share per point."""
-    hypervolumes, loops = {}, {}
-    for row in ALL_ROWS:
-        if (record := finished_record(row)) is None:
-            continue
-        document = read_json(Path(record["results"]))
-        hypervolumes[row] = document["scorers"]["pairs"]["fronts"]["accuracy"]["metrics"]["hypervolume"]
-        if (shares := loop_shares(document)) is not None:
-            loops[row] = shares
+    """Every finished row's accuracy hypervolume and, where its answers are scored, its loop share per point (the
+    rows checked to be measured alike first: `check_measured_alike`)."""
+    documents = {row: read_json(Path(record["results"])) for row in ALL_ROWS if (record := finished_record(row))}
+    check_measured_alike(documents)
+    hypervolumes = {
+        row: document["scorers"]["pairs"]["fronts"]["accuracy"]["metrics"]["hypervolume"]
+        for row, document in documents.items()
+    }
+    loops = {row: shares for row, document in documents.items() if (shares := loop_shares(document)) is not None}
     return hypervolumes, loops
+
+
+def check_measured_alike(documents: dict[str, dict]) -> None:
+    """What the choice compares must have been measured alike: each row's validation results (by row) are refused
+    (SystemExit, naming the row and what differs) unless scored on validation, on the grid, pairs and scoring
+    settings of `panacea/defaults` (β aside: a β row scores its pairs at its own β, which accuracy does not read),
+    with the answers' prompts, decoding and loop detector of the first row scored with answers, and one finite loop
+    share per grid point."""
+    reference: dict[str, dict] = {}  # per part, the row every other is measured against
+    defaults = f"panacea/{DEFAULTS['panacea']}"
+    for row in sorted(documents, key=lambda row: row != defaults):  # the defaults first, then in the given order
+        document = documents[row]
+        if document.get("split") != "validation":
+            raise SystemExit(f"{row}: scored on split {document.get('split')!r}; the study tunes on validation only.")
+        for part, signature in measurement(document).items():
+            if signature is None:
+                continue
+            expected = reference.setdefault(part, {"row": row, "signature": signature})
+            if differs := sorted(key for key in signature if signature[key] != expected["signature"].get(key)):
+                raise SystemExit(
+                    f"{row}: scored on other {part} settings than {expected['row']} ({', '.join(differs)} differ): "
+                    "the protocol's choice would compare unlike measures. Re-score the row (or the study) alike."
+                )
+        shares = loop_shares(document)
+        if shares is not None and (
+            len(shares) != len(document.get("grid") or ()) or not all(math.isfinite(share) for share in shares)
+        ):
+            raise SystemExit(f"{row}: its loop shares {shares} are not one finite number per grid point.")
+
+
+def measurement(document: dict) -> dict[str, dict | None]:
+    """How a row's validation results were measured, in the parts rows must share: the pairs (split, grid, the
+    scorer's settings without β) and the answers (None when none were scored; the refusal detector aside: loops do
+    not read it)."""
+    pairs = dict(document["scorers"]["pairs"].get("settings") or {})
+    sets = pairs.get("sets") or {}
+    pairs["sets"] = {
+        name: {key: value for key, value in entry.items() if key != "beta"} for name, entry in sets.items()
+    }
+    generations = document["scorers"].get("generations")
+    answers = None
+    if generations is not None:
+        settings = generations.get("settings") or {}
+        answers = {key: settings.get(key) for key in ANSWER_SETTINGS}
+    return {
+        "pairs": {"split": document.get("split"), "grid": document.get("grid"), **pairs},
+        "answers": answers,
+    }
+
+
+# what a row's loop shares depend on (the generations scorer's settings; the refusal detector is not among them)
+ANSWER_SETTINGS = ("base_model", "batch_size", "decoding", "device", "dtype", "loop_detector", "prompts")
 
 
 def loop_checks_due() -> list[str]:
@@ -775,12 +831,24 @@ def _lowest(values) -> str:
     return f"{min(numbers):+.2f}" if numbers else "nan"
 
 
-def second_training_refused(row: str) -> str | None:
-    """Why `confirm/METHOD-NAME-seed1` may not train yet: its seed-0 twin has not passed the loop check
-    (docs/steering.md round 4, ~20:35 UTC: the second training runs only once the first passes); None when it may."""
+def confirm_refused(row: str) -> str | None:
+    """Why the 100-step row `confirm/METHOD-NAME[-seed1]` may not train yet (None when it may): some 40-step row of
+    the method is unfinished, so the ranking that makes it due can still change (`loop_checks_due` waits as well);
+    for the second seed, its seed-0 twin has not passed the loop check (docs/steering.md round 4, ~20:35 UTC: the
+    second training runs only once the first passes)."""
     method, name = row.removeprefix("confirm/").removesuffix(SEED_TAIL).split("-", 1)
+    hypervolumes, loops = study_state()
+    rows = [f"{method}/{other}" for other in METHODS[method] if not budget_binds(method, other)]
+    if unfinished := [other for other in rows if other not in hypervolumes]:
+        return (
+            f"{row}: not due yet: {len(unfinished)} of {method}'s {len(rows)} 40-step rows are unfinished "
+            f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}), and the choice it would confirm "
+            "can still change"
+        )
+    if not row.endswith(SEED_TAIL):
+        return None
     first = confirm_rows(method, name)[0]
-    shares = study_state()[1].get(first)
+    shares = loops.get(first)
     if shares is None:
         return f"{row}: its seed-0 training {first} has no scored answers yet; the second runs once it passes"
     if max(shares) > LOOP_LIMIT:
@@ -866,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
             "a 40-step row's settings at 100 steps (confirm/METHOD-NAME-seed1: at seed 1)"
         )
     for row in args.only or ():
-        if row.endswith(SEED_TAIL) and (problem := second_training_refused(row)) is not None:
+        if row.startswith("confirm/") and (problem := confirm_refused(row)) is not None:
             parser.error(problem)
     if not args.table and (changed := base_changes())[1]:
         parser.error(
@@ -874,6 +942,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{changed[1]}: rows trained now would not be comparable with the published ones. Run them with the "
             "base the study recorded (restore those fields), or start a new round under a new name."
         )
+    failed: dict[str, str] = {}  # rows of a full run that stopped with an error, and the error
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())
@@ -891,6 +960,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only:
                     raise
                 print(f"{busy}; going on to the next row", flush=True)
+            except (SystemExit, Exception) as error:  # noqa: BLE001 — one row's failure must not end a full run
+                if args.only:
+                    raise
+                failed[row] = repr(error)
+                print(f"{row}: not finished: {error!r}; going on to the next row", flush=True)
             finally:
                 keep_eval_cache(cached_before)
     if not args.table and not args.only:
@@ -901,6 +975,10 @@ def main(argv: list[str] | None = None) -> int:
         (OUTPUT / "eval-cache-before.json").unlink(missing_ok=True)  # a full run: the next one starts a new record
     finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
     print(rows_table(finished))
+    if failed:
+        print("\nRows not finished, with their errors (fix the cause and run the study again: it resumes them):")
+        print("\n".join(f"- {row}: {error}" for row, error in failed.items()))
+        return 1
     return 0
 
 

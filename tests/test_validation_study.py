@@ -130,9 +130,11 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     monkeypatch.setattr(study, "run_row", lambda row, **options: trained.append(row))
     assert study.main(["--only", *rows]) == 0 and trained == []  # nothing trained or scored again
     assert line in capsys.readouterr().out.splitlines()  # the same table (step minutes), from the published rows
-    assert next(line for line in table if line.startswith("| `panacea/defaults`")).count("| - |") >= 1  # no PLC
     cells = lambda text: [cell.strip() for cell in text.strip("| ").split(" | ")]  # noqa: E731
-    minutes = cells(line)[cells(next(line for line in table if line.startswith("| row |"))).index("train min")]
+    header = cells(next(line for line in table if line.startswith("| row |")))
+    defaults = cells(next(line for line in table if line.startswith("| `panacea/defaults`")))
+    assert defaults[header.index("PLC veto rate")] == "-"  # no PLC in this row
+    minutes = cells(line)[header.index("train min")]
     results = json.loads((published / "soups/lr1e-3_beta0.3_steps40/run/eval-validation/ab/results.json").read_text())
     assert minutes == f"{results['training']['train_seconds'] / 60:.0f}"  # the run's step minutes, not this call's
 
@@ -182,7 +184,7 @@ def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_r
         "Chosen for panacea (2 of 19 40-step rows finished): lr1e-3 (0.320), though every finished row loops above "
         "0.05; passed over, looping more than 0.05 at some point: defaults 0.500."
     )
-    tie = {"panacea/defaults": 0.30, "panacea/cosine": 0.30}
+    tie = {"panacea/cosine": 0.30, "panacea/defaults": 0.30}  # cosine first: the rule, not the order, picks defaults
     assert study.choice(tie, "panacea", {row: [0.0] for row in tie}).startswith(
         "Chosen for panacea (2 of 19 40-step rows finished): defaults"
     )
@@ -217,10 +219,14 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
     checked = {row: clean for row in rows}
     # cosine passes at 40 steps; at 100 steps its confirmation row has not run: the choice waits on it
     assert study.ranking(rows, "panacea", checked, confirm=True) == (None, "confirm/panacea-cosine", [])
-    assert study.choice(rows, "panacea", checked, True) == (
+    assert study.choice(rows, "panacea", checked, True) == (  # 17 40-step rows to go: the ranking can still change
         "Chosen for panacea (2 of 19 40-step rows finished): pending — cosine (0.350) is the best row not yet checked "
-        "for loops at 100 steps (confirm/panacea-cosine): `python benchmarks/validation_study.py --only "
-        "confirm/panacea-cosine --generations`."
+        "for loops at 100 steps (confirm/panacea-cosine): due once all 19 40-step rows are finished (the full run "
+        "trains it then)."
+    )
+    every_row = {f"panacea/{name}": 0.1 for name in study.PANACEA if not study.budget_binds("panacea", name)}
+    assert study.choice({**every_row, **rows}, "panacea", checked, True).endswith(
+        "(confirm/panacea-cosine): `python benchmarks/validation_study.py --only confirm/panacea-cosine --generations`."
     )
     # it loops at 100 steps: passed over; defaults' 100-step row is its proxy row, which does not loop, but the
     # defaults' second training has not run: the choice waits on it
@@ -251,15 +257,73 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
     assert study.ranking(rows, "soups", checked, confirm=False) == ("lr2e-3_beta0.1_steps40", None, [])
 
 
+PAIRS_SETTINGS = {"base_model": "b0", "sets": {"helpful/helpful-validation": {"beta": 0.1, "ids": "i1", "pairs": 256}}}
+ANSWERS_SETTINGS = {"base_model": "b0", "decoding": {"max_new_tokens": 96}, "loop_detector": "l1", "prompts": {}}
+
+
+def _document(hypervolume: float, shares: list[float] | None = None, **changes) -> dict:
+    """A row's validation results as the study reads them: split, grid, the pairs' and answers' settings."""
+    document = {
+        "split": "validation",
+        "grid": [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]],
+        "scorers": {
+            "pairs": {
+                "settings": PAIRS_SETTINGS,
+                "fronts": {"accuracy": {"metrics": {"hypervolume": hypervolume}}},
+            }
+        },
+    }
+    if shares is not None:
+        generations = {"settings": ANSWERS_SETTINGS, "statistics": {"loops": {"values": shares}}}
+        document["scorers"]["generations"] = generations
+    document.update(changes)
+    return document
+
+
 def _published_rows(tmp_path, accuracy: dict[str, float], loops: dict[str, list[float]]) -> None:
     for row, hypervolume in accuracy.items():
-        results = tmp_path / "published" / row / "results.json"
-        results.parent.mkdir(parents=True)
-        document = {"scorers": {"pairs": {"fronts": {"accuracy": {"metrics": {"hypervolume": hypervolume}}}}}}
-        if row in loops:
-            document["scorers"]["generations"] = {"statistics": {"loops": {"values": loops[row]}}}
-        results.write_text(json.dumps(document))
-        (results.parent / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
+        _write_row(tmp_path, row, _document(hypervolume, loops.get(row)))
+
+
+def test_rows_measured_unlike_the_defaults_are_refused_before_the_choice_reads_them(monkeypatch, tmp_path):
+    """The choice ranks hypervolumes and loop shares of every finished row: one scored on another split, other pairs,
+    grid or decoding, or with a NaN loop share, stops the study (and the table) naming it; a β row's own β is not a
+    difference."""
+    study = _study_in(tmp_path, monkeypatch)
+    clean = [0.0, 0.01, 0.0]
+    _published_rows(tmp_path, {"panacea/defaults": 0.4, "panacea/cosine": 0.45}, {"panacea/defaults": clean})
+    beta = _document(0.3, clean)
+    beta["scorers"]["pairs"]["settings"] = {**PAIRS_SETTINGS, "sets": {
+        "helpful/helpful-validation": {"beta": 0.3, "ids": "i1", "pairs": 256}}}  # fmt: skip
+    _write_row(tmp_path, "panacea/beta0.3", beta)
+    assert study.study_state()[0] == {"panacea/defaults": 0.4, "panacea/cosine": 0.45, "panacea/beta0.3": 0.3}
+    other_pairs, other_decoding = _document(0.5), _document(0.5, clean)
+    other_pairs["scorers"]["pairs"]["settings"] = {**PAIRS_SETTINGS, "sets": {
+        "helpful/helpful-validation": {"beta": 0.1, "ids": "i2", "pairs": 256}}}  # fmt: skip
+    other_decoding["scorers"]["generations"]["settings"] = {**ANSWERS_SETTINGS, "decoding": {"max_new_tokens": 64}}
+    unlike = [
+        (_document(0.5, split="test"), "panacea/lr1e-3: scored on split 'test'"),
+        (other_pairs, "panacea/lr1e-3: scored on other pairs settings than panacea/defaults (sets differ)"),
+        (_document(0.5, grid=[[1.0, 0.0], [0.0, 1.0]]), "other pairs settings than panacea/defaults (grid differ)"),
+        (other_decoding, "other answers settings than panacea/defaults (decoding differ)"),
+        (_document(0.5, [0.0, float("nan"), 0.0]), "panacea/lr1e-3: its loop shares [0.0, nan, 0.0] are not one"),
+    ]
+    for document, message in unlike:
+        _write_row(tmp_path, "panacea/lr1e-3", document)
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            study.study_state()
+        records = [{"row": row, "results": str(tmp_path / "published" / row / "results.json")}
+                   for row in ("panacea/defaults", "panacea/lr1e-3")]  # fmt: skip
+        with pytest.raises(SystemExit, match=re.escape(message)):  # the table reads the same rows
+            study.rows_table(records)
+        shutil.rmtree(tmp_path / "published" / "panacea/lr1e-3")
+
+
+def _write_row(tmp_path, row: str, document: dict) -> None:
+    results = tmp_path / "published" / row / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps(document))
+    (results.parent / "row.json").write_text(json.dumps({"row": row, "results": str(results)}))
 
 
 def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_finished_and_trains_it(
@@ -283,9 +347,14 @@ def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_fi
 def test_the_proxy_rows_answers_and_their_40_step_rows_are_scored_while_the_carry_is_undecided(monkeypatch, tmp_path):
     study = _study_in(tmp_path, monkeypatch)
     accuracy = {"panacea/defaults": 0.40, "panacea/lr1e-3": 0.3, "proxy/defaults": 0.5, "proxy/lr1e-3": 0.4}
-    _published_rows(tmp_path, accuracy, {"panacea/defaults": [0.5], "proxy/lr1e-3": [0.3]})
+    _published_rows(tmp_path, accuracy, {"panacea/defaults": [0.5] * 3, "proxy/lr1e-3": [0.0, 0.3, 0.0]})
     # proxy/defaults has no answers; proxy/lr1e-3 loops and panacea/lr1e-3 is unchecked; defaults loops (best row)
     # is passed over, so lr1e-3 is also what panacea's choice waits on
+    assert study.loop_checks_due() == ["proxy/defaults", "panacea/lr1e-3"]
+    shutil.rmtree(tmp_path / "published")
+    _published_rows(tmp_path, accuracy, {"panacea/defaults": [0.0] * 3, "proxy/lr1e-3": [0.0, 0.3, 0.0]})
+    # now defaults does not loop and is panacea's choice: lr1e-3's 40-step answers are due for the carry alone
+    assert study.ranking(study.study_state()[0], "panacea", study.study_state()[1])[0] == "defaults"
     assert study.loop_checks_due() == ["proxy/defaults", "panacea/lr1e-3"]
 
 
@@ -525,9 +594,22 @@ def test_a_row_finished_by_another_process_meanwhile_is_not_trained_again(monkey
     assert study.run_row(row)["row"] == row
 
 
-def test_the_second_training_of_a_setting_runs_by_hand_only_once_its_first_passed(monkeypatch, tmp_path, capsys):
+def test_a_100_step_row_runs_by_hand_only_once_every_40_step_row_is_finished_and_its_first_training_passed(
+    monkeypatch, tmp_path, capsys
+):
     study = _study_in(tmp_path, monkeypatch)
     row = "confirm/panacea-cosine-seed1"
+    for confirm in ("confirm/panacea-cosine", row):  # the ranking that makes them due can still change
+        with pytest.raises(SystemExit):
+            study.main(["--only", confirm])
+        assert f"{confirm}: not due yet: 19 of panacea's 19 40-step rows are unfinished" in capsys.readouterr().err
+    forty = [f"panacea/{name}" for name in study.PANACEA if not study.budget_binds("panacea", name)]
+    _published_rows(tmp_path, {name: 0.1 for name in forty[:-1]}, {})
+    assert study.confirm_refused("confirm/panacea-cosine").startswith(
+        f"confirm/panacea-cosine: not due yet: 1 of panacea's 19 40-step rows are unfinished ({forty[-1]})"
+    )
+    _published_rows(tmp_path, {forty[-1]: 0.1}, {})
+    assert study.confirm_refused("confirm/panacea-cosine") is None
     with pytest.raises(SystemExit):
         study.main(["--only", row])
     assert "its seed-0 training confirm/panacea-cosine has no scored answers yet" in capsys.readouterr().err
@@ -535,10 +617,12 @@ def test_the_second_training_of_a_setting_runs_by_hand_only_once_its_first_passe
     with pytest.raises(SystemExit):
         study.main(["--only", row])
     assert "loops 0.200 > 0.05: passed over" in capsys.readouterr().err
-    shutil.rmtree(tmp_path / "published")
+    shutil.rmtree(tmp_path / "published/confirm")
     _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": [0.0, 0.02, 0.0]})
-    assert study.second_training_refused(row) is None
-    assert study.second_training_refused("confirm/soups-lr2e-3_beta0.1_steps40-seed1").startswith(
+    assert study.confirm_refused(row) is None
+    soups = [f"soups/{name}" for name in study.SOUPS if not study.budget_binds("soups", name)]
+    _published_rows(tmp_path, {name: 0.1 for name in soups}, {})
+    assert study.confirm_refused("confirm/soups-lr2e-3_beta0.1_steps40-seed1").startswith(
         "confirm/soups-lr2e-3_beta0.1_steps40-seed1: its seed-0 training confirm/soups-lr2e-3_beta0.1_steps40 has"
     )
 
@@ -620,3 +704,27 @@ def test_the_aggregator_note_pairs_each_aggregator_row_with_ls_on_its_own_layout
     )
     assert study.aggregator_note([rows[0], rows[2]]) is None  # no baseline yet
     assert study.aggregator_note(rows[:2]) is None  # no aggregator row yet
+
+
+def test_a_row_that_fails_in_a_full_run_is_reported_and_the_run_goes_on(monkeypatch, tmp_path, capsys):
+    """One row's error (a bad file, a crash in its training) must not end the other rows of a full run; the run ends
+    with exit status 1 and names it. With --only the error is raised as it is."""
+    study = _study_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(study, "PRIORITY", ["panacea/defaults", "panacea/cosine", "panacea/lr1e-3"])
+    monkeypatch.setattr(study, "base_changes", lambda: (None, []))
+    monkeypatch.setattr(study, "check_loops", lambda unavailable: None)
+    monkeypatch.setattr(study, "rows_table", lambda records: "")
+    ran = []
+
+    def study_row(row, generations=False):
+        ran.append(row)
+        if row == "panacea/cosine":
+            raise ValueError("data/helpful.jsonl.gz:17: bad row")
+
+    monkeypatch.setattr(study, "study_row", study_row)
+    assert study.main([]) == 1 and ran == study.PRIORITY
+    out = capsys.readouterr().out
+    assert "panacea/cosine: not finished: ValueError('data/helpful.jsonl.gz:17: bad row'); going on" in out
+    assert out.rstrip().endswith("- panacea/cosine: ValueError('data/helpful.jsonl.gz:17: bad row')")
+    with pytest.raises(ValueError, match="bad row"):
+        study.main(["--only", "panacea/cosine"])
