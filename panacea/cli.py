@@ -477,10 +477,9 @@ def _check(config: TrainConfig, path: str, *, resume: bool) -> str:
     if (output_dir / CONFIG_FILE).is_file():
         data = "and data" if (output_dir / DATA_FILE).is_file() else "(its data by path: trained before data.json)"
         return f"{path}: the run in {output_dir} was trained with this config {data} (--resume continues or reuses it)"
-    data = training_data(config)  # reads every training file, so a data error is raised now, not at start-up
-    counts = ", ".join(f"{name} {entry['count']}" for name, entry in data["dimensions"].items())
-    pairs = f"; training pairs: {counts}" if counts else ""
-    return f"{path}: a valid config{pairs}; {output_dir} holds no run yet (training starts a new one there)"
+    data = training_data(config)["data"]  # reads every file it trains on: a data error is raised now, not at start-up
+    reads = "; ".join(f"{what} {entry['count']}" for what, entry in data.items())
+    return f"{path}: a valid config ({reads or 'no data files'}); {output_dir} holds no run yet (training starts there)"
 
 
 def _train(config: TrainConfig, *, resume: bool) -> str:

@@ -602,7 +602,18 @@ def load_dimension(
     max_length: int,
     max_prompt_length: int,
 ) -> tuple[list[TokenizedPair], TruncationStats]:
-    """All pairs of one dimension: `load_pairs` on every source (in order, concatenated), then `tokenize_pairs`."""
+    """All pairs of one dimension: `dimension_records` (every source, in order), then `tokenize_pairs`."""
+    records, counts = dimension_records(sources, dimension, known_dimensions)
+    tokenized, stats = tokenize_pairs(records, tokenizer, max_length, max_prompt_length)
+    logger.info("dimension %s: %s; from %s", dimension, stats, "; ".join(counts))
+    return tokenized, stats
+
+
+def dimension_records(
+    sources: Sequence[PairSource], dimension: str, known_dimensions: Sequence[str]
+) -> tuple[list[PairRecord], list[str]]:
+    """The pairs (text) of one dimension: `load_pairs` on every source, in order, concatenated (ids unique across
+    them), and a "source: count" line per source."""
     if isinstance(sources, PairSource) or not sources:
         raise ValueError(f"Dimension {dimension!r} needs a non-empty list of PairSource, got {sources!r}.")
     records: list[PairRecord] = []
@@ -619,9 +630,7 @@ def load_dimension(
             first_where[pair.id] = pair.where
         records.extend(pairs)
         counts.append(f"{source.describe()}: {len(pairs)}")
-    tokenized, stats = tokenize_pairs(records, tokenizer, max_length, max_prompt_length)
-    logger.info("dimension %s: %s; from %s", dimension, stats, "; ".join(counts))
-    return tokenized, stats
+    return records, counts
 
 
 def _check_dimensions(dimension: str, known_dimensions: Sequence[str]) -> list[str]:

@@ -96,23 +96,27 @@ def test_train_check_says_what_training_would_do_and_writes_nothing(training_con
 
 
 def test_train_check_reads_the_data_and_compares_a_runs_by_content(training_config, tmp_path, capsys):
-    """--check on a new run reads every training file (a bad row is named now, not at start-up); on a finished run it
-    refuses one whose data file was rewritten under the same path."""
+    """--check on a new run reads every training file (a bad row, a duplicate id is named now, not at start-up); on a
+    finished run it refuses one whose data file was rewritten under the same path."""
     data = tmp_path / "workspace" / "a.jsonl"
     lines = data.read_text().splitlines()
     data.write_text("\n".join([*lines, '{"id": "x", "prompt": 3}']) + "\n")
     assert main(["train", str(training_config), "--check"]) == 2
     assert "a.jsonl:" in capsys.readouterr().err
+    twice = ["train", str(training_config), "--set", f"dimensions.0.train=[{{path: {data}}}, {{path: {data}}}]"]
+    data.write_text("\n".join(lines) + "\n")
+    assert main([*twice, "--check"]) == 2
+    assert "duplicate id in dimension 'a'" in capsys.readouterr().err
     data.write_text("\n".join(lines) + "\n")
     assert main(["train", str(training_config), "--check"]) == 0
-    assert f"training pairs: a {len(lines)}, b " in capsys.readouterr().out
+    assert f"a valid config (a: training pairs {len(lines)}; b: training pairs " in capsys.readouterr().out
     one_step = ["train", str(training_config), "--set", "max_steps=1"]
     assert main(one_step) == 0
     assert main([*one_step, "--resume", "--check"]) == 0
     assert "was trained with this config and data" in capsys.readouterr().out
     data.write_text("\n".join(lines[1:]) + "\n")  # one pair fewer, same path
     assert main([*one_step, "--resume", "--check"]) == 2
-    assert "contents changed: dimension 'a'" in capsys.readouterr().err
+    assert f"contents changed: a: training pairs: {len(lines)} items" in capsys.readouterr().err
 
 
 def test_train_config_with_unknown_key_is_named(tmp_path, capsys):

@@ -551,19 +551,9 @@ class ProjectRewardModel:
     def _fit(self) -> Any:
         from panacea.eval.reward_model import train_reward_model
 
-        sources = {}
-        for name in ("train", "test"):
-            items = getattr(self, name)
-            if not isinstance(items, list) or not items:
-                raise ValueError(f"ProjectRewardModel.{name} must be a non-empty list of pair sources, got {items!r}.")
-            sources[name] = [
-                dataclass_from_dict(PairSource, item, where=f"ProjectRewardModel.{name}.{index}")
-                for index, item in enumerate(items)
-            ]
+        sources, known = fit_sources(self.train, self.test, self.dimension, self.dimensions)  # refuses bad sources
         if not self.dimension:
             raise ValueError("ProjectRewardModel.train needs the dimension it scores (build_reward's context).")
-        named = [source.dim for source in sources["train"] + sources["test"] if source.dim]
-        known = list(dict.fromkeys([self.dimension, *self.dimensions, *named]))
         reward_model = train_reward_model(
             self.model,
             self.tokenizer,
@@ -585,6 +575,33 @@ class ProjectRewardModel:
         return score_responses(
             self._reward_model, self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size
         ).cpu()
+
+
+def fit_sources(
+    train: Any, test: Any, dimension: str | None, dimensions: Sequence[str]
+) -> tuple[dict[str, list[PairSource]], list[str]]:
+    """A fitted ProjectRewardModel's pair sources ({"train": …, "test": …}, from their settings) and the dimensions
+    its pairs are read under (its own first, then the run's, then any a source names)."""
+    sources = {}
+    for name, items in (("train", train), ("test", test)):
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"ProjectRewardModel.{name} must be a non-empty list of pair sources, got {items!r}.")
+        sources[name] = [
+            dataclass_from_dict(PairSource, item, where=f"ProjectRewardModel.{name}.{index}")
+            for index, item in enumerate(items)
+        ]
+    named = [source.dim for source in sources["train"] + sources["test"] if source.dim]
+    return sources, list(dict.fromkeys([dimension, *dimensions, *named]))
+
+
+def reward_fit_sources(
+    spec: Any, dimension: str, dimensions: Sequence[str]
+) -> tuple[dict[str, list[PairSource]], list[str]]:
+    """The pair sources `spec`'s reward is fitted on at start-up (a `reward_model` with train and test; `fit_sources`),
+    else ({}, []): a saved head, a classifier, a rule or a callable reads no pairs."""
+    if not isinstance(spec, Mapping) or spec.get("type") != "reward_model" or spec.get("path") is not None:
+        return {}, []
+    return fit_sources(spec.get("train"), spec.get("test"), dimension, dimensions)
 
 
 REWARDS: dict[str, type] = {

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from panacea._config import config_to_dict, dump_yaml, load_yaml
 from panacea._io import read_json, write_json
 from panacea.base_model import load_base_model
-from panacea.data import PairSource, PromptSource, TokenizedPair, load_dimension, load_pairs, load_prompt_source
+from panacea.data import PairSource, PromptSource, TokenizedPair, dimension_records, load_dimension, load_prompt_source
 
 from ._distributed import all_gather, sum_over_processes
 from .aggregators import build_aggregator
@@ -59,7 +59,7 @@ from .draws import SeededStream, StepPreferences, draw_preferences
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
 from .reference import reference_log_probs
-from .rl import RunningMoments
+from .rl import RunningMoments, reward_fit_sources
 from .rl_step import check_rollout_split, load_rollout_source, rl_step
 from .scalarisation import SCALARIZERS, GradientAggregation, Scalarizer
 from .tracking import JSONLTracker
@@ -447,8 +447,8 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
     (`config_changes`). Writes nothing; returns whether the folder's config.yaml is to be (re)written: for a new run,
     or for a resumed one that was moved or recorded its data paths relatively."""
     saved = output_dir / CONFIG_FILE
-    if not saved.is_file():
-        if output_dir.is_dir() and (contents := sorted(entry.name for entry in output_dir.iterdir())):
+    if not saved.is_file():  # (a data.json alone is a start that stopped between its two writes: rewritten)
+        if output_dir.is_dir() and (contents := sorted(e.name for e in output_dir.iterdir() if e.name != DATA_FILE)):
             shown = ", ".join(contents[:3]) + (", …" if len(contents) > 3 else "")
             raise ValueError(
                 f"{output_dir} is not empty ({shown}) and holds no panacea run; a new run writes its log, "
@@ -502,45 +502,52 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
 
 
 def training_data(config: TrainConfig) -> dict[str, Any]:
-    """What a run trains on, by content (the run's data.json): per dimension with training pairs, their count and
-    the sha256 of every pair's id, prompt, chosen and rejected text in training order (after split and max_pairs);
-    for RL, the same of its distinct prompts. `config_changes` compares data by path; this catches a file rebuilt in
-    place or a changed split."""
-    record: dict[str, Any] = {"format": 1, "dimensions": {}}
+    """What a run trains on, by content (the run's data.json): for each set of pairs or prompts it reads, their
+    count and a sha256 of their ids and texts in order (after split and max_pairs) — a DPO or SFT dimension's
+    training pairs, an RL dimension's reward-model fit pairs (a fitted `reward_model`; other rewards read none) and
+    RL's prompts. `config_changes` compares data by path; this catches a file rebuilt in place or a changed split.
+    Raises what loading the data raises."""
+    data: dict[str, Any] = {}
+    names = config.dimension_names
     for dimension in config.dimensions:
-        if dimension.train:
-            pairs = [
-                (pair.id, pair.prompt, pair.chosen, pair.rejected)
-                for source in dimension.train
-                for pair in load_pairs(source, dimension.name, config.dimension_names)
-            ]
-            record["dimensions"][dimension.name] = _content_record(pairs)
+        if dimension.objective != "rl":
+            records, _ = dimension_records(dimension.train, dimension.name, names)
+            data[f"{dimension.name}: training pairs"] = _content(_pair_texts(records))
+            continue
+        sources, known = reward_fit_sources(dimension.reward, dimension.name, names)
+        for part, part_sources in sources.items():
+            records, _ = dimension_records(part_sources, dimension.name, known)
+            data[f"{dimension.name}: reward model {part} pairs"] = _content(_pair_texts(records))
     if config.is_rl:
-        prompts = [(prompt.id, prompt.prompt) for source in config.rl.prompts for prompt in load_prompt_source(source)]
-        record["rl_prompts"] = _content_record(prompts)
-    return record
+        prompts = (record for source in config.rl.prompts for record in load_prompt_source(source))
+        data["RL prompts"] = _content((record.id, record.prompt) for record in prompts)
+    return {"format": 1, "data": data}
 
 
-def _content_record(items: list[tuple[str, ...]]) -> dict[str, Any]:
-    digest = hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
-    return {"count": len(items), "sha256": digest}
+def _pair_texts(records: Iterable[Any]) -> Iterator[tuple[str, ...]]:
+    return ((record.id, record.prompt, record.chosen, record.rejected) for record in records)
+
+
+def _content(items: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    """{"count", "sha256"} of items of texts, hashed one JSON line at a time."""
+    digest, count = hashlib.sha256(), 0
+    for item in items:
+        digest.update(json.dumps(item, ensure_ascii=False).encode() + b"\n")
+        count += 1
+    return {"count": count, "sha256": digest.hexdigest()}
 
 
 def data_changes(config: TrainConfig, recorded: dict[str, Any]) -> list[str]:
     """Where the data `config` trains on now differs from a run's data.json (`training_data`), one line each."""
     now = training_data(config)
-    if recorded.get("format") != now["format"]:
-        return [f"data.json has format {recorded.get('format')!r}, this version writes {now['format']}"]
-    lines = []
-    entries = {f"dimension {name!r}": value for name, value in now["dimensions"].items()}
-    before = {f"dimension {name!r}": value for name, value in (recorded.get("dimensions") or {}).items()}
-    if "rl_prompts" in now or "rl_prompts" in recorded:
-        entries["RL's prompts"], before["RL's prompts"] = now.get("rl_prompts"), recorded.get("rl_prompts")
-    for what in sorted(set(entries) | set(before)):
-        old, new = before.get(what), entries.get(what)
-        if old != new:
-            lines.append(f"{what}: {_describe_content(old)} then, {_describe_content(new)} now")
-    return lines
+    if recorded.get("format") != now["format"] or not isinstance(recorded.get("data"), dict):
+        return [f"data.json has format {recorded.get('format')!r}; this version writes {now['format']}"]
+    before, after = recorded["data"], now["data"]
+    return [
+        f"{what}: {_describe_content(before.get(what))} then, {_describe_content(after.get(what))} now"
+        for what in sorted(set(before) | set(after))
+        if before.get(what) != after.get(what)
+    ]
 
 
 def _describe_content(entry: Any) -> str:

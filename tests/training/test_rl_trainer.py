@@ -9,12 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from accelerate import Accelerator
-from panacea.training import TrainingError, train
+from panacea.training import TrainConfig, TrainingError, train
 from panacea.training import rl_step as rl_step_module
 from panacea.training import trainer as trainer_module
 from panacea.training.logprobs import collate_pairs
@@ -22,7 +23,7 @@ from panacea.training.rl import ppo_clipped_loss, response_token_log_probs
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
 from panacea.training.update import GradientBuffers, write_update
 
-from panacea._config import dump_yaml
+from panacea._config import dump_yaml, load_config
 from panacea.data import TokenizedPair
 from tests.conftest import panacea_llama
 from tests.helpers import (
@@ -105,8 +106,25 @@ def test_an_rl_run_logs_rewards_kl_and_costs_per_step_and_its_kl_is_zero_at_step
     assert state.reward_moments["count"] == 24  # every rollout's rewards entered the running moments
     saved = json.loads((run / "checkpoints" / "step-3" / "trainer_state.json").read_text())
     assert saved["reward_moments"] == state.reward_moments
-    data = json.loads((run / "data.json").read_text())  # what it trained on: its prompts, by content
-    assert data["rl_prompts"]["count"] > 0 and len(data["rl_prompts"]["sha256"]) == 64
+    data = json.loads((run / "data.json").read_text())["data"]  # what it trained on: its prompts, by content
+    assert data["RL prompts"]["count"] > 0 and len(data["RL prompts"]["sha256"]) == 64
+
+
+def test_an_rl_run_records_its_prompts_and_reward_fit_pairs_not_the_pairs_it_does_not_read():
+    """configs/hh-2d-rl.yaml: each dimension's `train` file only serves `panacea eval`'s judge; the reward models are
+    fitted on 400 + 100 pairs each at start-up, and RL reads its prompts: those are what data.json records."""
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(TrainConfig, root / "configs" / "hh-2d-rl.yaml")
+    data = trainer_module.training_data(config)["data"]
+    assert sorted(data) == [
+        "RL prompts",
+        "harmless: reward model test pairs",
+        "harmless: reward model train pairs",
+        "helpful: reward model test pairs",
+        "helpful: reward model train pairs",
+    ]
+    assert [data[f"{name}: reward model {part} pairs"]["count"] for name in ("helpful", "harmless")
+            for part in ("train", "test")] == [400, 100, 400, 100]  # fmt: skip
 
 
 def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspace, tmp_path, classifier):

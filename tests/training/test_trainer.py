@@ -223,14 +223,26 @@ def test_resume_refuses_training_data_rebuilt_in_place(workspace, tmp_path):
     config.dimensions[0].train = [PairSource(str(data))]
     train(config)
     recorded = json.loads((tmp_path / "run" / "data.json").read_text())
-    assert recorded["dimensions"]["a"]["count"] == len(data.read_text().splitlines())
+    assert sorted(recorded["data"]) == ["a: training pairs", "b: training pairs"]
+    assert recorded["data"]["a: training pairs"]["count"] == len(data.read_text().splitlines())
     assert recorded == trainer_module.training_data(config)
     assert train(config, resume=True).state.step == 2  # unchanged data resumes
     records = [json.loads(line) for line in data.read_text().splitlines()]
     records[3]["chosen"] += " again"
     data.write_text("".join(json.dumps(record) + "\n" for record in records))
-    with pytest.raises(ValueError, match=r"contents changed: dimension 'a': \d+ items, sha256 \w+ then, \d+ items"):
+    with pytest.raises(
+        ValueError, match=r"contents changed: a: training pairs: (\d+) items, sha256 \w+ then, \1 items"
+    ):
         train(config, resume=True)
+
+
+def test_a_folder_holding_only_the_data_record_of_a_start_that_stopped_takes_a_new_run(workspace, tmp_path):
+    """A start stopped between writing data.json and config.yaml leaves data.json alone: not a stranger's folder."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "data.json").write_text("{}")
+    assert train(make_config(workspace, run, max_steps=1)).state.step == 1
+    assert json.loads((run / "data.json").read_text())["format"] == 1
 
 
 def test_resume_accepts_a_run_trained_before_data_was_recorded(workspace, tmp_path):
