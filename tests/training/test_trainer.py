@@ -324,6 +324,22 @@ def test_the_rerun_after_a_failed_start_just_works(workspace, tmp_path):
     assert (tmp_path / "run" / "adapter").is_dir()
 
 
+def test_a_start_that_fails_after_recording_the_run_removes_its_config_and_data_records(
+    workspace, tmp_path, monkeypatch
+):
+    """A model that does not load fails after config.yaml and data.json are written: both go, so the rerun works."""
+
+    def broken(*args, **kwargs):
+        raise OSError("model weights missing")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer_module, "load_base_model", broken)
+        with pytest.raises(OSError, match="model weights missing"):
+            train(make_config(workspace, tmp_path / "run", max_steps=1))
+    assert not (tmp_path / "run").exists()
+    assert train(make_config(workspace, tmp_path / "run", max_steps=1)).state.step == 1
+
+
 def test_a_new_run_refuses_a_folder_of_other_files_and_leaves_them_alone(workspace, tmp_path):
     """It trained into an unrelated folder and truncated the log.jsonl found there (bug)."""
     folder = tmp_path / "mine"
