@@ -64,9 +64,10 @@ def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
         assert words[-1] == "--resume"
         overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
         configs.append(TrainConfig.from_yaml(ROOT / words[0], overrides))
-    runs = (name, f"{name}-tche", f"soups-{name}", f"soups-{name}-full", f"{name}-full")
+    # the two runs every target reads first (Panacea + LS, soups at the same budget), then the descriptive ones
+    runs = (name, f"soups-{name}", f"{name}-tche", f"soups-{name}-full", f"{name}-full")
     assert [c.output_dir for c in configs] == [f"{tmp_path}/runs/{run}" for run in runs]
-    panacea_ls, panacea_tche, soups_split, soups_full, panacea_full = configs
+    panacea_ls, soups_split, panacea_tche, soups_full, panacea_full = configs
     assert (panacea_ls.method, panacea_ls.scalarization) == ("panacea", "ls")
     assert (panacea_tche.method, panacea_tche.scalarization) == ("panacea", "tche")
     assert (soups_split.method, soups_split.soups_budget) == ("soups", "split")
@@ -76,7 +77,8 @@ def test_every_run_is_a_valid_config_in_its_own_folder(name, tmp_path):
     assert panacea_full.max_steps == len(panacea_ls.dimensions) * panacea_ls.max_steps  # soups-NAME-full's budget
     soups_config = f"configs/soups-{name}.yaml"  # the baseline's own settings, where it has them
     expected = soups_config if (ROOT / soups_config).is_file() else f"configs/{name}.yaml"
-    assert [words[0] for words in trains] == [f"configs/{name}.yaml"] * 2 + [expected] * 2 + [f"configs/{name}.yaml"]
+    config = f"configs/{name}.yaml"
+    assert [words[0] for words in trains] == [config, expected, config, expected, config]
 
 
 def test_an_unknown_config_or_run_is_refused_before_anything_runs():
