@@ -841,7 +841,8 @@ def confirm_refused(row: str) -> str | None:
     rows = [f"{method}/{other}" for other in METHODS[method] if not budget_binds(method, other)]
     if unfinished := [other for other in rows if other not in hypervolumes]:
         return (
-            f"{row}: not due yet: {len(unfinished)} of {method}'s {len(rows)} 40-step rows are unfinished "
+            f"{row}: not due yet: {len(unfinished)} of {method}'{'' if method.endswith('s') else 's'} {len(rows)} "
+            "40-step rows are unfinished "
             f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}), and the choice it would confirm "
             "can still change"
         )
