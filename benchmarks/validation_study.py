@@ -549,9 +549,8 @@ def choice(
         where = "" if pending == f"{method}/{name}" else f" at 100 steps ({pending})"
         if pending.endswith(SEED_TAIL):
             where = f" in its second 100-step training ({pending}; its seed-0 training passed)"
-        if (
-            pending != f"{method}/{name}" and len(candidates) < total
-        ):  # the ranking can still change (`confirm_refused`)
+        early = pending != f"{method}/{name}" and len(candidates) < total  # a 100-step row; the ranking can change
+        if early:
             then = f"due once all {total} 40-step rows are finished (the full run trains it then)"
         else:
             then = f"`python benchmarks/validation_study.py --only {pending} --generations`"
@@ -696,9 +695,9 @@ def check_measured_alike(documents: dict[str, dict]) -> None:
 
 
 def measurement(document: dict) -> dict[str, dict | None]:
-    """How a row's validation results were measured, in the parts rows must share: the pairs (split, grid, the
-    scorer's settings without β) and the answers (None when none were scored; the refusal detector aside: loops do
-    not read it)."""
+    """How a row's validation results were measured, in the parts rows must share: the pairs (grid, the scorer's
+    settings without β) and the answers (None when none were scored; the refusal detector aside: loops do not read
+    it). The split is checked on its own: it must be validation."""
     pairs = dict(document["scorers"]["pairs"].get("settings") or {})
     sets = pairs.get("sets") or {}
     pairs["sets"] = {
@@ -710,7 +709,7 @@ def measurement(document: dict) -> dict[str, dict | None]:
         settings = generations.get("settings") or {}
         answers = {key: settings.get(key) for key in ANSWER_SETTINGS}
     return {
-        "pairs": {"split": document.get("split"), "grid": document.get("grid"), **pairs},
+        "pairs": {"grid": document.get("grid"), **pairs},
         "answers": answers,
     }
 
