@@ -40,7 +40,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from panacea._io import read_json, write_json, write_text
+from panacea._io import file_sha256, read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES, SCORERS
 from panacea.base_model import load_base_model
 from panacea.preferences import simplex_grid
@@ -109,7 +109,7 @@ class LoadedRun:
     def from_training(cls, result, config: TrainConfig) -> LoadedRun:
         """The run `train` just finished (its `TrainResult`), without loading it again."""
         weights = result.output_dir / RUN_ADAPTER_DIR / WEIGHTS_NAME
-        return cls(result.output_dir, config, result.model, result.tokenizer, result.autocast, _file_digest(weights))
+        return cls(result.output_dir, config, result.model, result.tokenizer, result.autocast, file_sha256(weights))
 
 
 def is_soups_run(path: str | Path) -> bool:
@@ -133,7 +133,7 @@ def load_run(path: str | Path, *, device: str | None = None, mode: str = "ab") -
         base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=device or config.device)
         model = SoupModel.from_run(base_model, path, mode, dimensions=config.dimension_names)
         members = [path / manifest["runs"][name]["adapter"] / WEIGHTS_NAME for name in config.dimension_names]
-        members_digest = "".join(_file_digest(file) for file in members)
+        members_digest = "".join(file_sha256(file) for file in members)
         digest = hashlib.sha256((members_digest + mode).encode()).hexdigest()
         vertex_digest = hashlib.sha256(members_digest.encode()).hexdigest()
         autocast = mixed_precision_context(config, model.device)
@@ -151,7 +151,7 @@ def load_run(path: str | Path, *, device: str | None = None, mode: str = "ab") -
         model,
         tokenizer,
         mixed_precision_context(config, model.device),
-        _file_digest(adapter / WEIGHTS_NAME),
+        file_sha256(adapter / WEIGHTS_NAME),
     )
 
 
@@ -424,14 +424,6 @@ def evaluate_run(
     write_text(eval_dir / RESULTS_MD, format_front(document) + "\n")
     plot_front(document, eval_dir / FRONT_PNG)
     return document
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def evaluate_path(

@@ -6,6 +6,7 @@ used (tempfile and safetensors' `save_file` create private 0600 files).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -133,3 +134,9 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}.")
     return data
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in blocks (hex)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -602,6 +603,21 @@ def reward_fit_sources(
     if not isinstance(spec, Mapping) or spec.get("type") != "reward_model" or spec.get("path") is not None:
         return {}, []
     return fit_sources(spec.get("train"), spec.get("test"), dimension, dimensions)
+
+
+def reward_folder(spec: Any) -> Path | None:
+    """The local folder `spec`'s reward loads at start-up — a saved `reward_model`'s path, a `classifier` named by a
+    local folder — else None: a fitted head reads pairs (`reward_fit_sources`), and a hub id, a rule or a callable
+    read no folder of ours. A `reward_model` path that is no folder is refused here, as loading it would be."""
+    if not isinstance(spec, Mapping):
+        return None
+    if spec.get("type") == "reward_model" and spec.get("path") is not None:
+        if not (folder := Path(spec["path"]).expanduser()).is_dir():
+            raise ValueError(f"ProjectRewardModel.path {spec['path']!r} is not a folder written by RewardModel.save.")
+        return folder
+    if spec.get("type") == "classifier" and isinstance(name := spec.get("name_or_path"), str):
+        return folder if (folder := Path(name).expanduser()).is_dir() else None
+    return None
 
 
 REWARDS: dict[str, type] = {

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from panacea._config import config_to_dict, dump_yaml, load_yaml
-from panacea._io import read_json, write_json
+from panacea._io import file_sha256, read_json, write_json
 from panacea.base_model import load_base_model
 from panacea.data import PairSource, PromptSource, TokenizedPair, dimension_records, load_dimension, load_prompt_source
 
@@ -59,7 +59,7 @@ from .draws import SeededStream, StepPreferences, draw_preferences
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
 from .reference import reference_log_probs
-from .rl import RunningMoments, reward_fit_sources
+from .rl import RunningMoments, reward_fit_sources, reward_folder
 from .rl_step import check_rollout_split, load_rollout_source, rl_step
 from .scalarisation import SCALARIZERS, GradientAggregation, Scalarizer
 from .tracking import JSONLTracker
@@ -468,9 +468,9 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
     if (recorded := output_dir / DATA_FILE).is_file() and (changed := data_changes(config, read_json(recorded))):
         raise ValueError(
             f"--resume: the config names the data the run in {output_dir} trained on, but its contents changed: "
-            f"{'; '.join(changed)} ({recorded} records what it trained on). A data file was rebuilt or the split "
-            "or subsample rules changed; start a new run in another output_dir (--set output_dir=...) or after "
-            f"deleting {output_dir}."
+            f"{'; '.join(changed)} ({recorded} records what it trained on). A data file or reward model was rebuilt, "
+            "or the split or subsample rules changed; start a new run in another output_dir (--set output_dir=...) "
+            f"or after deleting {output_dir}."
         )
     stored, resolved = load_yaml(saved), with_absolute_data_paths(config_to_dict(config))
     moved = stored.get("output_dir") != resolved.get("output_dir")
@@ -504,9 +504,11 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
 def training_data(config: TrainConfig) -> dict[str, Any]:
     """What a run trains on, by content (the run's data.json): for each set of pairs or prompts it reads, their
     count and a sha256 of their ids and texts in order (after split and max_pairs) — a DPO or SFT dimension's
-    training pairs, an RL dimension's reward-model fit pairs (a fitted `reward_model`; other rewards read none) and
-    RL's prompts. `config_changes` compares data by path; this catches a file rebuilt in place or a changed split.
-    Raises what loading the data raises."""
+    training pairs, an RL dimension's reward-model fit pairs (a fitted `reward_model`) and RL's prompts — and for
+    each reward loaded from a local folder (a saved `reward_model`, a `classifier` folder), its files by name and
+    content. `config_changes` compares data by path; this catches a file rebuilt in place or a changed split. A
+    classifier named by hub id, a rule or a callable is recorded by its settings alone. Raises what loading the
+    data raises."""
     data: dict[str, Any] = {}
     names = config.dimension_names
     for dimension in config.dimensions:
@@ -518,6 +520,11 @@ def training_data(config: TrainConfig) -> dict[str, Any]:
         for part, part_sources in sources.items():
             records, _ = dimension_records(part_sources, dimension.name, known)
             data[f"{dimension.name}: reward model {part} pairs"] = _content(_pair_texts(records))
+        if (folder := reward_folder(dimension.reward)) is not None:
+            files = sorted(path for path in folder.rglob("*") if path.is_file())
+            data[f"{dimension.name}: reward model files"] = _content(
+                (path.relative_to(folder).as_posix(), file_sha256(path)) for path in files
+            )
     if config.is_rl:
         prompts = (record for source in config.rl.prompts for record in load_prompt_source(source))
         data["RL prompts"] = _content((record.id, record.prompt) for record in prompts)
@@ -538,14 +545,17 @@ def _content(items: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
 
 
 def data_changes(config: TrainConfig, recorded: dict[str, Any]) -> list[str]:
-    """Where the data `config` trains on now differs from a run's data.json (`training_data`), one line each."""
+    """Where the data `config` trains on now differs from a run's data.json (`training_data`), one line each.
+
+    An entry the record lacks is not compared: an older panacea did not record it (reward folders), and a set of
+    data added since would be a changed config, which `config_changes` names."""
     now = training_data(config)
     if recorded.get("format") != now["format"] or not isinstance(recorded.get("data"), dict):
         return [f"data.json has format {recorded.get('format')!r}; this version writes {now['format']}"]
     before, after = recorded["data"], now["data"]
     return [
         f"{what}: {_describe_content(before.get(what))} then, {_describe_content(after.get(what))} now"
-        for what in sorted(set(before) | set(after))
+        for what in sorted(before)
         if before.get(what) != after.get(what)
     ]
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from panacea.eval.reward_model import RewardModel
 from panacea.training import TrainConfig, TrainingError, train
 from panacea.training import rl_step as rl_step_module
 from panacea.training import trainer as trainer_module
@@ -22,6 +23,7 @@ from panacea.training.logprobs import collate_pairs
 from panacea.training.rl import ppo_clipped_loss, response_token_log_probs
 from panacea.training.scalarisation import LinearScalarization, Tchebycheff
 from panacea.training.update import GradientBuffers, write_update
+from safetensors.torch import load_file, save_file
 
 from panacea._config import dump_yaml, load_config
 from panacea.data import TokenizedPair
@@ -125,6 +127,45 @@ def test_an_rl_run_records_its_prompts_and_reward_fit_pairs_not_the_pairs_it_doe
     ]
     assert [data[f"{name}: reward model {part} pairs"]["count"] for name in ("helpful", "harmless")
             for part in ("train", "test")] == [400, 100, 400, 100]  # fmt: skip
+
+
+def test_resume_refuses_a_reward_classifier_rewritten_in_place(workspace, tmp_path):
+    """A reward loaded from a local folder is part of what the run trains on: data.json records its files by content,
+    so --resume refuses a classifier retrained under the same path (and still resumes a record without the entry,
+    as an older panacea wrote it)."""
+    classifier = save_tiny_classifier(tmp_path / "classifier")
+    run = tmp_path / "run"
+    config = rl_config(workspace, run, classifier, max_steps=1, save_steps=1)
+    train(config)
+    record = json.loads((run / "data.json").read_text())
+    files = record["data"]["b: reward model files"]
+    assert files["count"] == sum(path.is_file() for path in classifier.rglob("*"))
+    assert "a: reward model files" not in record["data"]  # a rule reads no folder
+    del record["data"]["b: reward model files"]
+    (run / "data.json").write_text(json.dumps(record))
+    assert train(config, resume=True).state.step == 1
+    record["data"]["b: reward model files"] = files
+    (run / "data.json").write_text(json.dumps(record))
+    weights = load_file(classifier / "model.safetensors")
+    save_file({name: tensor + 1 for name, tensor in weights.items()}, classifier / "model.safetensors")
+    with pytest.raises(ValueError, match=r"contents changed: b: reward model files: (\d+) items, sha256 \w+ then, \1"):
+        train(config, resume=True)
+
+
+def test_a_saved_reward_model_is_recorded_by_its_files_and_a_missing_one_is_refused(workspace, tmp_path, classifier):
+    """A `reward_model` given by path is recorded by its two files; a path that is no folder is named before any run."""
+    saved = tmp_path / "head"
+    RewardModel("b", torch.ones(4), torch.zeros(()), torch.zeros(4), torch.ones(4)).save(saved)
+    data = rl_dict(workspace, tmp_path / "run", classifier)
+    data["dimensions"][1]["reward"] = {"type": "reward_model", "path": str(saved)}
+    config = make_config(workspace, tmp_path / "run", **{k: v for k, v in data.items() if k != "output_dir"})
+    entry = trainer_module.training_data(config)["data"]["b: reward model files"]
+    assert entry["count"] == 2
+    (saved / "reward_model.json").write_text((saved / "reward_model.json").read_text() + " ")
+    assert trainer_module.training_data(config)["data"]["b: reward model files"]["sha256"] != entry["sha256"]
+    config.dimensions[1].reward = {"type": "reward_model", "path": str(tmp_path / "missing")}
+    with pytest.raises(ValueError, match="ProjectRewardModel.path .*missing.* is not a folder"):
+        trainer_module.training_data(config)
 
 
 def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspace, tmp_path, classifier):
