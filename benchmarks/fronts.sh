@@ -33,7 +33,8 @@
 #   SOUPS_MODES=delta benchmarks/fronts.sh hhc-3d soups-hhc-3d   # evaluate (and publish) only these soups modes
 #                                                     # (default "ab delta"; a mode published earlier stays)
 #   benchmarks/fronts.sh --save-points hh-2d          # while a job runs: copy the grid points its evaluations have
-#                                                     # scored so far to docs/results/NAME/RUN/points/ (commit them)
+#                                                     # scored so far to docs/results/NAME/RUN/points/, and a
+#                                                     # training's newest checkpoint to RUN/resume/ (commit them)
 #
 # An evaluation takes hours here (a pairs point ~20 min, a generation point ~22 min on one core) and runs/ does not
 # survive a machine change, so the points scored so far can be kept in git: `--save-points` copies every cached
@@ -42,6 +43,11 @@
 # a point is only ever read back for the same weights and settings). A later invocation on a fresh machine copies
 # them back into the run's cache before it evaluates, and scores only the rest; once a front is published, its saved
 # points go (its results.json holds every value; a soups run's shared vertex points once both modes are published).
+# A training that may outlast the machine (hh-2d-full's 200 steps take ~4 h here) is kept the same way: `--save-points`
+# also copies an unfinished training's newest checkpoint — weights, optimizer state, RNG state, trainer state — with
+# its config, data record and log (per member for a soups run) to $published/RUN/resume/, replacing an earlier
+# save; a fresh machine's invocation puts it back into $runs_dir and `panacea train --resume` continues from it, to
+# the same weights as an uninterrupted run, and it goes once the training is published.
 # Only a run in progress is saved (one whose evaluation has not finished in this runs/ folder). A published front's
 # results.json gives back the points it holds whole (the pairs scorer's; the generations' answers are not in it), so
 # re-scoring a published run — e.g. its cached answers judged by a changed refusal detector — scores only the rest.
@@ -217,14 +223,61 @@ finished() {  # whether RUN's training is complete in $runs_dir
   has_weights "$runs_dir/$1"
 }
 
-restore() {  # a run published with its weights (publish_training) back into $runs_dir when it is not there
-  local run=$1 record=$published/$1/train
+restore() {  # a run published with its weights (publish_training) back into $runs_dir when it is not there; else
+  local run=$1 record=$published/$1/train saved=$published/$1/resume  # an unfinished one saved by save_training
   if finished "$run"; then return; fi
-  has_weights "$record" || return 0
+  if ! has_weights "$record"; then
+    if [[ -d $saved && ! -e $runs_dir/$run ]]; then  # `panacea train --resume` continues from its checkpoint
+      echo "=== $run: continues from the checkpoint saved in $saved ($(cd "$saved" && find . -path '*/checkpoints/step-*' -prune -printf '%P ' | sed 's/ $//'))"
+      mkdir -p "$runs_dir"
+      cp -r "$saved" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
+    fi
+    return 0
+  fi
   [[ ! -e $runs_dir/$run ]] || { echo "fronts.sh: $runs_dir/$run holds an unfinished run; not restoring over it" >&2; return 0; }
   echo "=== $run: restored from $record (its published weights; not trained again)"
   mkdir -p "$runs_dir"
   cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
+}
+
+save_training() {  # while RUN trains: its newest complete checkpoint (weights, optimizer state, RNG, trainer state)
+  local run=$1 dir=$runs_dir/$1 target=$published/$1/resume staging folder file newest kept=0  # with its config,
+  # data record and log, and for a soups run those of each member (a finished member's adapter), into
+  # $published/RUN/resume/ (~15 MB for hh-2d: commit it), replacing what an earlier save put there; a fresh machine
+  # continues from it (restore) rather than from step 0, and it goes once the training is published
+  [[ -d $dir ]] || return 0
+  if finished "$run"; then return 0; fi
+  staging=$(mktemp -d "${TMPDIR:-/tmp}/fronts-resume.XXXXXX")
+  for folder in "$dir" "$dir"/soups/*; do
+    [[ -d $folder ]] || continue
+    local into=$staging/${folder#"$dir"}
+    for file in "$folder"/{config.yaml,data.json,log.jsonl,manifest.json} "$folder"/adapter/*; do
+      if [[ -f $file ]]; then copy "$file" "$into/${file#"$folder"/}"; fi
+    done
+    if [[ -f $folder/adapter/adapter_model.safetensors ]]; then kept=1 && continue; fi  # a finished soups member
+    newest=$(find "$folder/checkpoints" -mindepth 1 -maxdepth 1 -type d -name 'step-*' 2>/dev/null | sort -V | tail -n 1 || true)
+    [[ -n $newest ]] || continue
+    # (a checkpoint is renamed into place whole; the trainer may prune it while it is copied: then nothing is saved)
+    if mkdir -p "$into/checkpoints" && cp -r "$newest" "$into/checkpoints/" 2>/dev/null; then
+      kept=1
+    else
+      echo "fronts.sh: $newest went while it was copied; $run's training not saved this time" >&2
+      rm -rf "$staging" && return 0
+    fi
+  done
+  if ((kept)); then
+    for file in "$staging"/config.yaml "$staging"/soups/*/config.yaml; do  # data paths relative to the checkout
+      if [[ -f $file ]]; then
+        local text
+        text=$(<"$file")
+        printf '%s\n' "${text//"$PWD/"/}" > "$file"
+      fi
+    done
+    mkdir -p "$published/$run"
+    rm -rf "$target.tmp" && cp -r "$staging" "$target.tmp" && rm -rf "$target" && mv "$target.tmp" "$target"
+    echo "=== $run: its training so far saved in $target"
+  fi
+  rm -rf "$staging"
 }
 
 copy_points() {  # copy each grid point (a cache folder's .json file) under FROM to the same path under TO where TO
@@ -320,7 +373,10 @@ publish() {  # copy the evaluation documents (not the cache) of RUN [in soups MO
 }
 
 if ((save_only)); then
-  for run in "${runs[@]}"; do save_points "$run"; done
+  for run in "${runs[@]}"; do
+    save_points "$run"
+    save_training "$run"
+  done
   exit 0
 fi
 
@@ -361,6 +417,7 @@ for run in "${runs[@]}"; do
   fi
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
+  rm -rf "${published:?}/$run/resume"  # trained: a checkpoint saved on the way is not needed again
   restore_points "$run"
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
   if [[ $run == soups-* ]]; then modes=("${soups_modes[@]}"); fi

@@ -547,3 +547,76 @@ def test_a_published_front_gives_back_the_points_it_holds_whole_before_the_run_i
         "cache/generations-ef01/1.0000-0.0000.json",
         "cache/pairs-abcd/0.5000-0.5000.json",
     ]
+
+
+def test_a_training_saved_on_one_machine_continues_from_its_checkpoint_on_the_next(tmp_path):
+    """`--save-points` keeps an unfinished training's newest checkpoint (and, per soups member, a finished member's
+    adapter instead) with its config — data paths relative to the checkout —, data record and log; a fresh machine's
+    invocation puts it back where `panacea train --resume` continues from it, and it goes once the training is
+    published."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    step = "checkpoints/step-{}/"
+    checkpoint = ("adapter/adapter_model.safetensors", "optimizer.safetensors", "rng.safetensors", STATE_FILE)
+    written = [
+        "hh-2d-full/data.json",
+        "hh-2d-full/log.jsonl",
+        *(f"hh-2d-full/{step.format(n)}{name}" for n in (10, 20) for name in checkpoint),  # 20 is the newest
+        "hh-2d-full/eval/cache/pairs-0/0.json",  # not training
+        "soups-hh-2d-full/manifest.json",
+        "soups-hh-2d-full/soups/helpful/adapter/adapter_model.safetensors",  # finished: its adapter, not its checkpoint
+        f"soups-hh-2d-full/soups/helpful/{step.format(100)}optimizer.safetensors",
+        "soups-hh-2d-full/soups/harmless/log.jsonl",
+        *(f"soups-hh-2d-full/soups/harmless/{step.format(30)}{name}" for name in checkpoint),
+        "hh-2d/adapter/adapter_model.safetensors",  # a finished training: nothing to save
+        f"hh-2d/{step.format(100)}optimizer.safetensors",
+    ]
+    for path in written:
+        (runs / path).parent.mkdir(parents=True, exist_ok=True)
+        (runs / path).write_text(path)
+    (runs / "soups-hh-2d-full/manifest.json").write_text('{"complete": false}')
+    for config in ("hh-2d-full/config.yaml", "soups-hh-2d-full/soups/harmless/config.yaml"):
+        (runs / config).write_text(f"train: [{{path: {ROOT}/data/harmless.jsonl.gz}}]\n")
+
+    saved = _dry_run("--save-points", "hh-2d")
+    assert saved.returncode == 0, saved.stderr
+    kept = sorted(str(path.relative_to(published)) for path in published.rglob("*") if path.is_file())
+    assert kept == sorted(
+        [
+            "hh-2d-full/resume/config.yaml",
+            "hh-2d-full/resume/data.json",
+            "hh-2d-full/resume/log.jsonl",
+            *(f"hh-2d-full/resume/{step.format(20)}{name}" for name in checkpoint),
+            "soups-hh-2d-full/resume/manifest.json",
+            "soups-hh-2d-full/resume/soups/helpful/adapter/adapter_model.safetensors",
+            "soups-hh-2d-full/resume/soups/harmless/config.yaml",
+            "soups-hh-2d-full/resume/soups/harmless/log.jsonl",
+            *(f"soups-hh-2d-full/resume/soups/harmless/{step.format(30)}{name}" for name in checkpoint),
+        ]
+    )
+    assert (published / "hh-2d-full/resume/config.yaml").read_text() == "train: [{path: data/harmless.jsonl.gz}]\n"
+    (runs / "hh-2d-full" / step.format(30)).mkdir()  # a later save replaces the earlier one
+    (runs / "hh-2d-full" / step.format(30) / STATE_FILE).write_text("30")
+    assert _dry_run("--save-points", "hh-2d", "hh-2d-full").returncode == 0
+    assert sorted(path.name for path in (published / "hh-2d-full/resume/checkpoints").iterdir()) == ["step-30"]
+
+    # a fresh machine: `panacea train` finds the saved training in place, finishes it (the fake writes its adapter)
+    fresh, seen = tmp_path / "fresh", tmp_path / "seen"
+    fake = _fake_panacea(
+        tmp_path,
+        '#!/bin/sh\n[ "$1" = train ] || exit 0\n'
+        'for word in "$@"; do case $word in output_dir=*) out=${word#*=};; esac; done\n'
+        f'(cd "$out" && find . -type f | sort) > {seen}\n'
+        'mkdir -p "$out/adapter" && echo done > "$out/adapter/adapter_model.safetensors"\n',
+    )
+    done = _dry_run("hh-2d", "hh-2d-full", PANACEA=str(fake), RUNS_DIR=str(fresh))
+    assert done.returncode == 0, done.stderr
+    assert "hh-2d-full: continues from the checkpoint saved in" in done.stdout
+    assert "(checkpoints/step-30)" in done.stdout
+    assert seen.read_text().splitlines() == [
+        "./checkpoints/step-30/" + STATE_FILE,
+        "./config.yaml",
+        "./data.json",
+        "./log.jsonl",
+    ]
+    assert not (published / "hh-2d-full/resume").exists()  # trained and published: the save goes
+    assert (published / "hh-2d-full/train/adapter/adapter_model.safetensors").is_file()
