@@ -46,8 +46,9 @@
 # A training that may outlast the machine (hh-2d-full's 200 steps take ~4 h here) is kept the same way: `--save-points`
 # also copies an unfinished training's newest checkpoint — weights, optimizer state, RNG state, trainer state — with
 # its config, data record and log (per member for a soups run) to $published/RUN/resume/, replacing an earlier
-# save; a fresh machine's invocation puts it back into $runs_dir and `panacea train --resume` continues from it, to
-# the same weights as an uninterrupted run, and it goes once the training is published.
+# save (each committed save stays in git's history: ~15 MB for hh-2d); a fresh machine's invocation checks it
+# against the config, puts it back into $runs_dir and `panacea train --resume` continues from it, to the same weights
+# as an uninterrupted run (to rounding on another CPU), and it goes once the training is published.
 # Only a run in progress is saved (one whose evaluation has not finished in this runs/ folder). A published front's
 # results.json gives back the points it holds whole (the pairs scorer's; the generations' answers are not in it), so
 # re-scoring a published run — e.g. its cached answers judged by a changed refusal detector — scores only the rest.
@@ -229,41 +230,54 @@ restore() {  # a run published with its weights (publish_training) back into $ru
   if ! has_weights "$record"; then
     if [[ -d $saved && ! -e $runs_dir/$run ]]; then  # `panacea train --resume` continues from its checkpoint
       echo "=== $run: continues from the checkpoint saved in $saved ($(cd "$saved" && find . -path '*/checkpoints/step-*' -prune -printf '%P ' | sed 's/ $//'))"
-      mkdir -p "$runs_dir"
+      mkdir -p "$runs_dir" && rm -rf "$runs_dir/$run.tmp"  # (a copy a killed invocation left)
       cp -r "$saved" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
     fi
     return 0
   fi
   [[ ! -e $runs_dir/$run ]] || { echo "fronts.sh: $runs_dir/$run holds an unfinished run; not restoring over it" >&2; return 0; }
   echo "=== $run: restored from $record (its published weights; not trained again)"
-  mkdir -p "$runs_dir"
+  mkdir -p "$runs_dir" && rm -rf "$runs_dir/$run.tmp"  # (a copy a killed invocation left)
   cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
 }
 
-save_training() {  # while RUN trains: its newest complete checkpoint (weights, optimizer state, RNG, trainer state)
-  local run=$1 dir=$runs_dir/$1 target=$published/$1/resume staging folder file newest kept=0  # with its config,
-  # data record and log, and for a soups run those of each member (a finished member's adapter), into
+CHECKPOINT_FILES=(trainer_state.json adapter/adapter_model.safetensors optimizer.safetensors optimizer.json
+  scheduler.json rng.safetensors)  # what panacea.training.checkpoint.load_checkpoint reads
+save_training() {  # while RUN trains: its newest checkpoint (weights, optimizer state, RNG, trainer state) with its
+  local run=$1 dir=$runs_dir/$1 target=$published/$1/resume staging folder file newest listed kept=0  # config,
+  # data record and log, and for a soups run its manifest and each member's (a finished member's adapter) into
   # $published/RUN/resume/ (~15 MB for hh-2d: commit it), replacing what an earlier save put there; a fresh machine
   # continues from it (restore) rather than from step 0, and it goes once the training is published
   [[ -d $dir ]] || return 0
   if finished "$run"; then return 0; fi
   staging=$(mktemp -d "${TMPDIR:-/tmp}/fronts-resume.XXXXXX")
-  for folder in "$dir" "$dir"/soups/*; do
+  for folder in "$dir" "$dir"/soups/*; do  # the run's own files first: a soups manifest before its members
     [[ -d $folder ]] || continue
-    local into=$staging/${folder#"$dir"}
+    local into=$staging/${folder#"$dir"} member=${folder##*/}
     for file in "$folder"/{config.yaml,data.json,log.jsonl,manifest.json} "$folder"/adapter/*; do
       if [[ -f $file ]]; then copy "$file" "$into/${file#"$folder"/}"; fi
     done
-    if [[ -f $folder/adapter/adapter_model.safetensors ]]; then kept=1 && continue; fi  # a finished soups member
+    if [[ $folder == "$dir" && -f $into/manifest.json ]]; then  # the members the copied manifest lists as trained
+      listed=$("${PYTHON:-.venv/bin/python}" -c 'import json, sys
+print(" ".join(json.load(open(sys.argv[1])).get("runs", {})))' "$into/manifest.json")
+    fi
+    # a finished member the saved manifest lists is skipped when the run resumes; one it does not list yet (it
+    # finished after the manifest was copied) resumes from its last checkpoint, so that is kept too
+    if [[ $folder != "$dir" && -f $folder/adapter/adapter_model.safetensors && " ${listed:-} " == *" $member "* ]]; then
+      kept=1 && continue
+    fi
     newest=$(find "$folder/checkpoints" -mindepth 1 -maxdepth 1 -type d -name 'step-*' 2>/dev/null | sort -V | tail -n 1 || true)
     [[ -n $newest ]] || continue
-    # (a checkpoint is renamed into place whole; the trainer may prune it while it is copied: then nothing is saved)
-    if mkdir -p "$into/checkpoints" && cp -r "$newest" "$into/checkpoints/" 2>/dev/null; then
-      kept=1
-    else
-      echo "fronts.sh: $newest went while it was copied; $run's training not saved this time" >&2
-      rm -rf "$staging" && return 0
-    fi
+    # a checkpoint is renamed into place whole, but the trainer prunes the older one once a newer is written, maybe
+    # while it is copied: a copy lacking a file load_checkpoint reads is not saved (an earlier save stays)
+    mkdir -p "$into/checkpoints" && cp -r "$newest" "$into/checkpoints/" 2>/dev/null || true
+    for file in "${CHECKPOINT_FILES[@]}"; do
+      if [[ ! -f $into/checkpoints/${newest##*/}/$file ]]; then
+        echo "fronts.sh: $newest was pruned while it was copied; $run's training not saved this time" >&2
+        rm -rf "$staging" && return 0
+      fi
+    done
+    kept=1
   done
   if ((kept)); then
     for file in "$staging"/config.yaml "$staging"/soups/*/config.yaml; do  # data paths relative to the checkout
@@ -274,8 +288,11 @@ save_training() {  # while RUN trains: its newest complete checkpoint (weights, 
       fi
     done
     mkdir -p "$published/$run"
-    rm -rf "$target.tmp" && cp -r "$staging" "$target.tmp" && rm -rf "$target" && mv "$target.tmp" "$target"
-    echo "=== $run: its training so far saved in $target"
+    if rm -rf "$target.tmp" && cp -r "$staging" "$target.tmp" && rm -rf "$target" && mv "$target.tmp" "$target"; then
+      echo "=== $run: its training so far saved in $target"
+    else
+      echo "fronts.sh: could not write $target; $run's training not saved this time" >&2
+    fi
   fi
   rm -rf "$staging"
 }
@@ -385,7 +402,8 @@ fi
 # held-out sets or sizes) the old weights would otherwise be scored as the new config's, on the sets the old config
 # names. `panacea train --check` compares them (the config's fields; the training data by content where the run
 # recorded it, in data.json, since 2026-12-06, else by path only); every run is checked before anything runs, and
-# nothing is changed. (An unfinished run is checked by `panacea train --resume` itself.)
+# nothing is changed. (An unfinished run in $runs_dir is checked by `panacea train --resume` itself; one saved by
+# --save-points, which a fresh machine would continue, is checked here too.)
 places=  # where this invocation's runs and published records lie, for the retire_run command it names
 if [[ -n ${RUNS_DIR:-} ]]; then places+="RUNS_DIR=$(printf %q "$runs_dir") "; fi
 if [[ -n ${PUBLISH_DIR:-} ]]; then places+="PUBLISH_DIR=$(printf %q "${PUBLISH_DIR}") "; fi
@@ -393,10 +411,16 @@ for run in "${runs[@]}"; do
   trained=
   if finished "$run"; then trained=$runs_dir/$run
   elif [[ ! -e $runs_dir/$run ]] && has_weights "$published/$run/train"; then trained=$published/$run/train
+  elif [[ ! -e $runs_dir/$run && -d $published/$run/resume ]]; then trained=$published/$run/resume  # restored below
   fi
   [[ -n $trained ]] || continue
   # shellcheck disable=SC2086
   if ! "$panacea" train "$(config_for "$run")" ${settings[$run]} --set "output_dir=$trained" --resume --check; then
+    if [[ $trained == "$published/$run/resume" ]]; then
+      echo "fronts.sh: the unfinished training saved in $trained (--save-points) was started with another config" \
+        "or data (above); delete that folder to train $run afresh" >&2
+      exit 2
+    fi
     echo "fronts.sh: the check of $trained against $(config_for "$run")${settings[$run]:+ + ${settings[$run]}} failed" \
       "(above). If it names fields that differ, the run was trained with another config and its weights are not" \
       "this one's: move the old run aside first, keeping it (its runs/ folder, published record and refusal" \

@@ -137,6 +137,9 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, read in blocks (hex)."""
+    """The sha256 of a file's bytes, read in blocks (hex; `hashlib.file_digest` needs Python 3.11)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -551,20 +551,27 @@ def test_a_published_front_gives_back_the_points_it_holds_whole_before_the_run_i
 
 def test_a_training_saved_on_one_machine_continues_from_its_checkpoint_on_the_next(tmp_path):
     """`--save-points` keeps an unfinished training's newest checkpoint (and, per soups member, a finished member's
-    adapter instead) with its config — data paths relative to the checkout —, data record and log; a fresh machine's
-    invocation puts it back where `panacea train --resume` continues from it, and it goes once the training is
-    published."""
+    adapter) with its config — data paths relative to the checkout —, data record and log; a fresh machine's
+    invocation checks it against the config, puts it back where `panacea train --resume` continues from it, and it
+    goes once the training is published."""
     runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
     step = "checkpoints/step-{}/"
-    checkpoint = ("adapter/adapter_model.safetensors", "optimizer.safetensors", "rng.safetensors", STATE_FILE)
+    checkpoint = (
+        "adapter/adapter_model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+        "scheduler.json",
+        "rng.safetensors",
+        STATE_FILE,
+    )
     written = [
         "hh-2d-full/data.json",
         "hh-2d-full/log.jsonl",
         *(f"hh-2d-full/{step.format(n)}{name}" for n in (10, 20) for name in checkpoint),  # 20 is the newest
         "hh-2d-full/eval/cache/pairs-0/0.json",  # not training
         "soups-hh-2d-full/manifest.json",
-        "soups-hh-2d-full/soups/helpful/adapter/adapter_model.safetensors",  # finished: its adapter, not its checkpoint
-        f"soups-hh-2d-full/soups/helpful/{step.format(100)}optimizer.safetensors",
+        "soups-hh-2d-full/soups/helpful/adapter/adapter_model.safetensors",  # listed: its adapter, not its checkpoint
+        *(f"soups-hh-2d-full/soups/helpful/{step.format(100)}{name}" for name in checkpoint),
         "soups-hh-2d-full/soups/harmless/log.jsonl",
         *(f"soups-hh-2d-full/soups/harmless/{step.format(30)}{name}" for name in checkpoint),
         "hh-2d/adapter/adapter_model.safetensors",  # a finished training: nothing to save
@@ -573,7 +580,8 @@ def test_a_training_saved_on_one_machine_continues_from_its_checkpoint_on_the_ne
     for path in written:
         (runs / path).parent.mkdir(parents=True, exist_ok=True)
         (runs / path).write_text(path)
-    (runs / "soups-hh-2d-full/manifest.json").write_text('{"complete": false}')
+    manifest = {"complete": False, "runs": {"helpful": {"adapter": "soups/helpful/adapter"}}}
+    (runs / "soups-hh-2d-full/manifest.json").write_text(json.dumps(manifest))
     for config in ("hh-2d-full/config.yaml", "soups-hh-2d-full/soups/harmless/config.yaml"):
         (runs / config).write_text(f"train: [{{path: {ROOT}/data/harmless.jsonl.gz}}]\n")
 
@@ -594,29 +602,64 @@ def test_a_training_saved_on_one_machine_continues_from_its_checkpoint_on_the_ne
         ]
     )
     assert (published / "hh-2d-full/resume/config.yaml").read_text() == "train: [{path: data/harmless.jsonl.gz}]\n"
-    (runs / "hh-2d-full" / step.format(30)).mkdir()  # a later save replaces the earlier one
-    (runs / "hh-2d-full" / step.format(30) / STATE_FILE).write_text("30")
+
+    # a member that finished after the manifest was written (not listed yet) keeps its last checkpoint: it resumes
+    (runs / "soups-hh-2d-full/manifest.json").write_text('{"complete": false, "runs": {}}')
+    assert _dry_run("--save-points", "hh-2d", "soups-hh-2d-full").returncode == 0
+    member = published / "soups-hh-2d-full/resume/soups/helpful"
+    assert (member / "adapter/adapter_model.safetensors").is_file()
+    assert sorted(path.name for path in (member / "checkpoints").iterdir()) == ["step-100"]
+
+    # a checkpoint pruned while it was copied (here: one file gone) does not replace the earlier save
+    newer = runs / "hh-2d-full" / step.format(30)
+    for name in checkpoint[:-2]:
+        (newer / name).parent.mkdir(parents=True, exist_ok=True)
+        (newer / name).write_text(name)
+    (newer / STATE_FILE).write_text("30")
+    pruned = _dry_run("--save-points", "hh-2d", "hh-2d-full")
+    assert pruned.returncode == 0 and "was pruned while it was copied" in pruned.stderr
+    assert sorted(path.name for path in (published / "hh-2d-full/resume/checkpoints").iterdir()) == ["step-20"]
+    (newer / "rng.safetensors").write_text("rng")  # whole: a later save replaces the earlier one
     assert _dry_run("--save-points", "hh-2d", "hh-2d-full").returncode == 0
     assert sorted(path.name for path in (published / "hh-2d-full/resume/checkpoints").iterdir()) == ["step-30"]
 
-    # a fresh machine: `panacea train` finds the saved training in place, finishes it (the fake writes its adapter)
+    # a fresh machine: the save is checked against the config, then `panacea train` finds it in place and finishes it
+    # (the fake writes its adapter)
     fresh, seen = tmp_path / "fresh", tmp_path / "seen"
     fake = _fake_panacea(
         tmp_path,
         '#!/bin/sh\n[ "$1" = train ] || exit 0\n'
         'for word in "$@"; do case $word in output_dir=*) out=${word#*=};; esac; done\n'
-        f'(cd "$out" && find . -type f | sort) > {seen}\n'
+        f'case "$*" in *--check) echo "check $out" >> {seen}; exit 0;; esac\n'
+        f'(cd "$out" && find . -type f | sort) >> {seen}\n'
         'mkdir -p "$out/adapter" && echo done > "$out/adapter/adapter_model.safetensors"\n',
     )
+    (fresh / "hh-2d-full.tmp/resume").mkdir(parents=True)  # what a killed copy left: not nested into
     done = _dry_run("hh-2d", "hh-2d-full", PANACEA=str(fake), RUNS_DIR=str(fresh))
     assert done.returncode == 0, done.stderr
     assert "hh-2d-full: continues from the checkpoint saved in" in done.stdout
     assert "(checkpoints/step-30)" in done.stdout
     assert seen.read_text().splitlines() == [
-        "./checkpoints/step-30/" + STATE_FILE,
+        f"check {published}/hh-2d-full/resume",
+        *(f"./checkpoints/step-30/{name}" for name in sorted(checkpoint)),
         "./config.yaml",
         "./data.json",
         "./log.jsonl",
     ]
     assert not (published / "hh-2d-full/resume").exists()  # trained and published: the save goes
     assert (published / "hh-2d-full/train/adapter/adapter_model.safetensors").is_file()
+
+
+def test_a_saved_training_of_another_config_stops_the_script_before_anything_runs(tmp_path):
+    """A fresh machine would continue the training saved in RUN/resume/; started with another config (or data), it
+    is refused before any run trains, naming the folder to delete, and nothing is restored."""
+    saved = tmp_path / "published/hh-2d/hh-2d-full/resume"
+    (saved / "checkpoints/step-20").mkdir(parents=True)
+    (saved / "config.yaml").write_text("learning_rate: 1\n")
+    fake = _fake_panacea(
+        tmp_path, '#!/bin/sh\ncase "$*" in *--check) echo "differs in learning_rate" >&2; exit 1;; esac\n'
+    )
+    done = _dry_run("hh-2d", "hh-2d", "hh-2d-full", PANACEA=str(fake))
+    assert done.returncode == 2
+    assert f"the unfinished training saved in {saved} (--save-points) was started with another config" in done.stderr
+    assert "=== hh-2d: train" not in done.stdout and not (tmp_path / "runs/hh-2d-full").exists()

@@ -1,10 +1,11 @@
+import hashlib
 import os
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from panacea._io import atomic_directory, atomic_file, read_json, write_json, write_text
+from panacea._io import atomic_directory, atomic_file, file_sha256, read_json, write_json, write_text
 
 
 @pytest.fixture(params=[0o022, 0o077], ids=oct)
@@ -187,3 +188,11 @@ def test_the_umask_is_read_without_setting_it(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(previous)
+
+
+def test_a_file_digest_is_the_sha256_of_all_its_bytes_across_blocks(tmp_path):
+    data = os.urandom((1 << 20) + 12345)  # more than one block
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
