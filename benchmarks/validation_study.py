@@ -77,7 +77,8 @@ OUTPUT = Path("runs/validation-study")
 # machine change, and a row published here is neither trained nor scored again.
 PUBLISHED = Path("docs/results/validation-study")
 PUBLISHED_FILES = (
-    "config.yaml", "log.jsonl", "manifest.json", "soups/*/config.yaml", "soups/*/log.jsonl",
+    "config.yaml", "data.json", "log.jsonl", "manifest.json", "soups/*/config.yaml", "soups/*/data.json",
+    "soups/*/log.jsonl",
     "eval-validation/results.json", "eval-validation/results.md", "eval-validation/ab/results.json",
     "eval-validation/ab/results.md",
 )  # fmt: skip

@@ -121,7 +121,9 @@ def test_two_rows_end_to_end_score_only_validation_and_tabulate_a_verdict(monkey
     assert sorted(path.name for path in (published / "soups/lr1e-3_beta0.3_steps40/run/soups").iterdir()) == [
         "harmless",
         "helpful",
-    ]  # the members' config and log, no weights
+    ]  # the members' config, data record and log, no weights
+    for record in ("panacea/defaults/run", "soups/lr1e-3_beta0.3_steps40/run/soups/helpful"):  # what each trained on
+        assert json.loads((published / record / "data.json").read_text())["data"]
     assert not list(published.rglob("*.safetensors"))
     shutil.rmtree(tmp_path / "study")  # a new machine: runs/ is gone, the published rows stay
     record = published / "soups/lr1e-3_beta0.3_steps40/row.json"  # as if the row had resumed: one call's minutes
