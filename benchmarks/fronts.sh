@@ -182,6 +182,18 @@ keep_references() {  # the reference log-probs computed since RUN first started,
   copy_new "$seed" "${computed[@]}"
 }
 
+# A run records its data files by absolute path (`panacea eval RUN` works from anywhere); a copy of it kept in git
+# names those inside this repository relative to its root, where this script runs, so any clone restores it.
+relative_data_paths() {  # rewrite so the config.yaml of the run folder DIR and of its soups members
+  local file text
+  for file in "$1/config.yaml" "$1"/soups/*/config.yaml; do
+    if [[ -f $file ]]; then
+      text=$(<"$file")
+      printf '%s\n' "${text//"$PWD/"/}" > "$file.tmp" && mv "$file.tmp" "$file"  # a literal match: $PWD may hold # or .
+    fi
+  done
+}
+
 publish_training() {  # copy a run's training record and final adapter weights (not its checkpoints' optimizer
   local run=$1 file  # state) to $published/RUN/train/: the config, what it trained on (data.json: counts and
   # digests), the per-step log, a soups manifest, members' configs, data and logs, the final adapter(s) (4.75 MB for
@@ -192,15 +204,7 @@ publish_training() {  # copy a run's training record and final adapter weights (
               "$runs_dir/$run"/adapter/* "$runs_dir/$run"/soups/*/adapter/*; do
     if [[ -f $file ]]; then copy "$file" "$published/$run/train/${file#"$runs_dir/$run"/}"; fi
   done
-  # a run records its data files by absolute path (`panacea eval RUN` works from anywhere); the published record
-  # names those inside this repository relative to its root, where this script runs, so any clone restores it
-  for file in "$published/$run/train/config.yaml" "$published/$run"/train/soups/*/config.yaml; do
-    if [[ -f $file ]]; then
-      local text
-      text=$(<"$file")
-      printf '%s\n' "${text//"$PWD/"/}" > "$file.tmp" && mv "$file.tmp" "$file"  # a literal match: $PWD may hold # or .
-    fi
-  done
+  relative_data_paths "$published/$run/train"
   local last
   last=$(find "$runs_dir/$run/checkpoints" -maxdepth 2 -name trainer_state.json 2>/dev/null | sort -V | tail -n 1 || true)
   if [[ -n $last ]]; then copy "$last" "$published/$run/train/${last#"$runs_dir/$run"/}"; fi
@@ -230,15 +234,18 @@ restore() {  # a run published with its weights (publish_training) back into $ru
   if ! has_weights "$record"; then
     if [[ -d $saved && ! -e $runs_dir/$run ]]; then  # `panacea train --resume` continues from its checkpoint
       echo "=== $run: continues from the checkpoint saved in $saved ($(cd "$saved" && find . -path '*/checkpoints/step-*' -prune -printf '%P ' | sed 's/ $//'))"
-      mkdir -p "$runs_dir" && rm -rf "$runs_dir/$run.tmp"  # (a copy a killed invocation left)
-      cp -r "$saved" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
+      place_run "$saved" "$run"
     fi
     return 0
   fi
   [[ ! -e $runs_dir/$run ]] || { echo "fronts.sh: $runs_dir/$run holds an unfinished run; not restoring over it" >&2; return 0; }
   echo "=== $run: restored from $record (its published weights; not trained again)"
-  mkdir -p "$runs_dir" && rm -rf "$runs_dir/$run.tmp"  # (a copy a killed invocation left)
-  cp -r "$record" "$runs_dir/$run.tmp" && mv "$runs_dir/$run.tmp" "$runs_dir/$run"
+  place_run "$record" "$run"
+}
+
+place_run() {  # copy the folder FROM to $runs_dir/RUN through a temporary sibling: whole or absent
+  mkdir -p "$runs_dir" && rm -rf "$runs_dir/$2.tmp"  # (a copy a killed invocation left)
+  cp -r "$1" "$runs_dir/$2.tmp" && mv "$runs_dir/$2.tmp" "$runs_dir/$2"
 }
 
 CHECKPOINT_FILES=(trainer_state.json adapter/adapter_model.safetensors optimizer.safetensors optimizer.json
@@ -280,13 +287,7 @@ print(" ".join(json.load(open(sys.argv[1])).get("runs", {})))' "$into/manifest.j
     kept=1
   done
   if ((kept)); then
-    for file in "$staging"/config.yaml "$staging"/soups/*/config.yaml; do  # data paths relative to the checkout
-      if [[ -f $file ]]; then
-        local text
-        text=$(<"$file")
-        printf '%s\n' "${text//"$PWD/"/}" > "$file"
-      fi
-    done
+    relative_data_paths "$staging"
     mkdir -p "$published/$run"
     if rm -rf "$target.tmp" && cp -r "$staging" "$target.tmp" && rm -rf "$target" && mv "$target.tmp" "$target"; then
       echo "=== $run: its training so far saved in $target"
