@@ -651,18 +651,68 @@ def with_absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
     nothing here (a hub id) stays as given.
     """
     result = copy.deepcopy(config)
-    sources = list(result.get("rl", {}).get("prompts", []))
-    for dimension in result.get("dimensions", []):
-        sources += [*dimension.get("train", []), *dimension.get("eval", [])]
+    for source, key in data_path_slots(result):
+        if (local := Path(source[key]).expanduser()).exists():
+            source[key] = str(local.resolve())
+    return result
+
+
+def data_path_slots(config: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Where `config`, a TrainConfig as a dict, names data by path or id, in order: (source, key) for each string
+    `path` / `name_or_path` of its RL prompt sources, each dimension's train and eval pair sources, and its reward
+    spec with that spec's `train` / `test` pair sources."""
+    sources = list((config.get("rl") or {}).get("prompts") or [])
+    for dimension in config.get("dimensions") or []:
+        if not isinstance(dimension, dict):
+            continue
+        sources += [*(dimension.get("train") or []), *(dimension.get("eval") or [])]
         reward = dimension.get("reward")
         if isinstance(reward, dict):
             sources.append(reward)
             sources += [item for key in ("train", "test") for item in reward.get(key) or [] if isinstance(item, dict)]
-    for source in sources:
-        for key in ("path", "name_or_path"):
-            if isinstance(source.get(key), str) and (local := Path(source[key]).expanduser()).exists():
-                source[key] = str(local.resolve())
+    return [
+        (source, key)
+        for source in sources
+        if isinstance(source, dict)
+        for key in ("path", "name_or_path")
+        if isinstance(source.get(key), str)
+    ]
+
+
+def follow_moved_data(saved: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a run's saved config (a dict, absolute data paths) whose data paths are `config`'s where the data
+    moved as one tree: every path that differs is absolute in both and differs only in a leading folder, the same one
+    for all (the checkout `/old/project` moved to `/new/place`: `/old/project/data/a.jsonl` is now
+    `/new/place/data/a.jsonl`). Anything else — one file of several elsewhere, another file name, a relative or hub
+    path — is left as saved, to count as a changed config. Whether the moved files hold what the run trained on is
+    for its data.json to say (`trainer.data_changes`)."""
+    result = copy.deepcopy(saved)
+    before, now = data_path_slots(result), data_path_slots(config)
+    if [key for _, key in before] != [key for _, key in now]:
+        return result
+    pairs = [(source, key, now_source[key]) for (source, key), (now_source, _) in zip(before, now, strict=True)]
+    moved = [(source, key, path) for source, key, path in pairs if source[key] != path]
+    roots = {_moved_root(Path(source[key]), Path(path)) for source, key, path in moved}
+    if len(roots) != 1 or None in roots:
+        return result
+    old_root, _ = next(iter(roots))
+    if any(Path(source[key]).is_relative_to(old_root) for source, key, path in pairs if source[key] == path):
+        return result  # a file that stayed where the others left: not a tree that moved
+    for source, key, path in moved:
+        source[key] = path
     return result
+
+
+def _moved_root(before: Path, now: Path) -> tuple[Path, Path] | None:
+    """(old folder, new folder) when absolute `before` is `now` with only its leading folder replaced; else None."""
+    if not (before.is_absolute() and now.is_absolute()):
+        return None
+    tail = 0
+    while tail < min(len(before.parts), len(now.parts)) - 1 and before.parts[-1 - tail] == now.parts[-1 - tail]:
+        tail += 1
+    if tail == 0:  # another file name
+        return None
+    return Path(*before.parts[: len(before.parts) - tail]), Path(*now.parts[: len(now.parts) - tail])
 
 
 def _require(ok: bool, name: str, value: Any, expected: str, owner: str = "Train") -> None:

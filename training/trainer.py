@@ -54,7 +54,7 @@ from .checkpoint import (
     resume_from_latest,
     save_checkpoint,
 )
-from .config import DimensionConfig, TrainConfig, with_absolute_data_paths
+from .config import DimensionConfig, TrainConfig, follow_moved_data, with_absolute_data_paths
 from .draws import SeededStream, StepPreferences, draw_preferences
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
@@ -445,7 +445,7 @@ def check_output_dir(config: TrainConfig, output_dir: Path, resume: bool, accele
 def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> bool:
     """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config
     (`config_changes`). Writes nothing; returns whether the folder's config.yaml is to be (re)written: for a new run,
-    or for a resumed one that was moved or recorded its data paths relatively."""
+    or for a resumed one that was moved, whose data moved, or that recorded its data paths relatively."""
     saved = output_dir / CONFIG_FILE
     if not saved.is_file():  # (a data.json alone is a start that stopped between its two writes: rewritten)
         if output_dir.is_dir() and (contents := sorted(e.name for e in output_dir.iterdir() if e.name != DATA_FILE)):
@@ -474,19 +474,21 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
         )
     stored, resolved = load_yaml(saved), with_absolute_data_paths(config_to_dict(config))
     moved = stored.get("output_dir") != resolved.get("output_dir")
-    return moved or stored.get("dimensions") != resolved.get("dimensions")  # where it lies now, absolute paths
+    return moved or any(stored.get(key) != resolved.get(key) for key in ("dimensions", "rl"))  # where it lies now
 
 
 def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
     """The top-level fields in which `config` differs from a run's saved config.yaml (sorted; [] = the same run).
 
-    Data paths compare as absolute paths (older runs saved relative ones); a field added after the run was saved
+    Data paths compare as absolute paths (older runs saved relative ones), and data that moved as one tree (a checkout
+    moved or renamed: `follow_moved_data`) is where it lies now: its contents are data.json's to check (`data_changes`,
+    which `validate_output_dir` runs next). A field added after the run was saved
     counts as unchanged when `config` holds it at its default, at the top level and in each dimension (e.g.
     `reward`, added with objective 'rl'), and so does an adapter section that resolves to the same adapter. Where
     the run lies (`output_dir`) is not a setting: a run folder that was moved or copied is the same run.
     """
     resolved = with_absolute_data_paths(config_to_dict(config))
-    previous = with_absolute_data_paths(load_yaml(saved))
+    previous = follow_moved_data(with_absolute_data_paths(load_yaml(saved)), resolved)
     _fill_fields_at_default(previous, resolved, TrainConfig)
     for before, now in zip(previous.get("dimensions") or [], resolved.get("dimensions") or [], strict=False):
         if isinstance(before, dict) and isinstance(now, dict):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from panacea.training.config import DimensionConfig, RLConfig, TrainConfig
+from panacea.training.config import DimensionConfig, RLConfig, TrainConfig, data_path_slots, follow_moved_data
 
 from panacea._config import apply_overrides, load_config
 from panacea.data import PairSource, PromptSource
@@ -416,3 +416,53 @@ def test_an_rl_runs_config_yaml_records_prompt_and_reward_paths_absolutely(tmp_p
     assert saved["dimensions"][0]["reward"]["path"] == str(tmp_path / "rm")
     assert saved["dimensions"][1]["reward"]["train"][0]["path"] == str(tmp_path / "pairs.jsonl")
     assert saved["dimensions"][2]["reward"]["name_or_path"] == "owner/hub-model"  # not local: a hub id stays
+
+
+def _saved_with_data_in(root: str) -> dict:
+    """A run's saved config as a dict, its data (pairs, eval pairs, RL prompts, a reward's fit pairs) under `root`."""
+    return {
+        "rl": {"prompts": [{"path": f"{root}/data/prompts.jsonl"}]},
+        "dimensions": [
+            {
+                "name": "helpful",
+                "train": [{"path": f"{root}/data/helpful.jsonl"}],
+                "eval": [{"path": f"{root}/data/helpful.jsonl"}],
+            },
+            {
+                "name": "harmless",
+                "reward": {"kind": "reward_model", "train": [{"path": f"{root}/data/harmless.jsonl"}]},
+            },
+        ],
+    }
+
+
+def _paths(config: dict) -> list[str]:
+    return [source[key] for source, key in data_path_slots(config)]
+
+
+def test_data_that_moved_as_one_tree_is_followed_to_where_it_lies_now():
+    saved, now = _saved_with_data_in("/old/project"), _saved_with_data_in("/new/place/renamed")
+    assert _paths(follow_moved_data(saved, now)) == _paths(now)
+    assert _paths(saved) == _paths(_saved_with_data_in("/old/project"))  # a copy: the saved config is not changed
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["one file of the tree moved, the others stayed", "a file renamed", "two files moved to two places", "a hub id"],
+)
+def test_data_that_did_not_move_as_one_tree_stays_as_saved(change):
+    """Only a tree moved whole is the same data by location; anything else stays a changed config (its paths differ)."""
+    saved = _saved_with_data_in("/old/project")
+    now = _saved_with_data_in(
+        "/old/project" if change in ("one file of the tree moved, the others stayed", "a hub id") else "/new/place"
+    )
+    if change == "one file of the tree moved, the others stayed":
+        now["dimensions"][0]["train"][0]["path"] = "/new/place/data/helpful.jsonl"
+    elif change == "a file renamed":
+        now["dimensions"][1]["reward"]["train"][0]["path"] = "/new/place/data/harmless-v2.jsonl"
+    elif change == "two files moved to two places":
+        now["rl"]["prompts"][0]["path"] = "/elsewhere/data/prompts.jsonl"
+    else:
+        saved["dimensions"][0]["train"][0]["path"] = "owner/helpful"
+        now["dimensions"][0]["train"][0]["path"] = "owner/helpful-v2"
+    assert _paths(follow_moved_data(saved, now)) == _paths(saved) != _paths(now)

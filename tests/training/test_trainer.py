@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 import torch
@@ -556,6 +557,45 @@ def test_resume_counts_an_older_runs_relative_data_paths_as_the_same_files(works
     dimensions = [{"name": "a", "train": [{"path": str(tmp_path / "a.jsonl")}]}, relative_dimensions()[1]]
     with pytest.raises(ValueError, match=r"config differs .* \['dimensions'\]"):
         train(make_config(workspace, run, max_steps=2, dimensions=dimensions), resume=True)
+
+
+def test_a_run_resumes_after_its_checkout_was_moved_and_records_where_its_data_lies_now(
+    workspace, tmp_path, monkeypatch
+):
+    """config.yaml names the data by absolute path: after the project folder holding data and run was renamed, the
+    same config and command (relative paths, from the project folder) differed in ['dimensions'] and --resume
+    refused the run. The moved data's contents are still checked (data.json)."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    for name in ("a", "b"):
+        shutil.copy(workspace / f"{name}.jsonl", project / "data" / f"{name}.jsonl")
+    dimensions = [
+        {"name": n, "train": [{"path": f"data/{n}.jsonl"}], "eval": [{"path": f"data/{n}.jsonl"}]} for n in "ab"
+    ]
+    monkeypatch.chdir(project)
+    train_until_interrupted(make_config(workspace, Path("runs/run"), dimensions=dimensions), monkeypatch, 3)
+    moved = tmp_path / "renamed"
+    shutil.move(project, moved)
+    monkeypatch.chdir(moved)
+    config = make_config(workspace, Path("runs/run"), dimensions=dimensions)
+    assert trainer_module.config_changes(config, Path("runs/run/config.yaml")) == []
+    assert train(config, resume=True).state.step == 6
+    stored = yaml.safe_load((moved / "runs/run/config.yaml").read_text())["dimensions"]
+    files = [str(moved.resolve() / "data" / f"{n}.jsonl") for n in "ab"]
+    assert [(d["train"][0]["path"], d["eval"][0]["path"]) for d in stored] == list(zip(files, files, strict=True))
+    shutil.move(moved, project)  # back: the finished run trains no step and records its data's place again
+    monkeypatch.chdir(project)
+    weights = (project / "runs/run/adapter/adapter_model.safetensors").read_bytes()
+    assert train(make_config(workspace, Path("runs/run"), dimensions=dimensions), resume=True).state.step == 6
+    assert (project / "runs/run/adapter/adapter_model.safetensors").read_bytes() == weights
+    stored = yaml.safe_load((project / "runs/run/config.yaml").read_text())["dimensions"]
+    assert stored[0]["train"][0]["path"] == str(project.resolve() / "data" / "a.jsonl")
+    # one training file rebuilt: other data under the same paths, refused by content
+    records = [json.loads(line) for line in (workspace / "a.jsonl").read_text().splitlines()]
+    records[3]["chosen"] += " again"
+    (project / "data" / "a.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(ValueError, match=r"contents changed: a: training pairs"):
+        train(make_config(workspace, Path("runs/run"), dimensions=dimensions), resume=True)
 
 
 def test_a_data_source_field_added_after_a_run_was_saved_counts_as_unchanged_at_its_default(workspace, tmp_path):
