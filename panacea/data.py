@@ -72,7 +72,8 @@ class PairSource(_SourceNames):
         metadata={
             "help": "JSONL file or single saved Dataset: keep records whose 'split' column equals this ('train' or "
             "'test'; a source without that column is used whole), or a part of 'train' carved by prompt: "
-            "'validation' (about an eighth of the train prompts, for tuning) and 'fit' (the rest), disjoint. "
+            "'validation' (about an eighth of the train prompts, for tuning) and 'fit' (the rest), disjoint (a "
+            "source without that column is all 'train': both are carved from it). "
             "DatasetDict folder or hub: the split to load."
         },
     )
@@ -165,8 +166,9 @@ class PromptSource(_SourceNames):
         default="train",
         metadata={
             "help": "As PairSource.split: records whose 'split' equals this ('train', 'test', or the carved 'fit' and "
-            "'validation'); a source without a 'split' column is used whole (the prompt sets of data/prompts/ are "
-            "all held-out test prompts: never train on them if you evaluate on them)."
+            "'validation'); a source without a 'split' column is used whole, and carved for 'fit' and 'validation' "
+            "(the prompt sets of data/prompts/ are all held-out test prompts: never train on them if you evaluate "
+            "on them)."
         },
     )
     dim: str | None = field(
@@ -364,8 +366,9 @@ def _validate(
 
 def pair_split(split: str | None, prompt: str, wanted: str) -> str | None:
     """A record's split as a source asking for `wanted` sees it: where a carved split ('fit', 'validation') is
-    wanted, a 'train' record is the one its prompt falls in; otherwise the record's own split."""
-    if split == "train" and wanted in DERIVED_SPLITS:
+    wanted, a 'train' record — or any record of a source without splits, which is all training data — is the one its
+    prompt falls in; otherwise the record's own split (None without a split column: the source is used whole)."""
+    if split in ("train", None) and wanted in DERIVED_SPLITS:
         return "validation" if in_validation_fold(prompt) else "fit"
     return split
 

@@ -10,10 +10,12 @@ from panacea.data import (
     PAIR_KEYS,
     PairRecord,
     PairSource,
+    PromptSource,
     TruncationStats,
     in_validation_fold,
     load_dimension,
     load_pairs,
+    load_prompt_source,
     tokenize_pairs,
 )
 from tests.conftest import tiny_tokenizer
@@ -341,6 +343,24 @@ def test_smollm2_template_splits_the_conversation_exactly():
     end_of_turn = tokenizer("<|im_end|>\n", add_special_tokens=False).input_ids
     assert all(p.prompt_ids[-len(generation_prompt) :] == generation_prompt for p in pairs)
     assert all(p.chosen_ids[-len(end_of_turn) :] == end_of_turn == p.rejected_ids[-len(end_of_turn) :] for p in pairs)
+
+
+def test_a_source_without_splits_is_carved_into_disjoint_fit_and_validation(tmp_path):
+    """A file without a split column is used whole for 'train' and 'test'; asked for 'fit' and for 'validation' it
+    returned the whole file both times, so a tuning set overlapped the pairs trained on. Its pairs and prompts are all
+    training data to carve, by prompt, as a 'train' record's are."""
+    records = [{key: value for key, value in pair(number).items() if key != "split"} for number in range(80)]
+    path = tmp_path / "unsplit.jsonl"
+    write_jsonl(path, records)
+    whole, fit, validation = (
+        load_pairs(PairSource(str(path), split=s), "helpful", KNOWN) for s in ("train", "fit", "validation")
+    )
+    assert len(whole) == 80 and fit and validation
+    assert sorted(ids(fit) + ids(validation)) == sorted(ids(whole)) and not set(ids(fit)) & set(ids(validation))
+    assert all(in_validation_fold(p.prompt) for p in validation) and not any(in_validation_fold(p.prompt) for p in fit)
+    prompts = {s: load_prompt_source(PromptSource(str(path), split=s)) for s in ("fit", "validation")}
+    assert {r.prompt for r in prompts["validation"]} == {p.prompt for p in validation}
+    assert not {r.prompt for r in prompts["fit"]} & {r.prompt for r in prompts["validation"]}
 
 
 def test_validation_is_carved_from_train_by_prompt_and_fit_is_the_rest():
