@@ -629,11 +629,12 @@ def aggregator_note(documents: list[dict]) -> str | None:
     return f"Aggregators against {AGGREGATOR_BASELINE} (LS on their λ-group layout; paired): " + "; ".join(parts) + "."
 
 
-def check_loops(unavailable: set[str]) -> None:
+def check_loops(unavailable: set[str], failed: dict[str, str]) -> None:
     """Score the answers (training a 100-step row first where it has not run) of every row the protocol waits on,
     until none is due (a row that loops makes the next one due). A row that cannot be scored here (no weights on
-    this machine, an error) is reported and joins `unavailable`, which the caller keeps, so it is not tried again;
-    a row another process holds is passed by for this call only (that process may die before finishing it)."""
+    this machine, an error) is reported, joins `unavailable`, which the caller keeps, so it is not tried again, and
+    `failed` with its error (the run then exits 1); a row another process holds is passed by for this call only
+    (that process may die before finishing it)."""
     busy: set[str] = set()
     # one row at a time, the due list read afresh after each: scoring one (here or in another process) changes it
     while due := [row for row in loop_checks_due() if row not in unavailable | busy]:
@@ -649,6 +650,7 @@ def check_loops(unavailable: set[str]) -> None:
             print(f"{error}; going on", flush=True)
         except (SystemExit, Exception) as error:  # noqa: BLE001 — one row's failure must not end the study
             unavailable.add(row)
+            failed[row] = repr(error)
             print(f"{row}: not scored: {error!r}", flush=True)
         else:
             unavailable.add(row)  # scored: if it stays due (it should not), it is not scored again
@@ -943,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{changed[1]}: rows trained now would not be comparable with the published ones. Run them with the "
             "base the study recorded (restore those fields), or start a new round under a new name."
         )
-    failed: dict[str, str] = {}  # rows of a full run that stopped with an error, and the error
+    failed: dict[str, str] = {}  # rows of a full run that stopped with an error (or whose answers could not be scored)
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())
@@ -954,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         unavailable: set[str] = set()  # rows due a loop check whose weights are not on this machine
         for row in args.only or PRIORITY:
             if not args.only:
-                check_loops(unavailable)
+                check_loops(unavailable, failed)
             try:
                 study_row(row, generations=args.generations)
             except RowBusy as busy:
@@ -970,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
                 keep_eval_cache(cached_before)
     if not args.table and not args.only:
         try:
-            check_loops(unavailable)
+            check_loops(unavailable, failed)
         finally:
             keep_eval_cache(cached_before)
         (OUTPUT / "eval-cache-before.json").unlink(missing_ok=True)  # a full run: the next one starts a new record

@@ -342,7 +342,7 @@ def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_fi
     assert study.loop_checks_due() == ["confirm/panacea-cosine"]  # cosine's 100-step row, before the rest's loops
     trained = []
     monkeypatch.setattr(study, "run_row", lambda row, generations=False: trained.append((row, generations)))
-    study.check_loops(set())
+    study.check_loops(set(), {})
     assert trained == [("confirm/panacea-cosine", True)]  # not finished: trained, with its answers
 
 
@@ -415,14 +415,15 @@ def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_no
         results.write_text(json.dumps(document))
 
     monkeypatch.setattr(study, "score_generations", score)
-    unavailable = set()
-    study.check_loops(unavailable)
+    unavailable, failed = set(), {}
+    study.check_loops(unavailable, failed)
     assert scored == ["panacea/lr1e-3", "panacea/defaults"] and "soups/lr1e-3_beta0.1_steps40" in unavailable
-    study.check_loops(unavailable)  # nothing due any more, and the soups row is not tried again
-    assert scored == ["panacea/lr1e-3", "panacea/defaults"]
+    assert list(failed) == ["soups/lr1e-3_beta0.1_steps40"] and "weights are not in runs/" in failed[list(failed)[0]]
+    study.check_loops(unavailable, failed)  # nothing due any more, and the soups row is not tried again
+    assert scored == ["panacea/lr1e-3", "panacea/defaults"] and len(failed) == 1
     shutil.rmtree(tmp_path / "published" / "soups/lr1e-3_beta0.1_steps40")
-    study.check_loops(unavailable := set())  # the next soups row fails otherwise: reported, and the study goes on
-    assert unavailable == {"soups/lr2e-3_beta0.1_steps40"}
+    study.check_loops(unavailable := set(), failed := {})  # the next soups row fails otherwise: reported, goes on
+    assert unavailable == {"soups/lr2e-3_beta0.1_steps40"} == set(failed)
 
 
 def test_the_100_step_proxy_rows_score_their_answers_and_the_40_step_rows_only_when_asked(monkeypatch, tmp_path):
@@ -543,7 +544,7 @@ def test_two_full_runs_share_the_rows_a_busy_one_is_passed_by_the_full_run_and_r
     study = _study_in(tmp_path, monkeypatch)
     busy, free = "panacea/cosine", "panacea/beta0.3"
     monkeypatch.setattr(study, "PRIORITY", [busy, free])
-    monkeypatch.setattr(study, "check_loops", lambda unavailable: None)
+    monkeypatch.setattr(study, "check_loops", lambda unavailable, failed: None)
     monkeypatch.setattr(study, "rows_table", lambda records: "")
     trained = []
 
@@ -582,9 +583,9 @@ def test_a_due_row_another_process_holds_is_retried_by_the_next_loop_check(monke
     unavailable: set[str] = set()
     with open(tmp_path / "study" / row / ".lock", "w") as other:  # the other full run trains it
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        study.check_loops(unavailable)  # passed by, once, and not marked unavailable
-        assert tried == [row] and unavailable == set()
-    study.check_loops(unavailable)  # the other process died or finished: the next call tries the row again
+        study.check_loops(unavailable, failed := {})  # passed by, once, and not marked unavailable nor failed
+        assert tried == [row] and unavailable == set() and failed == {}
+    study.check_loops(unavailable, failed)  # the other process died or finished: the next call tries the row again
     assert tried == [row, row] and unavailable == {row}
 
 
@@ -708,13 +709,35 @@ def test_the_aggregator_note_pairs_each_aggregator_row_with_ls_on_its_own_layout
     assert study.aggregator_note(rows[:2]) is None  # no aggregator row yet
 
 
+def test_a_due_row_whose_answers_cannot_be_scored_makes_the_full_run_exit_1_naming_it(monkeypatch, tmp_path, capsys):
+    """A row the choice waits on whose answers failed (its weights gone with a machine, a crash in its training) was
+    reported in passing and the run still ended with status 0, as if the choice could go on."""
+    study = _study_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(study, "PRIORITY", ["panacea/defaults"])
+    monkeypatch.setattr(study, "base_changes", lambda: (None, []))
+    monkeypatch.setattr(study, "study_row", lambda row, generations=False: None)
+    monkeypatch.setattr(study, "rows_table", lambda records: "")
+    due = ["confirm/panacea-cosine"]
+    monkeypatch.setattr(study, "loop_checks_due", lambda: list(due))
+    monkeypatch.setattr(study, "finished_record", lambda row: None)
+
+    def run_row(row, generations=False):
+        raise RuntimeError("killed at step 7")
+
+    monkeypatch.setattr(study, "run_row", run_row)
+    assert study.main([]) == 1
+    assert capsys.readouterr().out.rstrip().endswith("- confirm/panacea-cosine: RuntimeError('killed at step 7')")
+    due.clear()
+    assert study.main([]) == 0
+
+
 def test_a_row_that_fails_in_a_full_run_is_reported_and_the_run_goes_on(monkeypatch, tmp_path, capsys):
     """One row's error (a bad file, a crash in its training) must not end the other rows of a full run; the run ends
     with exit status 1 and names it. With --only the error is raised as it is."""
     study = _study_in(tmp_path, monkeypatch)
     monkeypatch.setattr(study, "PRIORITY", ["panacea/defaults", "panacea/cosine", "panacea/lr1e-3"])
     monkeypatch.setattr(study, "base_changes", lambda: (None, []))
-    monkeypatch.setattr(study, "check_loops", lambda unavailable: None)
+    monkeypatch.setattr(study, "check_loops", lambda unavailable, failed: None)
     monkeypatch.setattr(study, "rows_table", lambda records: "")
     ran = []
 
