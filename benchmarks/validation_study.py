@@ -24,7 +24,9 @@ where the 100-step proxy rows show that this check does not carry to hh-2d's bud
 pass it at 100 steps in two trainings (its proxy row, or a `confirm/METHOD-NAME` row the study trains when its
 choice waits on it, and then `confirm/METHOD-NAME-seed1`, the same at seed 1).
 Soups rows are scored in mode `ab`, the authors' recipe. Resumable: a finished row (its row.json) is skipped, an
-interrupted training resumes, scored grid points come from the cache.
+interrupted training resumes, scored grid points come from the cache. Rows are published without weights: where the
+choice needs the answers of a row trained on a machine since replaced, its settings and seed are trained again for
+them (`score_retrained_answers`).
 
     nohup python benchmarks/validation_study.py > runs/validation-study.log 2>&1 &   # every row, in PRIORITY order
     # a second full run beside it (each with OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE) takes the rows the first
@@ -294,19 +296,33 @@ def row_lock(row: str) -> Iterator[None]:
 
 
 def has_generations(row: str) -> bool:
-    return loop_shares(read_json(Path(finished_record(row)["results"]))) is not None
+    return loop_shares(row_document(finished_record(row))) is not None
+
+
+def row_document(record: dict) -> dict:
+    """A finished row's validation results; where its weights were trained again for its answers
+    (`score_retrained_answers`), those answers in place of none."""
+    document = read_json(Path(record["results"]))
+    if "answers" in record:
+        generations = read_json(Path(record["answers"]))["scorers"]["generations"]
+        document = {**document, "scorers": {**document["scorers"], "generations": generations}}
+    return document
 
 
 def score_generations(row: str) -> dict:
     """Score a finished row's validation prompt sets too (its pairs points come from the cache), then publish it
     again; it needs the row's weights in runs/ (rows are published without them), and refuses to publish when the
-    weights or the pairs numbers are not the published ones."""
+    weights or the pairs numbers are not the published ones. A published 40-step row that runs/ lost with a machine
+    is trained again for its answers (`score_retrained_answers`)."""
     folder = folder_of(row) / "run"
     if not (folder / "adapter").is_dir() and not (folder / "manifest.json").is_file():
-        raise SystemExit(
-            f"{row}: its weights are not in {folder} (rows are published without them), so its answers can be scored "
-            "only on the machine that trained it; its published pairs numbers stand as they are."
-        )
+        machine_changed = not (folder_of(row) / "row.json").is_file() and (PUBLISHED / row / "row.json").is_file()
+        if row.startswith(HUNDRED_STEPS) or not machine_changed:
+            raise SystemExit(
+                f"{row}: its weights are not in {folder} (rows are published without them); its published pairs "
+                "numbers stand as they are."
+            )
+        return score_retrained_answers(row)
     if not (folder_of(row) / "row.json").is_file():
         raise SystemExit(f"{row}: no {folder_of(row) / 'row.json'} on this machine; rerun the row.")
     published = PUBLISHED / row / "row.json"
@@ -321,6 +337,48 @@ def score_generations(row: str) -> dict:
         record["command"] = f"python benchmarks/validation_study.py --only {row} --generations"
         write_json(folder_of(row) / "row.json", record)
         return publish_row(row)
+
+
+def score_retrained_answers(row: str) -> dict:
+    """A published 40-step row whose answers the choice needs and whose weights went with a machine (rows are
+    published without them): train its settings and seed again into ROW/retrained/, score only that training's
+    answers on validation, and publish them beside the row (PUBLISHED/ROW/retrained/; its row.json names them as
+    `answers`). The row's pairs numbers, and so the ranking, stay the published ones (docs/steering.md round 4,
+    amended 2026-12-07)."""
+    method, name = row.split("/")
+    folder = folder_of(row) / "retrained"
+    config = dataclasses.replace(study_config(method, name), output_dir=str(folder))
+    with row_lock(row):
+        if has_generations(row):  # another process scored them since
+            return finished_record(row)
+        print(f"{row}: its weights are gone with a machine; training its settings and seed again for its answers")
+        if config.method == "soups":
+            train_soups(config, resume=True)
+        else:
+            train(config, resume=True)
+        gc.collect()
+        evaluate_path(
+            folder,
+            grid_points=GRID,
+            scorers=["generations"],
+            limit=VALIDATION_PAIRS,
+            mode="ab",
+            split="validation",
+            progress=False,
+        )
+        results = Path("eval-validation") / ("ab" if is_soups_run(folder) else "") / "results.json"
+        target = PUBLISHED / row / "retrained"
+        with atomic_directory(target) as staging:
+            copy_published_files(folder, staging)
+        record = read_json(PUBLISHED / row / "row.json")
+        record["answers"] = str(target / results)
+        record["answers_note"] = (
+            "answers of a second training of the row's settings and seed (its weights were lost with a machine); "
+            f"adapter {read_json(folder / results).get('adapter_digest')}, the scored one "
+            f"{read_json(Path(record['results'])).get('adapter_digest')}"
+        )
+        write_json(PUBLISHED / row / "row.json", record)
+        return record
 
 
 def _differs(published: dict, scored: dict) -> str | None:
@@ -357,16 +415,22 @@ def publish_row(row: str) -> dict:
     record = read_json(folder_of(row) / "row.json")
     record["results"] = str(target / Path(record["results"]).relative_to(run.parent))
     with atomic_directory(target) as staging:
-        for pattern in PUBLISHED_FILES:
-            for file in run.glob(pattern):
-                destination = staging / "run" / file.relative_to(run)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                text = file.read_text()
-                if file.name == "config.yaml":  # data paths inside the checkout, relative to it (as fronts.sh does)
-                    text = text.replace(f"{Path.cwd()}/", "")
-                write_text(destination, text)
+        copy_published_files(run, staging / "run")
         write_json(staging / "row.json", record)
     return record
+
+
+def copy_published_files(run: Path, target: Path) -> None:
+    """The PUBLISHED_FILES of a row's training `run` into `target`, config.yaml's data paths made relative to the
+    checkout (as fronts.sh does)."""
+    for pattern in PUBLISHED_FILES:
+        for file in run.glob(pattern):
+            destination = target / file.relative_to(run)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            text = file.read_text()
+            if file.name == "config.yaml":
+                text = text.replace(f"{Path.cwd()}/", "")
+            write_text(destination, text)
 
 
 def finished_record(row: str) -> dict | None:
@@ -413,7 +477,7 @@ def rows_table(records: list[dict]) -> str:
     set of resamples (the rows share their validation pairs), then the diagnostics."""
     if len(records) < 2:
         return "(fewer than two finished rows)"
-    documents = [{**read_json(Path(record["results"])), "label": record["row"]} for record in records]
+    documents = [{**row_document(record), "label": record["row"]} for record in records]
     check_measured_alike({document["label"]: document for document in documents})
     baselines = {f"{method}/{name}" for method, name in DEFAULTS.items()}
     present = [label for label in (document["label"] for document in documents) if label in baselines]
@@ -447,7 +511,9 @@ def rows_table(records: list[dict]) -> str:
             _win_probability(_document(documents, record["row"]), reference),
             _lowest(rho),
             " / ".join(f"{value:.3f}" for value in vertices),
-            "-" if (shares := loop_shares(_document(documents, record["row"]))) is None else f"{max(shares):.3f}",
+            "-"
+            if (shares := loop_shares(_document(documents, record["row"]))) is None
+            else f"{max(shares):.3f}" + (" (retrained)" if "answers" in record else ""),
             "-" if record["veto_rate"] is None else f"{record['veto_rate']:.2f}",
             _train_minutes(documents, record["row"]),
         ]
@@ -659,7 +725,7 @@ def check_loops(unavailable: set[str], failed: dict[str, str]) -> None:
 def study_state() -> tuple[dict[str, float], dict[str, list[float]]]:
     """Every finished row's accuracy hypervolume and, where its answers are scored, its loop share per point (the
     rows checked to be measured alike first: `check_measured_alike`)."""
-    documents = {row: read_json(Path(record["results"])) for row in ALL_ROWS if (record := finished_record(row))}
+    documents = {row: row_document(record) for row in ALL_ROWS if (record := finished_record(row))}
     check_measured_alike(documents)
     hypervolumes = {
         row: document["scorers"]["pairs"]["fronts"]["accuracy"]["metrics"]["hypervolume"]

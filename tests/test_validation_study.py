@@ -388,6 +388,43 @@ def test_generations_on_a_finished_row_score_its_answers_and_publish_it_again(mo
     assert study.main(["--only", row, "--generations"]) == 0 and len(calls) == 1  # has them now: skipped
 
 
+def test_a_published_row_whose_weights_went_with_a_machine_is_trained_again_for_its_answers(monkeypatch, tmp_path):
+    """The walk needed the answers of a 40-step row published on a machine since replaced (rows are published without
+    weights): it stopped there for good. Its settings and seed are trained again, only the answers are scored and
+    published beside the row, and its pairs numbers (the ranking) stay the published ones."""
+    study = _study_in(tmp_path, monkeypatch)
+    row = "soups/lr5e-4_beta0.1_steps40"
+    _published_rows(tmp_path, {"panacea/defaults": 0.40, row: 0.42}, {"panacea/defaults": [0.0, 0.0, 0.0]})
+    trained, scored = [], []
+
+    def train_soups(config, resume):
+        trained.append((config.output_dir, config.learning_rate, config.seed, config.max_steps, resume))
+        (Path(config.output_dir) / "manifest.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "manifest.json").write_text("{}")
+        (Path(config.output_dir) / "log.jsonl").write_text("{}\n")
+
+    def evaluate(folder, **options):
+        scored.append((Path(folder), options["scorers"], options["split"]))
+        results = Path(folder) / "eval-validation" / "ab" / "results.json"
+        results.parent.mkdir(parents=True)
+        answers = _document(0.99, [0.0, 0.02, 0.04])  # pairs it would not score: never read
+        results.write_text(json.dumps({**answers, "adapter_digest": "d2"}))
+
+    monkeypatch.setattr(study, "train_soups", train_soups)
+    monkeypatch.setattr(study, "evaluate_path", evaluate)
+    record = study.score_generations(row)
+    folder = tmp_path / "study" / row / "retrained"
+    assert trained == [(str(folder), 5e-4, 0, 40, True)]
+    assert scored == [(folder, ["generations"], "validation")]
+    published = tmp_path / "published" / row
+    assert json.loads((published / "row.json").read_text()) == record
+    assert Path(record["answers"]) == published / "retrained" / "eval-validation" / "ab" / "results.json"
+    assert (published / "retrained" / "log.jsonl").is_file() and "second training" in record["answers_note"]
+    hypervolumes, loops = study.study_state()
+    assert hypervolumes[row] == 0.42 and loops[row] == [0.0, 0.02, 0.04] and study.has_generations(row)
+    assert study.score_generations(row) == record and len(trained) == 1  # scored: not trained again
+
+
 def test_the_full_run_scores_the_answers_its_choice_waits_on_until_a_row_does_not_loop(monkeypatch, tmp_path):
     """Before each row (and at the end) the study scores the answers of each method's best unchecked row; when that
     row loops, the next best is due and scored too; a row without weights here is reported once and left."""
