@@ -504,14 +504,16 @@ def _require_same(first: dict, other: dict, key: str, what: str) -> None:
 def _budget_matches(training: dict, panacea_steps: set[int], m: int) -> bool | None:
     """Whether a soups row's optimizer steps are the budget it names against the table's Panacea rows.
 
-    'split' must total the Panacea runs' steps, 'full' m× them; None where there is nothing to check (a Panacea
-    row, no Panacea row in the table, or no steps recorded).
+    The Panacea rows train the base budget P (the fewest steps among them) or m× it (a Panacea run at soups-full's
+    budget, e.g. NAME-full); 'split' must total P, 'full' m·P. Panacea rows at any other steps leave no one budget
+    to match (False). None where there is nothing to check (a Panacea row, no Panacea row in the table, or no steps
+    recorded).
     """
     budget, steps = training.get("budget"), training.get("steps")
     if budget not in ("split", "full") or steps is None or not panacea_steps:
         return None
-    factor = m if budget == "full" else 1
-    return all(steps == factor * panacea for panacea in panacea_steps)
+    base = min(panacea_steps)
+    return panacea_steps <= {base, m * base} and steps == (m if budget == "full" else 1) * base
 
 
 def _count(value: Any) -> str:

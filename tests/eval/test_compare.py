@@ -164,6 +164,13 @@ def test_a_soups_row_off_the_budget_it_names_is_marked(evaluated):
     other["training"]["steps"] = 8  # 'full' at m× Panacea's 4 steps
     assert compare([panacea, other])["rows"][1]["budget_matches"] is True
     assert compare([ab, other])["rows"][1]["budget_matches"] is None  # no Panacea row: nothing to check against
+    # beside a Panacea run at m× its budget (NAME-full, 8 steps) both soups budgets still match: they marked ✗ before
+    full_panacea = json.loads(json.dumps(panacea))
+    full_panacea["training"]["steps"], full_panacea["label"] = 8, "panacea at m×"
+    assert [row["budget_matches"] for row in compare([panacea, full_panacea, ab, other])["rows"]] == [
+        None, None, True, True]  # fmt: skip
+    full_panacea["training"]["steps"] = 6  # Panacea rows at 4 and 6 steps: no one budget to match
+    assert compare([panacea, full_panacea, other])["rows"][2]["budget_matches"] is False
 
 
 def test_compare_reads_published_folders_as_it_reads_the_runs(evaluated, tmp_path):
