@@ -161,6 +161,7 @@ def compare(
                 "metric_intervals": front["metric_intervals"],
                 "versus": {labels[other]: differences(measured, index, other) for other in baselines if other != index},
                 "training": document.get("training", {}),
+                "adapter_digest": document.get("adapter_digest"),  # which weights (benchmarks/targets.py checks)
                 "budget_matches": _budget_matches(document.get("training", {}), panacea_steps, len(dimensions)),
                 "switch_seconds": document.get("switch_seconds"),
                 "objectives": front["objectives"],
