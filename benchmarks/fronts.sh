@@ -18,7 +18,8 @@
 # optimizer state) to docs/results/NAME/RUN/train/; a run whose folder in runs/ is gone (a fresh machine) is
 # restored from there instead of trained again, and `panacea compare` then
 # compares every published run of NAME into docs/results/NAME/compare.{md,json,png} (accuracy, the deciding
-# objective) and compare-win-probability/ (its smooth companion). The published files are
+# objective) and compare-win-probability/ (its smooth companion), and, once soups-NAME-full is published, against it
+# too into compare-vs-soups-full/ (NAME-full's own pairing: both at m× the budget). The published files are
 # what docs/benchmarks.md and the README report; runs/ (checkpoints, caches) stays out of git. A run published
 # earlier (e.g. on another machine) is compared with the new ones without being retrained. A finished training (in
 # runs/ or published) is reused only if it was trained with the config the script trains that run with now (checked
@@ -479,4 +480,13 @@ echo "=== compare ${evaluated[*]} $(date -u +%H:%M:%S)"
 "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$published/compare-win-probability" "${baseline[@]}"
 if [[ ${EVAL_ARGS:-} == *generations* ]]; then  # the generation front too, into compare-generations/
   "$panacea" compare "${evaluated[@]}" --scorer generations --out "$published/compare-generations" "${baseline[@]}"
+fi
+# the m× budget's own pairing (issue 28, item 5: NAME-full against soups at m×), into compare-vs-soups-full/
+if [[ " ${evaluated[*]} " == *" $published/soups-$name-full "* ]]; then
+  full=(--baseline "soups-$name-full") vs=$published/compare-vs-soups-full
+  "$panacea" compare "${evaluated[@]}" --out "$vs" "${full[@]}"
+  "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$vs/win-probability" "${full[@]}"
+  if [[ ${EVAL_ARGS:-} == *generations* ]]; then
+    "$panacea" compare "${evaluated[@]}" --scorer generations --out "$vs/generations" "${full[@]}"
+  fi
 fi

@@ -178,6 +178,27 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
     ]
 
 
+def test_with_soups_at_m_times_the_budget_published_every_run_is_also_compared_against_it(tmp_path):
+    """Issue 28 asks for Panacea at m× against soups at m×: the pairing was made by hand (hh-2d's
+    compare-vs-soups-full/); every front is compared against soups-NAME-full too, on each objective."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    for run in ("hh-2d-full/eval/results.json", "soups-hh-2d-full/eval/ab/results.json"):
+        (runs / run).parent.mkdir(parents=True, exist_ok=True)
+        (runs / run).write_text(SCORED)
+    done = _dry_run("hh-2d", "hh-2d-full", "soups-hh-2d-full", EVAL_ARGS="--scorers pairs,generations")
+    assert done.returncode == 0, done.stderr
+    compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
+    fronts = [str(published / run) for run in ("soups-hh-2d-full", "hh-2d-full")]
+    vs = published / "compare-vs-soups-full"
+    assert [sorted(words[1 : 1 + len(fronts)]) for words in compare] == [sorted(fronts)] * 6  # 3 fronts, 2 baselines
+    against = [words[1 + len(fronts) :] for words in compare if words[-1] == "soups-hh-2d-full"]
+    assert against == [
+        ["--out", str(vs), "--baseline", "soups-hh-2d-full"],
+        ["--objective", "win_probability", "--out", str(vs / "win-probability"), "--baseline", "soups-hh-2d-full"],
+        ["--scorer", "generations", "--out", str(vs / "generations"), "--baseline", "soups-hh-2d-full"],
+    ]
+
+
 def test_one_published_front_is_not_compared(tmp_path):
     (tmp_path / "runs/hh-2d/eval").mkdir(parents=True)
     (tmp_path / "runs/hh-2d/eval/results.json").write_text(SCORED)
