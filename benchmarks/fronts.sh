@@ -474,19 +474,29 @@ done
 ((documents >= 2)) || { echo "fronts.sh: $documents front(s) published in $published: nothing to compare yet" >&2; exit 0; }
 baseline=()  # every row's paired difference to rewarded soups at the same budget, with a verdict
 if [[ -d $published/soups-$name ]]; then baseline=(--baseline "soups-$name"); fi
+scorers=()  # the scorers every compared front was scored with (RL runs: generations only, no pairs)
+for scorer in pairs generations; do
+  if "${PYTHON:-.venv/bin/python}" -c 'import json, pathlib, sys
+files = [file for run in sys.argv[2:] for file in [*pathlib.Path(run).glob("eval/results.json"),
+                                                   *pathlib.Path(run).glob("eval/*/results.json")]]
+sys.exit(not all(sys.argv[1] in json.loads(file.read_text())["scorers"] for file in files))' "$scorer" "${evaluated[@]}"
+  then scorers+=("$scorer"); fi
+done
+compare_all() {  # OUT [BASELINE ...]: compare every front on each objective scored, into OUT, OUT/…/ as below
+  local out=$1 sub=$2; shift 2
+  if [[ " ${scorers[*]} " == *" pairs "* ]]; then
+    "$panacea" compare "${evaluated[@]}" --out "$out" "$@"
+    # the smooth bounded companion (docs/algorithms.md §6)
+    "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$out/${sub}win-probability" "$@"
+  fi
+  if [[ ${EVAL_ARGS:-} == *generations* && " ${scorers[*]} " == *" generations "* ]]; then  # the generation front
+    "$panacea" compare "${evaluated[@]}" --scorer generations --out "$out/${sub}generations" "$@"
+  fi
+}
 echo "=== compare ${evaluated[*]} $(date -u +%H:%M:%S)"
-"$panacea" compare "${evaluated[@]}" --out "$published" "${baseline[@]}"
-# the smooth bounded companion (docs/algorithms.md §6), into compare-win-probability/
-"$panacea" compare "${evaluated[@]}" --objective win_probability --out "$published/compare-win-probability" "${baseline[@]}"
-if [[ ${EVAL_ARGS:-} == *generations* ]]; then  # the generation front too, into compare-generations/
-  "$panacea" compare "${evaluated[@]}" --scorer generations --out "$published/compare-generations" "${baseline[@]}"
-fi
+((${#scorers[@]})) || echo "fronts.sh: no scorer common to every published front: nothing compared" >&2
+compare_all "$published" compare- "${baseline[@]}"
 # the m× budget's own pairing (issue 28, item 5: NAME-full against soups at m×), into compare-vs-soups-full/
 if [[ " ${evaluated[*]} " == *" $published/soups-$name-full "* ]]; then
-  full=(--baseline "soups-$name-full") vs=$published/compare-vs-soups-full
-  "$panacea" compare "${evaluated[@]}" --out "$vs" "${full[@]}"
-  "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$vs/win-probability" "${full[@]}"
-  if [[ ${EVAL_ARGS:-} == *generations* ]]; then
-    "$panacea" compare "${evaluated[@]}" --scorer generations --out "$vs/generations" "${full[@]}"
-  fi
+  compare_all "$published/compare-vs-soups-full" "" --baseline "soups-$name-full"
 fi

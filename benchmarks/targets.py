@@ -271,16 +271,18 @@ def check_current(comparison: dict, path: Path, folder: Path, name: str) -> None
 
 
 def targets(name: str, published: Path = PUBLISHED, audit_path: Path = AUDIT) -> list[dict]:
-    """Every target row of benchmark `name` that its published files allow, in the issue's order."""
+    """Every target row of benchmark `name` that its published files allow, in the issue's order: the accuracy
+    front's where it was scored on pairs, the generation front's where on answers (an RL benchmark: those alone)."""
     folder = published / name
-    pairs = folder / "compare.json"
-    if not pairs.is_file():
+    pairs, generations_file = folder / "compare.json", folder / "compare-generations" / "compare.json"
+    if not pairs.is_file() and not generations_file.is_file():
         raise FileNotFoundError(f"{pairs}: no published comparison of {name!r} (`benchmarks/fronts.sh {name}`)")
-    accuracy = read_json(pairs)
-    check_objective(accuracy, pairs, "accuracy")
-    check_current(accuracy, pairs, folder, name)
-    rows = hypervolume_targets(accuracy, "accuracy", name) + monotone_targets(accuracy, "accuracy")
-    generations_file = folder / "compare-generations" / "compare.json"
+    rows = []
+    if pairs.is_file():  # (an RL benchmark is scored on its generations alone)
+        accuracy = read_json(pairs)
+        check_objective(accuracy, pairs, "accuracy")
+        check_current(accuracy, pairs, folder, name)
+        rows += hypervolume_targets(accuracy, "accuracy", name) + monotone_targets(accuracy, "accuracy")
     if generations_file.is_file():
         generations = read_json(generations_file)
         check_objective(generations, generations_file, "win_rate")

@@ -184,7 +184,7 @@ def test_with_soups_at_m_times_the_budget_published_every_run_is_also_compared_a
     runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
     for run in ("hh-2d-full/eval/results.json", "soups-hh-2d-full/eval/ab/results.json"):
         (runs / run).parent.mkdir(parents=True, exist_ok=True)
-        (runs / run).write_text(SCORED)
+        (runs / run).write_text('{"scorers": {"pairs": {"items": {}}, "generations": {"items": {}}}}')
     done = _dry_run("hh-2d", "hh-2d-full", "soups-hh-2d-full", EVAL_ARGS="--scorers pairs,generations")
     assert done.returncode == 0, done.stderr
     compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
@@ -197,6 +197,22 @@ def test_with_soups_at_m_times_the_budget_published_every_run_is_also_compared_a
         ["--objective", "win_probability", "--out", str(vs / "win-probability"), "--baseline", "soups-hh-2d-full"],
         ["--scorer", "generations", "--out", str(vs / "generations"), "--baseline", "soups-hh-2d-full"],
     ]
+
+
+def test_fronts_scored_on_generations_alone_are_compared_on_generations_alone(tmp_path):
+    """An RL benchmark is scored with the generations scorer only (no preference pairs): the pairs compare ran
+    first, refused those fronts, and under `set -e` the script stopped before the generation front, hours in."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    answers_only = '{"scorers": {"generations": {"items": {}}}}'
+    for run in ("hh-2d/eval/results.json", "soups-hh-2d/eval/ab/results.json"):
+        (runs / run).parent.mkdir(parents=True, exist_ok=True)
+        (runs / run).write_text(answers_only)
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", EVAL_ARGS="--scorers generations", SOUPS_MODES="ab")
+    assert done.returncode == 0, done.stderr
+    compare = [line.split() for line in done.stdout.splitlines() if line.startswith("compare ")]
+    fronts = [str(published / run) for run in ("hh-2d", "soups-hh-2d")]
+    assert compare == [["compare", *fronts, "--scorer", "generations", "--out", str(published / "compare-generations"),
+                        "--baseline", "soups-hh-2d"]]  # fmt: skip
 
 
 def test_one_published_front_is_not_compared(tmp_path):

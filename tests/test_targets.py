@@ -310,3 +310,15 @@ def test_a_comparison_made_before_a_run_changed_is_refused(script, tmp_path, cap
     error = capsys.readouterr().err
     assert "its row 'hh-2d (panacea)' is not the published run" in error
     assert "benchmarks/fronts.sh hh-2d hh-2d reuses a published run" in error
+
+
+def test_a_benchmark_scored_on_answers_alone_is_judged_on_its_generation_front(script, tmp_path):
+    """An RL benchmark (issue 30) has no preference pairs to score: only compare-generations/ is published, and the
+    targets stopped at the missing accuracy comparison."""
+    grid = [[1.0, 0.0], [0.0, 1.0]]
+    audit = publish(tmp_path, "hh-2d-rl", ["helpful", "harmless"], grid)
+    (tmp_path / "hh-2d-rl" / "compare.json").unlink()
+    judged = judged_by(script.targets("hh-2d-rl", tmp_path, audit))
+    assert not [target for target, _ in judged if target.startswith("accuracy")]
+    assert judged[("generation hypervolume ≥ soups-hh-2d-rl (soups, ab)", "hh-2d-rl (panacea)")][1].startswith("met")
+    assert ("generation: every ρ ≥ 0.9 (the smallest, helpful's)", "hh-2d-rl (panacea)") in judged
