@@ -295,6 +295,19 @@ def row_lock(row: str) -> Iterator[None]:
         yield
 
 
+def others_working() -> bool:
+    """Whether another process holds a row's lock now (a second full run still training or scoring): the record of
+    the cache before the study started must outlive this run for it, or what it computed before a restart would not
+    be kept."""
+    for path in OUTPUT.rglob(".lock"):
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+    return False
+
+
 def has_generations(row: str) -> bool:
     return loop_shares(row_document(finished_record(row))) is not None
 
@@ -1041,7 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
             check_loops(unavailable, failed)
         finally:
             keep_eval_cache(cached_before)
-        (OUTPUT / "eval-cache-before.json").unlink(missing_ok=True)  # a full run: the next one starts a new record
+        if not others_working():  # a full run: the next one starts a new record (once no other is working)
+            (OUTPUT / "eval-cache-before.json").unlink(missing_ok=True)
     finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
     print(rows_table(finished))
     if failed:

@@ -714,6 +714,26 @@ def test_what_the_cache_held_when_the_study_first_started_is_recorded_across_an_
     assert study.keep_eval_cache(study.eval_cache_before()) == ["base-answers/computed-then-killed.json"]
 
 
+def test_the_cache_record_outlives_a_full_run_that_ends_while_another_still_works(tmp_path, monkeypatch):
+    """The first of two full runs to end deleted the record while the second still trained: a restart of the
+    second then took what it had computed for the cache as there before, and did not keep it."""
+    import fcntl
+
+    study = _study_in(tmp_path, monkeypatch)
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(study, "PRIORITY", [])
+    monkeypatch.setattr(study, "base_changes", lambda: (None, []))
+    monkeypatch.setattr(study, "check_loops", lambda unavailable, failed: None)
+    monkeypatch.setattr(study, "rows_table", lambda records: "")
+    record = tmp_path / "study" / "eval-cache-before.json"
+    busy = tmp_path / "study" / "soups/lr5e-3_beta0.1_steps40" / ".lock"
+    busy.parent.mkdir(parents=True)
+    with open(busy, "w") as other:  # the other full run trains a row
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert study.main([]) == 0 and record.is_file()
+    assert study.main([]) == 0 and not record.is_file()  # the last to end starts the next record afresh
+
+
 def test_the_table_gives_each_rows_own_win_probability_only_where_its_pairs_were_scored_as_the_defaults(monkeypatch):
     study = _study(monkeypatch)
 
