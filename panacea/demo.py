@@ -8,7 +8,8 @@
    HarmBench and XSTest-safe requests (refusal and loop rates with intervals); export one trade-off as a plain
    peft LoRA.
 4. Train the rewarded-soups baseline at the same total budget (one plain LoRA per dimension, on the very
-   pairs Panacea saw of it) and evaluate it in mode ab (the authors' recipe).
+   pairs Panacea saw of it; its own settings from `soups-demo.yaml` beside the config where there is one) and
+   evaluate it in mode ab (the authors' recipe).
 5. Report the range ratio R_i: how far λ moves Panacea compared with how far single-objective models lie
    apart. The soups members are those models (same trainer and data, each trained on its dimension alone,
    λ fixed to its vertex), scored at the vertices of the soups front; so one training serves both.
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
+from panacea._config import config_to_dict
 from panacea._io import write_json, write_text
 from panacea._names import DEFAULT_PROMPT
 from panacea.base_model import load_base_model
@@ -101,7 +103,7 @@ def run_demo(
     document["refusal"] = refusals["rates"]
     _export_check(model, tokenizer, config, names, prompt)
 
-    soups_dir, soups = _train_and_evaluate_soups(config, result.output_dir)
+    soups_dir, soups = _train_and_evaluate_soups(soups_config(config_path, overrides, config), config.eval_grid)
     members = soups_dir / SOUPS_MEMBERS_DIR
     # How far λ steers: the soups members, each trained on its dimension alone, are the yardstick R_i divides by.
     single = vertex_scores(soups["ab"], names)
@@ -178,14 +180,39 @@ def _pair_counts(scorer: PairsScorer) -> str:
     return ", ".join(f"{name} {count} pairs" for name, count in counts.items())
 
 
-def _train_and_evaluate_soups(config: TrainConfig, output_dir: Path) -> tuple[Path, dict[str, dict]]:
-    """Train the rewarded-soups baseline at the same budget (split); its evaluation documents per mode."""
-    soups = dataclasses.replace(config, method="soups", soups_budget="split", output_dir=str(output_dir / SOUPS_DIR))
+# what the baseline must share with Panacea's run for "the same budget": data, steps, batch, lengths, model
+SAME_BUDGET = ("model", "dimensions", "max_steps", "batch_size", "max_length", "max_prompt_length", "seed")
+
+
+def soups_config(config_path: str | os.PathLike, overrides: Sequence[str], config: TrainConfig) -> TrainConfig:
+    """The rewarded-soups baseline of the demo's `config`, at the same budget (split) in RUN/rewarded-soups: from
+    `soups-NAME.yaml` beside `config_path` where there is one — the baseline's own tuned settings (learning rate, β,
+    …), as benchmarks/fronts.sh reads configs/soups-NAME.yaml — with the same `overrides`, else `config` itself.
+    A soups config that trains other data or another budget (`SAME_BUDGET`) is refused, naming the fields."""
+    path = Path(config_path)
+    own = path.with_name(f"soups-{path.name}")
+    base = config
+    if own.is_file():
+        base = TrainConfig.from_yaml(own, overrides)
+        ours, theirs = config_to_dict(config), config_to_dict(base)
+        for dimension in ours["dimensions"] + theirs["dimensions"]:  # β is the baseline's own setting
+            dimension.pop("beta", None)
+        if differ := [key for key in SAME_BUDGET if ours[key] != theirs[key]]:
+            raise ValueError(
+                f"{own}: the rewarded-soups baseline must train what {path} trains, at its budget; it differs in "
+                f"{differ}. Change only the baseline's own settings there (learning rate, β, schedule)."
+            )
+    output_dir = Path(config.output_dir) / SOUPS_DIR
+    return dataclasses.replace(base, method="soups", soups_budget="split", output_dir=str(output_dir))
+
+
+def _train_and_evaluate_soups(soups: TrainConfig, grid_points: int) -> tuple[Path, dict[str, dict]]:
+    """Train the rewarded-soups baseline `soups` (`soups_config`); its evaluation documents per mode."""
     print(f"\nrewarded soups (one LoRA per dimension, Panacea's total steps and tokens) in {soups.output_dir}")
     manifest = train_soups(soups, resume=True).manifest
     print(f"trained {manifest['total']['steps']} steps in {manifest['total']['train_seconds'] / 60:.1f} min of steps")
     # mode ab only (the authors' recipe; `panacea eval RUN --soups-mode delta` adds the other) to fit ~25 min
-    document = evaluate_path(soups.output_dir, grid_points=config.eval_grid, mode="ab", progress=False)
+    document = evaluate_path(soups.output_dir, grid_points=grid_points, mode="ab", progress=False)
     return Path(soups.output_dir), {"ab": document}
 
 

@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from panacea.eval.steering import range_ratios
 from peft import PeftModel
 
@@ -170,6 +172,30 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert "| refusal, harmbench (n=24) | refusal, xstest_safe (n=24) | loops, all |" in output
     assert main(["demo", "--config", str(training_config), "--prompt", "w5"]) == 0  # a finished run is reused
     assert "trained 2 steps" in capsys.readouterr().out
+
+
+def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_beside_the_demos(training_config):
+    """The baseline was the demo's config as soups: Panacea's learning rate and β, whatever the validation study
+    chose for soups. `soups-NAME.yaml` beside the config gives its own, at the same data and budget."""
+    from panacea.training import TrainConfig
+
+    from panacea.demo import soups_config
+
+    config = TrainConfig.from_yaml(training_config)
+    derived = soups_config(training_config, [], config)
+    assert (derived.method, derived.soups_budget, derived.learning_rate) == ("soups", "split", config.learning_rate)
+    assert derived.output_dir == str(Path(config.output_dir) / "rewarded-soups")
+    own = yaml.safe_load(training_config.read_text()) | {"learning_rate": 1.5e-3, "method": "soups"}
+    for dimension in own["dimensions"]:
+        dimension["beta"] = 0.3
+    (training_config.parent / f"soups-{training_config.name}").write_text(yaml.safe_dump(own))
+    tuned = soups_config(training_config, ["max_steps=4"], TrainConfig.from_yaml(training_config, ["max_steps=4"]))
+    assert (tuned.learning_rate, tuned.dimensions[0].beta, tuned.max_steps) == (1.5e-3, 0.3, 4)
+    assert tuned.output_dir == derived.output_dir and tuned.soups_budget == "split"
+    own["max_steps"] = 8  # another budget is not the same-budget baseline
+    (training_config.parent / f"soups-{training_config.name}").write_text(yaml.safe_dump(own))
+    with pytest.raises(ValueError, match=r"soups-train\.yaml: the rewarded-soups baseline must .* \['max_steps'\]"):
+        soups_config(training_config, [], config)
 
 
 def test_generate_and_export_from_a_saved_adapter(saved_adapter, tmp_path, tiny_model_dir, capsys):
