@@ -73,7 +73,7 @@ class PairSource(_SourceNames):
             "help": "JSONL file or single saved Dataset: keep records whose 'split' column equals this ('train' or "
             "'test'; a source without that column is used whole), or a part of 'train' carved by prompt: "
             "'validation' (about an eighth of the train prompts, for tuning) and 'fit' (the rest), disjoint (a "
-            "source without that column is all 'train': both are carved from it). "
+            "source without that column, used whole for 'train' and 'test', is carved whole for these two). "
             "DatasetDict folder or hub: the split to load."
         },
     )
@@ -252,7 +252,7 @@ def load_prompt_source(source: PromptSource) -> list[PromptRecord]:
         if split is not None and split not in SPLITS:
             shown = _show(split) if isinstance(split, str) else repr(split)
             raise ValueError(f"{label}: split {shown} is not one of {SPLITS}.")
-        split = pair_split(split, prompt, source.split)
+        split = pair_split(split, prompt, source.split, chosen_by_name=split_selected)
         found[split or source.split] += 1
         if source.dim is not None and row.get(source.column("dim")) != source.dim:
             continue
@@ -301,7 +301,7 @@ def load_pairs(source: PairSource, dimension: str, known_dimensions: Sequence[st
                 "within a source (they key caches and logs)."
             )
         first_where[pair.id] = where
-        split = pair_split(split, pair.prompt, source.split)
+        split = pair_split(split, pair.prompt, source.split, chosen_by_name=split_selected)
         found[pair.dim, split or source.split] += 1
         if pair.dim == wanted_dim and (split is None or split == source.split):
             pairs.append(pair)
@@ -364,11 +364,13 @@ def _validate(
     return PairRecord(pair_id, record["prompt"], record["chosen"], record["rejected"], dim, where), split
 
 
-def pair_split(split: str | None, prompt: str, wanted: str) -> str | None:
+def pair_split(split: str | None, prompt: str, wanted: str, *, chosen_by_name: bool = False) -> str | None:
     """A record's split as a source asking for `wanted` sees it: where a carved split ('fit', 'validation') is
-    wanted, a 'train' record — or any record of a source without splits, which is all training data — is the one its
-    prompt falls in; otherwise the record's own split (None without a split column: the source is used whole)."""
-    if split in ("train", None) and wanted in DERIVED_SPLITS:
+    wanted, a 'train' record — or any record of a source without a split column, which is all training data — is the
+    one its prompt falls in; otherwise the record's own split (None without a split column: the source is used
+    whole). `chosen_by_name`: the source's split already chose its rows by name (a hub dataset's or a DatasetDict
+    folder's split 'validation'): they are kept whole, never carved again."""
+    if wanted in DERIVED_SPLITS and (split == "train" or (split is None and not chosen_by_name)):
         return "validation" if in_validation_fold(prompt) else "fit"
     return split
 

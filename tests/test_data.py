@@ -96,6 +96,12 @@ def test_saved_dataset_and_dataset_dict_folders(tmp_path):
     assert ids(load_pairs(PairSource(str(tmp_path / "dict"), split="test"), "helpful", KNOWN)) == ["p3"]
     with pytest.raises(ValueError, match=r"has splits \['test', 'train'\], not 'validation'"):
         load_pairs(PairSource(str(tmp_path / "dict"), split="validation"), "helpful", KNOWN)
+    # a DatasetDict's own 'validation' split (as hub datasets have): chosen by name, kept whole, never carved again
+    many = [{key: value for key, value in pair(number).items() if key != "split"} for number in range(40)]
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(many)}).save_to_disk(tmp_path / "named")
+    named = PairSource(str(tmp_path / "named"), split="validation")
+    assert len(load_pairs(named, "helpful", KNOWN)) == 40
+    assert len(load_prompt_source(PromptSource(str(tmp_path / "named"), split="validation"))) == 40
 
 
 def test_column_mapping(tmp_path):
