@@ -681,11 +681,12 @@ def data_path_slots(config: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
 
 def follow_moved_data(saved: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """A copy of a run's saved config (a dict, absolute data paths) whose data paths are `config`'s where the data
-    moved as one tree: every path that differs is absolute in both and differs only in a leading folder, the same one
-    for all (the checkout `/old/project` moved to `/new/place`: `/old/project/data/a.jsonl` is now
-    `/new/place/data/a.jsonl`). Anything else — one file of several elsewhere, another file name, a relative or hub
-    path — is left as saved, to count as a changed config. Whether the moved files hold what the run trained on is
-    for its data.json to say (`trainer.data_changes`)."""
+    moved as one tree: every path that differs is absolute in both, no longer exists where it was, and differs only in
+    a leading folder, the same one for all, below which at least a folder and the file name stay the same (the
+    checkout `/old/project` moved to `/new/place`: `/old/project/data/a.jsonl` is now `/new/place/data/a.jsonl`); and
+    no path that stayed lies in the folder the others left. Anything else — a copy whose original is still there, one
+    file of several moved, another file or folder name, a relative or hub path — is left as saved, to count as a
+    changed config. The moved training files' contents are then data.json's to check (`trainer.data_changes`)."""
     result = copy.deepcopy(saved)
     before, now = data_path_slots(result), data_path_slots(config)
     if [key for _, key in before] != [key for _, key in now]:
@@ -695,8 +696,8 @@ def follow_moved_data(saved: dict[str, Any], config: dict[str, Any]) -> dict[str
     roots = {_moved_root(Path(source[key]), Path(path)) for source, key, path in moved}
     if len(roots) != 1 or None in roots:
         return result
-    old_root, _ = next(iter(roots))
-    if any(Path(source[key]).is_relative_to(old_root) for source, key, path in pairs if source[key] == path):
+    left = Path(os.path.commonpath([str(Path(source[key]).parent) for source, key, _ in moved]))  # where it was
+    if any(Path(source[key]).is_relative_to(left) for source, key, path in pairs if source[key] == path):
         return result  # a file that stayed where the others left: not a tree that moved
     for source, key, path in moved:
         source[key] = path
@@ -704,13 +705,14 @@ def follow_moved_data(saved: dict[str, Any], config: dict[str, Any]) -> dict[str
 
 
 def _moved_root(before: Path, now: Path) -> tuple[Path, Path] | None:
-    """(old folder, new folder) when absolute `before` is `now` with only its leading folder replaced; else None."""
-    if not (before.is_absolute() and now.is_absolute()):
+    """(old folder, new folder) when absolute `before`, gone, is `now` with only its leading folder replaced and at
+    least the last folder and the file name kept; else None."""
+    if not (before.is_absolute() and now.is_absolute()) or before.exists():
         return None
     tail = 0
     while tail < min(len(before.parts), len(now.parts)) - 1 and before.parts[-1 - tail] == now.parts[-1 - tail]:
         tail += 1
-    if tail == 0:  # another file name
+    if tail < 2:  # another file name, or another folder right above it (data/v1/x → data/v2/x)
         return None
     return Path(*before.parts[: len(before.parts) - tail]), Path(*now.parts[: len(now.parts) - tail])
 

@@ -481,8 +481,8 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
     """The top-level fields in which `config` differs from a run's saved config.yaml (sorted; [] = the same run).
 
     Data paths compare as absolute paths (older runs saved relative ones), and data that moved as one tree (a checkout
-    moved or renamed: `follow_moved_data`) is where it lies now: its contents are data.json's to check (`data_changes`,
-    which `validate_output_dir` runs next). A field added after the run was saved
+    moved or renamed: `follow_moved_data`) is where it lies now: the training files' contents are data.json's to check
+    where the run has one (`data_changes`, which `validate_output_dir` runs next). A field added after the run was saved
     counts as unchanged when `config` holds it at its default, at the top level and in each dimension (e.g.
     `reward`, added with objective 'rl'), and so does an adapter section that resolves to the same adapter. Where
     the run lies (`output_dir`) is not a setting: a run folder that was moved or copied is the same run.

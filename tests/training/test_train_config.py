@@ -448,7 +448,13 @@ def test_data_that_moved_as_one_tree_is_followed_to_where_it_lies_now():
 
 @pytest.mark.parametrize(
     "change",
-    ["one file of the tree moved, the others stayed", "a file renamed", "two files moved to two places", "a hub id"],
+    [
+        "one file of the tree moved, the others stayed",
+        "a file renamed",
+        "two files moved to two places",
+        "a hub id",
+        "a version folder renamed",
+    ],
 )
 def test_data_that_did_not_move_as_one_tree_stays_as_saved(change):
     """Only a tree moved whole is the same data by location; anything else stays a changed config (its paths differ)."""
@@ -462,7 +468,26 @@ def test_data_that_did_not_move_as_one_tree_stays_as_saved(change):
         now["dimensions"][1]["reward"]["train"][0]["path"] = "/new/place/data/harmless-v2.jsonl"
     elif change == "two files moved to two places":
         now["rl"]["prompts"][0]["path"] = "/elsewhere/data/prompts.jsonl"
-    else:
+    elif change == "a hub id":
         saved["dimensions"][0]["train"][0]["path"] = "owner/helpful"
         now["dimensions"][0]["train"][0]["path"] = "owner/helpful-v2"
+    else:  # data/v1/… → data/v2/…: the same file names, other data; only the file name is kept
+        saved, now = _saved_with_data_in("/old/project/v1"), _saved_with_data_in("/old/project/v2")
+        for config in (saved, now):
+            for source, key in data_path_slots(config):
+                source[key] = source[key].replace("/data/", "/")
     assert _paths(follow_moved_data(saved, now)) == _paths(saved) != _paths(now)
+
+
+def test_a_copy_whose_original_is_still_there_is_not_followed_and_a_file_outside_the_tree_may_stay(tmp_path):
+    """Only a move: where the old files still exist (a copied checkout, whose files may differ in what data.json
+    does not check, such as the eval sets), the paths stay as saved. A file that stayed outside the folder the others
+    left does not stop a move (/srv/proj → /opt/proj beside an unmoved /srv/shared/…)."""
+    old, new = tmp_path / "srv" / "proj", tmp_path / "opt" / "proj"
+    saved, now = _saved_with_data_in(str(old)), _saved_with_data_in(str(new))
+    shared = str(tmp_path / "srv" / "shared" / "t.jsonl")
+    saved["dimensions"][0]["eval"][0]["path"] = now["dimensions"][0]["eval"][0]["path"] = shared
+    assert _paths(follow_moved_data(saved, now)) == _paths(now)  # moved: nothing is at the old place
+    (old / "data").mkdir(parents=True)
+    (old / "data" / "helpful.jsonl").write_text("")  # the original of a copy
+    assert _paths(follow_moved_data(saved, now)) == _paths(saved)
