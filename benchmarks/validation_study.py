@@ -49,7 +49,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from panacea.eval.compare import compare, format_difference
@@ -295,17 +295,24 @@ def row_lock(row: str) -> Iterator[None]:
         yield
 
 
-def others_working() -> bool:
-    """Whether another process holds a row's lock now (a second full run still training or scoring): the record of
-    the cache before the study started must outlive this run for it, or what it computed before a restart would not
-    be kept."""
-    for path in OUTPUT.rglob(".lock"):
-        with path.open("a") as handle:
+@contextlib.contextmanager
+def full_run() -> Iterator[Callable[[], bool]]:
+    """While a full run lasts it holds a shared lock on OUTPUT/.full-run.lock; yields `alone()`, whether no other
+    full run holds it now (it takes the lock exclusively then: the caller is ending). The record of the cache before
+    the study (`eval_cache_before`) must outlive every full run that may still compute entries for it."""
+    path = OUTPUT / ".full-run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+
+        def alone() -> bool:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return True
-    return False
+                return False
+            return True
+
+        yield alone
 
 
 def has_generations(row: str) -> bool:
@@ -1025,6 +1032,20 @@ def main(argv: list[str] | None = None) -> int:
             "base the study recorded (restore those fields), or start a new round under a new name."
         )
     failed: dict[str, str] = {}  # rows of a full run that stopped with an error (or whose answers could not be scored)
+    with full_run() if not (args.table or args.only) else contextlib.nullcontext(lambda: False) as alone:
+        run_study(args, failed, alone)
+    finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
+    print(rows_table(finished))
+    if failed:
+        print("\nRows not finished, with their errors (fix the cause and run the study again: it resumes them):")
+        print("\n".join(f"- {row}: {error}" for row, error in failed.items()))
+        return 1
+    return 0
+
+
+def run_study(args: argparse.Namespace, failed: dict[str, str], alone: Callable[[], bool]) -> None:
+    """`main`'s work: the rows asked for (`--only`) or every row, with the loop checks of a full run; each row that
+    fails goes into `failed`. `alone()`: whether no other full run works beside this one (`full_run`)."""
     if not args.table:
         # The base model's log-probs on the fit pairs are committed there (as fronts.sh and make demo read them).
         seed = str(Path("benchmarks/reference-logps").resolve())
@@ -1054,15 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
             check_loops(unavailable, failed)
         finally:
             keep_eval_cache(cached_before)
-        if not others_working():  # a full run: the next one starts a new record (once no other is working)
+        if alone():  # a full run: the next one starts a new record (once no other full run is working)
             (OUTPUT / "eval-cache-before.json").unlink(missing_ok=True)
-    finished = [record for row in ALL_ROWS if (record := finished_record(row)) is not None]
-    print(rows_table(finished))
-    if failed:
-        print("\nRows not finished, with their errors (fix the cause and run the study again: it resumes them):")
-        print("\n".join(f"- {row}: {error}" for row, error in failed.items()))
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -726,10 +726,9 @@ def test_the_cache_record_outlives_a_full_run_that_ends_while_another_still_work
     monkeypatch.setattr(study, "check_loops", lambda unavailable, failed: None)
     monkeypatch.setattr(study, "rows_table", lambda records: "")
     record = tmp_path / "study" / "eval-cache-before.json"
-    busy = tmp_path / "study" / "soups/lr5e-3_beta0.1_steps40" / ".lock"
-    busy.parent.mkdir(parents=True)
-    with open(busy, "w") as other:  # the other full run trains a row
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    (tmp_path / "study").mkdir()
+    with open(tmp_path / "study" / ".full-run.lock", "a") as other:  # the other full run, still working
+        fcntl.flock(other, fcntl.LOCK_SH)
         assert study.main([]) == 0 and record.is_file()
     assert study.main([]) == 0 and not record.is_file()  # the last to end starts the next record afresh
 
