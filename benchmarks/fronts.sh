@@ -476,11 +476,19 @@ baseline=()  # every row's paired difference to rewarded soups at the same budge
 if [[ -d $published/soups-$name ]]; then baseline=(--baseline "soups-$name"); fi
 scorers=()  # the scorers every compared front was scored with (RL runs: generations only, no pairs)
 for scorer in pairs generations; do
-  if "${PYTHON:-.venv/bin/python}" -c 'import json, pathlib, sys
+  status=0  # 0: every front has it, 10: some front lacks it; anything else: a results file that cannot be read
+  "${PYTHON:-.venv/bin/python}" -c 'import json, pathlib, sys
 files = [file for run in sys.argv[2:] for file in [*pathlib.Path(run).glob("eval/results.json"),
                                                    *pathlib.Path(run).glob("eval/*/results.json")]]
-sys.exit(not all(sys.argv[1] in json.loads(file.read_text())["scorers"] for file in files))' "$scorer" "${evaluated[@]}"
-  then scorers+=("$scorer"); fi
+lacking = [str(file) for file in files if sys.argv[1] not in json.loads(file.read_text()).get("scorers", {})]
+if lacking and len(lacking) < len(files):
+    print("fronts.sh: not compared on", sys.argv[1] + ": not scored with it:", ", ".join(lacking), file=sys.stderr)
+sys.exit(10 if lacking else 0)' "$scorer" "${evaluated[@]}" || status=$?
+  case $status in
+    0) scorers+=("$scorer") ;;
+    10) ;;
+    *) echo "fronts.sh: cannot read the published results of ${evaluated[*]} (above)" >&2; exit 2 ;;
+  esac
 done
 compare_all() {  # OUT [BASELINE ...]: compare every front on each objective scored, into OUT, OUT/…/ as below
   local out=$1 sub=$2; shift 2

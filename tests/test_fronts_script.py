@@ -213,6 +213,15 @@ def test_fronts_scored_on_generations_alone_are_compared_on_generations_alone(tm
     fronts = [str(published / run) for run in ("hh-2d", "soups-hh-2d")]
     assert compare == [["compare", *fronts, "--scorer", "generations", "--out", str(published / "compare-generations"),
                         "--baseline", "soups-hh-2d"]]  # fmt: skip
+    (runs / "hh-2d" / "eval" / "results.json").write_text('{"scorers": {"pairs": {"items": {}}}}')  # no answers
+    mixed = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", EVAL_ARGS="--scorers generations", SOUPS_MODES="ab")
+    assert mixed.returncode == 0, mixed.stderr
+    assert not [line for line in mixed.stdout.splitlines() if line.startswith("compare ")]
+    lacking = published / "hh-2d" / "eval" / "results.json"
+    assert f"fronts.sh: not compared on generations: not scored with it: {lacking}" in mixed.stderr
+    (runs / "hh-2d" / "eval" / "results.json").write_text('{"items": {}, "scorers": {"pairs": ')  # damaged
+    broken = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", EVAL_ARGS="--scorers generations", SOUPS_MODES="ab")
+    assert broken.returncode == 2 and "fronts.sh: cannot read the published results" in broken.stderr
 
 
 def test_one_published_front_is_not_compared(tmp_path):
