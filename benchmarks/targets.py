@@ -259,7 +259,7 @@ def check_current(comparison: dict, path: Path, folder: Path, name: str) -> None
         results = read_json(file) if file.is_file() else None
         if (
             results is None
-            or row.get("training") != results.get("training")
+            or (row.get("training") or {}) != (results.get("training") or {})
             or ("adapter_digest" in row and row["adapter_digest"] != results.get("adapter_digest"))
         ):
             state = "is not published" if results is None else "holds another training's results"

@@ -49,6 +49,7 @@ from panacea.eval.steering import format_steering, range_ratios, vertex_scores
 from panacea.eval.sweep import FRONT_PNG, RESULTS_JSON, RESULTS_MD, LoadedRun, evaluate_path, evaluate_run
 from panacea.generation import generate_grid, generate_text
 from panacea.training import TrainConfig, train, train_soups
+from panacea.training.config import with_absolute_data_paths
 from panacea.training.soups import SOUPS_DIR as SOUPS_MEMBERS_DIR
 
 
@@ -61,6 +62,7 @@ def run_demo(
     """Train, evaluate, generate; returns the evaluation document that is also written to RUN/eval/results.json."""
     started = time.perf_counter()
     config = TrainConfig.from_yaml(config_path, overrides)
+    baseline = soups_config(config_path, overrides, config)  # a bad baseline config fails now, not after Panacea
     result = train(config, resume=True)
     model, tokenizer = result.model, result.tokenizer
     names = config.dimension_names
@@ -103,7 +105,7 @@ def run_demo(
     document["refusal"] = refusals["rates"]
     _export_check(model, tokenizer, config, names, prompt)
 
-    soups_dir, soups = _train_and_evaluate_soups(soups_config(config_path, overrides, config), config.eval_grid)
+    soups_dir, soups = _train_and_evaluate_soups(baseline, config.eval_grid)
     members = soups_dir / SOUPS_MEMBERS_DIR
     # How far λ steers: the soups members, each trained on its dimension alone, are the yardstick R_i divides by.
     single = vertex_scores(soups["ab"], names)
@@ -194,7 +196,7 @@ def soups_config(config_path: str | os.PathLike, overrides: Sequence[str], confi
     base = config
     if own.is_file():
         base = TrainConfig.from_yaml(own, overrides)
-        ours, theirs = config_to_dict(config), config_to_dict(base)
+        ours, theirs = (with_absolute_data_paths(config_to_dict(each)) for each in (config, base))  # data/x = ./data/x
         for dimension in ours["dimensions"] + theirs["dimensions"]:  # β is the baseline's own setting
             dimension.pop("beta", None)
         if differ := [key for key in SAME_BUDGET if ours[key] != theirs[key]]:

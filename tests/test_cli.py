@@ -174,7 +174,9 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert "trained 2 steps" in capsys.readouterr().out
 
 
-def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_beside_the_demos(training_config):
+def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_beside_the_demos(
+    training_config, monkeypatch
+):
     """The baseline was the demo's config as soups: Panacea's learning rate and β, whatever the validation study
     chose for soups. `soups-NAME.yaml` beside the config gives its own, at the same data and budget."""
     from panacea.training import TrainConfig
@@ -192,6 +194,11 @@ def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_bes
     tuned = soups_config(training_config, ["max_steps=4"], TrainConfig.from_yaml(training_config, ["max_steps=4"]))
     assert (tuned.learning_rate, tuned.dimensions[0].beta, tuned.max_steps) == (1.5e-3, 0.3, 4)
     assert tuned.output_dir == derived.output_dir and tuned.soups_budget == "split"
+    data = Path(config.dimensions[0].train[0].path)
+    monkeypatch.chdir(data.parent)
+    own["dimensions"][0]["train"][0]["path"] = f"./{data.name}"  # the same file, named from where the demo runs
+    (training_config.parent / f"soups-{training_config.name}").write_text(yaml.safe_dump(own))
+    assert soups_config(training_config, [], config).learning_rate == 1.5e-3
     own["max_steps"] = 8  # another budget is not the same-budget baseline
     (training_config.parent / f"soups-{training_config.name}").write_text(yaml.safe_dump(own))
     with pytest.raises(ValueError, match=r"soups-train\.yaml: the rewarded-soups baseline must .* \['max_steps'\]"):
