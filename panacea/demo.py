@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -204,8 +205,23 @@ def soups_config(config_path: str | os.PathLike, overrides: Sequence[str], confi
                 f"{own}: the rewarded-soups baseline must train what {path} trains, at its budget; it differs in "
                 f"{differ}. Change only the baseline's own settings there (learning rate, β, schedule)."
             )
+        tuned, demo = (config_to_dict(TrainConfig.from_yaml(file)) for file in (own, path))
+        for override in overrides:  # say where a --set replaces a value the baseline was given apart from Panacea's
+            key = override.split("=", 1)[0]
+            if (value := _at(tuned, key)) is not None and value != _at(demo, key):
+                print(f"note: --set {override} applies to the rewarded-soups baseline too, over {own}'s {key}: {value}")
     output_dir = Path(config.output_dir) / SOUPS_DIR
     return dataclasses.replace(base, method="soups", soups_budget="split", output_dir=str(output_dir))
+
+
+def _at(data: Any, dotted: str) -> Any:
+    """The value at a `--set` key's dotted path (`dimensions.0.beta`) in a config dict; None where there is none."""
+    for part in dotted.split("."):
+        try:
+            data = data[int(part)] if isinstance(data, list) else data[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            return None
+    return data
 
 
 def _train_and_evaluate_soups(soups: TrainConfig, grid_points: int) -> tuple[Path, dict[str, dict]]:

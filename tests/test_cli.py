@@ -175,7 +175,7 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
 
 
 def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_beside_the_demos(
-    training_config, monkeypatch
+    training_config, monkeypatch, capsys
 ):
     """The baseline was the demo's config as soups: Panacea's learning rate and β, whatever the validation study
     chose for soups. `soups-NAME.yaml` beside the config gives its own, at the same data and budget."""
@@ -193,6 +193,13 @@ def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_bes
     (training_config.parent / f"soups-{training_config.name}").write_text(yaml.safe_dump(own))
     tuned = soups_config(training_config, ["max_steps=4"], TrainConfig.from_yaml(training_config, ["max_steps=4"]))
     assert (tuned.learning_rate, tuned.dimensions[0].beta, tuned.max_steps) == (1.5e-3, 0.3, 4)
+    assert "note:" not in capsys.readouterr().out  # max_steps is the budget both share: nothing of the baseline's own
+    overrides = ["dimensions.0.beta=0.2"]
+    overridden = soups_config(training_config, overrides, TrainConfig.from_yaml(training_config, overrides))
+    assert overridden.dimensions[0].beta == 0.2
+    assert "note: --set dimensions.0.beta=0.2 applies to the rewarded-soups baseline too, over" in (
+        capsys.readouterr().out
+    )
     assert tuned.output_dir == derived.output_dir and tuned.soups_budget == "split"
     data = Path(config.dimensions[0].train[0].path)
     monkeypatch.chdir(data.parent)
