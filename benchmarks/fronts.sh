@@ -458,16 +458,16 @@ for run in "${runs[@]}"; do
   rm -f "$snapshots/$run"  # evaluated: a later evaluation of this run starts a new record
 done
 
-evaluated=() documents=0
+evaluated=() documents=0 fronts=()  # the runs compared, and their fronts' results files
 for run in "${order[@]}"; do
-  found=0 stale=0
+  found=() stale=0
   for file in "$published/$run"/eval/results.json "$published/$run"/eval/*/results.json; do
-    if [[ -f $file ]]; then found=$((found + 1)); current "$file" || stale=1; fi
+    if [[ -f $file ]]; then found+=("$file"); current "$file" || stale=1; fi
   done
   if ((stale)); then
     echo "fronts.sh: not compared: $run (scored on the old measures; re-score it: benchmarks/fronts.sh $name $run)" >&2
-  elif ((found)); then
-    evaluated+=("$published/$run") documents=$((documents + found))
+  elif ((${#found[@]})); then
+    evaluated+=("$published/$run") documents=$((documents + ${#found[@]})) fronts+=("${found[@]}")
   fi
 done
 # a soups run holds one front per interpolation mode; compare needs two fronts
@@ -477,20 +477,20 @@ if [[ -d $published/soups-$name ]]; then baseline=(--baseline "soups-$name"); fi
 scorers=()  # the scorers every compared front was scored with (RL runs: generations only, no pairs)
 for scorer in pairs generations; do
   status=0  # 0: every front has it, 10: some front lacks it; anything else: a results file that cannot be read
-  "${PYTHON:-.venv/bin/python}" -c 'import json, pathlib, sys
-files = [file for run in sys.argv[2:] for file in [*pathlib.Path(run).glob("eval/results.json"),
-                                                   *pathlib.Path(run).glob("eval/*/results.json")]]
-lacking = [str(file) for file in files if sys.argv[1] not in json.loads(file.read_text()).get("scorers", {})]
+  "${PYTHON:-.venv/bin/python}" -c 'import json, sys
+files = sys.argv[2:]
+lacking = [file for file in files if sys.argv[1] not in json.load(open(file)).get("scorers", {})]
 if lacking and len(lacking) < len(files):
     print("fronts.sh: not compared on", sys.argv[1] + ": not scored with it:", ", ".join(lacking), file=sys.stderr)
-sys.exit(10 if lacking else 0)' "$scorer" "${evaluated[@]}" || status=$?
+sys.exit(10 if lacking else 0)' "$scorer" "${fronts[@]}" || status=$?
   case $status in
     0) scorers+=("$scorer") ;;
     10) ;;
     *) echo "fronts.sh: cannot read the published results of ${evaluated[*]} (above)" >&2; exit 2 ;;
   esac
 done
-compare_all() {  # OUT [BASELINE ...]: compare every front on each objective scored, into OUT, OUT/…/ as below
+compare_all() {  # OUT SUB [BASELINE ...]: every front on each objective scored, into OUT (accuracy),
+  # OUT/${SUB}win-probability and OUT/${SUB}generations
   local out=$1 sub=$2; shift 2
   if [[ " ${scorers[*]} " == *" pairs "* ]]; then
     "$panacea" compare "${evaluated[@]}" --out "$out" "$@"
