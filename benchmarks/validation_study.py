@@ -109,7 +109,7 @@ PANACEA = {
     "groups4": Setting("4 λ-groups of 2 pairs per dimension, LS (the aggregators' baseline)", AGGREGATOR_BATCH),
     "mgda": Setting("aggregator MGDA (4 λ-groups)", [*AGGREGATOR_BATCH, "aggregator=mgda"]),
     "pcgrad": Setting("aggregator PCGrad (4 λ-groups)", [*AGGREGATOR_BATCH, "aggregator=pcgrad"]),
-    "cagrad": Setting("aggregator CAGrad c = 0.4 (4 λ-groups)", [*AGGREGATOR_BATCH, "aggregator=cagrad"]),
+    "cagrad": Setting("aggregator CAGrad c = 0.5 (4 λ-groups)", [*AGGREGATOR_BATCH, "aggregator=cagrad"]),
     "clipped_cagrad": Setting(
         "aggregator clipped CAGrad (RACO) c = 0.4 (4 λ-groups)", [*AGGREGATOR_BATCH, "aggregator=clipped_cagrad"]
     ),
