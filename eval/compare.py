@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from panacea._io import read_json, write_json, write_text
+from panacea._names import SCORER_OBJECTIVES
 
 from .bootstrap import LEVEL, RESAMPLES, SEED, bootstrap_fronts, contrast, differences, interval_pairs, pooled_mean
 from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises, statistic_digits
@@ -116,7 +117,7 @@ def compare(
             )
     dimensions, grid = first["dimensions"], first["grid"]
     entries = [document["scorers"][scorer] for document in documents]
-    objective = objective or entries[0]["default_objective"]
+    objective = objective or SCORER_OBJECTIVES[scorer][0]  # the scorer's own, whatever `eval --objective` each run had
     if objective not in entries[0]["objectives"]:
         raise ValueError(
             f"--objective {objective!r} is not one of the {scorer} scorer's objectives: "

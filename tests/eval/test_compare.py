@@ -110,6 +110,15 @@ def test_compare_prints_one_table_against_one_reference(evaluated, tmp_path, cap
         assert all(all(v > r for v, r in zip(point, reference, strict=True)) for point in row["objectives"])
 
 
+def test_compares_default_objective_is_the_scorers_not_the_one_a_run_was_evaluated_with(evaluated):
+    """`panacea eval --objective margin` records margin as that run's objective; compare still defaults to
+    accuracy (docs/evaluation.md), whichever run comes first (it took the first run's before)."""
+    panacea, ab, _ = run_results(evaluated["panacea"]) + run_results(evaluated["soups"])
+    panacea["scorers"]["pairs"]["default_objective"] = "margin"
+    assert compare([panacea, ab])["objective"] == "accuracy"
+    assert compare([panacea, ab], objective="margin")["objective"] == "margin"
+
+
 def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
     documents = run_results(evaluated["panacea"]) + run_results(evaluated["soups"])
     other = json.loads(json.dumps(documents[1]))
