@@ -326,7 +326,8 @@ class PanaceaModel(nn.Module):
 
         A `directory` that holds anything (another export, a Panacea adapter, a run) is refused unless `overwrite`.
 
-        lora_A = A, lora_B = scaling · B diag(d), lora_alpha = r; load it with `peft.PeftModel.from_pretrained`.
+        lora_A = A, lora_B = scaling · B diag(d), lora_alpha = its rank k + m·r; load it with
+        `peft.PeftModel.from_pretrained`.
         The folder also holds a README.md, and the safetensors metadata records λ ({name: weight} when the
         config names the dimensions) under 'panacea_preference'.
         """

@@ -303,7 +303,7 @@ def lora_folder_name(weights: Sequence[float], names: Sequence[str] | None, deci
 
 
 def _folder_name_decimals(num_points: int) -> int:
-    """Decimals that tell every lattice weight apart: 2 up to 100 steps (step 1/(N−1) > 0.01), one more per 10×.
+    """Decimals that tell every lattice weight apart: 2 up to 99 steps (step 1/(N−1) > 0.01), one more per 10×.
 
     Weights a step apart round apart when the step exceeds 10^-decimals, and 1/(N−1) > 10^-len(str(N−1)).
     """

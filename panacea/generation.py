@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from panacea.adapters import PanaceaModel
-from panacea.preferences import PreferenceLike
+from panacea.adapters import PanaceaModel, SoupModel
+from panacea.preferences import PreferenceLike, validate_preference
 from panacea.serving.sampling import SamplingParams, sample_tokens
 
 
@@ -45,19 +45,28 @@ def generate_text(
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def preference_space(model: nn.Module) -> tuple[int, list[str] | None]:
+    """(m, dimension names or None) of the λ `model` takes: a PanaceaModel's config, or a rewarded soup's dimensions."""
+    config = getattr(model, "panacea_config", None)
+    if config is not None:
+        return config.num_preferences, config.preference_names
+    return len(model.dimensions), list(model.dimensions)
+
+
 @torch.no_grad()
 def generate_grid(
-    model: PanaceaModel,
+    model: PanaceaModel | SoupModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
-    preferences: Tensor,
+    preferences: PreferenceLike,
     *,
     max_new_tokens: int = 64,
     batch_size: int = 32,
     mixed: bool = True,
     return_finished: bool = False,
 ) -> list[list[str]] | tuple[list[list[str]], list[list[bool]]]:
-    """Greedy answers to every prompt at every λ: `answers[point][prompt]`, preferences (n, m).
+    """Greedy answers to every prompt at every λ: `answers[point][prompt]`, preferences (n, m): a tensor, array or
+    nested list, or (with the adapter's `preference_names`) a list of {name: weight} mappings; each row on the simplex.
 
     Prompts are sorted by length and cut into chunks of ⌈batch_size / n⌉; with `mixed` (the default) one
     `generate` call answers a chunk at all n λs at once (≈ batch_size rows, each with its own λ). With
@@ -66,7 +75,8 @@ def generate_grid(
     `finished[point][prompt]`: whether the answer ended with an end-of-sequence token rather than being cut off
     at `max_new_tokens`.
     """
-    if preferences.ndim != 2 or len(preferences) == 0:
+    preferences = validate_preference(preferences, *preference_space(model))
+    if preferences.ndim != 2:
         raise ValueError(f"preferences must be a non-empty (points, m) tensor, got shape {tuple(preferences.shape)}.")
     points = len(preferences)
     answers: list[list[str]] = [[""] * len(prompts) for _ in range(points)]

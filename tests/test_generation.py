@@ -45,6 +45,19 @@ def test_a_preference_matrix_of_the_wrong_shape_is_refused(model_and_tokenizer):
         generate_grid(model, tokenizer, PROMPTS, torch.tensor([0.5, 0.5]))
 
 
+def test_a_grid_takes_every_form_of_preference_the_adapter_takes_and_checks_each_row():
+    """docs/adapter.md: every call that takes λ takes named mappings too; a list of them failed with AttributeError,
+    and a row off the simplex was generated with."""
+    model = panacea_llama(preference_names=["helpful", "harmless"])
+    tokenizer, grid = tiny_tokenizer(), torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+    expected = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=4)
+    named = [{"helpful": 1.0, "harmless": 0.0}, {"harmless": 0.75, "helpful": 0.25}]
+    assert generate_grid(model, tokenizer, PROMPTS, named, max_new_tokens=4) == expected
+    assert generate_grid(model, tokenizer, PROMPTS, grid.tolist(), max_new_tokens=4) == expected
+    with pytest.raises(ValueError, match="must sum to 1"):
+        generate_grid(model, tokenizer, PROMPTS, [[0.5, 0.6]], max_new_tokens=4)
+
+
 def test_finished_says_which_answers_ended_on_an_end_token_and_which_were_cut_off(model_and_tokenizer):
     """The answers' own first tokens become the end tokens, so some rows stop early and others run to the cap; each
     row's flag is checked against that row generated alone."""

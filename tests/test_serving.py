@@ -387,8 +387,12 @@ def test_errors_reach_the_official_client_and_the_server_keeps_serving(client, u
     assert caught.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-4o", messages=messages)
-    with pytest.raises(openai.BadRequestError, match="max_tokens must be a positive"):
+    with pytest.raises(openai.BadRequestError, match="max_completion_tokens must be a positive") as caught:
         client.chat.completions.create(model=MODEL_NAME, messages=messages, max_completion_tokens=0, stream=True)
+    assert caught.value.body["param"] == "max_completion_tokens"  # the field sent (it said max_tokens)
+    with pytest.raises(openai.BadRequestError, match="max_tokens must be a positive") as caught:
+        client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=0)
+    assert caught.value.body["param"] == "max_tokens"
     answer = client.chat.completions.create(model=MODEL_NAME, messages=messages, temperature=0, max_tokens=3)
     assert answer.usage.completion_tokens >= 1 and stats(url)["alive"]
 

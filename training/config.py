@@ -13,6 +13,7 @@ from typing import Any, Literal
 from panacea.adapters import PanaceaConfig
 
 from panacea._config import load_config
+from panacea.base_model import resolve_dtype
 from panacea.data import PairSource, PromptSource
 from panacea.preferences import validate_preference
 
@@ -25,6 +26,7 @@ METHODS = ("panacea", "soups", "lora")
 SOUPS_BUDGETS = ("split", "full")
 SAMPLING = ("per_step", "per_sample", "groups", "fixed")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+DEVICES = ("cpu", "cuda", "auto")
 MIXED_PRECISION = ("no", "bf16")  # fp16 needs loss scaling, which the trainer does not do
 ADVANTAGE_COMBINERS = ("none", "pama", "pama_lambda")
 
@@ -253,9 +255,17 @@ class TrainConfig:
         },
     )
     # --- model ---
-    model: str | None = field(default=None, metadata={"help": "HF id or local path; None = embedded SmolLM2-135M."})
-    dtype: str = field(default="float32", metadata={"help": "Base-model weights dtype ('float32', 'bfloat16')."})
-    device: str = field(default="auto", metadata={"help": "'cpu', 'cuda' or 'auto' (CUDA when available)."})
+    model: str | None = field(
+        default=None, metadata={"help": "HF id or local path; None = embedded SmolLM2-135M-Instruct."}
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Base-model weights dtype: a floating torch dtype name ('float32', 'bfloat16', …)."},
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "'cpu', 'cuda' or 'auto' (CUDA when available); one GPU of several: CUDA_VISIBLE_DEVICES."},
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = field(  # 'fp16' is typed only to be refused with its reason
         default="no",
         metadata={
@@ -365,7 +375,10 @@ class TrainConfig:
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε."})
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = field(
         default="constant_with_warmup",
-        metadata={"help": "Learning-rate schedule after warm-up (transformers.get_scheduler)."},
+        metadata={
+            "help": "Learning-rate schedule (transformers.get_scheduler): constant, constant_with_warmup, linear or "
+            "cosine, the last three after warmup_steps of linear warm-up; constant has none."
+        },
     )
     warmup_steps: int = field(
         default=0, metadata={"help": "Linear warm-up steps (RL: rollout steps, each of rl.ppo_epochs updates)."}
@@ -377,14 +390,28 @@ class TrainConfig:
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep the newest N checkpoints; None: all."})
     # --- evaluation after training ---
     eval_grid: int = field(default=11, metadata={"help": "Points per simplex edge of the λ grid (11: step 0.1)."})
-    eval_batch_size: int = field(default=8, metadata={"help": "Pairs per forward when scoring held-out pairs."})
+    eval_batch_size: int = field(
+        default=8,
+        metadata={"help": "Pairs per forward when scoring held-out pairs, and in the reference log-prob pass."},
+    )
 
     def __post_init__(self) -> None:
         names = [dimension.name for dimension in self.dimensions]
         _require(bool(names), "dimensions", names, "at least one dimension")
         _require(len(set(names)) == len(names), "dimensions", names, "unique dimension names")
-        for name in ("max_steps", "batch_size", "micro_batch_size", "logging_steps", "save_steps", "eval_grid"):
+        for name in ("max_steps", "batch_size", "micro_batch_size", "logging_steps", "save_steps"):
             _require(_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
+        _require(_positive_int(self.eval_grid) and self.eval_grid >= 2, "eval_grid", self.eval_grid, "an integer >= 2")
+        _require(_nonnegative_int(self.seed), "seed", self.seed, "an integer >= 0")
+        _require(
+            self.device in DEVICES,
+            "device",
+            self.device,
+            f"one of {DEVICES} (one GPU of several: CUDA_VISIBLE_DEVICES; several: `accelerate launch`)",
+        )
+        _require(
+            _floating_dtype(self.dtype), "dtype", self.dtype, "a floating torch dtype such as 'float32' or 'bfloat16'"
+        )
         _require(_positive_int(self.eval_batch_size), "eval_batch_size", self.eval_batch_size, "a positive integer")
         _require(_positive_int(self.preference_groups), "preference_groups", self.preference_groups, "an integer >= 1")
         _require(
@@ -413,6 +440,13 @@ class TrainConfig:
             "on CUDA)",
         )
         _require(self.lr_scheduler in SCHEDULERS, "lr_scheduler", self.lr_scheduler, str(SCHEDULERS))
+        _require(
+            self.lr_scheduler != "constant" or self.warmup_steps == 0,
+            "warmup_steps",
+            self.warmup_steps,
+            "0 with lr_scheduler 'constant', which has no warm-up (transformers ignores it); use "
+            "'constant_with_warmup'",
+        )
         _require(_positive(self.learning_rate), "learning_rate", self.learning_rate, "a positive number")
         _require(_positive(self.diagonal_lr_ratio), "diagonal_lr_ratio", self.diagonal_lr_ratio, "a positive number")
         _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
@@ -732,6 +766,14 @@ def _positive(value: Any) -> bool:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _floating_dtype(value: Any) -> bool:
+    try:
+        resolve_dtype(value)
+    except ValueError:
+        return False
+    return isinstance(value, str)
 
 
 def _nonnegative_int(value: Any) -> bool:

@@ -197,7 +197,10 @@ class _OpenAIRequest(BaseModel):
             request = GenerationRequest(prompt_ids, preference, sampling)
             served.engine.check(request)
         except InvalidRequest as error:
-            raise APIError(400, str(error), param=error.param or self.PROMPT_FIELD, code=error.code) from None
+            message, param = str(error), error.param or self.PROMPT_FIELD
+            if param == "max_tokens" and (sent := self.max_tokens_field()) != param:  # name the field the client sent
+                message, param = message.replace("max_tokens", sent, 1), sent
+            raise APIError(400, message, param=param, code=error.code) from None
         return request
 
     def prompt_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -205,6 +208,10 @@ class _OpenAIRequest(BaseModel):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        """The request field `requested_max_tokens` read (errors name it)."""
+        return "max_tokens"
 
     def default_max_tokens(self, room: int) -> int:
         """max_tokens when the request has none, given `room`, the context left after the prompt."""
@@ -252,6 +259,9 @@ class ChatCompletionRequest(_OpenAIRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens
+
+    def max_tokens_field(self) -> str:
+        return "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
 
     def default_max_tokens(self, room: int) -> int:
         """The rest of the context, as vLLM does; at least 1, so a prompt that fills it gets the context error."""

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from panacea import PanaceaConfig
-from tests.conftest import tiny_gpt2, tiny_llama
+from panacea.generation import generate_grid
+from tests.conftest import tiny_gpt2, tiny_llama, tiny_tokenizer
 from tests.helpers import input_ids
 
 NAMES = ["a", "b"]
@@ -268,3 +269,14 @@ def test_bad_preferences_and_modes_give_one_clear_error_each(tmp_path):
     with pytest.raises(ValueError, match="must be non-negative"):
         soup(input_ids=input_ids(), preference=[1.5, -0.5])
     assert soup.switch_seconds == []  # nothing was built for a refused λ
+
+
+def test_a_grid_of_a_soup_is_read_by_the_soups_dimension_names(tmp_path):
+    """A soup has no Panacea config: generate_grid checks λ against its dimensions, so named mappings work there too
+    (the generations scorer answers with soups through generate_grid)."""
+    soup, tokenizer = SoupModel.from_run(tiny_llama(), make_soup_run(tmp_path)), tiny_tokenizer()
+    prompts = ["w5 w9", "w7"]
+    expected = generate_grid(soup, tokenizer, prompts, torch.tensor([[0.25, 0.75]]), max_new_tokens=4)
+    assert generate_grid(soup, tokenizer, prompts, [{"b": 0.75, "a": 0.25}], max_new_tokens=4) == expected
+    with pytest.raises(ValueError, match="unknown"):
+        generate_grid(soup, tokenizer, prompts, [{"c": 1.0}], max_new_tokens=4)

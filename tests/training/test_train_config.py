@@ -151,6 +151,23 @@ def test_learning_rate_must_be_positive(value):
         config(learning_rate=value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"device": "gpu"}, r"device must be one of \('cpu', 'cuda', 'auto'\)"),  # trained on whatever accelerate chose
+        ({"device": "cuda:1"}, "CUDA_VISIBLE_DEVICES"),  # trained on the Accelerator's device, not cuda:1
+        ({"dtype": "bogus"}, "dtype must be a floating torch dtype"),  # failed after the data loaded
+        ({"dtype": "int8"}, "dtype must be a floating torch dtype"),
+        ({"seed": -1}, "seed must be an integer >= 0"),  # failed at step 0, after the model and data loaded
+        ({"eval_grid": 1}, "eval_grid must be an integer >= 2"),  # failed only when the run was evaluated
+        ({"lr_scheduler": "constant", "warmup_steps": 2}, "use 'constant_with_warmup'"),  # the warm-up was ignored
+    ],
+)
+def test_settings_that_passed_check_and_failed_later_are_refused_with_the_config(fields, message):
+    with pytest.raises(ValueError, match=message):
+        config(**fields)
+
+
 def test_negative_learning_rate_in_yaml_names_the_file(tmp_path):
     path = write_yaml(tmp_path, {**yaml_data(), "learning_rate": -5e-6})
     with pytest.raises(ValueError, match="learning_rate must be a positive number") as error:
