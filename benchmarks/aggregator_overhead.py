@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 CONFIG = Path(__file__).parents[1] / "configs" / "hhc-3d.yaml"
-METHODS = ["none", "mgda", "pcgrad", "cagrad", "clipped_cagrad", "plc"]
+METHODS = ["none", "mgda", "pcgrad", "cagrad", "clipped_cagrad", "plc", "normalized"]
 
 
 def overrides(dims: int, method: str, steps: int, output_dir: Path) -> list[str]:

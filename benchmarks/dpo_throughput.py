@@ -211,6 +211,13 @@ def run_ours(plan: dict, folder: Path) -> dict:
         batch_size=plan["batch_size"],
         micro_batch_size=plan["micro_batch_size"],
         learning_rate=plan["learning_rate"],
+        # TRL's settings below, pinned: TrainConfig's defaults moved (constant_with_warmup, σ/s at 10×) after the
+        # published run of 2026-11-30 13:22, which took them (cosine, one learning rate) from the defaults of then
+        lr_scheduler="cosine",
+        warmup_steps=0,
+        diagonal_lr_ratio=1.0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
         save_steps=plan["steps"],
         save_total_limit=1,
     )

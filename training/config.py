@@ -140,7 +140,10 @@ class RLConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus mass in (0, 1]."})
     kl_coef: float = field(
         default=0.05,
-        metadata={"help": "β of the KL penalty to the reference (adapter off), in reward standard deviations per nat."},
+        metadata={
+            "help": "β of the KL penalty to the reference (adapter off), in reward standard deviations per nat (ours: "
+            "applied after each dimension's reward normalisation)."
+        },
     )
     kl_estimator: Literal["k1", "k3"] = field(
         default="k1",

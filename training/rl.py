@@ -54,7 +54,8 @@ _MIN_STD = 1e-8  # a dimension whose rewards never varied is divided by 1, not b
 
 
 class RunningMoments:
-    """Per-dimension running mean and standard deviation of rewards (n, m), merged batch by batch.
+    """Per-dimension running mean and standard deviation of rewards (n, m), merged batch by batch (normalising each
+    dimension's rewards by them is ours: docs/algorithms.md §8, "Normalisation").
 
     Chan, Golub & LeVeque's parallel update of (count, mean, M2) (Welford's for a batch of one), in float64:
     after any sequence of `update` calls, `mean` and `std` equal those of all rewards seen, concatenated.

@@ -80,7 +80,7 @@ class Rollouts:
 def draw_rollout_preferences(config: TrainConfig, step: int) -> tuple[Tensor, Tensor]:
     """(λ per prompt (prompts_per_step, m), the group λs (G, m)) for RL `step`, seeded by (seed, step).
 
-    'per_sample': one draw per prompt (the group row is their mean, for the logs); otherwise `draw_preferences`'s
+    'per_sample': one draw per prompt (ours; the group row is their mean, for the logs); otherwise `draw_preferences`'s
     λ per group, shared by the group's consecutive prompts. The K responses of a prompt share its λ (§8).
     """
     prompts = config.rl.prompts_per_step
@@ -176,7 +176,8 @@ def _collect_rollouts(
         if trained:
             metrics[f"reward/{name}"] = float(rewards[:, i].mean())
             metrics[f"reward_normalised/{name}"] = float(normalised[:, i].mean())
-    levels = -normalised.view(len(groups), -1, m).mean(1)  # (G, m): each group's rows are consecutive
+    # Tchebycheff's levels on the normalised rewards (ours, §8): (G, m), each group's rows are consecutive
+    levels = -normalised.view(len(groups), -1, m).mean(1)
     rollouts = Rollouts(batches, old_logprobs, preferences, groups, None, levels, local.start, len(rewards))
     if fused:  # the update forms the KL-penalised rewards and advantages per micro-batch (and logs the KL)
         rollouts.reference_logprobs, rollouts.normalised = references, normalised[local]
