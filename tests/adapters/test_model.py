@@ -315,6 +315,7 @@ def _gradients(loss_of, checkpointing: bool) -> dict[str, torch.Tensor]:
     model.train()
     if checkpointing:
         model.gradient_checkpointing_enable()
+        assert model.base_model.is_activation_checkpointing  # else the comparison below would hold trivially
     loss_of(model).backward()
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 

@@ -23,7 +23,7 @@ def saved(tmp_path):
     return model, tmp_path / "adapter"
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077], ids=oct)  # 0o077 alone gives 0600, the bug's mode
 def test_saved_files_have_the_mode_the_umask_gives(tmp_path, umask):
     """adapter_model.safetensors was written 0600 (safetensors makes private files), its config 0644."""
     previous = os.umask(umask)

@@ -655,6 +655,8 @@ def test_plc_docs_case_three_objectives(tau, direction):  # ratio 65.25
 @pytest.mark.parametrize("tau", [0.0, 0.5, 1.0])
 def test_plc_with_tau_at_most_one_is_linear_scalarisation(m, seed, tau):
     G, preference = random_case(m, seed)
+    G[-1] = -2 * G[0] + 0.5 * G[-1]  # one objective that d0 degrades: the veto's test is reached (most cases had none)
+    assert (G @ (preference @ G) < 0).any()
     c, _ = aggregate(PLC(tau=tau), G, preference)
     assert torch.equal(c, preference)
 
@@ -702,8 +704,12 @@ def test_state_is_json_and_round_trips(name):
     aggregate(aggregator, G, preference)
     state = aggregator.state_dict()
     assert json.loads(json.dumps(state)) == state
-    build_aggregator(name, {}, seed=1).load_state_dict(json.loads(json.dumps(state)))
+    resumed = build_aggregator(name, {}, seed=1)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    assert resumed.state_dict() == state  # (metrics are the last step's own, not state)
     assert all(isinstance(value, float) for value in aggregator.metrics().values())
+    G, preference = random_case(3, seed=1)  # the next step goes on as if never interrupted (pcgrad: its shuffles)
+    assert torch.equal(aggregate(resumed, G, preference)[1], aggregate(aggregator, G, preference)[1])
 
 
 @pytest.mark.parametrize("name", sorted(AGGREGATORS))

@@ -57,8 +57,9 @@ def test_two_backwards_in_one_unit_accumulate():
 
 def test_zero_clears_every_buffer():
     layer, _, inputs, buffers = setup()
-    with buffers.accumulating(0):
-        unit_loss(layer, inputs, 0).backward()
+    fill_every_unit(layer, inputs, buffers)  # every unit's row and the update row hold something first
+    buffers.combine(torch.tensor([0.5, -0.25, 2.0], dtype=torch.float64), max_norm=None)
+    assert all(row.abs().sum() > 0 for row in buffers.flat)
     buffers.zero()
     assert buffers.flat.abs().sum() == 0
 

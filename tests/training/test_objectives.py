@@ -83,3 +83,9 @@ def test_dpo_z_is_the_difference_of_implicit_rewards():
     rewards = implicit_rewards(policy, reference, beta=0.1)
     z = rewards[0] - rewards[1]
     assert z.item() == pytest.approx(0.2, abs=1e-12)
+    # dpo_loss takes z from those rewards: −log σ(z) on random pairs, against a dense float64 reference
+    generator = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(6, generator=generator, dtype=torch.float64) * 5 for _ in range(4))
+    beta = 0.3
+    z = implicit_rewards(pc, rc, beta) - implicit_rewards(pr, rr, beta)
+    torch.testing.assert_close(dpo_loss(pc, pr, rc, rr, beta), -torch.log(torch.sigmoid(z)), rtol=1e-12, atol=1e-12)
