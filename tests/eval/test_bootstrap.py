@@ -142,6 +142,13 @@ def test_statistic_intervals_hold_each_pooled_mean():
     assert (
         result["values"] == [pytest.approx(0.3125)] and result["intervals"][0][0] <= 0.3125 <= result["intervals"][0][1]
     )
+    # the interval is the percentile interval of the pooled mean over prompt resamples, item by item (a zero-width or
+    # unbounded interval held the mean too): the 8 items (a/x's, then b/y's) are 8 prompts here
+    values = np.array([1.0, -1.0, 0.0, 2.0, -1.0, -2.0, 3.0, 0.5])
+    weights = resample_weights([f"a{i}" for i in range(4)] + [f"b{i}" for i in range(4)], resamples=300)
+    means = np.array([sum(w * v for w, v in zip(row, values, strict=True)) / row.sum() for row in weights])
+    assert result["intervals"][0] == pytest.approx(percentile_interval(means), abs=1e-12)
+    assert result["intervals"][0][1] - result["intervals"][0][0] > 0.5
 
 
 def _probit(p: float) -> float:
