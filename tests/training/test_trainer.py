@@ -370,10 +370,18 @@ def test_two_processes_follow_the_one_process_trajectory(workspace, tmp_path, ov
     assert max_difference(adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")) <= 1e-5
 
 
-def test_gradient_checkpointing_follows_the_same_trajectory(workspace, tmp_path):
+def test_gradient_checkpointing_follows_the_same_trajectory(workspace, tmp_path, monkeypatch):
     """The Panacea model's own checkpointing re-runs each layer under its forward's per-sample λ."""
     train(make_config(workspace, tmp_path / "plain", max_steps=3, save_steps=3))
+    enabled, enable = [], PanaceaModel.gradient_checkpointing_enable
+
+    def recording(model, *args, **kwargs):  # the run below must really checkpoint, or equal losses prove nothing
+        enable(model, *args, **kwargs)
+        enabled.append(model.base_model.is_activation_checkpointing)
+
+    monkeypatch.setattr(PanaceaModel, "gradient_checkpointing_enable", recording)
     train(make_config(workspace, tmp_path / "checkpointed", max_steps=3, save_steps=3, gradient_checkpointing=True))
+    assert enabled == [True]
     assert losses(tmp_path / "checkpointed") == pytest.approx(losses(tmp_path / "plain"), abs=1e-6)
     assert max_difference(adapter_weights(tmp_path / "plain"), adapter_weights(tmp_path / "checkpointed")) <= 1e-6
 
