@@ -364,6 +364,18 @@ def test_generate_per_sample_preference_equals_one_at_a_time():
         assert torch.equal(
             beams[row], model.generate(ids[row : row + 1], preference=preferences[row], num_beams=3, **settings)[0]
         )
+    # Several returned sequences per input: each input's rows keep its own λ (checked row by row on beam search,
+    # which is deterministic; a shape alone would not show a λ misassigned to another input's sequences).
+    returned = model.generate(ids, preference=preferences, num_beams=3, num_return_sequences=3, **settings)
+    for row in range(2):
+        alone = model.generate(
+            ids[row : row + 1], preference=preferences[row], num_beams=3, num_return_sequences=3, **settings
+        )
+        assert torch.equal(returned[3 * row : 3 * row + 3], alone)
+    assert not torch.equal(
+        returned[:3],
+        model.generate(ids[:1], preference=preferences[1], num_beams=3, num_return_sequences=3, **settings),
+    )  # λ matters here
     # Sampling with several returned sequences expands by num_return_sequences.
     torch.manual_seed(0)
     sampled = model.generate(ids, preference=preferences, num_return_sequences=3, **{**settings, "do_sample": True})
