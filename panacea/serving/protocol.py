@@ -174,6 +174,7 @@ class _OpenAIRequest(BaseModel):
                 param="model",
                 code="model_not_found",
             )
+        length_field, requested = self.requested_max_tokens()
         try:
             for name, accepted in self.NEUTRAL.items():
                 if getattr(self, name) not in accepted:
@@ -185,7 +186,6 @@ class _OpenAIRequest(BaseModel):
                     )
             preference = served.preference_for(self.preference)
             prompt_ids = tuple(self.prompt_ids(served.tokenizer))
-            requested = self.requested_max_tokens()
             room = served.engine.max_model_len - len(prompt_ids)
             sampling = SamplingParams(
                 max_tokens=self.default_max_tokens(room) if requested is None else requested,
@@ -198,20 +198,17 @@ class _OpenAIRequest(BaseModel):
             served.engine.check(request)
         except InvalidRequest as error:
             message, param = str(error), error.param or self.PROMPT_FIELD
-            if param == "max_tokens" and (sent := self.max_tokens_field()) != param:  # name the field the client sent
-                message, param = message.replace("max_tokens", sent, 1), sent
+            if param == "max_tokens" != length_field:  # name the field the client sent
+                message, param = message.replace("max_tokens", length_field, 1), length_field
             raise APIError(400, message, param=param, code=error.code) from None
         return request
 
     def prompt_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         raise NotImplementedError
 
-    def requested_max_tokens(self) -> int | None:
-        return self.max_tokens
-
-    def max_tokens_field(self) -> str:
-        """The request field `requested_max_tokens` read (errors name it)."""
-        return "max_tokens"
+    def requested_max_tokens(self) -> tuple[str, int | None]:
+        """(the field that sets the length, its value; None: not set): errors name that field."""
+        return "max_tokens", self.max_tokens
 
     def default_max_tokens(self, room: int) -> int:
         """max_tokens when the request has none, given `room`, the context left after the prompt."""
@@ -257,11 +254,10 @@ class ChatCompletionRequest(_OpenAIRequest):
     def prompt_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         return chat_prompt_ids(tokenizer, [message.as_template_message() for message in self.messages])
 
-    def requested_max_tokens(self) -> int | None:
-        return self.max_tokens if self.max_completion_tokens is None else self.max_completion_tokens
-
-    def max_tokens_field(self) -> str:
-        return "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
+    def requested_max_tokens(self) -> tuple[str, int | None]:
+        if self.max_completion_tokens is None:
+            return "max_tokens", self.max_tokens
+        return "max_completion_tokens", self.max_completion_tokens
 
     def default_max_tokens(self, room: int) -> int:
         """The rest of the context, as vLLM does; at least 1, so a prompt that fills it gets the context error."""
