@@ -88,7 +88,6 @@ def test_the_reward_scores_minus_words_and_records_each_steps_prompts(bench, tmp
 
 def test_a_tiny_run_of_both_contenders_trains_the_same_prompts_with_the_same_lora_size(bench, tmp_path):
     """The whole script on a tiny random Llama: two children each, a report, the JSON of --out."""
-    pytest.importorskip("trl", reason="TRL is the `bench` extra (pip install -e '.[bench]'), not a test dependency")
     model = tmp_path / "model"
     tiny_llama().save_pretrained(model)
     tiny_tokenizer().save_pretrained(model)
