@@ -278,5 +278,5 @@ def test_a_grid_of_a_soup_is_read_by_the_soups_dimension_names(tmp_path):
     prompts = ["w5 w9", "w7"]
     expected = generate_grid(soup, tokenizer, prompts, torch.tensor([[0.25, 0.75]]), max_new_tokens=4)
     assert generate_grid(soup, tokenizer, prompts, [{"b": 0.75, "a": 0.25}], max_new_tokens=4) == expected
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match=r"unknown name\(s\) \['c'\] and missing name\(s\) \['a', 'b'\]"):
         generate_grid(soup, tokenizer, prompts, [{"c": 1.0}], max_new_tokens=4)
