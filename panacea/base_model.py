@@ -48,6 +48,14 @@ def load_base_model(
     device = resolve_device(device)
     embedded = name_or_path is None or str(name_or_path) == EMBEDDED_MODEL_NAME
     folder = embedded_model_folder() if embedded else name_or_path
+    if not embedded and _is_local_path(name_or_path):
+        if not (folder := Path(name_or_path).expanduser()).exists():  # else the Hub client refuses it as a repo id
+            raise FileNotFoundError(
+                f"no model folder at {name_or_path} (a local path: absolute, or starting with '.' or '~'). Give an "
+                "existing folder, a Hugging Face id such as HuggingFaceTB/SmolLM2-360M-Instruct, or none for the "
+                "embedded model."
+            )
+        folder = str(folder)  # '~' expanded, which transformers does not do
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -63,6 +71,14 @@ def load_base_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
+
+
+def _is_local_path(name_or_path: str | os.PathLike) -> bool:
+    """Whether `name_or_path` can only be a folder on disk (a Hub id is never absolute and never starts with '.' or
+    '~'); a relative 'a/b' may be either, and is left to transformers."""
+    return (
+        isinstance(name_or_path, os.PathLike) or Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~"))
+    )
 
 
 def embedded_model_folder() -> Path:

@@ -1,8 +1,10 @@
 import importlib.metadata
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +20,24 @@ def test_local_path_loads_with_dtype_and_device(tiny_model_dir):
     assert model.dtype == torch.float64 and model.device.type == "cpu"
     assert model.config.name_or_path == str(tiny_model_dir)
     assert tokenizer.pad_token == "<pad>"
+
+
+@pytest.mark.parametrize("missing", ["/no/such/model", "./no-such-model", "~/no-such-model"])
+def test_a_local_model_path_that_does_not_exist_is_named(missing, tmp_path, monkeypatch):
+    """It reached the Hub client, which answered "Repo id must be in the form 'repo_name' or …" (e.g. `panacea eval`
+    of a run moved away from the model folder its config names)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"no model folder at {re.escape(missing)} \\(a local path"):
+        load_base_model(missing)
+    with pytest.raises(FileNotFoundError, match="no model folder at"):
+        load_base_model(Path(missing))
+
+
+def test_a_model_folder_under_home_is_read_by_tilde(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("HOME", str(tiny_model_dir.parent))
+    model, _ = load_base_model(f"~/{tiny_model_dir.name}")
+    assert model.config.vocab_size == load_base_model(tiny_model_dir)[0].config.vocab_size
 
 
 def test_resolve_dtype_and_device():

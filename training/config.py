@@ -741,6 +741,36 @@ def follow_moved_data(saved: dict[str, Any], config: dict[str, Any]) -> dict[str
     return result
 
 
+def follow_moved_run(saved: dict[str, Any], run_folder: Path) -> dict[str, Any]:
+    """A run's saved config (a dict) with its data paths where they lie now, for a run that moved with its data as one
+    tree (a checkout `/old/project` holding runs and data renamed `/new/place`): the data paths, absolute and gone,
+    are found again below a folder that holds the run folder (`/new/place`), each with the same trailing folder and
+    file name, and `follow_moved_data`'s rules hold (one leading folder replaced for all; none of them still where it
+    was). Anything else — a run moved alone, data that did not move with it, a path found in no such folder — is
+    returned as saved, and reading that data then names the missing file. `panacea eval` reads a run through this."""
+    gone = [
+        Path(source[key])
+        for source, key in data_path_slots(saved)
+        if Path(source[key]).is_absolute() and not Path(source[key]).exists()
+    ]
+    if not gone:
+        return saved
+    first = gone[0].parts
+    for folder in run_folder.resolve().parents:  # the nearest first
+        for kept in range(len(first) - 1, 1, -1):  # the longest tail first; at least a folder and the file name
+            if not (folder / Path(*first[-kept:])).exists():
+                continue
+            old = Path(*first[:-kept])
+            candidate = copy.deepcopy(saved)
+            for source, key in data_path_slots(candidate):
+                if (path := Path(source[key])).is_absolute() and path.is_relative_to(old):
+                    source[key] = str(folder / path.relative_to(old))
+            followed = follow_moved_data(saved, candidate)
+            if followed == candidate and all(Path(s[k]).exists() for s, k in data_path_slots(followed)):
+                return followed
+    return saved
+
+
 def _moved_root(before: Path, now: Path) -> tuple[Path, Path] | None:
     """(old folder, new folder) when absolute `before`, gone, is `now` with only its leading folder replaced and at
     least the last folder and the file name kept; else None."""

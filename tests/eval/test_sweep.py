@@ -5,6 +5,7 @@ import json
 import math
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,10 @@ from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import train_tiny_run
+from panacea.training import TrainConfig
+
+from panacea._config import dataclass_from_dict
+from tests.helpers import config_dict, make_workspace, train_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +295,36 @@ def test_large_held_out_sets_are_scored_and_cached_one_lambda_per_call(run_dir):
         large, ["a", "b"], pad_token_id=run.tokenizer.pad_token_id, batch_size=8, reference_settings={}
     )
     assert scorer.points_per_call == 1  # 320 pairs: one λ fills many batches
+
+
+def test_a_run_moved_with_its_data_as_one_tree_is_evaluated_where_it_lies_now(tmp_path, monkeypatch):
+    """config.yaml names the data by absolute path: after the project folder holding data and run was renamed,
+    `panacea eval` failed with "Preference data file /old/project/data/a.jsonl not found" (training's --resume
+    already followed such a move). A run moved alone still reads its data where it was."""
+    from panacea.training import train
+
+    workspace = make_workspace(tmp_path / "workspace")  # the model stays here: only data and run move
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    for name in ("a", "b"):
+        shutil.copy(workspace / f"{name}.jsonl", project / "data" / f"{name}.jsonl")
+    monkeypatch.chdir(project)
+    data = config_dict(workspace, Path("runs/run"), max_steps=2, save_steps=2)
+    for dimension in data["dimensions"]:
+        dimension["train"] = dimension["eval"] = [{"path": f"data/{dimension['name']}.jsonl", "max_pairs": 4}]
+    train(dataclass_from_dict(TrainConfig, data, where="test"))
+    moved = tmp_path / "renamed"
+    shutil.move(project, moved)
+    monkeypatch.chdir(tmp_path)
+    run = load_run(moved / "runs" / "run")
+    assert [source.path for dimension in run.config.dimensions for source in dimension.eval] == [
+        str(moved.resolve() / "data" / f"{name}.jsonl") for name in ("a", "b")
+    ]
+    before = evaluate_path(moved / "runs" / "run", grid_points=3, progress=False)["scorers"]["pairs"]["points"]
+    assert len(before) == 3
+    shutil.move(moved, project)  # back; then the run alone moves beside a copy of the data: its own data is read
+    alone = tmp_path / "elsewhere" / "runs" / "run"
+    alone.parent.mkdir(parents=True)
+    shutil.move(project / "runs" / "run", alone)
+    shutil.copytree(project / "data", tmp_path / "elsewhere" / "data")
+    assert load_run(alone).config.dimensions[0].eval[0].path == str(project.resolve() / "data" / "a.jsonl")
