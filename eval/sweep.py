@@ -33,8 +33,8 @@ from panacea.adapters import PanaceaModel, SoupModel, read_soups_manifest
 from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, WEIGHTS_NAME
 from panacea.adapters.soups import MANIFEST_NAME as SOUPS_MANIFEST
 from panacea.training import TrainConfig
-from panacea.training.config import follow_moved_run
 from panacea.training.checkpoint import STATE_FILE, latest_checkpoint
+from panacea.training.config import follow_moved_run
 from panacea.training.reference import base_model_digest
 from panacea.training.trainer import CONFIG_FILE
 from torch import Tensor

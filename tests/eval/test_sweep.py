@@ -13,10 +13,9 @@ from panacea.eval import sweep as sweep_module
 from panacea.eval.bootstrap import objective_values
 from panacea.eval.scorers import PairSet, PairsScorer
 from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
+from panacea.training import TrainConfig
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-
-from panacea.training import TrainConfig
 
 from panacea._config import dataclass_from_dict
 from tests.helpers import config_dict, make_workspace, train_tiny_run
