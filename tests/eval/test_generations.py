@@ -254,6 +254,16 @@ def test_compare_on_generations_tabulates_what_the_model_says_at_each_vertex(run
     table = format_comparison(comparison)
     assert "At the vertices (95 % intervals over prompts)" in table and "over_refusal_xstest_safe" in table
     assert comparison["rows"][0]["versus"]["again"]["hypervolume"]["verdict"] == "tie"  # the same front
+    # A front whose every answer beats the base model's, at every point and in both dimensions: this one loses.
+    better = json.loads(json.dumps({**document, "label": "better"}))
+    spec = better["scorers"]["generations"]["objectives"]["win_rate"]
+    for entry in spec["dimensions"].values():
+        for point in better["scorers"]["generations"]["points"]:
+            for name in entry["sets"]:
+                values = point["sets"][name]["values"]
+                values[entry["column"]] = [1.0] * len(values[entry["column"]])
+    versus = compare([document, better], scorer="generations", baseline="better")["rows"][0]["versus"]["better"]
+    assert versus["hypervolume"]["verdict"] == "loss" and versus["hypervolume"]["difference"] < 0
 
 
 def test_the_chosen_objective_reaches_every_scorer_that_has_it(run_dir):
