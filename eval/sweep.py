@@ -34,14 +34,12 @@ from panacea.adapters.serialization import CONFIG_NAME, RUN_ADAPTER_DIR, WEIGHTS
 from panacea.adapters.soups import MANIFEST_NAME as SOUPS_MANIFEST
 from panacea.training import TrainConfig
 from panacea.training.checkpoint import STATE_FILE, latest_checkpoint
-from panacea.training.config import follow_moved_run
 from panacea.training.reference import base_model_digest
-from panacea.training.trainer import CONFIG_FILE
+from panacea.training.trainer import CONFIG_FILE, follow_moved_run
 from torch import Tensor
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from panacea._config import dataclass_from_dict, load_yaml
 from panacea._io import file_sha256, read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES, SCORERS
 from panacea.base_model import load_base_model
@@ -129,7 +127,7 @@ def load_run(path: str | Path, *, device: str | None = None, mode: str = "ab") -
     config_file, adapter = path / CONFIG_FILE, path / RUN_ADAPTER_DIR
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is not a training run: {config_file} is missing.")
-    config = dataclass_from_dict(TrainConfig, follow_moved_run(load_yaml(config_file), path), where=str(config_file))
+    config = follow_moved_run(TrainConfig.from_yaml(config_file), path)
     if is_soups_run(path):
         manifest = read_soups_manifest(path)  # refuses an unfinished or damaged run
         base_model, tokenizer = load_base_model(config.model, dtype=config.dtype, device=device or config.device)

@@ -49,13 +49,13 @@ def load_base_model(
     embedded = name_or_path is None or str(name_or_path) == EMBEDDED_MODEL_NAME
     folder = embedded_model_folder() if embedded else name_or_path
     if not embedded and _is_local_path(name_or_path):
-        if not (folder := Path(name_or_path).expanduser()).exists():  # else the Hub client refuses it as a repo id
+        folder = os.path.expanduser(os.fspath(name_or_path))  # only '~' changes: transformers records this string
+        if not Path(folder).exists():  # else the Hub client refuses it as a repo id
             raise FileNotFoundError(
                 f"no model folder at {name_or_path} (a local path: absolute, or starting with '.' or '~'). Give an "
                 "existing folder, a Hugging Face id such as HuggingFaceTB/SmolLM2-360M-Instruct, or none for the "
                 "embedded model."
             )
-        folder = str(folder)  # '~' expanded, which transformers does not do
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -74,11 +74,10 @@ def load_base_model(
 
 
 def _is_local_path(name_or_path: str | os.PathLike) -> bool:
-    """Whether `name_or_path` can only be a folder on disk (a Hub id is never absolute and never starts with '.' or
-    '~'); a relative 'a/b' may be either, and is left to transformers."""
-    return (
-        isinstance(name_or_path, os.PathLike) or Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~"))
-    )
+    """Whether `name_or_path` can only be a folder on disk: a Hub id is never absolute and never starts with '.' or
+    '~'; a relative 'a/b' (str or Path) may be either, and is left to transformers."""
+    name = os.fspath(name_or_path)
+    return Path(name).is_absolute() or name.startswith((".", "~"))
 
 
 def embedded_model_folder() -> Path:

@@ -31,13 +31,21 @@ def test_a_local_model_path_that_does_not_exist_is_named(missing, tmp_path, monk
     with pytest.raises(FileNotFoundError, match=f"no model folder at {re.escape(missing)} \\(a local path"):
         load_base_model(missing)
     with pytest.raises(FileNotFoundError, match="no model folder at"):
-        load_base_model(Path(missing))
+        load_base_model(Path(missing).expanduser().absolute())
+
+
+def test_a_local_model_path_is_recorded_as_given(tiny_model_dir, monkeypatch):
+    """The adapter's and the reward models' base-model fingerprints hold name_or_path: normalising './x' to 'x' would
+    refuse reward models saved before, and make the recorded name a Hub id."""
+    monkeypatch.chdir(tiny_model_dir.parent)
+    model, _ = load_base_model(f"./{tiny_model_dir.name}/")
+    assert model.config.name_or_path == f"./{tiny_model_dir.name}/"
 
 
 def test_a_model_folder_under_home_is_read_by_tilde(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("HOME", str(tiny_model_dir.parent))
     model, _ = load_base_model(f"~/{tiny_model_dir.name}")
-    assert model.config.vocab_size == load_base_model(tiny_model_dir)[0].config.vocab_size
+    assert model.config.name_or_path == str(tiny_model_dir)
 
 
 def test_resolve_dtype_and_device():

@@ -741,20 +741,19 @@ def follow_moved_data(saved: dict[str, Any], config: dict[str, Any]) -> dict[str
     return result
 
 
-def follow_moved_run(saved: dict[str, Any], run_folder: Path) -> dict[str, Any]:
-    """A run's saved config (a dict) with its data paths where they lie now, for a run that moved with its data as one
-    tree (a checkout `/old/project` holding runs and data renamed `/new/place`): the data paths, absolute and gone,
-    are found again below a folder that holds the run folder (`/new/place`), each with the same trailing folder and
-    file name, and `follow_moved_data`'s rules hold (one leading folder replaced for all; none of them still where it
-    was). Anything else — a run moved alone, data that did not move with it, a path found in no such folder — is
-    returned as saved, and reading that data then names the missing file. `panacea eval` reads a run through this."""
+def moved_tree_paths(saved: dict[str, Any], run_folder: Path) -> dict[str, Any] | None:
+    """Where a run's data lies now if the run moved with it as one tree (a checkout `/old/project` holding runs and
+    data renamed `/new/place`), judged by paths alone: a copy of `saved` (a TrainConfig as a dict) whose data paths,
+    absolute and gone, are found again below one folder that holds `run_folder` (`/new/place`), each with the same
+    trailing folder and file name, by `follow_moved_data`'s rules (one leading folder replaced for all; none of them
+    still where it was). None when no such folder is found or nothing is gone. Paths alone do not say it is the same
+    data: `trainer.follow_moved_run` checks the training files' contents too."""
+    slots = data_path_slots(saved)
     gone = [
-        Path(source[key])
-        for source, key in data_path_slots(saved)
-        if Path(source[key]).is_absolute() and not Path(source[key]).exists()
+        Path(source[key]) for source, key in slots if Path(source[key]).is_absolute() and not Path(source[key]).exists()
     ]
     if not gone:
-        return saved
+        return None
     first = gone[0].parts
     for folder in run_folder.resolve().parents:  # the nearest first
         for kept in range(len(first) - 1, 1, -1):  # the longest tail first; at least a folder and the file name
@@ -765,10 +764,14 @@ def follow_moved_run(saved: dict[str, Any], run_folder: Path) -> dict[str, Any]:
             for source, key in data_path_slots(candidate):
                 if (path := Path(source[key])).is_absolute() and path.is_relative_to(old):
                     source[key] = str(folder / path.relative_to(old))
-            followed = follow_moved_data(saved, candidate)
-            if followed == candidate and all(Path(s[k]).exists() for s, k in data_path_slots(followed)):
-                return followed
-    return saved
+            moved = [
+                Path(now[key])
+                for (now, key), (before, _) in zip(data_path_slots(candidate), slots, strict=True)
+                if now[key] != before[key]
+            ]
+            if follow_moved_data(saved, candidate) == candidate and all(path.exists() for path in moved):
+                return candidate
+    return None
 
 
 def _moved_root(before: Path, now: Path) -> tuple[Path, Path] | None:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
-from panacea._config import config_to_dict, dump_yaml, load_yaml
+from panacea._config import config_to_dict, dataclass_from_dict, dump_yaml, load_yaml
 from panacea._io import file_sha256, read_json, write_json
 from panacea.base_model import load_base_model
 from panacea.data import PairSource, PromptSource, TokenizedPair, dimension_records, load_dimension, load_prompt_source
@@ -54,7 +54,7 @@ from .checkpoint import (
     resume_from_latest,
     save_checkpoint,
 )
-from .config import DimensionConfig, TrainConfig, follow_moved_data, with_absolute_data_paths
+from .config import DimensionConfig, TrainConfig, follow_moved_data, moved_tree_paths, with_absolute_data_paths
 from .draws import SeededStream, StepPreferences, draw_preferences
 from .logprobs import collate_pairs, response_log_probs
 from .objectives import dpo_loss, reward_margin, sft_loss
@@ -475,6 +475,22 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
     stored, resolved = load_yaml(saved), with_absolute_data_paths(config_to_dict(config))
     moved = stored.get("output_dir") != resolved.get("output_dir")
     return moved or any(stored.get(key) != resolved.get(key) for key in ("dimensions", "rl"))  # where it lies now
+
+
+def follow_moved_run(config: TrainConfig, run_folder: Path) -> TrainConfig:
+    """`config`, a run's saved config, with its data where it lies now if the run moved with its data as one tree
+    (`moved_tree_paths`) and the training files found there are the ones the run trained on (its data.json,
+    `data_changes`); otherwise `config` as it is, whose missing data is then named when it is read. `panacea eval`
+    reads a run through this. A run without data.json (started before it was recorded) is not followed."""
+    moved = moved_tree_paths(config_to_dict(config), run_folder)
+    if moved is None or not (recorded := run_folder / DATA_FILE).is_file():
+        return config
+    candidate = dataclass_from_dict(TrainConfig, moved, where=str(run_folder / CONFIG_FILE))
+    try:
+        same = not data_changes(candidate, read_json(recorded))
+    except (OSError, ValueError):  # unreadable data or record there: not the run's data
+        return config
+    return candidate if same else config
 
 
 def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:

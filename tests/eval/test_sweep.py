@@ -299,7 +299,8 @@ def test_large_held_out_sets_are_scored_and_cached_one_lambda_per_call(run_dir):
 def test_a_run_moved_with_its_data_as_one_tree_is_evaluated_where_it_lies_now(tmp_path, monkeypatch):
     """config.yaml names the data by absolute path: after the project folder holding data and run was renamed,
     `panacea eval` failed with "Preference data file /old/project/data/a.jsonl not found" (training's --resume
-    already followed such a move). A run moved alone still reads its data where it was."""
+    already followed such a move). A run moved alone reads its data where it was, and another file under the same
+    name is not taken for it."""
     from panacea.training import train
 
     workspace = make_workspace(tmp_path / "workspace")  # the model stays here: only data and run move
@@ -326,4 +327,13 @@ def test_a_run_moved_with_its_data_as_one_tree_is_evaluated_where_it_lies_now(tm
     alone.parent.mkdir(parents=True)
     shutil.move(project / "runs" / "run", alone)
     shutil.copytree(project / "data", tmp_path / "elsewhere" / "data")
-    assert load_run(alone).config.dimensions[0].eval[0].path == str(project.resolve() / "data" / "a.jsonl")
+    own = str(project.resolve() / "data" / "a.jsonl")
+    assert load_run(alone).config.dimensions[0].eval[0].path == own
+    # its own data gone, and other pairs under the same names beside it: data.json tells them apart, nothing follows
+    shutil.rmtree(project / "data")
+    (tmp_path / "elsewhere" / "data" / "a.jsonl").write_text((workspace / "b.jsonl").read_text())
+    assert load_run(alone).config.dimensions[0].eval[0].path == own
+    with pytest.raises(FileNotFoundError, match=f"{own} not found"):
+        evaluate_path(alone, grid_points=3, progress=False)
+    shutil.copy(workspace / "a.jsonl", tmp_path / "elsewhere" / "data" / "a.jsonl")  # the same pairs: followed
+    assert load_run(alone).config.dimensions[0].eval[0].path == str(tmp_path.resolve() / "elsewhere/data/a.jsonl")

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from panacea.training.config import DimensionConfig, RLConfig, TrainConfig, data_path_slots, follow_moved_data
+from panacea.training.config import (
+    DimensionConfig,
+    RLConfig,
+    TrainConfig,
+    data_path_slots,
+    follow_moved_data,
+    moved_tree_paths,
+)
 
 from panacea._config import apply_overrides, load_config
 from panacea.data import PairSource, PromptSource
@@ -494,6 +501,25 @@ def test_data_that_did_not_move_as_one_tree_stays_as_saved(change):
             for source, key in data_path_slots(config):
                 source[key] = source[key].replace("/data/", "/")
     assert _paths(follow_moved_data(saved, now)) == _paths(saved) != _paths(now)
+
+
+def test_a_run_that_moved_with_its_data_finds_it_below_a_folder_that_holds_it_and_keeps_hub_ids(tmp_path):
+    """`moved_tree_paths` (what `panacea eval` follows, once data.json agrees): the data, gone from /old/project, is
+    found below the renamed project folder that now holds the run. A hub id among the sources is kept and does not
+    stop the move (an existence check over every slot refused it)."""
+    saved = _saved_with_data_in(str(tmp_path / "old" / "project"))
+    saved["dimensions"][0]["eval"].append({"path": "owner/hub-dataset"})
+    new = tmp_path / "new" / "place"
+    (new / "data").mkdir(parents=True)
+    for name in ("prompts", "helpful", "harmless"):
+        (new / "data" / f"{name}.jsonl").write_text("")
+    (new / "runs" / "run").mkdir(parents=True)
+    moved = moved_tree_paths(saved, new / "runs" / "run")
+    expected = [str(new / "data" / f"{name}.jsonl") for name in ("prompts", "helpful", "helpful")]
+    assert _paths(moved) == [*expected, "owner/hub-dataset", str(new / "data" / "harmless.jsonl")]
+    assert moved_tree_paths(saved, tmp_path / "elsewhere" / "run") is None  # not below the folder that holds the data
+    (new / "data" / "harmless.jsonl").unlink()  # one file of the tree is found nowhere: not a move
+    assert moved_tree_paths(saved, new / "runs" / "run") is None
 
 
 def test_a_copy_whose_original_is_still_there_is_not_followed_and_a_file_outside_the_tree_may_stay(tmp_path):
