@@ -251,10 +251,10 @@ def _collate_rows(
         input_ids,
         attention_mask,
         position_ids,
-        torch.tensor(predictor_rows),
-        torch.tensor(predictor_columns),
-        torch.tensor(targets),
-        torch.tensor(slots),
+        torch.tensor(predictor_rows, dtype=torch.long),  # long even when empty (a batch without scored tokens)
+        torch.tensor(predictor_columns, dtype=torch.long),
+        torch.tensor(targets, dtype=torch.long),
+        torch.tensor(slots, dtype=torch.long),
     )
 
 
@@ -284,9 +284,13 @@ def _scored_log_probs(model: nn.Module, batch: _ScoringBatch, **forward_kwargs) 
 
 
 def _takes_4d_mask(model: nn.Module) -> bool:
-    """Whether the model's attention takes a custom 4-D mask as given (transformers' sdpa and eager do)."""
+    """Whether the model's attention takes a custom 4-D mask as given (transformers' sdpa and eager do) and the mask
+    is the whole story: a sliding window (Mistral, Qwen2 with `use_sliding_window`, Gemma's sliding layers) is not in
+    the packed mask, so such a model is scored one row per response."""
     config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None) in PACKABLE_ATTENTION
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    sliding = sliding or "sliding_attention" in (getattr(config, "layer_types", None) or ())
+    return getattr(config, "_attn_implementation", None) in PACKABLE_ATTENTION and not sliding
 
 
 def _mask_dtype(model: nn.Module) -> torch.dtype:

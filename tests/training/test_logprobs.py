@@ -306,6 +306,29 @@ def test_a_plain_hugging_face_model_without_preferences(attention):
     torch.testing.assert_close(result, dense_pair_log_probs(model, [LEAKY, *RAGGED]), rtol=0, atol=1e-5)
 
 
+def test_a_sliding_window_model_is_scored_one_row_per_response():
+    """The packed 4-D mask went to the model as is, without the window: on a Mistral with sliding_window 3 the
+    packed log-probs differed from each sequence run alone by up to 0.03 (found by an independent review)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, sliding_window=3, attn_implementation="sdpa",
+    )  # fmt: skip
+    model = MistralForCausalLM(config).eval()
+    result = pair_log_probs(model, [LEAKY, *RAGGED], pad_token_id=PAD, token_budget=30)
+    torch.testing.assert_close(result, dense_pair_log_probs(model, [LEAKY, *RAGGED]), rtol=0, atol=1e-5)
+
+
+def test_a_batch_without_a_scored_token_is_scored_as_nothing():
+    """Empty index lists became float tensors, which cannot index the output head's rows (IndexError)."""
+    pair = TokenizedPair("x", prompt_ids=[5, 6], chosen_ids=[], rejected_ids=[7, 8])
+    result = pair_log_probs(tiny_llama(), [pair], pad_token_id=PAD, pack=False, token_budget=2)
+    dense = dense_pair_log_probs(tiny_llama(), [pair])
+    assert result[0, 0, 0] == 0 and torch.isclose(result[0, 0, 1], dense[0, 0, 1], atol=1e-5)
+
+
 def test_a_gpt2_with_absolute_positions_and_conv1d_layers():
     model = tiny_gpt2()
     result = pair_log_probs(model, [LEAKY, *RAGGED], pad_token_id=PAD, token_budget=30)
