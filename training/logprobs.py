@@ -115,8 +115,8 @@ def pair_log_probs(
     reference: run under the model's `disable_adapter()`: the frozen base model, DPO's π_ref.
     pack: one row [prompt, chosen, rejected] per (pair, λ), with a 4-D mask (the rejected tokens see the prompt and
         themselves, never the chosen ones) and positions restarting after the prompt, so the prompt runs once for
-        both responses. None: pack when the model's attention takes a 4-D mask as is (transformers' sdpa, eager);
-        False: one row per response, as `collate_pairs` (e.g. for flash attention).
+        both responses. None: pack when the model's attention takes a 4-D mask as is (transformers' sdpa, eager)
+        and has no sliding window; False: one row per response, as `collate_pairs` (e.g. for flash attention).
     token_budget: rows, sorted by their own length, go into batches of rows × longest row ≤ token_budget (a longer
         row runs alone). The output head sees the scored positions only, (1, N ≤ budget, vocab) logits at most.
     The model runs in eval mode (its mode is restored after); `autocast` wraps each forward.
