@@ -38,17 +38,20 @@ DIGITS = 4  # as compare.md: three hide a ρ of 0.89996 (shown 0.900, missed) or
 
 
 def judge(value: float, interval: list[float], threshold: float, *, at_least: bool, decided_only: bool = False) -> str:
-    """'met' / 'missed' by the point estimate against `threshold` (value ≥ it when `at_least`, else ≤; equal counts
-    as met), and whether the interval decides it: excludes the threshold, wholly on the side the estimate is on.
-    `decided_only`: met only when decided (a straddling interval is then 'missed')."""
-    met = value >= threshold if at_least else value <= threshold
+    """'met' / 'missed' against `threshold` (value ≥ it when `at_least`, else ≤). An interval that excludes the
+    threshold decides, on its side — as the verdicts do, even where a percentile interval leaves out its own point
+    estimate; otherwise the point estimate does (equal counts as met), and the interval is said to straddle.
+    `decided_only`: met only when decided (a win by the interval), else 'missed'."""
     low, high = interval
     beyond, short = (low > threshold, high < threshold) if at_least else (high < threshold, low > threshold)
-    decided = beyond if met else short
-    if met and not decided and decided_only:
+    if beyond or short:
+        by_estimate = value >= threshold if at_least else value <= threshold
+        aside = "" if by_estimate == beyond else f"; its point estimate, {value:+.{DIGITS}f}, lies outside it"
+        return f"{'met' if beyond else 'missed'} (the interval decides{aside})"
+    met = value >= threshold if at_least else value <= threshold
+    if met and decided_only:
         return f"missed (the target asks for the interval beyond {threshold:g}; it straddles it)"
-    how = "the interval decides" if decided else f"point estimate; the interval straddles {threshold:g}"
-    return f"{'met' if met else 'missed'} ({how})"
+    return f"{'met' if met else 'missed'} (point estimate; the interval straddles {threshold:g})"
 
 
 def judge_every_point(values: list[float], intervals: list[list[float]], threshold: float) -> str:

@@ -224,8 +224,10 @@ def bootstrap_fronts(
         r = reference_point(estimates)
         policy = "shared: per objective, the minimum over every point of every front compared minus 1 % of its range"
     fronts, samples = [], []
+    undefined = np.zeros(len(weights), dtype=bool)  # resamples that drew none of some set's items: NaN, left out
     for scorer, estimate in zip(scorers, estimates, strict=True):
         drawn = objective_values(scorer, dimensions, objective, weights)  # (B, n, m)
+        undefined |= ~np.isfinite(drawn).all(axis=(1, 2))
         per_metric = metric_samples(grid, drawn, r)
         fronts.append(
             {
@@ -247,6 +249,7 @@ def bootstrap_fronts(
             "clusters": len(set(clusters)),
             "items": len(clusters),
             "unit": "prompt",
+            "undefined_resamples": int(undefined.sum()),  # left out of every interval above (NaN)
         },
         "fronts": fronts,
         "samples": samples,

@@ -136,6 +136,18 @@ def compare(
                 f"({', '.join(differ)}: other pairs, prompts, reward models, decoding, base model or, except for "
                 "accuracy, β); evaluate both with the same settings."
             )
+    meant = _measured_alike(entries[0], objective)
+    for document in documents[1:]:
+        own = _measured_alike(document["scorers"][scorer], objective)
+        shared_statistics = meant["statistics"].keys() & own["statistics"].keys()
+        differ = ["the objective"] if own["objective"] != meant["objective"] else []
+        differ += sorted(name for name in shared_statistics if own["statistics"][name] != meant["statistics"][name])
+        if differ:
+            raise ValueError(
+                f"{document['run']} and {first['run']} define {', '.join(differ)} of the {scorer!r} scorer "
+                f"differently (other sets, columns or transforms: evaluated by different panacea versions?); "
+                "evaluate both again with this one."
+            )
     if reference is not None and (
         len(reference) != len(dimensions) or not all(np.isfinite(value) for value in reference)
     ):
@@ -267,6 +279,25 @@ def _scored_alike(entry: dict, scorer: str, objective: str) -> dict:
     return settings
 
 
+def _undefined_resamples(boot: dict) -> str:
+    """', of which N drew none of some set's prompts and are left out' where there are such resamples."""
+    count = boot.get("undefined_resamples") or 0
+    return f", of which {count} drew none of some set's prompts and are left out of every interval" if count else ""
+
+
+def _measured_alike(entry: dict, objective: str) -> dict:
+    """What the compared numbers mean, which two runs must share: the objective's per-dimension item columns, sets
+    and transforms (and whether it is bounded), and each statistic's; not their values, intervals or wording."""
+    spec = entry["objectives"][objective]
+    keys = ("column", "sets", "transform")
+    return {
+        "objective": {"bounded": spec.get("bounded", False), "dimensions": spec["dimensions"]},
+        "statistics": {
+            name: {key: statistic.get(key) for key in keys} for name, statistic in entry.get("statistics", {}).items()
+        },
+    }
+
+
 def _baseline_rows(documents: Sequence[dict], labels: Sequence[str], baseline: str) -> list[int]:
     """The rows `--baseline` names: a row's label, or every row of a run by its folder's name (both soups modes)."""
     named = [index for index, label in enumerate(labels) if label == baseline]
@@ -328,9 +359,9 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         f"{comparison['objective_description']}. {len(comparison['grid'])} grid points; reference point {reference} "
         f"({comparison['reference_policy']}). Intervals: 95 % paired bootstrap over {boot.get('clusters')} prompts "
         f"({boot.get('items')} items), {boot.get('resamples')} resamples, seed {boot.get('seed')}; every run drawn "
-        f"with the same resamples.{verdicts} ⚠: ρ < {MONOTONE_RHO} or undefined (the objective does not rise "
-        "steadily with its own weight). Budget: 'split' = rewarded soups at Panacea's total steps and tokens, "
-        "'full' = each soup member at Panacea's whole budget."
+        f"with the same resamples{_undefined_resamples(boot)}.{verdicts} ⚠: ρ < {MONOTONE_RHO} or undefined (the "
+        "objective does not rise steadily with its own weight). Budget: 'split' = rewarded soups at Panacea's total "
+        "steps and tokens, 'full' = each soup member at Panacea's whole budget."
         + off_budget
         + "\n\n"
         + "\n".join(lines)

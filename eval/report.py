@@ -135,7 +135,12 @@ def format_front(document: dict[str, Any]) -> str:
             lines += [
                 "",
                 f"Intervals: 95 % paired bootstrap over {boot['clusters']} prompts ({boot['items']} items), "
-                f"{boot['resamples']} resamples, seed {boot['seed']} (docs/algorithms.md §6).",
+                f"{boot['resamples']} resamples, seed {boot['seed']} (docs/algorithms.md §6)"
+                + (
+                    f"; {count} of them drew none of some set's prompts and are left out of every interval."
+                    if (count := boot.get("undefined_resamples"))
+                    else "."
+                ),
             ]
         if scored.get("statistics"):
             lines += ["", "### Beside the objectives", "", format_statistics_table(grid, scored["statistics"])]

@@ -47,6 +47,17 @@ def test_a_target_that_asks_for_the_interval_is_missed_when_the_interval_straddl
     assert script.judge(0.03, [0.01, 0.05], 0.0, at_least=True, decided_only=True) == "met (the interval decides)"
 
 
+def test_an_interval_that_leaves_out_its_own_point_estimate_decides_as_the_verdict_does(script):
+    """A percentile interval need not hold the full-data estimate: a difference of −0.001 with interval
+    [0.0005, 0.01] is a win by the verdict, and judge said 'missed (…; the interval straddles 0)' (a review)."""
+    assert script.judge(-0.001, [0.0005, 0.01], 0.0, at_least=True, decided_only=True) == (
+        "met (the interval decides; its point estimate, -0.0010, lies outside it)"
+    )
+    assert script.judge(0.001, [-0.01, -0.0005], 0.0, at_least=True) == (
+        "missed (the interval decides; its point estimate, +0.0010, lies outside it)"
+    )
+
+
 @pytest.mark.parametrize(
     ("values", "intervals", "expected"),
     [

@@ -97,6 +97,19 @@ def test_identical_fronts_tie_with_a_zero_interval_and_a_dominating_front_wins()
     assert [f["metrics"]["hypervolume"] for f in fronts["fronts"]] == pytest.approx(hv)
 
 
+def test_resamples_that_draw_none_of_a_sets_items_are_counted_and_left_out():
+    """With 2 prompts in a/x and 30 in b/y, a resample draws neither a/x prompt with probability (30/32)^32 ≈ 0.13:
+    its objectives are NaN and it is left out of every interval; the count was nowhere (an independent review)."""
+    rng = np.random.default_rng(2)
+    scorer = front(rng.normal(0, 1, (3, 2)), rng.normal(0, 1, (3, 30)))
+    fronts = bootstrap_fronts([scorer, scorer], ["a", "b"], GRID, "accuracy", resamples=400, seed=5)
+    weights = resample_weights([f"a{i}" for i in range(2)] + [f"b{i}" for i in range(30)], 400, seed=5)
+    expected = int((weights[:, :2].sum(axis=1) == 0).sum())
+    assert 20 < expected < 90 and fronts["bootstrap"]["undefined_resamples"] == expected
+    full = bootstrap_fronts([scorer], ["a", "b"], GRID, "accuracy", resamples=400, seed=5)["bootstrap"]
+    assert full["undefined_resamples"] == expected  # one front or two: the same resamples
+
+
 def test_resamples_are_paired_so_a_constant_shift_has_a_narrow_difference():
     """Two fronts that differ by one pair's verdict at one point: unpaired intervals would be wide; paired, exact."""
     rng = np.random.default_rng(1)

@@ -150,6 +150,10 @@ def test_compare_refuses_runs_that_do_not_match(evaluated, tmp_path, capsys):
     for objective in ("win_probability", "margin"):
         with pytest.raises(ValueError, match="different 'pairs' settings"):
             compare([documents[0], other], objective=objective)
+    other = json.loads(json.dumps(documents[1]))  # the objective pools other sets (another panacea's results)
+    other["scorers"]["pairs"]["objectives"]["accuracy"]["dimensions"]["a"]["sets"] = ["b/b"]
+    with pytest.raises(ValueError, match=r"define the objective of the 'pairs' scorer differently"):
+        compare([documents[0], other])
     with pytest.raises(ValueError, match="at least two evaluated runs"):
         compare(documents[:1])
     assert main(["compare", str(evaluated["panacea"]), str(tmp_path / "missing")]) == 2
@@ -336,6 +340,18 @@ def _said(refusal_by_point, run: str, dimensions=("helpful", "harmless"), grid=N
     }  # fmt: skip
     entry["statistics"] = statistic_intervals(entry, statistics)
     return {"run": run, "dimensions": list(dimensions), "grid": grid, "scorers": {"generations": entry}}
+
+
+def test_a_statistic_defined_differently_in_two_runs_is_refused():
+    """Each run's statistic was pooled from its own description: two results files of different panacea versions
+    were contrasted on different sets without a word (found by an independent review)."""
+    rng = np.random.default_rng(0)
+    mine, theirs = _said(rng.random((3, 80)).round(), "panacea"), _said(rng.random((3, 80)).round(), "soups")
+    theirs["scorers"]["generations"]["statistics"]["refusal_harmful"]["sets"] = ["harmbench"]
+    with pytest.raises(ValueError, match=r"define refusal_harmful of the 'generations' scorer differently"):
+        compare([mine, theirs], scorer="generations", baseline="soups")
+    del theirs["scorers"]["generations"]["statistics"]["refusal_harmful"]  # one run without it: compared as before
+    assert len(compare([mine, theirs], scorer="generations", baseline="soups")["rows"]) == 2
 
 
 def test_what_the_models_say_is_contrasted_between_vertices_and_against_the_baseline_with_paired_intervals():
