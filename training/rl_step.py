@@ -310,6 +310,12 @@ def _penalised_rewards(
     rl, mask = config.rl, batch.response_mask[:, 1:]
     old, reference = old.detach(), reference.to(old.device)
     kl = torch.where(mask, kl_estimate(old, reference, rl.kl_estimator), 0.0).sum(1)
+    if (bad := ~torch.isfinite(kl)).any():  # else every advantage turns NaN, and the error blames a dimension's loss
+        raise TrainingError(
+            f"the KL to the reference is {float(kl[bad][0])} for {int(bad.sum())} of {len(kl)} rollouts: the "
+            "policy's or the reference's log-probs of their responses are not finite; stopped before the update, "
+            "the last checkpoint is intact."
+        )
     penalised = kl_penalised_rewards(normalised.to(old.device), old, reference, mask, rl.kl_coef, rl.kl_estimator)
     return penalised, kl
 

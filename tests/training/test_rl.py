@@ -96,6 +96,30 @@ def test_kl_penalty_sums_the_masked_k1_into_every_dimension():
     assert torch.allclose(kl_penalised_rewards(rewards, logprobs, reference, mask, kl_coef=0.1), expected)
 
 
+def test_a_non_finite_log_prob_of_a_response_is_named_as_such_not_as_a_dimensions_loss():
+    """One NaN in π_ref's log-probs made every advantage NaN, and the run stopped on "the 'helpful' loss is nan … check
+    the data", which blamed a reward dimension (found by an independent review)."""
+    from types import SimpleNamespace
+
+    from panacea.training.logprobs import PairBatch
+    from panacea.training.rl_step import _penalised_rewards
+    from panacea.training.update import TrainingError
+
+    config = SimpleNamespace(rl=SimpleNamespace(kl_coef=0.1, kl_estimator="k1"))
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    batch = PairBatch(torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), mask, 2)
+    old, reference = torch.full((2, 3), -1.0), torch.full((2, 3), -1.5)
+    rewards = torch.tensor([[0.5, -0.5], [-0.5, 0.5]])
+    penalised, kl = _penalised_rewards(config, old, reference, batch, rewards)
+    assert torch.allclose(kl, torch.tensor([1.0, 1.5]))  # k1 = 0.5 on 2 and 3 response tokens
+    assert torch.allclose(penalised, rewards - 0.1 * kl[:, None])
+    reference[1, 1] = math.nan
+    with pytest.raises(TrainingError, match=r"the KL to the reference is nan for 1 of 2 rollouts"):
+        _penalised_rewards(config, old, reference, batch, rewards)
+    reference[1, 1], reference[0, 2] = -1.5, math.nan  # a padding position (mask 0): not read
+    assert torch.equal(_penalised_rewards(config, old, reference, batch, rewards)[1], kl)
+
+
 # ------------------------------------------------------------------------------------------------------
 # PPO-clip
 
