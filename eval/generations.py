@@ -508,21 +508,20 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
     cut off at max_new_tokens), cached by content in panacea's cache (read also from the base-answers/ folder of a
     $PANACEA_CACHE_SEEDS folder, never written there).
 
-    The key hashes the base model's weights (a strided sample: panacea.training.reference.base_model_digest), the
-    device type, the prompts, the decoding and the batch size (left padding depends on the batch's prompts).
+    The key hashes the base model's weights (a strided sample in fp32: panacea.training.reference.base_model_digest),
+    the device type, the dtype unless float32 (fp32 keys predate it), the prompts, the decoding and the batch size
+    (left padding depends on the batch's prompts).
     """
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "base_model": base_model_digest(model),
-                "device": model.device.type,
-                "prompts": prompts,
-                "decoding": decoding,
-                "batch_size": batch_size,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    settings = {
+        "base_model": base_model_digest(model),
+        "device": model.device.type,
+        "prompts": prompts,
+        "decoding": decoding,
+        "batch_size": batch_size,
+    }
+    if (dtype := model.get_input_embeddings().weight.dtype) != torch.float32:  # a bf16 base read fp32's before
+        settings["dtype"] = str(dtype)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     file = cache_dir() / "base-answers" / f"{key[:32]}.json"
     for candidate in seeded(file, "base-answers"):
         if candidate.is_file():

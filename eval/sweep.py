@@ -43,11 +43,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from panacea._io import file_sha256, read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES, SCORERS
 from panacea.base_model import load_base_model
+from panacea.data import PromptSource, load_prompt_source
 from panacea.preferences import simplex_grid
 
-from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, statistic_intervals
+from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, prompt_cluster, statistic_intervals
 from .report import format_front, plot_front
-from .scorers import HELD_OUT_SPLITS, PairsScorer
+from .scorers import HELD_OUT_SPLITS, PairsScorer, validation_sources
 from .steering import vertex_index
 
 RESULTS_JSON, RESULTS_MD, FRONT_PNG = "results.json", "results.md", "front.png"
@@ -277,7 +278,8 @@ def sweep(scorer, run: LoadedRun, grid: Tensor, *, progress: bool = True) -> tup
     # the base model's weights (a changed base behind the same name) and the device (CPU and CUDA kernels agree
     # only to rounding, and one front should not mix the two) are not in the scorer's settings
     settings = {**scorer.cache_settings(), **scored_on(run), "point_format": POINT_FORMAT}
-    settings.pop("dtype")  # not in the key of the points cached before 2026-12-05 (one dtype per device then)
+    if settings["dtype"] == str(torch.float32):  # not in the key of the fp32 points cached before 2026-12-05; any
+        settings.pop("dtype")  # other dtype has keys of its own (a bf16 point was read back as fp32's before)
     key = cache_key(settings, run.weights_digest)
     cache = PointCache(run.eval_dir / "cache" / f"{scorer.name}-{key[:16]}")
     vertex_cache = None
@@ -426,6 +428,32 @@ def evaluate_run(
     return document
 
 
+def refuse_trained_on_validation(config: TrainConfig) -> None:
+    """`--split validation` scores only a run that never trained on a validation prompt, whichever scorer: every pair
+    source on 'fit' (`validation_sources`), and for RL, none of the prompts it rolled out on among the validation
+    prompts of the files its dimensions train on or of the generations' validation sets. One error naming the
+    source otherwise."""
+    validation_sources(config)
+    if not config.is_rl:
+        return
+    from .generations import DATA, VALIDATION_PROMPT_SETS
+
+    files = {source.path for dimension in config.dimensions for source in dimension.train}
+    files |= {str(DATA / prompt_set.file) for prompt_set in VALIDATION_PROMPT_SETS}
+    held_out = {
+        prompt_cluster(record.prompt)
+        for file in sorted(files)
+        for record in load_prompt_source(PromptSource(file, split="validation"))
+    }
+    for index, source in enumerate(config.rl.prompts):
+        if seen := sum(prompt_cluster(record.prompt) in held_out for record in load_prompt_source(source)):
+            raise ValueError(
+                f"rl.prompts.{index} ({source.path}, split {source.split!r}) holds {seen} of the validation prompts: "
+                "score on validation only a run that rolled out on the 'fit' prompts, e.g. "
+                f"--set rl.prompts.{index}.split=fit."
+            )
+
+
 def evaluate_path(
     path: str | Path,
     *,
@@ -462,6 +490,8 @@ def evaluate_path(
         known = sorted({name for scorer in scorers for name in SCORER_OBJECTIVES[scorer]})
         raise ValueError(f"--objective {objective!r} is not an objective of the scorers {list(scorers)}: {known}.")
     run = dataclasses.replace(load_run(path, device=device, mode=mode), split=split)
+    if split == "validation":
+        refuse_trained_on_validation(run.config)
     grid_points = grid_points or run.config.eval_grid
     evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
     built = []

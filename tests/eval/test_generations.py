@@ -4,6 +4,7 @@ The prompts are the shipped sets (data/prompts); the tiny word-level model maps 
 answers in word salad, so nothing from the data reaches the test output.
 """
 
+import copy
 import json
 import random
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from panacea.eval.compare import compare, format_comparison
 from panacea.eval.generations import PROMPT_SETS, GenerationsScorer, load_prompts
 from panacea.eval.sweep import evaluate_path
 from panacea.training import TrainConfig, train
+from panacea.training.reference import base_model_digest
 
 from panacea._config import dataclass_from_dict
 from panacea.base_model import CACHE_SEEDS_ENV
@@ -325,3 +327,17 @@ def test_the_base_models_answers_are_read_from_a_seed_folder_where_the_cache_mis
     monkeypatch.delenv(CACHE_SEEDS_ENV)
     assert generations_module.base_answers(model, tokenizer, prompts, decoding, batch_size=4) == (answers, finished)
     assert entry.is_file() and json.loads((seed / "base-answers" / entry.name).read_text()) == planted
+
+
+def test_a_bf16_base_model_does_not_read_the_fp32_models_base_answers(tmp_path, monkeypatch):
+    """The key hashed the weights in fp32 and no dtype, so a bf16 copy of the model read the fp32 model's answers
+    (found by an independent review); fp32's key is unchanged (its answers are committed as seeds)."""
+    monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path / "cache")
+    tokenizer, prompts, decoding = tiny_tokenizer(), ["w5 w6", "w7"], generations_module._decoding(3)
+    bf16 = panacea_llama(dtype=torch.bfloat16)
+    widened = copy.deepcopy(bf16).float()  # the same weights in fp32 (a bf16 checkpoint loaded as fp32)
+    assert base_model_digest(widened) == base_model_digest(bf16)
+    generations_module.base_answers(widened, tokenizer, prompts, decoding, batch_size=4)
+    (fp32,) = (tmp_path / "cache" / "base-answers").iterdir()
+    generations_module.base_answers(bf16, tokenizer, prompts, decoding, batch_size=4)
+    assert len(list((tmp_path / "cache" / "base-answers").iterdir())) == 2 and fp32.is_file()

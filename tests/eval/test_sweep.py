@@ -12,7 +12,7 @@ import torch
 from panacea.eval import sweep as sweep_module
 from panacea.eval.bootstrap import objective_values
 from panacea.eval.scorers import PairSet, PairsScorer
-from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run
+from panacea.eval.sweep import evaluate_path, evaluation_grid, load_run, scored_on
 from panacea.training import TrainConfig
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -237,6 +237,28 @@ def test_points_cached_on_one_device_are_not_read_on_another(run_dir, monkeypatc
     assert cuda_folder != cpu_folder and scored == grid.tolist() and len(results) == 3
 
 
+def test_points_cached_in_fp32_are_not_read_in_another_dtype(run_dir, monkeypatch):
+    """The point key left the dtype out (fp32 points cached before 2026-12-05 lack it), so a bf16 front read fp32's
+    points and called them bf16 (found by an independent review). fp32's folder is the one it was."""
+    run = load_run(run_dir)
+    scorer = PairsScorer.from_run(run)
+    grid = evaluation_grid(2, 3)
+    _, fp32_folder = sweep_module.sweep(scorer, run, grid, progress=False)
+    monkeypatch.setattr(sweep_module, "scored_on", lambda run: {**scored_on(run), "dtype": str(torch.bfloat16)})
+    scored, original = [], PairsScorer.score
+
+    def record(self, model, preferences):
+        scored.extend(preferences.tolist())
+        return original(self, model, preferences)
+
+    monkeypatch.setattr(PairsScorer, "score", record)
+    _, bf16_folder = sweep_module.sweep(scorer, run, grid, progress=False)
+    assert bf16_folder != fp32_folder and scored == grid.tolist()
+    settings = {**scorer.cache_settings(), **scored_on(run), "point_format": sweep_module.POINT_FORMAT}
+    del settings["dtype"]
+    assert fp32_folder.name == f"pairs-{sweep_module.cache_key(settings, run.weights_digest)[:16]}"
+
+
 def test_points_cached_on_one_base_model_are_not_read_on_a_changed_one(run_dir, monkeypatch):
     """The same run folder and adapter over another base model's weights (e.g. a new revision behind the same name)."""
     run = load_run(run_dir)
@@ -337,3 +359,22 @@ def test_a_run_moved_with_its_data_as_one_tree_is_evaluated_where_it_lies_now(tm
         evaluate_path(alone, grid_points=3, progress=False)
     shutil.copy(workspace / "a.jsonl", tmp_path / "elsewhere" / "data" / "a.jsonl")  # the same pairs: followed
     assert load_run(alone).config.dimensions[0].eval[0].path == str(tmp_path.resolve() / "elsewhere/data/a.jsonl")
+
+
+def test_validation_refuses_an_rl_run_that_rolled_out_on_validation_prompts(monkeypatch):
+    """Only the pairs scorer checked the training sources, and never RL's prompts: `panacea eval --split validation
+    --scorers generations` judged an RL run on prompts it had trained on (found by an independent review)."""
+    from panacea.eval.sweep import refuse_trained_on_validation
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    config = TrainConfig.from_yaml(root / "configs" / "hh-2d-rl.yaml")
+    refuse_trained_on_validation(config)  # the shipped config rolls out on 'fit' prompts
+    config.rl.prompts[1] = dataclasses.replace(config.rl.prompts[1], split="train")
+    with pytest.raises(
+        ValueError, match=r"rl.prompts.1 \(.*harmless.jsonl.gz, split 'train'\) holds \d+ of the validation prompts"
+    ):
+        refuse_trained_on_validation(config)
+    config.dimensions[0].train[0] = dataclasses.replace(config.dimensions[0].train[0], split="train")
+    with pytest.raises(ValueError, match=r"dimensions.0.train.0 .* trains on split 'train'"):
+        refuse_trained_on_validation(config)
