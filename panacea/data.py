@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ class PairSource(_SourceNames):
             self.max_pairs,
             "None or an integer >= 1",
         )
-        _require(_is_int(self.seed), "seed", self.seed, "an integer")
+        _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer ≥ 0 (−s draws as s does)")
 
 
 @dataclass
@@ -217,7 +218,9 @@ class PromptSource(_SourceNames):
             "None or an integer >= 1",
             "Prompt",
         )
-        _require(_is_int(self.seed), "seed", self.seed, "an integer", "Prompt")
+        _require(
+            _is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer ≥ 0 (−s draws as s does)", "Prompt"
+        )
 
 
 @dataclass
@@ -241,7 +244,7 @@ def load_prompt_source(source: PromptSource) -> list[PromptRecord]:
     found: Counter[str] = Counter()
     for where, row in rows:
         record_id = row.get(source.column("id"))
-        label = f"{where} id={record_id if _is_label(record_id) else '?'}"
+        label = f"{where} id={_shown_id(record_id)}"
         prompt = row.get(source.column("prompt"))
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(
@@ -297,8 +300,8 @@ def load_pairs(source: PairSource, dimension: str, known_dimensions: Sequence[st
         pair, split = _validate(where, record, shape, list(row), source, dimension, known)
         if pair.id in first_where:
             raise ValueError(
-                f"{where} id={pair.id}: duplicate id, first used at {first_where[pair.id]}; ids must be unique "
-                "within a source (they key caches and logs)."
+                f"{where} id={_shown_id(pair.id)}: duplicate id, first used at {first_where[pair.id]}; ids must be "
+                "unique within a source (they key caches and logs)."
             )
         first_where[pair.id] = where
         split = pair_split(split, pair.prompt, source.split, chosen_by_name=split_selected)
@@ -329,7 +332,7 @@ def _validate(
     column names (for the hint). Messages name the place and the id and never show text.
     """
     pair_id = record.get("id") if _is_label(record.get("id")) else None
-    label = f"{where} id={pair_id or '?'}"
+    label = f"{where} id={_shown_id(pair_id)}"
     for key in sorted(shape ^ set(record)):
         column = source.column(key)
         if key in record:
@@ -496,15 +499,19 @@ class TruncationStats:
     truncated_prompts: int  # pairs whose prompt lost tokens
     truncated_responses: int  # pairs with at least one response cut
     lost_length_difference: int  # chosen/rejected differed in length before truncation, not after (concise's signal)
+    # chosen and rejected the same tokens after truncation: kept, a pair with no DPO gradient and an exact tie
+    identical_after_truncation: int = 0
 
     def __str__(self) -> str:
         def share(count: int) -> str:
             return f"{count} ({100 * count / max(self.pairs, 1):.1f}%)"
 
+        identical = self.identical_after_truncation
         return (
             f"{self.pairs} pairs; truncated prompts {share(self.truncated_prompts)}, truncated responses "
             f"{share(self.truncated_responses)}, chosen/rejected length difference lost "
             f"{share(self.lost_length_difference)}"
+            + (f", chosen = rejected after truncation {share(identical)} (no signal)" if identical else "")
         )
 
 
@@ -514,7 +521,8 @@ def tokenize_pairs(
     """Chat-template, tokenize (in batches) and truncate pairs as TRL's DPO does.
 
     The prompt keeps its last `max_prompt_length` tokens (keep_end); then each response keeps its first
-    `max_length - len(prompt)` tokens (keep_start), so prompt + response fits in `max_length`.
+    `max_length - len(prompt)` tokens (keep_start), so prompt + response fits in `max_length`. A pair whose two
+    responses become the same tokens is kept (no DPO gradient, an exact tie when scored) and counted in the stats.
     """
     if not (_is_int(max_length) and _is_int(max_prompt_length) and 0 < max_prompt_length < max_length):
         raise ValueError(
@@ -522,7 +530,7 @@ def tokenize_pairs(
             f"max_length={max_length!r}, max_prompt_length={max_prompt_length!r}."
         )
     prompts, chosen, rejected = _token_ids(records, tokenizer)
-    pairs, cut_prompts, cut_responses, lost = [], 0, 0, 0
+    pairs, cut_prompts, cut_responses, lost, identical = [], 0, 0, 0, 0
     for record, prompt, good, bad in zip(records, prompts, chosen, rejected, strict=True):
         kept_prompt = prompt[-max_prompt_length:]  # keep_end: the question and the generation prompt survive
         budget = max_length - len(kept_prompt)
@@ -530,8 +538,9 @@ def tokenize_pairs(
         cut_prompts += len(kept_prompt) < len(prompt)
         cut_responses += len(kept_good) < len(good) or len(kept_bad) < len(bad)
         lost += len(good) != len(bad) and len(kept_good) == len(kept_bad)
+        identical += kept_good == kept_bad
         pairs.append(TokenizedPair(record.id, kept_prompt, kept_good, kept_bad))
-    return pairs, TruncationStats(len(pairs), cut_prompts, cut_responses, lost)
+    return pairs, TruncationStats(len(pairs), cut_prompts, cut_responses, lost, identical)
 
 
 def _token_ids(records: Sequence[PairRecord], tokenizer: Any) -> tuple[list[list[int]], ...]:
@@ -570,7 +579,7 @@ def _render_chat(records: Sequence[PairRecord], tokenizer: Any) -> tuple[list[st
         for record, prompt_text, full_text in zip(records, prompt_texts, full_texts, strict=True):
             if not full_text.startswith(prompt_text):
                 raise ValueError(
-                    f"{record.where} id={record.id}: the tokenizer's chat template does not render "
+                    f"{record.where} id={_shown_id(record.id)}: the tokenizer's chat template does not render "
                     "[user, assistant] as the rendering of [user] with add_generation_prompt=True followed by the "
                     "response, so the prompt cannot be split off. Use a tokenizer whose template does (most chat "
                     "models), or set tokenizer.chat_template = None to train on plain text ending in eos."
@@ -629,7 +638,7 @@ def dimension_records(
         for pair in pairs:
             if pair.id in first_where:
                 raise ValueError(
-                    f"{pair.where} id={pair.id}: duplicate id in dimension {dimension!r}, first at "
+                    f"{pair.where} id={_shown_id(pair.id)}: duplicate id in dimension {dimension!r}, first at "
                     f"{first_where[pair.id]}; a dimension's sources must not share ids (is a source listed twice?)."
                 )
             first_where[pair.id] = pair.where
@@ -647,11 +656,22 @@ def _check_dimensions(dimension: str, known_dimensions: Sequence[str]) -> list[s
     return known
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.:/+-]{1,40}")  # what a message may print of a data value: an identifier, never text
+
+
 def _show(value: str) -> str:
-    """A label for a message: short single-line values verbatim, anything longer (maybe text) by its length only."""
-    if len(value) <= 40 and value.isprintable():
+    """A label for a message: an identifier-like value (≤ 40 letters, digits and `_.:/+-`) verbatim, anything else
+    (maybe a record's text, e.g. a wrongly mapped column) by its length only."""
+    if _NAME.fullmatch(value):
         return repr(value)
     return f"<a {len(value)}-character string>"
+
+
+def _shown_id(value: Any) -> str:
+    """A record's id for a message: as is when identifier-like (`_show`), else '?' or its length (never its text)."""
+    if not _is_label(value):
+        return "?"
+    return value if _NAME.fullmatch(value) else _show(value)
 
 
 def _require(ok: bool, name: str, value: Any, expected: str, owner: str = "Pair") -> None:

@@ -145,6 +145,8 @@ def test_max_pairs_is_a_seeded_subset_in_file_order(tmp_path):
         (pair(1, chosen=SECRET, rejected=SECRET), r"chosen and rejected are identical"),
         (pair(1, dim="helpfull"), r"dim 'helpfull' is not one of the dimensions \['helpful', 'harmless', 'concise'\]"),
         (pair(1, dim=SECRET * 10), r"dim <a 100-character string> is not one of the dimensions"),
+        (pair(1, dim=f"a {SECRET} b"), r"dim <a 14-character string> is not one of the dimensions"),  # short text too
+        (pair(1, split=f"{SECRET} x"), r"split <a 12-character string> is not one of"),
         (pair(1, split="validation"), r"split 'validation' is not one of \('train', 'test'\)"),
         (pair(0), r"duplicate id, first used at .*bad.jsonl.gz:1"),
         ({key: value for key, value in pair(1).items() if key != "chosen"}, r"missing key 'chosen'"),
@@ -160,6 +162,14 @@ def test_malformed_record_is_one_error_naming_file_line_and_id(tmp_path, line, m
     expected_id = "p0" if "duplicate" in message else ("?" if isinstance(line, str) else "p1")
     assert f"{path}:2 id={expected_id}:" in text
     assert SECRET not in text
+
+
+def test_an_id_that_is_text_is_not_printed(tmp_path):
+    """Ids were printed verbatim at any length: a wrongly mapped column put a record's text in the message (review)."""
+    path = write_jsonl(tmp_path / "bad.jsonl", [{**pair(0), "id": f"{SECRET} is text", "chosen": None}])
+    with pytest.raises(ValueError, match=r"bad.jsonl:1 id=<a 18-character string>: 'chosen' must be") as caught:
+        load_pairs(PairSource(str(path)), "helpful", KNOWN)
+    assert SECRET not in str(caught.value)
 
 
 def test_a_source_whose_first_row_lacks_a_column_refuses_later_rows_with_it(tmp_path):
@@ -206,12 +216,19 @@ def test_missing_files_and_unreachable_hub_ids(tmp_path, monkeypatch):
         ({"columns": {"source": "origin"}}, r"PairSource.columns must be a mapping from keys among"),
         ({"columns": {"prompt": "chosen"}}, r"column\(s\) \['chosen'\] are used twice"),
         ({"max_pairs": 0}, r"PairSource.max_pairs must be None or an integer >= 1, got 0"),
-        ({"seed": True}, r"PairSource.seed must be an integer, got True"),
+        ({"seed": True}, r"PairSource.seed must be an integer ≥ 0 \(−s draws as s does\), got True"),
+        ({"seed": -3}, r"PairSource.seed must be an integer ≥ 0 \(−s draws as s does\), got -3"),
     ],
 )
 def test_pair_source_refuses_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         PairSource(**{"path": "data/helpful.jsonl.gz", **settings})
+
+
+def test_a_prompt_source_refuses_a_negative_seed():
+    """random.Random(-3) draws what Random(3) does: two 'different' seeds gave one subset (found by a review)."""
+    with pytest.raises(ValueError, match=r"PromptSource.seed must be an integer ≥ 0"):
+        PromptSource("data/helpful.jsonl.gz", seed=-3)
 
 
 def test_pair_source_accepts_paths_and_hub_split_names(tmp_path):
@@ -259,6 +276,18 @@ def test_truncation_keeps_prompt_end_and_response_start_and_counts():
         "4 pairs; truncated prompts 1 (25.0%), truncated responses 2 (50.0%), "
         "chosen/rejected length difference lost 1 (25.0%)"
     )
+
+
+def test_a_pair_whose_responses_truncate_to_the_same_tokens_is_kept_and_counted():
+    """It was kept silently: no DPO gradient, an exact tie when scored, and no count anywhere (found by a review)."""
+    records = [
+        record("w10", "w20 w21 w22 w23 w24 w25 w26 w40", "w20 w21 w22 w23 w24 w25 w26 w41", "same-start"),
+        record("w10", "w20", "w30", "different"),
+    ]
+    pairs, stats = tokenize_pairs(records, tiny_tokenizer(), max_length=8, max_prompt_length=4)
+    assert [pair.id for pair in pairs] == ["same-start", "different"] and pairs[0].chosen_ids == pairs[0].rejected_ids
+    assert stats.identical_after_truncation == 1
+    assert str(stats).endswith(", chosen = rejected after truncation 1 (50.0%) (no signal)")
 
 
 @pytest.mark.parametrize(("max_length", "max_prompt_length"), [(8, 8), (8, 0), (0, -1), (8.0, 4), (True, 0)])
