@@ -177,7 +177,7 @@ def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
     )
 
 
-def _previous_export(directory: str | os.PathLike) -> list[str]:
+def previous_export(directory: str | os.PathLike) -> list[str]:
     """The entries of an earlier export in `directory`, which a new export there (--overwrite) replaces whole.
 
     A set: its index, README and the subfolders its index lists; a single LoRA: its weights, config and README.
@@ -228,7 +228,7 @@ def save_peft_lora(
     safetensors metadata under 'panacea_preference' (as JSON) and into the folder's README.md.
     """
     check_export_target(directory, overwrite)
-    with atomic_directory(directory, replaces=_previous_export(directory)) as staging:
+    with atomic_directory(directory, replaces=previous_export(directory)) as staging:
         _write_peft_lora(staging, Path(directory), lora_weights, config, preference)
 
 
@@ -253,7 +253,7 @@ def save_peft_lora_set(
     directory = Path(directory)
     decimals = _folder_name_decimals(num_points)
     entries = []
-    with atomic_directory(directory, replaces=_previous_export(directory)) as staging:
+    with atomic_directory(directory, replaces=previous_export(directory)) as staging:
         for preference, lora_weights in loras:
             weights = list(preference.values()) if isinstance(preference, dict) else list(preference)
             folder = lora_folder_name(weights, preference_names, decimals)

@@ -35,7 +35,7 @@ from panacea.preferences import PreferenceLike, validate_preference
 
 from .config import PanaceaConfig
 from .model import _shortest_target_modules, find_target_modules
-from .serialization import CONFIG_NAME, WEIGHTS_NAME, check_export_target, check_fingerprint
+from .serialization import CONFIG_NAME, WEIGHTS_NAME, check_export_target, check_fingerprint, previous_export
 
 SoupMode = Literal["ab", "delta"]
 MODES: tuple[str, ...] = get_args(SoupMode)  # the one list of modes
@@ -323,7 +323,7 @@ class SoupModel(_PeftWrapper):
         check_export_target(directory, overwrite)
         self.set_preference(preference)
         weights = ", ".join(f"{name}={float(w):g}" for name, w in zip(self.dimensions, self._preference, strict=True))
-        with atomic_directory(directory) as staging:
+        with atomic_directory(directory, replaces=previous_export(directory)) as staging:  # an earlier export, whole
             self.peft_model.save_pretrained(staging, save_embedding_layers=False)  # 'auto' may ask the Hub
             (staging / "README.md").write_text(
                 f"# A rewarded-soups mix as a plain peft LoRA\n\nExported by panacea: the LoRAs of {self.dimensions} "

@@ -14,7 +14,7 @@ from torch import nn
 
 from panacea import PanaceaConfig
 from panacea.generation import generate_grid
-from tests.conftest import tiny_gpt2, tiny_llama, tiny_tokenizer
+from tests.conftest import panacea_llama, tiny_gpt2, tiny_llama, tiny_tokenizer
 from tests.helpers import input_ids
 
 NAMES = ["a", "b"]
@@ -181,6 +181,18 @@ def test_export_lora_writes_the_mix_as_a_plain_peft_lora(tmp_path, mode, rank):
     torch.testing.assert_close(
         loaded(input_ids=input_ids()).logits, soup(input_ids=input_ids(), preference=[0.25, 0.75]).logits
     )
+
+
+def test_a_soups_export_over_an_earlier_grid_export_replaces_it_whole(tmp_path):
+    """SoupModel.export_lora(overwrite=True) kept an earlier grid export's index and LoRA folders beside the new LoRA
+    (PanaceaModel's export replaced it whole, as docs/adapter.md says; found by an independent review)."""
+    panacea_llama(preference_names=NAMES).export_lora_grid(3, tmp_path / "export")
+    (tmp_path / "export" / "notes.txt").write_text("mine")  # not an export's: stays
+    soup = SoupModel.from_run(tiny_llama(), make_soup_run(tmp_path / "run"))
+    soup.export_lora([0.25, 0.75], tmp_path / "export", overwrite=True)
+    assert sorted(path.name for path in (tmp_path / "export").iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "notes.txt",
+    ]  # fmt: skip
 
 
 def test_a_plain_lora_matches_the_panacea_adapters_rank_modules_and_scaling():
