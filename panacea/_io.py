@@ -26,9 +26,9 @@ def atomic_directory(
     Readers (and a second process doing the same work) see the old folder or the complete new one,
     never a mix. If `path` exists it is renamed aside first and files the body did not write (a
     user's notes, other run outputs) are moved back into the new folder (two renames: for that moment `path` is
-    absent, and a process killed between them leaves the old folder as `.NAME.old-*` beside it, whole); with `keep_existing=True`
-    an existing `path` wins instead and the new content is dropped (for caches whose writers all
-    produce the same thing). `replaces`: names in the old folder that the new content supersedes (an earlier
+    absent, and a process killed between them leaves the old folder as `.NAME.old-*` beside it, whole); with
+    `keep_existing=True` an existing `path` wins instead and the new content is dropped (for caches whose writers
+    all produce the same thing). `replaces`: names in the old folder that the new content supersedes (an earlier
     export's files and subfolders), removed even where the body did not write them, so nothing stale stays.
     If the body raises, `path` is untouched and the temporary folder removed.
     """

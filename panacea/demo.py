@@ -52,6 +52,7 @@ from panacea.generation import generate_grid, generate_text
 from panacea.training import TrainConfig, train, train_soups
 from panacea.training.config import with_absolute_data_paths
 from panacea.training.soups import SOUPS_DIR as SOUPS_MEMBERS_DIR
+from panacea.training.trainer import CONFIG_FILE, config_changes
 
 
 def run_demo(
@@ -64,6 +65,8 @@ def run_demo(
     started = time.perf_counter()
     config = TrainConfig.from_yaml(config_path, overrides)
     baseline = soups_config(config_path, overrides, config)  # a bad baseline config fails now, not after Panacea
+    for run_config in (config, baseline):
+        _refuse_another_configs_run(run_config)
     result = train(config, resume=True)
     model, tokenizer = result.model, result.tokenizer
     names = config.dimension_names
@@ -222,6 +225,18 @@ def _at(data: Any, dotted: str) -> Any:
         except (KeyError, IndexError, ValueError, TypeError):
             return None
     return data
+
+
+def _refuse_another_configs_run(config: TrainConfig) -> None:
+    """The demo resumes or reuses its runs; one that another config trained (e.g. an older panacea's demo.yaml) is
+    refused with what to do, which `make demo` users can do (no `--set output_dir=` there), before any work."""
+    saved = Path(config.output_dir) / CONFIG_FILE
+    if saved.is_file() and (changed := config_changes(config, saved)):
+        raise ValueError(
+            f"{config.output_dir} holds a demo run trained with another config (it differs in {', '.join(changed)}), "
+            f"e.g. by an earlier version of panacea. Delete it (`rm -rf {config.output_dir}`, or `make clean`) and "
+            "run the demo again."
+        )
 
 
 def _train_and_evaluate_soups(soups: TrainConfig, grid_points: int) -> tuple[Path, dict[str, dict]]:

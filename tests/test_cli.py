@@ -174,6 +174,21 @@ def test_demo_trains_scores_the_grid_generates_and_exports(training_config, tmp_
     assert "trained 2 steps" in capsys.readouterr().out
 
 
+def test_a_demo_run_of_another_config_is_refused_with_what_to_do(training_config, tmp_path, capsys):
+    """A runs/demo left by an older demo.yaml failed in --resume's check, whose advice (`--set output_dir=…`) a
+    `make demo` user cannot follow (found by an independent review). Nothing is trained or written then."""
+    from panacea.training import TrainConfig, train
+
+    train(TrainConfig.from_yaml(training_config))  # the run the demo would reuse, from this config
+    before = sorted(path.name for path in (tmp_path / "trained").iterdir())
+    assert main(["demo", "--config", str(training_config), "--set", "learning_rate=0.02"]) == 2
+    message = capsys.readouterr().err
+    run = tmp_path / "trained"
+    assert f"{run} holds a demo run trained with another config (it differs in learning_rate)" in message
+    assert f"Delete it (`rm -rf {tmp_path / 'trained'}`, or `make clean`)" in message
+    assert sorted(path.name for path in (tmp_path / "trained").iterdir()) == before
+
+
 def test_the_demos_baseline_takes_its_own_tuned_settings_from_a_soups_config_beside_the_demos(
     training_config, monkeypatch, capsys
 ):
