@@ -200,7 +200,7 @@ def evaluation_grid(num_dimensions: int, num_points: int) -> Tensor:
     if num_points - 1 < num_dimensions:
         raise ValueError(
             f"--grid {num_points} gives no interior point for {num_dimensions} dimensions (its step is "
-            f"1/{num_points - 1}); use --grid {num_dimensions + 1} or more (11 is the default)."
+            f"1/{num_points - 1}); use --grid {num_dimensions + 1} or more."
         )
     return simplex_grid(num_dimensions, num_points)
 
@@ -492,7 +492,7 @@ def evaluate_path(
     run = dataclasses.replace(load_run(path, device=device, mode=mode), split=split)
     if split == "validation":
         refuse_trained_on_validation(run.config)
-    grid_points = grid_points or run.config.eval_grid
+    grid_points = run.config.eval_grid if grid_points is None else grid_points
     evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
     built = []
     for name in scorers:

@@ -91,13 +91,23 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     Floats are read as in YAML 1.2 (`2e-2` is a float, not a string) and a repeated key is an error.
     A syntax error raises one `ValueError` naming the file and the line.
     """
-    with open(path, encoding="utf-8") as handle:
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such config file.") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path}: a folder, not a config file; give the YAML file.") from None
+    except PermissionError:
+        raise PermissionError(f"{path}: the config file is not readable (permission denied).") from None
+    with handle:
         try:
             data = yaml.load(handle, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""
             raise ValueError(f"{path}{line}: invalid YAML: {_yaml_problem(error)}.") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text; save the config as UTF-8.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

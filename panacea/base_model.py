@@ -50,12 +50,7 @@ def load_base_model(
     folder = embedded_model_folder() if embedded else name_or_path
     if not embedded and _is_local_path(name_or_path):
         folder = os.path.expanduser(os.fspath(name_or_path))  # only '~' changes: transformers records this string
-        if not Path(folder).exists():  # else the Hub client refuses it as a repo id
-            raise FileNotFoundError(
-                f"no model folder at {name_or_path} (a local path: absolute, or starting with '.' or '~'). Give an "
-                "existing folder, a Hugging Face id such as HuggingFaceTB/SmolLM2-360M-Instruct, or none for the "
-                "embedded model."
-            )
+        check_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -71,6 +66,19 @@ def load_base_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
+
+
+def check_model_path(name_or_path: str | os.PathLike | None) -> None:
+    """Refuse a model named by a local path (absolute, or starting with '.' or '~') that does not exist: it would
+    reach the Hub client, which answers that it is not a valid repo id. None (the embedded model) and Hub ids pass."""
+    if name_or_path is None or not _is_local_path(name_or_path):
+        return
+    if not Path(os.path.expanduser(os.fspath(name_or_path))).exists():
+        raise FileNotFoundError(
+            f"no model folder at {name_or_path} (a local path: absolute, or starting with '.' or '~'). Give an "
+            "existing folder, a Hugging Face id such as HuggingFaceTB/SmolLM2-360M-Instruct, or none for the "
+            "embedded model."
+        )
 
 
 def _is_local_path(name_or_path: str | os.PathLike) -> bool:

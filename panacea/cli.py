@@ -143,7 +143,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_adapter_arguments(generate)
     generate.add_argument("prompt", help="The user message.")
     generate.add_argument(
-        "--max-new-tokens", type=int, default=64, help="New tokens in the answer, greedy (default: %(default)s)."
+        "--max-new-tokens",
+        type=_positive_int,
+        default=64,
+        help="New tokens in the answer, greedy (default: %(default)s).",
     )
     generate.set_defaults(run=_run_generate)
 
@@ -155,7 +158,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN", help="A training run folder (output_dir of `panacea train`).")
     evaluate.add_argument(
         "--grid",
-        type=int,
+        type=_points_per_edge,
         help="Points per simplex edge: 11 → 11 λs for m = 2, 66 for m = 3 (default: the run config's eval_grid).",
     )
     evaluate.add_argument(
@@ -372,7 +375,7 @@ def _version() -> str:
 def _add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resamples",
-        type=int,
+        type=_positive_int,
         default=BOOTSTRAP_RESAMPLES,
         help="Bootstrap resamples behind every 95 %% interval (paired over prompts; default: %(default)s).",
     )
@@ -470,10 +473,12 @@ def _run_train(args: argparse.Namespace) -> None:
 def _check(config: TrainConfig, path: str, *, resume: bool) -> str:
     """`panacea train --check`: what training `config` in its output_dir would do, in one line; the errors training
     would raise there (a stranger's folder, a run trained with another config) are raised, nothing is written."""
+    from panacea.base_model import check_model_path
     from panacea.training.trainer import CONFIG_FILE, DATA_FILE, training_data, validate_output_dir
 
     output_dir = Path(config.output_dir)
     validate_output_dir(config, output_dir, resume)
+    check_model_path(config.model)
     if (output_dir / CONFIG_FILE).is_file():
         data = "and data" if (output_dir / DATA_FILE).is_file() else "(its data by path: trained before data.json)"
         return f"{path}: the run in {output_dir} was trained with this config {data} (--resume continues or reuses it)"
@@ -589,6 +594,17 @@ def _points_per_edge(text: str) -> int:
     return points
 
 
+def _positive_int(text: str) -> int:
+    """A whole number ≥ 1 (a count of resamples or tokens), checked before anything loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def _run_export(args: argparse.Namespace) -> None:
     from panacea.adapters.serialization import INDEX_NAME, check_export_target
 
@@ -596,6 +612,12 @@ def _run_export(args: argparse.Namespace) -> None:
         given = "both OUT and --out" if args.out else "neither OUT nor --out"
         raise ValueError(f"give the folder to write once, as OUT or as --out DIR; got {given}.")
     output_dir = args.out or args.output_dir
+    source = Path(args.adapter).resolve()  # without --overwrite, check_export_target refuses any folder with files
+    if args.overwrite and Path(output_dir).resolve() in (source, adapter_folder_of(args.adapter).resolve()):
+        raise ValueError(
+            f"{output_dir} is the adapter being exported ({args.adapter}); write the export to another folder "
+            "(--overwrite would replace the Panacea adapter with it)."
+        )
     check_export_target(output_dir, args.overwrite)  # before the base model loads (seconds)
     model, _ = _load_adapter(args)
     if args.preference is not None:

@@ -379,6 +379,54 @@ def test_eval_bad_input_gives_one_line_errors(training_config, tmp_path, capsys)
     assert "unknown scorer(s) ['votes']" in capsys.readouterr().err
 
 
+def test_counts_and_grids_are_refused_before_anything_loads(tmp_path, capsys):
+    """--grid 0 fell back to the config's grid, --resamples 0 failed after the whole sweep, and generate's
+    --max-new-tokens 0 in transformers after the model loaded (found by an independent review)."""
+    for argv in (
+        ["eval", str(tmp_path / "run"), "--grid", "0"],
+        ["eval", str(tmp_path / "run"), "--grid", "1"],
+        ["eval", str(tmp_path / "run"), "--resamples", "0"],
+        ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--resamples", "-1"],
+        ["generate", str(tmp_path / "run"), "--preference", "1,0", "--max-new-tokens", "0", "hi"],
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        error = capsys.readouterr().err
+        assert done.value.code == 2 and ("a whole number of at least 2" in error or "positive whole number" in error)
+
+
+def test_config_files_that_cannot_be_read_are_named(tmp_path, capsys):
+    """Raw OS errors ("[Errno 21] Is a directory: …") named no config; now what is wrong with it."""
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert f"{tmp_path / 'nope.yaml'}: no such config file." in capsys.readouterr().err
+    assert main(["train", str(tmp_path)]) == 2
+    assert f"{tmp_path}: a folder, not a config file" in capsys.readouterr().err
+    (tmp_path / "latin1.yaml").write_bytes("learning_rate: 1e-3 # caf\xe9\n".encode("latin-1"))
+    assert main(["train", str(tmp_path / "latin1.yaml")]) == 2
+    assert "latin1.yaml: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_train_check_refuses_what_training_would_fail_on(training_config, tmp_path, capsys):
+    """--check approved an output_dir that is a file and a model path that does not exist (a review)."""
+    (tmp_path / "a-file").write_text("x")
+    assert main(["train", str(training_config), "--check", "--set", f"output_dir={tmp_path / 'a-file'}"]) == 2
+    assert "a-file is a file, not a folder; choose another output_dir" in capsys.readouterr().err
+    assert main(["train", str(training_config), "--check", "--set", f"model={tmp_path / 'no-model'}"]) == 2
+    assert f"no model folder at {tmp_path / 'no-model'}" in capsys.readouterr().err
+
+
+def test_export_refuses_to_write_over_the_adapter_it_exports(saved_adapter, capsys):
+    """`export RUN --out RUN/adapter --overwrite` replaced the Panacea adapter with its own plain LoRA (a review)."""
+    run = saved_adapter.parent
+    for target in (saved_adapter, run):
+        argv = ["export", str(run), "--preference", "0.5,0.5", "--out", str(target), "--overwrite"]
+        assert main(argv) == 2
+        assert "is the adapter being exported" in capsys.readouterr().err
+    assert (saved_adapter / "adapter_config.json").is_file() and "peft_type" not in (
+        saved_adapter / "adapter_config.json"
+    ).read_text()
+
+
 def test_version_prints_the_installed_distributions_version(capsys):
     from importlib.metadata import version
 

@@ -455,9 +455,32 @@ def test_the_serve_command_parses_its_options():
     assert (args.host, args.port, args.max_wait_ms, args.device) == ("127.0.0.1", 8000, 5.0, "auto")
     assert args.max_prefill_tokens == 512 and args.run.__name__ == "run_serve"
     bad_options = (["--max-batch-size", "0"], ["--max-wait-ms", "-1"], ["--max-prefill-tokens", "0"])
+    bad_options += (["--port", "70000"], ["--port", "0"], ["--port", "x"])  # 70000 failed in uvicorn, with a traceback
     for bad in (*bad_options, ["--preference", "helpful=0.8,0.2"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["serve", "runs/x", *bad])
+
+
+def test_an_address_in_use_or_unknown_is_refused_before_the_model_loads(monkeypatch):
+    """uvicorn found a port in use (or an unknown host) only after the model had loaded, and exited 3 with its own
+    log line (found by an independent review)."""
+    import socket
+
+    from panacea.serving import cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the address was checked")
+
+    monkeypatch.setattr(cli, "load_served_model", refuse)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = argparse.Namespace(host="127.0.0.1", port=port)
+        with pytest.raises(ValueError, match=rf"--host 127.0.0.1 --port {port}: cannot listen there \("):
+            cli.run_serve(args)
+    with pytest.raises(ValueError, match=r"--host 'no-such-host.invalid': not an address of this machine"):
+        cli.run_serve(argparse.Namespace(host="no-such-host.invalid", port=8000))
 
 
 def test_without_the_serve_extra_the_command_says_how_to_install_it(monkeypatch):

@@ -404,7 +404,13 @@ class TrainConfig:
         _require(len(set(names)) == len(names), "dimensions", names, "unique dimension names")
         for name in ("max_steps", "batch_size", "micro_batch_size", "logging_steps", "save_steps"):
             _require(_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
-        _require(_positive_int(self.eval_grid) and self.eval_grid >= 2, "eval_grid", self.eval_grid, "an integer >= 2")
+        least = len(names) + 1 if len(names) > 1 else 2  # a grid with an interior point (`panacea eval` needs one)
+        _require(
+            _positive_int(self.eval_grid) and self.eval_grid >= least,
+            "eval_grid",
+            self.eval_grid,
+            f"an integer >= {least} for {len(names)} dimension(s) (points per edge; fewer leave no interior point)",
+        )
         _require(_nonnegative_int(self.seed), "seed", self.seed, "an integer >= 0")
         _require(
             self.device in DEVICES,

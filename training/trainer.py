@@ -446,6 +446,8 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
     """Refuse to mix runs: a new run needs a folder without one; a resumed run needs the same config
     (`config_changes`). Writes nothing; returns whether the folder's config.yaml is to be (re)written: for a new run,
     or for a resumed one that was moved, whose data moved, or that recorded its data paths relatively."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {output_dir} is a file, not a folder; choose another output_dir.")
     saved = output_dir / CONFIG_FILE
     if not saved.is_file():  # (a data.json alone is a start that stopped between its two writes: rewritten)
         if output_dir.is_dir() and (contents := sorted(e.name for e in output_dir.iterdir() if e.name != DATA_FILE)):

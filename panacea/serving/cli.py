@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
         f"{RUN_ADAPTER_DIR}/.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: %(default)s).")
-    serve.add_argument("--port", type=int, default=8000, help="Port to listen on (default: %(default)s).")
+    serve.add_argument("--port", type=_port, default=8000, help="Port to listen on, 1–65535 (default: %(default)s).")
     serve.add_argument(
         "--max-batch-size",
         type=_positive_int,
@@ -92,6 +93,7 @@ def run_serve(args: argparse.Namespace) -> None:
 
     from .app import create_app
 
+    check_address(args.host, args.port)  # before the model loads (minutes for a large one)
     served = load_served_model(
         args.adapter,
         preference=args.preference,
@@ -116,6 +118,23 @@ def run_serve(args: argparse.Namespace) -> None:
         uvicorn.run(create_app(served), host=args.host, port=args.port, log_level="info")
     except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again
         logger.info("stopped")
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, naming --host / --port, an address this process cannot listen on: unknown, not local, or in use.
+    (uvicorn found out after the model had loaded, and exited 3 with its own log line.) A port freed and taken
+    between this check and the server's start is still reported by uvicorn."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host!r}: not an address of this machine ({error.strerror}).") from None
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ValueError(f"--host {host} --port {port}: cannot listen there ({error.strerror}).") from None
 
 
 def load_served_model(
@@ -164,6 +183,17 @@ def load_served_model(
     )
     name = name or Path(adapter).resolve().name  # runs/hh-2d → hh-2d
     return ServedModel(name, engine, num_preferences, names, default)
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1–65535: checked before the model loads (a bad one failed in uvicorn's bind, with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -166,7 +166,8 @@ def test_learning_rate_must_be_positive(value):
         ({"dtype": "bogus"}, "dtype must be a floating torch dtype"),  # failed after the data loaded
         ({"dtype": "int8"}, "dtype must be a floating torch dtype"),
         ({"seed": -1}, "seed must be an integer >= 0"),  # failed at step 0, after the model and data loaded
-        ({"eval_grid": 1}, "eval_grid must be an integer >= 2"),  # failed only when the run was evaluated
+        ({"eval_grid": 1}, r"eval_grid must be an integer >= 3 for 2 dimension\(s\)"),  # failed only in eval
+        ({"eval_grid": 2}, r"eval_grid must be an integer >= 3 for 2 dimension\(s\)"),  # no interior point (review)
         ({"lr_scheduler": "constant", "warmup_steps": 2}, "use 'constant_with_warmup'"),  # the warm-up was ignored
     ],
 )
