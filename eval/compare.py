@@ -494,6 +494,8 @@ def compare_paths(
     Rows are labelled by their folder's name (`hh-2d (panacea)`); runs whose folders share a name (a run and its
     published copy, say) are labelled by the path given instead (`docs/results/hh-2d/hh-2d (panacea)`).
     """
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():  # before any run is read
+        raise NotADirectoryError(f"--out {output_dir} is a file; give a folder for compare.json, .md and .png.")
     folders = [Path(path) for path in paths]
     names = [folder.name for folder in dict.fromkeys(folders)]  # a soups folder gives one document per mode
     documents = [

@@ -415,6 +415,13 @@ def test_train_check_refuses_what_training_would_fail_on(training_config, tmp_pa
     assert f"no model folder at {tmp_path / 'no-model'}" in capsys.readouterr().err
 
 
+def test_compare_refuses_an_out_that_is_a_file_before_reading_runs(tmp_path, capsys):
+    """It failed only after the comparison, with "[Errno 17] File exists", naming no --out (a review)."""
+    (tmp_path / "a-file").write_text("x")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "a-file")]) == 2
+    assert f"--out {tmp_path / 'a-file'} is a file" in capsys.readouterr().err
+
+
 def test_export_refuses_to_write_over_the_adapter_it_exports(saved_adapter, capsys):
     """`export RUN --out RUN/adapter --overwrite` replaced the Panacea adapter with its own plain LoRA (a review)."""
     run = saved_adapter.parent
