@@ -341,3 +341,20 @@ def test_a_bf16_base_model_does_not_read_the_fp32_models_base_answers(tmp_path, 
     (fp32,) = (tmp_path / "cache" / "base-answers").iterdir()
     generations_module.base_answers(bf16, tokenizer, prompts, decoding, batch_size=4)
     assert len(list((tmp_path / "cache" / "base-answers").iterdir())) == 2 and fp32.is_file()
+
+
+def test_a_soups_base_answers_are_its_base_models(tmp_path, monkeypatch):
+    """The generations scorer asks a rewarded soup for the base model's answers too (its adapter disabled): nothing
+    ran base_answers on a SoupModel, whose λ space and adapter switch differ from a Panacea model's."""
+    from panacea.adapters import SoupModel
+
+    from tests.adapters.test_soups import make_soup_run
+    from tests.conftest import tiny_llama
+
+    tokenizer, prompts, decoding = tiny_tokenizer(), ["w5 w6", "w7", "w9 w10 w11"], generations_module._decoding(4)
+    monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path / "soup-cache")
+    soup = SoupModel.from_run(tiny_llama(), make_soup_run(tmp_path / "run"))
+    from_soup = generations_module.base_answers(soup, tokenizer, prompts, decoding, batch_size=2)
+    assert all(from_soup[0]) and len(set(from_soup[0])) > 1  # real answers, not one empty string
+    monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path / "panacea-cache")
+    assert generations_module.base_answers(panacea_llama(), tokenizer, prompts, decoding, batch_size=2) == from_soup
