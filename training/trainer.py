@@ -452,6 +452,11 @@ def validate_output_dir(config: TrainConfig, output_dir: Path, resume: bool) -> 
     if not saved.is_file():  # (a data.json alone is a start that stopped between its two writes: rewritten)
         if output_dir.is_dir() and (contents := sorted(e.name for e in output_dir.iterdir() if e.name != DATA_FILE)):
             shown = ", ".join(contents[:3]) + (", …" if len(contents) > 3 else "")
+            if resume:  # the run to continue is elsewhere (a typo in output_dir?), or was never started here
+                raise ValueError(
+                    f"--resume: {output_dir} holds no panacea run to continue (no {CONFIG_FILE}; it holds {shown}). "
+                    "Point output_dir at the run's folder, or start a new run in a new or empty folder."
+                )
             raise ValueError(
                 f"{output_dir} is not empty ({shown}) and holds no panacea run; a new run writes its log, "
                 "checkpoints and adapter there and would mix with (or truncate) those files. Choose a new or empty "

@@ -351,6 +351,9 @@ def test_a_new_run_refuses_a_folder_of_other_files_and_leaves_them_alone(workspa
     assert (folder / "log.jsonl").read_text() == '{"my": "notes"}\n' and sorted(p.name for p in folder.iterdir()) == [
         "log.jsonl"
     ]
+    with pytest.raises(ValueError, match=r"--resume: .*mine holds no panacea run to continue \(no config.yaml"):
+        train(make_config(workspace, folder, max_steps=1), resume=True)  # it said "a new run writes …" (a review)
+    assert sorted(p.name for p in folder.iterdir()) == ["log.jsonl"]
 
 
 @pytest.mark.parametrize(
