@@ -100,6 +100,16 @@ class PanaceaModel(nn.Module):
         """The preference the layers currently read, or None before the first `set_preference`."""
         return self._preference_state.preference
 
+    @property
+    def num_preferences(self) -> int:
+        """m, the number of weights in λ (as in `SoupModel` and the server's `/v1/models`)."""
+        return self.panacea_config.num_preferences
+
+    @property
+    def preference_names(self) -> list[str] | None:
+        """The dimension names λ may be given by as {name: weight}, in λ's order; None when the config has none."""
+        return self.panacea_config.preference_names
+
     @contextmanager
     def preference(self, preference: PreferenceLike) -> Iterator[PanaceaModel]:
         """`with model.preference(λ):` run with λ, then restore the previous preference."""
@@ -123,10 +133,8 @@ class PanaceaModel(nn.Module):
         of A and columns of B in every layer) and the shared σ, s and k columns; the other dimensions' directions
         still act on the forward pass, detached. The outputs are unchanged. Training's `isolate_dimensions`. Like
         `preference()`, the block restores on exit the preference that was set when it began."""
-        if not 0 <= dimension < self.panacea_config.num_preferences:
-            raise ValueError(
-                f"isolated_dimension({dimension}): the adapter has {self.panacea_config.num_preferences} dimensions."
-            )
+        if not 0 <= dimension < self.num_preferences:
+            raise ValueError(f"isolated_dimension({dimension}): the adapter has {self.num_preferences} dimensions.")
         state = self._preference_state
         with self._temporary_state(state.preference, state.disabled, dimension):
             yield self
@@ -151,8 +159,7 @@ class PanaceaModel(nn.Module):
 
     def _as_tensor(self, preference: PreferenceLike) -> torch.Tensor:
         """Every preference the model accepts passes here: vectors, or mappings by the config's names."""
-        config = self.panacea_config
-        return validate_preference(preference, config.num_preferences, names=config.preference_names)
+        return validate_preference(preference, self.num_preferences, names=self.preference_names)
 
     def _placed(self, preference: torch.Tensor) -> torch.Tensor:
         """`preference` on the adapter's device and in its dtype, so no layer has to move it."""
@@ -372,7 +379,7 @@ class PanaceaModel(nn.Module):
     ) -> dict[str, Any]:
         """One LoRA per point of the simplex lattice with `num_points` per edge, written as a set (index, README)."""
         config = self._peft_lora_config()  # before anything is written: refuses a mix of Linear and Conv1D
-        grid = simplex_grid(self.panacea_config.num_preferences, num_points)  # (points, m)
+        grid = simplex_grid(self.num_preferences, num_points)  # (points, m)
         loras = ((self._exported(preference), self._lora_weights(preference)) for preference in grid)
         return save_peft_lora_set(
             directory,
@@ -409,7 +416,7 @@ class PanaceaModel(nn.Module):
 
     def _exported(self, preference: torch.Tensor) -> ExportedPreference:
         """λ (m,) as an export records it: {name: weight} when the config names the dimensions, else the weights."""
-        return preference_as_json(preference, self.panacea_config.preference_names)
+        return preference_as_json(preference, self.preference_names)
 
     def _single_preference(self, preference: PreferenceLike, operation: str) -> torch.Tensor:
         preference = self._as_tensor(preference)

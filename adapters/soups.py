@@ -270,12 +270,22 @@ class SoupModel(_PeftWrapper):
         return self._preference
 
     @property
+    def num_preferences(self) -> int:
+        """m, the number of weights in λ: one per member LoRA (as in `PanaceaModel`)."""
+        return len(self.dimensions)
+
+    @property
+    def preference_names(self) -> list[str]:
+        """The members' dimension names, in λ's order: λ may be given as {name: weight} by them."""
+        return list(self.dimensions)
+
+    @property
     def last_switch_seconds(self) -> float | None:
         return self.switch_seconds[-1] if self.switch_seconds else None
 
     def _one_preference(self, preference: PreferenceLike) -> Tensor:
         """λ as a float32 (m,) tensor; a (batch, m) preference must repeat one λ."""
-        tensor = validate_preference(preference, len(self.dimensions), self.dimensions)
+        tensor = validate_preference(preference, self.num_preferences, self.preference_names)
         if tensor.ndim == 2:
             distinct = torch.unique(tensor, dim=0)
             if len(distinct) > 1:

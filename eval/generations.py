@@ -57,7 +57,7 @@ from panacea._io import read_json, write_json
 from panacea._names import SCORER_OBJECTIVES
 from panacea.base_model import cache_dir, seeded
 from panacea.data import PairSource, pair_split
-from panacea.generation import generate_grid, preference_space
+from panacea.generation import generate_grid
 
 from .bootstrap import TRANSFORMS, prompt_cluster
 from .degeneration import is_loop
@@ -530,7 +530,7 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
                 answers, finished = cached["answers"], cached["finished"]
                 if len(answers) == len(finished) == len(prompts):
                     return answers, finished
-    m, _ = preference_space(model)
+    m = model.num_preferences
     with model.disable_adapter():
         (answers,), (finished,) = generate_grid(
             model,

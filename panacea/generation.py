@@ -45,14 +45,6 @@ def generate_text(
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def preference_space(model: nn.Module) -> tuple[int, list[str] | None]:
-    """(m, dimension names or None) of the λ `model` takes: a PanaceaModel's config, or a rewarded soup's dimensions."""
-    config = getattr(model, "panacea_config", None)
-    if config is not None:
-        return config.num_preferences, config.preference_names
-    return len(model.dimensions), list(model.dimensions)
-
-
 @torch.no_grad()
 def generate_grid(
     model: PanaceaModel | SoupModel,
@@ -75,7 +67,7 @@ def generate_grid(
     `finished[point][prompt]`: whether the answer ended with an end-of-sequence token rather than being cut off
     at `max_new_tokens`.
     """
-    preferences = validate_preference(preferences, *preference_space(model))
+    preferences = validate_preference(preferences, model.num_preferences, names=model.preference_names)
     if preferences.ndim != 2:
         raise ValueError(f"preferences must be a non-empty (points, m) tensor, got shape {tuple(preferences.shape)}.")
     points = len(preferences)

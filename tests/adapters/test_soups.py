@@ -287,6 +287,7 @@ def test_a_grid_of_a_soup_is_read_by_the_soups_dimension_names(tmp_path):
     """A soup has no Panacea config: generate_grid checks λ against its dimensions, so named mappings work there too
     (the generations scorer answers with soups through generate_grid)."""
     soup, tokenizer = SoupModel.from_run(tiny_llama(), make_soup_run(tmp_path)), tiny_tokenizer()
+    assert (soup.num_preferences, soup.preference_names) == (2, NAMES)  # what generate_grid validates λ against
     prompts = ["w5 w9", "w7"]
     expected = generate_grid(soup, tokenizer, prompts, torch.tensor([[0.25, 0.75]]), max_new_tokens=4)
     assert generate_grid(soup, tokenizer, prompts, [{"b": 0.75, "a": 0.25}], max_new_tokens=4) == expected
