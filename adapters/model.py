@@ -108,7 +108,8 @@ class PanaceaModel(nn.Module):
     @property
     def preference_names(self) -> list[str] | None:
         """The dimension names λ may be given by as {name: weight}, in λ's order; None when the config has none."""
-        return self.panacea_config.preference_names
+        names = self.panacea_config.preference_names
+        return None if names is None else list(names)
 
     @contextmanager
     def preference(self, preference: PreferenceLike) -> Iterator[PanaceaModel]:

@@ -420,6 +420,8 @@ def test_the_model_says_what_lambda_it_takes():
     assert (panacea_llama(preference_names=NAMES).num_preferences, panacea_llama().preference_names) == (2, None)
     model = panacea_llama(num_preferences=3, preference_names=["a", "b", "c"])
     assert (model.num_preferences, model.preference_names) == (3, ["a", "b", "c"])
+    model.preference_names.append("d")  # a copy: the config's names stay
+    assert model.panacea_config.preference_names == ["a", "b", "c"]
 
 
 def test_preferences_by_name_are_the_vector_in_name_order_everywhere():
