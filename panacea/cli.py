@@ -27,6 +27,7 @@ from panacea._names import (
     SCORERS,
 )
 from panacea.serving import add_serve_parser
+from panacea.serving.cli import positive_int as _positive_int
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -592,17 +593,6 @@ def _points_per_edge(text: str) -> int:
             f"expected the points per simplex edge, a whole number of at least 2 (the two vertices), got {text!r}"
         )
     return points
-
-
-def _positive_int(text: str) -> int:
-    """A whole number ≥ 1 (a count of resamples or tokens), checked before anything loads."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
 
 
 def _run_export(args: argparse.Namespace) -> None:

@@ -43,7 +43,7 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     serve.add_argument("--port", type=_port, default=8000, help="Port to listen on, 1–65535 (default: %(default)s).")
     serve.add_argument(
         "--max-batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="The most requests decoded together, each with its own λ; 1 turns batching off (default: %(default)s).",
     )
@@ -56,7 +56,7 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     )
     serve.add_argument(
         "--max-prefill-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=512,
         help="The most prompt tokens (padding included) one prefill pass computes between two decode steps, so a "
         "burst of prompts or a long one pauses the running rows for one such pass at a time; a longer prompt is "
@@ -196,7 +196,8 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (a count of rows, tokens or resamples), checked before anything loads."""
     try:
         value = int(text)
     except ValueError:
