@@ -587,11 +587,10 @@ def dimension_reward_model(run, dimension: str, split: str = "test", *, max_leng
     config = run.config.dimensions[run.dimensions.index(dimension)]
     reward = config.reward or {}
     reward_sources = (reward.get("train") or []) if reward.get("type") == "reward_model" else []
-    if config.train:
-        path = config.train[0].path
-    elif reward_sources:
-        first = reward_sources[0]
-        path = first["path"] if isinstance(first, dict) else first.path
+    if config.train or reward_sources:  # its path, and how to read it: which records (`dim`) under which columns
+        first = config.train[0] if config.train else reward_sources[0]
+        first = PairSource(**first) if isinstance(first, dict) else first
+        path, reading = first.path, {"dim": first.dim, "columns": first.columns}
     else:
         raise ValueError(
             f"the generations scorer fits a judge for dimension {dimension!r} on a pair file, and this run names "
@@ -603,8 +602,8 @@ def dimension_reward_model(run, dimension: str, split: str = "test", *, max_leng
         run.model,
         run.tokenizer,
         dimension,
-        [PairSource(path, split=fitted, max_pairs=REWARD_TRAIN_PAIRS)],
-        [PairSource(path, split=held_out, max_pairs=REWARD_TEST_PAIRS)],
+        [PairSource(path, split=fitted, max_pairs=REWARD_TRAIN_PAIRS, **reading)],
+        [PairSource(path, split=held_out, max_pairs=REWARD_TEST_PAIRS, **reading)],
         max_length=max_length,
         max_prompt_length=JUDGE_PROMPT_TOKENS,
         known_dimensions=run.dimensions,

@@ -23,6 +23,7 @@ from panacea.training.reference import base_model_digest
 
 from panacea._config import dataclass_from_dict
 from panacea.base_model import CACHE_SEEDS_ENV
+from panacea.data import PairSource
 from panacea.generation import generate_grid, generate_text
 from tests.conftest import panacea_llama, tiny_tokenizer
 from tests.helpers import config_dict, make_workspace
@@ -300,10 +301,33 @@ def test_an_rl_dimension_without_train_pairs_gets_its_judge_from_its_reward_mode
 
     rl_reward = {"type": "reward_model", "train": [{"path": "data/harmless.jsonl.gz", "split": "fit"}]}
     generations.dimension_reward_model(rl_run(rl_reward), "a")
-    generations.dimension_reward_model(rl_run(rl_reward, [SimpleNamespace(path="data/helpful.jsonl.gz")]), "a")
+    generations.dimension_reward_model(rl_run(rl_reward, [PairSource("data/helpful.jsonl.gz")]), "a")
     assert seen == ["data/harmless.jsonl.gz", "data/helpful.jsonl.gz"]
     with pytest.raises(ValueError, match=r"names none: give dimensions.0.train a pair file of 'a'"):
         generations.dimension_reward_model(rl_run({"type": "length"}), "a")
+
+
+def test_the_judge_reads_its_pair_file_as_the_training_source_says(monkeypatch):
+    """The judge's sources kept the first training source's path only: a file read under mapped columns (`columns`)
+    or another file's dimension (`dim`) — the README's "your own data" — failed or judged on other records (review)."""
+    from panacea.eval import generations
+
+    seen = []
+    monkeypatch.setattr(
+        generations, "train_reward_model", lambda *args, **kwargs: seen.extend([args[3][0], args[4][0]])
+    )
+    own = PairSource("mine.jsonl", dim="assist", columns={"prompt": "question"})
+    run = SimpleNamespace(
+        config=SimpleNamespace(dimensions=[SimpleNamespace(train=[own], reward=None)]),
+        dimensions=["a"],
+        model=None,
+        tokenizer=None,
+    )
+    generations.dimension_reward_model(run, "a")
+    assert [(s.path, s.split, s.dim, s.columns) for s in seen] == [
+        ("mine.jsonl", "train", "assist", {"prompt": "question"}),
+        ("mine.jsonl", "test", "assist", {"prompt": "question"}),
+    ]
 
 
 def test_the_base_models_answers_are_read_from_a_seed_folder_where_the_cache_misses(tmp_path, monkeypatch):
