@@ -29,7 +29,15 @@ from panacea._io import read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES
 
 from .bootstrap import LEVEL, RESAMPLES, SEED, bootstrap_fronts, contrast, differences, interval_pairs, pooled_mean
-from .report import MONOTONE_RHO, format_interval, format_statistic, plot_fronts, rises, statistic_digits
+from .report import (
+    MONOTONE_RHO,
+    format_interval,
+    format_statistic,
+    plot_fronts,
+    rises,
+    statistic_digits,
+    undefined_resamples_note,
+)
 from .sweep import RESULTS_JSON, eval_folder, run_label
 
 # How far λ moves a statistic between two vertices: (statistic, to the vertex of, from the vertex of). Issue 28's
@@ -279,12 +287,6 @@ def _scored_alike(entry: dict, scorer: str, objective: str) -> dict:
     return settings
 
 
-def _undefined_resamples(boot: dict) -> str:
-    """', of which N drew none of some set's prompts and are left out' where there are such resamples."""
-    count = boot.get("undefined_resamples") or 0
-    return f", of which {count} drew none of some set's prompts and are left out of every interval" if count else ""
-
-
 def _measured_alike(entry: dict, objective: str) -> dict:
     """What the compared numbers mean, which two runs must share: the objective's per-dimension item columns, sets
     and transforms (and whether it is bounded), and each statistic's; not their values, intervals or wording."""
@@ -359,7 +361,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         f"{comparison['objective_description']}. {len(comparison['grid'])} grid points; reference point {reference} "
         f"({comparison['reference_policy']}). Intervals: 95 % paired bootstrap over {boot.get('clusters')} prompts "
         f"({boot.get('items')} items), {boot.get('resamples')} resamples, seed {boot.get('seed')}; every run drawn "
-        f"with the same resamples{_undefined_resamples(boot)}.{verdicts} ⚠: ρ < {MONOTONE_RHO} or undefined (the "
+        f"with the same resamples{undefined_resamples_note(boot)}.{verdicts} ⚠: ρ < {MONOTONE_RHO} or undefined (the "
         "objective does not rise steadily with its own weight). Budget: 'split' = rewarded soups at Panacea's total "
         "steps and tokens, 'full' = each soup member at Panacea's whole budget."
         + off_budget

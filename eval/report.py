@@ -116,6 +116,12 @@ def plot_pairs(
     return _save(figure, path, title)
 
 
+def undefined_resamples_note(boot: dict[str, Any]) -> str:
+    """'; N of them drew none of some set's prompts …' for a bootstrap record with such resamples, else ''."""
+    count = boot.get("undefined_resamples") or 0
+    return f"; {count} of them drew none of some set's prompts and are left out of every interval" if count else ""
+
+
 def format_front(document: dict[str, Any]) -> str:
     """results.md of a sweep: per scorer, every objective's front with 95 % intervals, the per-set details, the
     front metrics with intervals, and monotonicity."""
@@ -136,11 +142,7 @@ def format_front(document: dict[str, Any]) -> str:
                 "",
                 f"Intervals: 95 % paired bootstrap over {boot['clusters']} prompts ({boot['items']} items), "
                 f"{boot['resamples']} resamples, seed {boot['seed']} (docs/algorithms.md §6)"
-                + (
-                    f"; {count} of them drew none of some set's prompts and are left out of every interval."
-                    if (count := boot.get("undefined_resamples"))
-                    else "."
-                ),
+                f"{undefined_resamples_note(boot)}.",
             ]
         if scored.get("statistics"):
             lines += ["", "### Beside the objectives", "", format_statistics_table(grid, scored["statistics"])]

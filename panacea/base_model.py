@@ -47,10 +47,7 @@ def load_base_model(
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
     embedded = name_or_path is None or str(name_or_path) == EMBEDDED_MODEL_NAME
-    folder = embedded_model_folder() if embedded else name_or_path
-    if not embedded and _is_local_path(name_or_path):
-        folder = os.path.expanduser(os.fspath(name_or_path))  # only '~' changes: transformers records this string
-        check_model_path(name_or_path)
+    folder = embedded_model_folder() if embedded else (local_model_path(name_or_path) or name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -68,17 +65,21 @@ def load_base_model(
     return model.to(device), tokenizer
 
 
-def check_model_path(name_or_path: str | os.PathLike | None) -> None:
-    """Refuse a model named by a local path (absolute, or starting with '.' or '~') that does not exist: it would
-    reach the Hub client, which answers that it is not a valid repo id. None (the embedded model) and Hub ids pass."""
+def local_model_path(name_or_path: str | os.PathLike | None) -> str | None:
+    """The folder a model named by a local path (absolute, or starting with '.' or '~') is read from, '~' expanded
+    and nothing else changed (transformers records this string as name_or_path); None for a Hub id or None (the
+    embedded model). A local path that does not exist is refused: it would reach the Hub client, which answers that
+    it is not a valid repo id."""
     if name_or_path is None or not _is_local_path(name_or_path):
-        return
-    if not Path(os.path.expanduser(os.fspath(name_or_path))).exists():
+        return None
+    folder = os.path.expanduser(os.fspath(name_or_path))
+    if not Path(folder).exists():
         raise FileNotFoundError(
             f"no model folder at {name_or_path} (a local path: absolute, or starting with '.' or '~'). Give an "
             "existing folder, a Hugging Face id such as HuggingFaceTB/SmolLM2-360M-Instruct, or none for the "
             "embedded model."
         )
+    return folder
 
 
 def _is_local_path(name_or_path: str | os.PathLike) -> bool:

@@ -474,12 +474,12 @@ def _run_train(args: argparse.Namespace) -> None:
 def _check(config: TrainConfig, path: str, *, resume: bool) -> str:
     """`panacea train --check`: what training `config` in its output_dir would do, in one line; the errors training
     would raise there (a stranger's folder, a run trained with another config) are raised, nothing is written."""
-    from panacea.base_model import check_model_path
+    from panacea.base_model import local_model_path
     from panacea.training.trainer import CONFIG_FILE, DATA_FILE, training_data, validate_output_dir
 
     output_dir = Path(config.output_dir)
     validate_output_dir(config, output_dir, resume)
-    check_model_path(config.model)
+    local_model_path(config.model)  # a missing local model folder is refused now, not at start-up
     if (output_dir / CONFIG_FILE).is_file():
         data = "and data" if (output_dir / DATA_FILE).is_file() else "(its data by path: trained before data.json)"
         return f"{path}: the run in {output_dir} was trained with this config {data} (--resume continues or reuses it)"

@@ -404,7 +404,7 @@ class TrainConfig:
         _require(len(set(names)) == len(names), "dimensions", names, "unique dimension names")
         for name in ("max_steps", "batch_size", "micro_batch_size", "logging_steps", "save_steps"):
             _require(_positive_int(getattr(self, name)), name, getattr(self, name), "a positive integer")
-        least = len(names) + 1 if len(names) > 1 else 2  # a grid with an interior point (`panacea eval` needs one)
+        least = len(names) + 1  # a grid with an interior point, which `panacea eval` needs (m = 1: 2)
         _require(
             _positive_int(self.eval_grid) and self.eval_grid >= least,
             "eval_grid",

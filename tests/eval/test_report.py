@@ -116,3 +116,12 @@ def test_an_interval_is_signed_throughout_when_its_number_is():
     assert format_interval(0.03, [-0.01, 0.07], sign=True) == "+0.030 [-0.010, +0.070]"
     assert format_interval(0.3, [0.21, 0.39], 2, sign=True) == "+0.30 [+0.21, +0.39]"
     assert format_interval(-0.5, None, sign=True) == "-0.500"
+
+
+def test_results_and_comparisons_say_how_many_resamples_were_left_out():
+    from panacea.eval.report import undefined_resamples_note
+
+    assert undefined_resamples_note({"undefined_resamples": 3}) == (
+        "; 3 of them drew none of some set's prompts and are left out of every interval"
+    )
+    assert undefined_resamples_note({"undefined_resamples": 0}) == undefined_resamples_note({}) == ""
