@@ -64,7 +64,7 @@ def validate_preference(
     if ((sums - 1).abs() > tolerance).any():
         raise ValueError(
             f"preference weights must sum to 1 (within {tolerance:.3g}), got sum {_describe(sums)} for "
-            f"{_describe(tensor)}; normalise it first, e.g. p / p.sum(-1, keepdim=True)."
+            f"{_describe(tensor)}; divide each weight by their sum first."
         )
     return tensor
 

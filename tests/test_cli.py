@@ -245,7 +245,9 @@ def test_generate_and_export_from_a_saved_adapter(saved_adapter, tmp_path, tiny_
 def test_bad_preference_gives_one_clear_error(saved_adapter, tmp_path, capsys):
     adapter = str(saved_adapter)
     assert main(["export", adapter, "--preference", "0.5,0.6", str(tmp_path / "lora")]) == 2
-    assert "panacea export: error: preference weights must sum to 1" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "panacea export: error: preference weights must sum to 1" in error
+    assert "divide each weight by their sum" in error and "p.sum" not in error  # a hint a CLI user can follow
     assert not (tmp_path / "lora").exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", adapter, "--preference", "half,half", "hi"])
