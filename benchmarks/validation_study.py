@@ -18,11 +18,13 @@ share of looping answers, with intervals.
 Panacea and rewarded soups each get `len(PANACEA)` rows (a test keeps the counts equal): Panacea one lever at a
 time around its defaults, soups a grid over its members' learning rate and β; each method also has one 80-step
 row, which says whether the budget binds and is not chosen from (steps are a budget: both methods are compared at
-the same one). `--table` names each method's chosen row by the protocol: the most accurate 40-step row whose
-validation answers loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers);
-where the 100-step proxy rows show that this check does not carry to hh-2d's budget, the row's settings must also
-pass it at 100 steps in two trainings (its proxy row, or a `confirm/METHOD-NAME` row the study trains when its
-choice waits on it, and then `confirm/METHOD-NAME-seed1`, the same at seed 1).
+the same one), nor are Panacea's aggregator rows (an aggregator replaces LS; they say whether acting helps).
+`--table` names each method's chosen row by the protocol: the most accurate 40-step row whose validation answers
+loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers), or the most accurate
+if every row loops; where the 100-step proxy rows show that this check does not carry to hh-2d's budget, or order
+their three settings unlike the 40-step rows, the row's settings must also pass it at 100 steps in two trainings
+(its proxy row, or a `confirm/METHOD-NAME` row the study trains when its choice waits on it, and then
+`confirm/METHOD-NAME-seed1`, the same at seed 1).
 Soups rows are scored in mode `ab`, the authors' recipe. Resumable: a finished row (its row.json) is skipped, an
 interrupted training resumes, scored grid points come from the cache. Rows are published without weights: where the
 choice needs the answers of a row trained on a machine since replaced, its settings and seed are trained again for
@@ -182,11 +184,24 @@ def _measures_budget(setting: Setting) -> bool:
     return "max_steps=80" in setting.overrides
 
 
+def _replaces_scalarisation(setting: Setting) -> bool:
+    """Whether the row trains with a gradient aggregator, which replaces LS and Tchebycheff (docs/algorithms.md §5):
+    such rows say whether acting helps (against `groups4`, paired) and are not chosen, as the published comparison's
+    Panacea rows are + LS and + Tchebycheff (docs/steering.md round 4, amended 2026-12-07 ~11:40 UTC)."""
+    return any(override.startswith("aggregator=") for override in setting.overrides)
+
+
+def _candidate(setting: Setting) -> bool:
+    """Whether the protocol can choose the row: a 40-step row that trains with LS (`_measures_budget`,
+    `_replaces_scalarisation`)."""
+    return not _measures_budget(setting) and not _replaces_scalarisation(setting)
+
+
 def _confirm_rows() -> dict[str, Setting]:
     rows = {}
     for method, settings in (("panacea", PANACEA), ("soups", SOUPS)):
         for name, setting in settings.items():
-            if _measures_budget(setting):
+            if not _candidate(setting):
                 continue
             first, second = confirm_rows(method, name)
             if first.startswith("confirm/"):
@@ -575,6 +590,11 @@ def budget_binds(method: str, name: str) -> bool:
     return _measures_budget(METHODS[method][name])
 
 
+def candidate(method: str, name: str) -> bool:
+    """Whether the protocol can choose `method/name` (`_candidate`): not an 80-step row, not an aggregator row."""
+    return _candidate(METHODS[method][name])
+
+
 def _values(hypervolumes: dict[str, float], method: str) -> dict[str, float]:
     """The method's finished rows' hypervolumes, by row name."""
     return {row.split("/")[1]: value for row, value in hypervolumes.items() if row.startswith(f"{method}/")}
@@ -586,8 +606,9 @@ def ranking(
     loops: dict[str, list[float]] | None = None,
     confirm: bool = False,
 ) -> tuple[str | None, str | None, list[tuple[str, str]]] | None:
-    """The protocol's choice among the method's finished 40-step rows: (chosen, pending, looping). The rows in order
-    of accuracy-hypervolume point estimate (an exact tie puts the defaults first, then PRIORITY's order); the first
+    """The protocol's choice among the method's finished candidate rows (`candidate`: 40 steps, LS): (chosen, pending,
+    looping). The rows in order of accuracy-hypervolume point estimate (an exact tie puts the defaults first, then
+    PRIORITY's order, whatever the order of `hypervolumes`); the first
     whose validation answers loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each
     point) — with `confirm`, at 40 steps and in both 100-step trainings (`confirm_rows`) — is `chosen`; a row met
     before it with no loop shares is `pending` (the row whose answers are needed next) and stops the walk; the rows
@@ -597,8 +618,11 @@ def ranking(
     rows = _values(hypervolumes, method)
     if DEFAULTS[method] not in rows:
         return None
-    candidates = {name: value for name, value in rows.items() if not budget_binds(method, name)}
-    ranked = sorted(candidates, key=lambda name: (-candidates[name], name != DEFAULTS[method]))
+    candidates = {name: value for name, value in rows.items() if candidate(method, name)}
+    ranked = sorted(
+        candidates,
+        key=lambda name: (-candidates[name], name != DEFAULTS[method], PRIORITY.index(f"{method}/{name}")),
+    )
     looping = []
     for name in ranked:
         for row in (f"{method}/{name}", *(confirm_rows(method, name) if confirm else ())):
@@ -923,7 +947,9 @@ def confirm_refused(row: str) -> str | None:
     """Why the 100-step row `confirm/METHOD-NAME[-seed1]` may not train yet (None when it may): some 40-step row of
     the method is unfinished, so the ranking that makes it due can still change (`loop_checks_due` waits as well);
     for the second seed, its seed-0 twin has not passed the loop check (docs/steering.md round 4, ~20:35 UTC: the
-    second training runs only once the first passes)."""
+    second training runs only once the first passes); or the choice does not wait on it (the study trains a
+    confirmation row "when the choice waits on it": a hand run follows the full run's walk). A finished row may
+    always run (its answers scored, nothing trained)."""
     method, name = row.removeprefix("confirm/").removesuffix(SEED_TAIL).split("-", 1)
     hypervolumes, loops = study_state()
     rows = [f"{method}/{other}" for other in METHODS[method] if not budget_binds(method, other)]
@@ -934,14 +960,21 @@ def confirm_refused(row: str) -> str | None:
             f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}), and the choice it would confirm "
             "can still change"
         )
-    if not row.endswith(SEED_TAIL):
+    if row in hypervolumes:
         return None
-    first = confirm_rows(method, name)[0]
-    shares = loops.get(first)
-    if shares is None:
-        return f"{row}: its seed-0 training {first} has no scored answers yet; the second runs once it passes"
-    if max(shares) > LOOP_LIMIT:
-        return f"{row}: its seed-0 training {first} loops {max(shares):.3f} > {LOOP_LIMIT:.2f}: passed over"
+    if row.endswith(SEED_TAIL):
+        first = confirm_rows(method, name)[0]
+        shares = loops.get(first)
+        if shares is None:
+            return f"{row}: its seed-0 training {first} has no scored answers yet; the second runs once it passes"
+        if max(shares) > LOOP_LIMIT:
+            return f"{row}: its seed-0 training {first} loops {max(shares):.3f} > {LOOP_LIMIT:.2f}: passed over"
+    confirm = confirming(hypervolumes, loops)
+    ranked = ranking(hypervolumes, method, loops, bool(confirm))
+    waits = None if ranked is None else ranked[1]
+    if row != waits:
+        why = "the 100-step check is not required" if not confirm else f"it waits on {waits or 'no row'}"
+        return f"{row}: the choice does not wait on it ({why}); the study trains a confirmation row only when it does"
     return None
 
 

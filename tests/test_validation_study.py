@@ -49,11 +49,11 @@ def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configura
         assert config.method == ("soups" if row.startswith(("soups/", "confirm/soups-")) else "panacea"), row
         assert all(source.split == "fit" for dimension in config.dimensions for source in dimension.train), row
         assert config.max_steps == (100 if method in ("proxy", "confirm") else 80 if "80" in name else 40), row
-    # every 40-step row's settings have two 100-step trainings: its proxy row, else its confirmation row, at the
+    # every row the protocol can choose has two 100-step trainings: its proxy row, else its confirmation row, at the
     # config's seed, and a confirmation row at the second seed that differs from it only in the seed
     for method in ("panacea", "soups"):
         for name in study.METHODS[method]:
-            if not study.budget_binds(method, name):
+            if study.candidate(method, name):
                 first, second = study.confirm_rows(method, name)
                 assert {first, second} <= set(study.ALL_ROWS), (method, name)
                 configs = [study.study_config(*row.split("/")) for row in (first, second)]
@@ -644,7 +644,12 @@ def test_a_100_step_row_runs_by_hand_only_once_every_40_step_row_is_finished_and
             study.main(["--only", confirm])
         assert f"{confirm}: not due yet: 19 of panacea's 19 40-step rows are unfinished" in capsys.readouterr().err
     forty = [f"panacea/{name}" for name in study.PANACEA if not study.budget_binds("panacea", name)]
-    _published_rows(tmp_path, {name: 0.1 for name in forty[:-1]}, {})
+    clean, looping = [0.0, 0.01, 0.0], [0.0, 0.2, 0.0]
+    # the best row (cosine) passes at 40 steps and proxy/defaults loops where panacea/defaults does not: the choice
+    # waits on cosine's 100-step training
+    accuracy = {name: 0.1 for name in forty} | {"panacea/cosine": 0.5, "proxy/defaults": 0.3}
+    loops = {"panacea/cosine": clean, "panacea/defaults": clean, "proxy/defaults": looping}
+    _published_rows(tmp_path, {name: value for name, value in accuracy.items() if name != forty[-1]}, loops)
     assert study.confirm_refused("confirm/panacea-cosine").startswith(
         f"confirm/panacea-cosine: not due yet: 1 of panacea's 19 40-step rows are unfinished ({forty[-1]})"
     )
@@ -653,18 +658,66 @@ def test_a_100_step_row_runs_by_hand_only_once_every_40_step_row_is_finished_and
     with pytest.raises(SystemExit):
         study.main(["--only", row])
     assert "its seed-0 training confirm/panacea-cosine has no scored answers yet" in capsys.readouterr().err
-    _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": [0.0, 0.2, 0.0]})
+    _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": looping})
     with pytest.raises(SystemExit):
         study.main(["--only", row])
     assert "loops 0.200 > 0.05: passed over" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "published/confirm")
-    _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": [0.0, 0.02, 0.0]})
+    _published_rows(tmp_path, {"confirm/panacea-cosine": 0.4}, {"confirm/panacea-cosine": clean})
     assert study.confirm_refused(row) is None
     soups = [f"soups/{name}" for name in study.SOUPS if not study.budget_binds("soups", name)]
     _published_rows(tmp_path, {name: 0.1 for name in soups}, {})
     assert study.confirm_refused("confirm/soups-lr2e-3_beta0.1_steps40-seed1").startswith(
         "confirm/soups-lr2e-3_beta0.1_steps40-seed1: its seed-0 training confirm/soups-lr2e-3_beta0.1_steps40 has"
     )
+
+
+def test_a_hand_run_trains_only_the_confirmation_row_the_choice_waits_on(monkeypatch, tmp_path, capsys):
+    """docs/steering.md round 4: the study trains a confirmation row "when the choice waits on it"; `--only` accepted
+    any row of a finished method whose seed-0 twin passed, e.g. a lower row's second training (hours of a core
+    published outside the walk). A finished row still runs (its answers are scored, nothing is trained)."""
+    study = _study_in(tmp_path, monkeypatch)
+    forty = [f"panacea/{name}" for name in study.PANACEA if not study.budget_binds("panacea", name)]
+    clean = [0.0, 0.01, 0.0]
+    accuracy = {name: 0.1 for name in forty} | {"panacea/cosine": 0.5, "panacea/lr1e-3": 0.4, "proxy/lr1e-3": 0.4}
+    loops = {row: clean for row in ("panacea/cosine", "panacea/lr1e-3", "proxy/lr1e-3", "panacea/defaults")}
+    _published_rows(tmp_path, accuracy, loops)  # the 100-step check not required (nothing says the check fails)
+    assert study.confirm_refused("confirm/panacea-cosine") == (
+        "confirm/panacea-cosine: the choice does not wait on it (the 100-step check is not required); the study "
+        "trains a confirmation row only when it does"
+    )
+    _published_rows(tmp_path, {"proxy/defaults": 0.3}, {"proxy/defaults": [0.0, 0.2, 0.0]})  # required now
+    assert study.confirm_refused("confirm/panacea-cosine") is None  # the best row's first 100-step training
+    for other in ("confirm/panacea-lr1e-3-seed1", "confirm/panacea-diag3"):  # passed at seed 0 / lower rows
+        assert study.confirm_refused(other) == (
+            f"{other}: the choice does not wait on it (it waits on confirm/panacea-cosine); the study trains a "
+            "confirmation row only when it does"
+        )
+        with pytest.raises(SystemExit):
+            study.main(["--only", other])
+        assert "the choice does not wait on it" in capsys.readouterr().err
+    _published_rows(tmp_path, {"confirm/panacea-diag3": 0.4}, {"confirm/panacea-diag3": clean})
+    assert study.confirm_refused("confirm/panacea-diag3") is None  # finished: its answers may be scored again
+
+
+def test_aggregator_rows_are_not_chosen_and_exact_ties_follow_the_run_order(monkeypatch):
+    """docs/steering.md round 4 (amended 2026-12-07 ~11:40 UTC): an aggregator replaces LS and Tchebycheff, so its
+    rows say whether acting helps and are never chosen, nor confirmed at 100 steps; an exact tie between two rows
+    that are not the defaults goes to the earlier row in PRIORITY, whatever order the rows are read in."""
+    study = _study(monkeypatch)
+    aggregators = [name for name, row in study.PANACEA.items() if any("aggregator=" in o for o in row.overrides)]
+    assert sorted(aggregators) == ["cagrad", "clipped_cagrad", "mgda", "normalized", "pcgrad", "plc", "plc_tau_inf"]
+    assert "groups4" not in aggregators and study.candidate("panacea", "groups4")  # LS on the aggregators' layout
+    rows = {"panacea/defaults": 0.3, "panacea/clipped_cagrad": 0.9, "panacea/mgda": 0.8, "panacea/lr1e-3": 0.4}
+    clean = {row: [0.0] * 3 for row in rows}
+    assert study.ranking(rows, "panacea", clean) == ("lr1e-3", None, [])
+    assert study.ranking(rows, "panacea", {}) == (None, "panacea/lr1e-3", [])  # the aggregators' answers not needed
+    assert not [row for row in study.CONFIRM_ROWS if row.split("-", 1)[1].removesuffix("-seed1") in aggregators]
+    tie = ["panacea/groups4", "panacea/cosine", "panacea/defaults"]  # groups4 and cosine tie above the defaults
+    first = min(tie[:2], key=study.PRIORITY.index).split("/")[1]
+    for order in (tie, tie[::-1]):
+        hypervolumes = {row: 0.2 if row == "panacea/defaults" else 0.4 for row in order}
+        assert study.ranking(hypervolumes, "panacea", {row: [0.0] * 3 for row in order})[0] == first
 
 
 def test_the_reward_models_and_base_answers_the_study_computed_are_kept_whole(tmp_path, monkeypatch):
