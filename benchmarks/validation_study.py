@@ -250,7 +250,18 @@ def folder_of(row: str) -> Path:
 
 
 def study_config(method: str, name: str) -> TrainConfig:
-    """`configs/hh-2d.yaml` under the protocol and the row's overrides; refuses one that trains on validation."""
+    """`configs/hh-2d.yaml` under the protocol and the row's overrides; refuses one that trains on validation, and
+    any row once BASE_CONFIG differs from the base the published rows trained on (`base_changes`): a process that
+    started before the file changed (tuned defaults written into it) would otherwise train its next rows on it."""
+    if (changed := base_changes())[1]:
+        raise ValueError(
+            f"row {method}/{name}: {BASE_CONFIG} now differs from the study's base ({changed[0]}) in {changed[1]}; "
+            "rows trained on it would not be comparable with the published ones."
+        )
+    return _row_config(method, name)
+
+
+def _row_config(method: str, name: str) -> TrainConfig:
     overrides = [*PROTOCOL, *METHODS[method][name].overrides, f"output_dir={folder_of(f'{method}/{name}') / 'run'}"]
     config = TrainConfig.from_yaml(BASE_CONFIG, overrides)
     for index, dimension in enumerate(config.dimensions):
@@ -493,7 +504,7 @@ def base_changes() -> tuple[Path, list[str]]:
     saved = PUBLISHED / "panacea" / "defaults" / "run" / "config.yaml"
     if not saved.is_file():
         return saved, []
-    return saved, config_changes(study_config("panacea", "defaults"), saved)
+    return saved, config_changes(_row_config("panacea", "defaults"), saved)
 
 
 def veto_rate(run: Path) -> float | None:

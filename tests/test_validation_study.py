@@ -571,6 +571,9 @@ def test_rows_are_refused_once_the_base_config_differs_from_the_one_the_publishe
     assert refused.value.code == 2 and "differs from the study's base" in (error := capsys.readouterr().err)
     assert "['learning_rate']" in error
     assert study.main(["--table"]) == 0
+    # a full run that started before the file changed: its next row is refused before it trains
+    with pytest.raises(ValueError, match=r"row soups/lr2e-3_beta0\.1_steps40: .* differs from the study's base"):
+        study.study_config("soups", "lr2e-3_beta0.1_steps40")
 
 
 def test_two_full_runs_share_the_rows_a_busy_one_is_passed_by_the_full_run_and_refused_with_only(
