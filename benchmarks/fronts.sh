@@ -404,8 +404,30 @@ fi
 # held-out sets or sizes) the old weights would otherwise be scored as the new config's, on the sets the old config
 # names. `panacea train --check` compares them (the config's fields; the training data by content where the run
 # recorded it, in data.json, since 2026-12-06, else by path only); every run is checked before anything runs, and
-# nothing is changed. (An unfinished run in $runs_dir is checked by `panacea train --resume` itself; one saved by
-# --save-points, which a fresh machine would continue, is checked here too.)
+# nothing is changed. A run not trained yet is checked the same way where it will train (an unfinished run in
+# $runs_dir against its saved config, an absent one as a new run: its config valid, its data readable), so a setting
+# the trainer refuses for one run (e.g. an aggregator under Tchebycheff) stops the job now, not after the runs
+# before it have trained; and a soups run's own config (configs/soups-NAME.yaml) must train what configs/NAME.yaml
+# trains, at its budget (β aside), as `make demo` requires of soups-demo.yaml.
+if [[ -f configs/soups-$name.yaml ]]; then
+  "${PYTHON:-.venv/bin/python}" -c 'import sys
+from pathlib import Path
+from panacea.demo import refuse_another_budget
+from panacea.training import TrainConfig
+try:
+    own, path = Path(sys.argv[1]), Path(sys.argv[2])
+    refuse_another_budget(own, TrainConfig.from_yaml(own), path, TrainConfig.from_yaml(path))
+except ValueError as error:
+    sys.exit(f"fronts.sh: {error}")' "configs/soups-$name.yaml" "$config"
+else
+  for run in "${runs[@]}"; do
+    if [[ $run == soups-* ]]; then
+      echo "fronts.sh: note: no configs/soups-$name.yaml: the soups runs train from $config, with Panacea's" \
+        "learning rate, β and schedule rather than settings of their own" >&2
+      break
+    fi
+  done
+fi
 places=  # where this invocation's runs and published records lie, for the retire_run command it names
 if [[ -n ${RUNS_DIR:-} ]]; then places+="RUNS_DIR=$(printf %q "$runs_dir") "; fi
 if [[ -n ${PUBLISH_DIR:-} ]]; then places+="PUBLISH_DIR=$(printf %q "${PUBLISH_DIR}") "; fi
@@ -415,7 +437,16 @@ for run in "${runs[@]}"; do
   elif [[ ! -e $runs_dir/$run ]] && has_weights "$published/$run/train"; then trained=$published/$run/train
   elif [[ ! -e $runs_dir/$run && -d $published/$run/resume ]]; then trained=$published/$run/resume  # restored below
   fi
-  [[ -n $trained ]] || continue
+  if [[ -z $trained ]]; then  # trains later in $runs_dir/$run: its config now
+    # shellcheck disable=SC2086
+    if ! "$panacea" train "$(config_for "$run")" ${settings[$run]} --set "output_dir=$runs_dir/$run" --resume \
+      --check; then
+      echo "fronts.sh: $run would not train from $(config_for "$run")${settings[$run]:+ + ${settings[$run]}}" \
+        "(above); nothing was trained" >&2
+      exit 2
+    fi
+    continue
+  fi
   # shellcheck disable=SC2086
   if ! "$panacea" train "$(config_for "$run")" ${settings[$run]} --set "output_dir=$trained" --resume --check; then
     if [[ $trained == "$published/$run/resume" ]]; then
@@ -494,8 +525,16 @@ compare_all() {  # OUT SUB [BASELINE ...]: every front on each objective scored,
   local out=$1 sub=$2; shift 2
   if [[ " ${scorers[*]} " == *" pairs "* ]]; then
     "$panacea" compare "${evaluated[@]}" --out "$out" "$@"
-    # the smooth bounded companion (docs/algorithms.md §6)
-    "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$out/${sub}win-probability" "$@"
+    # the smooth bounded companion (docs/algorithms.md §6); defined by each run's β, so runs trained with different
+    # β (each method its own tuned one) are not compared on it (compare refuses them, exit 2): said, and the rest goes on
+    local status=0
+    "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$out/${sub}win-probability" "$@" ||
+      status=$?
+    if ((status == 2)); then
+      echo "fronts.sh: not compared on win probability (above); the accuracy and generation comparisons go on" >&2
+    elif ((status)); then
+      exit "$status"
+    fi
   fi
   if [[ ${EVAL_ARGS:-} == *generations* && " ${scorers[*]} " == *" generations "* ]]; then  # the generation front
     "$panacea" compare "${evaluated[@]}" --scorer generations --out "$out/${sub}generations" "$@"

@@ -200,14 +200,7 @@ def soups_config(config_path: str | os.PathLike, overrides: Sequence[str], confi
     base = config
     if own.is_file():
         base = TrainConfig.from_yaml(own, overrides)
-        ours, theirs = (with_absolute_data_paths(config_to_dict(each)) for each in (config, base))  # data/x = ./data/x
-        for dimension in ours["dimensions"] + theirs["dimensions"]:  # β is the baseline's own setting
-            dimension.pop("beta", None)
-        if differ := [key for key in SAME_BUDGET if ours[key] != theirs[key]]:
-            raise ValueError(
-                f"{own}: the rewarded-soups baseline must train what {path} trains, at its budget; it differs in "
-                f"{differ}. Change only the baseline's own settings there (learning rate, β, schedule)."
-            )
+        refuse_another_budget(own, base, path, config)
         tuned, demo = (config_to_dict(TrainConfig.from_yaml(file)) for file in (own, path))
         for override in overrides:  # say where a --set replaces a value the baseline was given apart from Panacea's
             key = override.split("=", 1)[0]
@@ -215,6 +208,21 @@ def soups_config(config_path: str | os.PathLike, overrides: Sequence[str], confi
                 print(f"note: --set {override} applies to the rewarded-soups baseline too, over {own}'s {key}: {value}")
     output_dir = Path(config.output_dir) / SOUPS_DIR
     return dataclasses.replace(base, method="soups", soups_budget="split", output_dir=str(output_dir))
+
+
+def refuse_another_budget(own: Path, soups: TrainConfig, path: Path, config: TrainConfig) -> None:
+    """Refuse a rewarded-soups config (`soups`, read from `own`) that trains other data or another budget than the
+    Panacea config it is the baseline of (`config`, from `path`): the fields of `SAME_BUDGET`, β aside (the baseline's
+    own setting), data paths compared as absolute (data/x is ./data/x). Used by `make demo` and
+    benchmarks/fronts.sh."""
+    ours, theirs = (with_absolute_data_paths(config_to_dict(each)) for each in (config, soups))
+    for dimension in ours["dimensions"] + theirs["dimensions"]:
+        dimension.pop("beta", None)
+    if differ := [key for key in SAME_BUDGET if ours[key] != theirs[key]]:
+        raise ValueError(
+            f"{own}: the rewarded-soups baseline must train what {path} trains, at its budget; it differs in "
+            f"{differ}. Change only the baseline's own settings there (learning rate, β, schedule)."
+        )
 
 
 def _at(data: Any, dotted: str) -> Any:

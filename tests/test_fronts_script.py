@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from panacea.training import TrainConfig
 from panacea.training.checkpoint import STATE_FILE
 
@@ -34,10 +36,11 @@ def _folders(tmp_path, monkeypatch):
 SCORED = '{"scorers": {"pairs": {"items": {}}}}'  # a results document on the current measures (per-item values)
 
 
-def _dry_run(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
-    """Run the script with `echo` standing in for the panacea command: it prints what it would run."""
+def _dry_run(*args: str, script: Path = SCRIPT, **env_vars: str) -> subprocess.CompletedProcess:
+    """Run the script (a copy in another checkout: `script`) with `echo` standing in for the panacea command: it
+    prints what it would run."""
     env = {**os.environ, "PANACEA": "echo", **env_vars}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
 def _fake_panacea(tmp_path: Path, script: str) -> Path:
@@ -245,7 +248,8 @@ def test_reference_log_probs_are_read_from_the_seed_folder_and_new_ones_kept(tmp
     # the script started can carry its start time (CI once missed it that way), so its name must decide, not its time.
     fake = _fake_panacea(
         tmp_path,
-        f'#!/bin/sh\n[ "$1" = train ] && echo new > {cache}/computed-now.safetensors'
+        '#!/bin/sh\ncase "$*" in *--check) exit 0;; esac\n'  # the check before anything runs computes nothing
+        f'[ "$1" = train ] && echo new > {cache}/computed-now.safetensors'
         f" && touch -d @0 {cache}/computed-now.safetensors\n"
         f'echo "$PANACEA_REFERENCE_LOGPS" > {tmp_path}/seen\nexit 0\n',
     )
@@ -263,7 +267,9 @@ def test_the_script_keeps_what_panacea_computed_in_its_cache_folder(tmp_path, mo
     cache = cache_dir() / "reference-logps"
     assert str(cache).startswith(str(tmp_path / "xdg"))
     fake = _fake_panacea(
-        tmp_path, f"#!/bin/sh\nmkdir -p {cache} && echo new > {cache}/computed-now.safetensors\nexit 0\n"
+        tmp_path,
+        '#!/bin/sh\ncase "$*" in *--check) exit 0;; esac\n'
+        f"mkdir -p {cache} && echo new > {cache}/computed-now.safetensors\nexit 0\n",
     )
     assert _dry_run("hh-2d", "hh-2d", PANACEA=str(fake)).returncode == 0
     assert (tmp_path / "seed/computed-now.safetensors").read_text() == "new\n"
@@ -314,8 +320,8 @@ def test_a_run_resumed_in_a_later_invocation_keeps_what_its_interrupted_start_co
     cache.mkdir(parents=True)
     (cache / "unrelated.safetensors").write_text("old")
     fake = _fake_panacea(
-        tmp_path,  # the first `train` computes a reference file and dies; later calls succeed at once
-        f'#!/bin/sh\nif [ "$1" = train ] && [ ! -f {tmp_path}/died ]; then\n'
+        tmp_path,  # the first `train` (not its --check) computes a reference file and dies; later calls succeed
+        f'#!/bin/sh\ncase "$*" in *--check) exit 0;; esac\nif [ "$1" = train ] && [ ! -f {tmp_path}/died ]; then\n'
         f"  echo new > {cache}/computed-then.safetensors; touch {tmp_path}/died; exit 137\nfi\nexit 0\n",
     )
 
@@ -392,7 +398,8 @@ def test_a_finished_run_trained_with_another_config_stops_the_script_before_anyt
     assert command in done.stderr
     tche = "scalarization=tche --set preference_sampling=groups --set preference_groups=4 --set micro_batch_size=2"
     soups = "method=soups --set soups_budget=split"
-    assert calls.read_text().splitlines() == [  # hh-2d holds no training: nothing to check
+    assert calls.read_text().splitlines() == [  # hh-2d holds no training: checked as the new run it would be
+        f"train configs/hh-2d.yaml --set output_dir={runs / 'hh-2d'} --resume --check",
         f"train configs/hh-2d.yaml --set {tche} --set output_dir={runs / 'hh-2d-tche'} --resume --check",
         f"train configs/soups-hh-2d.yaml --set {soups} --set output_dir={record} --resume --check",  # its own config
     ]
@@ -703,9 +710,69 @@ def test_a_saved_training_of_another_config_stops_the_script_before_anything_run
     (saved / "checkpoints/step-20").mkdir(parents=True)
     (saved / "config.yaml").write_text("learning_rate: 1\n")
     fake = _fake_panacea(
-        tmp_path, '#!/bin/sh\ncase "$*" in *--check) echo "differs in learning_rate" >&2; exit 1;; esac\n'
+        tmp_path, f'#!/bin/sh\ncase "$*" in *{saved}*--check) echo "differs in learning_rate" >&2; exit 1;; esac\n'
     )
     done = _dry_run("hh-2d", "hh-2d", "hh-2d-full", PANACEA=str(fake))
     assert done.returncode == 2
     assert f"the unfinished training saved in {saved} (--save-points) was started with another config" in done.stderr
     assert "=== hh-2d: train" not in done.stdout and not (tmp_path / "runs/hh-2d-full").exists()
+
+
+def test_a_run_that_would_not_train_stops_the_script_before_any_run_trains(tmp_path):
+    """Only finished trainings were checked up front: a run the trainer refuses (e.g. an aggregator under
+    Tchebycheff) failed at its turn, after the runs before it had trained for hours."""
+    fake = _fake_panacea(
+        tmp_path,
+        '#!/bin/sh\ncase "$*" in *hh-2d-tche*--check) echo "aggregator cannot run with scalarization tche" >&2; '
+        "exit 2;; esac\n",
+    )
+    done = _dry_run("hh-2d", "hh-2d", "hh-2d-tche", PANACEA=str(fake))
+    assert done.returncode == 2
+    assert "fronts.sh: hh-2d-tche would not train from configs/hh-2d.yaml + --set scalarization=tche" in done.stderr
+    assert "=== hh-2d: train" not in done.stdout and not (tmp_path / "runs/hh-2d").exists()
+
+
+def test_a_soups_config_that_trains_another_budget_stops_the_script_and_a_missing_one_is_announced(tmp_path):
+    """configs/soups-NAME.yaml must train what configs/NAME.yaml trains (β aside), as make demo requires of
+    soups-demo.yaml; without one, the soups runs train with Panacea's settings, which the log now says."""
+    configs = tmp_path / "checkout" / "configs"
+    configs.mkdir(parents=True)
+    for name in ("hh-2d.yaml", "soups-hh-2d.yaml"):
+        shutil.copy(ROOT / "configs" / name, configs / name)
+    (tmp_path / "checkout" / "data").symlink_to(ROOT / "data")
+    (tmp_path / "checkout" / "benchmarks").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "checkout" / "benchmarks" / "fronts.sh")
+    soups = yaml.safe_load((configs / "soups-hh-2d.yaml").read_text())
+    soups["max_steps"] = 50  # not the budget of hh-2d.yaml
+    (configs / "soups-hh-2d.yaml").write_text(yaml.safe_dump(soups))
+    environment = {"PYTHON": sys.executable}
+    done = _dry_run("hh-2d", "hh-2d", script=tmp_path / "checkout" / "benchmarks" / "fronts.sh", **environment)
+    assert done.returncode == 1
+    assert "soups-hh-2d.yaml: the rewarded-soups baseline must train what configs/hh-2d.yaml trains" in done.stderr
+    assert "['max_steps']" in done.stderr and "=== hh-2d: train" not in done.stdout
+    (configs / "soups-hh-2d.yaml").unlink()
+    done = _dry_run("hh-2d", "soups-hh-2d", script=tmp_path / "checkout" / "benchmarks" / "fronts.sh", **environment)
+    assert done.returncode == 0, done.stderr
+    assert "no configs/soups-hh-2d.yaml: the soups runs train from configs/hh-2d.yaml" in done.stderr
+
+
+@pytest.mark.parametrize("status", [2, 1])
+def test_runs_compare_refuses_on_win_probability_are_said_and_the_generation_comparison_still_runs(tmp_path, status):
+    """Win probability is defined by each run's β, and each method may choose its own: compare refuses such runs on
+    it (exit 2), which under `set -e` ended the job before the generation comparison. Any other failure still stops
+    the script."""
+    runs, calls = tmp_path / "runs", tmp_path / "calls"
+    for run in ("hh-2d/eval/results.json", "soups-hh-2d/eval/ab/results.json"):
+        (runs / run).parent.mkdir(parents=True, exist_ok=True)
+        (runs / run).write_text('{"scorers": {"pairs": {"items": {}}, "generations": {"items": {}}}}')
+    fake = _fake_panacea(
+        tmp_path, f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *win_probability*) exit {status};; esac\n'
+    )
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", PANACEA=str(fake), EVAL_ARGS="--scorers pairs,generations")
+    compared = [line for line in calls.read_text().splitlines() if line.startswith("compare ")]
+    if status == 2:
+        assert done.returncode == 0, done.stderr
+        assert "fronts.sh: not compared on win probability (above)" in done.stderr
+        assert len(compared) == 3 and "--scorer generations" in compared[-1]
+    else:
+        assert done.returncode == 1 and len(compared) == 2
