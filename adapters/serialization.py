@@ -154,12 +154,13 @@ def _read_fingerprint(fingerprint: Any, config_path: Path) -> dict[str, Any]:
 
 def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
     """Refuse to export into a folder that holds anything, unless `overwrite`: an export replaces the folder's files,
-    and a Panacea adapter or training run there would be lost (the rerun of `generate` then fails far from here)."""
+    and a Panacea adapter or training run there would be lost (the rerun of `generate` then fails far from here).
+    A Panacea adapter or a training run is refused even with `overwrite`, which replaces an earlier export (or other
+    files) only: written into a run, a LoRA's adapter_config.json at its top made every later load of the run read
+    the LoRA instead of its Panacea adapter."""
     path = Path(directory)
-    if overwrite or not path.exists():
-        return
     if not path.is_dir():
-        return  # atomic_directory names it: "exists and is not a directory"
+        return  # absent, or atomic_directory names it: "exists and is not a directory"
     contents = sorted(entry.name for entry in path.iterdir())
     if not contents:
         return
@@ -167,10 +168,17 @@ def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
         what = "a training run"
     elif (path / CONFIG_NAME).is_file() and "adapter" in _read_json_or_empty(path / CONFIG_NAME):
         what = "a Panacea adapter"
+    elif overwrite:
+        return
     elif (path / INDEX_NAME).is_file():
         what = f"an exported set of LoRAs ({INDEX_NAME} and {len(contents) - 1} more)"
     else:
         what = f"{len(contents)} file(s) or folder(s) ({', '.join(contents[:3])}{', …' if len(contents) > 3 else ''})"
+    if overwrite:
+        raise FileExistsError(
+            f"{path} holds {what}, which an export never replaces (--overwrite replaces an earlier export); export "
+            "into another folder."
+        )
     raise FileExistsError(
         f"{path} already holds {what}; export into a new or empty folder, or pass --overwrite "
         "(overwrite=True) to replace what is there."

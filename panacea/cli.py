@@ -281,8 +281,8 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--overwrite",
         action="store_true",
-        help="Replace what the folder holds (refused by default when it holds anything: another export, a Panacea "
-        "adapter, a training run).",
+        help="Replace what the folder holds (refused by default when it holds anything: another export, your files); "
+        "a Panacea adapter or a training run is never replaced.",
     )
     export.set_defaults(run=_run_export)
 
@@ -602,13 +602,7 @@ def _run_export(args: argparse.Namespace) -> None:
         given = "both OUT and --out" if args.out else "neither OUT nor --out"
         raise ValueError(f"give the folder to write once, as OUT or as --out DIR; got {given}.")
     output_dir = args.out or args.output_dir
-    source = Path(args.adapter).resolve()  # without --overwrite, check_export_target refuses any folder with files
-    if args.overwrite and Path(output_dir).resolve() in (source, adapter_folder_of(args.adapter).resolve()):
-        raise ValueError(
-            f"{output_dir} is the adapter being exported ({args.adapter}); write the export to another folder "
-            "(--overwrite would replace the Panacea adapter with it)."
-        )
-    check_export_target(output_dir, args.overwrite)  # before the base model loads (seconds)
+    check_export_target(output_dir, args.overwrite)  # before the base model loads (seconds); never over an adapter
     model, _ = _load_adapter(args)
     if args.preference is not None:
         model.export_lora(args.preference, output_dir, overwrite=args.overwrite)

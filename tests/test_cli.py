@@ -425,12 +425,17 @@ def test_compare_refuses_an_out_that_is_a_file_before_reading_runs(tmp_path, cap
 
 
 def test_export_refuses_to_write_over_the_adapter_it_exports(saved_adapter, capsys):
-    """`export RUN --out RUN/adapter --overwrite` replaced the Panacea adapter with its own plain LoRA (a review)."""
+    """`export RUN --out RUN/adapter --overwrite` replaced the Panacea adapter with its own plain LoRA, and
+    `export RUN/adapter --out RUN --overwrite` wrote a LoRA's adapter_config.json at the run's top, which every later
+    load of the run then read instead of its adapter (two reviews)."""
     run = saved_adapter.parent
-    for target in (saved_adapter, run):
-        argv = ["export", str(run), "--preference", "0.5,0.5", "--out", str(target), "--overwrite"]
-        assert main(argv) == 2
-        assert "is the adapter being exported" in capsys.readouterr().err
+    (run / "config.yaml").write_text("seed: 0\n")  # a training run's
+    for source in (run, saved_adapter):
+        for target, what in ((saved_adapter, "a Panacea adapter"), (run, "a training run")):
+            argv = ["export", str(source), "--preference", "0.5,0.5", "--out", str(target), "--overwrite"]
+            assert main(argv) == 2
+            assert f"holds {what}, which an export never replaces" in capsys.readouterr().err
+    assert not (run / "README.md").exists() and not (run / "adapter_model.safetensors").exists()
     assert (saved_adapter / "adapter_config.json").is_file() and "peft_type" not in (
         saved_adapter / "adapter_config.json"
     ).read_text()
