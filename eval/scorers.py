@@ -21,6 +21,7 @@ from panacea.adapters import PanaceaModel
 from panacea.training.logprobs import DEFAULT_TOKEN_BUDGET, pair_log_probs
 from panacea.training.objectives import reward_margin
 from panacea.training.reference import reference_log_probs, update_with_pairs
+from panacea.training.rl import reward_fit_sources
 from panacea.training.trainer import reference_settings
 from torch import Tensor
 
@@ -126,18 +127,27 @@ HELD_OUT_SPLITS = ("test", "validation")  # what `panacea eval --split` scores (
 def validation_sources(config) -> dict[str, list[PairSource]]:
     """Per dimension, the 'validation' part of each file it trains on (panacea.data.DERIVED_SPLITS), never a test pair.
 
-    Refuses a run that trained on the validation prompts (a train source whose split is not 'fit'), naming the
-    source: tuning on pairs the model was fitted to measures memory, not the setting.
+    Refuses a run that trained on the validation prompts (a train source whose split is not 'fit'; for an RL
+    dimension, which never reads its `train` pairs, a pair source of the reward model its policy was optimised
+    against), naming the source: tuning on pairs the model was fitted to measures memory, not the setting.
     """
     sources = {}
     for index, dimension in enumerate(config.dimensions):
-        for number, source in enumerate(dimension.train):
-            if source.split != "fit":
+        if dimension.objective == "rl":
+            fitted, _ = reward_fit_sources(dimension.reward, dimension.name, config.dimension_names)
+            trained = [
+                (f"reward.train.{n}", source.path, source.split) for n, source in enumerate(fitted.get("train", []))
+            ]
+            what = "fits its reward model on split"
+        else:
+            trained = [(f"train.{n}", source.path, source.split) for n, source in enumerate(dimension.train)]
+            what = "trains on split"
+        for where, path, split in trained:
+            if split != "fit":
                 raise ValueError(
-                    f"dimensions.{index}.train.{number} ({source.path}, dimension {dimension.name!r}) trains on split "
-                    f"{source.split!r}, which holds the validation prompts: score on validation only a run trained "
-                    "with split 'fit' (the train prompts less the validation ones), e.g. "
-                    f"--set dimensions.{index}.train.{number}.split=fit."
+                    f"dimensions.{index}.{where} ({path}, dimension {dimension.name!r}) {what} {split!r}, which holds "
+                    "the validation prompts: score on validation only a run trained with split 'fit' (the train "
+                    f"prompts less the validation ones), e.g. --set dimensions.{index}.{where}.split=fit."
                 )
         unique: dict[tuple, PairSource] = {}  # each file once, in order
         for source in dimension.train:

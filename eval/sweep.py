@@ -43,7 +43,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from panacea._io import file_sha256, read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES, SCORERS
 from panacea.base_model import load_base_model
-from panacea.data import PromptSource, load_prompt_source
+from panacea.data import PROMPT_MAPPABLE_KEYS, PromptSource, load_prompt_source
 from panacea.preferences import simplex_grid
 
 from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, prompt_cluster, statistic_intervals
@@ -428,23 +428,33 @@ def evaluate_run(
     return document
 
 
-def refuse_trained_on_validation(config: TrainConfig) -> None:
+def refuse_trained_on_validation(config: TrainConfig, scorers: Sequence[str] = ("pairs",)) -> None:
     """`--split validation` scores only a run that never trained on a validation prompt, whichever scorer: every pair
-    source on 'fit' (`validation_sources`), and for RL, none of the prompts it rolled out on among the validation
-    prompts of the files its dimensions train on or of the generations' validation sets. One error naming the
-    source otherwise."""
-    validation_sources(config)
+    source on 'fit' (`validation_sources`), and for RL, none of the prompts it rolled out on among the prompts the
+    scorers judge it on: the validation prompts of the files its dimensions' pairs are scored from (read as those
+    sources read them: columns, dim) and, with the generations scorer, of its validation prompt sets. One error
+    naming the source otherwise."""
+    scored = validation_sources(config)
     if not config.is_rl:
         return
-    from .generations import DATA, VALIDATION_PROMPT_SETS
-
-    files = {source.path for dimension in config.dimensions for source in dimension.train}
-    files |= {str(DATA / prompt_set.file) for prompt_set in VALIDATION_PROMPT_SETS}
+    files = {(source.path, source.dim): source for sources in scored.values() for source in sources}  # each once
     held_out = {
         prompt_cluster(record.prompt)
-        for file in sorted(files)
-        for record in load_prompt_source(PromptSource(file, split="validation"))
+        for source in files.values()
+        for record in load_prompt_source(
+            PromptSource(
+                source.path,
+                split="validation",
+                dim=source.dim,
+                columns={key: name for key, name in source.columns.items() if key in PROMPT_MAPPABLE_KEYS},
+            )
+        )
     }
+    if "generations" in scorers:
+        from .generations import VALIDATION_PROMPT_SETS, load_prompts
+
+        sets = VALIDATION_PROMPT_SETS
+        held_out |= {prompt_cluster(row["prompt"]) for prompt_set in sets for row in load_prompts(prompt_set)}
     for index, source in enumerate(config.rl.prompts):
         if seen := sum(prompt_cluster(record.prompt) in held_out for record in load_prompt_source(source)):
             raise ValueError(
@@ -491,7 +501,7 @@ def evaluate_path(
         raise ValueError(f"--objective {objective!r} is not an objective of the scorers {list(scorers)}: {known}.")
     run = dataclasses.replace(load_run(path, device=device, mode=mode), split=split)
     if split == "validation":
-        refuse_trained_on_validation(run.config)
+        refuse_trained_on_validation(run.config, scorers)
     grid_points = run.config.eval_grid if grid_points is None else grid_points
     evaluation_grid(len(run.dimensions), grid_points)  # a grid without an interior point fails before any work
     built = []

@@ -1,6 +1,7 @@
 """`panacea eval`'s sweep on a tiny trained run: outputs, the per-point cache and resume, and bad input."""
 
 import dataclasses
+import gzip
 import json
 import math
 import shutil
@@ -375,6 +376,39 @@ def test_validation_refuses_an_rl_run_that_rolled_out_on_validation_prompts(monk
         ValueError, match=r"rl.prompts.1 \(.*harmless.jsonl.gz, split 'train'\) holds \d+ of the validation prompts"
     ):
         refuse_trained_on_validation(config)
-    config.dimensions[0].train[0] = dataclasses.replace(config.dimensions[0].train[0], split="train")
-    with pytest.raises(ValueError, match=r"dimensions.0.train.0 .* trains on split 'train'"):
+    config.rl.prompts[1] = dataclasses.replace(config.rl.prompts[1], split="fit")
+    config.dimensions[0].reward["train"][0]["split"] = "train"  # the reward its policy was optimised against
+    with pytest.raises(ValueError, match=r"dimensions.0.reward.train.0 .* fits its reward model on split 'train'"):
         refuse_trained_on_validation(config)
+
+
+def test_validation_checks_an_rl_run_on_the_sources_it_trained_on_from_any_folder(monkeypatch, tmp_path):
+    """RL never reads its dimensions' `train` pairs (eval scores its validation pairs from those files): their split
+    was refused as if the run had trained on it, while the reward model's pairs, which it did optimise against, were
+    not checked; the generation prompt sets were read from ./data even for the pairs scorer alone (from another
+    folder: a file the run never named was "not found"), and a train file's column mapping was dropped."""
+    from panacea.eval.sweep import refuse_trained_on_validation
+
+    root = Path(__file__).resolve().parents[2]
+    records = [json.loads(line) for line in gzip.open(root / "data/helpful.jsonl.gz", "rt")][:200]
+    mapped = tmp_path / "mapped.jsonl"  # the prompt under another column
+    mapped.write_text("".join(json.dumps({**r, "question": r.pop("prompt")}) + "\n" for r in records))
+    config = TrainConfig.from_yaml(root / "configs" / "hh-2d-rl.yaml")
+    config = dataclasses.replace(config, rl=dataclasses.replace(config.rl, prompts=config.rl.prompts[:1]))
+    for dimension in config.dimensions:
+        path = str(root / dimension.train[0].path)
+        dimension.reward["train"][0]["path"] = path
+        dimension.train[0] = dataclasses.replace(dimension.train[0], path=path, split="train")  # RL does not read it
+    config.dimensions[0].train[0] = dataclasses.replace(
+        config.dimensions[0].train[0], path=str(mapped), columns={"prompt": "question"}
+    )
+    config.rl.prompts[0] = dataclasses.replace(
+        config.rl.prompts[0], path=str(mapped), split="train", columns={"prompt": "question"}
+    )
+    monkeypatch.chdir(tmp_path)  # not the repository: no ./data
+    with pytest.raises(ValueError, match=r"rl.prompts.0 \(.*mapped.jsonl, split 'train'\) holds \d+ of the validation"):
+        refuse_trained_on_validation(config)
+    config.rl.prompts[0] = dataclasses.replace(config.rl.prompts[0], split="fit")
+    refuse_trained_on_validation(config)  # the pairs scorer alone needs nothing from ./data
+    with pytest.raises(FileNotFoundError, match="run from the repository root"):
+        refuse_trained_on_validation(config, scorers=("generations",))  # its prompt sets live there
