@@ -44,7 +44,6 @@ def loop_probe(run: Path, *, max_new_tokens: int = 96, batch_size: int = 32, lim
             vertices,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
-            mixed=loaded.mixed,  # a rewarded soup serves one λ per call
             return_finished=True,
         )
         result[prompt_set.name] = {

@@ -63,7 +63,8 @@ def generate_grid(
     Prompts are sorted by length and cut into chunks of ⌈batch_size / n⌉; with `mixed` (the default) one
     `generate` call answers a chunk at all n λs at once (≈ batch_size rows, each with its own λ). With
     `mixed=False` the same chunks run one λ after another — the same rows, padded the same way, so the
-    greedy answers are the same; `benchmarks/front_generation.py` times the two. With `return_finished`, also
+    greedy answers are the same; `benchmarks/front_generation.py` times the two. A rewarded soup serves one λ per
+    call (SoupModel.generate), so it always runs one λ after another. With `return_finished`, also
     `finished[point][prompt]`: whether the answer ended with an end-of-sequence token rather than being cut off
     at `max_new_tokens`.
     """
@@ -79,7 +80,8 @@ def generate_grid(
     for start in range(0, len(order), chunk_size):
         chunk = order[start : start + chunk_size]
         inputs = chat_inputs(tokenizer, [prompts[index] for index in chunk]).to(model.device)
-        groups = [list(range(points))] if mixed else [[point] for point in range(points)]
+        together = mixed and not isinstance(model, SoupModel)
+        groups = [list(range(points))] if together else [[point] for point in range(points)]
         for group in groups:
             rows = preferences[group].repeat_interleave(len(chunk), dim=0)  # (len(group) · len(chunk), m)
             output = model.generate(

@@ -6,6 +6,7 @@ import torch
 from panacea.generation import chat_inputs, generate_grid, generate_text
 from panacea.preferences import simplex_grid
 from tests.conftest import panacea_llama, tiny_tokenizer
+from tests.helpers import tiny_soup
 
 PROMPTS = ["w5 w9 w11", "w7", "w20 w21 w22 w23 w24", "w30 w31"]  # different lengths: rows are left-padded
 
@@ -22,6 +23,15 @@ def test_mixed_batches_give_the_answers_of_one_preference_at_a_time(model_and_to
     one_at_a_time = generate_grid(model, tokenizer, PROMPTS, grid, max_new_tokens=6, batch_size=8, mixed=False)
     assert mixed == one_at_a_time
     assert len(mixed) == len(grid) and all(len(answers) == len(PROMPTS) for answers in mixed)
+
+
+def test_a_rewarded_soup_answers_a_grid_one_preference_at_a_time():
+    """generate_grid takes a SoupModel, but mixed batches (the default) gave it several λ in one call, which a soup
+    refuses ("a rewarded soup serves one λ per call"): callers had to pass mixed=False themselves."""
+    soup, tokenizer, grid = tiny_soup(), tiny_tokenizer(), simplex_grid(2, 3)
+    answers = generate_grid(soup, tokenizer, PROMPTS, grid, max_new_tokens=4, batch_size=8)
+    assert answers == generate_grid(soup, tokenizer, PROMPTS, grid, max_new_tokens=4, batch_size=8, mixed=False)
+    assert answers[0] != answers[-1]  # each point at its own λ
 
 
 def test_grid_answers_equal_each_prompt_answered_alone(model_and_tokenizer):
