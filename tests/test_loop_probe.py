@@ -18,7 +18,7 @@ def test_the_probe_flags_each_vertexs_answers_to_every_validation_set_with_inter
     answered = []
 
     def answers(model, tokenizer, prompts, preferences, **kwargs):  # answer 0 refuses, 1, 2, 4, 5 loop
-        answered.append((list(prompts), preferences.tolist(), kwargs["max_new_tokens"], kwargs["mixed"]))
+        answered.append((list(prompts), preferences.tolist(), kwargs["max_new_tokens"]))
         texts = [
             "I'm sorry, I can't." if i == 0 else "no no no " * 10 if i % 3 else "Fine." for i in range(len(prompts))
         ]
@@ -27,8 +27,7 @@ def test_the_probe_flags_each_vertexs_answers_to_every_validation_set_with_inter
     monkeypatch.setattr(script, "generate_grid", answers)
     probe = script.loop_probe(run, max_new_tokens=7, limit=6)
     assert list(probe) == ["helpful_validation", "harmless_validation"]
-    assert all(vertices == [[1.0, 0.0], [0.0, 1.0]] and cap == 7 for _, vertices, cap, _ in answered)
-    assert all(mixed for *_, mixed in answered)  # a Panacea run mixes λs in a batch
+    assert all(vertices == [[1.0, 0.0], [0.0, 1.0]] and cap == 7 for _, vertices, cap in answered)
     shares = probe["harmless_validation"]["(1.0, 0.0)"]
     assert shares["prompts"] == 6
     assert shares["loops"]["value"] == pytest.approx(4 / 6)  # answers 1, 2, 4, 5
@@ -38,22 +37,3 @@ def test_the_probe_flags_each_vertexs_answers_to_every_validation_set_with_inter
     assert 0 <= low <= 4 / 6 <= high <= 1
     table = script.format_probe(probe)
     assert "| harmless_validation | (0.0, 1.0) | 6 | 0.667 [" in table
-
-
-def test_a_rewarded_soup_is_asked_one_vertex_per_call(monkeypatch, tmp_path):
-    """A soup serves one λ per call; the probe once asked it both vertices in one batch, which it refuses."""
-    import dataclasses
-
-    monkeypatch.chdir(ROOT)
-    script = load_script(ROOT / "benchmarks" / "loop_probe.py", monkeypatch)
-    loaded = script.load_run(train_tiny_run(tmp_path, max_steps=1), device="cpu")
-    monkeypatch.setattr(script, "load_run", lambda run, device: dataclasses.replace(loaded, kind="soups"))
-    asked = []
-
-    def answers(model, tokenizer, prompts, preferences, **kwargs):
-        asked.append(kwargs["mixed"])
-        return [["Fine."] * len(prompts)] * len(preferences), [[True] * len(prompts)] * len(preferences)
-
-    monkeypatch.setattr(script, "generate_grid", answers)
-    script.loop_probe(tmp_path / "run", limit=2)
-    assert asked == [False, False]  # one call per prompt set, each running its vertices one after another
