@@ -413,13 +413,16 @@ class TrainConfig:
         )
         _require(_nonnegative_int(self.seed), "seed", self.seed, "an integer >= 0")
         _require(
-            self.device in DEVICES,
+            self.device in DEVICES or self.device == "cuda:0",  # cuda:0 is what 'cuda' trains on (runs saved it)
             "device",
             self.device,
             f"one of {DEVICES} (one GPU of several: CUDA_VISIBLE_DEVICES; several: `accelerate launch`)",
         )
         _require(
-            _floating_dtype(self.dtype), "dtype", self.dtype, "a floating torch dtype such as 'float32' or 'bfloat16'"
+            _floating_dtype(self.dtype),
+            "dtype",
+            self.dtype,
+            "the name (a string) of a floating torch dtype, such as 'float32' or 'bfloat16'",
         )
         _require(_positive_int(self.eval_batch_size), "eval_batch_size", self.eval_batch_size, "a positive integer")
         _require(_positive_int(self.preference_groups), "preference_groups", self.preference_groups, "an integer >= 1")

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from panacea.training.config import (
     DimensionConfig,
@@ -163,8 +164,9 @@ def test_learning_rate_must_be_positive(value):
     [
         ({"device": "gpu"}, r"device must be one of \('cpu', 'cuda', 'auto'\)"),  # trained on whatever accelerate chose
         ({"device": "cuda:1"}, "CUDA_VISIBLE_DEVICES"),  # trained on the Accelerator's device, not cuda:1
-        ({"dtype": "bogus"}, "dtype must be a floating torch dtype"),  # failed after the data loaded
-        ({"dtype": "int8"}, "dtype must be a floating torch dtype"),
+        ({"dtype": "bogus"}, "dtype must be the name .* of a floating torch dtype"),  # failed after the data loaded
+        ({"dtype": "int8"}, "dtype must be the name .* of a floating torch dtype"),
+        ({"dtype": torch.bfloat16}, r"dtype must be the name \(a string\) .*, got torch.bfloat16"),  # said "floating"
         ({"seed": -1}, "seed must be an integer >= 0"),  # failed at step 0, after the model and data loaded
         ({"eval_grid": 1}, r"eval_grid must be an integer >= 3 for 2 dimension\(s\)"),  # failed only in eval
         ({"eval_grid": 2}, r"eval_grid must be an integer >= 3 for 2 dimension\(s\)"),  # no interior point (review)
@@ -174,6 +176,12 @@ def test_learning_rate_must_be_positive(value):
 def test_settings_that_passed_check_and_failed_later_are_refused_with_the_config(fields, message):
     with pytest.raises(ValueError, match=message):
         config(**fields)
+
+
+def test_a_run_saved_with_device_cuda_0_still_loads():
+    """'cuda' trains on cuda:0, and runs saved before the device check named it so: refusing it made them impossible to
+    evaluate or resume (a review). cuda:1 stays refused: the Accelerator would train on cuda:0 anyway."""
+    assert config(device="cuda:0").device == "cuda:0"
 
 
 def test_negative_learning_rate_in_yaml_names_the_file(tmp_path):
