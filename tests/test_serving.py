@@ -385,6 +385,9 @@ def test_errors_reach_the_official_client_and_the_server_keeps_serving(client, u
     with pytest.raises(openai.BadRequestError, match="maximum context length") as caught:
         client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "w5 " * CONTEXT}])
     assert caught.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError, match="of max_completion_tokens") as caught:  # it said max_tokens
+        client.chat.completions.create(model=MODEL_NAME, messages=messages, max_completion_tokens=CONTEXT)
+    assert caught.value.body["code"] == "context_length_exceeded" and "max_tokens" not in caught.value.body["message"]
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-4o", messages=messages)
     with pytest.raises(openai.BadRequestError, match="max_completion_tokens must be a positive") as caught:
@@ -481,6 +484,25 @@ def test_an_address_in_use_or_unknown_is_refused_before_the_model_loads(monkeypa
             cli.run_serve(args)
     with pytest.raises(ValueError, match=r"--host 'no-such-host.invalid': not an address of this machine"):
         cli.run_serve(argparse.Namespace(host="no-such-host.invalid", port=8000))
+
+
+def test_an_address_in_use_on_any_address_the_host_resolves_to_is_refused(monkeypatch):
+    """uvicorn listens on every address a host resolves to (localhost: ::1 and 127.0.0.1); the check tried the first
+    only, so a port taken on another let the model load and uvicorn fail after it (a review)."""
+    import socket
+
+    from panacea.serving import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        resolved = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in ("127.0.0.2", "127.0.0.1")
+        ]
+        monkeypatch.setattr(cli.socket, "getaddrinfo", lambda *args, **kwargs: resolved)  # 127.0.0.2's port is free
+        with pytest.raises(ValueError, match=rf"--host localhost --port {port}: cannot listen there \(at 127.0.0.1\)"):
+            cli.check_address("localhost", port)
 
 
 def test_without_the_serve_extra_the_command_says_how_to_install_it(monkeypatch):

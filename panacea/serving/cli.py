@@ -122,19 +122,25 @@ def run_serve(args: argparse.Namespace) -> None:
 
 def check_address(host: str, port: int) -> None:
     """Refuse, naming --host / --port, an address this process cannot listen on: unknown, not local, or in use.
-    (uvicorn found out after the model had loaded, and exited 3 with its own log line.) A port freed and taken
-    between this check and the server's start is still reported by uvicorn."""
+    (uvicorn found out after the model had loaded, and exited 3 with its own log line.) Every address the host
+    resolves to is tried, as uvicorn's server (asyncio's create_server) listens on each (localhost: ::1 and
+    127.0.0.1). A port freed and taken between this check and the server's start is still reported by uvicorn."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise ValueError(f"--host {host!r}: not an address of this machine ({error.strerror}).") from None
-    family, kind, protocol, _, address = infos[0]
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as error:
-            raise ValueError(f"--host {host} --port {port}: cannot listen there ({error.strerror}).") from None
+    for family, kind, protocol, _, address in dict.fromkeys(infos):
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                where = f" (at {address[0]})" if len(infos) > 1 else ""
+                raise ValueError(
+                    f"--host {host} --port {port}: cannot listen there{where} ({error.strerror})."
+                ) from None
 
 
 def load_served_model(

@@ -198,8 +198,9 @@ class _OpenAIRequest(BaseModel):
             served.engine.check(request)
         except InvalidRequest as error:
             message, param = str(error), error.param or self.PROMPT_FIELD
-            if param == "max_tokens" != length_field:  # name the field the client sent
-                message, param = message.replace("max_tokens", length_field, 1), length_field
+            if length_field != "max_tokens":  # name the field the client sent (the context-length error too)
+                message = message.replace("max_tokens", length_field, 1)
+                param = length_field if param == "max_tokens" else param
             raise APIError(400, message, param=param, code=error.code) from None
         return request
 
