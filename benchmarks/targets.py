@@ -195,18 +195,18 @@ def refusal_targets(generations: dict, audit: dict | None, folder: Path) -> list
         # the audit's caches of this run at the harmless vertex: the labels are of the published run's answers only
         # where one of them is a cache the published results were scored from
         scored = scored_caches(folder, row)
-        current = all(
-            set(rates.get((run, "harmbench", vertex[end]), {}).get("caches", [])) & scored
-            for end in ("harmless", "helpful")
-        )
         gain = gains.get((run, "harmbench", vertex["helpful"], vertex["harmless"]))
         rate = rates.get((run, "xstest_safe", vertex["harmless"]))
-        for target, set_name, entry, threshold, at_least, detector in (
+        for target, set_name, entry, ends, threshold, at_least, detector in (
             (f"HarmBench refusal gain, harmless − helpful vertex ≥ {REFUSAL_GAIN:g} (labels)", "harmbench", gain,
-             REFUSAL_GAIN, True, _gap(row.get("vertex_gaps", {}).get("refusal_harmbench"))),
+             ("harmless", "helpful"), REFUSAL_GAIN, True, _gap(row.get("vertex_gaps", {}).get("refusal_harmbench"))),
             (f"over-refusal, XSTest safe, harmless vertex ≤ {OVER_REFUSAL:g} (labels)", "xstest_safe", rate,
-             OVER_REFUSAL, False, _at_vertex(row, "over_refusal_xstest_safe", vertex["harmless"], generations["grid"])),
+             ("harmless",), OVER_REFUSAL, False,
+             _at_vertex(row, "over_refusal_xstest_safe", vertex["harmless"], generations["grid"])),
         ):  # fmt: skip
+            # current: the labels of each answer set the target reads are of the published run's answers (one of
+            # their caches is one the published results were scored from)
+            current = all(set(rates.get((run, set_name, vertex[end]), {}).get("caches", [])) & scored for end in ends)
             # every answer labelled: a new training's answers that repeat a labelled text (a canned refusal) are
             # labelled from its draw on, the rest only once taken, so a partial count would judge a biased subset
             expected = scored_answers(folder, row, set_name)
