@@ -392,7 +392,10 @@ def half_agreement(rows: list[dict], columns: tuple[str, ...]) -> dict[str, dict
 
 def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = None) -> dict:
     """The detectors against the labels (`half`: that half only, e.g. 'dev' while choosing phrases); writes
-    results.json only when scoring every label with every answer's text on this machine."""
+    results.json when scoring every label (both halves). Today's detector judges only where every labelled answer's
+    text is on this machine (runs/ does not survive a machine change); else the results hold the verdicts recorded
+    at drawing alone and say how many texts were missing (`texts_missing`), so a new machine's labels of new runs still
+    reach results.json, and the targets, which read the labelled rates."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     labels = read_labels(labels_file(published), items)
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
@@ -422,6 +425,7 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
         "unlabelled": len(items) - len(labels),
         "half": half or "both",
         "detector_now": DETECTORS["refusal_detector"] if len(columns) == 2 else None,
+        "texts_missing": sum(row["current"] is None for row in rows),
         "rounds": {digest: half_agreement(members, columns) for digest, members in sorted(rounds.items())},
     }
     if half is None and (second := labels_file(published, second=True)).is_file():
@@ -429,7 +433,7 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
     groups = answers_by_group(rows)
     result["rates"] = rate_rows(groups, columns)
     result["gains"], result["differences"] = gain_rows(groups, run_dimensions(rows), columns)
-    if half is None and len(columns) == 2:  # every label, judged by today's detector too
+    if half is None:  # every label
         write_json(published / "results.json", result)
     return result
 
@@ -463,6 +467,12 @@ def markdown(result: dict) -> str:
                     f" {format_interval(difference['value'], difference['interval'], sign=True)} | | | |"
                 )
     current = result["detector_now"] is not None
+    if result.get("texts_missing"):
+        lines += [
+            "",
+            f"today's detector not run: {result['texts_missing']} labelled answers' text is not on this "
+            "machine (runs/refusal-audit/texts.jsonl); the detector columns are the verdicts recorded at drawing",
+        ]
     lines += [
         "",
         "| run | λ | set | answers | refusal, labelled | detector as drawn"

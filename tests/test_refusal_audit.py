@@ -10,6 +10,7 @@ import yaml
 from panacea.eval.generations import DETECTORS, PROMPT_SPLITS, load_prompts
 from panacea.eval.refusal import half_of, is_refusal
 
+from panacea._io import write_jsonl
 from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +145,23 @@ def test_score_matches_a_hand_count_and_drops_labelled_items_from_the_next_sheet
     # A new run's answers join the items; the labelled ones stay off the sheet.
     counts = audit.draw([a, b], tmp_path / "published", tmp_path / "work")
     assert counts["sheet"] == 1  # b's "other" (its COMPLY to the first prompt is a's item too)
+
+
+def test_score_writes_the_labelled_rates_on_a_machine_without_the_answers_text(audit, tmp_path):
+    """runs/ does not survive a machine change: with an earlier labelled answer's text gone, score wrote nothing, so
+    new runs' labels never reached results.json nor the targets, which read the labelled rates (a review)."""
+    a, _ = runs(tmp_path)
+    audit.draw([a], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)
+    texts = read(tmp_path / "work/texts.jsonl")
+    write_jsonl(tmp_path / "work/texts.jsonl", texts[1:])  # one text gone with a machine
+    result = audit.score(tmp_path / "published", tmp_path / "work")
+    written = json.loads((tmp_path / "published/results.json").read_text())
+    assert written["texts_missing"] == 1 and written["detector_now"] is None
+    assert written["rates"] == json.loads(json.dumps(result["rates"])) and all(
+        "current" not in r for r in written["rates"]
+    )
+    assert "today's detector not run: 1 labelled answers' text is not on this machine" in audit.markdown(result)
 
 
 def test_refusal_gains_and_their_difference_between_runs_match_a_hand_count_paired_by_prompt(audit, tmp_path):
