@@ -311,10 +311,19 @@ def _penalised_rewards(
     old, reference = old.detach(), reference.to(old.device)
     kl = torch.where(mask, kl_estimate(old, reference, rl.kl_estimator), 0.0).sum(1)
     if (bad := ~torch.isfinite(kl)).any():  # else every advantage turns NaN, and the error blames a dimension's loss
+        finite = bool(
+            torch.isfinite(torch.where(mask, old, 0.0)).all()
+            and torch.isfinite(torch.where(mask, reference, 0.0)).all()
+        )
+        why = (
+            f"the policy's and the reference's log-probs are finite, so the estimator {rl.kl_estimator!r} "
+            "overflowed (a per-token log-ratio beyond ~88: the policy has left the reference)"
+            if finite
+            else "the policy's or the reference's log-probs of their responses are not finite"
+        )
         raise TrainingError(
-            f"the KL to the reference is {float(kl[bad][0])} for {int(bad.sum())} of {len(kl)} rollouts: the "
-            "policy's or the reference's log-probs of their responses are not finite; stopped before the update, "
-            "the last checkpoint is intact."
+            f"the KL to the reference is {float(kl[bad][0])} for {int(bad.sum())} of {len(kl)} rollouts: {why}; "
+            "stopped before the update, the last checkpoint is intact."
         )
     penalised = kl_penalised_rewards(normalised.to(old.device), old, reference, mask, rl.kl_coef, rl.kl_estimator)
     return penalised, kl

@@ -118,6 +118,12 @@ def test_a_non_finite_log_prob_of_a_response_is_named_as_such_not_as_a_dimension
         _penalised_rewards(config, old, reference, batch, rewards)
     reference[1, 1], reference[0, 2] = -1.5, math.nan  # a padding position (mask 0): not read
     assert torch.equal(_penalised_rewards(config, old, reference, batch, rewards)[1], kl)
+    # finite log-probs whose k3 estimate overflows (exp(100)): named as such, not as non-finite log-probs (a review)
+    config.rl.kl_estimator, reference[0, 2], old[0, 1] = "k3", -1.5, -101.0
+    with pytest.raises(
+        TrainingError, match=r"is inf for 1 of 2 rollouts: .* are finite, so the estimator 'k3' overflowed"
+    ):
+        _penalised_rewards(config, old, reference, batch, rewards)
 
 
 # ------------------------------------------------------------------------------------------------------
