@@ -346,6 +346,28 @@ def test_a_100_step_check_is_due_only_once_every_40_step_row_of_its_method_is_fi
     assert trained == [("confirm/panacea-cosine", True)]  # not finished: trained, with its answers
 
 
+def test_soups_best_row_is_confirmed_at_100_steps_once_its_last_40_step_row_finishes(monkeypatch, tmp_path):
+    """Where the study stands on 2026-12-07 (a review asked for it): the 100-step check is required (proxy/defaults
+    loops where panacea/defaults does not), soups' best row passes at 40 steps, and its confirmation is due only once
+    the last of soups' 19 40-step rows is finished; a loop share of exactly 0.05 passes."""
+    study = _study_in(tmp_path, monkeypatch)
+    clean, edge = [0.0, 0.01, 0.0], [0.0, 0.05, 0.0]
+    soups = [f"soups/{name}" for name in study.SOUPS if not study.budget_binds("soups", name)]
+    best, last = "soups/lr1.5e-3_beta0.1_steps40", "soups/lr2e-2_beta0.3_steps40"
+    accuracy = {name: 0.1 for name in soups if name != last} | {
+        best: 0.4,
+        "panacea/defaults": 0.4,
+        "proxy/defaults": 0.4,
+    }
+    loops = {best: edge, "panacea/defaults": clean, "proxy/defaults": [0.0, 0.06, 0.0]}
+    _published_rows(tmp_path, accuracy, loops)
+    assert study.loop_carry(study.study_state()[1]) is False
+    assert "confirm/soups-lr1.5e-3_beta0.1_steps40" not in study.loop_checks_due()  # one soups row still to run
+    _published_rows(tmp_path, {last: 0.1}, {})
+    assert "confirm/soups-lr1.5e-3_beta0.1_steps40" in study.loop_checks_due()
+    assert study.confirm_refused("confirm/soups-lr1.5e-3_beta0.1_steps40") is None
+
+
 def test_the_proxy_rows_answers_and_their_40_step_rows_are_scored_while_the_carry_is_undecided(monkeypatch, tmp_path):
     study = _study_in(tmp_path, monkeypatch)
     accuracy = {"panacea/defaults": 0.40, "panacea/lr1e-3": 0.3, "proxy/defaults": 0.5, "proxy/lr1e-3": 0.4}
