@@ -1,11 +1,12 @@
-"""The validation study: which settings give Panacea — and rewarded soups, searched over as many configurations —
-the best front on the deciding measure, chosen on validation pairs, never on test.
+"""The validation study: which settings give Panacea — and rewarded soups, with as many rows measured — the best front
+on the deciding measure, chosen on validation pairs, never on test.
 
-Every row is configs/hh-2d.yaml (helpful vs harmless, seed 0) trained on split 'fit' (the train prompts less the
-validation ones) at the study's budget (`PROTOCOL`) plus its own `--set` overrides, then scored with
-`panacea eval --split validation` on the grid (`GRID` points; the validation pairs carved from the train files,
-`VALIDATION_PAIRS` per dimension). The study cannot score a test pair: it scores only through the validation split,
-which refuses a run that trained on the validation prompts, and `study_config` refuses a protocol that would.
+Every row is configs/hh-2d.yaml as the study began (helpful vs harmless, seed 0; frozen in BASE_CONFIG) trained on
+split 'fit' (the train prompts less the validation ones) at the study's budget (`PROTOCOL`) plus its own `--set`
+overrides, then scored with `panacea eval --split validation` on the grid (`GRID` points; the validation pairs carved
+from the train files, `VALIDATION_PAIRS` per dimension). The study cannot score a test pair: it scores only through
+the validation split, which refuses a run that trained on the validation prompts, and `study_config` refuses a
+protocol that would.
 
 Per row (docs/steering.md, "Round 4"; decided before any row ran): the accuracy hypervolume (r = 0) with its 95 %
 paired-bootstrap interval and its difference to the method's `defaults` row with interval and verdict (win / tie
@@ -18,7 +19,8 @@ share of looping answers, with intervals.
 Panacea and rewarded soups each get `len(PANACEA)` rows (a test keeps the counts equal): Panacea one lever at a
 time around its defaults, soups a grid over its members' learning rate and β; each method also has one 80-step
 row, which says whether the budget binds and is not chosen from (steps are a budget: both methods are compared at
-the same one), nor are Panacea's aggregator rows (an aggregator replaces LS; they say whether acting helps).
+the same one), nor are Panacea's aggregator rows (an aggregator replaces LS; they say whether acting helps), so
+Panacea chooses among 12 rows and soups among 19: the baseline keeps the larger search.
 `--table` names each method's chosen row by the protocol: the most accurate 40-step row whose validation answers
 loop at most 5 % at every point (`--only ROW --generations` scores a finished row's answers), or the most accurate
 if every row loops; where the 100-step proxy rows show that this check does not carry to hh-2d's budget, or order
@@ -64,7 +66,9 @@ from panacea.training.trainer import config_changes
 from panacea._io import atomic_directory, read_json, write_json, write_text
 from panacea.base_model import CACHE_SEEDS_ENV, cache_dir
 
-BASE_CONFIG = "configs/hh-2d.yaml"
+# configs/hh-2d.yaml as every published row trained on it, frozen (2026-12-07 ~12:15 UTC, identical then) so that the
+# chosen settings can be written into configs/hh-2d.yaml without changing the study's rows (or its tests)
+BASE_CONFIG = "benchmarks/validation-study-base.yaml"
 DIMENSIONS = 2
 # The study's protocol (docs/steering.md, "Round 4"): 40 steps of hh-2d's 8 pairs per dimension (40 % of its
 # budget; the loops of the published hh-2d run showed at 100 steps, not at the demo's 24), trained on 'fit'.
@@ -250,15 +254,16 @@ def folder_of(row: str) -> Path:
 
 
 def study_config(method: str, name: str) -> TrainConfig:
-    """`configs/hh-2d.yaml` under the protocol and the row's overrides; refuses one that trains on validation, and
-    any row once BASE_CONFIG differs from the base the published rows trained on (`base_changes`): a process that
-    started before the file changed (tuned defaults written into it) would otherwise train its next rows on it."""
+    """BASE_CONFIG under the protocol and the row's overrides; refuses one that trains on validation, and any row once
+    BASE_CONFIG differs from the base the published rows trained on (`base_changes`), also in a process that started
+    before the file changed."""
+    config = _row_config(method, name)
     if (changed := base_changes())[1]:
         raise ValueError(
             f"row {method}/{name}: {BASE_CONFIG} now differs from the study's base ({changed[0]}) in {changed[1]}; "
             "rows trained on it would not be comparable with the published ones."
         )
-    return _row_config(method, name)
+    return config
 
 
 def _row_config(method: str, name: str) -> TrainConfig:
@@ -663,9 +668,9 @@ def choice(
     loops = loops or {}
     chosen, pending, looping = ranked
     value = _values(hypervolumes, method)
-    candidates = [name for name in value if not budget_binds(method, name)]
-    total = sum(not budget_binds(method, name) for name in METHODS[method])
-    text = f"Chosen for {method} ({len(candidates)} of {total} 40-step rows finished): "
+    candidates = [name for name in value if candidate(method, name)]
+    total = sum(candidate(method, name) for name in METHODS[method])
+    text = f"Chosen for {method} ({len(candidates)} of the {total} rows it chooses among finished): "
     if pending is not None:
         name = next(name for name in candidates if pending in (f"{method}/{name}", *confirm_rows(method, name)))
         where = "" if pending == f"{method}/{name}" else f" at 100 steps ({pending})"
@@ -673,7 +678,7 @@ def choice(
             where = f" in its second 100-step training ({pending}; its seed-0 training passed)"
         early = pending != f"{method}/{name}" and len(candidates) < total  # a 100-step row; the ranking can change
         if early:
-            then = f"due once all {total} 40-step rows are finished (the full run trains it then)"
+            then = f"due once all {total} rows it chooses among are finished (the full run trains it then)"
         else:
             then = f"`python benchmarks/validation_study.py --only {pending} --generations`"
         text += f"pending — {name} ({value[name]:.3f}) is the best row not yet checked for loops{where}: {then}"
@@ -707,7 +712,7 @@ def budget_note(documents: list[dict], hypervolumes: dict[str, float], method: s
     interval of the difference (docs/steering.md round 4, "Steps are a budget"); None before both are finished."""
     value = _values(hypervolumes, method)
     longer = [name for name in value if budget_binds(method, name)]
-    shorter = [name for name in value if not budget_binds(method, name)]
+    shorter = [name for name in value if candidate(method, name)]
     if not longer or not shorter:
         return None
     top, best = max(longer, key=value.get), max(shorter, key=value.get)
@@ -853,7 +858,7 @@ def loop_checks_due() -> list[str]:
         ranked = ranking(hypervolumes, method, loops, bool(confirm))
         if ranked is None or ranked[1] is None:
             continue
-        every = all(f"{method}/{name}" in hypervolumes for name in METHODS[method] if not budget_binds(method, name))
+        every = all(f"{method}/{name}" in hypervolumes for name in METHODS[method] if candidate(method, name))
         if ranked[1].split("/")[0] == method or every:
             due.append(ranked[1])
     return list(dict.fromkeys(due))
@@ -963,16 +968,15 @@ def confirm_refused(row: str) -> str | None:
     always run (its answers scored, nothing trained)."""
     method, name = row.removeprefix("confirm/").removesuffix(SEED_TAIL).split("-", 1)
     hypervolumes, loops = study_state()
-    rows = [f"{method}/{other}" for other in METHODS[method] if not budget_binds(method, other)]
+    if row in hypervolumes:
+        return None
+    rows = [f"{method}/{other}" for other in METHODS[method] if candidate(method, other)]
     if unfinished := [other for other in rows if other not in hypervolumes]:
         return (
-            f"{row}: not due yet: {len(unfinished)} of {method}'{'' if method.endswith('s') else 's'} {len(rows)} "
-            "40-step rows are unfinished "
+            f"{row}: not due yet: {len(unfinished)} of the {len(rows)} rows {method} chooses among are unfinished "
             f"({', '.join(unfinished[:3])}{', …' if len(unfinished) > 3 else ''}), and the choice it would confirm "
             "can still change"
         )
-    if row in hypervolumes:
-        return None
     if row.endswith(SEED_TAIL):
         first = confirm_rows(method, name)[0]
         shares = loops.get(first)
@@ -984,7 +988,10 @@ def confirm_refused(row: str) -> str | None:
     ranked = ranking(hypervolumes, method, loops, bool(confirm))
     waits = None if ranked is None else ranked[1]
     if row != waits:
-        why = "the 100-step check is not required" if not confirm else f"it waits on {waits or 'no row'}"
+        why = {
+            None: "whether the 100-step check is required is not decided yet",
+            False: "the 100-step check is not required",
+        }.get(confirm, f"it waits on {waits or 'no row'}")
         return f"{row}: the choice does not wait on it ({why}); the study trains a confirmation row only when it does"
     return None
 

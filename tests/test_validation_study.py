@@ -37,7 +37,11 @@ def _study_in(tmp_path, monkeypatch):
 def test_every_row_loads_trains_on_fit_and_both_methods_search_as_many_configurations(monkeypatch):
     monkeypatch.chdir(ROOT)
     study = _study(monkeypatch)
-    assert len(study.SOUPS) == len(study.PANACEA)  # the same tuning budget for the baseline
+    assert len(study.SOUPS) == len(study.PANACEA)  # the same tuning budget for the baseline ...
+    chosen_from = {
+        method: sum(study.candidate(method, name) for name in study.METHODS[method]) for method in ("panacea", "soups")
+    }
+    assert chosen_from == {"panacea": 12, "soups": 19}  # ... of which it may choose among more (aggregator rows: not)
     for method in ("panacea", "soups"):  # ... among the rows a method is chosen from (steps are a budget)
         longer = [name for name in study.METHODS[method] if study.budget_binds(method, name)]
         assert len(longer) == 1, (method, longer)
@@ -168,27 +172,30 @@ def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_r
     }
     clean = {row: [0.0, 0.02, 0.05] for row in rows}  # at most LOOP_LIMIT at every point
     assert study.choice(rows, "panacea", clean) == (
-        "Chosen for panacea (2 of 19 40-step rows finished): lr1e-3 (0.320; loops at most 0.050)."
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): lr1e-3 (0.320; loops at most 0.050)."
     )  # the 80-step row is not chosen from, however accurate
     # the best row loops at one point: the next best that does not is chosen, and the text names the one passed over
     looping = {**clean, "panacea/lr1e-3": [0.0, 0.01, 0.30]}
     assert study.choice(rows, "panacea", looping) == (
-        "Chosen for panacea (2 of 19 40-step rows finished): defaults (0.300; loops at most 0.050); passed over, "
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): "
+        "defaults (0.300; loops at most 0.050); passed over, "
         "looping more than 0.05 at some point: lr1e-3 0.300."
     )
     # a row not yet checked for loops stops the choice there: it must be checked first
     assert study.choice(rows, "panacea", {"panacea/defaults": [0.0] * 3}) == (
-        "Chosen for panacea (2 of 19 40-step rows finished): pending — lr1e-3 (0.320) is the best row not yet checked "
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): "
+        "pending — lr1e-3 (0.320) is the best row not yet checked "
         "for loops: `python benchmarks/validation_study.py --only panacea/lr1e-3 --generations`."
     )
     everywhere = {row: [0.5] * 3 for row in rows}
     assert study.choice(rows, "panacea", everywhere) == (
-        "Chosen for panacea (2 of 19 40-step rows finished): lr1e-3 (0.320), though every finished row loops above "
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): "
+        "lr1e-3 (0.320), though every finished row loops above "
         "0.05; passed over, looping more than 0.05 at some point: defaults 0.500."
     )
     tie = {"panacea/cosine": 0.30, "panacea/defaults": 0.30}  # cosine first: the rule, not the order, picks defaults
     assert study.choice(tie, "panacea", {row: [0.0] for row in tie}).startswith(
-        "Chosen for panacea (2 of 19 40-step rows finished): defaults"
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): defaults"
     )
     # undecided whether the choice must be checked at 100 steps: provisional
     assert study.choice(rows, "panacea", clean, None).endswith(
@@ -222,9 +229,10 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
     # cosine passes at 40 steps; at 100 steps its confirmation row has not run: the choice waits on it
     assert study.ranking(rows, "panacea", checked, confirm=True) == (None, "confirm/panacea-cosine", [])
     assert study.choice(rows, "panacea", checked, True) == (  # 17 40-step rows to go: the ranking can still change
-        "Chosen for panacea (2 of 19 40-step rows finished): pending — cosine (0.350) is the best row not yet checked "
-        "for loops at 100 steps (confirm/panacea-cosine): due once all 19 40-step rows are finished (the full run "
-        "trains it then)."
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): "
+        "pending — cosine (0.350) is the best row not yet checked "
+        "for loops at 100 steps (confirm/panacea-cosine): due once all 12 rows it chooses among are finished "
+        "(the full run trains it then)."
     )
     every_row = {f"panacea/{name}": 0.1 for name in study.PANACEA if not study.budget_binds("panacea", name)}
     assert study.choice({**every_row, **rows}, "panacea", checked, True).endswith(
@@ -241,7 +249,8 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
     # docs/steering.md round 4 (~20:35 UTC): both 100-step trainings must pass
     both = {**at_100, "confirm/panacea-defaults-seed1": clean}
     assert study.choice(rows, "panacea", both, True) == (
-        "Chosen for panacea (2 of 19 40-step rows finished): defaults (0.300; loops at most 0.020 at 40 steps and "
+        "Chosen for panacea (2 of the 12 rows it chooses among finished): "
+        "defaults (0.300; loops at most 0.020 at 40 steps and "
         "in both 100-step trainings); passed over, looping more than 0.05 at some point: cosine 0.400 at 100 steps."
     )
     # cosine passes at seed 0 and loops at seed 1: passed over, named with the seed that looped
@@ -575,7 +584,7 @@ def test_a_row_whose_definition_changed_after_it_ran_is_refused(monkeypatch, tmp
 def test_rows_are_refused_once_the_base_config_differs_from_the_one_the_published_rows_trained_on(
     monkeypatch, tmp_path, capsys
 ):
-    """Once the study chooses, its settings go into configs/hh-2d.yaml, the study's base: a row trained after that
+    """Its base (a frozen copy of configs/hh-2d.yaml, where the chosen settings go) edited: a row trained after that
     would belong to another study. Running rows is refused, naming the fields; the table still prints."""
     monkeypatch.chdir(ROOT)
     study = _study_in(tmp_path, monkeypatch)
@@ -667,7 +676,9 @@ def test_a_100_step_row_runs_by_hand_only_once_every_40_step_row_is_finished_and
     for confirm in ("confirm/panacea-cosine", row):  # the ranking that makes them due can still change
         with pytest.raises(SystemExit):
             study.main(["--only", confirm])
-        assert f"{confirm}: not due yet: 19 of panacea's 19 40-step rows are unfinished" in capsys.readouterr().err
+        assert (
+            f"{confirm}: not due yet: 12 of the 12 rows panacea chooses among are unfinished" in capsys.readouterr().err
+        )
     forty = [f"panacea/{name}" for name in study.PANACEA if not study.budget_binds("panacea", name)]
     clean, looping = [0.0, 0.01, 0.0], [0.0, 0.2, 0.0]
     # the best row (cosine) passes at 40 steps and proxy/defaults loops where panacea/defaults does not: the choice
@@ -676,7 +687,7 @@ def test_a_100_step_row_runs_by_hand_only_once_every_40_step_row_is_finished_and
     loops = {"panacea/cosine": clean, "panacea/defaults": clean, "proxy/defaults": looping}
     _published_rows(tmp_path, {name: value for name, value in accuracy.items() if name != forty[-1]}, loops)
     assert study.confirm_refused("confirm/panacea-cosine").startswith(
-        f"confirm/panacea-cosine: not due yet: 1 of panacea's 19 40-step rows are unfinished ({forty[-1]})"
+        f"confirm/panacea-cosine: not due yet: 1 of the 12 rows panacea chooses among are unfinished ({forty[-1]})"
     )
     _published_rows(tmp_path, {forty[-1]: 0.1}, {})
     assert study.confirm_refused("confirm/panacea-cosine") is None
@@ -708,7 +719,8 @@ def test_a_hand_run_trains_only_the_confirmation_row_the_choice_waits_on(monkeyp
     loops = {row: clean for row in ("panacea/cosine", "panacea/lr1e-3", "proxy/lr1e-3", "panacea/defaults")}
     _published_rows(tmp_path, accuracy, loops)  # the 100-step check not required (nothing says the check fails)
     assert study.confirm_refused("confirm/panacea-cosine") == (
-        "confirm/panacea-cosine: the choice does not wait on it (the 100-step check is not required); the study "
+        "confirm/panacea-cosine: the choice does not wait on it (whether the 100-step check is required is not decided "
+        "yet); the study "
         "trains a confirmation row only when it does"
     )
     _published_rows(tmp_path, {"proxy/defaults": 0.3}, {"proxy/defaults": [0.0, 0.2, 0.0]})  # required now
