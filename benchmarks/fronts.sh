@@ -526,15 +526,23 @@ compare_all() {  # OUT SUB [BASELINE ...]: every front on each objective scored,
   if [[ " ${scorers[*]} " == *" pairs "* ]]; then
     "$panacea" compare "${evaluated[@]}" --out "$out" "$@"
     # the smooth bounded companion (docs/algorithms.md §6); defined by each run's β, so runs trained with different
-    # β (each method its own tuned one) are not compared on it (compare refuses them, exit 2): said, and the rest goes on
-    local status=0
-    "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$out/${sub}win-probability" "$@" ||
-      status=$?
-    if ((status == 2)); then
-      echo "fronts.sh: not compared on win probability (above); the accuracy and generation comparisons go on" >&2
+    # β (each method its own tuned one) are not compared on it: compare refuses them (having compared them on
+    # accuracy above, a refusal over the pairs settings is β's), which is said, an earlier comparison there removed,
+    # and the rest goes on; any other failure stops the script
+    local status=0 refused
+    refused=$(mktemp)
+    "$panacea" compare "${evaluated[@]}" --objective win_probability --out "$out/${sub}win-probability" "$@" \
+      2> "$refused" || status=$?
+    cat "$refused" >&2
+    if ((status == 2)) && grep -q "scored with different 'pairs' settings" "$refused"; then
+      rm -rf "${out:?}/${sub}win-probability"
+      echo "fronts.sh: not compared on win probability: the runs were trained with different β (above); the" \
+        "accuracy and generation comparisons go on" >&2
     elif ((status)); then
+      rm -f "$refused"
       exit "$status"
     fi
+    rm -f "$refused"
   fi
   if [[ ${EVAL_ARGS:-} == *generations* && " ${scorers[*]} " == *" generations "* ]]; then  # the generation front
     "$panacea" compare "${evaluated[@]}" --scorer generations --out "$out/${sub}generations" "$@"

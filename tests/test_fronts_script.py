@@ -765,14 +765,42 @@ def test_runs_compare_refuses_on_win_probability_are_said_and_the_generation_com
     for run in ("hh-2d/eval/results.json", "soups-hh-2d/eval/ab/results.json"):
         (runs / run).parent.mkdir(parents=True, exist_ok=True)
         (runs / run).write_text('{"scorers": {"pairs": {"items": {}}, "generations": {"items": {}}}}')
+    refusal = "panacea compare: error: b and a were scored with different 'pairs' settings (sets: …, β)"
     fake = _fake_panacea(
-        tmp_path, f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *win_probability*) exit {status};; esac\n'
+        tmp_path,
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        f'case "$*" in *win_probability*) [ {status} = 2 ] && echo "{refusal}" >&2; exit {status};; esac\n',
     )
+    stale = tmp_path / "published/hh-2d/compare-win-probability"
+    stale.mkdir(parents=True)
+    (stale / "compare.md").write_text("an older comparison")
     done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", PANACEA=str(fake), EVAL_ARGS="--scorers pairs,generations")
     compared = [line for line in calls.read_text().splitlines() if line.startswith("compare ")]
     if status == 2:
         assert done.returncode == 0, done.stderr
-        assert "fronts.sh: not compared on win probability (above)" in done.stderr
+        assert refusal in done.stderr and "not compared on win probability: the runs were trained with different β" in (
+            done.stderr
+        )
         assert len(compared) == 3 and "--scorer generations" in compared[-1]
+        assert not stale.exists()  # not left beside the new comparisons
     else:
-        assert done.returncode == 1 and len(compared) == 2
+        assert done.returncode == 1 and len(compared) == 2 and stale.exists()
+
+
+def test_another_error_of_the_win_probability_comparison_stops_the_script(tmp_path):
+    """Exit 2 is any error panacea reports (a full disk, a bad --out): only the refusal over β is passed by."""
+    runs, calls = tmp_path / "runs", tmp_path / "calls"
+    for run in ("hh-2d/eval/results.json", "soups-hh-2d/eval/ab/results.json"):
+        (runs / run).parent.mkdir(parents=True, exist_ok=True)
+        (runs / run).write_text('{"scorers": {"pairs": {"items": {}}}}')
+    fake = _fake_panacea(
+        tmp_path,
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        'case "$*" in *win_probability*) echo "panacea compare: error: [Errno 28] No space left" >&2; exit 2;; esac\n',
+    )
+    done = _dry_run("hh-2d", "hh-2d", "soups-hh-2d", PANACEA=str(fake))
+    assert (
+        done.returncode == 2
+        and "No space left" in done.stderr
+        and "not compared on win probability" not in (done.stderr)
+    )
