@@ -332,7 +332,8 @@ class PanaceaModel(nn.Module):
     def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write a plain peft LoRA (rank k + m·r) that reproduces this model at the fixed preference λ.
 
-        A `directory` that holds anything (another export, a Panacea adapter, a run) is refused unless `overwrite`.
+        A `directory` that holds anything (another export, your files) is refused unless `overwrite`; a Panacea
+        adapter or a training run always (check_export_target).
 
         lora_A = A, lora_B = scaling · B diag(d), lora_alpha = its rank k + m·r; load it with
         `peft.PeftModel.from_pretrained`.
@@ -353,7 +354,7 @@ class PanaceaModel(nn.Module):
         Each point's LoRA is what `export_lora` writes for its λ, in a subfolder named by λ
         ('helpful-0.80_harmless-0.20', or '0.80-0.20' without preference names). `index.json` lists
         {preference, folder} per point, and `serialization.nearest_grid_adapter(index, λ)` names the LoRA to
-        serve a request at λ with. Refused in a folder that holds anything unless `overwrite`.
+        serve a request at λ with. Refused in a folder that holds anything unless `overwrite` (check_export_target).
         """
         return self._export_lora_set(num_points, directory, kind="grid", overwrite=overwrite)
 

@@ -168,16 +168,20 @@ def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
         what = "a training run"
     elif (path / CONFIG_NAME).is_file() and "adapter" in _read_json_or_empty(path / CONFIG_NAME):
         what = "a Panacea adapter"
+    elif path.name == RUN_ADAPTER_DIR and (
+        (path.parent / "config.yaml").is_file() or path.parent.parent.name == "checkpoints"
+    ):  # a rewarded-soups member's LoRA (RUN/soups/NAME/adapter) or a checkpoint's: a plain peft folder
+        what = "a training run's adapter"
     elif overwrite:
         return
     elif (path / INDEX_NAME).is_file():
         what = f"an exported set of LoRAs ({INDEX_NAME} and {len(contents) - 1} more)"
     else:
         what = f"{len(contents)} file(s) or folder(s) ({', '.join(contents[:3])}{', …' if len(contents) > 3 else ''})"
-    if overwrite:
+    if what.startswith(("a training run", "a Panacea adapter")):
         raise FileExistsError(
-            f"{path} holds {what}, which an export never replaces (--overwrite replaces an earlier export); export "
-            "into another folder."
+            f"{path} holds {what}, which an export never replaces (not even with --overwrite, which replaces an "
+            "earlier export); export into another folder."
         )
     raise FileExistsError(
         f"{path} already holds {what}; export into a new or empty folder, or pass --overwrite "
@@ -230,7 +234,7 @@ def save_peft_lora(
 ) -> None:
     """Write one plain peft LoRA (`config`, with lora_alpha = r: scaling 1) from {module name: (lora_A, lora_B)}.
 
-    A `directory` that holds anything is refused unless `overwrite` (check_export_target).
+    A `directory` that holds anything is refused unless `overwrite`, a run or adapter always (check_export_target).
 
     `preference` is the λ it was exported at, {name: weight} or the list of weights: it goes into the
     safetensors metadata under 'panacea_preference' (as JSON) and into the folder's README.md.

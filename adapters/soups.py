@@ -329,7 +329,8 @@ class SoupModel(_PeftWrapper):
     def export_lora(self, preference: PreferenceLike, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Write the mix at λ as a plain peft LoRA (rank R for 'ab', m·R for 'delta'; lora_alpha = rank).
 
-        A `directory` that holds anything is refused unless `overwrite`, as PanaceaModel.export_lora."""
+        A `directory` that holds anything is refused unless `overwrite` (a run or adapter always), as
+        PanaceaModel.export_lora."""
         check_export_target(directory, overwrite)
         self.set_preference(preference)
         weights = ", ".join(f"{name}={float(w):g}" for name, w in zip(self.dimensions, self._preference, strict=True))

@@ -436,6 +436,9 @@ def test_export_refuses_to_write_over_the_adapter_it_exports(saved_adapter, caps
             assert main(argv) == 2
             assert f"holds {what}, which an export never replaces" in capsys.readouterr().err
     assert not (run / "README.md").exists() and not (run / "adapter_model.safetensors").exists()
+    for overwrite in ([], ["--overwrite"]):  # without it, no advice to pass it
+        assert main(["export", str(run), "--preference", "0.5,0.5", "--out", str(run), *overwrite]) == 2
+        assert "which an export never replaces (not even with --overwrite" in capsys.readouterr().err
     assert (saved_adapter / "adapter_config.json").is_file() and "peft_type" not in (
         saved_adapter / "adapter_config.json"
     ).read_text()
@@ -475,7 +478,7 @@ def test_export_never_replaces_a_folder_that_holds_something_unless_asked(saved_
     adapter = str(saved_adapter)
     before = {file.name: file.read_bytes() for file in saved_adapter.iterdir() if file.is_file()}
     assert main(["export", adapter, "--preference", "0.5,0.5", adapter]) == 2
-    assert "already holds a Panacea adapter" in capsys.readouterr().err
+    assert "holds a Panacea adapter, which an export never replaces" in capsys.readouterr().err
     assert {file.name: file.read_bytes() for file in saved_adapter.iterdir() if file.is_file()} == before
     notes = tmp_path / "notes"
     notes.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -193,6 +194,21 @@ def test_a_soups_export_over_an_earlier_grid_export_replaces_it_whole(tmp_path):
     assert sorted(path.name for path in (tmp_path / "export").iterdir()) == [
         "README.md", "adapter_config.json", "adapter_model.safetensors", "notes.txt",
     ]  # fmt: skip
+
+
+def test_an_export_never_replaces_a_members_trained_lora_even_with_overwrite(tmp_path):
+    """A member's adapter (RUN/soups/NAME/adapter) and a checkpoint's are plain peft folders, which the export check
+    took for an earlier export and replaced with --overwrite (a review)."""
+    run = make_soup_run(tmp_path / "run")
+    (run / "soups" / "a" / "config.yaml").write_text("seed: 0\n")  # a member is a training run of its own
+    checkpoint = run / "soups" / "b" / "checkpoints" / "step-10" / "adapter"
+    shutil.copytree(run / "soups" / "b" / "adapter", checkpoint)
+    soup = SoupModel.from_run(tiny_llama(), run)
+    for target in (run / "soups" / "a" / "adapter", checkpoint):
+        before = (target / "adapter_model.safetensors").read_bytes()
+        with pytest.raises(FileExistsError, match="holds a training run's adapter, which an export never replaces"):
+            soup.export_lora([0.25, 0.75], target, overwrite=True)
+        assert (target / "adapter_model.safetensors").read_bytes() == before
 
 
 def test_a_plain_lora_matches_the_panacea_adapters_rank_modules_and_scaling():
