@@ -503,6 +503,17 @@ def test_an_address_in_use_on_any_address_the_host_resolves_to_is_refused(monkey
         monkeypatch.setattr(cli.socket, "getaddrinfo", lambda *args, **kwargs: resolved)  # 127.0.0.2's port is free
         with pytest.raises(ValueError, match=rf"--host localhost --port {port}: cannot listen there \(at 127.0.0.1\)"):
             cli.check_address("localhost", port)
+    real = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):  # a kernel without IPv6
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")
+        return real(family, *args, **kwargs)
+
+    resolved = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]  # fmt: skip
+    monkeypatch.setattr(cli.socket, "socket", no_ipv6)
+    cli.check_address("localhost", 0)  # served on 127.0.0.1, as asyncio skips the family it cannot create
 
 
 def test_without_the_serve_extra_the_command_says_how_to_install_it(monkeypatch):

@@ -130,7 +130,11 @@ def check_address(host: str, port: int) -> None:
     except socket.gaierror as error:
         raise ValueError(f"--host {host!r}: not an address of this machine ({error.strerror}).") from None
     for family, kind, protocol, _, address in dict.fromkeys(infos):
-        with socket.socket(family, kind, protocol) as probe:
+        try:
+            probe = socket.socket(family, kind, protocol)
+        except OSError:  # a family this kernel lacks (IPv6): asyncio's create_server skips it too
+            continue
+        with probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
             if family == socket.AF_INET6:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
