@@ -395,7 +395,8 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
     results.json when scoring every label (both halves). Today's detector judges only where every labelled answer's
     text is on this machine (runs/ does not survive a machine change); else the results hold the verdicts recorded
     at drawing alone and say how many texts were missing (`texts_missing`), so a new machine's labels of new runs still
-    reach results.json, and the targets, which read the labelled rates."""
+    reach results.json, and the targets, which read the labelled rates; a results.json that today's detector scored
+    on the same items and labels (`basis`) is kept rather than replaced by one without its columns."""
     items = {record["item"]: record for record in read_jsonl(published / "items.jsonl")}
     labels = read_labels(labels_file(published), items)
     texts = {record["item"]: record["text"] for record in read_jsonl(work / "texts.jsonl")}
@@ -433,9 +434,36 @@ def score(published: Path = PUBLISHED, work: Path = WORK, *, half: str | None = 
     groups = answers_by_group(rows)
     result["rates"] = rate_rows(groups, columns)
     result["gains"], result["differences"] = gain_rows(groups, run_dimensions(rows), columns)
-    if half is None:  # every label
+    result["basis"] = audit_basis(published)
+    if half is None and not _keeps_richer(published / "results.json", result):  # every label
         write_json(published / "results.json", result)
     return result
+
+
+def audit_basis(published: Path) -> str:
+    """The sha256 of what a score reads from the audit's committed files (items and both labellers' labels)."""
+    digest = hashlib.sha256()
+    for file in (published / "items.jsonl", labels_file(published), labels_file(published, second=True)):
+        digest.update(file.read_bytes() if file.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def _keeps_richer(existing: Path, result: dict) -> bool:
+    """Whether `existing` results were judged by today's detector too, on the same items and labels, where `result`
+    could not be (texts missing): then it stays. Results written before `basis` was recorded count as the same when
+    their label counts and their (run, set, λ) groups are."""
+    if result["detector_now"] is not None or not existing.is_file():
+        return False
+    earlier = read_json(existing)
+    if earlier.get("detector_now") is None:
+        return False
+    if "basis" in earlier:
+        return earlier["basis"] == result["basis"]
+    groups = [
+        sorted((r["run"], r["set"], tuple(r["weights"])) for r in rows) for rows in (earlier["rates"], result["rates"])
+    ]
+    same = (earlier["labels"], earlier["unlabelled"]) == (result["labels"], result["unlabelled"])
+    return same and groups[0] == groups[1]
 
 
 def markdown(result: dict) -> str:

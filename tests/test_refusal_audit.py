@@ -164,6 +164,28 @@ def test_score_writes_the_labelled_rates_on_a_machine_without_the_answers_text(a
     assert "today's detector not run: 1 labelled answers' text is not on this machine" in audit.markdown(result)
 
 
+def test_results_judged_by_todays_detector_are_kept_where_a_machine_without_the_text_scores_the_same_labels(
+    audit, tmp_path
+):
+    """Rewritten without the answers' text, results.json lost today's detector's columns though nothing it was scored
+    on had changed; with new labels it is rewritten (a review)."""
+    a, _ = runs(tmp_path)
+    audit.draw([a], tmp_path / "published", tmp_path / "work")
+    label_sheet(audit, tmp_path)
+    audit.score(tmp_path / "published", tmp_path / "work")
+    published = tmp_path / "published/results.json"
+    judged = published.read_text()
+    assert json.loads(judged)["detector_now"] is not None
+    write_jsonl(tmp_path / "work/texts.jsonl", read(tmp_path / "work/texts.jsonl")[1:])  # a new machine
+    assert audit.score(tmp_path / "published", tmp_path / "work")["texts_missing"] == 1
+    assert published.read_text() == judged  # the same items and labels: kept
+    labels = read(tmp_path / "published/labels.jsonl")
+    labels[0]["label"] = "neither" if labels[0]["label"] != "neither" else "refusal"
+    write_jsonl(tmp_path / "published/labels.jsonl", labels)
+    audit.score(tmp_path / "published", tmp_path / "work")
+    assert json.loads(published.read_text())["texts_missing"] == 1  # other labels: written
+
+
 def test_refusal_gains_and_their_difference_between_runs_match_a_hand_count_paired_by_prompt(audit, tmp_path):
     a, _ = runs(tmp_path)
     # c answers harmbench's prompts 0, 2 and 3 (not 1): its gain from (1, 0) to (0, 1) per prompt is (0, 0, 1); a's
