@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +22,16 @@ from panacea.adapters import PanaceaModel
 from panacea.training.logprobs import DEFAULT_TOKEN_BUDGET, pair_log_probs
 from panacea.training.objectives import reward_margin
 from panacea.training.reference import reference_log_probs, update_with_pairs
-from panacea.training.rl import reward_fit_sources
+from panacea.training.rl import reward_fit_sources, reward_folder
 from panacea.training.trainer import reference_settings
 from torch import Tensor
 
+from panacea._io import read_json
 from panacea._names import SCORER_OBJECTIVES
 from panacea.data import PairSource, TokenizedPair, load_dimension
 
 from .bootstrap import TRANSFORMS, token_cluster
+from .reward_model import CONFIG_FILE as REWARD_CONFIG_FILE
 
 
 @dataclass
@@ -124,6 +127,28 @@ def score_run_pairs(
 HELD_OUT_SPLITS = ("test", "validation")  # what `panacea eval --split` scores (docs/evaluation.md, 'Validation')
 
 
+def _saved_reward_sources(spec, index: int) -> list[tuple[str, str, str]]:
+    """(where, source, split) of each pair source a saved in-project reward model (`reward_model` with a `path`) was
+    fitted on, from its metadata (`train_sources`: PairSource.describe's "PATH (… split 'S')"); [] for any other
+    reward. A saved head that does not record them is refused: which prompts the policy was optimised toward is
+    unknown."""
+    if not (isinstance(spec, dict) and spec.get("type") == "reward_model" and spec.get("path") is not None):
+        return []
+    folder = reward_folder(spec)
+    described = read_json(folder / REWARD_CONFIG_FILE).get("metadata", {}).get("train_sources")
+    if not isinstance(described, list) or not described:
+        raise ValueError(
+            f"dimensions.{index}.reward.path ({folder}): the saved reward model does not record the pairs it was "
+            "fitted on, so a validation score cannot tell whether its policy was optimised toward the validation "
+            "prompts; score this run on test, or use a reward model fitted by panacea on split 'fit'."
+        )
+    sources = []
+    for text in described:
+        split = re.search(r"split '([^']*)'\)$", str(text))
+        sources.append(("reward.path", f"{folder}: {text}", split.group(1) if split else "unknown"))
+    return sources
+
+
 def validation_sources(config) -> dict[str, list[PairSource]]:
     """Per dimension, the 'validation' part of each file it trains on (panacea.data.DERIVED_SPLITS), never a test pair.
 
@@ -138,16 +163,20 @@ def validation_sources(config) -> dict[str, list[PairSource]]:
             trained = [
                 (f"reward.train.{n}", source.path, source.split) for n, source in enumerate(fitted.get("train", []))
             ]
+            trained += _saved_reward_sources(dimension.reward, index)
             what = "fits its reward model on split"
         else:
             trained = [(f"train.{n}", source.path, source.split) for n, source in enumerate(dimension.train)]
             what = "trains on split"
         for where, path, split in trained:
             if split != "fit":
+                fix = f"--set dimensions.{index}.{where}.split=fit"
+                if where.startswith("reward.path"):
+                    fix = "a reward model fitted on split 'fit'"
                 raise ValueError(
                     f"dimensions.{index}.{where} ({path}, dimension {dimension.name!r}) {what} {split!r}, which holds "
                     "the validation prompts: score on validation only a run trained with split 'fit' (the train "
-                    f"prompts less the validation ones), e.g. --set dimensions.{index}.{where}.split=fit."
+                    f"prompts less the validation ones), e.g. with {fix}."
                 )
         unique: dict[tuple, PairSource] = {}  # each file once, in order
         for source in dimension.train:

@@ -382,6 +382,33 @@ def test_validation_refuses_an_rl_run_that_rolled_out_on_validation_prompts(monk
         refuse_trained_on_validation(config)
 
 
+def test_validation_reads_what_a_saved_reward_model_was_fitted_on(monkeypatch, tmp_path):
+    """A policy optimised against a saved head (`reward_model` with a `path`) was never checked: a head fitted on
+    split 'train', which holds the validation prompts, passed `--split validation` (a review)."""
+    from panacea.eval.sweep import refuse_trained_on_validation
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    config = TrainConfig.from_yaml(root / "configs" / "hh-2d-rl.yaml")
+    head = tmp_path / "head"
+    head.mkdir()
+    config.dimensions[1].reward = {"type": "reward_model", "path": str(head)}
+    for split, refused in (("train", True), ("fit", False)):
+        sources = [f"data/harmless.jsonl.gz (dim 'harmless', split '{split}')"]
+        (head / "reward_model.json").write_text(json.dumps({"metadata": {"train_sources": sources}}))
+        if refused:
+            with pytest.raises(
+                ValueError,
+                match=r"dimensions.1.reward.path \(.*head: .* fits its reward model on split 'train'.* on split 'fit'",
+            ):
+                refuse_trained_on_validation(config)
+        else:
+            refuse_trained_on_validation(config)
+    (head / "reward_model.json").write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(ValueError, match="does not record the pairs it was fitted on"):
+        refuse_trained_on_validation(config)
+
+
 def test_validation_checks_an_rl_run_on_the_sources_it_trained_on_from_any_folder(monkeypatch, tmp_path):
     """RL never reads its dimensions' `train` pairs (eval scores its validation pairs from those files): their split
     was refused as if the run had trained on it, while the reward model's pairs, which it did optimise against, were
