@@ -171,8 +171,8 @@ PROXY_ROWS = {
 # disagree, a 40-step row is chosen only if the same settings at 100 steps loop at most LOOP_LIMIT too — in two
 # trainings (amended 2026-12-05 ~20:35 UTC, before any confirmation row had trained: two trainings of one
 # configuration differ by an order of magnitude in how often they loop): at the config's seed and at SECOND_SEED.
-# These rows are not in PRIORITY: the study trains the one its choice waits on, once every 40-step row of its
-# method is finished, and the second training only after the first passes.
+# These rows are not in PRIORITY: the study trains the one its choice waits on, once every row its method chooses
+# among (`candidate`) is finished, and the second training only after the first passes.
 SECOND_SEED = 1
 SEED_TAIL = f"-seed{SECOND_SEED}"
 
@@ -504,8 +504,8 @@ def finished_record(row: str) -> dict | None:
 
 def base_changes() -> tuple[Path, list[str]]:
     """(the record, the fields) in which BASE_CONFIG under the protocol now differs from the config the published
-    `panacea/defaults` trained with: a changed BASE_CONFIG (e.g. tuned defaults written into it once the study has
-    chosen) would make every row trained from now on a different study. [] when the same, or nothing is published."""
+    `panacea/defaults` trained with: a changed BASE_CONFIG (the frozen copy edited) would make every row trained from
+    now on a different study. [] when the same, or nothing is published."""
     saved = PUBLISHED / "panacea" / "defaults" / "run" / "config.yaml"
     if not saved.is_file():
         return saved, []
@@ -849,8 +849,8 @@ ANSWER_SETTINGS = ("base_model", "batch_size", "decoding", "device", "dtype", "l
 
 def loop_checks_due() -> list[str]:
     """The rows whose answers the protocol needs next: the proxy rows' and the 40-step rows they are compared with
-    (`loop_carry`), then per method the row its choice waits on — a 100-step row only once every 40-step row of the
-    method is finished (until then the ranking can still change)."""
+    (`loop_carry`), then per method the row its choice waits on — a 100-step row only once every row the method
+    chooses among is finished (until then the ranking can still change)."""
     hypervolumes, loops = study_state()
     due = carry_checks_due(hypervolumes, loops)
     confirm = confirming(hypervolumes, loops)
