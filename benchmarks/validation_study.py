@@ -38,6 +38,7 @@ them (`score_retrained_answers`).
     python benchmarks/validation_study.py --only panacea/defaults soups/lr2e-3_beta0.1_steps40
     python benchmarks/validation_study.py --table                    # the finished rows
     python benchmarks/validation_study.py --only panacea/rpo1 --generations
+    python benchmarks/validation_study.py --save-training            # before a session ends: commit what it saves
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from pathlib import Path
 from panacea.eval.compare import compare, format_difference
 from panacea.eval.sweep import evaluate_path, is_soups_run
 from panacea.training import TrainConfig, train
+from panacea.training.checkpoint import latest_checkpoint
 from panacea.training.reference import SEED_DIRS_ENV
 from panacea.training.soups import train_soups
 from panacea.training.trainer import config_changes
@@ -285,6 +287,7 @@ def run_row(row: str, *, generations: bool = False) -> dict:
         if (record := finished_record(row)) is not None:  # another process finished it since we looked
             return record
         started = time.perf_counter()
+        restore_training(row)
         if config.method == "soups":
             train_soups(config, resume=True)
         else:
@@ -461,14 +464,62 @@ def score_row(row: str, *, generations: bool) -> str:
 
 def publish_row(row: str) -> dict:
     """Copy a finished row's record and files to PUBLISHED/ROW/ (its row.json names the published results), all at
-    once: an interrupt leaves the old publication or the new one, never a mix."""
+    once: an interrupt leaves the old publication or the new one, never a mix. A training saved on the way
+    (RESUME) goes."""
     run, target = folder_of(row) / "run", PUBLISHED / row
     record = read_json(folder_of(row) / "row.json")
     record["results"] = str(target / Path(record["results"]).relative_to(run.parent))
-    with atomic_directory(target) as staging:
+    with atomic_directory(target, replaces=(RESUME,)) as staging:
         copy_published_files(run, staging / "run")
         write_json(staging / "row.json", record)
     return record
+
+
+# An unfinished row's training so far (`--save-training`), in git: runs/ does not survive a machine change, and a
+# 100-step row takes ~2 h of a core; the next run on a fresh machine continues from it (`restore_training`).
+RESUME = "resume"
+RUN_FILES = ("config.yaml", "data.json", "log.jsonl", "manifest.json")
+
+
+def save_training(row: str) -> str | None:
+    """Copy the unfinished row's training so far to PUBLISHED/ROW/resume/, replacing an earlier save: the run's
+    files (config, data record, log; a soups run's manifest) and, for the run and each soups member, its finished
+    adapter or its newest complete checkpoint (weights, optimizer, RNG and trainer state: what --resume reads).
+    Returns what was saved, or None when the row is finished or has no training here. Safe beside the process that
+    trains it: checkpoints are renamed into place whole, and one pruned while it is copied fails the copy, which
+    leaves the earlier save."""
+    run = folder_of(row) / "run"
+    if finished_record(row) is not None or not run.is_dir():
+        return None
+    target = PUBLISHED / row / RESUME
+    previous = [entry.name for entry in target.iterdir()] if target.is_dir() else []
+    steps = []
+    with atomic_directory(target, replaces=previous) as staging:
+        for folder in (run, *sorted(path for path in (run / "soups").glob("*") if path.is_dir())):
+            into = staging / folder.relative_to(run)
+            for name in RUN_FILES:
+                if (folder / name).is_file():
+                    into.mkdir(parents=True, exist_ok=True)
+                    text = (folder / name).read_text()
+                    write_text(into / name, text.replace(f"{Path.cwd()}/", "") if name == "config.yaml" else text)
+            if (folder / "adapter").is_dir():  # a finished soups member: resume skips it
+                shutil.copytree(folder / "adapter", into / "adapter")
+            elif (newest := latest_checkpoint(folder)) is not None:
+                shutil.copytree(newest, into / "checkpoints" / newest.name)
+                steps.append(f"{folder.relative_to(run)}: {newest.name}")
+    return ", ".join(steps) or "finished members only"
+
+
+def restore_training(row: str) -> bool:
+    """Put a training saved by `save_training` back where the row trains when runs/ holds none of it (a fresh
+    machine), whole or not at all; `train(..., resume=True)` then continues from it. Whether it did."""
+    saved, run = PUBLISHED / row / RESUME, folder_of(row) / "run"
+    if not saved.is_dir() or run.exists():
+        return False
+    with atomic_directory(run) as staging:
+        shutil.copytree(saved, staging, dirs_exist_ok=True)
+    print(f"=== {row}: continues from the training saved in {saved}", flush=True)
+    return True
 
 
 def copy_published_files(run: Path, target: Path) -> None:
@@ -1065,6 +1116,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run these rows, e.g. panacea/rpo1 (default: all)")
     parser.add_argument("--table", action="store_true", help="print the finished rows as a table and exit")
+    parser.add_argument(
+        "--save-training",
+        action="store_true",
+        help="copy each unfinished row's training so far to docs/results/validation-study/ROW/resume/ (commit it "
+        "before a session ends: a fresh machine continues from it) and exit",
+    )
     parser.add_argument("--generations", action="store_true", help="also score the validation prompt sets")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.only or ()) - set(ALL_ROWS))
@@ -1073,6 +1130,16 @@ def main(argv: list[str] | None = None) -> int:
             f"no row {', '.join(unknown)}; rows are METHOD/NAME: {', '.join(PRIORITY)}, and confirm/METHOD-NAME for "
             "a 40-step row's settings at 100 steps (confirm/METHOD-NAME-seed1: at seed 1)"
         )
+    if args.save_training:
+        for row in args.only or ALL_ROWS:
+            try:
+                saved = save_training(row)
+            except OSError as error:  # a checkpoint pruned while it was copied: the earlier save stays
+                print(f"{row}: not saved this time ({error}); run --save-training again", file=sys.stderr)
+                continue
+            if saved is not None:
+                print(f"{row}: saved in {PUBLISHED / row / RESUME} ({saved})")
+        return 0
     for row in args.only or ():
         if row.startswith("confirm/") and (problem := confirm_refused(row)) is not None:
             parser.error(problem)

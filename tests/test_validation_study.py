@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -899,3 +900,48 @@ def test_a_row_that_fails_in_a_full_run_is_reported_and_the_run_goes_on(monkeypa
     assert out.rstrip().endswith("- panacea/cosine: ValueError('data/helpful.jsonl.gz:17: bad row')")
     with pytest.raises(ValueError, match="bad row"):
         study.main(["--only", "panacea/cosine"])
+
+
+def test_an_unfinished_rows_training_is_saved_and_continued_on_a_fresh_machine(monkeypatch, tmp_path, capsys):
+    """runs/ does not survive a machine change, and a 100-step row takes ~2 h of a core: `--save-training` keeps the
+    newest checkpoint (and a soups run's finished members) in PUBLISHED/ROW/resume/, the next run on a fresh machine
+    puts it back before training resumes, and publishing the finished row drops it."""
+    study = _study_in(tmp_path, monkeypatch)
+    row = "confirm/soups-lr1.5e-3_beta0.1_steps40"
+    run = tmp_path / "study" / row / "run"
+    (run / "soups" / "helpful" / "adapter").mkdir(parents=True)  # a finished member
+    (run / "soups" / "helpful" / "adapter" / "adapter_model.safetensors").write_text("helpful weights")
+    for step in (30, 40):  # the member in training: only its newest complete checkpoint is kept
+        checkpoint = run / "soups" / "harmless" / "checkpoints" / f"step-{step}"
+        (checkpoint / "adapter").mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text(f'{{"step": {step}}}')
+        (checkpoint / "adapter" / "adapter_model.safetensors").write_text(f"step {step}")
+    (run / "soups" / "harmless" / "checkpoints" / "step-50").mkdir()  # being written: no trainer state yet
+    (run / "manifest.json").write_text("{}")
+    (run / "soups" / "harmless" / "config.yaml").write_text(f"train: [{{path: {Path.cwd()}/data/harmless.jsonl.gz}}]")
+    (run / "soups" / "harmless" / "log.jsonl").write_text('{"step": 40}\n')
+    assert study.main(["--save-training"]) == 0
+    assert f"{row}: saved in" in capsys.readouterr().out
+    saved = tmp_path / "published" / row / "resume"
+    assert sorted(str(path.relative_to(saved)) for path in saved.rglob("*") if path.is_file()) == [
+        "manifest.json",
+        "soups/harmless/checkpoints/step-40/adapter/adapter_model.safetensors",
+        "soups/harmless/checkpoints/step-40/trainer_state.json",
+        "soups/harmless/config.yaml",
+        "soups/harmless/log.jsonl",
+        "soups/helpful/adapter/adapter_model.safetensors",
+    ]
+    assert (saved / "soups/harmless/config.yaml").read_text() == "train: [{path: data/harmless.jsonl.gz}]"
+    shutil.rmtree(tmp_path / "study")  # a fresh machine
+    seen = []
+    monkeypatch.setattr(study, "study_config", lambda method, name: SimpleNamespace(method="soups"))
+    monkeypatch.setattr(study, "train_soups", lambda config, resume: seen.append(sorted(
+        str(path.relative_to(run)) for path in run.rglob("*") if path.is_file())))  # fmt: skip
+    monkeypatch.setattr(study, "score_row", lambda row, generations: pytest.fail("stop after training"))
+    with pytest.raises(pytest.fail.Exception, match="stop after training"):
+        study.run_row(row)
+    assert seen == [sorted(str(path.relative_to(saved)) for path in saved.rglob("*") if path.is_file())]
+    assert "continues from the training saved in" in capsys.readouterr().out
+    (tmp_path / "study" / row / "row.json").write_text(json.dumps({"results": str(run / "eval-validation/x.json")}))
+    study.publish_row(row)
+    assert not saved.exists()  # published: the save goes
