@@ -491,11 +491,14 @@ def save_training(row: str) -> str | None:
     run = folder_of(row) / "run"
     if finished_record(row) is not None or not run.is_dir():
         return None
+    folders = (run, *sorted(path for path in (run / "soups").glob("*") if path.is_dir()))
+    if not any((folder / "adapter").is_dir() or latest_checkpoint(folder) for folder in folders):
+        return None  # nothing to continue from yet: a fresh machine starts it at step 0 either way
     target = PUBLISHED / row / RESUME
     previous = [entry.name for entry in target.iterdir()] if target.is_dir() else []
     steps = []
     with atomic_directory(target, replaces=previous) as staging:
-        for folder in (run, *sorted(path for path in (run / "soups").glob("*") if path.is_dir())):
+        for folder in folders:
             into = staging / folder.relative_to(run)
             for name in RUN_FILES:
                 if (folder / name).is_file():

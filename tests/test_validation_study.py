@@ -920,7 +920,11 @@ def test_an_unfinished_rows_training_is_saved_and_continued_on_a_fresh_machine(m
     (run / "manifest.json").write_text("{}")
     (run / "soups" / "harmless" / "config.yaml").write_text(f"train: [{{path: {Path.cwd()}/data/harmless.jsonl.gz}}]")
     (run / "soups" / "harmless" / "log.jsonl").write_text('{"step": 40}\n')
+    early = tmp_path / "study" / "confirm/panacea-lr1e-3-seed1" / "run"
+    early.mkdir(parents=True)
+    (early / "log.jsonl").write_text('{"step": 3}\n')  # no checkpoint yet: nothing to continue from
     assert study.main(["--save-training"]) == 0
+    assert not (tmp_path / "published" / "confirm/panacea-lr1e-3-seed1").exists()
     assert f"{row}: saved in" in capsys.readouterr().out
     saved = tmp_path / "published" / row / "resume"
     assert sorted(str(path.relative_to(saved)) for path in saved.rglob("*") if path.is_file()) == [
