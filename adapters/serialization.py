@@ -164,25 +164,26 @@ def check_export_target(directory: str | os.PathLike, overwrite: bool) -> None:
     contents = sorted(entry.name for entry in path.iterdir())
     if not contents:
         return
+    kept = None  # what an export never replaces
     if (path / RUN_ADAPTER_DIR / CONFIG_NAME).is_file() or (path / "config.yaml").is_file():
-        what = "a training run"
+        kept = "a training run"
     elif (path / CONFIG_NAME).is_file() and "adapter" in _read_json_or_empty(path / CONFIG_NAME):
-        what = "a Panacea adapter"
+        kept = "a Panacea adapter"
     elif path.name == RUN_ADAPTER_DIR and (
         (path.parent / "config.yaml").is_file() or path.parent.parent.name == "checkpoints"
     ):  # a rewarded-soups member's LoRA (RUN/soups/NAME/adapter) or a checkpoint's: a plain peft folder
-        what = "a training run's adapter"
-    elif overwrite:
+        kept = "a training run's adapter"
+    if kept is not None:
+        raise FileExistsError(
+            f"{path} holds {kept}, which an export never replaces (not even with --overwrite, which replaces an "
+            "earlier export); export into another folder."
+        )
+    if overwrite:
         return
-    elif (path / INDEX_NAME).is_file():
+    if (path / INDEX_NAME).is_file():
         what = f"an exported set of LoRAs ({INDEX_NAME} and {len(contents) - 1} more)"
     else:
         what = f"{len(contents)} file(s) or folder(s) ({', '.join(contents[:3])}{', …' if len(contents) > 3 else ''})"
-    if what.startswith(("a training run", "a Panacea adapter")):
-        raise FileExistsError(
-            f"{path} holds {what}, which an export never replaces (not even with --overwrite, which replaces an "
-            "earlier export); export into another folder."
-        )
     raise FileExistsError(
         f"{path} already holds {what}; export into a new or empty folder, or pass --overwrite "
         "(overwrite=True) to replace what is there."

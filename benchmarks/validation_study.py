@@ -503,8 +503,7 @@ def save_training(row: str) -> str | None:
             for name in RUN_FILES:
                 if (folder / name).is_file():
                     into.mkdir(parents=True, exist_ok=True)
-                    text = (folder / name).read_text()
-                    write_text(into / name, text.replace(f"{Path.cwd()}/", "") if name == "config.yaml" else text)
+                    write_text(into / name, _checkout_relative(folder / name))
             if (folder / "adapter").is_dir():  # a finished soups member: resume skips it
                 shutil.copytree(folder / "adapter", into / "adapter")
             elif (newest := latest_checkpoint(folder)) is not None:
@@ -532,10 +531,13 @@ def copy_published_files(run: Path, target: Path) -> None:
         for file in run.glob(pattern):
             destination = target / file.relative_to(run)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            text = file.read_text()
-            if file.name == "config.yaml":
-                text = text.replace(f"{Path.cwd()}/", "")
-            write_text(destination, text)
+            write_text(destination, _checkout_relative(file))
+
+
+def _checkout_relative(file: Path) -> str:
+    """A run file's text to publish: a config.yaml's data paths made relative to the checkout (as fronts.sh does)."""
+    text = file.read_text()
+    return text.replace(f"{Path.cwd()}/", "") if file.name == "config.yaml" else text
 
 
 def finished_record(row: str) -> dict | None:

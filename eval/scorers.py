@@ -127,11 +127,11 @@ def score_run_pairs(
 HELD_OUT_SPLITS = ("test", "validation")  # what `panacea eval --split` scores (docs/evaluation.md, 'Validation')
 
 
-def _saved_reward_sources(spec, index: int) -> list[tuple[str, str, str]]:
-    """(where, source, split) of each pair source a saved in-project reward model (`reward_model` with a `path`) was
-    fitted on, from its metadata (`train_sources`: PairSource.describe's "PATH (… split 'S')"); [] for any other
-    reward. A saved head that does not record them is refused: which prompts the policy was optimised toward is
-    unknown."""
+def _saved_reward_sources(spec, index: int) -> list[tuple[str, str, str, str]]:
+    """(where, source, split, fix) of each pair source a saved in-project reward model (`reward_model` with a
+    `path`) was fitted on, from its metadata (`train_sources`: PairSource.describe's "PATH (… split 'S')"); [] for
+    any other reward. A saved head that does not record them is refused: which prompts the policy was optimised
+    toward is unknown."""
     if not (isinstance(spec, dict) and spec.get("type") == "reward_model" and spec.get("path") is not None):
         return []
     folder = reward_folder(spec)
@@ -145,7 +145,8 @@ def _saved_reward_sources(spec, index: int) -> list[tuple[str, str, str]]:
     sources = []
     for text in described:
         split = re.search(r"split '([^']*)'\)$", str(text))
-        sources.append(("reward.path", f"{folder}: {text}", split.group(1) if split else "unknown"))
+        found = split.group(1) if split else "unknown"
+        sources.append(("reward.path", f"{folder}: {text}", found, "a reward model fitted on split 'fit'"))
     return sources
 
 
@@ -160,19 +161,15 @@ def validation_sources(config) -> dict[str, list[PairSource]]:
     for index, dimension in enumerate(config.dimensions):
         if dimension.objective == "rl":
             fitted, _ = reward_fit_sources(dimension.reward, dimension.name, config.dimension_names)
-            trained = [
-                (f"reward.train.{n}", source.path, source.split) for n, source in enumerate(fitted.get("train", []))
-            ]
-            trained += _saved_reward_sources(dimension.reward, index)
+            trained = [(f"reward.train.{n}", source) for n, source in enumerate(fitted.get("train", []))]
             what = "fits its reward model on split"
         else:
-            trained = [(f"train.{n}", source.path, source.split) for n, source in enumerate(dimension.train)]
+            trained = [(f"train.{n}", source) for n, source in enumerate(dimension.train)]
             what = "trains on split"
-        for where, path, split in trained:
+        checked = [(where, s.path, s.split, f"--set dimensions.{index}.{where}.split=fit") for where, s in trained]
+        checked += _saved_reward_sources(dimension.reward, index)  # [] but for an RL dimension's saved head
+        for where, path, split, fix in checked:
             if split != "fit":
-                fix = f"--set dimensions.{index}.{where}.split=fit"
-                if where.startswith("reward.path"):
-                    fix = "a reward model fitted on split 'fit'"
                 raise ValueError(
                     f"dimensions.{index}.{where} ({path}, dimension {dimension.name!r}) {what} {split!r}, which holds "
                     "the validation prompts: score on validation only a run trained with split 'fit' (the train "

@@ -77,11 +77,11 @@ def generate_grid(
     stops = torch.tensor(sorted(eos_token_ids(model, tokenizer)), dtype=torch.long)
     order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
     chunk_size = max(1, -(-batch_size // points))
+    together = mixed and not isinstance(model, SoupModel)  # a soup serves one λ per call
+    groups = [list(range(points))] if together else [[point] for point in range(points)]
     for start in range(0, len(order), chunk_size):
         chunk = order[start : start + chunk_size]
         inputs = chat_inputs(tokenizer, [prompts[index] for index in chunk]).to(model.device)
-        together = mixed and not isinstance(model, SoupModel)
-        groups = [list(range(points))] if together else [[point] for point in range(points)]
         for group in groups:
             rows = preferences[group].repeat_interleave(len(chunk), dim=0)  # (len(group) · len(chunk), m)
             output = model.generate(
