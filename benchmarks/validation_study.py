@@ -683,8 +683,9 @@ def ranking(
     PRIORITY's order, whatever the order of `hypervolumes`); the first
     whose validation answers loop at most LOOP_LIMIT at every grid point (`loops`: per row, the loop share of each
     point) — with `confirm`, at 40 steps and in both 100-step trainings (`confirm_rows`) — is `chosen`; a row met
-    before it with no loop shares is `pending` (the row whose answers are needed next) and stops the walk; the rows
-    passed over are `looping`, each as (name, the row that looped). If every row loops, the best is chosen. None
+    before it with no loop shares is `pending` (the row whose answers are needed next) and stops the walk, unless
+    another of its trainings is already known to loop; the rows passed over are `looping`, each as (name, the row
+    that looped). If every row loops, the best is chosen. None
     until the defaults row is finished."""
     loops = loops or {}
     rows = _values(hypervolumes, method)
@@ -697,15 +698,16 @@ def ranking(
     )
     looping = []
     for name in ranked:
-        for row in (f"{method}/{name}", *(confirm_rows(method, name) if confirm else ())):
-            shares = loops.get(row)
-            if shares is None:
-                return None, row, looping
-            if max(shares) > LOOP_LIMIT:
-                looping.append((name, row))
-                break
-        else:
-            return name, None, looping
+        rows_checked = (f"{method}/{name}", *(confirm_rows(method, name) if confirm else ()))
+        # a training already known to loop passes the row over, whatever is still missing
+        looped = next((row for row in rows_checked if max(loops.get(row, [0.0])) > LOOP_LIMIT), None)
+        if looped is not None:
+            looping.append((name, looped))
+            continue
+        missing = next((row for row in rows_checked if row not in loops), None)
+        if missing is not None:
+            return None, missing, looping
+        return name, None, looping
     return ranked[0], None, looping
 
 

@@ -269,6 +269,26 @@ def test_where_the_40_step_loop_check_does_not_carry_a_choice_must_not_loop_at_1
     assert study.ranking(rows, "soups", checked, confirm=False) == ("lr2e-3_beta0.1_steps40", None, [])
 
 
+def test_a_row_whose_published_100_step_training_loops_is_passed_over_without_its_missing_40_step_answers(monkeypatch):
+    """A row that loops in any published training cannot be the first row passing at 40 and at 100 steps
+    (docs/steering.md round 4): the walk passes it over rather than waiting on (and retraining for) its 40-step
+    answers."""
+    study = _study(monkeypatch)
+    clean, loops = [0.0, 0.01, 0.02], [0.0, 0.02, 0.40]
+    rows = {"panacea/defaults": 0.30, "panacea/rpo1": 0.35}
+    known = {"panacea/defaults": clean, "proxy/defaults": clean, "confirm/panacea-defaults-seed1": clean}
+    # rpo1's 40-step answers are missing; its 100-step (proxy) row loops: passed over, defaults chosen
+    assert study.ranking(rows, "panacea", {**known, "proxy/rpo1": loops}, confirm=True) == (
+        "defaults",
+        None,
+        [("rpo1", "proxy/rpo1")],
+    )
+    # its 100-step row passes: its 40-step answers are still what the walk waits on
+    assert study.ranking(rows, "panacea", {**known, "proxy/rpo1": clean}, confirm=True) == (None, "panacea/rpo1", [])
+    # without the 100-step check the walk waits on its 40-step answers whatever its 100-step row says
+    assert study.ranking(rows, "panacea", {**known, "proxy/rpo1": loops}, confirm=False) == (None, "panacea/rpo1", [])
+
+
 PAIRS_SETTINGS = {"base_model": "b0", "sets": {"helpful/helpful-validation": {"beta": 0.1, "ids": "i1", "pairs": 256}}}
 ANSWERS_SETTINGS = {"base_model": "b0", "decoding": {"max_new_tokens": 96}, "loop_detector": "l1", "prompts": {}}
 
