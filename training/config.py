@@ -173,7 +173,11 @@ class RLConfig:
         },
     )
     pama_granularity: Literal["token", "batch"] = field(
-        default="token", metadata={"help": "PAMA's Theorem 1 per token, or once per micro-batch (the port's reading)."}
+        default="token",
+        metadata={
+            "help": "PAMA's Theorem 1 per token, or once per λ-group of the step's rollout batch on its tokens' mean "
+            "advantages (the port's reading)."
+        },
     )
 
     def __post_init__(self) -> None:

@@ -323,27 +323,15 @@ def pama_weights(values: Tensor) -> tuple[Tensor, Tensor]:
     return low.clamp(min=0) + high.clamp(max=0), weights  # the projection of 0 onto [low, high]
 
 
-def pama_combine(
-    advantages: Tensor,
-    ratio: Tensor,
-    mask: Tensor,
-    epsilon: float = 0.2,
-    granularity: Literal["token", "batch"] = "token",
-    preference: Tensor | None = None,
+def pama_indicated(
+    advantages: Tensor, ratio: Tensor, mask: Tensor, epsilon: float = 0.2, preference: Tensor | None = None
 ) -> Tensor:
-    """PAMA's combined advantage s*, shape (n, seq): one PPO loss on it replaces the per-dimension losses.
+    """Noon's and I(·)'s advantages (n, seq, m), λ-scaled with `preference`: what PAMA's Theorem 1 combines.
 
-    advantages A' (n, m) per sample or (n, seq, m) per token; ratio u (n, seq) of the current minibatch
-    (detached); mask (n, seq). Noon clamps A' at 0, I(·) drops tokens with u > 1 + ε, then Theorem 1
-    (`pama_weights`) picks s*. `granularity`: "token" applies it to every token's (I⁽¹⁾_t … I⁽ᵐ⁾_t); "batch"
-    (the port's choice) applies it once to the masked means of I⁽ⁱ⁾ over the batch's tokens and puts that
-    s* on every token. The paper reads either way (third-party notes), so both are offered.
-
-    `preference` None is PAMA as published (no λ). A preference λ (n, m) per sample is **ours**: Theorem 1 on
-    λ_{b,i} I(A⁽ⁱ⁾), so λ still steers which objective is followed.
+    advantages A' (n, m) per sample or (n, seq, m) per token; ratio u (n, seq) (detached); mask (n, seq). Noon
+    clamps A' at 0, I(·) drops tokens with u > 1 + ε. `preference` λ (n, m) per sample is **ours**: λ_{b,i} I(A⁽ⁱ⁾),
+    so λ still steers which objective is followed.
     """
-    if granularity not in PAMA_GRANULARITIES:
-        raise ValueError(f"PAMA granularity {granularity!r} is not one of {list(PAMA_GRANULARITIES)}.")
     if advantages.ndim == 2:
         advantages = advantages.unsqueeze(1).expand(-1, ratio.shape[1], -1)  # (n, seq, m)
     _check_tokens(ratio, ratio, mask)
@@ -354,11 +342,43 @@ def pama_combine(
         if preference.shape != (advantages.shape[0], advantages.shape[2]):
             raise ValueError(f"preference must be (n, m) = {(advantages.shape[0], advantages.shape[2])}.")
         indicated = indicated * preference.unsqueeze(1).to(indicated)
+    return indicated
+
+
+def pama_token_sums(indicated: Tensor, mask: Tensor) -> Tensor:
+    """(Σ over response tokens of each I⁽ⁱ⁾, the number of response tokens), shape (m + 1,), float64: summed over
+    micro-batches (and processes), their ratio is the masked means that 'batch' granularity combines."""
+    weights = mask.to(indicated.dtype).unsqueeze(-1)
+    return torch.cat([(indicated * weights).sum((0, 1)), weights.sum().reshape(1)]).double()
+
+
+def pama_batch_value(sums: Tensor) -> Tensor:
+    """s* of 'batch' granularity from `pama_token_sums` (..., m + 1): Theorem 1 on the masked means of I⁽ⁱ⁾."""
+    return pama_weights(sums[..., :-1] / sums[..., -1:].clamp(min=1))[0]
+
+
+def pama_combine(
+    advantages: Tensor,
+    ratio: Tensor,
+    mask: Tensor,
+    epsilon: float = 0.2,
+    granularity: Literal["token", "batch"] = "token",
+    preference: Tensor | None = None,
+) -> Tensor:
+    """PAMA's combined advantage s*, shape (n, seq): one PPO loss on it replaces the per-dimension losses.
+
+    `pama_indicated` forms the Noon, I(·) and (with `preference`, ours) λ-scaled advantages, then Theorem 1
+    (`pama_weights`) picks s*. `granularity`: "token" applies it to every token's (I⁽¹⁾_t … I⁽ᵐ⁾_t); "batch" (the
+    port's reading) applies it once to the masked means of I⁽ⁱ⁾ over all of these tokens and puts that s* on every
+    token. The paper reads either way (third-party notes), so both are offered. `preference` None is PAMA as
+    published (no λ).
+    """
+    if granularity not in PAMA_GRANULARITIES:
+        raise ValueError(f"PAMA granularity {granularity!r} is not one of {list(PAMA_GRANULARITIES)}.")
+    indicated = pama_indicated(advantages, ratio, mask, epsilon, preference)
     if granularity == "token":
         return pama_weights(indicated)[0] * mask
-    weights = mask.to(indicated.dtype).unsqueeze(-1)
-    means = (indicated * weights).sum((0, 1)) / weights.sum().clamp(min=1)  # (m,)
-    return pama_weights(means)[0] * mask
+    return pama_batch_value(pama_token_sums(indicated, mask)).to(indicated) * mask
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -453,7 +473,7 @@ class SequenceClassifierReward:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
             self._model = AutoModelForSequenceClassification.from_pretrained(self.name_or_path).to(self.device).eval()
-        except (OSError, ValueError) as error:
+        except Exception as error:  # not only OSError/ValueError: safetensors' own error, a device torch lacks, …
             raise ValueError(
                 f"SequenceClassifierReward.name_or_path {self.name_or_path!r} does not load as a sequence classifier "
                 f"with a tokenizer: {error}"

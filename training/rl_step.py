@@ -41,7 +41,10 @@ from .rl import (
     build_reward,
     kl_estimate,
     kl_penalised_rewards,
+    pama_batch_value,
     pama_combine,
+    pama_indicated,
+    pama_token_sums,
     ppo_clipped_loss,
     response_token_log_probs,
     rloo_advantages,
@@ -406,6 +409,7 @@ def _rl_accumulate(
     unit_losses = torch.zeros(groups, m, dtype=torch.float64)
     per_dimension = torch.zeros(m, dtype=torch.float64)  # Σ_b ℓ_i(b), unweighted, for the logs
     totals = torch.zeros(2, dtype=torch.float64)  # Σ tokens, Σ_b Σ_t KL_t (the fused path's)
+    pama_sums = torch.zeros(groups, len(active) + 1, dtype=torch.float64)  # 'batch' PAMA: `pama_token_sums` per group
     fused = rollouts.old_logprobs is None
     buffers.zero()
     for index, (batch, rows) in enumerate(zip(rollouts.batches, _row_slices(rollouts.batches), strict=True)):
@@ -423,9 +427,11 @@ def _rl_accumulate(
         else:
             old, advantages = rollouts.old_logprobs[index], rollouts.advantages[rows].to(logprobs.device)
         if rl.advantage_combiner != "none":
-            losses = _pama_losses(
+            losses, sums = _pama_losses(
                 config, logprobs, old, advantages[:, active], mask, preferences[:, active]
-            )  # (rows, 1)
+            )  # (rows, 1); under 'batch' at s* = 1, with the sums that decide s*
+            if sums is not None:
+                pama_sums[group] += sums.cpu()
             units = torch.zeros(m, dtype=losses.dtype, device=losses.device)
             units[0] = losses.sum() / group_rows
         else:
@@ -446,8 +452,16 @@ def _rl_accumulate(
         totals[0] += batch.num_tokens
     if accelerator.num_processes > 1:
         buffers.all_reduce()
-    sum_over_processes(accelerator, unit_losses, per_dimension, totals)
+    sum_over_processes(accelerator, unit_losses, per_dimension, totals, pama_sums)
     metrics: dict[str, float] = {"tokens": float(totals[0])}
+    if rl.advantage_combiner != "none" and rl.pama_granularity == "batch":
+        # The loss is linear in s* ≥ 0 (Noon's advantages and λ are ≥ 0): each group's gradient and loss at s* = 1,
+        # scaled by the group's s* of the whole batch, are those of the loss on s*, whatever the micro-batches.
+        s_star = pama_batch_value(pama_sums)  # (G,)
+        buffers.flat[: groups * m].view(groups, m, -1).mul_(s_star.to(buffers.flat).view(-1, 1, 1))
+        unit_losses *= s_star.unsqueeze(1)
+        per_dimension[0] = unit_losses[:, 0].sum() * group_rows
+        metrics["pama_s_star"] = float(s_star.mean())
     if fused:
         metrics["kl"] = float(totals[1]) / rows_total
     if rl.advantage_combiner != "none":
@@ -459,20 +473,25 @@ def _rl_accumulate(
 
 def _pama_losses(
     config: TrainConfig, logprobs: Tensor, old: Tensor, advantages: Tensor, mask: Tensor, preferences: Tensor
-) -> Tensor:
-    """PAMA's one PPO loss per row, (rows, 1), on the combined advantage s* of this micro-batch's current ratio.
+) -> tuple[Tensor, Tensor | None]:
+    """PAMA's one PPO loss per row, (rows, 1), on the combined advantage s* at this micro-batch's current ratio, and
+    under granularity 'batch' the micro-batch's `pama_token_sums` (else None).
 
-    'pama' is as published (no λ); 'pama_lambda' (ours) applies Theorem 1 to λ-scaled advantages. Under
-    granularity 'batch' the batch is the micro-batch, as the port takes the PPO minibatch (under several processes
-    a process's micro-batch: the one-process micro-batches, dealt out).
+    'pama' is as published (no λ); 'pama_lambda' (ours) applies Theorem 1 to λ-scaled advantages. 'batch' takes
+    one s* per λ-group of the step's whole rollout batch (`_rl_accumulate`), so the loss returned is at s* = 1.
     """
     rl = config.rl
     ratio = torch.exp(torch.where(mask, logprobs.detach() - old, 0.0))
     scaled = preferences.to(advantages) if rl.advantage_combiner == "pama_lambda" else None
-    combined = pama_combine(advantages, ratio, mask, rl.clip_epsilon, rl.pama_granularity, preference=scaled)
-    return ppo_clipped_loss(
+    if rl.pama_granularity == "batch":
+        sums = pama_token_sums(pama_indicated(advantages, ratio, mask, rl.clip_epsilon, preference=scaled), mask)
+        combined = mask.to(logprobs.dtype)
+    else:
+        sums, combined = None, pama_combine(advantages, ratio, mask, rl.clip_epsilon, "token", preference=scaled)
+    losses = ppo_clipped_loss(
         logprobs, old, combined.unsqueeze(-1), mask, rl.clip_epsilon, rl.token_aggregation, rl.max_new_tokens
     )
+    return losses, sums
 
 
 def _one_or_rows(preferences: Tensor) -> Tensor:

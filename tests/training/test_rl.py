@@ -458,6 +458,11 @@ def test_a_reward_model_that_does_not_load_fails_at_build_time(tmp_path):
         build_reward({"type": "classifier", "name_or_path": str(save_tiny_classifier(tmp_path / "c")), "label": 3})
     with pytest.raises(ValueError, match="No reward model at"):
         build_reward({"type": "reward_model", "path": str(tmp_path / "nothing")}, model=1, tokenizer=1)
+    truncated = save_tiny_classifier(tmp_path / "truncated")  # safetensors raises its own error type
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5])
+    with pytest.raises(ValueError, match="does not load as a sequence classifier"):
+        build_reward({"type": "classifier", "name_or_path": str(truncated)})
 
 
 def test_project_reward_model_scores_with_score_responses(tmp_path):

@@ -168,64 +168,92 @@ def test_a_saved_reward_model_is_recorded_by_its_files_and_a_missing_one_is_refu
         trainer_module.training_data(config)
 
 
-def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspace, tmp_path, classifier):
-    """`_rl_accumulate` + the combine against per-token loops on full logits: per-sample λ weights under LS, the
-    1/(group rows) factor, two λ-groups, the temperature, PPO's clip on both sides, the sum over tokens / T;
-    and under Tchebycheff the m separate unit gradients weighted by the coefficients."""
-    temperature, max_tokens, epsilon = 0.7, 6, 0.2
+TEMPERATURE, MAX_TOKENS, EPSILON = 0.7, 6, 0.2
+
+
+def fixed_rollouts(workspace, tmp_path, classifier, micro_batch_size=2, **rl):
+    """Two λ-groups of one prompt × K = 2 with fixed responses, per-row λ, advantages and a π_old shifted by ±0.4 per
+    token (so the clip acts on some tokens): (config, model, rollouts, the micro-batches' row slices)."""
     config = rl_config(
         workspace,
         tmp_path / "unused",
         classifier,
         preference_sampling="groups",
         preference_groups=2,
-        micro_batch_size=2,
-        rl={"prompts_per_step": 2, "rollouts_per_prompt": 2, "max_new_tokens": max_tokens, "temperature": temperature},
-    )
+        micro_batch_size=micro_batch_size,
+        rl={"prompts_per_step": 2, "rollouts_per_prompt": 2, "max_new_tokens": MAX_TOKENS, "temperature": TEMPERATURE,
+            **rl},
+    )  # fmt: skip
     model = panacea_llama(svd_rank=2)
-    parameters = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(5)
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     responses = [[20, 21, 22, 2], [23, 24], [25, 26, 27, 28, 29, 2], [30, 2]]
     pairs = [TokenizedPair(str(r), prompts[r], responses[r], []) for r in range(4)]
-    batches = [collate_pairs(pairs[:2], 0, with_rejected=False), collate_pairs(pairs[2:], 0, with_rejected=False)]
+    slices = [slice(start, start + micro_batch_size) for start in range(0, 4, micro_batch_size)]
+    batches = [collate_pairs(pairs[rows], 0, with_rejected=False) for rows in slices]
     preferences = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7]])
     advantages = torch.tensor([[1.0, -0.5], [-1.0, 0.5], [2.0, 1.5], [-2.0, -1.5]])
-    with torch.no_grad():  # π_old: the current policy shifted by ±0.4 per token, so the clip acts on some tokens
+    with torch.no_grad():
         old = [
-            response_token_log_probs(model, batch, temperature, preference=preferences[2 * i : 2 * i + 2])
+            response_token_log_probs(model, batch, TEMPERATURE, preference=preferences[rows])
             + 0.4 * torch.randn(batch.response_mask[:, 1:].shape, generator=generator) * batch.response_mask[:, 1:]
-            for i, batch in enumerate(batches)
+            for batch, rows in zip(batches, slices, strict=True)
         ]
     groups = torch.tensor([[0.6, 0.4], [0.25, 0.75]])
     rollouts = rl_step_module.Rollouts(batches, old, preferences, groups, advantages, -advantages[::2], 0, 4)
+    return config, model, rollouts, slices
+
+
+def dense_log_probs(model, rollouts, slices) -> list[torch.Tensor]:
+    """Each micro-batch's response-token log-probs from a full log-softmax at the temperature, 0 off the response."""
+    logprobs = []
+    for batch, rows in zip(rollouts.batches, slices, strict=True):
+        logits = model(batch.input_ids, attention_mask=batch.attention_mask, preference=rollouts.preferences[rows])
+        logps = torch.log_softmax(logits.logits[:, :-1].float() / TEMPERATURE, -1)
+        logprobs.append(torch.gather(logps, 2, batch.input_ids[:, 1:, None])[..., 0] * batch.response_mask[:, 1:])
+    return logprobs
+
+
+def rl_update(config, model, rollouts, scalarizer, coefficients_from=None):
+    """`_rl_accumulate` and the combine: (the update vector, metrics, coefficients)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    buffers = GradientBuffers(parameters, units=4)
+    metrics, unit_losses = rl_step_module._rl_accumulate(
+        config, model, rollouts, scalarizer, buffers, Accelerator(cpu=True)
+    )
+    coefficients, _ = scalarizer.coefficients(
+        unit_losses if coefficients_from is None else coefficients_from, rollouts.groups
+    )
+    buffers.combine(coefficients.flatten(), max_norm=None)
+    return buffers.flat[-1].clone(), metrics, coefficients
+
+
+def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspace, tmp_path, classifier):
+    """`_rl_accumulate` + the combine against per-token loops on full logits: per-sample λ weights under LS, the
+    1/(group rows) factor, two λ-groups, the temperature, PPO's clip on both sides, the sum over tokens / T;
+    and under Tchebycheff the m separate unit gradients weighted by the coefficients."""
+    config, model, rollouts, slices = fixed_rollouts(workspace, tmp_path, classifier)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    preferences, advantages = rollouts.preferences, rollouts.advantages
 
     def dense_losses():  # (4, 2): ℓ_i(b) from a full log-softmax and the ppo loss row by row
         rows = []
-        for i, batch in enumerate(batches):
-            logits = model(
-                batch.input_ids, attention_mask=batch.attention_mask, preference=preferences[2 * i : 2 * i + 2]
-            )
-            logps = torch.log_softmax(logits.logits[:, :-1].float() / temperature, -1)
-            logps = torch.gather(logps, 2, batch.input_ids[:, 1:, None])[..., 0] * batch.response_mask[:, 1:]
-            for row in range(2):
+        for logps, old, batch_rows, batch in zip(
+            dense_log_probs(model, rollouts, slices), rollouts.old_logprobs, slices, rollouts.batches, strict=True
+        ):
+            for row in range(len(logps)):
                 mask = batch.response_mask[row : row + 1, 1:]
+                advantage = advantages[batch_rows][row][None]
                 rows.append(
                     ppo_clipped_loss(
-                        logps[row : row + 1], old[i][row : row + 1], advantages[2 * i + row][None], mask, epsilon,
-                        "sum", max_tokens,
+                        logps[row : row + 1], old[row : row + 1], advantage, mask, EPSILON, "sum", MAX_TOKENS
                     )[0]
-                )  # fmt: skip
+                )
         return torch.stack(rows)
 
     for scalarizer in (LinearScalarization(), Tchebycheff(["running_min", "running_min"])):
-        buffers = GradientBuffers(parameters, units=4)
-        metrics, unit_losses = rl_step_module._rl_accumulate(
-            config, model, rollouts, scalarizer, buffers, Accelerator(cpu=True)
-        )
-        coefficients, _ = scalarizer.coefficients(unit_losses if scalarizer.name == "ls" else rollouts.levels, groups)
-        buffers.combine(coefficients.flatten(), max_norm=None)
-        update = buffers.flat[-1].clone()
+        levels = None if scalarizer.name == "ls" else rollouts.levels
+        update, metrics, coefficients = rl_update(config, model, rollouts, scalarizer, levels)
         dense = dense_losses()
         if scalarizer.name == "ls":  # (1/G) Σ_g Σ_i (1/2) Σ_{b ∈ g} λ_{b,i} ℓ_i(b)
             objective = (preferences * dense).sum() / 2 / 2
@@ -236,6 +264,48 @@ def test_the_rl_update_equals_a_dense_reference_under_ls_and_tchebycheff(workspa
         assert float(expected.abs().max()) > 1e-4
         torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-7)
         assert metrics["loss/a"] == pytest.approx(float(dense[:, 0].mean().detach()), abs=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["token", "batch"])
+@pytest.mark.parametrize("combiner", ["pama", "pama_lambda"])
+def test_the_pama_update_equals_a_dense_reference_with_s_star_per_token_or_per_lambda_group(
+    workspace, tmp_path, classifier, combiner, granularity
+):
+    """PAMA in `_rl_accumulate` against per-token loops (docs/algorithms.md §8): Noon's max(A, 0), I(·) dropping
+    tokens whose ratio π_θ/π_old exceeds 1 + ε, λ-scaling under 'pama_lambda', Theorem 1 per token or once per
+    λ-group of the whole batch (its masked means), then one PPO-clip loss on s*, summed over tokens / T, the
+    1/(group rows) factor, groups averaged. Micro-batches of one row: a group's s* spans two of them."""
+    rl = {"advantage_combiner": combiner, "pama_granularity": granularity}
+    config, model, rollouts, slices = fixed_rollouts(workspace, tmp_path, classifier, micro_batch_size=1, **rl)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    update, metrics, _ = rl_update(config, model, rollouts, LinearScalarization())
+    logps = dense_log_probs(model, rollouts, slices)  # one row each
+    terms, objective = [], 0.0
+    for logp, old, rows, batch in zip(logps, rollouts.old_logprobs, slices, rollouts.batches, strict=True):
+        mask = batch.response_mask[:, 1:]
+        ratio = torch.exp((logp - old) * mask)
+        advantage = rollouts.advantages[rows].clamp(min=0)[:, None, :].expand(-1, logp.shape[1], -1)  # Noon
+        indicated = torch.where((ratio.detach() <= 1 + EPSILON)[..., None], advantage, torch.zeros_like(advantage))
+        if combiner == "pama_lambda":
+            indicated = indicated * rollouts.preferences[rows][:, None, :]
+        terms.append((ratio, indicated, mask))
+    for group in range(2):
+        members = terms[2 * group : 2 * group + 2]
+        if granularity == "batch":  # the masked means over the group's tokens, both micro-batches
+            means = sum((i * m[..., None]).sum((0, 1)) for _, i, m in members) / sum(m.sum() for _, _, m in members)
+            star = float(means.min().clamp(min=0) + means.max().clamp(max=0))
+        for ratio, indicated, mask in members:
+            if granularity == "token":
+                s = indicated.min(-1).values.clamp(min=0) + indicated.max(-1).values.clamp(max=0)
+            else:
+                s = torch.full_like(ratio, star)
+            s = s * mask
+            term = torch.minimum(ratio * s, ratio.clamp(1 - EPSILON, 1 + EPSILON) * s)
+            objective = objective - (term * mask).sum() / MAX_TOKENS / 2 / 2  # 1/(group rows), 1/G
+    expected = torch.cat([g.flatten() for g in torch.autograd.grad(objective, parameters)])
+    assert float(expected.abs().max()) > 1e-4
+    torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-7)
+    assert metrics["loss/pama"] == pytest.approx(float(objective.detach()) * 2 * 2 / 4, abs=1e-6)
 
 
 def test_tchebycheff_on_rl_takes_its_arg_max_on_the_reward_levels_not_the_surrogate(workspace, tmp_path, classifier):
@@ -470,15 +540,17 @@ LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--npro
             "micro_batch_size": 2,
             "rl": {"prompts_per_step": 4, "rollouts_per_prompt": 2, "ppo_epochs": 2},
         },
+        {"preference_sampling": "per_sample", "rl": {"advantage_combiner": "pama_lambda", "pama_granularity": "batch"}},
     ],
-    ids=["ls-per_sample", "tche-4groups-2epochs"],
+    ids=["ls-per_sample", "tche-4groups-2epochs", "pama-batch"],
 )
 def test_two_processes_follow_the_one_process_rl_trajectory(workspace, tmp_path, classifier, overrides):
     """Two processes (gloo, CPU): each samples its rows with the rows' own generators, the raw rewards are gathered
     for the running moments and Tchebycheff's levels, and the buffers and sums are summed, so every logged number
     (rewards, KL, losses, Tchebycheff's coefficients) and the adapter are the one-process run's. LS: one prompt per
     process, π_old from the update's forward. Tchebycheff: four λ-groups of one prompt, two per process (so process
-    1's micro-batches belong to groups 2 and 3), and two epochs after a separate π_old pass."""
+    1's micro-batches belong to groups 2 and 3), and two epochs after a separate π_old pass. PAMA 'batch': one s*
+    from both processes' rows."""
     one, two = (
         rl_dict(workspace, tmp_path / name, classifier, max_steps=3, save_steps=3, **json.loads(json.dumps(overrides)))
         for name in ("one", "two")
@@ -584,6 +656,23 @@ def test_pama_trains_with_one_combined_loss(workspace, tmp_path, classifier, com
     rows = log(run)
     assert all("loss/pama" in row and "loss/a" not in row for row in rows)
     assert all(row["grad_norm"] > 0 for row in rows)  # Noon advantages ≥ 0 still move the policy
+
+
+@pytest.mark.parametrize("combiner", ["pama", "pama_lambda"])
+def test_pama_batch_granularity_takes_s_star_over_the_whole_batch_whatever_the_micro_batch_size(
+    workspace, tmp_path, classifier, combiner
+):
+    """'batch' is one s* per λ-group of the step's whole rollout batch (the port's one s* per step), not per
+    micro-batch: micro-batches of one prompt (K = 2) and one micro-batch of all 4 prompts give the same adapter,
+    loss and s*."""
+    rl = {"prompts_per_step": 4, "rollouts_per_prompt": 2, "advantage_combiner": combiner, "pama_granularity": "batch"}
+    for micro in (2, 8):
+        train(rl_config(workspace, tmp_path / f"micro{micro}", classifier, max_steps=2, rl=rl, micro_batch_size=micro))
+    small, whole = log(tmp_path / "micro2"), log(tmp_path / "micro8")
+    assert max_difference(adapter_weights(tmp_path / "micro2"), adapter_weights(tmp_path / "micro8")) <= 1e-5
+    for key in ("loss/pama", "pama_s_star", "grad_norm"):
+        assert [row[key] for row in small] == pytest.approx([row[key] for row in whole], rel=1e-5), key
+    assert all(row["pama_s_star"] > 0 for row in whole)
 
 
 def test_an_aggregator_combines_the_rl_dimension_gradients(workspace, tmp_path, classifier):
