@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,10 +251,11 @@ def _rollout_advantages(
     """
     batches, penalised, kl = rollouts.batches, [], torch.zeros((), dtype=torch.float64)  # kl: Σ_b Σ_t KL_t
     pieces = zip(batches, rollouts.old_logprobs, references, _row_slices(batches), strict=True)
-    for batch, old, reference, rows in pieces:
-        batch_penalised, batch_kl = _penalised_rewards(config, old, reference, batch, normalised[rows])
-        penalised.append(batch_penalised.cpu())
-        kl += batch_kl.double().sum().cpu()
+    with _stopping_together(accelerator):
+        for batch, old, reference, rows in pieces:
+            batch_penalised, batch_kl = _penalised_rewards(config, old, reference, batch, normalised[rows])
+            penalised.append(batch_penalised.cpu())
+            kl += batch_kl.double().sum().cpu()
     sum_over_processes(accelerator, kl)
     return _advantages(config, torch.cat(penalised)), float(kl) / rollouts.rows_total
 
@@ -330,6 +332,32 @@ def _penalised_rewards(
         )
     penalised = kl_penalised_rewards(normalised.to(old.device), old, reference, mask, rl.kl_coef, rl.kl_estimator)
     return penalised, kl
+
+
+@contextmanager
+def _stopping_together(accelerator: Accelerator) -> Iterator[None]:
+    """Run the block; a TrainingError in it (a non-finite KL of this process's rows) stops every process.
+
+    The error is raised on every process once each has finished the block (its process names the rows, the others
+    point to it), so that no process waits alone in the step's next collective. One process: raised at once.
+    """
+    if accelerator.num_processes == 1:
+        yield
+        return
+    error: TrainingError | None = None
+    try:
+        yield
+    except TrainingError as raised:
+        error = raised
+    stopped = torch.tensor(float(error is not None))
+    sum_over_processes(accelerator, stopped)
+    if error is not None:
+        raise error
+    if stopped > 0:
+        raise TrainingError(
+            "another process's rollouts stopped this step (its error names them); stopped before the update, the "
+            "last checkpoint is intact."
+        )
 
 
 def _advantages(config: TrainConfig, penalised: Tensor) -> Tensor:
@@ -412,44 +440,45 @@ def _rl_accumulate(
     pama_sums = torch.zeros(groups, len(active) + 1, dtype=torch.float64)  # 'batch' PAMA: `pama_token_sums` per group
     fused = rollouts.old_logprobs is None
     buffers.zero()
-    for index, (batch, rows) in enumerate(zip(rollouts.batches, _row_slices(rollouts.batches), strict=True)):
-        group = (rollouts.first_row + rows.start) // group_rows  # the row's λ-group in the whole batch
-        preferences, mask = rollouts.preferences[rows], batch.response_mask[:, 1:]
-        with accelerator.autocast():
-            logprobs = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences))
-        if fused:  # π_old = π_θ: u = 1, and the advantages of this micro-batch's whole prompts
-            old = logprobs.detach()
-            penalised, batch_kl = _penalised_rewards(
-                config, old, rollouts.reference_logprobs[index], batch, rollouts.normalised[rows]
-            )
-            advantages = _advantages(config, penalised)
-            totals[1] += float(batch_kl.double().sum())
-        else:
-            old, advantages = rollouts.old_logprobs[index], rollouts.advantages[rows].to(logprobs.device)
-        if rl.advantage_combiner != "none":
-            losses, sums = _pama_losses(
-                config, logprobs, old, advantages[:, active], mask, preferences[:, active]
-            )  # (rows, 1); under 'batch' at s* = 1, with the sums that decide s*
-            if sums is not None:
-                pama_sums[group] += sums.cpu()
-            units = torch.zeros(m, dtype=losses.dtype, device=losses.device)
-            units[0] = losses.sum() / group_rows
-        else:
-            losses = ppo_clipped_loss(
-                logprobs, old, advantages, mask, rl.clip_epsilon, rl.token_aggregation, rl.max_new_tokens
-            )  # (rows, m)
-            weights = torch.stack([scalarizer.sample_weights(preferences, i) for i in range(m)], 1).to(losses)
-            units = (weights * losses).sum(0) / group_rows  # (m,)
-        if scalarizer.name == "ls":
-            with buffers.accumulating(group * m):
-                units.sum().backward()
-        else:
-            for i in active:
-                with buffers.accumulating(group * m + i):
-                    units[i].backward(retain_graph=i != active[-1])
-        unit_losses[group] += units.detach().double().cpu()
-        per_dimension[: losses.shape[1]] += losses.detach().double().sum(0).cpu()
-        totals[0] += batch.num_tokens
+    with _stopping_together(accelerator):  # a non-finite KL in the fused path stops every process
+        for index, (batch, rows) in enumerate(zip(rollouts.batches, _row_slices(rollouts.batches), strict=True)):
+            group = (rollouts.first_row + rows.start) // group_rows  # the row's λ-group in the whole batch
+            preferences, mask = rollouts.preferences[rows], batch.response_mask[:, 1:]
+            with accelerator.autocast():
+                logprobs = response_token_log_probs(model, batch, rl.temperature, preference=_one_or_rows(preferences))
+            if fused:  # π_old = π_θ: u = 1, and the advantages of this micro-batch's whole prompts
+                old = logprobs.detach()
+                penalised, batch_kl = _penalised_rewards(
+                    config, old, rollouts.reference_logprobs[index], batch, rollouts.normalised[rows]
+                )
+                advantages = _advantages(config, penalised)
+                totals[1] += float(batch_kl.double().sum())
+            else:
+                old, advantages = rollouts.old_logprobs[index], rollouts.advantages[rows].to(logprobs.device)
+            if rl.advantage_combiner != "none":
+                losses, sums = _pama_losses(
+                    config, logprobs, old, advantages[:, active], mask, preferences[:, active]
+                )  # (rows, 1); under 'batch' at s* = 1, with the sums that decide s*
+                if sums is not None:
+                    pama_sums[group] += sums.cpu()
+                units = torch.zeros(m, dtype=losses.dtype, device=losses.device)
+                units[0] = losses.sum() / group_rows
+            else:
+                losses = ppo_clipped_loss(
+                    logprobs, old, advantages, mask, rl.clip_epsilon, rl.token_aggregation, rl.max_new_tokens
+                )  # (rows, m)
+                weights = torch.stack([scalarizer.sample_weights(preferences, i) for i in range(m)], 1).to(losses)
+                units = (weights * losses).sum(0) / group_rows  # (m,)
+            if scalarizer.name == "ls":
+                with buffers.accumulating(group * m):
+                    units.sum().backward()
+            else:
+                for i in active:
+                    with buffers.accumulating(group * m + i):
+                        units[i].backward(retain_graph=i != active[-1])
+            unit_losses[group] += units.detach().double().cpu()
+            per_dimension[: losses.shape[1]] += losses.detach().double().sum(0).cpu()
+            totals[0] += batch.num_tokens
     if accelerator.num_processes > 1:
         buffers.all_reduce()
     sum_over_processes(accelerator, unit_losses, per_dimension, totals, pama_sums)

@@ -592,21 +592,9 @@ def test_an_rl_run_that_does_not_split_into_whole_prompts_and_micro_batches_per_
     assert not (tmp_path / "run").exists()
 
 
-def test_a_nan_reward_in_one_process_rows_stops_every_process_naming_it(workspace, tmp_path, classifier):
-    """Two processes (gloo) in torchrun's environment but without a launcher, which would stop the other process
-    once one fails: a NaN among process 1's rows at step 2 stops both with the same error, since the check reads the
-    gathered rewards. Had process 1 stopped alone, process 0 would have failed in its next collective (gloo's
-    "Connection closed by peer"; checked by moving the check before the gather) or waited there."""
-    (tmp_path / "flaky_reward.py").write_text(
-        "import os\n"
-        "calls = {'count': 0}\n"
-        "def score(prompts, responses):\n"
-        "    calls['count'] += 1\n"
-        "    bad = calls['count'] == 3 and os.environ['RANK'] == '1'\n"
-        "    return [float('nan') if bad and i == 1 else 1.0 + len(r) for i, r in enumerate(responses)]\n"
-    )
-    data = rl_dict(workspace, tmp_path / "run", classifier)
-    data["dimensions"][1]["reward"] = {"type": "callable", "function": "flaky_reward:score"}
+def train_in_two_bare_processes(tmp_path, data: dict) -> list[tuple[int, str]]:
+    """`panacea train` of `data` in two processes (gloo) in torchrun's environment but without a launcher, which
+    would stop the other process once one fails; tmp_path on their PYTHONPATH. Each process's (exit code, stderr)."""
     dump_yaml(data, tmp_path / "run.yaml")
     with socket.socket() as probe:  # a free port for the processes' rendezvous
         probe.bind(("127.0.0.1", 0))
@@ -638,9 +626,51 @@ def test_a_nan_reward_in_one_process_rows_stops_every_process_naming_it(workspac
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    return [(process.returncode, error) for process, error in zip(processes, errors, strict=True)]
+
+
+def test_a_nan_reward_in_one_process_rows_stops_every_process_naming_it(workspace, tmp_path, classifier):
+    """Two bare processes: a NaN among process 1's rows at step 2 stops both with the same error, since the check
+    reads the gathered rewards. Had process 1 stopped alone, process 0 would have failed in its next collective
+    (gloo's "Connection closed by peer"; checked by moving the check before the gather) or waited there."""
+    (tmp_path / "flaky_reward.py").write_text(
+        "import os\n"
+        "calls = {'count': 0}\n"
+        "def score(prompts, responses):\n"
+        "    calls['count'] += 1\n"
+        "    bad = calls['count'] == 3 and os.environ['RANK'] == '1'\n"
+        "    return [float('nan') if bad and i == 1 else 1.0 + len(r) for i, r in enumerate(responses)]\n"
+    )
+    data = rl_dict(workspace, tmp_path / "run", classifier)
+    data["dimensions"][1]["reward"] = {"type": "callable", "function": "flaky_reward:score"}
     expected = "step 2: the 'b' reward (callable) is nan for 1 of 8 rollouts"
-    for process, error in zip(processes, errors, strict=True):
-        assert process.returncode == 2 and expected in error, error[-2000:]
+    for code, error in train_in_two_bare_processes(tmp_path, data):
+        assert code == 2 and expected in error, error[-2000:]
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["pi-old-from-the-update", "separate-pi-old-pass"])
+def test_a_non_finite_kl_in_one_process_rows_stops_every_process(workspace, tmp_path, classifier, fused):
+    """Two bare processes: process 1's KL turns infinite at step 2 (in the update's micro-batches, or in the separate
+    π_old pass with two epochs). Both stop, process 1 naming the KL and process 0 pointing to it, rather than
+    process 0 waiting alone in the update's all-reduce."""
+    (tmp_path / "flaky_kl.py").write_text(
+        "import os\n"
+        "import panacea.training.rl_step as step\n"
+        "original, calls = step.kl_estimate, {'count': 0}\n"
+        "def kl_estimate(*args, **kwargs):\n"
+        "    calls['count'] += 1\n"
+        "    bad = calls['count'] == 3 and os.environ['RANK'] == '1'\n"
+        "    return original(*args, **kwargs) + (float('inf') if bad else 0.0)\n"
+        "step.kl_estimate = kl_estimate\n"
+        "def score(prompts, responses):\n"
+        "    return [1.0 + len(r) for r in responses]\n"
+    )  # one micro-batch per process and step: its third call is step 2's
+    data = rl_dict(workspace, tmp_path / "run", classifier, rl={} if fused else {"ppo_epochs": 2})
+    data["dimensions"][1]["reward"] = {"type": "callable", "function": "flaky_kl:score"}
+    (zero, error_zero), (one, error_one) = train_in_two_bare_processes(tmp_path, data)
+    assert one == 2 and "the KL to the reference is inf for 4 of 4 rollouts" in error_one, error_one[-2000:]
+    assert zero == 2 and "another process's rollouts" in error_zero, error_zero[-2000:]
     assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-2"]
 
 
