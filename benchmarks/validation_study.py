@@ -406,6 +406,7 @@ def score_retrained_answers(row: str) -> dict:
         if has_generations(row):  # another process scored them since
             return finished_record(row)
         print(f"{row}: its weights are gone with a machine; training its settings and seed again for its answers")
+        restore_training(row)
         if config.method == "soups":
             train_soups(config, resume=True)
         else:
@@ -432,6 +433,7 @@ def score_retrained_answers(row: str) -> dict:
             f"{read_json(Path(record['results'])).get('adapter_digest')}"
         )
         write_json(PUBLISHED / row / "row.json", record)
+        shutil.rmtree(PUBLISHED / row / RESUME_RETRAINED, ignore_errors=True)  # its answers are published
         return record
 
 
@@ -478,23 +480,37 @@ def publish_row(row: str) -> dict:
 # An unfinished row's training so far (`--save-training`), in git: runs/ does not survive a machine change, and a
 # 100-step row takes ~2 h of a core; the next run on a fresh machine continues from it (`restore_training`).
 RESUME = "resume"
+RESUME_RETRAINED = "resume-retrained"  # a finished row's retraining for its answers (`score_retrained_answers`)
+
+
+def _unfinished_training(row: str) -> tuple[Path, Path] | None:
+    """(the folder in runs/, the folder in PUBLISHED that keeps it) of the row's training that has not finished: the
+    row's own run until the row is published, then its retraining for answers until those are; None after both."""
+    if finished_record(row) is None:
+        return folder_of(row) / "run", PUBLISHED / row / RESUME
+    if not has_generations(row):
+        return folder_of(row) / "retrained", PUBLISHED / row / RESUME_RETRAINED
+    return None
+
+
 RUN_FILES = ("config.yaml", "data.json", "log.jsonl", "manifest.json")
 
 
 def save_training(row: str) -> str | None:
-    """Copy the unfinished row's training so far to PUBLISHED/ROW/resume/, replacing an earlier save: the run's
-    files (config, data record, log; a soups run's manifest) and, for the run and each soups member, its finished
-    adapter or its newest complete checkpoint (weights, optimizer, RNG and trainer state: what --resume reads).
-    Returns what was saved, or None when the row is finished or has no training here. Safe beside the process that
-    trains it: checkpoints are renamed into place whole, and one pruned while it is copied fails the copy, which
-    leaves the earlier save."""
-    run = folder_of(row) / "run"
-    if finished_record(row) is not None or not run.is_dir():
+    """Copy the row's unfinished training so far (`_unfinished_training`: its run, or its retraining for answers) to
+    PUBLISHED/ROW/resume/ (resume-retrained/), replacing an earlier save: the run's files (config, data record, log;
+    a soups run's manifest) and, for the run and each soups member, its finished adapter or its newest complete
+    checkpoint (weights, optimizer, RNG and trainer state: what --resume reads). Returns where and what was saved, or
+    None when nothing is unfinished or there is no training here. Safe beside the process that trains it:
+    checkpoints are renamed into place whole, and one pruned while it is copied fails the copy, which leaves the
+    earlier save."""
+    where = _unfinished_training(row)
+    if where is None or not where[0].is_dir():
         return None
+    run, target = where
     folders = (run, *sorted(path for path in (run / "soups").glob("*") if path.is_dir()))
     if not any((folder / "adapter").is_dir() or latest_checkpoint(folder) for folder in folders):
         return None  # nothing to continue from yet: a fresh machine starts it at step 0 either way
-    target = PUBLISHED / row / RESUME
     previous = [entry.name for entry in target.iterdir()] if target.is_dir() else []
     steps = []
     with atomic_directory(target, replaces=previous) as staging:
@@ -509,13 +525,17 @@ def save_training(row: str) -> str | None:
             elif (newest := latest_checkpoint(folder)) is not None:
                 shutil.copytree(newest, into / "checkpoints" / newest.name)
                 steps.append(f"{folder.relative_to(run)}: {newest.name}")
-    return ", ".join(steps) or "finished members only"
+    return f"in {target} ({', '.join(steps) or 'finished members only'})"
 
 
 def restore_training(row: str) -> bool:
-    """Put a training saved by `save_training` back where the row trains when runs/ holds none of it (a fresh
-    machine), whole or not at all; `train(..., resume=True)` then continues from it. Whether it did."""
-    saved, run = PUBLISHED / row / RESUME, folder_of(row) / "run"
+    """Put a training saved by `save_training` back where the row trains (its run, or its retraining for answers)
+    when runs/ holds none of it (a fresh machine), whole or not at all; `train(..., resume=True)` then continues from
+    it. Whether it did."""
+    where = _unfinished_training(row)
+    if where is None:
+        return False
+    run, saved = where
     if not saved.is_dir() or run.exists():
         return False
     with atomic_directory(run) as staging:
@@ -1145,7 +1165,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row}: not saved this time ({error}); run --save-training again", file=sys.stderr)
                 continue
             if saved is not None:
-                print(f"{row}: saved in {PUBLISHED / row / RESUME} ({saved})")
+                print(f"{row}: saved {saved}")
         return 0
     for row in args.only or ():
         if row.startswith("confirm/") and (problem := confirm_refused(row)) is not None:

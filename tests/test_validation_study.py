@@ -969,3 +969,41 @@ def test_an_unfinished_rows_training_is_saved_and_continued_on_a_fresh_machine(m
     (tmp_path / "study" / row / "row.json").write_text(json.dumps({"results": str(run / "eval-validation/x.json")}))
     study.publish_row(row)
     assert not saved.exists()  # published: the save goes
+
+
+def test_a_retraining_for_answers_is_saved_and_continued_on_a_fresh_machine(monkeypatch, tmp_path, capsys):
+    """A finished row retrained for its answers (its weights gone with a machine) is an unfinished training too:
+    `--save-training` keeps its newest checkpoint in PUBLISHED/ROW/resume-retrained/, a fresh machine puts it back
+    before the retraining resumes, and publishing its answers drops the save."""
+    study = _study_in(tmp_path, monkeypatch)
+    row = "panacea/beta0.3"
+    _published_rows(tmp_path, {"panacea/defaults": 0.40, row: 0.41}, {"panacea/defaults": [0.0, 0.0, 0.0]})
+    retrained = tmp_path / "study" / row / "retrained"
+    checkpoint = retrained / "checkpoints" / "step-20"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"step": 20}')
+    (checkpoint / "adapter" / "adapter_model.safetensors").write_text("step 20")
+    (retrained / "log.jsonl").write_text('{"step": 20}\n')
+    assert study.main(["--save-training", "--only", row]) == 0
+    saved = tmp_path / "published" / row / "resume-retrained"
+    assert f"{row}: saved in {saved} (.: step-20)" in capsys.readouterr().out
+    assert not (tmp_path / "published" / row / "resume").exists()
+    shutil.rmtree(tmp_path / "study")  # a fresh machine
+    seen = []
+
+    def train(config, resume):
+        seen.append(sorted(str(path.relative_to(retrained)) for path in retrained.rglob("*") if path.is_file()))
+
+    def evaluate(folder, **options):
+        results = Path(folder) / "eval-validation" / "results.json"
+        results.parent.mkdir(parents=True)
+        results.write_text(json.dumps({**_document(0.99, [0.0, 0.02, 0.04]), "adapter_digest": "d2"}))
+
+    monkeypatch.setattr(study, "train", train)
+    monkeypatch.setattr(study, "evaluate_path", evaluate)
+    study.score_generations(row)
+    assert seen == [["checkpoints/step-20/adapter/adapter_model.safetensors", "checkpoints/step-20/trainer_state.json",
+                     "log.jsonl"]]  # fmt: skip
+    assert "continues from the training saved in" in capsys.readouterr().out
+    assert study.has_generations(row) and not saved.exists()  # published: the save goes
+    assert study.main(["--save-training", "--only", row]) == 0 and "saved" not in capsys.readouterr().out
