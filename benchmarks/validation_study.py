@@ -520,9 +520,11 @@ def save_training(row: str) -> str | None:
                 if (folder / name).is_file():
                     into.mkdir(parents=True, exist_ok=True)
                     write_text(into / name, _checkout_relative(folder / name))
-            if (folder / "adapter").is_dir():  # a finished soups member: resume skips it
+            finished = (folder / "adapter").is_dir()
+            if finished:  # a finished soups member: resume skips it
                 shutil.copytree(folder / "adapter", into / "adapter")
-            elif (newest := latest_checkpoint(folder)) is not None:
+            # a run's last checkpoint, also once finished (resume ends at once from its final step, not from step 0)
+            if (not finished or folder == run) and (newest := latest_checkpoint(folder)) is not None:
                 shutil.copytree(newest, into / "checkpoints" / newest.name)
                 steps.append(f"{folder.relative_to(run)}: {newest.name}")
     return f"in {target} ({', '.join(steps) or 'finished members only'})"

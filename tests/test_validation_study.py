@@ -984,6 +984,8 @@ def test_a_retraining_for_answers_is_saved_and_continued_on_a_fresh_machine(monk
     (checkpoint / "trainer_state.json").write_text('{"step": 20}')
     (checkpoint / "adapter" / "adapter_model.safetensors").write_text("step 20")
     (retrained / "log.jsonl").write_text('{"step": 20}\n')
+    (retrained / "adapter").mkdir()  # its training finished, its answers not yet scored: the final step is kept too
+    (retrained / "adapter" / "adapter_model.safetensors").write_text("final")
     assert study.main(["--save-training", "--only", row]) == 0
     saved = tmp_path / "published" / row / "resume-retrained"
     assert f"{row}: saved in {saved} (.: step-20)" in capsys.readouterr().out
@@ -1002,8 +1004,8 @@ def test_a_retraining_for_answers_is_saved_and_continued_on_a_fresh_machine(monk
     monkeypatch.setattr(study, "train", train)
     monkeypatch.setattr(study, "evaluate_path", evaluate)
     study.score_generations(row)
-    assert seen == [["checkpoints/step-20/adapter/adapter_model.safetensors", "checkpoints/step-20/trainer_state.json",
-                     "log.jsonl"]]  # fmt: skip
+    assert seen == [["adapter/adapter_model.safetensors", "checkpoints/step-20/adapter/adapter_model.safetensors",
+                     "checkpoints/step-20/trainer_state.json", "log.jsonl"]]  # fmt: skip
     assert "continues from the training saved in" in capsys.readouterr().out
     assert study.has_generations(row) and not saved.exists()  # published: the save goes
     assert study.main(["--save-training", "--only", row]) == 0 and "saved" not in capsys.readouterr().out
