@@ -521,9 +521,9 @@ def save_training(row: str) -> str | None:
                     into.mkdir(parents=True, exist_ok=True)
                     write_text(into / name, _checkout_relative(folder / name))
             finished = (folder / "adapter").is_dir()
-            if finished:  # a finished soups member: resume skips it
+            if finished:  # a finished training's weights: resume skips a finished soups member
                 shutil.copytree(folder / "adapter", into / "adapter")
-            # a run's last checkpoint, also once finished (resume ends at once from its final step, not from step 0)
+            # the newest checkpoint, also of a finished run (whose resume then ends at its final step, not at step 0)
             if (not finished or folder == run) and (newest := latest_checkpoint(folder)) is not None:
                 shutil.copytree(newest, into / "checkpoints" / newest.name)
                 steps.append(f"{folder.relative_to(run)}: {newest.name}")
@@ -722,7 +722,7 @@ def ranking(
     for name in ranked:
         rows_checked = (f"{method}/{name}", *(confirm_rows(method, name) if confirm else ()))
         # a training already known to loop passes the row over, whatever is still missing
-        looped = next((row for row in rows_checked if max(loops.get(row, [0.0])) > LOOP_LIMIT), None)
+        looped = next((row for row in rows_checked if row in loops and max(loops[row]) > LOOP_LIMIT), None)
         if looped is not None:
             looping.append((name, looped))
             continue
