@@ -27,13 +27,18 @@ class TrainingError(RuntimeError):
 
 
 def check_finite(unit_losses: Tensor, step: int, config: TrainConfig, names: list[str] | None = None) -> None:
-    """Stop the run before the update when a unit loss L (G, m) is NaN/inf, naming its dimension (or `names[i]`,
-    e.g. PAMA's one combined loss), its λ-group and the step; the last checkpoint is left as it was."""
+    """Stop the run before the update when a unit loss L (G, m) is NaN/inf, naming every such loss's dimension (or
+    `names[i]`, e.g. PAMA's one combined loss, named once per λ-group), its λ-group and the step; the last checkpoint
+    is left as it was."""
     names = names or config.dimension_names
+    found = {}  # (name, group) -> value, in order: PAMA's m copies of one loss are one loss
     for group, i in (~torch.isfinite(unit_losses)).nonzero().tolist():
+        found.setdefault((names[i], group), float(unit_losses[group, i]))
+    if found:
+        losses = ", ".join(f"the {name!r} loss is {value} (λ-group {group})" for (name, group), value in found.items())
         raise TrainingError(
-            f"step {step}: the {names[i]!r} loss is {float(unit_losses[group, i])} (λ-group {group}); "
-            "stopped before the update, the last checkpoint is intact. Lower the learning rate or check the data."
+            f"step {step}: {losses}; stopped before the update, the last checkpoint is intact. Lower the learning "
+            "rate or check the data."
         )
 
 

@@ -135,3 +135,21 @@ def test_combine_adds_the_regulariser_gradient_to_the_update_only_then_clips():
     assert norm == pytest.approx(float(expected.norm()), rel=1e-12)
     torch.testing.assert_close(grad, expected * max_norm / (norm + 1e-6))
     torch.testing.assert_close(buffers.flat[:-1], units, rtol=0, atol=0)
+
+
+def test_check_finite_names_every_non_finite_loss_not_only_the_first():
+    from types import SimpleNamespace
+
+    from panacea.training.update import TrainingError, check_finite
+
+    config = SimpleNamespace(dimension_names=["helpful", "harmless"])
+    losses = torch.tensor([[0.5, float("nan")], [float("inf"), float("nan")]])  # (G=2 λ-groups, m=2)
+    with pytest.raises(TrainingError) as failure:
+        check_finite(losses, 3, config)
+    message = str(failure.value)
+    assert message.startswith("step 3: the 'harmless' loss is nan (λ-group 0), the 'helpful' loss is inf (λ-group 1)")
+    assert "the 'harmless' loss is nan (λ-group 1)" in message
+    check_finite(torch.zeros(2, 2), 3, config)  # finite: no error
+    pama = torch.full((1, 2), float("nan"))  # PAMA's one combined loss in every column: named once per group
+    with pytest.raises(TrainingError, match=r"^step 1: the 'PAMA' loss is nan \(λ-group 0\); stopped"):
+        check_finite(pama, 1, config, names=["PAMA", "PAMA"])
