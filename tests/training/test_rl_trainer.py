@@ -713,6 +713,39 @@ def test_an_aggregator_combines_the_rl_dimension_gradients(workspace, tmp_path, 
     assert all(row["coefficient/a"] + row["coefficient/b"] == pytest.approx(1.0) for row in rows)
 
 
+@pytest.mark.parametrize("method", ["cagrad", "pcgrad"])
+def test_the_rl_update_is_the_aggregators_combination_of_the_dimension_gradients(
+    workspace, tmp_path, classifier, monkeypatch, method
+):
+    """One RL step with a λ-aware rule: the coefficients are the rule's on the Gram matrix of the step's unit
+    gradients, its λ and its unit losses, and `.grad` is Σ c_i g_i (a rule that got another λ, or LS's ones, or
+    an update that skipped the combination, fails)."""
+    from panacea.training.aggregators import AGGREGATORS
+
+    seen, combine, update = {}, GradientBuffers.combine, rl_step_module.write_update
+
+    def spy_combine(self, coefficients, *args, **kwargs):
+        seen["units"], seen["coefficients"] = self.flat[:-1].clone(), coefficients.clone()
+        norm = combine(self, coefficients, *args, **kwargs)
+        seen["update"] = self.flat[-1].clone()
+        return norm
+
+    def spy_update(config, step, model, scalarizer, buffers, unit_losses, groups, levels=None):
+        seen["losses"], seen["groups"] = unit_losses.clone(), groups.clone()
+        return update(config, step, model, scalarizer, buffers, unit_losses, groups, levels)
+
+    monkeypatch.setattr(GradientBuffers, "combine", spy_combine)
+    monkeypatch.setattr(rl_step_module, "write_update", spy_update)
+    run = tmp_path / "run"
+    train(rl_config(workspace, run, classifier, max_steps=1, aggregator=method, max_grad_norm=None,
+                    preference_sampling="per_step"))  # fmt: skip
+    units = seen["units"].double()  # (m, P): one λ-group
+    expected = AGGREGATORS[method]().coefficients(units @ units.T, seen["groups"][0].double(), seen["losses"][0])
+    assert not torch.allclose(seen["groups"][0], torch.full((2,), 0.5))  # a λ the rule can be told from LS by
+    torch.testing.assert_close(seen["coefficients"].double(), expected, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(seen["update"], seen["coefficients"] @ seen["units"], rtol=1e-5, atol=1e-7)
+
+
 def test_rewarded_soups_train_one_rl_lora_per_dimension(workspace, tmp_path, classifier):
     from panacea.training import train_soups
 
