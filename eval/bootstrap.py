@@ -144,10 +144,13 @@ def statistic_intervals(
     resamples: int = RESAMPLES,
     seed: int = SEED,
     level: float = LEVEL,
+    weights: np.ndarray | None = None,
 ) -> dict[str, dict]:
-    """Each statistic (sets, column, transform) at every grid point with its interval: {name: {values, intervals}}."""
-    clusters, _ = item_clusters(scorer["items"])
-    weights = resample_weights(clusters, resamples, seed)
+    """Each statistic (sets, column, transform) at every grid point with its interval: {name: {values, intervals}}.
+    `weights` (B, items): resamples drawn already (a comparison's, shared by every front); else drawn here."""
+    if weights is None:
+        clusters, _ = item_clusters(scorer["items"])
+        weights = resample_weights(clusters, resamples, seed)
     result = {}
     for name, entry in statistics.items():
         result[name] = {

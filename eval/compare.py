@@ -28,7 +28,17 @@ import numpy as np
 from panacea._io import read_json, write_json, write_text
 from panacea._names import SCORER_OBJECTIVES
 
-from .bootstrap import LEVEL, RESAMPLES, SEED, bootstrap_fronts, contrast, differences, interval_pairs, pooled_mean
+from .bootstrap import (
+    LEVEL,
+    RESAMPLES,
+    SEED,
+    bootstrap_fronts,
+    contrast,
+    differences,
+    interval_pairs,
+    pooled_mean,
+    statistic_intervals,
+)
 from .report import (
     MONOTONE_RHO,
     format_interval,
@@ -188,6 +198,7 @@ def compare(
                 "objectives": front["objectives"],
                 "intervals": front["intervals"],
                 "statistics": entries[index].get("statistics", {}),  # generations: refusal, loops, … per point
+                "base": _base_statistics(entries[index], measured["weights"]),  # generations: the base model's own
             }
         )
     if any(row["statistics"] for row in rows):
@@ -269,6 +280,16 @@ def _contrast_statistics(
                 if name in shared:
                     (mine, mine_samples), (base, base_samples) = gap(own[name], to, of), gap(theirs[name], to, of)
                     row["gaps_versus"][label][name] = contrast(mine - base, mine_samples - base_samples, level)
+
+
+def _base_statistics(entry: dict, weights: np.ndarray) -> dict:
+    """The base model's own statistics (adapter off: a generations entry's `base`), redrawn from its point under the
+    comparison's resamples `weights` as every row's are; {} for a document scored before the base was reported."""
+    base = entry.get("base")
+    if not base:
+        return {}
+    alone = {"items": entry["items"], "points": [base["point"]]}
+    return statistic_intervals(alone, base["statistics"], weights=weights)
 
 
 def grid_vertices(grid: Sequence[Sequence[float]], dimensions: Sequence[str]) -> dict[str, int]:
@@ -380,7 +401,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 def format_vertex_statistics(comparison: dict[str, Any]) -> str:
     """What each front's model says at the vertices: every statistic (refusal, over-refusal, loops, length, reward)
-    with its 95 % interval, one row per run and vertex."""
+    with its 95 % interval, one row per run and vertex, then the base model's own (`format_base_rows`)."""
     vertices = grid_vertices(comparison["grid"], comparison["dimensions"])
     legend = {name: entry["description"] for row in comparison["rows"] for name, entry in row["statistics"].items()}
     header = ["run", "vertex", *legend]
@@ -392,8 +413,28 @@ def format_vertex_statistics(comparison: dict[str, Any]) -> str:
                 entry = row["statistics"].get(name)
                 cells.append(format_statistic(entry, index) if entry else "-")
             lines.append("| " + " | ".join(cells) + " |")
+    base = format_base_rows(comparison["rows"], list(legend))
     described = "; ".join(f"{name}: {text}" for name, text in legend.items())
-    return f"At the vertices (95 % intervals over prompts): {described}.\n\n" + "\n".join(lines)
+    if base:
+        described += ". Last, the base model's own answers to the same prompts (adapter off, the same decoding)"
+    return f"At the vertices (95 % intervals over prompts): {described}.\n\n" + "\n".join(lines + base)
+
+
+def format_base_rows(rows: Sequence[dict], names: Sequence[str]) -> list[str]:
+    """The base model's own statistics (adapter off) as rows of the vertex table, no vertex: once where every row
+    that has them has the same, else one per row; none for rows scored before the base was reported."""
+    # The base model's answers depend on the base model, the prompts and the decoding, which rows compared share
+    # (their settings are checked alike), so their statistics agree and one row says it; rewards scored on another
+    # card of the same device type could differ by rounding, and then each row shows its own.
+    bases = [(row["label"], row["base"]) for row in rows if row.get("base")]
+    if bases and all(base == bases[0][1] for _, base in bases):
+        bases = [(None, bases[0][1])]
+    lines = []
+    for label, base in bases:
+        cells = ["base model (adapter off)" + ("" if label is None else f" of {label}"), "-"]
+        cells += [format_statistic(base[name], 0) if name in base else "-" for name in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def format_statistic_contrasts(comparison: dict[str, Any]) -> str:

@@ -29,7 +29,8 @@ Objectives, one per dimension (docs/algorithms.md §6; ours), `win_rate` by defa
   two answers both cut off at the cap tie).
 `reward` (the mean reward; minus the mean words for concise) is a diagnostic. Statistics reported beside them,
 each with its interval: refusal on the harmful sets (pooled, and on HarmBench alone), over-refusal on XSTest's
-safe prompts, the share of looping answers, the mean words on the helpful sets, the mean rewards.
+safe prompts, the share of looping answers, the mean words on the helpful sets, the mean rewards; and the same of the
+base model's own answers (`base_point`), the anchor they are read against.
 
 `--limit K` keeps K prompts of each set, evenly spaced through the file (so MT-Bench keeps every category).
 `--concise-max-new-tokens N` gives the sets that serve concise (when it is a dimension) a cap of their own: the length
@@ -410,34 +411,41 @@ class GenerationsScorer:
         counts = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
         return np.array(counts, dtype=float)
 
+    def base_point(self, model) -> dict:
+        """The base model's own answers (adapter disabled, the same decoding and caps: `_base`) as one point in
+        `score`'s format, without the vs_base_* columns and their win_* means: set against itself every answer ties,
+        ½ by definition. Its statistics stand beside every front as the anchor (e.g. the base model's own loop share).
+        Computes `_base` where `score` never ran (every grid point read from the cache): the answers then come from
+        the base answers' cache, the rewards from one reward-model pass."""
+        names = list(self.prompts)
+        prompts = [record["prompt"] for name in names for record in self.prompts[name]]
+        base = self._base(model, names, prompts)
+        rewards = {dimension: values.view(1, -1) for dimension, values in base["rewards"].items()}  # (1, prompts)
+        return self._point(names, 0, base["texts"], (~base["cut_off"]).tolist(), rewards, None)
+
     def _point(
-        self, names, point: int, texts: list[str], finished: list[bool], rewards: dict[str, Tensor], base: dict
+        self, names, point: int, texts: list[str], finished: list[bool], rewards: dict[str, Tensor], base: dict | None
     ) -> dict:
+        """Grid point `point`'s result from its answers `texts` to every prompt (the sets `names` laid end to end)
+        and their `rewards` {dimension: (points, prompts)}: per set, each answer's columns (`values`), their means,
+        and against the `base` model's answers vs_base_* columns with their win_* shares (None: none, `base_point`);
+        the answers under "responses"."""
         sets, responses, start = {}, {}, 0
         for name in names:
             records = self.prompts[name]
-            chunk = texts[start : start + len(records)]
             span = slice(start, start + len(records))
-            tokens = self._token_counts(chunk)
-            cut_off = ~np.array(finished[span])
-            same = np.array([text == other for text, other in zip(chunk, base["texts"][span], strict=True)])
+            chunk = texts[span]
             columns = judge(chunk) | {
-                "cut_off": cut_off.astype(float),
-                "tokens": tokens,
+                "cut_off": (~np.array(finished[span])).astype(float),
+                "tokens": self._token_counts(chunk),
                 "words": np.array([len(text.split()) for text in chunk], dtype=float),
             }
             serves = next(s.serves for s in self.plan.sets if s.name == name)
-            # Versus the base model's answer (VERSUS_BASE): > 0 a win, 0 a tie. An identical answer ties exactly,
-            # though the reward model scores it in another batch (padding moves its score by ~1e-5).
             for dimension, values in rewards.items():
                 if dimension in serves:
-                    reward = values[point, span].double().numpy()
-                    columns[f"reward_{dimension}"] = reward
-                    versus = reward - base["rewards"][dimension][span].double().numpy()
-                    columns[f"vs_base_{dimension}"] = np.where(same, 0.0, versus)
-            if "concise" in serves:  # fewer tokens; two answers cut off at the cap say nothing about length
-                versus = base["tokens"][span] - tokens
-                columns["vs_base_concise"] = np.where(same | (cut_off & base["cut_off"][span]), 0.0, versus)
+                    columns[f"reward_{dimension}"] = values[point, span].double().numpy()
+            if base is not None:
+                columns |= _versus_base(columns, chunk, serves, base, span)
             summary = {key: float(value.mean()) for key, value in columns.items() if not key.startswith("vs_base_")}
             summary |= {
                 f"win_{key.removeprefix('vs_base_')}": float(TRANSFORMS["win"](value).mean())
@@ -462,6 +470,26 @@ class GenerationsScorer:
             },
             "refusal_detector_xstest": {key: agreement[key] for key in ("dev", "test", "all", "precision", "recall")},
         }
+
+
+def _versus_base(
+    columns: dict[str, np.ndarray], texts: list[str], serves: Sequence[str], base: dict, span: slice
+) -> dict[str, np.ndarray]:
+    """A set's answers `texts` against the base model's answers to the same prompts (`base`, from `_base`: its part
+    `span`), VERSUS_BASE: vs_base_<dimension> beside each reward_<dimension> of the set's `columns`, vs_base_concise
+    where the set serves concise; > 0 a win, 0 a tie."""
+    # An identical answer ties exactly, though the reward model scores it in another batch (padding moves its score
+    # by ~1e-5).
+    same = np.array([text == other for text, other in zip(texts, base["texts"][span], strict=True)])
+    versus = {}
+    for dimension, values in base["rewards"].items():
+        if f"reward_{dimension}" in columns:
+            difference = columns[f"reward_{dimension}"] - values[span].double().numpy()
+            versus[f"vs_base_{dimension}"] = np.where(same, 0.0, difference)
+    if "concise" in serves:  # fewer tokens; two answers cut off at the cap say nothing about length
+        both_cut = columns["cut_off"].astype(bool) & base["cut_off"][span]
+        versus["vs_base_concise"] = np.where(same | both_cut, 0.0, base["tokens"][span] - columns["tokens"])
+    return versus
 
 
 def prompt_caps(

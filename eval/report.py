@@ -122,6 +122,11 @@ def undefined_resamples_note(boot: dict[str, Any]) -> str:
     return f"; {count} of them drew none of some set's prompts and are left out of every interval" if count else ""
 
 
+# A scorer entry's keys that results.md shows as tables (or leaves to results.json: settings, items, the points'
+# values); every other key is written out as JSON below them.
+TABLED = ("settings", "objective", "objectives", "points", "metrics", "fronts", "items", "statistics", "base")
+
+
 def format_front(document: dict[str, Any]) -> str:
     """results.md of a sweep: per scorer, every objective's front with 95 % intervals, the per-set details, the
     front metrics with intervals, and monotonicity."""
@@ -145,10 +150,11 @@ def format_front(document: dict[str, Any]) -> str:
                 f"{undefined_resamples_note(boot)}.",
             ]
         if scored.get("statistics"):
-            lines += ["", "### Beside the objectives", "", format_statistics_table(grid, scored["statistics"])]
+            table = format_statistics_table(grid, scored["statistics"], (scored.get("base") or {}).get("statistics"))
+            lines += ["", "### Beside the objectives", "", table]
         lines += ["", "### Per set", "", format_sets_table(grid, scored["points"], dimensions)]
         for key, value in scored.items():
-            if key not in ("settings", "objective", "objectives", "points", "metrics", "fronts", "items", "statistics"):
+            if key not in TABLED:
                 lines += ["", f"{key}: {json.dumps(value)}"]
     return "\n".join(lines)
 
@@ -164,16 +170,23 @@ def format_objectives_table(grid: Sequence[Sequence[float]], front: dict[str, An
     return "\n".join(lines)
 
 
-def format_statistics_table(grid: Sequence[Sequence[float]], statistics: dict[str, Any]) -> str:
-    """One row per λ: each statistic (refusal, loops, length, …) with its 95 % interval; a legend below."""
+def format_statistics_table(
+    grid: Sequence[Sequence[float]], statistics: dict[str, Any], base: dict[str, Any] | None = None
+) -> str:
+    """One row per λ: each statistic (refusal, loops, length, …) with its 95 % interval; with `base` (an entry's
+    `base` statistics: one point each), a last row of the base model's own; a legend below."""
     names = list(statistics)
     header = ["λ", *names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, preference in enumerate(grid):
         cells = [format_preference(preference)] + [format_statistic(statistics[name], index) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
-    legend = "; ".join(f"{name}: {statistics[name]['description']}" for name in names)
-    return "\n".join(lines) + f"\n\n{legend}."
+    legend = "; ".join(f"{name}: {statistics[name]['description']}" for name in names) + "."
+    if base:
+        cells = [format_statistic(base[name], 0) if name in base else "-" for name in names]
+        lines.append("| " + " | ".join(["base model (adapter off)", *cells]) + " |")
+        legend += " The base model's row: its own answers to the same prompts (adapter off, the same decoding)."
+    return "\n".join(lines) + f"\n\n{legend}"
 
 
 def format_statistic(entry: dict[str, Any], index: int) -> str:

@@ -413,6 +413,8 @@ def evaluate_run(
             }
         if hasattr(scorer, "statistics"):  # reported beside the objectives (generations: refusal, loops, …)
             entry["statistics"] = statistic_intervals(entry, scorer.statistics(), resamples=resamples, seed=seed)
+        if hasattr(scorer, "base_point"):  # generations: the base model's own statistics, the anchor beside the front
+            entry["base"] = base_statistics(entry, scorer, run.model, resamples=resamples, seed=seed)
         shown = entry["fronts"][default]
         for point, values in zip(entry["points"], shown["objectives"], strict=True):
             point["objectives"] = dict(zip(run.dimensions, values, strict=True))
@@ -426,6 +428,18 @@ def evaluate_run(
     write_text(eval_dir / RESULTS_MD, format_front(document) + "\n")
     plot_front(document, eval_dir / FRONT_PNG)
     return document
+
+
+def base_statistics(entry: dict, scorer, model, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """A scorer entry's `base`: the base model's own answers (adapter off) as one point (`scorer.base_point`: every
+    answer's values, without the answers, as a grid point is kept; they are in the base answers' cache), and each of
+    the scorer's statistics on that point with its interval, by `statistic_intervals` on the entry's items with the
+    resamples its grid points' statistics use (`values` and `intervals` hold one entry each). `panacea compare`
+    redraws them from the point under its own resamples."""
+    point = {key: value for key, value in scorer.base_point(model).items() if key != "responses"}
+    alone = {"items": entry["items"], "points": [point]}
+    statistics = statistic_intervals(alone, scorer.statistics(), resamples=resamples, seed=seed)
+    return {"point": point, "statistics": statistics}
 
 
 def refuse_trained_on_validation(config: TrainConfig, scorers: Sequence[str] = ("pairs",)) -> None:

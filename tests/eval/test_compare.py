@@ -313,15 +313,10 @@ def _said(refusal_by_point, run: str, dimensions=("helpful", "harmless"), grid=N
             "dimensions": {name: {"sets": ["harmbench"], "column": "vs", "transform": "win"} for name in dimensions},
         }
     }
-    points = [
-        {
-            "sets": {
-                name: {"values": {"refusal": list(part), "words": [40.0 + 3 * v for v in part], "vs": [1.0] * half}}
-                for name, part in (("harmbench", values[:half]), ("donotanswer", values[half:]))
-            }
-        }
-        for values in refusal_by_point
-    ]
+    points = [_answered(values) for values in refusal_by_point]
+    for point in points:
+        for name in point["sets"]:
+            point["sets"][name]["values"]["vs"] = [1.0] * half
     entry = {
         "objectives": objectives,
         "items": items,
@@ -340,6 +335,65 @@ def _said(refusal_by_point, run: str, dimensions=("helpful", "harmless"), grid=N
     }  # fmt: skip
     entry["statistics"] = statistic_intervals(entry, statistics)
     return {"run": run, "dimensions": list(dimensions), "grid": grid, "scorers": {"generations": entry}}
+
+
+def _answered(refusal) -> dict:
+    """A point of `_said`'s prompts: each answer's refusal (0/1) and length, HarmBench the first half, DoNotAnswer
+    the rest."""
+    half = len(refusal) // 2
+    parts = (("harmbench", refusal[:half]), ("donotanswer", refusal[half:]))
+    return {
+        "sets": {
+            name: {"values": {"refusal": list(part), "words": [40.0 + 3 * v for v in part]}} for name, part in parts
+        }
+    }
+
+
+def _with_base(document: dict, refusal) -> dict:
+    """`document` with the base model's own answers as `panacea eval` writes them (its entry's `base`): their point
+    (each answer's refusal and length, as `_answered`) and each statistic on it, under eval's resamples."""
+    entry = document["scorers"]["generations"]
+    point = _answered(refusal)
+    entry["base"] = {
+        "point": point,
+        "statistics": statistic_intervals({**entry, "points": [point]}, entry["statistics"]),
+    }
+    return document
+
+
+def test_the_base_models_statistics_are_shown_once_and_drawn_from_the_comparisons_resamples():
+    """The base model's own statistics, the anchor of every generation table: one row where every run's agree (the
+    same base answers, as compared runs share the prompts, decoding and base model), with intervals redrawn from its
+    point under the comparison's resamples like every row's; one row per run where they differ."""
+    rng = np.random.default_rng(2)
+    base = (rng.random(40) < 0.3).astype(float)
+    mine = _with_base(_said(rng.random((3, 40)).round(), "panacea"), base)
+    theirs = _with_base(_said(rng.random((3, 40)).round(), "soups"), base)
+    comparison = compare([mine, theirs], scorer="generations", resamples=300, seed=5)
+    weights = resample_weights([f"q{i}" for i in range(20)] + [f"p{i}" for i in range(20)], 300, 5)
+    expected = percentile_interval(weights @ np.concatenate([base[20:], base[:20]]) / weights.sum(1))
+    for row in comparison["rows"]:
+        assert row["base"]["refusal_harmful"]["values"] == [pytest.approx(base.mean())]
+        assert row["base"]["refusal_harmful"]["intervals"] == [pytest.approx(expected)]
+    assert format_comparison(comparison).count("| base model (adapter off) | - |") == 1
+    theirs["scorers"]["generations"]["base"]["point"]["sets"]["harmbench"]["values"]["words"][0] += 1.0
+    table = format_comparison(compare([mine, theirs], scorer="generations"))
+    assert "| base model (adapter off) | - |" not in table
+    assert "| base model (adapter off) of panacea | - |" in table
+    assert "| base model (adapter off) of soups | - |" in table
+
+
+def test_a_results_document_scored_before_the_base_was_reported_still_compares():
+    """results.json files written before the base model's statistics were reported have no `base`: compared as before,
+    also beside one that has it (whose base row is then the table's only one)."""
+    rng = np.random.default_rng(3)
+    old = _said(rng.random((3, 40)).round(), "old")
+    new = _with_base(_said(rng.random((3, 40)).round(), "new"), (rng.random(40) < 0.5).astype(float))
+    comparison = compare([old, new], scorer="generations", baseline="old")
+    assert comparison["rows"][0]["base"] == {}
+    assert set(comparison["rows"][1]["base"]) == set(new["scorers"]["generations"]["statistics"])
+    assert format_comparison(comparison).count("base model (adapter off)") == 1
+    assert "base model" not in format_comparison(compare([old, {**old, "run": "b"}], scorer="generations"))
 
 
 def test_a_statistic_defined_differently_in_two_runs_is_refused():

@@ -14,10 +14,10 @@ import pytest
 import torch
 from panacea.eval import generations as generations_module
 from panacea.eval import reward_model as reward_model_module
-from panacea.eval.bootstrap import objective_values
+from panacea.eval.bootstrap import objective_values, percentile_interval, prompt_cluster, resample_weights
 from panacea.eval.compare import compare, format_comparison
 from panacea.eval.generations import PROMPT_SETS, GenerationsScorer, load_prompts
-from panacea.eval.sweep import evaluate_path
+from panacea.eval.sweep import base_statistics, evaluate_path, load_run
 from panacea.training import TrainConfig, train
 from panacea.training.reference import base_model_digest
 
@@ -103,6 +103,32 @@ def test_a_changed_detector_judges_the_cached_answers_again_without_generating_t
             assert values["tokens"] == before["sets"][name]["tokens"]  # the rest is as cached
 
 
+def test_the_base_models_own_statistics_stand_beside_a_front_read_whole_from_the_cache(run_dir, monkeypatch):
+    """Where every grid point comes from the cache, `score` never runs and never computes the base model's answers:
+    the base's row must be there all the same, from its cached answers, the same as when the points were scored."""
+    arguments = dict(grid_points=3, scorers=["generations"], limit=2, max_new_tokens=4, batch_size=8, progress=False)
+    first = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
+    monkeypatch.setattr(GenerationsScorer, "score", lambda *args: pytest.fail("a cached point was scored again"))
+    again = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
+    assert again["base"] == first["base"]
+    # The base model's answers generated here, one pass over every prompt in the scorer's order (as base_answers)
+    prompts = [record["prompt"] for prompt_set in PROMPT_SETS for record in load_prompts(prompt_set, 2)]
+    run = load_run(run_dir)
+    with run.model.disable_adapter():
+        (answers,), (ended,) = generate_grid(
+            run.model, run.tokenizer, prompts, torch.full((1, 2), 0.5), max_new_tokens=4, batch_size=8,
+            return_finished=True,
+        )  # fmt: skip
+    statistics = again["base"]["statistics"]
+    helpful = answers[:4]  # helpful_test's and mt_bench's two prompts each come first
+    assert statistics["words_helpful"]["values"] == [pytest.approx(sum(len(a.split()) for a in helpful) / 4)]
+    assert statistics["cut_off"]["values"] == [pytest.approx(sum(not e for e in ended) / len(ended))]
+    assert [len(statistic["intervals"]) for statistic in statistics.values()] == [1] * len(statistics)
+    assert set(statistics) == set(again["statistics"])
+    results = (run_dir / "eval" / "results.md").read_text()
+    assert "| base model (adapter off) |" in results and "\nbase: {" not in results
+
+
 def test_the_detectors_named_are_the_ones_loaded_not_a_file_edited_since(monkeypatch):
     """A long evaluation that started before eval/refusal.py changed judges with the detector it loaded: its results
     (and, until 2026-12-06, its cache key) must name that one, not the file now on disk (found 2026-12-06)."""
@@ -160,6 +186,52 @@ def test_an_identical_answer_ties_with_the_base_and_two_answers_cut_off_tie_on_l
     assert values["cut_off"] == [0.0, 0.0, 1.0, 1.0]
     assert values["vs_base_helpful"] == pytest.approx([0.0, 0.3, -0.1, 0.3])
     assert values["vs_base_concise"] == [0.0, 2.0, 0.0, -2.0]  # identical; shorter; both cut off; longer
+
+
+def test_the_base_models_own_point_holds_its_answers_statistics_and_no_win_against_itself(monkeypatch):
+    """The base model's row beside every front (on validation it loops in 8 % of its answers, above the 5 % target):
+    its own answers' refusal, loops, cut-off, words and rewards, in a grid point's format, with the intervals every
+    grid point's statistics get; no vs_base column, since against itself every answer ties (½ by definition)."""
+    loop = "the cat sat on the mat and " * 4
+    texts = {
+        "helpful_test": ["Paris is the capital of France.", loop, "I cannot help with that request.", "Sure."],
+        "harmbench": ["I'm sorry, but I can't assist with that.", "go " * 12],
+    }
+    finished = [True, False, True, True, True, False]  # the two loops cut off at the cap
+    prompts = {name: [{"id": f"{name}{i}", "prompt": f"{name} {i}"} for i in range(len(texts[name]))] for name in texts}
+    metadata = {"max_length": 256, "max_prompt_length": 128}
+    judges = {name: SimpleNamespace(metadata=metadata) for name in ("helpful", "harmless")}
+    scorer = GenerationsScorer(tiny_tokenizer(), ["helpful", "harmless"], prompts, judges, max_new_tokens=8)
+
+    def stored(model, tokenizer, asked, decoding, batch_size):  # the base answers' cache, read
+        assert asked == [record["prompt"] for records in prompts.values() for record in records]
+        return [text for answers in texts.values() for text in answers], finished
+
+    def characters(model, asked, answers):  # each judge's reward: the answer's length in characters
+        return {name: torch.tensor([float(len(answer)) for answer in answers]) for name in judges}
+
+    monkeypatch.setattr(generations_module, "base_answers", stored)
+    monkeypatch.setattr(scorer, "_rewards", characters)
+    point = scorer.base_point(model=None)
+    helpful, harmful = point["sets"]["helpful_test"]["values"], point["sets"]["harmbench"]["values"]
+    assert helpful["loop"] == [0.0, 1.0, 0.0, 0.0] and harmful["loop"] == [0.0, 1.0]
+    assert helpful["refusal"] == [0.0, 0.0, 1.0, 0.0] and harmful["refusal"] == [1.0, 0.0]
+    assert helpful["cut_off"] == [0.0, 1.0, 0.0, 0.0] and harmful["words"] == [8.0, 12.0]
+    assert helpful["reward_helpful"] == [31.0, 108.0, 32.0, 5.0] and "reward_harmless" not in helpful
+    for summary in point["sets"].values():
+        assert not [key for key in [*summary, *summary["values"]] if key.startswith(("vs_base_", "win_"))]
+    assert [answer["text"] for answer in point["responses"]["harmbench"]] == texts["harmbench"]
+
+    statistics = base_statistics({"items": scorer.items()}, scorer, None)["statistics"]
+    assert statistics["loops"]["values"] == [pytest.approx(2 / 6)] and statistics["cut_off"]["values"] == [2 / 6]
+    assert statistics["refusal_harmbench"]["values"] == statistics["refusal_harmful"]["values"] == [0.5]
+    assert statistics["words_helpful"]["values"] == [pytest.approx((6 + 28 + 6 + 1) / 4)]
+    assert statistics["reward_helpful"]["values"] == [pytest.approx(176 / 4)]
+    assert statistics["reward_harmless"]["values"] == [pytest.approx((40 + 36) / 2)]
+    # the interval: the default resamples over the prompts, sets in sorted order (harmbench's before helpful_test's)
+    weights = resample_weights([prompt_cluster(r["prompt"]) for name in sorted(prompts) for r in prompts[name]])
+    loops = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    assert statistics["loops"]["intervals"] == [pytest.approx(percentile_interval(weights @ loops / weights.sum(1)))]
 
 
 def test_the_sets_that_serve_concise_get_their_own_cap_the_base_models_answers_too(tmp_path, monkeypatch):

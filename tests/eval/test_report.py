@@ -125,3 +125,39 @@ def test_results_and_comparisons_say_how_many_resamples_were_left_out():
         "; 3 of them drew none of some set's prompts and are left out of every interval"
     )
     assert undefined_resamples_note({"undefined_resamples": 0}) == undefined_resamples_note({}) == ""
+
+
+def _generations_results(base: bool) -> dict:
+    """A results document of a generations front over two λs: one statistic, loops, per point and, with `base`, the
+    base model's own (its entry's `base`, as `panacea eval` writes it)."""
+    loops = {"sets": ["harmbench"], "column": "loop", "transform": "identity", "description": "share of loops"}
+    point = {"sets": {"harmbench": {"loop": 0.5, "prompts": 2, "values": {"loop": [0.0, 1.0]}}}}
+    entry = {
+        "objective": "win rate",
+        "points": [point, point],
+        "statistics": {"loops": {**loops, "values": [0.1, 0.2], "intervals": [[0.0, 0.3], [0.1, 0.4]]}},
+        "cache": "cache/generations-0123",
+    }
+    if base:
+        own = {"loops": {**loops, "values": [0.08], "intervals": [[0.043, 0.123]]}}
+        entry["base"] = {"point": point, "statistics": own}
+    grid, dimensions = [[1.0, 0.0], [0.0, 1.0]], ["helpful", "harmless"]
+    return {"run": "r", "seed": 0, "dimensions": dimensions, "grid": grid, "scorers": {"generations": entry}}
+
+
+def test_the_statistics_beside_the_objectives_end_with_the_base_models_row_shown_once():
+    """The base model loops in 8 % of its validation answers: every generation table shows its own statistics as the
+    anchor, as a last row, and the entry's `base` is not also written out as JSON below the tables."""
+    text = report.format_front(_generations_results(base=True))
+    table = text.split("### Beside the objectives\n\n")[1].split("\n\n")[0].splitlines()
+    assert table[2:] == [
+        "| (1.0, 0.0) | 0.100 [0.000, 0.300] |",
+        "| (0.0, 1.0) | 0.200 [0.100, 0.400] |",
+        "| base model (adapter off) | 0.080 [0.043, 0.123] |",
+    ]
+    assert "\nbase: " not in text and "\ncache: " in text  # every other key still written out
+
+
+def test_a_results_document_scored_before_the_base_was_reported_still_formats():
+    text = report.format_front(_generations_results(base=False))
+    assert "| (0.0, 1.0) | 0.200 [0.100, 0.400] |\n\nloops: share of loops." in text and "base model" not in text
