@@ -141,7 +141,25 @@ def loop_targets(generations: dict) -> list[dict]:
                 "judged": judge_every_point(loops["values"], loops["intervals"], LOOPS),
             }
         )
-    return rows
+    return rows + base_loop_rows(generations)
+
+
+def base_loop_rows(generations: dict) -> list[dict]:
+    """The base model's own loop share (adapter off, the same prompts and decoding; compare's `base` statistics),
+    the floor the loop target is read against: not a target, judged by the same rule for reference. One row where
+    every run's base agrees, else one per run; none for a comparison scored before the base was reported."""
+    bases = [(row["label"], row["base"]["loops"]) for row in generations["rows"] if "loops" in row.get("base", {})]
+    if bases and all(loops == bases[0][1] for _, loops in bases):
+        bases = [("base model (adapter off)", bases[0][1])]
+    return [
+        {
+            "target": f"the base model's own loops, beside loops ≤ {LOOPS:g} (not a target)",
+            "run": label if label.startswith("base model") else f"base model of {label}",
+            "value": format_interval(loops["values"][0], loops["intervals"][0], DIGITS),
+            "judged": "for reference: " + judge_every_point(loops["values"], loops["intervals"], LOOPS),
+        }
+        for label, loops in bases
+    ]
 
 
 def published_results(folder: Path, run: str) -> list[Path]:

@@ -122,8 +122,9 @@ def publish(folder: Path, name: str, dimensions: list[str], grid: list[list[floa
     harmless = [1.0 if d == "harmless" else 0.0 for d in dimensions]
     over = {"values": [0.3 if point == harmless else 0.0 for point in grid],
             "intervals": [[0.2, 0.4] if point == harmless else [0.0, 0.0] for point in grid]}  # fmt: skip
+    base = {"loops": {"values": [0.062], "intervals": [[0.044, 0.081]]}}  # the base model's own (compare's `base`)
     generations = {"objective": "win_rate", "bounded": True, "dimensions": dimensions, "grid": grid,
-                   "rows": [{**entry, "vertex_gaps": gaps} for entry in panacea + soups]}  # fmt: skip
+                   "rows": [{**entry, "vertex_gaps": gaps, "base": base} for entry in panacea + soups]}  # fmt: skip
     for entry in generations["rows"]:
         entry["statistics"]["over_refusal_xstest_safe"] = over
     helpful = [1.0 if d == "helpful" else 0.0 for d in dimensions]
@@ -194,6 +195,28 @@ def test_targets_of_a_published_benchmark(script, tmp_path):
     assert judged[("loops ≤ 0.05 at every grid point (the most, at (0.5, 0.5))", "hh-2d (panacea)")][1] == (
         "met (point estimate; an interval straddles 0.05)"
     )  # fmt: skip
+    # the base model's own loops (compare's `base`), once where every run's agree, judged for reference only
+    assert judged[("the base model's own loops, beside loops ≤ 0.05 (not a target)", "base model (adapter off)")] == (
+        "0.0620 [0.0440, 0.0810]", "for reference: missed (point estimate; an interval straddles 0.05)"
+    )  # fmt: skip
+
+
+def test_the_base_models_loops_stand_once_per_run_where_runs_disagree_and_not_at_all_without_them(script):
+    grid = [[1.0, 0.0], [0.0, 1.0]]
+    base = {"loops": {"values": [0.03], "intervals": [[0.01, 0.049]]}}
+    rows = [row("a", "a", "panacea", loops=[0.0, 0.0], base=base), row("b", "b", "soups", loops=[0.0, 0.0])]
+    generations = {"grid": grid, "rows": rows}
+    judged = judged_by(script.loop_targets(generations))
+    assert judged[("the base model's own loops, beside loops ≤ 0.05 (not a target)", "base model (adapter off)")] == (
+        "0.0300 [0.0100, 0.0490]", "for reference: met (the interval decides)"
+    )  # fmt: skip
+    rows[1]["base"] = {"loops": {"values": [0.04], "intervals": [[0.02, 0.06]]}}  # another base: one row per run
+    assert sorted(r["run"] for r in script.loop_targets(generations) if "base" in r["target"]) == [
+        "base model of a", "base model of b"
+    ]  # fmt: skip
+    for entry in rows:
+        del entry["base"]
+    assert not [r for r in script.loop_targets(generations) if "base" in r["target"]]
 
 
 def test_hhc_3d_asks_for_the_accuracy_interval_above_0_and_finds_harmless_among_three(script, tmp_path):
