@@ -512,22 +512,34 @@ def save_training(row: str) -> str | None:
     if not any((folder / "adapter").is_dir() or latest_checkpoint(folder) for folder in folders):
         return None  # nothing to continue from yet: a fresh machine starts it at step 0 either way
     previous = [entry.name for entry in target.iterdir()] if target.is_dir() else []
+    listed = read_json(run / "manifest.json").get("runs", {}) if (run / "manifest.json").is_file() else {}
     steps = []
-    with atomic_directory(target, replaces=previous) as staging:
-        for folder in folders:
-            into = staging / folder.relative_to(run)
-            for name in RUN_FILES:
-                if (folder / name).is_file():
-                    into.mkdir(parents=True, exist_ok=True)
-                    write_text(into / name, _checkout_relative(folder / name))
-            finished = (folder / "adapter").is_dir()
-            if finished:  # a finished training's weights: resume skips a finished soups member
-                shutil.copytree(folder / "adapter", into / "adapter")
-            # the newest checkpoint, also of a finished run (whose resume then ends at its final step, not at step 0)
-            if (not finished or folder == run) and (newest := latest_checkpoint(folder)) is not None:
-                shutil.copytree(newest, into / "checkpoints" / newest.name)
-                steps.append(f"{folder.relative_to(run)}: {newest.name}")
+    try:
+        with atomic_directory(target, replaces=previous) as staging:
+            for folder in folders:
+                into = staging / folder.relative_to(run)
+                for name in RUN_FILES:
+                    if (folder / name).is_file():
+                        into.mkdir(parents=True, exist_ok=True)
+                        write_text(into / name, _checkout_relative(folder / name))
+                finished = (folder / "adapter").is_dir()
+                if finished:  # a finished training's weights: resume skips a soups member its manifest lists
+                    shutil.copytree(folder / "adapter", into / "adapter")
+                # The newest checkpoint, also of a finished run (whose resume then ends at its final step, not at step
+                # 0) and of a finished soups member its manifest does not list yet (train_soups trains it again).
+                if not finished or folder == run or folder.name not in listed:
+                    if (newest := latest_checkpoint(folder)) is not None:
+                        shutil.copytree(newest, into / "checkpoints" / newest.name)
+                        steps.append(f"{folder.relative_to(run)}: {newest.name}")
+            if _unfinished_training(row) != where:  # published while it was copied: the copy would stay behind
+                raise _Finished
+    except _Finished:
+        return None
     return f"in {target} ({', '.join(steps) or 'finished members only'})"
+
+
+class _Finished(Exception):
+    """The row's training was published while `save_training` copied it: the copy is dropped."""
 
 
 def restore_training(row: str) -> bool:
@@ -767,7 +779,12 @@ def choice(
         checked = (f"{method}/{chosen}", *(confirm_rows(method, chosen) if confirm else ()))
         if chosen in {name for name, _ in looping}:
             where = " at 40 or at 100 steps" if confirm else ""
-            text += f"{chosen} ({value[chosen]:.3f}), though every finished row loops above {LOOP_LIMIT:.2f}{where}"
+            row = next(row for name, row in looping if name == chosen)
+            own = f"{max(loops[row]):.3f}{_where(method, chosen, row)}"
+            text += (
+                f"{chosen} ({value[chosen]:.3f}; it loops {own}), though every finished row loops above "
+                f"{LOOP_LIMIT:.2f}{where}"
+            )
         else:
             most = max(max(loops[row]) for row in checked)
             text += f"{chosen} ({value[chosen]:.3f}; loops at most {most:.3f}{steps})"
@@ -1160,15 +1177,17 @@ def main(argv: list[str] | None = None) -> int:
             "a 40-step row's settings at 100 steps (confirm/METHOD-NAME-seed1: at seed 1)"
         )
     if args.save_training:
+        failed = 0
         for row in args.only or ALL_ROWS:
             try:
                 saved = save_training(row)
             except OSError as error:  # a checkpoint pruned while it was copied: the earlier save stays
                 print(f"{row}: not saved this time ({error}); run --save-training again", file=sys.stderr)
+                failed += 1
                 continue
             if saved is not None:
                 print(f"{row}: saved {saved}")
-        return 0
+        return 1 if failed else 0  # a session that commits on success must not commit an older save unknowingly
     for row in args.only or ():
         if row.startswith("confirm/") and (problem := confirm_refused(row)) is not None:
             parser.error(problem)

@@ -191,7 +191,7 @@ def test_the_choice_is_the_best_40_step_row_that_does_not_loop_and_the_80_step_r
     everywhere = {row: [0.5] * 3 for row in rows}
     assert study.choice(rows, "panacea", everywhere) == (
         "Chosen for panacea (2 of the 12 rows it chooses among finished): "
-        "lr1e-3 (0.320), though every finished row loops above "
+        "lr1e-3 (0.320; it loops 0.500), though every finished row loops above "
         "0.05; passed over, looping more than 0.05 at some point: defaults 0.500."
     )
     tie = {"panacea/cosine": 0.30, "panacea/defaults": 0.30}  # cosine first: the rule, not the order, picks defaults
@@ -1009,3 +1009,60 @@ def test_a_retraining_for_answers_is_saved_and_continued_on_a_fresh_machine(monk
     assert "continues from the training saved in" in capsys.readouterr().out
     assert study.has_generations(row) and not saved.exists()  # published: the save goes
     assert study.main(["--save-training", "--only", row]) == 0 and "saved" not in capsys.readouterr().out
+
+
+def test_a_save_that_a_publish_overtakes_leaves_no_copy_in_the_finished_row(monkeypatch, tmp_path):
+    """`--save-training` takes no lock: a row published while its training is copied must not get the copy (a
+    checkpoint committed into a finished row's folder)."""
+    study = _study_in(tmp_path, monkeypatch)
+    row = "confirm/panacea-beta0.3"
+    run = tmp_path / "study" / row / "run"
+    checkpoint = run / "checkpoints" / "step-10"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"step": 10}')
+    copy, published = shutil.copytree, []
+
+    def publish_midway(source, target, *args, **options):  # shutil's own recursion calls it again: publish once
+        if not published:
+            results = run / "eval-validation" / "results.json"
+            results.parent.mkdir(exist_ok=True)
+            results.write_text(json.dumps(_document(0.4, [0.0, 0.0, 0.0])))  # its answers scored: nothing left
+            (tmp_path / "study" / row / "row.json").write_text(json.dumps({"results": str(results)}))
+            study.publish_row(row)
+            published.append(row)
+        return copy(source, target, *args, **options)
+
+    monkeypatch.setattr(study.shutil, "copytree", publish_midway)
+    assert study.save_training(row) is None
+    assert not (tmp_path / "published" / row / "resume").exists()
+
+
+def test_a_finished_soups_member_its_manifest_does_not_list_yet_keeps_its_checkpoint(monkeypatch, tmp_path):
+    """train_soups skips a member only when its manifest lists it (written after the member's training returns): a
+    save between the two keeps the member's final checkpoint, so a fresh machine's resume ends at once instead of
+    training it again from step 0; a listed member keeps its adapter only."""
+    study = _study_in(tmp_path, monkeypatch)
+    row = "confirm/soups-lr5e-4_beta0.3_steps40"
+    run = tmp_path / "study" / row / "run"
+    for member in ("helpful", "harmless"):
+        (run / "soups" / member / "adapter").mkdir(parents=True)
+        checkpoint = run / "soups" / member / "checkpoints" / "step-50"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text('{"step": 50}')
+    (run / "manifest.json").write_text(json.dumps({"runs": {"helpful": {}}}))  # harmless finished, not yet listed
+    assert study.save_training(row).endswith("(soups/harmless: step-50)")
+    saved = tmp_path / "published" / row / "resume" / "soups"
+    assert (saved / "harmless" / "checkpoints" / "step-50" / "trainer_state.json").is_file()
+    assert not (saved / "helpful" / "checkpoints").exists() and (saved / "helpful" / "adapter").is_dir()
+
+
+def test_save_training_exits_1_when_a_row_was_not_saved(monkeypatch, tmp_path, capsys):
+    study = _study_in(tmp_path, monkeypatch)
+
+    def pruned(row):
+        if row == "confirm/panacea-beta0.3":
+            raise FileNotFoundError("step-10 was pruned while it was copied")
+
+    monkeypatch.setattr(study, "save_training", pruned)
+    assert study.main(["--save-training"]) == 1
+    assert "confirm/panacea-beta0.3: not saved this time" in capsys.readouterr().err
