@@ -21,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 
+from panacea.eval.compare import base_statistics_by_run
 from panacea.eval.report import format_interval
 
 from panacea._io import read_json
@@ -147,19 +148,20 @@ def loop_targets(generations: dict) -> list[dict]:
 def base_loop_rows(generations: dict) -> list[dict]:
     """The base model's own loop share (adapter off, the same prompts and decoding; compare's `base` statistics),
     the floor the loop target is read against: not a target, judged by the same rule for reference. One row where
-    every run's base agrees, else one per run; none for a comparison scored before the base was reported."""
-    bases = [(row["label"], row["base"]["loops"]) for row in generations["rows"] if "loops" in row.get("base", {})]
-    if bases and all(loops == bases[0][1] for _, loops in bases):
-        bases = [("base model (adapter off)", bases[0][1])]
-    return [
-        {
-            "target": f"the base model's own loops, beside loops ≤ {LOOPS:g} (not a target)",
-            "run": label if label.startswith("base model") else f"base model of {label}",
-            "value": format_interval(loops["values"][0], loops["intervals"][0], DIGITS),
-            "judged": "for reference: " + judge_every_point(loops["values"], loops["intervals"], LOOPS),
-        }
-        for label, loops in bases
-    ]
+    every run's base agrees, else one per run (`base_statistics_by_run`, as compare's vertex table shows them); none
+    for a comparison scored before the base was reported."""
+    rows = []
+    for label, base in base_statistics_by_run(generations["rows"], ["loops"]):
+        loops = base["loops"]
+        rows.append(
+            {
+                "target": f"the base model's own loops, beside loops ≤ {LOOPS:g} (not a target)",
+                "run": "base model (adapter off)" if label is None else f"base model of {label}",
+                "value": format_interval(loops["values"][0], loops["intervals"][0], DIGITS),
+                "judged": "for reference: " + judge_every_point(loops["values"], loops["intervals"], LOOPS),
+            }
+        )
+    return rows
 
 
 def published_results(folder: Path, run: str) -> list[Path]:

@@ -420,17 +420,27 @@ def format_vertex_statistics(comparison: dict[str, Any]) -> str:
     return f"At the vertices (95 % intervals over prompts): {described}.\n\n" + "\n".join(lines + base)
 
 
-def format_base_rows(rows: Sequence[dict], names: Sequence[str]) -> list[str]:
-    """The base model's own statistics (adapter off) as rows of the vertex table, no vertex: once where every row
-    that has them has the same, else one per row; none for rows scored before the base was reported."""
+def base_statistics_by_run(rows: Sequence[dict], names: Sequence[str]) -> list[tuple[str | None, dict]]:
+    """The base model's own statistics `names` (adapter off: compare rows' `base`) as (label, {name: statistic}): one
+    (None, …) where every row that has them has the same, else one per row; none for rows scored before the base was
+    reported."""
     # The base model's answers depend on the base model, the prompts and the decoding, which rows compared share
     # (their settings are checked alike), so their statistics agree and one row says it; rewards scored on another
     # card of the same device type could differ by rounding, and then each row shows its own.
-    bases = [(row["label"], row["base"]) for row in rows if row.get("base")]
+    bases = []
+    for row in rows:
+        if shown := {name: row["base"][name] for name in names if name in row.get("base", {})}:
+            bases.append((row["label"], shown))
     if bases and all(base == bases[0][1] for _, base in bases):
-        bases = [(None, bases[0][1])]
+        return [(None, bases[0][1])]
+    return bases
+
+
+def format_base_rows(rows: Sequence[dict], names: Sequence[str]) -> list[str]:
+    """The base model's own statistics (adapter off) as rows of the vertex table, no vertex
+    (`base_statistics_by_run`)."""
     lines = []
-    for label, base in bases:
+    for label, base in base_statistics_by_run(rows, names):
         cells = ["base model (adapter off)" + ("" if label is None else f" of {label}"), "-"]
         cells += [format_statistic(base[name], 0) if name in base else "-" for name in names]
         lines.append("| " + " | ".join(cells) + " |")
