@@ -128,8 +128,9 @@ cache=$cache_root/reference-logps
 mkdir -p "$cache"
 export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses
 # Likewise the generations scorer's reward models (a linear head, ~20 KB; fitting one runs the base model over 1,000
-# responses, ~6-8 min here) and the base model's answers (a generation pass over the prompts) in a folder laid out
-# like the cache ($PANACEA_CACHE_SEEDS: panacea.base_model.cache_seed_dirs), kept the same way.
+# responses, ~6-8 min here), the base model's answers (a generation pass over the prompts) and their rewards (a base
+# pass over the answers, ~6 min for hh-2d's) in a folder laid out like the cache ($PANACEA_CACHE_SEEDS:
+# panacea.base_model.cache_seed_dirs), kept the same way.
 eval_seed=${EVAL_CACHE_SEED:-benchmarks/eval-cache}
 [[ $eval_seed == /* ]] || eval_seed=$PWD/$eval_seed
 export PANACEA_CACHE_SEEDS=$eval_seed${PANACEA_CACHE_SEEDS:+:$PANACEA_CACHE_SEEDS}
@@ -139,16 +140,16 @@ export PANACEA_CACHE_SEEDS=$eval_seed${PANACEA_CACHE_SEEDS:+:$PANACEA_CACHE_SEED
 # until the run is evaluated, so a run interrupted after its reference pass and resumed later (another session)
 # still keeps what it computed then.
 snapshots=$runs_dir/.reference-snapshots
-cache_names() {  # the reference files in the cache, a name a line; then its reward models and base answers, by
-  local file  # their path in the cache (a reward model is a folder: one whose metadata is written is whole)
+cache_names() {  # the reference files in the cache, a name a line; then its reward models, base answers and their
+  local file  # rewards, by their path in the cache (a reward model is a folder: one whose metadata is written is whole)
   for file in "$cache"/*.safetensors; do
     if [[ -f $file ]]; then echo "${file##*/}"; fi
   done
   for file in "$cache_root"/reward-models/*/reward_model.json; do
     if [[ -f $file ]]; then file=${file%/reward_model.json} && echo "reward-models/${file##*/}"; fi
   done
-  for file in "$cache_root"/base-answers/*.json; do
-    if [[ -f $file ]]; then echo "base-answers/${file##*/}"; fi
+  for file in "$cache_root"/base-answers/*.json "$cache_root"/base-rewards/*.json; do
+    if [[ -f $file ]]; then file=${file#"$cache_root"/} && echo "$file"; fi
   done
 }
 SNAPSHOT_FORMAT="# cache entries v2"  # v2 lists reward models and base answers too; a v1 record only reference files
@@ -167,8 +168,8 @@ keep_entry() {  # copy the cache entry NAME (a file, or a reward model's folder)
   if cp -r "$cache_root/$name" "$staging/entry" && mv -T "$staging/entry" "$target" 2>/dev/null; then :; fi
   rm -rf "$staging"
 }
-keep_references() {  # the reference log-probs computed since RUN first started, into $seed; its reward models and
-  local name computed=() first  # base answers into $eval_seed
+keep_references() {  # the reference log-probs computed since RUN first started, into $seed; its reward models,
+  local name computed=() first  # base answers and their rewards into $eval_seed
   local -A before=()
   IFS= read -r first < "$snapshots/$1" || true
   while IFS= read -r name; do before[$name]=1; done < "$snapshots/$1"

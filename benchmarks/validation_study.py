@@ -1100,10 +1100,11 @@ EVAL_CACHE = Path("benchmarks/eval-cache")
 
 
 def eval_cache_entries(root: Path) -> set[str]:
-    """The whole reward models (a folder with its metadata written) and base answers under `root`, as paths; not a
-    hidden folder or file (another process's staging copy, written and renamed into place)."""
+    """The whole reward models (a folder with its metadata written), base answers and their rewards under `root`, as
+    paths; not a hidden folder or file (another process's staging copy, written and renamed into place)."""
     reward_models = {f"reward-models/{file.parent.name}" for file in root.glob("reward-models/*/reward_model.json")}
-    entries = reward_models | {f"base-answers/{file.name}" for file in root.glob("base-answers/*.json")}
+    files = {f"{kind}/{file.name}" for kind in ("base-answers", "base-rewards") for file in root.glob(f"{kind}/*.json")}
+    entries = reward_models | files
     return {name for name in entries if not name.split("/")[1].startswith(".")}
 
 

@@ -390,7 +390,7 @@ class GenerationsScorer:
 
     def _base(self, model, names: list[str], prompts: list[str]) -> dict:
         """The base model's answers (adapter disabled, the same decoding and caps), their words and rewards; computed
-        once per scorer, the answers cached on disk by content (the base model's weights, the prompts, the decoding)."""
+        once per scorer, the answers and their rewards cached on disk by content (`base_answers`, `base_rewards`)."""
         if self._base_scores is None:
 
             def answer(subset: list[str], cap: int) -> tuple[list[list[str]], list[list[bool]]]:
@@ -398,7 +398,7 @@ class GenerationsScorer:
                 return [texts], [ended]
 
             (texts,), (finished,) = self._answer_by_cap(names, prompts, 1, answer)
-            rewards = self._rewards(model, prompts, texts)
+            rewards = base_rewards(self.reward_models, model, self.tokenizer, prompts, texts, self.batch_size)
             self._base_scores = {
                 "texts": texts,
                 "tokens": self._token_counts(texts),
@@ -415,8 +415,8 @@ class GenerationsScorer:
         """The base model's own answers (adapter disabled, the same decoding and caps: `_base`) as one point in
         `score`'s format, without the vs_base_* columns and their win_* means: set against itself every answer ties,
         ½ by definition. Its statistics stand beside every front as the anchor (e.g. the base model's own loop share).
-        Computes `_base` where `score` never ran (every grid point read from the cache): the answers then come from
-        the base answers' cache, the rewards from one reward-model pass."""
+        Computes `_base` where `score` never ran (every grid point read from the cache): the answers and their
+        rewards then come from their caches, or from one generation and one reward-model pass."""
         names = list(self.prompts)
         prompts = [record["prompt"] for name in names for record in self.prompts[name]]
         base = self._base(model, names, prompts)
@@ -540,17 +540,8 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
     the device type, the dtype unless float32 (fp32 keys predate it), the prompts, the decoding and the batch size
     (left padding depends on the batch's prompts).
     """
-    settings = {
-        "base_model": base_model_digest(model),
-        "device": model.device.type,
-        "prompts": prompts,
-        "decoding": decoding,
-        "batch_size": batch_size,
-    }
-    if (dtype := model.get_input_embeddings().weight.dtype) != torch.float32:  # a bf16 base read fp32's before
-        settings["dtype"] = str(dtype)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    file = cache_dir() / "base-answers" / f"{key[:32]}.json"
+    settings = {**_base_model_settings(model), "prompts": prompts, "decoding": decoding, "batch_size": batch_size}
+    file = _cache_file("base-answers", settings)
     for candidate in seeded(file, "base-answers"):
         if candidate.is_file():
             with contextlib.suppress(ValueError, OSError, KeyError):
@@ -571,6 +562,63 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
         )
     write_json(file, {"answers": answers, "finished": finished})
     return answers, finished
+
+
+def base_rewards(
+    reward_models: dict[str, RewardModel], model, tokenizer, prompts: list[str], texts: list[str], batch_size: int
+) -> dict[str, Tensor]:
+    """Every reward model's r(x, y) of the base model's answers `texts` to `prompts` (`score_responses_many`), cached
+    by content as `base_answers` are (base-rewards/, read also from a $PANACEA_CACHE_SEEDS folder, never written
+    there): a scorer whose grid points all come from the point cache then reads the base model's rewards too, where
+    it ran the base model over every answer again (~6 min for hh-2d's 680 test prompts here).
+
+    The key hashes what the numbers depend on: the base model's weights (the features), the device type and dtype
+    (as `base_answers`), each reward model's head and truncation (`reward_model_digest`), the prompts, the answers
+    and the batch size (padding).
+    """
+    settings = {
+        **_base_model_settings(model),
+        "reward_models": {name: reward_model_digest(reward_model) for name, reward_model in reward_models.items()},
+        "prompts": prompts,
+        "texts": texts,
+        "batch_size": batch_size,
+    }
+    file = _cache_file("base-rewards", settings)
+    for candidate in seeded(file, "base-rewards"):
+        if candidate.is_file():
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                cached = read_json(candidate)["rewards"]
+                if set(cached) == set(reward_models) and all(len(values) == len(texts) for values in cached.values()):
+                    return {name: torch.tensor(cached[name], dtype=torch.float32) for name in reward_models}
+    rewards = score_responses_many(reward_models, model, tokenizer, prompts, texts, batch_size=batch_size)
+    write_json(file, {"rewards": {name: values.tolist() for name, values in rewards.items()}})
+    return rewards
+
+
+def reward_model_digest(reward_model: RewardModel) -> str:
+    """sha256 of a reward model's head (w, b, μ, σ: every value) and of how it reads an answer (the base model it was
+    fitted on, max_length, max_prompt_length): two heads with one digest score every answer alike."""
+    digest = hashlib.sha256()
+    for tensor in (reward_model.weight, reward_model.bias, reward_model.mean, reward_model.std):
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    reading = {key: reward_model.metadata.get(key) for key in ("base_model", "max_length", "max_prompt_length")}
+    digest.update(json.dumps(reading, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _base_model_settings(model) -> dict:
+    """The base model's part of a base-answers or base-rewards key: its weights' digest, the device type, and the
+    dtype unless float32 (fp32 keys predate it)."""
+    settings = {"base_model": base_model_digest(model), "device": model.device.type}
+    if (dtype := model.get_input_embeddings().weight.dtype) != torch.float32:  # a bf16 base read fp32's before
+        settings["dtype"] = str(dtype)
+    return settings
+
+
+def _cache_file(kind: str, settings: dict) -> Path:
+    """The entry of `kind` (a folder of panacea's cache) keyed by the sha256 of `settings` as sorted JSON."""
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return cache_dir() / kind / f"{key[:32]}.json"
 
 
 def load_prompts(prompt_set: PromptSet, limit: int | None = None) -> list[dict]:

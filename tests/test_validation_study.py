@@ -785,26 +785,32 @@ def test_the_reward_models_and_base_answers_the_study_computed_are_kept_whole(tm
     study = _study(monkeypatch)
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
     cache = study.cache_dir()
-    for name in ("reward-models/helpful-old/reward_model.json", "base-answers/old.json"):
+    for name in ("reward-models/helpful-old/reward_model.json", "base-answers/old.json", "base-rewards/old.json"):
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
         (cache / name).write_text("{}")
     before = study.eval_cache_entries(cache)
-    assert before == {"reward-models/helpful-old", "base-answers/old.json"}
+    assert before == {"reward-models/helpful-old", "base-answers/old.json", "base-rewards/old.json"}
     for name, text in (
         ("reward-models/harmless-new/reward_model.safetensors", "weights"),
         ("reward-models/harmless-new/reward_model.json", "{}"),
         ("reward-models/helpful-half/reward_model.safetensors", "weights"),  # being written
         ("base-answers/new.json", '{"answers": []}'),
+        ("base-rewards/new.json", '{"rewards": {}}'),
     ):
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
         (cache / name).write_text(text)
     (cache / "reward-models/.harmless-other.tmp-1234").mkdir()  # another process's staging copy: not an entry
     (cache / "reward-models/.harmless-other.tmp-1234/reward_model.json").write_text("{}")
     seed = tmp_path / "eval-seed"
-    assert study.keep_eval_cache(before, seed) == ["base-answers/new.json", "reward-models/harmless-new"]
+    assert study.keep_eval_cache(before, seed) == [
+        "base-answers/new.json",
+        "base-rewards/new.json",
+        "reward-models/harmless-new",
+    ]
     kept = sorted(str(path.relative_to(seed)) for path in seed.rglob("*") if path.is_file())
     assert kept == [
         "base-answers/new.json",
+        "base-rewards/new.json",
         "reward-models/harmless-new/reward_model.json",
         "reward-models/harmless-new/reward_model.safetensors",
     ]

@@ -17,6 +17,7 @@ from panacea.eval import reward_model as reward_model_module
 from panacea.eval.bootstrap import objective_values, percentile_interval, prompt_cluster, resample_weights
 from panacea.eval.compare import compare, format_comparison
 from panacea.eval.generations import PROMPT_SETS, GenerationsScorer, load_prompts
+from panacea.eval.reward_model import RewardModel, score_responses
 from panacea.eval.sweep import base_statistics, evaluate_path, load_run
 from panacea.training import TrainConfig, train
 from panacea.training.reference import base_model_digest
@@ -207,11 +208,11 @@ def test_the_base_models_own_point_holds_its_answers_statistics_and_no_win_again
         assert asked == [record["prompt"] for records in prompts.values() for record in records]
         return [text for answers in texts.values() for text in answers], finished
 
-    def characters(model, asked, answers):  # each judge's reward: the answer's length in characters
-        return {name: torch.tensor([float(len(answer)) for answer in answers]) for name in judges}
+    def characters(reward_models, model, tokenizer, asked, answers, batch_size):  # the base rewards' cache, read:
+        return {name: torch.tensor([float(len(answer)) for answer in answers]) for name in reward_models}  # lengths
 
     monkeypatch.setattr(generations_module, "base_answers", stored)
-    monkeypatch.setattr(scorer, "_rewards", characters)
+    monkeypatch.setattr(generations_module, "base_rewards", characters)
     point = scorer.base_point(model=None)
     helpful, harmful = point["sets"]["helpful_test"]["values"], point["sets"]["harmbench"]["values"]
     assert helpful["loop"] == [0.0, 1.0, 0.0, 0.0] and harmful["loop"] == [0.0, 1.0]
@@ -423,6 +424,52 @@ def test_the_base_models_answers_are_read_from_a_seed_folder_where_the_cache_mis
     monkeypatch.delenv(CACHE_SEEDS_ENV)
     assert generations_module.base_answers(model, tokenizer, prompts, decoding, batch_size=4) == (answers, finished)
     assert entry.is_file() and json.loads((seed / "base-answers" / entry.name).read_text()) == planted
+
+
+def test_the_base_models_rewards_come_from_the_cache_where_every_point_does(run_dir, monkeypatch):
+    """A front read whole from the cache ran the base model over every base answer again for their rewards (~6 min
+    for hh-2d's test prompts); the rewards are cached by content like the answers, so nothing is scored again."""
+    arguments = dict(grid_points=3, scorers=["generations"], limit=2, max_new_tokens=4, batch_size=8, progress=False)
+    first = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
+    monkeypatch.setattr(GenerationsScorer, "score", lambda *args: pytest.fail("a cached point was scored again"))
+    monkeypatch.setattr(
+        generations_module, "score_responses_many", lambda *args, **kwargs: pytest.fail("base rewards scored again")
+    )
+    again = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
+    assert again["base"] == first["base"]
+
+
+def test_cached_base_rewards_are_those_of_the_same_heads_answers_and_model(tmp_path, monkeypatch):
+    """base_rewards reads a cached entry only for the same reward-model heads (every value), answers, prompts and
+    base model; a seed folder's entry where the cache misses, never written there."""
+    monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path / "cache")
+    model, tokenizer = panacea_llama(), tiny_tokenizer()
+    torch.manual_seed(0)
+    meta = {"max_length": 32, "max_prompt_length": 16}
+    head = RewardModel("helpful", torch.randn(64), torch.tensor(0.0), torch.zeros(64), torch.ones(64), meta)
+    prompts, texts = ["w5 w6", "w7"], ["w8 w9", "w10"]
+
+    def rewards(heads, answers=texts, of=model):
+        scored = generations_module.base_rewards(heads, of, tokenizer, prompts, answers, batch_size=2)
+        return {name: values.tolist() for name, values in scored.items()}
+
+    expected = {"helpful": score_responses(head, model, tokenizer, prompts, texts, batch_size=2).tolist()}
+    assert rewards({"helpful": head}) == expected  # scored and written
+    (entry,) = (tmp_path / "cache" / "base-rewards").iterdir()
+    entry.write_text(json.dumps({"rewards": {"helpful": [7.0, 8.0]}}))  # planted: read back, not scored again
+    assert rewards({"helpful": head}) == {"helpful": [7.0, 8.0]}
+    nudged = copy.deepcopy(head)
+    nudged.weight[3] += 1e-3  # another head, the same metadata and cache key
+    assert rewards({"helpful": nudged})["helpful"] != [7.0, 8.0]
+    assert rewards({"helpful": head}, answers=["w8 w9", "w11"])["helpful"] != [7.0, 8.0]
+    assert rewards({"helpful": head}, of=panacea_llama(seed=1))["helpful"] != [7.0, 8.0]
+    assert rewards({"other": head}) == {"other": expected["helpful"]}  # the names are part of what is cached
+    seed = tmp_path / "seed"
+    (seed / "base-rewards").mkdir(parents=True)
+    entry.rename(seed / "base-rewards" / entry.name)
+    monkeypatch.setenv(CACHE_SEEDS_ENV, str(seed))
+    assert rewards({"helpful": head}) == {"helpful": [7.0, 8.0]}  # the cache misses: the seed's
+    assert not entry.exists()
 
 
 def test_a_bf16_base_model_does_not_read_the_fp32_models_base_answers(tmp_path, monkeypatch):
