@@ -129,7 +129,7 @@ mkdir -p "$cache"
 export PANACEA_REFERENCE_LOGPS=$seed${PANACEA_REFERENCE_LOGPS:+:$PANACEA_REFERENCE_LOGPS}  # read where the cache misses
 # Likewise the generations scorer's reward models (a linear head, ~20 KB; fitting one runs the base model over 1,000
 # responses, ~6-8 min here), the base model's answers (a generation pass over the prompts) and their rewards (a base
-# pass over the answers, ~6 min for hh-2d's) in a folder laid out like the cache ($PANACEA_CACHE_SEEDS:
+# pass over the answers) in a folder laid out like the cache ($PANACEA_CACHE_SEEDS:
 # panacea.base_model.cache_seed_dirs), kept the same way.
 eval_seed=${EVAL_CACHE_SEED:-benchmarks/eval-cache}
 [[ $eval_seed == /* ]] || eval_seed=$PWD/$eval_seed

@@ -570,7 +570,8 @@ def base_rewards(
     """Every reward model's r(x, y) of the base model's answers `texts` to `prompts` (`score_responses_many`), cached
     by content as `base_answers` are (base-rewards/, read also from a $PANACEA_CACHE_SEEDS folder, never written
     there): a scorer whose grid points all come from the point cache then reads the base model's rewards too, where
-    it ran the base model over every answer again (~6 min for hh-2d's 680 test prompts here).
+    it ran the base model over every answer again (the first grid point of the published hh-2d fronts, which ran
+    that pass, took 400–850 s longer than the others here).
 
     The key hashes what the numbers depend on: the base model's weights (the features), the device type and dtype
     (as `base_answers`), each reward model's head and truncation (`reward_model_digest`), the prompts, the answers
