@@ -152,7 +152,9 @@ cache_names() {  # the reference files in the cache, a name a line; then its rew
     if [[ -f $file ]]; then file=${file#"$cache_root"/} && echo "$file"; fi
   done
 }
-SNAPSHOT_FORMAT="# cache entries v2"  # v2 lists reward models and base answers too; a v1 record only reference files
+SNAPSHOT_FORMAT="# cache entries v2"  # v2 lists reward models and base answers (and, since 2026-12-07, their
+# rewards: a record of before lists none, so the run keeps every one the cache holds, harmless as each is keyed by
+# content) too; a v1 record only reference files
 snapshot() {  # record the cache's entries at RUN's first start; a resumed run keeps its first record
   local file=$snapshots/$1
   if [[ -f $file ]]; then return; fi

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from panacea.adapters import PanaceaModel
-from panacea.training.reference import base_model_digest
+from panacea.training.reference import base_model_digest, update_with_pairs
 from torch import Tensor
 
 from panacea._io import read_json, write_json
@@ -63,7 +63,7 @@ from panacea.generation import generate_grid
 from .bootstrap import TRANSFORMS, prompt_cluster
 from .degeneration import is_loop
 from .refusal import detector_digest, is_refusal, xstest_agreement
-from .reward_model import RewardModel, score_responses_many, train_reward_model
+from .reward_model import RewardModel, score_responses_many, tokenize_responses, train_reward_model
 
 DATA = Path("data")
 PROMPTS = DATA / "prompts"
@@ -574,23 +574,34 @@ def base_rewards(
     that pass, took 400–850 s longer than the others here).
 
     The key hashes what the numbers depend on: the base model's weights (the features), the device type and dtype
-    (as `base_answers`), each reward model's head and truncation (`reward_model_digest`), the prompts, the answers
-    and the batch size (padding).
+    (as `base_answers`), each reward model's head and how it reads an answer (`reward_model_digest`), the token ids
+    it reads — every (prompt, answer) as the tokenizer, its chat template and the reward model's truncation render
+    it — and the batch size (padding).
     """
+    if not reward_models:
+        return {}
+    readings = {}  # per truncation, the digest of every (prompt, answer)'s token ids as score_responses_many reads them
+    for reward_model in reward_models.values():
+        limits = (reward_model.metadata.get("max_length"), reward_model.metadata.get("max_prompt_length"))
+        if None not in limits and f"{limits[0]}/{limits[1]}" not in readings:  # else score_responses_many refuses
+            digest = hashlib.sha256()
+            sequences = tokenize_responses(tokenizer, prompts, texts, max_length=limits[0], max_prompt_length=limits[1])
+            update_with_pairs(digest, sequences)
+            readings[f"{limits[0]}/{limits[1]}"] = digest.hexdigest()
     settings = {
         **_base_model_settings(model),
         "reward_models": {name: reward_model_digest(reward_model) for name, reward_model in reward_models.items()},
-        "prompts": prompts,
-        "texts": texts,
+        "token_ids": readings,
         "batch_size": batch_size,
     }
     file = _cache_file("base-rewards", settings)
     for candidate in seeded(file, "base-rewards"):
         if candidate.is_file():
-            with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+            with contextlib.suppress(ValueError, OSError, KeyError, TypeError, AttributeError, RuntimeError):
                 cached = read_json(candidate)["rewards"]
-                if set(cached) == set(reward_models) and all(len(values) == len(texts) for values in cached.values()):
-                    return {name: torch.tensor(cached[name], dtype=torch.float32) for name in reward_models}
+                read = {name: torch.tensor(cached[name], dtype=torch.float32) for name in reward_models}
+                if set(cached) == set(reward_models) and all(v.shape == (len(texts),) for v in read.values()):
+                    return read
     rewards = score_responses_many(reward_models, model, tokenizer, prompts, texts, batch_size=batch_size)
     write_json(file, {"rewards": {name: values.tolist() for name, values in rewards.items()}})
     return rewards
@@ -598,11 +609,13 @@ def base_rewards(
 
 def reward_model_digest(reward_model: RewardModel) -> str:
     """sha256 of a reward model's head (w, b, μ, σ: every value) and of how it reads an answer (the base model it was
-    fitted on, max_length, max_prompt_length): two heads with one digest score every answer alike."""
+    fitted on, its truncation, its features' kind and format, its cache key): two heads with one digest score every
+    answer alike."""
     digest = hashlib.sha256()
     for tensor in (reward_model.weight, reward_model.bias, reward_model.mean, reward_model.std):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    reading = {key: reward_model.metadata.get(key) for key in ("base_model", "max_length", "max_prompt_length")}
+    keys = ("base_model", "max_length", "max_prompt_length", "feature_kind", "format", "cache_key")
+    reading = {key: reward_model.metadata.get(key) for key in keys}
     digest.update(json.dumps(reading, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 

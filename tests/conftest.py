@@ -18,7 +18,7 @@ from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
 from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV, cache_dir
 
 os.environ.pop(SEED_DIRS_ENV, None)  # no committed reference folder, unless a test names one
-os.environ.pop(CACHE_SEEDS_ENV, None)  # nor committed reward models and base answers
+os.environ.pop(CACHE_SEEDS_ENV, None)  # nor committed reward models, base answers and their rewards
 
 VOCAB_SIZE = 64
 CONTENT_CACHES = ("reference-logps", "reward-models", "base-answers", "base-rewards")  # entries keyed by content

@@ -440,8 +440,9 @@ def test_the_base_models_rewards_come_from_the_cache_where_every_point_does(run_
 
 
 def test_cached_base_rewards_are_those_of_the_same_heads_answers_and_model(tmp_path, monkeypatch):
-    """base_rewards reads a cached entry only for the same reward-model heads (every value), answers, prompts and
-    base model; a seed folder's entry where the cache misses, never written there."""
+    """base_rewards reads a cached entry only for the same reward-model heads (every value), token ids (answers,
+    prompts, template, truncation) and base model; a seed folder's entry where the cache misses, never written
+    there; an entry of the wrong shape is scored again."""
     monkeypatch.setattr(generations_module, "cache_dir", lambda: tmp_path / "cache")
     model, tokenizer = panacea_llama(), tiny_tokenizer()
     torch.manual_seed(0)
@@ -449,8 +450,8 @@ def test_cached_base_rewards_are_those_of_the_same_heads_answers_and_model(tmp_p
     head = RewardModel("helpful", torch.randn(64), torch.tensor(0.0), torch.zeros(64), torch.ones(64), meta)
     prompts, texts = ["w5 w6", "w7"], ["w8 w9", "w10"]
 
-    def rewards(heads, answers=texts, of=model):
-        scored = generations_module.base_rewards(heads, of, tokenizer, prompts, answers, batch_size=2)
+    def rewards(heads, answers=texts, of=model, rendered_by=tokenizer):
+        scored = generations_module.base_rewards(heads, of, rendered_by, prompts, answers, batch_size=2)
         return {name: values.tolist() for name, values in scored.items()}
 
     expected = {"helpful": score_responses(head, model, tokenizer, prompts, texts, batch_size=2).tolist()}
@@ -463,7 +464,19 @@ def test_cached_base_rewards_are_those_of_the_same_heads_answers_and_model(tmp_p
     assert rewards({"helpful": nudged})["helpful"] != [7.0, 8.0]
     assert rewards({"helpful": head}, answers=["w8 w9", "w11"])["helpful"] != [7.0, 8.0]
     assert rewards({"helpful": head}, of=panacea_llama(seed=1))["helpful"] != [7.0, 8.0]
+    plain = copy.copy(tokenizer)
+    plain.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"  # another rendering of the same text
+    assert rewards({"helpful": head}, rendered_by=plain)["helpful"] != [7.0, 8.0]
+    assert rewards({}) == {} and len(list((tmp_path / "cache" / "base-rewards").iterdir())) == 5  # none written
     assert rewards({"other": head}) == {"other": expected["helpful"]}  # the names are part of what is cached
+    for damaged in (
+        {"rewards": ["helpful"]},
+        {"rewards": {"helpful": [None, 1.0]}},
+        {"rewards": {"helpful": [[7.0], [8.0]]}},
+    ):
+        entry.write_text(json.dumps(damaged))  # well-formed JSON of the wrong shape: scored again, not read
+        assert rewards({"helpful": head}) == expected
+    entry.write_text(json.dumps({"rewards": {"helpful": [7.0, 8.0]}}))
     seed = tmp_path / "seed"
     (seed / "base-rewards").mkdir(parents=True)
     entry.rename(seed / "base-rewards" / entry.name)
