@@ -580,14 +580,16 @@ def base_rewards(
     """
     if not reward_models:
         return {}
+    limits = {
+        (judge.metadata.get("max_length"), judge.metadata.get("max_prompt_length")) for judge in reward_models.values()
+    }
     readings = {}  # per truncation, the digest of every (prompt, answer)'s token ids as score_responses_many reads them
-    for reward_model in reward_models.values():
-        limits = (reward_model.metadata.get("max_length"), reward_model.metadata.get("max_prompt_length"))
-        if None not in limits and f"{limits[0]}/{limits[1]}" not in readings:  # else score_responses_many refuses
-            digest = hashlib.sha256()
-            sequences = tokenize_responses(tokenizer, prompts, texts, max_length=limits[0], max_prompt_length=limits[1])
-            update_with_pairs(digest, sequences)
-            readings[f"{limits[0]}/{limits[1]}"] = digest.hexdigest()
+    for length, prompt_length in (pair for pair in limits if None not in pair):  # else score_responses_many refuses
+        digest = hashlib.sha256()
+        update_with_pairs(
+            digest, tokenize_responses(tokenizer, prompts, texts, max_length=length, max_prompt_length=prompt_length)
+        )
+        readings[f"{length}/{prompt_length}"] = digest.hexdigest()
     settings = {
         **_base_model_settings(model),
         "reward_models": {name: reward_model_digest(reward_model) for name, reward_model in reward_models.items()},

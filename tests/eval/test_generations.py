@@ -427,8 +427,9 @@ def test_the_base_models_answers_are_read_from_a_seed_folder_where_the_cache_mis
 
 
 def test_the_base_models_rewards_come_from_the_cache_where_every_point_does(run_dir, monkeypatch):
-    """A front read whole from the cache ran the base model over every base answer again for their rewards (~6 min
-    for hh-2d's test prompts); the rewards are cached by content like the answers, so nothing is scored again."""
+    """A front read whole from the cache ran the base model over every base answer again for their rewards (the
+    published hh-2d fronts' first grid point, which ran that pass, took 400–850 s longer than the others); the rewards
+    are cached by content like the answers, so nothing is scored again."""
     arguments = dict(grid_points=3, scorers=["generations"], limit=2, max_new_tokens=4, batch_size=8, progress=False)
     first = evaluate_path(run_dir, **arguments)["scorers"]["generations"]
     monkeypatch.setattr(GenerationsScorer, "score", lambda *args: pytest.fail("a cached point was scored again"))
