@@ -161,6 +161,13 @@ def statistic_intervals(
     return result
 
 
+def point_statistics(items: Sequence, point: Mapping, statistics: Mapping[str, Mapping], **kwargs) -> dict[str, dict]:
+    """`statistic_intervals` of one point scored on `items` (the base model's own answers, say): each statistic's
+    `values` and `intervals` hold one entry. `kwargs` as `statistic_intervals`'s (`weights`: a comparison's
+    resamples; else `resamples` and `seed`)."""
+    return statistic_intervals({"items": items, "points": [point]}, statistics, **kwargs)
+
+
 def objective_spec(scorer: Mapping, objective: str) -> dict:
     """The named objective's description in a scorer's entry, or one error naming the ones it has."""
     specs = scorer.get("objectives") or {}

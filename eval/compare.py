@@ -36,8 +36,8 @@ from .bootstrap import (
     contrast,
     differences,
     interval_pairs,
+    point_statistics,
     pooled_mean,
-    statistic_intervals,
 )
 from .report import (
     MONOTONE_RHO,
@@ -288,8 +288,7 @@ def _base_statistics(entry: dict, weights: np.ndarray) -> dict:
     base = entry.get("base")
     if not base:
         return {}
-    alone = {"items": entry["items"], "points": [base["point"]]}
-    return statistic_intervals(alone, base["statistics"], weights=weights)
+    return point_statistics(entry["items"], base["point"], base["statistics"], weights=weights)
 
 
 def grid_vertices(grid: Sequence[Sequence[float]], dimensions: Sequence[str]) -> dict[str, int]:

@@ -46,7 +46,7 @@ from panacea.base_model import load_base_model
 from panacea.data import PROMPT_MAPPABLE_KEYS, PromptSource, load_prompt_source
 from panacea.preferences import simplex_grid
 
-from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, prompt_cluster, statistic_intervals
+from .bootstrap import RESAMPLES, SEED, bootstrap_fronts, point_statistics, prompt_cluster, statistic_intervals
 from .report import format_front, plot_front
 from .scorers import HELD_OUT_SPLITS, PairsScorer, validation_sources
 from .steering import vertex_index
@@ -437,8 +437,7 @@ def base_statistics(entry: dict, scorer, model, *, resamples: int = RESAMPLES, s
     resamples its grid points' statistics use (`values` and `intervals` hold one entry each). `panacea compare`
     redraws them from the point under its own resamples."""
     point = {key: value for key, value in scorer.base_point(model).items() if key != "responses"}
-    alone = {"items": entry["items"], "points": [point]}
-    statistics = statistic_intervals(alone, scorer.statistics(), resamples=resamples, seed=seed)
+    statistics = point_statistics(entry["items"], point, scorer.statistics(), resamples=resamples, seed=seed)
     return {"point": point, "statistics": statistics}
 
 
