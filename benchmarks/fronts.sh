@@ -140,17 +140,16 @@ export PANACEA_CACHE_SEEDS=$eval_seed${PANACEA_CACHE_SEEDS:+:$PANACEA_CACHE_SEED
 # until the run is evaluated, so a run interrupted after its reference pass and resumed later (another session)
 # still keeps what it computed then.
 snapshots=$runs_dir/.reference-snapshots
-cache_names() {  # the reference files in the cache, a name a line; then its reward models, base answers and their
-  local file  # rewards, by their path in the cache (a reward model is a folder: one whose metadata is written is whole)
+cache_names() {  # the reference files in the cache, a name a line; then its whole reward models, base answers and
+  local file  # their rewards, by their path in the cache (panacea.base_model.seeded_entries, as the validation study)
   for file in "$cache"/*.safetensors; do
     if [[ -f $file ]]; then echo "${file##*/}"; fi
   done
-  for file in "$cache_root"/reward-models/*/reward_model.json; do
-    if [[ -f $file ]]; then file=${file%/reward_model.json} && echo "reward-models/${file##*/}"; fi
-  done
-  for file in "$cache_root"/base-answers/*.json "$cache_root"/base-rewards/*.json; do
-    if [[ -f $file ]]; then file=${file#"$cache_root"/} && echo "$file"; fi
-  done
+  "${PYTHON:-.venv/bin/python}" -c 'import sys
+from pathlib import Path
+from panacea.base_model import seeded_entries
+for name in sorted(seeded_entries(Path(sys.argv[1]))):
+    print(name)' "$cache_root"
 }
 SNAPSHOT_FORMAT="# cache entries v2"  # v2 lists reward models and base answers (and, since 2026-12-07, their
 # rewards: a record of before lists none, so the run keeps every one the cache holds, harmless as each is keyed by

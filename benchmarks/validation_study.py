@@ -66,7 +66,7 @@ from panacea.training.soups import train_soups
 from panacea.training.trainer import config_changes
 
 from panacea._io import atomic_directory, read_json, write_json, write_text
-from panacea.base_model import CACHE_SEEDS_ENV, cache_dir
+from panacea.base_model import CACHE_SEEDS_ENV, cache_dir, seeded_entries
 
 # configs/hh-2d.yaml as every published row trained on it, frozen (2026-12-07 ~12:15 UTC, identical then) so that the
 # chosen settings can be written into configs/hh-2d.yaml without changing the study's rows (or its tests)
@@ -1099,22 +1099,13 @@ def confirm_refused(row: str) -> str | None:
 EVAL_CACHE = Path("benchmarks/eval-cache")
 
 
-def eval_cache_entries(root: Path) -> set[str]:
-    """The whole reward models (a folder with its metadata written), base answers and their rewards under `root`, as
-    paths; not a hidden folder or file (another process's staging copy, written and renamed into place)."""
-    reward_models = {f"reward-models/{file.parent.name}" for file in root.glob("reward-models/*/reward_model.json")}
-    files = {f"{kind}/{file.name}" for kind in ("base-answers", "base-rewards") for file in root.glob(f"{kind}/*.json")}
-    entries = reward_models | files
-    return {name for name in entries if not name.split("/")[1].startswith(".")}
-
-
 def eval_cache_before() -> set[str]:
     """The cache's entries when the study first started on this machine: recorded in OUTPUT, so that what a row
     computed before an interrupt is still kept by the next start (the record goes after a full run)."""
     record = OUTPUT / "eval-cache-before.json"
     if record.is_file():
         return set(read_json(record)["entries"])
-    before = eval_cache_entries(cache_dir())
+    before = seeded_entries(cache_dir())
     write_json(record, {"entries": sorted(before)})
     return before
 
@@ -1124,7 +1115,7 @@ def keep_eval_cache(before: set[str], seed: Path | None = None) -> list[str]:
     each whole or not at all; the ones copied."""
     seed = EVAL_CACHE if seed is None else seed
     kept = []
-    for name in sorted(eval_cache_entries(cache_dir()) - before):
+    for name in sorted(seeded_entries(cache_dir()) - before):
         source, target = cache_dir() / name, seed / name
         if target.exists():
             continue

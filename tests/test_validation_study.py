@@ -14,7 +14,7 @@ import pytest
 import yaml
 from panacea.training.reference import SEED_DIRS_ENV
 
-from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV
+from panacea.base_model import CACHE_DIR_ENV, CACHE_SEEDS_ENV, seeded_entries
 from tests.helpers import config_dict, load_script, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -788,7 +788,7 @@ def test_the_reward_models_and_base_answers_the_study_computed_are_kept_whole(tm
     for name in ("reward-models/helpful-old/reward_model.json", "base-answers/old.json", "base-rewards/old.json"):
         (cache / name).parent.mkdir(parents=True, exist_ok=True)
         (cache / name).write_text("{}")
-    before = study.eval_cache_entries(cache)
+    before = seeded_entries(cache)
     assert before == {"reward-models/helpful-old", "base-answers/old.json", "base-rewards/old.json"}
     for name, text in (
         ("reward-models/harmless-new/reward_model.safetensors", "weights"),
