@@ -33,6 +33,10 @@
 #                                                     # eval_grid); with generations, compare-generations/ too
 #   SOUPS_MODES=delta benchmarks/fronts.sh hhc-3d soups-hhc-3d   # evaluate (and publish) only these soups modes
 #                                                     # (default "ab delta"; a mode published earlier stays)
+#   benchmarks/fronts.sh --train-only hh-2d hh-2d-tche  # train (and publish the training records of) the named
+#                                                     # runs, nothing evaluated or compared: a later invocation
+#                                                     # without it reuses them and scores them (a run's test numbers
+#                                                     # can wait until every config of the comparison is chosen)
 #   benchmarks/fronts.sh --save-points hh-2d          # while a job runs: copy the grid points its evaluations have
 #                                                     # scored so far to docs/results/NAME/RUN/points/, and a
 #                                                     # training's newest checkpoint to RUN/resume/ (commit them)
@@ -69,9 +73,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-save_only=0
-if [[ ${1:-} == --save-points ]]; then save_only=1; shift; fi
-name=${1:?usage: benchmarks/fronts.sh [--save-points] NAME [RUN ...]   (NAME: hh-2d or hhc-3d, a config in configs/)}
+save_only=0 train_only=0
+case ${1:-} in
+  --save-points) save_only=1; shift ;;
+  --train-only) train_only=1; shift ;;
+esac
+name=${1:?usage: benchmarks/fronts.sh [--save-points | --train-only] NAME [RUN ...]   (NAME: hh-2d or hhc-3d, a config in configs/)}
 shift
 config=configs/$name.yaml
 panacea=${PANACEA:-.venv/bin/panacea}
@@ -477,6 +484,7 @@ for run in "${runs[@]}"; do
   keep_references "$run"
   publish_training "$run"  # at once: an evaluation cut short still leaves the training's record
   rm -rf "${published:?}/$run/resume"  # trained: a checkpoint saved on the way is not needed again
+  if ((train_only)); then continue; fi  # its snapshot stays: the evaluation that follows keeps what it computes too
   restore_points "$run"
   modes=("")  # a soups run: one evaluation per interpolation mode, each published as soon as it is done
   if [[ $run == soups-* ]]; then modes=("${soups_modes[@]}"); fi
@@ -491,6 +499,7 @@ for run in "${runs[@]}"; do
   rm -f "$snapshots/$run"  # evaluated: a later evaluation of this run starts a new record
 done
 
+if ((train_only)); then exit 0; fi
 evaluated=() documents=0 fronts=()  # the runs compared, and their fronts' results files
 for run in "${order[@]}"; do
   found=() stale=0

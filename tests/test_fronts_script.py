@@ -181,6 +181,35 @@ def test_evaluations_training_records_and_weights_are_published_without_optimize
     ]
 
 
+def test_train_only_trains_and_publishes_the_training_but_scores_and_compares_nothing(tmp_path):
+    """`--train-only`: the named runs train and their records are published, no `panacea eval` or `compare` runs (with
+    two fronts published, one would), and the run's cache snapshot stays for the evaluation that follows, which
+    reuses the training."""
+    runs, published = tmp_path / "runs", tmp_path / "published" / "hh-2d"
+    for run in ("hh-2d-tche", "soups-hh-2d"):  # published by an earlier run of the script: comparable
+        (published / run / "eval").mkdir(parents=True)
+        (published / run / "eval/results.json").write_text(SCORED)
+    fake = _fake_panacea(
+        tmp_path,
+        '#!/bin/sh\necho "$@"\ncase "$*" in *--check) exit 0;; esac\n[ "$1" = train ] || exit 0\n'
+        f"mkdir -p {runs}/hh-2d/adapter && echo w > {runs}/hh-2d/adapter/adapter_model.safetensors\n"
+        f"echo '{{}}' > {runs}/hh-2d/log.jsonl\n",
+    )
+    done = _dry_run("--train-only", "hh-2d", "hh-2d", PANACEA=str(fake))
+    assert done.returncode == 0, done.stderr
+    assert len(_trains(done.stdout)) == 1
+    assert not [line for line in done.stdout.splitlines() if line.startswith(("eval ", "compare "))]
+    assert (published / "hh-2d/train/adapter/adapter_model.safetensors").is_file()
+    assert (published / "hh-2d/train/log.jsonl").is_file() and not (published / "hh-2d/eval").exists()
+    assert (runs / ".reference-snapshots/hh-2d").is_file()
+    then = _dry_run("hh-2d", "hh-2d", PANACEA=str(fake))
+    assert then.returncode == 0, then.stderr
+    assert not _trains(then.stdout) and "=== hh-2d: trained already" in then.stdout
+    assert [line.split()[:2] for line in then.stdout.splitlines() if line.startswith("eval ")] == [
+        ["eval", str(runs / "hh-2d")]
+    ]
+
+
 def test_with_soups_at_m_times_the_budget_published_every_run_is_also_compared_against_it(tmp_path):
     """Issue 28 asks for Panacea at m× against soups at m×: the pairing was made by hand (hh-2d's
     compare-vs-soups-full/); every front is compared against soups-NAME-full too, on each objective."""
