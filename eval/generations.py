@@ -56,7 +56,7 @@ from torch import Tensor
 
 from panacea._io import read_json, write_json
 from panacea._names import SCORER_OBJECTIVES
-from panacea.base_model import cache_dir, seeded
+from panacea.base_model import BASE_ANSWERS, BASE_REWARDS, cache_dir, seeded
 from panacea.data import PairSource, pair_split
 from panacea.generation import generate_grid
 
@@ -541,8 +541,8 @@ def base_answers(model, tokenizer, prompts: list[str], decoding: dict, batch_siz
     (left padding depends on the batch's prompts).
     """
     settings = {**_base_model_settings(model), "prompts": prompts, "decoding": decoding, "batch_size": batch_size}
-    file = _cache_file("base-answers", settings)
-    for candidate in seeded(file, "base-answers"):
+    file = _cache_file(BASE_ANSWERS, settings)
+    for candidate in seeded(file, BASE_ANSWERS):
         if candidate.is_file():
             with contextlib.suppress(ValueError, OSError, KeyError):
                 cached = read_json(candidate)
@@ -596,8 +596,8 @@ def base_rewards(
         "token_ids": readings,
         "batch_size": batch_size,
     }
-    file = _cache_file("base-rewards", settings)
-    for candidate in seeded(file, "base-rewards"):
+    file = _cache_file(BASE_REWARDS, settings)
+    for candidate in seeded(file, BASE_REWARDS):
         if candidate.is_file():
             with contextlib.suppress(ValueError, OSError, KeyError, TypeError, AttributeError, RuntimeError):
                 cached = read_json(candidate)["rewards"]

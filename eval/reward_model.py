@@ -70,7 +70,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from panacea._io import atomic_directory, read_json, write_json
-from panacea.base_model import cache_dir, seeded
+from panacea.base_model import REWARD_MODELS, SEEDED_FOLDER_MARK, cache_dir, seeded
 from panacea.data import PairRecord, PairSource, TokenizedPair, TruncationStats, load_dimension, tokenize_pairs
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ logger = logging.getLogger(__name__)
 FEATURE_KIND = "last_token+response_mean"  # chosen by the measurement in the module docstring
 FORMAT = "panacea-reward-model/1"
 WEIGHTS_FILE = "reward_model.safetensors"
-CONFIG_FILE = "reward_model.json"
+CONFIG_FILE = SEEDED_FOLDER_MARK  # written last: a cached reward model whose folder holds it is whole
 TENSOR_NAMES = ("weight", "bias", "mean", "std")
 DEFAULT_WEIGHT_DECAY = 3.0  # chosen by 5-fold cross-validation on train pairs (module docstring)
 _ADAPTER_KEYS = ("lora_A", "lora_B", "singular_values", "preference_scale")  # left out of the base identity
@@ -399,8 +399,8 @@ def train_reward_model(
     }
     identity = base_model_identity(model)
     key = reward_cache_key(model, train_pairs, test_pairs, {**settings, "base_model": identity})
-    folder = Path(cache_root or cache_dir() / "reward-models") / f"{dimension}-{key[:32]}"
-    for candidate in seeded(folder, "reward-models"):
+    folder = Path(cache_root or cache_dir() / REWARD_MODELS) / f"{dimension}-{key[:32]}"
+    for candidate in seeded(folder, REWARD_MODELS):
         cached = _read_cached(candidate, key)
         if cached is not None:
             logger.info("reward model %s: cache hit %s; %s", dimension, candidate, cached.summary())

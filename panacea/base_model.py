@@ -28,7 +28,9 @@ EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR_ENV = "PANACEA_CACHE_DIR"
 # read-only folders laid out like the cache (reward-models/, base-answers/, base-rewards/), read where it misses
 CACHE_SEEDS_ENV = "PANACEA_CACHE_SEEDS"
-SEEDED_KINDS = ("reward-models", "base-answers", "base-rewards")  # the cache's folders a seed folder holds
+# The cache's folders a seed folder holds: the generations scorer's reward models, the base model's answers and their
+# rewards (panacea.eval.reward_model, panacea.eval.generations)
+REWARD_MODELS, BASE_ANSWERS, BASE_REWARDS = SEEDED_KINDS = ("reward-models", "base-answers", "base-rewards")
 # A reward model's entry is a folder, whole once this file (eval.reward_model.CONFIG_FILE, written last) is in it.
 SEEDED_FOLDER_MARK = "reward_model.json"
 _INSTALL_HINT = (
